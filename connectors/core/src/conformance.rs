@@ -1,0 +1,1 @@
+//! The conformance suite every connector and every vendor profile must pass.

@@ -1,0 +1,1 @@
+//! The embedded default source: SQLite files through rusqlite (bundled).

@@ -1,0 +1,1 @@
+//! Deterministic demo data: three legacy vendor databases with ground truth.

@@ -1,0 +1,1 @@
+//! Test support: servers and fixtures shared by the integration tests.
