@@ -129,3 +129,523 @@ pub struct Mapped {
     pub records: Vec<Record>,
     pub findings: Vec<Finding>,
 }
+
+/// The profile's SQL and the engine's result disagree (a column the mapping names is not
+/// in the result). A configuration fault, found by the conformance suite.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("vendor profile `{profile}`, entity `{entity}`: {reason}")]
+pub struct MappingError {
+    pub profile: String,
+    pub entity: EntityKind,
+    pub reason: String,
+}
+
+struct Column<'a> {
+    name: &'static str,
+    ty: FieldType,
+    index: usize,
+    spec: &'a crate::profile::FieldSpec,
+}
+
+/// Map the rows one of `entity`'s statements returned.
+pub fn map_rows(profile: &VendorProfile, entity: EntityKind, rows: &RowSet) -> Result<Mapped, MappingError> {
+    let fail = |reason: String| MappingError {
+        profile: profile.name().to_string(),
+        entity,
+        reason,
+    };
+    let Some(spec) = profile.entity(entity) else {
+        return Err(fail("the profile does not map this entity".into()));
+    };
+    let columns = resolve_columns(spec, entity, rows).map_err(fail)?;
+    let pivot = profile
+        .file
+        .vendor
+        .two_digit_year_pivot
+        .unwrap_or_else(dates::default_pivot);
+    let placeholders = &profile.file.vendor.nhs_placeholders;
+    let local_id_col = columns.iter().find(|c| c.name == "local_id").map(|c| c.index);
+    let concat = columns.iter().any(|c| c.spec.concat.is_some());
+
+    let mut out = Mapped::default();
+    // With `concat`, rows sharing a local id are one record: remember where each went.
+    let mut position: BTreeMap<String, usize> = BTreeMap::new();
+
+    for row in &rows.rows {
+        let Some(local_id) = local_id_col.and_then(|i| row[i].as_key_text()) else {
+            out.findings.push(Finding {
+                entity,
+                local_id: String::new(),
+                field: "local_id",
+                kind: FindingKind::MissingKey,
+                code_value: None,
+            });
+            continue;
+        };
+        if concat {
+            if let Some(&at) = position.get(&local_id) {
+                append_concat(&mut out.records[at], &columns, row);
+                continue;
+            }
+            position.insert(local_id.clone(), out.records.len());
+        }
+        let mut record = Record {
+            entity,
+            local_id: local_id.clone(),
+            person_id: None,
+            last_updated: None,
+            fields: BTreeMap::new(),
+            labels: BTreeSet::new(),
+        };
+        for col in &columns {
+            let value = &row[col.index];
+            match col.name {
+                "local_id" => continue,
+                "person_id" => {
+                    record.person_id = value.as_key_text();
+                    if record.person_id.is_none() {
+                        out.findings.push(finding(entity, &local_id, "person_id", FindingKind::MissingKey, None));
+                    }
+                    continue;
+                }
+                "last_updated" => {
+                    record.last_updated = dates::parse_date_time(value, &[], pivot).ok().flatten();
+                    continue;
+                }
+                _ => {}
+            }
+            map_field(profile, col, value, pivot, placeholders, &mut record, &mut out.findings);
+        }
+        for rule in &spec.labels {
+            let rule = rule.get_ref();
+            let applies = match &rule.column {
+                None => true,
+                Some(column) => rows
+                    .column_index(column)
+                    .and_then(|i| row[i].as_key_text())
+                    .is_some_and(|v| rule.values.iter().any(|want| want.eq_ignore_ascii_case(&v))),
+            };
+            if applies {
+                record.labels.insert(rule.label.clone());
+            }
+        }
+        finish(&mut record, &mut out.findings);
+        out.records.push(record);
+    }
+    Ok(out)
+}
+
+fn resolve_columns<'a>(spec: &'a EntitySpec, entity: EntityKind, rows: &RowSet) -> Result<Vec<Column<'a>>, String> {
+    let mut columns = Vec::with_capacity(spec.fields.len());
+    for (name, field) in &spec.fields {
+        let field = field.get_ref();
+        let name: &'static str = match crate::catalog::COMMON_FIELDS.iter().find(|c| **c == name.get_ref()) {
+            Some(common) => common,
+            None => match entity.field(name.get_ref()) {
+                Some(def) => def.name,
+                None => return Err(format!("unknown field `{}`", name.get_ref())),
+            },
+        };
+        let ty = entity.field(name).map(|d| d.ty).unwrap_or(FieldType::Text);
+        let index = rows
+            .column_index(&field.column)
+            .ok_or_else(|| format!("column `{}` (for field `{name}`) is not in the result", field.column))?;
+        columns.push(Column {
+            name,
+            ty,
+            index,
+            spec: field,
+        });
+    }
+    for rule in &spec.labels {
+        if let Some(column) = &rule.get_ref().column {
+            if rows.column_index(column).is_none() {
+                return Err(format!("column `{column}` (for a label rule) is not in the result"));
+            }
+        }
+    }
+    Ok(columns)
+}
+
+fn finding(entity: EntityKind, local_id: &str, field: &'static str, kind: FindingKind, code_value: Option<String>) -> Finding {
+    Finding {
+        entity,
+        local_id: local_id.to_string(),
+        field,
+        kind,
+        code_value,
+    }
+}
+
+fn map_field(
+    profile: &VendorProfile,
+    col: &Column<'_>,
+    value: &Value,
+    pivot: u32,
+    placeholders: &[String],
+    record: &mut Record,
+    findings: &mut Vec<Finding>,
+) {
+    let entity = record.entity;
+    let local_id = record.local_id.as_str();
+    let no_formats = Vec::new();
+    let formats = col.spec.formats.as_ref().unwrap_or(&no_formats);
+    let mapped = match col.ty {
+        FieldType::Text => text_of(value).map(FieldValue::Text),
+        FieldType::Int => match number_of(value) {
+            Ok(n) => n.map(|n| FieldValue::Int(n as i64)),
+            Err(()) => {
+                findings.push(finding(entity, local_id, col.name, FindingKind::UnparseableNumber, None));
+                None
+            }
+        },
+        FieldType::Decimal => match number_of(value) {
+            Ok(n) => n.map(|n| FieldValue::Decimal(round_cents(n * col.spec.scale.unwrap_or(1.0)))),
+            Err(()) => {
+                findings.push(finding(entity, local_id, col.name, FindingKind::UnparseableNumber, None));
+                None
+            }
+        },
+        FieldType::Bool => bool_of(value, col.spec.true_values.as_deref()).map(FieldValue::Bool),
+        FieldType::Date => match dates::parse_date(value, formats, pivot) {
+            Ok(d) => d.map(FieldValue::Date),
+            Err(()) => {
+                findings.push(finding(entity, local_id, col.name, FindingKind::UnparseableDate, None));
+                None
+            }
+        },
+        FieldType::DateTime => match dates::parse_date_time(value, formats, pivot) {
+            Ok(t) => t.map(FieldValue::DateTime),
+            Err(()) => {
+                findings.push(finding(entity, local_id, col.name, FindingKind::UnparseableDate, None));
+                None
+            }
+        },
+        FieldType::TextList => text_of(value).map(|t| FieldValue::List(list_of(&t, col.spec.separator.as_deref()))),
+        FieldType::NhsNumber => {
+            let raw = text_of(value).unwrap_or_default();
+            let (kind, digits, valid) = match nhs::classify(&raw, placeholders) {
+                NhsNumber::Valid(d) => (None, Some(d), true),
+                NhsNumber::InvalidCheckDigit(d) => (Some(FindingKind::InvalidNhsNumber), Some(d), false),
+                NhsNumber::Malformed => (Some(FindingKind::MalformedNhsNumber), None, false),
+                NhsNumber::Placeholder => (Some(FindingKind::PlaceholderNhsNumber), None, false),
+                NhsNumber::Missing => (Some(FindingKind::MissingNhsNumber), None, false),
+            };
+            if let Some(kind) = kind {
+                findings.push(finding(entity, local_id, col.name, kind, None));
+            }
+            if digits.is_some() {
+                record.fields.insert("nhs_number_valid", FieldValue::Bool(valid));
+            }
+            digits.map(FieldValue::Text)
+        }
+        FieldType::Code(_) => {
+            let list = col.spec.codes.as_deref().and_then(|name| profile.code_list(name));
+            match (value.as_key_text(), list) {
+                (None, _) => None,
+                (Some(raw), Some(list)) => {
+                    let hit = if list.case_insensitive {
+                        list.map.iter().find(|(k, _)| k.eq_ignore_ascii_case(&raw))
+                    } else {
+                        list.map.get_key_value(&raw)
+                    };
+                    match hit {
+                        Some((_, canonical)) => Some(FieldValue::Text(canonical.get_ref().clone())),
+                        None => {
+                            findings.push(finding(entity, local_id, col.name, FindingKind::UnmappedCode, Some(raw)));
+                            None
+                        }
+                    }
+                }
+                (Some(raw), None) => {
+                    findings.push(finding(entity, local_id, col.name, FindingKind::UnmappedCode, Some(raw)));
+                    None
+                }
+            }
+        }
+    };
+    if let Some(v) = mapped {
+        record.fields.insert(col.name, v);
+    }
+}
+
+fn append_concat(record: &mut Record, columns: &[Column<'_>], row: &[Value]) {
+    for col in columns {
+        let Some(separator) = &col.spec.concat else { continue };
+        let Some(more) = text_of(&row[col.index]) else { continue };
+        match record.fields.get_mut(col.name) {
+            Some(FieldValue::Text(text)) => {
+                text.push_str(separator);
+                text.push_str(&more);
+            }
+            _ => {
+                record.fields.insert(col.name, FieldValue::Text(more));
+            }
+        }
+    }
+}
+
+/// Cross-field rules: split one-field names, flag estimated dates and reversed periods.
+fn finish(record: &mut Record, findings: &mut Vec<Finding>) {
+    if record.entity == EntityKind::Person {
+        if let Some(FieldValue::Text(full)) = record.fields.get("full_name").cloned() {
+            let (family, given) = split_full_name(&full);
+            record.fields.entry("family_name").or_insert(FieldValue::Text(family));
+            if let Some(given) = given {
+                record.fields.entry("given_names").or_insert(FieldValue::Text(given));
+            }
+        }
+        if record.bool("birth_date_estimated") == Some(true) {
+            findings.push(finding(record.entity, &record.local_id, "birth_date", FindingKind::EstimatedBirthDate, None));
+        }
+    }
+    for (start, end) in [("start", "end"), ("started", "completed"), ("started", "authorised")] {
+        if let (Some(s), Some(e)) = (record.date(start), record.date(end)) {
+            if e < s {
+                let field = if end == "end" { "end" } else { end_field(end) };
+                findings.push(finding(record.entity, &record.local_id, field, FindingKind::EndBeforeStart, None));
+            }
+        }
+    }
+}
+
+fn end_field(name: &str) -> &'static str {
+    match name {
+        "completed" => "completed",
+        "authorised" => "authorised",
+        _ => "end",
+    }
+}
+
+/// "SMITH, John Paul" -> ("Smith", "John Paul"); "John SMITH" -> ("Smith", "John").
+fn split_full_name(full: &str) -> (String, Option<String>) {
+    let tidy = |s: &str| -> String {
+        s.split_whitespace()
+            .map(|w| {
+                let mut c = w.chars();
+                match c.next() {
+                    Some(first) => first.to_uppercase().chain(c.flat_map(|ch| ch.to_lowercase())).collect(),
+                    None => String::new(),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    if let Some((family, given)) = full.split_once(',') {
+        let given = tidy(given);
+        return (tidy(family), (!given.is_empty()).then_some(given));
+    }
+    let mut words: Vec<&str> = full.split_whitespace().collect();
+    match words.pop() {
+        Some(last) if !words.is_empty() => (tidy(last), Some(tidy(&words.join(" ")))),
+        Some(last) => (tidy(last), None),
+        None => (String::new(), None),
+    }
+}
+
+fn text_of(value: &Value) -> Option<String> {
+    match value {
+        Value::Text(s) => {
+            let t = s.trim();
+            (!t.is_empty()).then(|| t.to_string())
+        }
+        other => other.as_key_text(),
+    }
+}
+
+fn number_of(value: &Value) -> Result<Option<f64>, ()> {
+    match value {
+        Value::Null => Ok(None),
+        Value::Int(i) => Ok(Some(*i as f64)),
+        Value::Float(f) if f.is_finite() => Ok(Some(*f)),
+        Value::Bool(b) => Ok(Some(if *b { 1.0 } else { 0.0 })),
+        Value::Text(s) => {
+            let t = s.trim().trim_start_matches('£').replace(',', "");
+            if t.is_empty() {
+                Ok(None)
+            } else {
+                t.parse::<f64>().ok().filter(|f| f.is_finite()).map(Some).ok_or(())
+            }
+        }
+        _ => Err(()),
+    }
+}
+
+fn round_cents(n: f64) -> f64 {
+    (n * 100.0).round() / 100.0
+}
+
+fn bool_of(value: &Value, true_values: Option<&[String]>) -> Option<bool> {
+    match value {
+        Value::Null => None,
+        Value::Bool(b) => Some(*b),
+        Value::Int(i) => Some(*i != 0),
+        Value::Float(f) => Some(*f != 0.0),
+        other => {
+            let text = other.as_key_text()?;
+            Some(match true_values {
+                Some(list) => list.iter().any(|t| t.eq_ignore_ascii_case(&text)),
+                None => matches!(text.to_ascii_uppercase().as_str(), "1" | "Y" | "YES" | "TRUE" | "T"),
+            })
+        }
+    }
+}
+
+/// Text lists: a JSON array of strings, or text split on `separator`.
+fn list_of(text: &str, separator: Option<&str>) -> Vec<String> {
+    if text.starts_with('[') {
+        if let Ok(items) = serde_json::from_str::<Vec<serde_json::Value>>(text) {
+            return items
+                .into_iter()
+                .map(|v| match v {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                })
+                .collect();
+        }
+    }
+    match separator {
+        Some(sep) => text
+            .split(sep)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        None => vec![text.to_string()],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const PROFILE: &str = r#"
+[vendor]
+name = "tiny"
+nhs_placeholders = ["N/K"]
+two_digit_year_pivot = 26
+
+[codes.sex]
+system = "gender"
+case_insensitive = true
+map = { M = "MALE", F = "FEMALE", "1" = "MALE", "2" = "FEMALE" }
+
+[entities.person]
+by_key = "SELECT * FROM P WHERE ID IN ({keys})"
+list = "SELECT * FROM P"
+fields.local_id = { column = "ID" }
+fields.full_name = { column = "NAME" }
+fields.gender = { column = "SEX", codes = "sex" }
+fields.birth_date = { column = "DOB", formats = ["%Y%m%d", "%d/%m/%y"] }
+fields.nhs_number = { column = "NHS" }
+labels = [{ column = "RSTR", values = ["Y"], label = "restricted" }]
+
+[entities.case_note]
+by_person = "SELECT * FROM N WHERE PID IN ({keys}) ORDER BY ID, SEQ"
+fields.local_id = { column = "ID" }
+fields.person_id = { column = "PID" }
+fields.text = { column = "TXT", concat = " " }
+"#;
+
+    fn rows(columns: &[&str], rows: Vec<Vec<Value>>) -> RowSet {
+        RowSet {
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            rows,
+        }
+    }
+
+    #[test]
+    fn dirty_person_rows_map_what_they_can_and_report_the_rest() {
+        let profile = VendorProfile::parse(Path::new("tiny.toml"), PROFILE).unwrap();
+        let t = |s: &str| Value::Text(s.to_string());
+        let rs = rows(
+            &["id", "name", "sex", "dob", "nhs", "rstr"],
+            vec![
+                vec![t("A1"), t("SMITH, John"), t("m"), t("12/03/45"), t("943 476 5919"), t("Y")],
+                vec![t("A2"), t("jones, mary ann"), t("Q"), t("31/02/45"), t("N/K"), Value::Null],
+                vec![Value::Null, t("NO KEY"), t("F"), t("19990101"), Value::Null, Value::Null],
+                vec![t("A3"), t("Bob Brown"), t("2"), t("19990101"), t("9434765918"), t("N")],
+            ],
+        );
+        let m = map_rows(&profile, EntityKind::Person, &rs).unwrap();
+        assert_eq!(m.records.len(), 3);
+        let a1 = &m.records[0];
+        assert_eq!(a1.text("family_name"), Some("Smith"));
+        assert_eq!(a1.text("given_names"), Some("John"));
+        assert_eq!(a1.text("gender"), Some("MALE"));
+        assert_eq!(a1.date("birth_date"), NaiveDate::from_ymd_opt(1945, 3, 12));
+        assert_eq!(a1.text("nhs_number"), Some("9434765919"));
+        assert_eq!(a1.bool("nhs_number_valid"), Some(true));
+        assert!(a1.labels.contains("restricted"));
+        let a2 = &m.records[1];
+        assert_eq!(a2.text("family_name"), Some("Jones"));
+        assert_eq!(a2.text("given_names"), Some("Mary Ann"));
+        assert_eq!(a2.text("gender"), None);
+        assert_eq!(a2.date("birth_date"), None);
+        let a3 = &m.records[2];
+        assert_eq!(a3.text("family_name"), Some("Brown"));
+        assert_eq!(a3.text("gender"), Some("FEMALE"));
+        assert_eq!(a3.bool("nhs_number_valid"), Some(false));
+        let kinds: Vec<_> = m.findings.iter().map(|f| (f.local_id.as_str(), f.kind)).collect();
+        assert!(kinds.contains(&("A2", FindingKind::UnmappedCode)));
+        assert!(kinds.contains(&("A2", FindingKind::UnparseableDate)));
+        assert!(kinds.contains(&("A2", FindingKind::PlaceholderNhsNumber)));
+        assert!(kinds.contains(&("", FindingKind::MissingKey)));
+        assert!(kinds.contains(&("A3", FindingKind::InvalidNhsNumber)));
+        let unmapped = m.findings.iter().find(|f| f.kind == FindingKind::UnmappedCode).unwrap();
+        assert_eq!(unmapped.code_value.as_deref(), Some("Q"));
+    }
+
+    #[test]
+    fn notes_split_over_rows_are_joined_in_order() {
+        let profile = VendorProfile::parse(Path::new("tiny.toml"), PROFILE).unwrap();
+        let t = |s: &str| Value::Text(s.to_string());
+        let rs = rows(
+            &["ID", "PID", "TXT"],
+            vec![
+                vec![t("N1"), t("A1"), t("Visited at home.")],
+                vec![t("N1"), t("A1"), t("All well.  ")],
+                vec![t("N2"), t("A1"), t("Phone call.")],
+            ],
+        );
+        let m = map_rows(&profile, EntityKind::CaseNote, &rs).unwrap();
+        assert_eq!(m.records.len(), 2);
+        assert_eq!(m.records[0].text("text"), Some("Visited at home. All well."));
+        assert_eq!(m.records[0].person_id.as_deref(), Some("A1"));
+    }
+
+    #[test]
+    fn a_column_missing_from_the_result_names_profile_and_entity() {
+        let profile = VendorProfile::parse(Path::new("tiny.toml"), PROFILE).unwrap();
+        let rs = rows(&["ID", "PID"], vec![]);
+        let err = map_rows(&profile, EntityKind::CaseNote, &rs).unwrap_err();
+        assert!(err.to_string().contains("tiny"));
+        assert!(err.to_string().contains("case_note"));
+        assert!(err.to_string().contains("TXT"));
+    }
+
+    #[test]
+    fn config_errors_name_file_line_and_reason() {
+        let bad = PROFILE.replace("fields.text = { column = \"TXT\"", "fields.texte = { column = \"TXT\"");
+        let err = VendorProfile::parse(Path::new("tiny.toml"), &bad).unwrap_err();
+        assert_eq!(err.path, Path::new("tiny.toml"));
+        assert_eq!(err.line, 26);
+        assert!(err.reason.contains("unknown field `texte`"), "{}", err.reason);
+
+        let bad = PROFILE.replace("\"2\" = \"FEMALE\"", "\"2\" = \"WOMAN\"");
+        let err = VendorProfile::parse(Path::new("tiny.toml"), &bad).unwrap_err();
+        assert_eq!(err.line, 10);
+        assert!(err.reason.contains("WOMAN"), "{}", err.reason);
+
+        let bad = PROFILE.replace("[entities.case_note]", "[entities.case_notes]");
+        let err = VendorProfile::parse(Path::new("tiny.toml"), &bad).unwrap_err();
+        assert_eq!(err.line, 22);
+        assert!(err.reason.contains("unknown entity"), "{}", err.reason);
+
+        let bad = PROFILE.replace("nhs_placeholders", "nhs_placeholder");
+        let err = VendorProfile::parse(Path::new("tiny.toml"), &bad).unwrap_err();
+        assert_eq!(err.line, 4);
+        assert!(err.reason.contains("nhs_placeholder"), "{}", err.reason);
+    }
+}
