@@ -22,6 +22,6 @@ pub use catalog::{CodeSystem, EntityKind, FieldType};
 pub use connector::{Capabilities, Connector, Placeholder, StatementCounter};
 pub use error::{ConnectorError, ErrorKind};
 pub use error_config::ConfigError;
-pub use mapping::{FieldValue, Finding, FindingKind, Record};
+pub use mapping::{FieldValue, Finding, FindingKind, Mapped, MappingError, Record};
 pub use profile::VendorProfile;
 pub use value::{RowSet, Value};

@@ -1,0 +1,234 @@
+//! Gateway configuration: one TOML file (`config/escr.toml` by default). Every option is
+//! documented here and in `config/README.md`; unknown keys are errors; every error names
+//! the file, the line and the reason. Relative paths are resolved against the folder of
+//! the config file, so the gateway runs the same from any working directory.
+
+use std::path::{Path, PathBuf};
+
+use escr_connector::profile::line_of;
+use escr_connector::{ConfigError, VendorProfile};
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub index: IndexConfig,
+    #[serde(default)]
+    pub cache: CacheConfig,
+    #[serde(default)]
+    pub loader: LoaderConfig,
+    /// Demo data generated on first run (the embedded default).
+    pub demo: Option<DemoConfig>,
+    pub sources: Vec<Spanned<SourceConfig>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on (default 127.0.0.1:4000).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { listen: default_listen() }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:4000".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexConfig {
+    /// The gateway's own state (identity index): an SQLite file.
+    #[serde(default = "default_index_path")]
+    pub path: PathBuf,
+    /// Seconds between incremental refreshes while serving (0: never).
+    #[serde(default = "default_refresh_secs")]
+    pub refresh_secs: u64,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        IndexConfig {
+            path: default_index_path(),
+            refresh_secs: default_refresh_secs(),
+        }
+    }
+}
+
+fn default_index_path() -> PathBuf {
+    PathBuf::from("index.db")
+}
+fn default_refresh_secs() -> u64 {
+    60
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Upper bound of cached source rows, in MiB (weighed by their size).
+    #[serde(default = "default_cache_mib")]
+    pub max_mib: u64,
+    /// Seconds a cached row set lives.
+    #[serde(default = "default_cache_ttl")]
+    pub ttl_secs: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            max_mib: default_cache_mib(),
+            ttl_secs: default_cache_ttl(),
+        }
+    }
+}
+
+fn default_cache_mib() -> u64 {
+    256
+}
+fn default_cache_ttl() -> u64 {
+    300
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoaderConfig {
+    /// How long a loader waits to gather keys into one batch, in milliseconds.
+    #[serde(default = "default_batch_delay")]
+    pub batch_delay_ms: u64,
+    /// Time limit of one batched call to a source, in milliseconds.
+    #[serde(default = "default_source_timeout")]
+    pub source_timeout_ms: u64,
+}
+
+impl Default for LoaderConfig {
+    fn default() -> Self {
+        LoaderConfig {
+            batch_delay_ms: default_batch_delay(),
+            source_timeout_ms: default_source_timeout(),
+        }
+    }
+}
+
+fn default_batch_delay() -> u64 {
+    1
+}
+fn default_source_timeout() -> u64 {
+    5000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoConfig {
+    /// Generate the demo databases into `dir` when they are missing.
+    #[serde(default = "yes")]
+    pub generate_if_missing: bool,
+    pub dir: PathBuf,
+    #[serde(default = "default_demo_people")]
+    pub people: usize,
+    #[serde(default = "default_demo_seed")]
+    pub seed: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_demo_people() -> usize {
+    2000
+}
+fn default_demo_seed() -> u64 {
+    42
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// The source's name in provenance, errors and status ("casetrak").
+    pub name: String,
+    /// The vendor profile (`vendors/casetrak.toml`).
+    pub profile: PathBuf,
+    /// Exactly one connector section.
+    pub sqlite: Option<escr_sqlite::SqliteConfig>,
+}
+
+/// A source's connector settings, whichever engine it is.
+#[derive(Debug)]
+pub enum ConnectorConfig<'a> {
+    Sqlite(&'a escr_sqlite::SqliteConfig),
+}
+
+impl SourceConfig {
+    pub fn connector(&self) -> Option<ConnectorConfig<'_>> {
+        self.sqlite.as_ref().map(ConnectorConfig::Sqlite)
+    }
+}
+
+/// A loaded, validated config with its vendor profiles.
+#[derive(Debug)]
+pub struct LoadedConfig {
+    pub path: PathBuf,
+    pub gateway: GatewayConfig,
+    pub profiles: Vec<VendorProfile>,
+}
+
+impl LoadedConfig {
+    pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::io(path, format!("cannot read: {e}")))?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<LoadedConfig, ConfigError> {
+        let mut gateway: GatewayConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+            ConfigError::at(path, line, e.message().to_string())
+        })?;
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let err = |offset: usize, reason: String| ConfigError::at(path, line_of(text, offset), reason);
+
+        gateway.index.path = base.join(&gateway.index.path);
+        if let Some(demo) = &mut gateway.demo {
+            demo.dir = base.join(&demo.dir);
+        }
+        if gateway.sources.is_empty() {
+            return Err(ConfigError::at(path, 1, "no `[[sources]]`: the gateway needs at least one"));
+        }
+        let mut profiles = Vec::new();
+        let mut names = std::collections::BTreeSet::new();
+        for source in &mut gateway.sources {
+            let at = source.span().start;
+            let s = source.get_mut();
+            if !names.insert(s.name.clone()) {
+                return Err(err(at, format!("source `{}` is configured twice", s.name)));
+            }
+            if s.name.is_empty() || !s.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                return Err(err(at, format!("source name `{}`: use letters, digits, `-` and `_`", s.name)));
+            }
+            let sections = usize::from(s.sqlite.is_some());
+            if sections != 1 {
+                return Err(err(
+                    at,
+                    format!("source `{}`: needs exactly one connector section (`sqlite`)", s.name),
+                ));
+            }
+            if let Some(sqlite) = &mut s.sqlite {
+                sqlite.path = base.join(&sqlite.path);
+            }
+            s.profile = base.join(&s.profile);
+            profiles.push(VendorProfile::load(&s.profile)?);
+        }
+        Ok(LoadedConfig {
+            path: path.to_path_buf(),
+            gateway,
+            profiles,
+        })
+    }
+}

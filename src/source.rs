@@ -1,0 +1,118 @@
+//! A configured source: a connector plus the vendor profile that maps its rows.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use escr_connector::mapping::{map_rows, MappingError};
+use escr_connector::{sql, Connector, ConnectorError, EntityKind, Mapped, Value, VendorProfile};
+
+/// How records are looked up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Lookup {
+    /// By the records' own local ids.
+    ByKey,
+    /// By their person's local ids.
+    ByPerson,
+}
+
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("source `{source_name}` is unavailable ({0})", .error.kind)]
+    Connector {
+        source_name: String,
+        error: ConnectorError,
+    },
+    #[error("source `{source_name}` did not answer within {0} ms", .millis)]
+    Timeout { source_name: String, millis: u128 },
+    #[error(transparent)]
+    Mapping(#[from] MappingError),
+}
+
+impl SourceError {
+    pub fn source_name(&self) -> &str {
+        match self {
+            SourceError::Connector { source_name, .. } | SourceError::Timeout { source_name, .. } => source_name,
+            SourceError::Mapping(m) => &m.profile,
+        }
+    }
+}
+
+pub struct Source {
+    pub name: String,
+    pub profile: VendorProfile,
+    pub connector: Arc<dyn Connector>,
+    pub timeout: Duration,
+}
+
+impl Source {
+    pub fn holds(&self, entity: EntityKind) -> bool {
+        self.profile.entity(entity).is_some()
+    }
+
+    /// Records of `entity` for `keys`, chunked by the connector's max batch, each chunk one
+    /// statement with the keys bound as parameters.
+    pub async fn fetch(&self, entity: EntityKind, lookup: Lookup, keys: &[String]) -> Result<Mapped, SourceError> {
+        let Some(spec) = self.profile.entity(entity) else {
+            return Ok(Mapped::default());
+        };
+        let sql_text = match lookup {
+            Lookup::ByKey => spec.by_key.as_ref(),
+            Lookup::ByPerson => spec.by_person.as_ref(),
+        };
+        let Some(sql_text) = sql_text else {
+            return Ok(Mapped::default());
+        };
+        let caps = self.connector.capabilities();
+        let mut out = Mapped::default();
+        for chunk in keys.chunks(caps.max_batch.max(1)) {
+            let key_values: Vec<Value> = chunk.iter().map(|k| Value::Text(k.clone())).collect();
+            let bound = sql::bind(sql_text.get_ref(), &key_values, None, caps.placeholder);
+            let rows = self.run(&bound.sql, &bound.params).await?;
+            let mapped = map_rows(&self.profile, entity, &rows)?;
+            out.records.extend(mapped.records);
+            out.findings.extend(mapped.findings);
+        }
+        Ok(out)
+    }
+
+    /// Every person record (for the identity index), or those changed after `since`.
+    pub async fn list_people(&self, since: Option<chrono::NaiveDateTime>) -> Result<Mapped, SourceError> {
+        let Some(spec) = self.profile.entity(EntityKind::Person) else {
+            return Ok(Mapped::default());
+        };
+        let caps = self.connector.capabilities();
+        let bound = match (since, &spec.changed_since, &spec.list) {
+            (Some(since), Some(changed), _) => {
+                sql::bind(changed.get_ref(), &[], Some(&Value::DateTime(since)), caps.placeholder)
+            }
+            (_, _, Some(list)) => sql::bind(list.get_ref(), &[], None, caps.placeholder),
+            _ => return Ok(Mapped::default()),
+        };
+        // Listing a whole source is index work, not a request: give it longer.
+        let rows = self.run_with(&bound.sql, &bound.params, self.timeout * 60).await?;
+        Ok(map_rows(&self.profile, EntityKind::Person, &rows)?)
+    }
+
+    async fn run(&self, sql_text: &str, params: &[Value]) -> Result<escr_connector::RowSet, SourceError> {
+        self.run_with(sql_text, params, self.timeout).await
+    }
+
+    async fn run_with(
+        &self,
+        sql_text: &str,
+        params: &[Value],
+        limit: Duration,
+    ) -> Result<escr_connector::RowSet, SourceError> {
+        match tokio::time::timeout(limit, self.connector.query(sql_text, params)).await {
+            Ok(Ok(rows)) => Ok(rows),
+            Ok(Err(error)) => Err(SourceError::Connector {
+                source_name: self.name.clone(),
+                error,
+            }),
+            Err(_) => Err(SourceError::Timeout {
+                source_name: self.name.clone(),
+                millis: limit.as_millis(),
+            }),
+        }
+    }
+}
