@@ -2,7 +2,11 @@
 
 pub mod access;
 pub mod config;
+pub mod error;
+pub mod gateway;
 pub mod generate;
+pub mod graphql;
 pub mod index;
 pub mod loader;
+pub mod server;
 pub mod source;

@@ -1,0 +1,66 @@
+//! The gateway's errors and their one mapping to GraphQL error codes.
+
+use async_graphql::{ErrorExtensionValues, Pos, ServerError};
+
+use crate::access::Withheld;
+use crate::source::SourceError;
+
+/// GraphQL `extensions.code` values the gateway emits.
+pub mod codes {
+    pub const SOURCE_UNAVAILABLE: &str = "SOURCE_UNAVAILABLE";
+    pub const MAPPING_FAILED: &str = "MAPPING_FAILED";
+    pub const NOT_FOUND: &str = "NOT_FOUND";
+    pub const BAD_INPUT: &str = "BAD_USER_INPUT";
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("{0}")]
+    BadInput(String),
+    #[error("withheld: {}", .0.reason)]
+    Withheld(Withheld),
+}
+
+impl GatewayError {
+    /// The code and the extensions a client sees. Messages carry the source's name and
+    /// what went wrong in general terms: never SQL text, values or credentials.
+    pub fn to_server_error(&self, pos: Option<Pos>) -> ServerError {
+        let mut ext = ErrorExtensionValues::default();
+        let message = match self {
+            GatewayError::Source(SourceError::Mapping(m)) => {
+                ext.set("code", codes::MAPPING_FAILED);
+                ext.set("source", m.profile.clone());
+                format!("source `{}` returned data its profile cannot map (entity `{}`)", m.profile, m.entity)
+            }
+            GatewayError::Source(e) => {
+                ext.set("code", codes::SOURCE_UNAVAILABLE);
+                ext.set("source", e.source_name().to_string());
+                e.to_string()
+            }
+            GatewayError::BadInput(m) => {
+                ext.set("code", codes::BAD_INPUT);
+                m.clone()
+            }
+            GatewayError::Withheld(w) => {
+                ext.set("code", w.code);
+                w.reason.clone()
+            }
+        };
+        let mut err = ServerError::new(message, pos);
+        err.extensions = Some(ext);
+        err
+    }
+}
+
+impl async_graphql::ErrorExtensions for GatewayError {
+    /// Resolvers return errors through this, so the code is never lost (a plain `?`
+    /// would keep only the message).
+    fn extend(&self) -> async_graphql::Error {
+        let server = self.to_server_error(None);
+        let mut err = async_graphql::Error::new(server.message);
+        err.extensions = server.extensions;
+        err
+    }
+}

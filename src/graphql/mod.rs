@@ -1,0 +1,178 @@
+//! The unified ESCR schema: an Apollo Federation v2 subgraph in which Person is an
+//! entity keyed by `id` and by `nhsNumber`.
+
+pub mod codes;
+pub mod person;
+pub mod records;
+
+use std::sync::Arc;
+
+use async_graphql::{Context, ErrorExtensions, EmptyMutation, EmptySubscription, Object, Schema, SimpleObject, ID};
+use base64::Engine;
+use chrono::NaiveDate;
+use escr_connector::nhs::{self, NhsNumber};
+
+use crate::access::AccessContext;
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use person::Person;
+
+pub type EscrSchema = Schema<Query, EmptyMutation, EmptySubscription>;
+
+/// Build the schema. Per request, the server adds a `RequestLoaders` and an
+/// `AccessContext` to the request data.
+pub fn build(gateway: Option<Arc<Gateway>>) -> EscrSchema {
+    let mut builder = Schema::build(Query, EmptyMutation, EmptySubscription)
+        .enable_federation()
+        .limit_depth(16)
+        .limit_complexity(20_000);
+    if let Some(g) = gateway {
+        builder = builder.data(g);
+    }
+    builder.finish()
+}
+
+/// The SDL written to `schema.graphql` (sorted, federation directives included).
+pub fn sdl() -> String {
+    let options = async_graphql::SDLExportOptions::new()
+        .federation()
+        .sorted_fields()
+        .sorted_enum_items()
+        .sorted_arguments();
+    build(None).sdl_with_options(options)
+}
+
+pub struct Query;
+
+fn person_by_id(ctx: &Context<'_>, id: &str) -> Option<Person> {
+    let gateway = ctx.data_unchecked::<Arc<Gateway>>();
+    let access = ctx.data_unchecked::<AccessContext>();
+    let snapshot = gateway.index.snapshot();
+    let id = snapshot.resolve(id)?.to_string();
+    if !gateway.policy.may_see_person(access, &id) {
+        return None;
+    }
+    Some(Person {
+        refs: snapshot.records(&id).to_vec(),
+        id,
+    })
+}
+
+fn person_by_nhs(ctx: &Context<'_>, raw: &str) -> Result<Option<Person>, GatewayError> {
+    let digits = match nhs::classify(raw, &[]) {
+        NhsNumber::Valid(d) => d,
+        NhsNumber::InvalidCheckDigit(_) => {
+            return Err(GatewayError::BadInput("not a valid NHS number: the check digit is wrong".into()))
+        }
+        _ => return Err(GatewayError::BadInput("an NHS number has 10 digits".into())),
+    };
+    let gateway = ctx.data_unchecked::<Arc<Gateway>>();
+    let id = gateway.index.snapshot().by_nhs_number(&digits).map(str::to_string);
+    Ok(id.and_then(|id| person_by_id(ctx, &id)))
+}
+
+#[derive(SimpleObject)]
+pub struct PersonEdge {
+    pub cursor: String,
+    pub node: Person,
+}
+
+#[derive(SimpleObject)]
+pub struct PersonConnection {
+    pub edges: Vec<PersonEdge>,
+    pub page_info: person::PageInfo,
+    /// People matching (among those the caller may see).
+    pub total_count: usize,
+}
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+}
+
+fn unb64(s: &str) -> Option<String> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+}
+
+#[Object]
+impl Query {
+    /// A person by gateway id (ids merged away still resolve to the survivor).
+    async fn person(&self, ctx: &Context<'_>, id: ID) -> Option<Person> {
+        person_by_id(ctx, &id)
+    }
+
+    /// A person by NHS number (spaces allowed; the check digit is verified).
+    async fn person_by_nhs_number(&self, ctx: &Context<'_>, nhs_number: String) -> async_graphql::Result<Option<Person>> {
+        person_by_nhs(ctx, &nhs_number).map_err(|e| e.extend())
+    }
+
+    /// The person a source record belongs to.
+    async fn person_by_source_record(&self, ctx: &Context<'_>, source: String, local_id: String) -> Option<Person> {
+        let gateway = ctx.data_unchecked::<Arc<Gateway>>();
+        let id = gateway.index.snapshot().by_source(&source, &local_id)?.to_string();
+        person_by_id(ctx, &id)
+    }
+
+    /// Find people by name (every word a prefix of a name), birth date and postcode
+    /// (prefix). At least one criterion is required.
+    async fn search_people(
+        &self,
+        ctx: &Context<'_>,
+        name: Option<String>,
+        birth_date: Option<NaiveDate>,
+        postcode: Option<String>,
+        #[graphql(default = 20, validator(minimum = 0, maximum = 200))] first: i32,
+        after: Option<String>,
+    ) -> async_graphql::Result<PersonConnection> {
+        let blank = |s: &Option<String>| s.as_deref().is_none_or(|s| s.trim().is_empty());
+        if blank(&name) && birth_date.is_none() && blank(&postcode) {
+            return Err(GatewayError::BadInput("give a name, a birth date or a postcode".into()).extend());
+        }
+        let gateway = ctx.data_unchecked::<Arc<Gateway>>();
+        let access = ctx.data_unchecked::<AccessContext>();
+        let snapshot = gateway.index.snapshot();
+        let ids = snapshot.search(name.as_deref(), birth_date, postcode.as_deref(), |id| {
+            gateway.policy.may_see_person(access, id)
+        });
+        let start = match after.as_deref() {
+            None => 0,
+            Some(cursor) => {
+                let after_id = unb64(cursor).ok_or_else(|| GatewayError::BadInput("`after` is not a cursor".into()).extend())?;
+                ids.partition_point(|id| id.as_str() <= after_id.as_str())
+            }
+        };
+        let first = first as usize;
+        let edges: Vec<PersonEdge> = ids
+            .iter()
+            .skip(start)
+            .take(first)
+            .map(|id| PersonEdge {
+                cursor: b64(id),
+                node: Person {
+                    id: id.clone(),
+                    refs: snapshot.records(id).to_vec(),
+                },
+            })
+            .collect();
+        Ok(PersonConnection {
+            page_info: person::PageInfo {
+                has_next_page: ids.len() > start + first,
+                end_cursor: edges.last().map(|e| e.cursor.clone()),
+            },
+            edges,
+            total_count: ids.len(),
+        })
+    }
+
+    #[graphql(entity)]
+    async fn find_person_by_id(&self, ctx: &Context<'_>, id: ID) -> Option<Person> {
+        person_by_id(ctx, &id)
+    }
+
+    #[graphql(entity)]
+    async fn find_person_by_nhs_number(&self, ctx: &Context<'_>, nhs_number: String) -> Option<Person> {
+        person_by_nhs(ctx, &nhs_number).ok().flatten()
+    }
+}

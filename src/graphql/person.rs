@@ -1,0 +1,406 @@
+//! Person: the virtual record, assembled from every linked source record.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use async_graphql::{Context, ErrorExtensions, InputObject, Object, SimpleObject, ID};
+use base64::Engine;
+use chrono::{NaiveDate, NaiveDateTime};
+use escr_connector::{nhs, EntityKind, Record};
+
+use super::codes::*;
+use super::records::*;
+use crate::access::{release, AccessContext};
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::index::SourceRef;
+use crate::loader::RequestLoaders;
+use crate::source::Lookup;
+
+#[derive(Clone)]
+pub struct Person {
+    pub id: String,
+    pub refs: Vec<SourceRef>,
+}
+
+/// A source person record linked into this person, and why.
+#[derive(SimpleObject)]
+pub struct SourceRecord {
+    pub source: String,
+    pub local_id: String,
+    /// The linkage rule: "nhs_number+birth_date", "vendor_merge", or "single".
+    pub link_rule: String,
+}
+
+#[derive(SimpleObject)]
+pub struct HumanName {
+    pub family: Option<String>,
+    pub given: Option<String>,
+    /// The source this spelling comes from.
+    pub source: String,
+}
+
+#[derive(SimpleObject)]
+pub struct Identifier {
+    /// "https://fhir.nhs.uk/Id/nhs-number", or "urn:escr:source:<name>" for local ids.
+    pub system: String,
+    pub value: String,
+    /// Check digit verified (NHS numbers); local ids are always valid.
+    pub valid: bool,
+}
+
+pub const NHS_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
+
+/// Load records of `entity` for `person` from every linked source that holds it,
+/// concurrently, and pass them through the consent hook. Sources that fail add a
+/// SOURCE_UNAVAILABLE error to the response; the others' records are still returned.
+pub async fn person_records(ctx: &Context<'_>, person: &Person, entity: EntityKind) -> Vec<Sourced> {
+    let gateway = ctx.data_unchecked::<Arc<Gateway>>();
+    let loaders = ctx.data_unchecked::<RequestLoaders>();
+    let access = ctx.data_unchecked::<AccessContext>();
+    let fetcher = loaders.fetcher();
+    let lookup = if entity == EntityKind::Person {
+        Lookup::ByKey
+    } else {
+        Lookup::ByPerson
+    };
+    let loads = person.refs.iter().filter_map(|r| {
+        let source = fetcher.source_index(&r.source)?;
+        fetcher.sources[source].holds(entity).then(|| async move {
+            (r.source.clone(), loaders.load(source, entity, lookup, &r.local_id).await)
+        })
+    });
+    let mut loaded: Vec<(String, Record)> = Vec::new();
+    let mut failed = BTreeSet::new();
+    for (source, result) in futures::future::join_all(loads).await {
+        match result {
+            Ok(records) => loaded.extend(records.iter().map(|r| (source.clone(), r.clone()))),
+            Err(e) => {
+                if failed.insert(source) {
+                    let err = GatewayError::Source((*e).clone()).to_server_error(Some(ctx.item.pos));
+                    ctx.add_error(ctx.set_error_path(err));
+                }
+            }
+        }
+    }
+    let released = release(gateway.policy.as_ref(), access, &person.id, loaded);
+    released
+        .records
+        .into_iter()
+        .map(|(source, record)| Sourced { source, record })
+        .collect()
+}
+
+/// Person fields by survivorship v1: sources in configured order, first value wins.
+fn first<T>(records: &[Sourced], get: impl Fn(&Record) -> Option<T>) -> Option<T> {
+    records.iter().find_map(|r| get(&r.record))
+}
+
+impl Person {
+    async fn demographics(&self, ctx: &Context<'_>) -> Vec<Sourced> {
+        let mut records = person_records(ctx, self, EntityKind::Person).await;
+        let fetcher = ctx.data_unchecked::<RequestLoaders>().fetcher();
+        records.sort_by_key(|r| fetcher.source_index(&r.source));
+        records
+    }
+
+    async fn list<T>(&self, ctx: &Context<'_>, entity: EntityKind, wrap: fn(Sourced) -> T) -> Vec<T> {
+        let mut records = person_records(ctx, self, entity).await;
+        records.sort_by(|a, b| b.at().cmp(&a.at()).then_with(|| a.id().0.cmp(&b.id().0)));
+        records.into_iter().map(wrap).collect()
+    }
+}
+
+/// Filters for a person's timeline.
+#[derive(InputObject, Default)]
+pub struct TimelineFilter {
+    /// Only these kinds of record.
+    pub kinds: Option<Vec<RecordKind>>,
+    /// Only records from these sources.
+    pub sources: Option<Vec<String>>,
+    /// Only records on or after this time.
+    pub from: Option<NaiveDateTime>,
+    /// Only records before this time.
+    pub to: Option<NaiveDateTime>,
+}
+
+pub struct TimelineItem {
+    kind: RecordKind,
+    at: Option<NaiveDateTime>,
+    record: Sourced,
+}
+
+#[Object]
+impl TimelineItem {
+    async fn kind(&self) -> RecordKind {
+        self.kind
+    }
+    /// When it happened (the record's main date; null when the source has none).
+    async fn at(&self) -> Option<NaiveDateTime> {
+        self.at
+    }
+    async fn summary(&self) -> String {
+        summary(&self.record)
+    }
+    async fn provenance(&self) -> Provenance {
+        Provenance {
+            source: self.record.source.clone(),
+            local_id: self.record.record.local_id.clone(),
+            last_updated: self.record.record.last_updated,
+        }
+    }
+    async fn record(&self) -> Option<AnyRecord> {
+        AnyRecord::from_sourced(self.record.clone())
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct TimelineEdge {
+    pub cursor: String,
+    pub node: TimelineItem,
+}
+
+#[derive(SimpleObject)]
+pub struct PageInfo {
+    pub has_next_page: bool,
+    pub end_cursor: Option<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct TimelineConnection {
+    pub edges: Vec<TimelineEdge>,
+    pub page_info: PageInfo,
+    /// Items matching the filter (after consent filtering).
+    pub total_count: usize,
+}
+
+/// Timeline order: newest first; undated last; ties by kind, source, local id.
+fn sort_key(item: &TimelineItem) -> (std::cmp::Reverse<Option<NaiveDateTime>>, RecordKind, String, String) {
+    (
+        std::cmp::Reverse(item.at),
+        item.kind,
+        item.record.source.clone(),
+        item.record.record.local_id.clone(),
+    )
+}
+
+fn encode_cursor(item: &TimelineItem) -> String {
+    let at = item.at.map(|t| t.format("%Y-%m-%dT%H:%M:%S%.f").to_string()).unwrap_or_default();
+    let raw = serde_json::json!([at, format!("{:?}", item.kind), item.record.source, item.record.record.local_id]);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw.to_string())
+}
+
+fn cursor_matches(item: &TimelineItem, cursor: &str) -> bool {
+    encode_cursor(item) == cursor
+}
+
+#[Object]
+impl Person {
+    /// The gateway's person id (stable across restarts and re-indexing).
+    async fn id(&self) -> ID {
+        ID(self.id.clone())
+    }
+
+    /// The NHS number (10 digits) if a linked record holds a valid one.
+    async fn nhs_number(&self, ctx: &Context<'_>) -> Option<String> {
+        let records = self.demographics(ctx).await;
+        first(&records, |r| {
+            (r.bool("nhs_number_valid") == Some(true))
+                .then(|| r.text("nhs_number").map(str::to_string))
+                .flatten()
+        })
+    }
+
+    /// The source person records linked into this person.
+    async fn source_records(&self) -> Vec<SourceRecord> {
+        self.refs
+            .iter()
+            .map(|r| SourceRecord {
+                source: r.source.clone(),
+                local_id: r.local_id.clone(),
+                link_rule: r.link_rule.clone(),
+            })
+            .collect()
+    }
+
+    /// The preferred name (first source in configured priority that has one).
+    async fn name(&self, ctx: &Context<'_>) -> Option<HumanName> {
+        let records = self.demographics(ctx).await;
+        records
+            .iter()
+            .find(|r| r.record.text("family_name").is_some())
+            .map(|r| HumanName {
+                family: r.record.text("family_name").map(str::to_string),
+                given: r.record.text("given_names").map(str::to_string),
+                source: r.source.clone(),
+            })
+    }
+
+    /// Every name the sources hold.
+    async fn names(&self, ctx: &Context<'_>) -> Vec<HumanName> {
+        self.demographics(ctx)
+            .await
+            .into_iter()
+            .map(|r| HumanName {
+                family: r.record.text("family_name").map(str::to_string),
+                given: r.record.text("given_names").map(str::to_string),
+                source: r.source,
+            })
+            .collect()
+    }
+
+    async fn birth_date(&self, ctx: &Context<'_>) -> Option<NaiveDate> {
+        first(&self.demographics(ctx).await, |r| r.date("birth_date"))
+    }
+
+    /// True when the chosen birth date is recorded as estimated.
+    async fn birth_date_estimated(&self, ctx: &Context<'_>) -> bool {
+        let records = self.demographics(ctx).await;
+        records
+            .iter()
+            .find(|r| r.record.date("birth_date").is_some())
+            .and_then(|r| r.record.bool("birth_date_estimated"))
+            .unwrap_or(false)
+    }
+
+    async fn death_date(&self, ctx: &Context<'_>) -> Option<NaiveDate> {
+        first(&self.demographics(ctx).await, |r| r.date("death_date"))
+    }
+
+    async fn gender(&self, ctx: &Context<'_>) -> Option<Gender> {
+        first(&self.demographics(ctx).await, |r| r.text("gender").and_then(Gender::from_code))
+    }
+
+    async fn ethnicity(&self, ctx: &Context<'_>) -> Option<EthnicCategory> {
+        first(&self.demographics(ctx).await, |r| {
+            r.text("ethnicity").and_then(EthnicCategory::from_code)
+        })
+    }
+
+    async fn primary_support_reason(&self, ctx: &Context<'_>) -> Option<SupportReason> {
+        first(&self.demographics(ctx).await, |r| {
+            r.text("support_reason").and_then(SupportReason::from_code)
+        })
+    }
+
+    /// NHS numbers (valid or not, as recorded) and every source's local id.
+    async fn identifiers(&self, ctx: &Context<'_>) -> Vec<Identifier> {
+        let mut out = Vec::new();
+        let mut seen = BTreeSet::new();
+        for r in self.demographics(ctx).await {
+            if let Some(n) = r.record.text("nhs_number") {
+                if seen.insert(n.to_string()) {
+                    out.push(Identifier {
+                        system: NHS_SYSTEM.into(),
+                        value: n.to_string(),
+                        valid: nhs::is_valid(n),
+                    });
+                }
+            }
+        }
+        for r in &self.refs {
+            out.push(Identifier {
+                system: format!("urn:escr:source:{}", r.source),
+                value: r.local_id.clone(),
+                valid: true,
+            });
+        }
+        out
+    }
+
+    async fn addresses(&self, ctx: &Context<'_>) -> Vec<Address> {
+        self.list(ctx, EntityKind::Address, Address).await
+    }
+    async fn relationships(&self, ctx: &Context<'_>) -> Vec<Relationship> {
+        self.list(ctx, EntityKind::Relationship, Relationship).await
+    }
+    async fn referrals(&self, ctx: &Context<'_>) -> Vec<Referral> {
+        self.list(ctx, EntityKind::Referral, Referral).await
+    }
+    async fn assessments(&self, ctx: &Context<'_>) -> Vec<Assessment> {
+        self.list(ctx, EntityKind::Assessment, Assessment).await
+    }
+    async fn care_plans(&self, ctx: &Context<'_>) -> Vec<CarePlan> {
+        self.list(ctx, EntityKind::CarePlan, CarePlan).await
+    }
+    async fn services(&self, ctx: &Context<'_>) -> Vec<Service> {
+        self.list(ctx, EntityKind::Service, Service).await
+    }
+    async fn episodes(&self, ctx: &Context<'_>) -> Vec<Episode> {
+        self.list(ctx, EntityKind::Episode, Episode).await
+    }
+    async fn visits(&self, ctx: &Context<'_>) -> Vec<Visit> {
+        self.list(ctx, EntityKind::Visit, Visit).await
+    }
+    async fn case_notes(&self, ctx: &Context<'_>) -> Vec<CaseNote> {
+        self.list(ctx, EntityKind::CaseNote, CaseNote).await
+    }
+    async fn documents(&self, ctx: &Context<'_>) -> Vec<Document> {
+        self.list(ctx, EntityKind::Document, Document).await
+    }
+    async fn communications(&self, ctx: &Context<'_>) -> Vec<Communication> {
+        self.list(ctx, EntityKind::Communication, Communication).await
+    }
+    async fn alerts(&self, ctx: &Context<'_>) -> Vec<Alert> {
+        self.list(ctx, EntityKind::Alert, Alert).await
+    }
+    async fn consents(&self, ctx: &Context<'_>) -> Vec<Consent> {
+        self.list(ctx, EntityKind::Consent, Consent).await
+    }
+    async fn allocations(&self, ctx: &Context<'_>) -> Vec<Allocation> {
+        self.list(ctx, EntityKind::Allocation, Allocation).await
+    }
+
+    /// Every record of the person, newest first, cursor-paginated.
+    async fn timeline(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 50, validator(minimum = 0, maximum = 500))] first: i32,
+        after: Option<String>,
+        filter: Option<TimelineFilter>,
+    ) -> async_graphql::Result<TimelineConnection> {
+        let filter = filter.unwrap_or_default();
+        let kinds: Vec<RecordKind> = filter.kinds.clone().unwrap_or_else(|| RecordKind::ALL.to_vec());
+        let loads = kinds.iter().map(|k| person_records(ctx, self, k.entity()));
+        let mut items: Vec<TimelineItem> = futures::future::join_all(loads)
+            .await
+            .into_iter()
+            .flatten()
+            .filter(|r| filter.sources.as_ref().is_none_or(|s| s.contains(&r.source)))
+            .filter_map(|r| {
+                let kind = RecordKind::of(r.record.entity)?;
+                Some(TimelineItem { kind, at: r.at(), record: r })
+            })
+            .filter(|i| filter.from.is_none_or(|from| i.at.is_some_and(|at| at >= from)))
+            .filter(|i| filter.to.is_none_or(|to| i.at.is_some_and(|at| at < to)))
+            .collect();
+        items.sort_by_key(sort_key);
+        let total_count = items.len();
+        let start = match &after {
+            None => 0,
+            Some(cursor) => match items.iter().position(|i| cursor_matches(i, cursor)) {
+                Some(p) => p + 1,
+                None => return Err(GatewayError::BadInput("`after` is not a cursor of this timeline".into()).extend()),
+            },
+        };
+        let first = first as usize;
+        let has_next_page = items.len() > start + first;
+        let edges: Vec<TimelineEdge> = items
+            .into_iter()
+            .skip(start)
+            .take(first)
+            .map(|node| TimelineEdge {
+                cursor: encode_cursor(&node),
+                node,
+            })
+            .collect();
+        Ok(TimelineConnection {
+            page_info: PageInfo {
+                has_next_page,
+                end_cursor: edges.last().map(|e| e.cursor.clone()),
+            },
+            edges,
+            total_count,
+        })
+    }
+}

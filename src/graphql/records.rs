@@ -1,0 +1,402 @@
+//! The record types of the ESCR, one per catalog entity, each a thin view over a mapped
+//! [`Record`] from one source.
+
+use async_graphql::{Enum, Object, SimpleObject, Union, ID};
+use chrono::{NaiveDate, NaiveDateTime};
+use escr_connector::{EntityKind, Record};
+
+use super::codes::*;
+
+/// A record and the source it came from.
+#[derive(Clone, Debug)]
+pub struct Sourced {
+    pub source: String,
+    pub record: Record,
+}
+
+impl Sourced {
+    pub fn id(&self) -> ID {
+        ID(format!("{}:{}:{}", self.source, self.record.entity, self.record.local_id))
+    }
+    fn s(&self, f: &str) -> Option<String> {
+        self.record.text(f).map(str::to_string)
+    }
+    fn d(&self, f: &str) -> Option<NaiveDate> {
+        self.record.date(f)
+    }
+    fn dt(&self, f: &str) -> Option<NaiveDateTime> {
+        self.record.date_time(f)
+    }
+    fn b(&self, f: &str) -> Option<bool> {
+        self.record.bool(f)
+    }
+    fn n(&self, f: &str) -> Option<f64> {
+        self.record.decimal(f)
+    }
+    fn l(&self, f: &str) -> Vec<String> {
+        self.record.list(f).map(<[String]>::to_vec).unwrap_or_default()
+    }
+    fn c<E: FromCode>(&self, f: &str) -> Option<E> {
+        self.record.text(f).and_then(E::from_code)
+    }
+
+    /// When the record happened, for the timeline (its main date).
+    pub fn at(&self) -> Option<NaiveDateTime> {
+        let fields: &[&str] = match self.record.entity {
+            EntityKind::Referral => &["received_at"],
+            EntityKind::Assessment => &["started", "completed", "authorised"],
+            EntityKind::Visit => &["actual", "planned"],
+            EntityKind::CaseNote | EntityKind::Document => &["date"],
+            EntityKind::Communication => &["sent_at"],
+            EntityKind::Consent => &["given", "withdrawn"],
+            _ => &["start"],
+        };
+        fields.iter().find_map(|f| self.record.date_time(f))
+    }
+}
+
+/// Where a record lives in the legacy estate.
+#[derive(SimpleObject)]
+pub struct Provenance {
+    /// The configured source name ("casetrak").
+    pub source: String,
+    /// The record's id in that source.
+    pub local_id: String,
+    pub last_updated: Option<NaiveDateTime>,
+}
+
+/// Sensitivity labels (safeguarding, mental_health, sealed, ...).
+#[derive(SimpleObject)]
+pub struct Security {
+    pub labels: Vec<String>,
+}
+
+macro_rules! record_type {
+    ($(#[$doc:meta])* $name:ident { $( $(#[$m:meta])* $field:ident : $ty:ty = $get:ident($col:literal) ),* $(,)? }) => {
+        $(#[$doc])*
+        pub struct $name(pub Sourced);
+
+        #[Object]
+        impl $name {
+            /// Gateway-wide id of this record: source, entity and local id.
+            async fn id(&self) -> ID {
+                self.0.id()
+            }
+            async fn provenance(&self) -> Provenance {
+                Provenance {
+                    source: self.0.source.clone(),
+                    local_id: self.0.record.local_id.clone(),
+                    last_updated: self.0.record.last_updated,
+                }
+            }
+            async fn security(&self) -> Security {
+                Security { labels: self.0.record.labels.iter().cloned().collect() }
+            }
+            $(
+                $(#[$m])*
+                async fn $field(&self) -> $ty {
+                    self.0.$get($col)
+                }
+            )*
+        }
+    };
+}
+
+record_type!(
+    /// A postal address of the person.
+    Address {
+        #[graphql(name = "use")]
+        address_use: Option<AddressUse> = c("use"),
+        line1: Option<String> = s("line1"),
+        line2: Option<String> = s("line2"),
+        line3: Option<String> = s("line3"),
+        line4: Option<String> = s("line4"),
+        postcode: Option<String> = s("postcode"),
+        start: Option<NaiveDate> = d("start"),
+        end: Option<NaiveDate> = d("end"),
+    }
+);
+
+record_type!(
+    /// A family or caring relationship recorded in the source.
+    Relationship {
+        #[graphql(name = "type")]
+        relationship_type: Option<RelationshipType> = c("type"),
+        /// The related person's id in the same source.
+        related_local_id: Option<String> = s("related_person_id"),
+        parental_responsibility: Option<bool> = b("parental_responsibility"),
+        carer: Option<bool> = b("carer"),
+        start: Option<NaiveDate> = d("start"),
+        end: Option<NaiveDate> = d("end"),
+    }
+);
+
+record_type!(
+    /// A request for support (contact or referral).
+    Referral {
+        received_at: Option<NaiveDateTime> = dt("received_at"),
+        route: Option<ReferralRoute> = c("route"),
+        reason: Option<String> = s("reason"),
+        outcome: Option<ReferralOutcome> = c("outcome"),
+        closed_at: Option<NaiveDateTime> = dt("closed_at"),
+    }
+);
+
+record_type!(
+    /// An assessment of needs (or a review).
+    Assessment {
+        #[graphql(name = "type")]
+        assessment_type: Option<AssessmentType> = c("type"),
+        started: Option<NaiveDate> = d("started"),
+        completed: Option<NaiveDate> = d("completed"),
+        authorised: Option<NaiveDate> = d("authorised"),
+        eligible: Option<bool> = b("eligible"),
+        outcome: Option<String> = s("outcome"),
+        worker_id: Option<String> = s("worker_id"),
+    }
+);
+
+record_type!(
+    /// A care and support plan.
+    CarePlan {
+        start: Option<NaiveDate> = d("start"),
+        end: Option<NaiveDate> = d("end"),
+        goals: Vec<String> = l("goals"),
+        needs: Option<String> = s("needs"),
+        personal_budget: Option<f64> = n("personal_budget"),
+    }
+);
+
+record_type!(
+    /// A service provided or commissioned (a package of care).
+    Service {
+        #[graphql(name = "type")]
+        service_type: Option<ServiceType> = c("type"),
+        component: Option<String> = s("component"),
+        delivery_mechanism: Option<DeliveryMechanism> = c("delivery_mechanism"),
+        provider: Option<String> = s("provider"),
+        /// In pounds.
+        unit_cost: Option<f64> = n("unit_cost"),
+        units_per_week: Option<f64> = n("units_per_week"),
+        start: Option<NaiveDate> = d("start"),
+        end: Option<NaiveDate> = d("end"),
+    }
+);
+
+record_type!(
+    /// A statutory episode: child in need, protection plan, looked after, adult case.
+    Episode {
+        kind: Option<EpisodeKind> = c("kind"),
+        /// Category of abuse (child protection plans).
+        category: Option<AbuseCategory> = c("category"),
+        start: Option<NaiveDate> = d("start"),
+        end: Option<NaiveDate> = d("end"),
+    }
+);
+
+record_type!(
+    /// A visit or appointment: planned and actual.
+    Visit {
+        #[graphql(name = "type")]
+        visit_type: Option<String> = s("type"),
+        planned: Option<NaiveDateTime> = dt("planned"),
+        actual: Option<NaiveDateTime> = dt("actual"),
+        seen: Option<bool> = b("seen"),
+        seen_alone: Option<bool> = b("seen_alone"),
+        worker_id: Option<String> = s("worker_id"),
+    }
+);
+
+record_type!(
+    /// A case note.
+    CaseNote {
+        date: Option<NaiveDateTime> = dt("date"),
+        #[graphql(name = "type")]
+        note_type: Option<String> = s("type"),
+        subject: Option<String> = s("subject"),
+        text: Option<String> = s("text"),
+        worker_id: Option<String> = s("worker_id"),
+    }
+);
+
+record_type!(
+    /// A letter, form or scanned document.
+    Document {
+        #[graphql(name = "type")]
+        document_type: Option<DocumentType> = c("type"),
+        direction: Option<Direction> = c("direction"),
+        title: Option<String> = s("title"),
+        date: Option<NaiveDate> = d("date"),
+        media_type: Option<String> = s("media_type"),
+        link: Option<String> = s("link"),
+    }
+);
+
+record_type!(
+    /// An email.
+    Communication {
+        sender: Option<String> = s("sender"),
+        recipients: Vec<String> = l("recipients"),
+        subject: Option<String> = s("subject"),
+        sent_at: Option<NaiveDateTime> = dt("sent_at"),
+        body: Option<String> = s("body"),
+    }
+);
+
+record_type!(
+    /// A warning or alert on the record.
+    Alert {
+        code: Option<String> = s("code"),
+        narrative: Option<String> = s("narrative"),
+        start: Option<NaiveDate> = d("start"),
+        end: Option<NaiveDate> = d("end"),
+        review_date: Option<NaiveDate> = d("review_date"),
+    }
+);
+
+record_type!(
+    /// A consent (or refusal) recorded in a source system.
+    Consent {
+        scope: Option<ConsentScope> = c("scope"),
+        decision: Option<ConsentDecision> = c("decision"),
+        given: Option<NaiveDate> = d("given"),
+        withdrawn: Option<NaiveDate> = d("withdrawn"),
+    }
+);
+
+record_type!(
+    /// A worker or team allocated to the person.
+    Allocation {
+        worker_id: Option<String> = s("worker_id"),
+        team_id: Option<String> = s("team_id"),
+        start: Option<NaiveDate> = d("start"),
+        end: Option<NaiveDate> = d("end"),
+    }
+);
+
+/// Kinds of record on a person's timeline.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RecordKind {
+    Address,
+    Relationship,
+    Referral,
+    Assessment,
+    CarePlan,
+    Service,
+    Episode,
+    Visit,
+    CaseNote,
+    Document,
+    Communication,
+    Alert,
+    Consent,
+    Allocation,
+}
+
+impl RecordKind {
+    pub const ALL: [RecordKind; 14] = [
+        RecordKind::Address,
+        RecordKind::Relationship,
+        RecordKind::Referral,
+        RecordKind::Assessment,
+        RecordKind::CarePlan,
+        RecordKind::Service,
+        RecordKind::Episode,
+        RecordKind::Visit,
+        RecordKind::CaseNote,
+        RecordKind::Document,
+        RecordKind::Communication,
+        RecordKind::Alert,
+        RecordKind::Consent,
+        RecordKind::Allocation,
+    ];
+
+    pub fn entity(self) -> EntityKind {
+        match self {
+            RecordKind::Address => EntityKind::Address,
+            RecordKind::Relationship => EntityKind::Relationship,
+            RecordKind::Referral => EntityKind::Referral,
+            RecordKind::Assessment => EntityKind::Assessment,
+            RecordKind::CarePlan => EntityKind::CarePlan,
+            RecordKind::Service => EntityKind::Service,
+            RecordKind::Episode => EntityKind::Episode,
+            RecordKind::Visit => EntityKind::Visit,
+            RecordKind::CaseNote => EntityKind::CaseNote,
+            RecordKind::Document => EntityKind::Document,
+            RecordKind::Communication => EntityKind::Communication,
+            RecordKind::Alert => EntityKind::Alert,
+            RecordKind::Consent => EntityKind::Consent,
+            RecordKind::Allocation => EntityKind::Allocation,
+        }
+    }
+
+    pub fn of(entity: EntityKind) -> Option<RecordKind> {
+        RecordKind::ALL.into_iter().find(|k| k.entity() == entity)
+    }
+}
+
+/// Any record, for the timeline.
+#[derive(Union)]
+pub enum AnyRecord {
+    Address(Address),
+    Relationship(Relationship),
+    Referral(Referral),
+    Assessment(Assessment),
+    CarePlan(CarePlan),
+    Service(Service),
+    Episode(Episode),
+    Visit(Visit),
+    CaseNote(CaseNote),
+    Document(Document),
+    Communication(Communication),
+    Alert(Alert),
+    Consent(Consent),
+    Allocation(Allocation),
+}
+
+impl AnyRecord {
+    pub fn from_sourced(r: Sourced) -> Option<AnyRecord> {
+        Some(match r.record.entity {
+            EntityKind::Address => AnyRecord::Address(Address(r)),
+            EntityKind::Relationship => AnyRecord::Relationship(Relationship(r)),
+            EntityKind::Referral => AnyRecord::Referral(Referral(r)),
+            EntityKind::Assessment => AnyRecord::Assessment(Assessment(r)),
+            EntityKind::CarePlan => AnyRecord::CarePlan(CarePlan(r)),
+            EntityKind::Service => AnyRecord::Service(Service(r)),
+            EntityKind::Episode => AnyRecord::Episode(Episode(r)),
+            EntityKind::Visit => AnyRecord::Visit(Visit(r)),
+            EntityKind::CaseNote => AnyRecord::CaseNote(CaseNote(r)),
+            EntityKind::Document => AnyRecord::Document(Document(r)),
+            EntityKind::Communication => AnyRecord::Communication(Communication(r)),
+            EntityKind::Alert => AnyRecord::Alert(Alert(r)),
+            EntityKind::Consent => AnyRecord::Consent(Consent(r)),
+            EntityKind::Allocation => AnyRecord::Allocation(Allocation(r)),
+            EntityKind::Person | EntityKind::Worker | EntityKind::Team => return None,
+        })
+    }
+}
+
+/// A one-line description for the timeline (no free text: subjects and titles only).
+pub fn summary(r: &Sourced) -> String {
+    let rec = &r.record;
+    let t = |f: &str| rec.text(f).unwrap_or("").to_string();
+    match rec.entity {
+        EntityKind::Referral => format!("Referral ({})", t("route").to_lowercase()),
+        EntityKind::Assessment => format!("Assessment {}", t("type").to_lowercase()),
+        EntityKind::CarePlan => "Care plan".into(),
+        EntityKind::Service => format!("Service {} ({})", t("type").to_lowercase(), t("delivery_mechanism").to_lowercase()),
+        EntityKind::Episode => format!("Episode {}", t("kind").to_lowercase()),
+        EntityKind::Visit => format!("Visit {}", t("type")),
+        EntityKind::CaseNote => format!("Case note: {}", t("subject")),
+        EntityKind::Document => format!("{}: {}", t("type").to_lowercase(), t("title")),
+        EntityKind::Communication => format!("Email: {}", t("subject")),
+        EntityKind::Alert => format!("Alert {}", t("code")),
+        EntityKind::Consent => format!("Consent {} {}", t("scope").to_lowercase(), t("decision").to_lowercase()),
+        EntityKind::Address => "Address".into(),
+        EntityKind::Relationship => format!("Relationship {}", t("type").to_lowercase()),
+        EntityKind::Allocation => "Allocation".into(),
+        other => other.to_string(),
+    }
+    .trim()
+    .to_string()
+}
