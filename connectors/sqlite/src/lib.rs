@@ -273,6 +273,14 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn passes_the_connector_conformance_suite() {
+        let (_dir, config) = fixture();
+        let c = SqliteConnector::new(&config);
+        let failures = escr_connector::conformance::check_connector(&c).await;
+        assert!(failures.is_empty(), "{failures:#?}");
+    }
+
+    #[tokio::test]
     async fn bad_sql_missing_file_and_timeouts_have_kinds() {
         let (_dir, config) = fixture();
         let c = SqliteConnector::new(&config);
