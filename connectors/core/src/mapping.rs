@@ -110,6 +110,7 @@ pub enum FindingKind {
     UnparseableNumber,
     EstimatedBirthDate,
     EndBeforeStart,
+    InvalidPostcode,
     MissingKey,
 }
 
@@ -291,7 +292,17 @@ fn map_field(
     let no_formats = Vec::new();
     let formats = col.spec.formats.as_ref().unwrap_or(&no_formats);
     let mapped = match col.ty {
-        FieldType::Text => text_of(value).map(FieldValue::Text),
+        FieldType::Text => {
+            let text = text_of(value);
+            if col.name == "postcode" {
+                if let Some(p) = &text {
+                    if !is_uk_postcode(p) {
+                        findings.push(finding(entity, local_id, col.name, FindingKind::InvalidPostcode, None));
+                    }
+                }
+            }
+            text.map(FieldValue::Text)
+        }
         FieldType::Int => match number_of(value) {
             Ok(n) => n.map(|n| FieldValue::Int(n as i64)),
             Err(()) => {
@@ -441,6 +452,26 @@ fn split_full_name(full: &str) -> (String, Option<String>) {
         Some(last) => (tidy(last), None),
         None => (String::new(), None),
     }
+}
+
+/// UK postcode shape: outward code (letter, letter?, digit, letter-or-digit?), then
+/// inward code (digit, letter, letter); space optional, any case.
+pub fn is_uk_postcode(raw: &str) -> bool {
+    let compact: Vec<char> = raw
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    if !(5..=7).contains(&compact.len()) {
+        return false;
+    }
+    let (outward, inward) = compact.split_at(compact.len() - 3);
+    let inward_ok = inward[0].is_ascii_digit() && inward[1].is_ascii_uppercase() && inward[2].is_ascii_uppercase();
+    let outward_ok = outward[0].is_ascii_uppercase()
+        && outward.iter().all(|c| c.is_ascii_alphanumeric())
+        && outward.iter().any(|c| c.is_ascii_digit())
+        && (outward[1].is_ascii_digit() || outward.get(2).is_some_and(|c| c.is_ascii_digit()));
+    inward_ok && outward_ok
 }
 
 fn text_of(value: &Value) -> Option<String> {
@@ -595,6 +626,16 @@ fields.text = { column = "TXT", concat = " " }
         assert!(kinds.contains(&("A3", FindingKind::InvalidNhsNumber)));
         let unmapped = m.findings.iter().find(|f| f.kind == FindingKind::UnmappedCode).unwrap();
         assert_eq!(unmapped.code_value.as_deref(), Some("Q"));
+    }
+
+    #[test]
+    fn postcodes() {
+        for ok in ["NS1 4AB", "ns14ab", "SW1A 1AA", "M1 1AE", "B33 8TH", "CR2 6XH"] {
+            assert!(is_uk_postcode(ok), "{ok}");
+        }
+        for bad in ["NS1", "12345", "NS1 4A", "ZZ ZZZ", "N S 1 4 A B C"] {
+            assert!(!is_uk_postcode(bad), "{bad}");
+        }
     }
 
     #[test]
