@@ -57,7 +57,13 @@ pub trait Policy: Send + Sync + 'static {
     /// May this caller learn that the person exists at all (lookups, search)?
     fn may_see_person(&self, ctx: &AccessContext, person_id: &str) -> bool;
     /// May this caller see this record of this person, from this source?
-    fn decide(&self, ctx: &AccessContext, person_id: &str, source: &str, record: &Record) -> Decision;
+    fn decide(
+        &self,
+        ctx: &AccessContext,
+        person_id: &str,
+        source: &str,
+        record: &Record,
+    ) -> Decision;
 }
 
 /// v1 policy: everything is released (the consent model replaces it).

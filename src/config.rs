@@ -36,7 +36,9 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { listen: default_listen() }
+        ServerConfig {
+            listen: default_listen(),
+        }
     }
 }
 
@@ -192,14 +194,19 @@ impl LoadedConfig {
             ConfigError::at(path, line, e.message().to_string())
         })?;
         let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        let err = |offset: usize, reason: String| ConfigError::at(path, line_of(text, offset), reason);
+        let err =
+            |offset: usize, reason: String| ConfigError::at(path, line_of(text, offset), reason);
 
         gateway.index.path = base.join(&gateway.index.path);
         if let Some(demo) = &mut gateway.demo {
             demo.dir = base.join(&demo.dir);
         }
         if gateway.sources.is_empty() {
-            return Err(ConfigError::at(path, 1, "no `[[sources]]`: the gateway needs at least one"));
+            return Err(ConfigError::at(
+                path,
+                1,
+                "no `[[sources]]`: the gateway needs at least one",
+            ));
         }
         let mut profiles = Vec::new();
         let mut names = std::collections::BTreeSet::new();
@@ -209,14 +216,25 @@ impl LoadedConfig {
             if !names.insert(s.name.clone()) {
                 return Err(err(at, format!("source `{}` is configured twice", s.name)));
             }
-            if s.name.is_empty() || !s.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-                return Err(err(at, format!("source name `{}`: use letters, digits, `-` and `_`", s.name)));
+            if s.name.is_empty()
+                || !s
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(err(
+                    at,
+                    format!("source name `{}`: use letters, digits, `-` and `_`", s.name),
+                ));
             }
             let sections = usize::from(s.sqlite.is_some());
             if sections != 1 {
                 return Err(err(
                     at,
-                    format!("source `{}`: needs exactly one connector section (`sqlite`)", s.name),
+                    format!(
+                        "source `{}`: needs exactly one connector section (`sqlite`)",
+                        s.name
+                    ),
                 ));
             }
             if let Some(sqlite) = &mut s.sqlite {

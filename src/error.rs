@@ -32,7 +32,10 @@ impl GatewayError {
             GatewayError::Source(SourceError::Mapping(m)) => {
                 ext.set("code", codes::MAPPING_FAILED);
                 ext.set("source", m.profile.clone());
-                format!("source `{}` returned data its profile cannot map (entity `{}`)", m.profile, m.entity)
+                format!(
+                    "source `{}` returned data its profile cannot map (entity `{}`)",
+                    m.profile, m.entity
+                )
             }
             GatewayError::Source(e) => {
                 ext.set("code", codes::SOURCE_UNAVAILABLE);

@@ -31,7 +31,9 @@ impl Gateway {
             .map(|(s, profile)| {
                 let s = s.get_ref();
                 let connector: Arc<dyn Connector> = match s.connector() {
-                    Some(ConnectorConfig::Sqlite(c)) => Arc::new(escr_sqlite::SqliteConnector::new(c)),
+                    Some(ConnectorConfig::Sqlite(c)) => {
+                        Arc::new(escr_sqlite::SqliteConnector::new(c))
+                    }
                     None => unreachable!("config validation requires one connector section"),
                 };
                 Source {
@@ -65,8 +67,14 @@ impl Gateway {
     }
 
     /// Re-read people from the sources and relink.
-    pub async fn refresh_index(&self, incremental: bool) -> Result<crate::index::IndexReport, crate::index::IndexError> {
-        let report = self.index.refresh(&self.fetcher.sources, incremental).await?;
+    pub async fn refresh_index(
+        &self,
+        incremental: bool,
+    ) -> Result<crate::index::IndexReport, crate::index::IndexError> {
+        let report = self
+            .index
+            .refresh(&self.fetcher.sources, incremental)
+            .await?;
         Ok(report)
     }
 }

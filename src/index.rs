@@ -108,19 +108,31 @@ impl Snapshot {
         mut visible: impl FnMut(&str) -> bool,
     ) -> Vec<String> {
         let words: Vec<String> = name
-            .map(|n| n.split_whitespace().map(normalise_name).filter(|w| !w.is_empty()).collect())
+            .map(|n| {
+                n.split_whitespace()
+                    .map(normalise_name)
+                    .filter(|w| !w.is_empty())
+                    .collect()
+            })
             .unwrap_or_default();
         let postcode = postcode.map(normalise_postcode).filter(|p| !p.is_empty());
         let mut hits = BTreeSet::new();
         for row in &self.search {
-            if !words.iter().all(|w| row.names.iter().any(|n| n.starts_with(w.as_str()))) {
+            if !words
+                .iter()
+                .all(|w| row.names.iter().any(|n| n.starts_with(w.as_str())))
+            {
                 continue;
             }
             if birth_date.is_some() && row.birth_date != birth_date {
                 continue;
             }
             if let Some(p) = &postcode {
-                if !row.postcode.as_deref().is_some_and(|rp| rp.starts_with(p.as_str())) {
+                if !row
+                    .postcode
+                    .as_deref()
+                    .is_some_and(|rp| rp.starts_with(p.as_str()))
+                {
                     continue;
                 }
             }
@@ -138,7 +150,10 @@ fn normalise_name(s: &str) -> String {
 }
 
 fn normalise_postcode(s: &str) -> String {
-    s.chars().filter(|c| !c.is_whitespace()).flat_map(char::to_uppercase).collect()
+    s.chars()
+        .filter(|c| !c.is_whitespace())
+        .flat_map(char::to_uppercase)
+        .collect()
 }
 
 /// What one build or refresh did.
@@ -200,13 +215,20 @@ impl IdentityIndex {
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.snapshot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Read people from every source (all of them, or since the last refresh where the
     /// vendor has update timestamps), relink, and persist. Sources that fail keep their
     /// previous records.
-    pub async fn refresh(&self, sources: &[Source], incremental: bool) -> Result<IndexReport, IndexError> {
+    pub async fn refresh(
+        &self,
+        sources: &[Source],
+        incremental: bool,
+    ) -> Result<IndexReport, IndexError> {
         let _guard = self.write.lock().await;
         let mut conn = self.connect()?;
         let mut report = IndexReport::default();
@@ -218,7 +240,12 @@ impl IdentityIndex {
 
         let mut source_marks = Vec::new();
         for source in sources {
-            let since = if incremental && source.profile.entity(escr_connector::EntityKind::Person).is_some_and(|p| p.changed_since.is_some()) {
+            let since = if incremental
+                && source
+                    .profile
+                    .entity(escr_connector::EntityKind::Person)
+                    .is_some_and(|p| p.changed_since.is_some())
+            {
                 last_updated(&conn, &source.name).map_err(|e| self.store_err(e))?
             } else {
                 None
@@ -233,10 +260,13 @@ impl IdentityIndex {
             for f in &mapped.findings {
                 *report.findings.entry(finding_name(f.kind)).or_default() += 1;
             }
-            report.records_read.insert(source.name.clone(), mapped.records.len());
+            report
+                .records_read
+                .insert(source.name.clone(), mapped.records.len());
             if since.is_none() {
                 // A full listing is the truth: records gone from the source leave the index.
-                let seen: BTreeSet<&str> = mapped.records.iter().map(|r| r.local_id.as_str()).collect();
+                let seen: BTreeSet<&str> =
+                    mapped.records.iter().map(|r| r.local_id.as_str()).collect();
                 records.retain(|(s, id), _| s != &source.name || seen.contains(id.as_str()));
             }
             let mut newest = since;
@@ -330,7 +360,8 @@ impl Clusters {
 /// aliases (old id -> surviving id) that merges produced.
 fn link(records: &mut BTreeMap<(String, String), SourceRecord>) -> Vec<(String, String)> {
     let keys: Vec<(String, String)> = records.keys().cloned().collect();
-    let position: HashMap<&(String, String), usize> = keys.iter().enumerate().map(|(i, k)| (k, i)).collect();
+    let position: HashMap<&(String, String), usize> =
+        keys.iter().enumerate().map(|(i, k)| (k, i)).collect();
     let rows: Vec<&SourceRecord> = keys.iter().map(|k| &records[k]).collect();
     let mut clusters = Clusters((0..rows.len()).collect());
     let mut rule: Vec<&'static str> = vec!["single"; rows.len()];
@@ -349,11 +380,20 @@ fn link(records: &mut BTreeMap<(String, String), SourceRecord>) -> Vec<(String, 
     let mut by_nhs: BTreeMap<&str, BTreeMap<Option<NaiveDate>, Vec<usize>>> = BTreeMap::new();
     for (i, r) in rows.iter().enumerate() {
         if let Some(nhs) = &r.nhs_number {
-            by_nhs.entry(nhs).or_default().entry(r.birth_date).or_default().push(i);
+            by_nhs
+                .entry(nhs)
+                .or_default()
+                .entry(r.birth_date)
+                .or_default()
+                .push(i);
         }
     }
     for groups in by_nhs.values() {
-        let dated: Vec<&Vec<usize>> = groups.iter().filter(|(d, _)| d.is_some()).map(|(_, g)| g).collect();
+        let dated: Vec<&Vec<usize>> = groups
+            .iter()
+            .filter(|(d, _)| d.is_some())
+            .map(|(_, g)| g)
+            .collect();
         let largest = dated.iter().max_by_key(|g| g.len()).copied();
         for group in &dated {
             link_group(&mut clusters, &mut rule, group);
@@ -385,7 +425,10 @@ fn link(records: &mut BTreeMap<(String, String), SourceRecord>) -> Vec<(String, 
         }
         let mut existing: Vec<(&str, usize)> = counts.into_iter().collect();
         existing.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-        let keep = existing.iter().map(|(id, _)| *id).find(|id| !taken.contains(*id));
+        let keep = existing
+            .iter()
+            .map(|(id, _)| *id)
+            .find(|id| !taken.contains(*id));
         let id = match keep {
             Some(id) => id.to_string(),
             None => {
@@ -465,7 +508,8 @@ fn persist(
                 r.given_names,
                 r.postcode,
                 r.merged_into,
-                r.updated.map(|t| t.format("%Y-%m-%d %H:%M:%S%.f").to_string()),
+                r.updated
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S%.f").to_string()),
                 r.person_id,
                 r.link_rule
             ])?;
@@ -498,7 +542,11 @@ fn persist(
 
 fn last_updated(conn: &Connection, source: &str) -> rusqlite::Result<Option<NaiveDateTime>> {
     let text: Option<Option<String>> = conn
-        .query_row("SELECT last_updated FROM source_state WHERE source = ?1", [source], |r| r.get(0))
+        .query_row(
+            "SELECT last_updated FROM source_state WHERE source = ?1",
+            [source],
+            |r| r.get(0),
+        )
         .optional()?;
     Ok(text
         .flatten()
@@ -530,19 +578,27 @@ fn load_records(conn: &Connection) -> rusqlite::Result<Vec<SourceRecord>> {
     rows.collect()
 }
 
+/// Name words, birth date and postcode gathered for one person's search row.
+type SearchParts = (BTreeSet<String>, Option<NaiveDate>, Option<String>);
+
 fn load_snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
     let mut snap = Snapshot::default();
-    let mut names: HashMap<String, (BTreeSet<String>, Option<NaiveDate>, Option<String>)> = HashMap::new();
+    let mut names: HashMap<String, SearchParts> = HashMap::new();
     for r in load_records(conn)? {
-        snap.people.entry(r.person_id.clone()).or_default().push(SourceRef {
-            source: r.source.clone(),
-            local_id: r.local_id.clone(),
-            link_rule: r.link_rule.clone(),
-        });
+        snap.people
+            .entry(r.person_id.clone())
+            .or_default()
+            .push(SourceRef {
+                source: r.source.clone(),
+                local_id: r.local_id.clone(),
+                link_rule: r.link_rule.clone(),
+            });
         snap.by_source
             .insert((r.source.clone(), r.local_id.clone()), r.person_id.clone());
         if let Some(nhs) = &r.nhs_number {
-            snap.by_nhs.entry(nhs.clone()).or_insert_with(|| r.person_id.clone());
+            snap.by_nhs
+                .entry(nhs.clone())
+                .or_insert_with(|| r.person_id.clone());
         }
         let entry = names.entry(r.person_id.clone()).or_default();
         for part in [&r.family_name, &r.given_names].into_iter().flatten() {
@@ -576,7 +632,13 @@ fn load_snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
 mod tests {
     use super::*;
 
-    fn rec(source: &str, id: &str, nhs: Option<&str>, dob: Option<&str>, merged: Option<&str>) -> SourceRecord {
+    fn rec(
+        source: &str,
+        id: &str,
+        nhs: Option<&str>,
+        dob: Option<&str>,
+        merged: Option<&str>,
+    ) -> SourceRecord {
         SourceRecord {
             source: source.into(),
             local_id: id.into(),
@@ -593,7 +655,9 @@ mod tests {
     }
 
     fn map(rows: Vec<SourceRecord>) -> BTreeMap<(String, String), SourceRecord> {
-        rows.into_iter().map(|r| ((r.source.clone(), r.local_id.clone()), r)).collect()
+        rows.into_iter()
+            .map(|r| ((r.source.clone(), r.local_id.clone()), r))
+            .collect()
     }
 
     fn pid(m: &BTreeMap<(String, String), SourceRecord>, s: &str, id: &str) -> String {
@@ -615,8 +679,14 @@ mod tests {
         assert_eq!(pid(&m, "a", "1"), pid(&m, "b", "y"));
         assert_ne!(pid(&m, "a", "1"), pid(&m, "c", "q"));
         assert_eq!(pid(&m, "a", "2"), pid(&m, "a", "3"));
-        assert_eq!(m[&("a".to_string(), "2".to_string())].link_rule, "vendor_merge");
-        assert_eq!(m[&("b".to_string(), "x".to_string())].link_rule, "nhs_number+birth_date");
+        assert_eq!(
+            m[&("a".to_string(), "2".to_string())].link_rule,
+            "vendor_merge"
+        );
+        assert_eq!(
+            m[&("b".to_string(), "x".to_string())].link_rule,
+            "nhs_number+birth_date"
+        );
     }
 
     #[test]
@@ -632,14 +702,22 @@ mod tests {
         link(&mut m);
         assert_eq!(pid(&m, "a", "1"), p1);
         // The second record gains the NHS number: one person, one alias.
-        m.get_mut(&("b".to_string(), "x".to_string())).unwrap().nhs_number = Some("9434765919".into());
+        m.get_mut(&("b".to_string(), "x".to_string()))
+            .unwrap()
+            .nhs_number = Some("9434765919".into());
         let aliases = link(&mut m);
         let survivor = pid(&m, "a", "1");
         assert_eq!(survivor, pid(&m, "b", "x"));
         assert!(survivor == p1 || survivor == px);
         assert_eq!(aliases.len(), 1);
         // A fresh index over the same data gives the same ids as an incremental one would.
-        let mut fresh = map(vec![rec("a", "1", Some("9434765919"), Some("1950-01-31"), None)]);
+        let mut fresh = map(vec![rec(
+            "a",
+            "1",
+            Some("9434765919"),
+            Some("1950-01-31"),
+            None,
+        )]);
         link(&mut fresh);
         assert_eq!(pid(&fresh, "a", "1"), p1);
     }

@@ -1,1 +1,243 @@
-fn main() {}
+//! `escr`: the gateway's command line.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+use escr_gateway::config::LoadedConfig;
+use escr_gateway::gateway::Gateway;
+use escr_gateway::generate::{self, FaultRates, GenerateOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "escr",
+    version,
+    about = "A virtual Electronic Social Care Record over legacy databases"
+)]
+struct Cli {
+    /// The gateway config file.
+    #[arg(
+        long,
+        global = true,
+        env = "ESCR_CONFIG",
+        default_value = "config/escr.toml"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve GraphQL (GraphiQL on GET /graphql). Generates the demo data on first run.
+    Serve {
+        /// Listen address (overrides the config).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Write the three demo vendor databases and their ground truth.
+    GenerateDemo {
+        /// Output folder (default: the config's [demo] dir).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value_t = 2000)]
+        people: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Council name (a second council gets different people from the same seed).
+        #[arg(long, default_value = "Northshire")]
+        council: String,
+        /// Generate clean data (no injected data-quality faults).
+        #[arg(long)]
+        no_faults: bool,
+    },
+    /// Build or refresh the identity index from the sources.
+    Index {
+        /// Only read what changed since the last run (where vendors have timestamps).
+        #[arg(long)]
+        incremental: bool,
+    },
+    /// Validate the config and every vendor profile; exit non-zero on the first error.
+    CheckConfig,
+    /// Print the GraphQL schema (SDL, Federation v2).
+    PrintSchema,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,escr_gateway=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::PrintSchema => {
+            print!("{}", escr_gateway::graphql::sdl());
+            Ok(())
+        }
+        Command::CheckConfig => {
+            let config = LoadedConfig::load(&cli.config)?;
+            println!(
+                "{}: ok ({} sources: {})",
+                cli.config.display(),
+                config.profiles.len(),
+                config
+                    .profiles
+                    .iter()
+                    .map(|p| p.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            Ok(())
+        }
+        Command::GenerateDemo {
+            out,
+            people,
+            seed,
+            council,
+            no_faults,
+        } => {
+            let out = match out {
+                Some(o) => o,
+                None => demo_dir(&cli.config)?,
+            };
+            let opts = GenerateOptions {
+                seed,
+                people,
+                council,
+                faults: if no_faults {
+                    FaultRates::none()
+                } else {
+                    FaultRates::default()
+                },
+                ..GenerateOptions::default()
+            };
+            let summary = generate::generate(&opts, &out)?;
+            println!(
+                "generated {} people into {} in {:.1} s: {:?}",
+                summary.people,
+                out.display(),
+                summary.elapsed.as_secs_f64(),
+                summary.rows_per_source
+            );
+            Ok(())
+        }
+        Command::Index { incremental } => runtime.block_on(async {
+            let config = LoadedConfig::load(&cli.config)?;
+            ensure_demo(&config)?;
+            let gateway = Gateway::from_config(config)?;
+            let report = gateway.refresh_index(incremental).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }),
+        Command::Serve { listen } => runtime.block_on(serve(&cli.config, listen)),
+    }
+}
+
+fn demo_dir(config: &Path) -> anyhow::Result<PathBuf> {
+    let loaded = LoadedConfig::load(config)?;
+    match loaded.gateway.demo {
+        Some(d) => Ok(d.dir),
+        None => bail!("{}: no [demo] section; pass --out", config.display()),
+    }
+}
+
+/// The embedded default: generate the demo databases on first run.
+fn ensure_demo(config: &LoadedConfig) -> anyhow::Result<()> {
+    let Some(demo) = &config.gateway.demo else {
+        return Ok(());
+    };
+    if !demo.generate_if_missing {
+        return Ok(());
+    }
+    let missing = config
+        .gateway
+        .sources
+        .iter()
+        .filter_map(|s| s.get_ref().sqlite.as_ref())
+        .any(|s| !s.path.exists());
+    if missing {
+        tracing::info!(people = demo.people, seed = demo.seed, dir = %demo.dir.display(), "generating demo data (first run)");
+        let opts = GenerateOptions {
+            seed: demo.seed,
+            people: demo.people,
+            ..GenerateOptions::default()
+        };
+        generate::generate(&opts, &demo.dir).context("generating the demo data")?;
+        // A new demo estate means the old index describes other people.
+        let _ = std::fs::remove_file(&config.gateway.index.path);
+    }
+    Ok(())
+}
+
+async fn serve(config_path: &Path, listen: Option<String>) -> anyhow::Result<()> {
+    let config = LoadedConfig::load(config_path)?;
+    ensure_demo(&config)?;
+    let listen = listen.unwrap_or_else(|| config.gateway.server.listen.clone());
+    let refresh_secs = config.gateway.index.refresh_secs;
+    let gateway = Arc::new(Gateway::from_config(config)?);
+    let empty = gateway.index.snapshot().person_count() == 0;
+    let report = gateway.refresh_index(!empty).await?;
+    tracing::info!(
+        people = report.people,
+        changed = report.changed,
+        "identity index ready"
+    );
+
+    if refresh_secs > 0 {
+        let g = gateway.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(refresh_secs));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match g.refresh_index(true).await {
+                    Ok(r) if r.changed > 0 => {
+                        g.fetcher.clear_cache();
+                        tracing::info!(changed = r.changed, "identity index refreshed");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "identity index refresh failed"),
+                }
+            }
+        });
+    }
+
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!("serving GraphQL on http://{listen}/graphql (GraphiQL in the browser)");
+    axum::serve(listener, escr_gateway::server::router(gateway))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -49,7 +49,10 @@ query Demo {
 "#;
 
 async fn graphiql() -> impl IntoResponse {
-    let page = GraphiQLSource::build().endpoint("/graphql").title("escr-gateway").finish();
+    let page = GraphiQLSource::build()
+        .endpoint("/graphql")
+        .title("escr-gateway")
+        .finish();
     // Pre-fill the editor with a query that works on the demo data.
     let page = page.replacen(
         "</head>",
@@ -107,6 +110,10 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         sources,
         cache: fetcher.cache_stats(),
     };
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body))
 }

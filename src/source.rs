@@ -31,7 +31,8 @@ pub enum SourceError {
 impl SourceError {
     pub fn source_name(&self) -> &str {
         match self {
-            SourceError::Connector { source_name, .. } | SourceError::Timeout { source_name, .. } => source_name,
+            SourceError::Connector { source_name, .. }
+            | SourceError::Timeout { source_name, .. } => source_name,
             SourceError::Mapping(m) => &m.profile,
         }
     }
@@ -51,7 +52,12 @@ impl Source {
 
     /// Records of `entity` for `keys`, chunked by the connector's max batch, each chunk one
     /// statement with the keys bound as parameters.
-    pub async fn fetch(&self, entity: EntityKind, lookup: Lookup, keys: &[String]) -> Result<Mapped, SourceError> {
+    pub async fn fetch(
+        &self,
+        entity: EntityKind,
+        lookup: Lookup,
+        keys: &[String],
+    ) -> Result<Mapped, SourceError> {
         let Some(spec) = self.profile.entity(entity) else {
             return Ok(Mapped::default());
         };
@@ -76,24 +82,36 @@ impl Source {
     }
 
     /// Every person record (for the identity index), or those changed after `since`.
-    pub async fn list_people(&self, since: Option<chrono::NaiveDateTime>) -> Result<Mapped, SourceError> {
+    pub async fn list_people(
+        &self,
+        since: Option<chrono::NaiveDateTime>,
+    ) -> Result<Mapped, SourceError> {
         let Some(spec) = self.profile.entity(EntityKind::Person) else {
             return Ok(Mapped::default());
         };
         let caps = self.connector.capabilities();
         let bound = match (since, &spec.changed_since, &spec.list) {
-            (Some(since), Some(changed), _) => {
-                sql::bind(changed.get_ref(), &[], Some(&Value::DateTime(since)), caps.placeholder)
-            }
+            (Some(since), Some(changed), _) => sql::bind(
+                changed.get_ref(),
+                &[],
+                Some(&Value::DateTime(since)),
+                caps.placeholder,
+            ),
             (_, _, Some(list)) => sql::bind(list.get_ref(), &[], None, caps.placeholder),
             _ => return Ok(Mapped::default()),
         };
         // Listing a whole source is index work, not a request: give it longer.
-        let rows = self.run_with(&bound.sql, &bound.params, self.timeout * 60).await?;
+        let rows = self
+            .run_with(&bound.sql, &bound.params, self.timeout * 60)
+            .await?;
         Ok(map_rows(&self.profile, EntityKind::Person, &rows)?)
     }
 
-    async fn run(&self, sql_text: &str, params: &[Value]) -> Result<escr_connector::RowSet, SourceError> {
+    async fn run(
+        &self,
+        sql_text: &str,
+        params: &[Value],
+    ) -> Result<escr_connector::RowSet, SourceError> {
         self.run_with(sql_text, params, self.timeout).await
     }
 

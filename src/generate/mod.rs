@@ -1,1 +1,235 @@
-//! Deterministic demo data: three legacy vendor databases with ground truth.
+//! Deterministic demo data: three legacy vendor databases (CaseTrak, OpenCare, SSIS/90)
+//! for one overlapping population, with injected data-quality faults and a ground-truth
+//! file saying who is who and how many records of each kind each person has.
+//!
+//! The population is modelled first (true people and their care history), then each
+//! vendor encodes its share in its own naming, types and code lists. Faults are applied
+//! during encoding and every one is listed in the truth file.
+
+mod model;
+mod sink;
+mod vendors;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDate;
+use serde::Serialize;
+
+pub use sink::{SqliteSink, TableSink};
+
+/// Injected fault rates (fractions of eligible records).
+#[derive(Clone, Debug)]
+pub struct FaultRates {
+    pub missing_nhs: f64,
+    pub invalid_nhs_check_digit: f64,
+    pub placeholder_nhs: f64,
+    pub duplicate_within_source: f64,
+    pub day_month_swap: f64,
+    pub estimated_birth_date: f64,
+    pub end_before_start: f64,
+    pub service_after_death: f64,
+    pub bad_postcode: f64,
+    pub unmapped_code: f64,
+}
+
+impl FaultRates {
+    pub fn none() -> FaultRates {
+        FaultRates {
+            missing_nhs: 0.0,
+            invalid_nhs_check_digit: 0.0,
+            placeholder_nhs: 0.0,
+            duplicate_within_source: 0.0,
+            day_month_swap: 0.0,
+            estimated_birth_date: 0.0,
+            end_before_start: 0.0,
+            service_after_death: 0.0,
+            bad_postcode: 0.0,
+            unmapped_code: 0.0,
+        }
+    }
+}
+
+impl Default for FaultRates {
+    fn default() -> FaultRates {
+        FaultRates {
+            missing_nhs: 0.30,
+            invalid_nhs_check_digit: 0.01,
+            placeholder_nhs: 0.02,
+            duplicate_within_source: 0.03,
+            day_month_swap: 0.01,
+            estimated_birth_date: 0.03,
+            end_before_start: 0.01,
+            service_after_death: 0.01,
+            bad_postcode: 0.02,
+            unmapped_code: 0.005,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    pub seed: u64,
+    pub people: usize,
+    pub faults: FaultRates,
+    /// All dates are relative to this, never to today, so output is reproducible.
+    pub reference_date: NaiveDate,
+    /// A second council gets different people from the same seed.
+    pub council: String,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> GenerateOptions {
+        GenerateOptions {
+            seed: 42,
+            people: 2000,
+            faults: FaultRates::default(),
+            reference_date: NaiveDate::from_ymd_opt(2026, 3, 31).expect("valid date"),
+            council: "Northshire".into(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct GenerateSummary {
+    pub people: usize,
+    pub rows_per_source: BTreeMap<String, u64>,
+    pub elapsed: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    #[error("cannot write {path}: {reason}")]
+    Write { path: String, reason: String },
+}
+
+/// Ground truth, written as `truth.json`.
+#[derive(Debug, Default, Serialize)]
+pub struct Truth {
+    pub seed: u64,
+    pub council: String,
+    pub reference_date: NaiveDate,
+    pub people: Vec<TruthPerson>,
+    pub faults: Vec<TruthFault>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct TruthPerson {
+    pub truth_id: String,
+    pub nhs_number: String,
+    pub family_name: String,
+    pub given_names: String,
+    pub birth_date: NaiveDate,
+    pub gender: String,
+    pub records: Vec<TruthRecord>,
+    pub counts: BTreeMap<String, BTreeMap<String, usize>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TruthRecord {
+    pub source: String,
+    pub local_id: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TruthFault {
+    pub source: String,
+    pub entity: String,
+    pub local_id: String,
+    pub kind: String,
+}
+
+/// Write `casetrak.db`, `opencare.db`, `ssis.db` and `truth.json` into `out_dir`.
+pub fn generate(opts: &GenerateOptions, out_dir: &Path) -> Result<GenerateSummary, GenerateError> {
+    let started = Instant::now();
+    let werr = |path: &Path, e: &dyn std::fmt::Display| GenerateError::Write {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    std::fs::create_dir_all(out_dir).map_err(|e| werr(out_dir, &e))?;
+    let population = model::population(opts);
+    let mut truth = Truth {
+        seed: opts.seed,
+        council: opts.council.clone(),
+        reference_date: opts.reference_date,
+        people: population
+            .iter()
+            .map(|p| TruthPerson {
+                truth_id: p.truth_id.clone(),
+                nhs_number: p.nhs.clone(),
+                family_name: p.family.clone(),
+                given_names: p.given.clone(),
+                birth_date: p.dob,
+                gender: p.gender.to_string(),
+                ..TruthPerson::default()
+            })
+            .collect(),
+        faults: Vec::new(),
+    };
+    let mut rows_per_source = BTreeMap::new();
+    for vendor in vendors::ALL {
+        let path = out_dir.join(format!("{}.db", vendor.name()));
+        let mut sink = SqliteSink::create(&path).map_err(|e| werr(&path, &e))?;
+        let rows = vendor
+            .write(opts, &population, &mut sink, &mut truth)
+            .map_err(|e| werr(&path, &e))?;
+        sink.finish().map_err(|e| werr(&path, &e))?;
+        rows_per_source.insert(vendor.name().to_string(), rows);
+    }
+    let truth_path = out_dir.join("truth.json");
+    let file = std::fs::File::create(&truth_path).map_err(|e| werr(&truth_path, &e))?;
+    serde_json::to_writer(std::io::BufWriter::new(file), &truth)
+        .map_err(|e| werr(&truth_path, &e))?;
+    Ok(GenerateSummary {
+        people: population.len(),
+        rows_per_source,
+        elapsed: started.elapsed(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_seed_same_bytes_and_every_person_somewhere() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let opts = GenerateOptions {
+            people: 150,
+            ..GenerateOptions::default()
+        };
+        let summary = generate(&opts, a.path()).unwrap();
+        generate(&opts, b.path()).unwrap();
+        assert_eq!(summary.people, 150);
+        for f in ["casetrak.db", "opencare.db", "ssis.db", "truth.json"] {
+            assert_eq!(
+                std::fs::read(a.path().join(f)).unwrap(),
+                std::fs::read(b.path().join(f)).unwrap(),
+                "{f}"
+            );
+        }
+        let truth: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(a.path().join("truth.json")).unwrap()).unwrap();
+        let people = truth["people"].as_array().unwrap();
+        assert!(people
+            .iter()
+            .all(|p| !p["records"].as_array().unwrap().is_empty()));
+        assert!(!truth["faults"].as_array().unwrap().is_empty());
+        // A second council is a different population.
+        let c = tempfile::tempdir().unwrap();
+        generate(
+            &GenerateOptions {
+                council: "Southborough".into(),
+                ..opts
+            },
+            c.path(),
+        )
+        .unwrap();
+        assert_ne!(
+            std::fs::read(a.path().join("truth.json")).unwrap(),
+            std::fs::read(c.path().join("truth.json")).unwrap()
+        );
+    }
+}

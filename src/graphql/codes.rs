@@ -38,27 +38,103 @@ code_enum!(
     /// NHS ethnic category (Data Dictionary letters A-S, Z = not stated).
     EthnicCategory, S::Ethnicity, [A, B, C, D, E, F, G, H, J, K, L, M, N, P, R, S, Z]
 );
-code_enum!(SupportReason, S::SupportReason, [PHYSICAL_SUPPORT, SENSORY_SUPPORT, MEMORY_AND_COGNITION, LEARNING_DISABILITY, MENTAL_HEALTH, SOCIAL_SUPPORT]);
-code_enum!(AddressUse, S::AddressUse, [HOME, TEMPORARY, CORRESPONDENCE, PREVIOUS]);
-code_enum!(RelationshipType, S::RelationshipType, [MOTHER, FATHER, CARER, SIBLING, OTHER]);
-code_enum!(ReferralRoute, S::ReferralRoute, [SELF, FAMILY, HEALTH, POLICE, SCHOOL, HOUSING, OTHER_LA, OTHER]);
-code_enum!(ReferralOutcome, S::ReferralOutcome, [ASSESSMENT, SIGNPOSTED, NO_FURTHER_ACTION, SERVICE_PROVIDED, OPEN]);
-code_enum!(AssessmentType, S::AssessmentType, [CHILD_AND_FAMILY, ADULT_NEEDS, CARER, REVIEW, MENTAL_HEALTH]);
-code_enum!(ServiceType, S::ServiceType, [RESIDENTIAL, NURSING, HOME_CARE, DAY_CARE, REABLEMENT, EQUIPMENT, OTHER]);
-code_enum!(DeliveryMechanism, S::DeliveryMechanism, [DIRECT_PAYMENT, PART_DIRECT_PAYMENT, MANAGED_PERSONAL_BUDGET, COUNCIL_COMMISSIONED]);
-code_enum!(EpisodeKind, S::EpisodeKind, [CHILD_IN_NEED, CHILD_PROTECTION_PLAN, LOOKED_AFTER, ADULT_CASE, MENTAL_HEALTH]);
-code_enum!(AbuseCategory, S::AbuseCategory, [NEGLECT, PHYSICAL, EMOTIONAL, SEXUAL, MULTIPLE]);
+code_enum!(
+    SupportReason,
+    S::SupportReason,
+    [
+        PHYSICAL_SUPPORT,
+        SENSORY_SUPPORT,
+        MEMORY_AND_COGNITION,
+        LEARNING_DISABILITY,
+        MENTAL_HEALTH,
+        SOCIAL_SUPPORT
+    ]
+);
+code_enum!(
+    AddressUse,
+    S::AddressUse,
+    [HOME, TEMPORARY, CORRESPONDENCE, PREVIOUS]
+);
+code_enum!(
+    RelationshipType,
+    S::RelationshipType,
+    [MOTHER, FATHER, CARER, SIBLING, OTHER]
+);
+code_enum!(
+    ReferralRoute,
+    S::ReferralRoute,
+    [SELF, FAMILY, HEALTH, POLICE, SCHOOL, HOUSING, OTHER_LA, OTHER]
+);
+code_enum!(
+    ReferralOutcome,
+    S::ReferralOutcome,
+    [
+        ASSESSMENT,
+        SIGNPOSTED,
+        NO_FURTHER_ACTION,
+        SERVICE_PROVIDED,
+        OPEN
+    ]
+);
+code_enum!(
+    AssessmentType,
+    S::AssessmentType,
+    [CHILD_AND_FAMILY, ADULT_NEEDS, CARER, REVIEW, MENTAL_HEALTH]
+);
+code_enum!(
+    ServiceType,
+    S::ServiceType,
+    [
+        RESIDENTIAL,
+        NURSING,
+        HOME_CARE,
+        DAY_CARE,
+        REABLEMENT,
+        EQUIPMENT,
+        OTHER
+    ]
+);
+code_enum!(
+    DeliveryMechanism,
+    S::DeliveryMechanism,
+    [
+        DIRECT_PAYMENT,
+        PART_DIRECT_PAYMENT,
+        MANAGED_PERSONAL_BUDGET,
+        COUNCIL_COMMISSIONED
+    ]
+);
+code_enum!(
+    EpisodeKind,
+    S::EpisodeKind,
+    [
+        CHILD_IN_NEED,
+        CHILD_PROTECTION_PLAN,
+        LOOKED_AFTER,
+        ADULT_CASE,
+        MENTAL_HEALTH
+    ]
+);
+code_enum!(
+    AbuseCategory,
+    S::AbuseCategory,
+    [NEGLECT, PHYSICAL, EMOTIONAL, SEXUAL, MULTIPLE]
+);
 code_enum!(DocumentType, S::DocumentType, [LETTER, EMAIL, FORM, SCAN]);
 code_enum!(Direction, S::Direction, [INCOMING, OUTGOING]);
-code_enum!(ConsentScope, S::ConsentScope, [SHARE_HEALTH, SHARE_ALL, NO_SHARING, NATIONAL_OPT_OUT]);
+code_enum!(
+    ConsentScope,
+    S::ConsentScope,
+    [SHARE_HEALTH, SHARE_ALL, NO_SHARING, NATIONAL_OPT_OUT]
+);
 code_enum!(ConsentDecision, S::ConsentDecision, [PERMIT, DENY]);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use async_graphql::Enum as _;
+    use async_graphql::EnumType;
 
-    fn check<E: Enum + FromCode>(system: S) {
+    fn check<E: EnumType + FromCode>(system: S) {
         let items: Vec<&str> = E::items().iter().map(|i| i.name).collect();
         assert_eq!(items, system.values(), "{}", system.name());
         for v in system.values() {

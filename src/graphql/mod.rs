@@ -7,7 +7,9 @@ pub mod records;
 
 use std::sync::Arc;
 
-use async_graphql::{Context, ErrorExtensions, EmptyMutation, EmptySubscription, Object, Schema, SimpleObject, ID};
+use async_graphql::{
+    Context, EmptyMutation, EmptySubscription, ErrorExtensions, Object, Schema, SimpleObject, ID,
+};
 use base64::Engine;
 use chrono::NaiveDate;
 use escr_connector::nhs::{self, NhsNumber};
@@ -62,12 +64,18 @@ fn person_by_nhs(ctx: &Context<'_>, raw: &str) -> Result<Option<Person>, Gateway
     let digits = match nhs::classify(raw, &[]) {
         NhsNumber::Valid(d) => d,
         NhsNumber::InvalidCheckDigit(_) => {
-            return Err(GatewayError::BadInput("not a valid NHS number: the check digit is wrong".into()))
+            return Err(GatewayError::BadInput(
+                "not a valid NHS number: the check digit is wrong".into(),
+            ))
         }
         _ => return Err(GatewayError::BadInput("an NHS number has 10 digits".into())),
     };
     let gateway = ctx.data_unchecked::<Arc<Gateway>>();
-    let id = gateway.index.snapshot().by_nhs_number(&digits).map(str::to_string);
+    let id = gateway
+        .index
+        .snapshot()
+        .by_nhs_number(&digits)
+        .map(str::to_string);
     Ok(id.and_then(|id| person_by_id(ctx, &id)))
 }
 
@@ -104,14 +112,27 @@ impl Query {
     }
 
     /// A person by NHS number (spaces allowed; the check digit is verified).
-    async fn person_by_nhs_number(&self, ctx: &Context<'_>, nhs_number: String) -> async_graphql::Result<Option<Person>> {
+    async fn person_by_nhs_number(
+        &self,
+        ctx: &Context<'_>,
+        nhs_number: String,
+    ) -> async_graphql::Result<Option<Person>> {
         person_by_nhs(ctx, &nhs_number).map_err(|e| e.extend())
     }
 
     /// The person a source record belongs to.
-    async fn person_by_source_record(&self, ctx: &Context<'_>, source: String, local_id: String) -> Option<Person> {
+    async fn person_by_source_record(
+        &self,
+        ctx: &Context<'_>,
+        source: String,
+        local_id: String,
+    ) -> Option<Person> {
         let gateway = ctx.data_unchecked::<Arc<Gateway>>();
-        let id = gateway.index.snapshot().by_source(&source, &local_id)?.to_string();
+        let id = gateway
+            .index
+            .snapshot()
+            .by_source(&source, &local_id)?
+            .to_string();
         person_by_id(ctx, &id)
     }
 
@@ -128,7 +149,9 @@ impl Query {
     ) -> async_graphql::Result<PersonConnection> {
         let blank = |s: &Option<String>| s.as_deref().is_none_or(|s| s.trim().is_empty());
         if blank(&name) && birth_date.is_none() && blank(&postcode) {
-            return Err(GatewayError::BadInput("give a name, a birth date or a postcode".into()).extend());
+            return Err(
+                GatewayError::BadInput("give a name, a birth date or a postcode".into()).extend(),
+            );
         }
         let gateway = ctx.data_unchecked::<Arc<Gateway>>();
         let access = ctx.data_unchecked::<AccessContext>();
@@ -139,7 +162,9 @@ impl Query {
         let start = match after.as_deref() {
             None => 0,
             Some(cursor) => {
-                let after_id = unb64(cursor).ok_or_else(|| GatewayError::BadInput("`after` is not a cursor".into()).extend())?;
+                let after_id = unb64(cursor).ok_or_else(|| {
+                    GatewayError::BadInput("`after` is not a cursor".into()).extend()
+                })?;
                 ids.partition_point(|id| id.as_str() <= after_id.as_str())
             }
         };
@@ -172,7 +197,11 @@ impl Query {
     }
 
     #[graphql(entity)]
-    async fn find_person_by_nhs_number(&self, ctx: &Context<'_>, nhs_number: String) -> Option<Person> {
+    async fn find_person_by_nhs_number(
+        &self,
+        ctx: &Context<'_>,
+        nhs_number: String,
+    ) -> Option<Person> {
         person_by_nhs(ctx, &nhs_number).ok().flatten()
     }
 }

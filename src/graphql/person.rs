@@ -54,7 +54,11 @@ pub const NHS_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
 /// Load records of `entity` for `person` from every linked source that holds it,
 /// concurrently, and pass them through the consent hook. Sources that fail add a
 /// SOURCE_UNAVAILABLE error to the response; the others' records are still returned.
-pub async fn person_records(ctx: &Context<'_>, person: &Person, entity: EntityKind) -> Vec<Sourced> {
+pub async fn person_records(
+    ctx: &Context<'_>,
+    person: &Person,
+    entity: EntityKind,
+) -> Vec<Sourced> {
     let gateway = ctx.data_unchecked::<Arc<Gateway>>();
     let loaders = ctx.data_unchecked::<RequestLoaders>();
     let access = ctx.data_unchecked::<AccessContext>();
@@ -66,8 +70,11 @@ pub async fn person_records(ctx: &Context<'_>, person: &Person, entity: EntityKi
     };
     let loads = person.refs.iter().filter_map(|r| {
         let source = fetcher.source_index(&r.source)?;
-        fetcher.sources[source].holds(entity).then(|| async move {
-            (r.source.clone(), loaders.load(source, entity, lookup, &r.local_id).await)
+        fetcher.sources[source].holds(entity).then_some(async move {
+            (
+                r.source.clone(),
+                loaders.load(source, entity, lookup, &r.local_id).await,
+            )
         })
     });
     let mut loaded: Vec<(String, Record)> = Vec::new();
@@ -77,7 +84,8 @@ pub async fn person_records(ctx: &Context<'_>, person: &Person, entity: EntityKi
             Ok(records) => loaded.extend(records.iter().map(|r| (source.clone(), r.clone()))),
             Err(e) => {
                 if failed.insert(source) {
-                    let err = GatewayError::Source((*e).clone()).to_server_error(Some(ctx.item.pos));
+                    let err =
+                        GatewayError::Source((*e).clone()).to_server_error(Some(ctx.item.pos));
                     ctx.add_error(ctx.set_error_path(err));
                 }
             }
@@ -104,7 +112,12 @@ impl Person {
         records
     }
 
-    async fn list<T>(&self, ctx: &Context<'_>, entity: EntityKind, wrap: fn(Sourced) -> T) -> Vec<T> {
+    async fn list<T>(
+        &self,
+        ctx: &Context<'_>,
+        entity: EntityKind,
+        wrap: fn(Sourced) -> T,
+    ) -> Vec<T> {
         let mut records = person_records(ctx, self, entity).await;
         records.sort_by(|a, b| b.at().cmp(&a.at()).then_with(|| a.id().0.cmp(&b.id().0)));
         records.into_iter().map(wrap).collect()
@@ -175,7 +188,14 @@ pub struct TimelineConnection {
 }
 
 /// Timeline order: newest first; undated last; ties by kind, source, local id.
-fn sort_key(item: &TimelineItem) -> (std::cmp::Reverse<Option<NaiveDateTime>>, RecordKind, String, String) {
+fn sort_key(
+    item: &TimelineItem,
+) -> (
+    std::cmp::Reverse<Option<NaiveDateTime>>,
+    RecordKind,
+    String,
+    String,
+) {
     (
         std::cmp::Reverse(item.at),
         item.kind,
@@ -185,8 +205,16 @@ fn sort_key(item: &TimelineItem) -> (std::cmp::Reverse<Option<NaiveDateTime>>, R
 }
 
 fn encode_cursor(item: &TimelineItem) -> String {
-    let at = item.at.map(|t| t.format("%Y-%m-%dT%H:%M:%S%.f").to_string()).unwrap_or_default();
-    let raw = serde_json::json!([at, format!("{:?}", item.kind), item.record.source, item.record.record.local_id]);
+    let at = item
+        .at
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.f").to_string())
+        .unwrap_or_default();
+    let raw = serde_json::json!([
+        at,
+        format!("{:?}", item.kind),
+        item.record.source,
+        item.record.record.local_id
+    ]);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw.to_string())
 }
 
@@ -268,7 +296,9 @@ impl Person {
     }
 
     async fn gender(&self, ctx: &Context<'_>) -> Option<Gender> {
-        first(&self.demographics(ctx).await, |r| r.text("gender").and_then(Gender::from_code))
+        first(&self.demographics(ctx).await, |r| {
+            r.text("gender").and_then(Gender::from_code)
+        })
     }
 
     async fn ethnicity(&self, ctx: &Context<'_>) -> Option<EthnicCategory> {
@@ -339,7 +369,8 @@ impl Person {
         self.list(ctx, EntityKind::Document, Document).await
     }
     async fn communications(&self, ctx: &Context<'_>) -> Vec<Communication> {
-        self.list(ctx, EntityKind::Communication, Communication).await
+        self.list(ctx, EntityKind::Communication, Communication)
+            .await
     }
     async fn alerts(&self, ctx: &Context<'_>) -> Vec<Alert> {
         self.list(ctx, EntityKind::Alert, Alert).await
@@ -360,18 +391,34 @@ impl Person {
         filter: Option<TimelineFilter>,
     ) -> async_graphql::Result<TimelineConnection> {
         let filter = filter.unwrap_or_default();
-        let kinds: Vec<RecordKind> = filter.kinds.clone().unwrap_or_else(|| RecordKind::ALL.to_vec());
+        let kinds: Vec<RecordKind> = filter
+            .kinds
+            .clone()
+            .unwrap_or_else(|| RecordKind::ALL.to_vec());
         let loads = kinds.iter().map(|k| person_records(ctx, self, k.entity()));
         let mut items: Vec<TimelineItem> = futures::future::join_all(loads)
             .await
             .into_iter()
             .flatten()
-            .filter(|r| filter.sources.as_ref().is_none_or(|s| s.contains(&r.source)))
+            .filter(|r| {
+                filter
+                    .sources
+                    .as_ref()
+                    .is_none_or(|s| s.contains(&r.source))
+            })
             .filter_map(|r| {
                 let kind = RecordKind::of(r.record.entity)?;
-                Some(TimelineItem { kind, at: r.at(), record: r })
+                Some(TimelineItem {
+                    kind,
+                    at: r.at(),
+                    record: r,
+                })
             })
-            .filter(|i| filter.from.is_none_or(|from| i.at.is_some_and(|at| at >= from)))
+            .filter(|i| {
+                filter
+                    .from
+                    .is_none_or(|from| i.at.is_some_and(|at| at >= from))
+            })
             .filter(|i| filter.to.is_none_or(|to| i.at.is_some_and(|at| at < to)))
             .collect();
         items.sort_by_key(sort_key);
@@ -380,7 +427,12 @@ impl Person {
             None => 0,
             Some(cursor) => match items.iter().position(|i| cursor_matches(i, cursor)) {
                 Some(p) => p + 1,
-                None => return Err(GatewayError::BadInput("`after` is not a cursor of this timeline".into()).extend()),
+                None => {
+                    return Err(GatewayError::BadInput(
+                        "`after` is not a cursor of this timeline".into(),
+                    )
+                    .extend())
+                }
             },
         };
         let first = first as usize;

@@ -16,7 +16,10 @@ pub struct Sourced {
 
 impl Sourced {
     pub fn id(&self) -> ID {
-        ID(format!("{}:{}:{}", self.source, self.record.entity, self.record.local_id))
+        ID(format!(
+            "{}:{}:{}",
+            self.source, self.record.entity, self.record.local_id
+        ))
     }
     fn s(&self, f: &str) -> Option<String> {
         self.record.text(f).map(str::to_string)
@@ -34,7 +37,10 @@ impl Sourced {
         self.record.decimal(f)
     }
     fn l(&self, f: &str) -> Vec<String> {
-        self.record.list(f).map(<[String]>::to_vec).unwrap_or_default()
+        self.record
+            .list(f)
+            .map(<[String]>::to_vec)
+            .unwrap_or_default()
     }
     fn c<E: FromCode>(&self, f: &str) -> Option<E> {
         self.record.text(f).and_then(E::from_code)
@@ -384,14 +390,22 @@ pub fn summary(r: &Sourced) -> String {
         EntityKind::Referral => format!("Referral ({})", t("route").to_lowercase()),
         EntityKind::Assessment => format!("Assessment {}", t("type").to_lowercase()),
         EntityKind::CarePlan => "Care plan".into(),
-        EntityKind::Service => format!("Service {} ({})", t("type").to_lowercase(), t("delivery_mechanism").to_lowercase()),
+        EntityKind::Service => format!(
+            "Service {} ({})",
+            t("type").to_lowercase(),
+            t("delivery_mechanism").to_lowercase()
+        ),
         EntityKind::Episode => format!("Episode {}", t("kind").to_lowercase()),
         EntityKind::Visit => format!("Visit {}", t("type")),
         EntityKind::CaseNote => format!("Case note: {}", t("subject")),
         EntityKind::Document => format!("{}: {}", t("type").to_lowercase(), t("title")),
         EntityKind::Communication => format!("Email: {}", t("subject")),
         EntityKind::Alert => format!("Alert {}", t("code")),
-        EntityKind::Consent => format!("Consent {} {}", t("scope").to_lowercase(), t("decision").to_lowercase()),
+        EntityKind::Consent => format!(
+            "Consent {} {}",
+            t("scope").to_lowercase(),
+            t("decision").to_lowercase()
+        ),
         EntityKind::Address => "Address".into(),
         EntityKind::Relationship => format!("Relationship {}", t("type").to_lowercase()),
         EntityKind::Allocation => "Allocation".into(),

@@ -1,1 +1,2 @@
 //! Test support: servers and fixtures shared by the integration tests.
+pub mod demo;

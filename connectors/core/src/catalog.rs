@@ -221,11 +221,7 @@ impl EntityKind {
                 f!("start", Date),
                 f!("end", Date),
             ],
-            EntityKind::Worker => &[
-                f!("name", Text),
-                f!("role", Text),
-                f!("team_id", Text),
-            ],
+            EntityKind::Worker => &[f!("name", Text), f!("role", Text), f!("team_id", Text)],
             EntityKind::Team => &[f!("name", Text)],
         }
     }
@@ -337,8 +333,7 @@ impl CodeSystem {
         match self {
             CodeSystem::Gender => &["MALE", "FEMALE", "INDETERMINATE", "UNKNOWN"],
             CodeSystem::Ethnicity => &[
-                "A", "B", "C", "D", "E", "F", "G", "H", "J", "K", "L", "M", "N", "P", "R", "S",
-                "Z",
+                "A", "B", "C", "D", "E", "F", "G", "H", "J", "K", "L", "M", "N", "P", "R", "S", "Z",
             ],
             CodeSystem::SupportReason => &[
                 "PHYSICAL_SUPPORT",
@@ -351,14 +346,7 @@ impl CodeSystem {
             CodeSystem::AddressUse => &["HOME", "TEMPORARY", "CORRESPONDENCE", "PREVIOUS"],
             CodeSystem::RelationshipType => &["MOTHER", "FATHER", "CARER", "SIBLING", "OTHER"],
             CodeSystem::ReferralRoute => &[
-                "SELF",
-                "FAMILY",
-                "HEALTH",
-                "POLICE",
-                "SCHOOL",
-                "HOUSING",
-                "OTHER_LA",
-                "OTHER",
+                "SELF", "FAMILY", "HEALTH", "POLICE", "SCHOOL", "HOUSING", "OTHER_LA", "OTHER",
             ],
             CodeSystem::ReferralOutcome => &[
                 "ASSESSMENT",
@@ -396,10 +384,17 @@ impl CodeSystem {
                 "ADULT_CASE",
                 "MENTAL_HEALTH",
             ],
-            CodeSystem::AbuseCategory => &["NEGLECT", "PHYSICAL", "EMOTIONAL", "SEXUAL", "MULTIPLE"],
+            CodeSystem::AbuseCategory => {
+                &["NEGLECT", "PHYSICAL", "EMOTIONAL", "SEXUAL", "MULTIPLE"]
+            }
             CodeSystem::DocumentType => &["LETTER", "EMAIL", "FORM", "SCAN"],
             CodeSystem::Direction => &["INCOMING", "OUTGOING"],
-            CodeSystem::ConsentScope => &["SHARE_HEALTH", "SHARE_ALL", "NO_SHARING", "NATIONAL_OPT_OUT"],
+            CodeSystem::ConsentScope => &[
+                "SHARE_HEALTH",
+                "SHARE_ALL",
+                "NO_SHARING",
+                "NATIONAL_OPT_OUT",
+            ],
             CodeSystem::ConsentDecision => &["PERMIT", "DENY"],
         }
     }

@@ -48,7 +48,12 @@ pub async fn check_connector(conn: &dyn Connector) -> Vec<Failure> {
 
     let before = conn.statements_executed();
     for text in HOSTILE_TEXTS {
-        let bound = sql::bind("SELECT {keys} AS V", &[Value::from(text)], None, caps.placeholder);
+        let bound = sql::bind(
+            "SELECT {keys} AS V",
+            &[Value::from(text)],
+            None,
+            caps.placeholder,
+        );
         match conn.query(&bound.sql, &bound.params).await {
             Ok(rows) => {
                 let got = rows.rows.first().and_then(|r| r.first()).cloned();
@@ -59,22 +64,39 @@ pub async fn check_connector(conn: &dyn Connector) -> Vec<Failure> {
                     _ => false,
                 };
                 if !ok {
-                    fail(&mut out, "bound text round trip", format!("sent {text:?}, got {got:?}"));
+                    fail(
+                        &mut out,
+                        "bound text round trip",
+                        format!("sent {text:?}, got {got:?}"),
+                    );
                 }
                 if rows.columns.len() != 1 || !rows.columns[0].eq_ignore_ascii_case("V") {
-                    fail(&mut out, "column names", format!("expected [V], got {:?}", rows.columns));
+                    fail(
+                        &mut out,
+                        "column names",
+                        format!("expected [V], got {:?}", rows.columns),
+                    );
                 }
             }
             Err(e) => fail(&mut out, "bound text round trip", format!("{text:?}: {e}")),
         }
     }
-    let bound = sql::bind("SELECT {keys} AS V", &[Value::Int(42)], None, caps.placeholder);
+    let bound = sql::bind(
+        "SELECT {keys} AS V",
+        &[Value::Int(42)],
+        None,
+        caps.placeholder,
+    );
     match conn.query(&bound.sql, &bound.params).await {
         Ok(rows) => match rows.rows.first().and_then(|r| r.first()) {
             Some(Value::Int(42)) => {}
             Some(Value::Float(f)) if *f == 42.0 => {}
             Some(Value::Text(t)) if t == "42" => {}
-            other => fail(&mut out, "bound integer round trip", format!("got {other:?}")),
+            other => fail(
+                &mut out,
+                "bound integer round trip",
+                format!("got {other:?}"),
+            ),
         },
         Err(e) => fail(&mut out, "bound integer round trip", e.to_string()),
     }
@@ -83,7 +105,10 @@ pub async fn check_connector(conn: &dyn Connector) -> Vec<Failure> {
         fail(
             &mut out,
             "statement counter",
-            format!("ran {} statements, counter moved by {counted}", HOSTILE_TEXTS.len() + 1),
+            format!(
+                "ran {} statements, counter moved by {counted}",
+                HOSTILE_TEXTS.len() + 1
+            ),
         );
     }
 
@@ -91,7 +116,11 @@ pub async fn check_connector(conn: &dyn Connector) -> Vec<Failure> {
         Ok(_) => fail(&mut out, "bad SQL is an error", "the engine accepted it"),
         Err(e) => {
             if e.kind != ErrorKind::Query {
-                fail(&mut out, "bad SQL is a Query error", format!("kind {:?}", e.kind));
+                fail(
+                    &mut out,
+                    "bad SQL is a Query error",
+                    format!("kind {:?}", e.kind),
+                );
             }
             if e.message.contains("nonsense") {
                 fail(&mut out, "errors carry no SQL text", e.message.clone());
@@ -107,7 +136,11 @@ pub async fn check_connector(conn: &dyn Connector) -> Vec<Failure> {
 /// Profile checks on a database holding the vendor's data: every entity's SQL runs and
 /// maps, key lists larger than the connector's batch give the same records as one key
 /// at a time, and records come back under the keys they were asked for.
-pub async fn check_profile(conn: &dyn Connector, profile: &VendorProfile, person_keys: &[String]) -> Vec<Failure> {
+pub async fn check_profile(
+    conn: &dyn Connector,
+    profile: &VendorProfile,
+    person_keys: &[String],
+) -> Vec<Failure> {
     let mut out = Vec::new();
     let caps = conn.capabilities();
     let name = profile.name().to_string();
@@ -120,7 +153,10 @@ pub async fn check_profile(conn: &dyn Connector, profile: &VendorProfile, person
             (None, Some(s)) if entity == EntityKind::Person => (s.get_ref(), false),
             _ => continue,
         };
-        let keys: Vec<Value> = person_keys.iter().map(|k| Value::from(k.as_str())).collect();
+        let keys: Vec<Value> = person_keys
+            .iter()
+            .map(|k| Value::from(k.as_str()))
+            .collect();
 
         // All keys at once (chunked as the gateway does).
         let mut all = Vec::new();
@@ -145,9 +181,17 @@ pub async fn check_profile(conn: &dyn Connector, profile: &VendorProfile, person
             continue;
         }
         for r in &all {
-            let key = if by_person { r.person_id.as_deref() } else { Some(r.local_id.as_str()) };
+            let key = if by_person {
+                r.person_id.as_deref()
+            } else {
+                Some(r.local_id.as_str())
+            };
             if !key.is_some_and(|k| asked.contains(k)) {
-                fail(&mut out, &check("records belong to the keys asked"), format!("record {} under {key:?}", r.local_id));
+                fail(
+                    &mut out,
+                    &check("records belong to the keys asked"),
+                    format!("record {} under {key:?}", r.local_id),
+                );
                 break;
             }
         }
@@ -162,21 +206,38 @@ pub async fn check_profile(conn: &dyn Connector, profile: &VendorProfile, person
                 }
             }
         }
-        let ids = |v: &[crate::Record]| v.iter().map(|r| r.local_id.clone()).collect::<BTreeSet<_>>();
+        let ids = |v: &[crate::Record]| {
+            v.iter()
+                .map(|r| r.local_id.clone())
+                .collect::<BTreeSet<_>>()
+        };
         if ids(&all) != ids(&chunked) {
-            fail(&mut out, &check("chunking does not change results"), format!("{} vs {} records", all.len(), chunked.len()));
+            fail(
+                &mut out,
+                &check("chunking does not change results"),
+                format!("{} vs {} records", all.len(), chunked.len()),
+            );
         }
 
         // By key: each record found again by its own id.
         if let Some(by_key) = &spec.by_key {
-            let sample: Vec<Value> = all.iter().take(50).map(|r| Value::from(r.local_id.as_str())).collect();
+            let sample: Vec<Value> = all
+                .iter()
+                .take(50)
+                .map(|r| Value::from(r.local_id.as_str()))
+                .collect();
             let bound = sql::bind(by_key.get_ref(), &sample, None, caps.placeholder);
             match conn.query(&bound.sql, &bound.params).await {
                 Ok(rows) => match map_rows(profile, entity, &rows) {
                     Ok(m) => {
-                        let want: BTreeSet<String> = all.iter().take(50).map(|r| r.local_id.clone()).collect();
+                        let want: BTreeSet<String> =
+                            all.iter().take(50).map(|r| r.local_id.clone()).collect();
                         if ids(&m.records) != want {
-                            fail(&mut out, &check("by_key finds the records by_person found"), format!("{} of {}", m.records.len(), want.len()));
+                            fail(
+                                &mut out,
+                                &check("by_key finds the records by_person found"),
+                                format!("{} of {}", m.records.len(), want.len()),
+                            );
                         }
                     }
                     Err(e) => fail(&mut out, &check("by_key maps"), e.to_string()),
@@ -189,19 +250,40 @@ pub async fn check_profile(conn: &dyn Connector, profile: &VendorProfile, person
         let bound = sql::bind(sql_text, &[], None, caps.placeholder);
         match conn.query(&bound.sql, &bound.params).await {
             Ok(rows) if rows.is_empty() => {}
-            Ok(rows) => fail(&mut out, &check("empty key list finds nothing"), format!("{} rows", rows.len())),
-            Err(e) => fail(&mut out, &check("empty key list is valid SQL"), e.to_string()),
+            Ok(rows) => fail(
+                &mut out,
+                &check("empty key list finds nothing"),
+                format!("{} rows", rows.len()),
+            ),
+            Err(e) => fail(
+                &mut out,
+                &check("empty key list is valid SQL"),
+                e.to_string(),
+            ),
         }
     }
 
-    if let Some(list) = profile.entity(EntityKind::Person).and_then(|p| p.list.as_ref()) {
+    if let Some(list) = profile
+        .entity(EntityKind::Person)
+        .and_then(|p| p.list.as_ref())
+    {
         match conn.query(list.get_ref(), &[]).await {
             Ok(rows) => match map_rows(profile, EntityKind::Person, &rows) {
-                Ok(m) if m.records.is_empty() => fail(&mut out, &format!("{name}.person: list"), "no people"),
+                Ok(m) if m.records.is_empty() => {
+                    fail(&mut out, &format!("{name}.person: list"), "no people")
+                }
                 Ok(_) => {}
-                Err(e) => fail(&mut out, &format!("{name}.person: list maps"), e.to_string()),
+                Err(e) => fail(
+                    &mut out,
+                    &format!("{name}.person: list maps"),
+                    e.to_string(),
+                ),
             },
-            Err(e) => fail(&mut out, &format!("{name}.person: list SQL runs"), e.to_string()),
+            Err(e) => fail(
+                &mut out,
+                &format!("{name}.person: list SQL runs"),
+                e.to_string(),
+            ),
         }
     }
     out

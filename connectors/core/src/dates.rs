@@ -13,6 +13,10 @@ const ISO_DATE_TIMES: [&str; 4] = [
     "%Y-%m-%d %H:%M",
 ];
 
+/// A value that is not a date in any of the formats tried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unparseable;
+
 /// Reject a chrono format that cannot parse anything (checked at config load).
 pub fn check_format(format: &str) -> Result<(), String> {
     use chrono::format::{Item, StrftimeItems};
@@ -26,7 +30,11 @@ pub fn check_format(format: &str) -> Result<(), String> {
 }
 
 /// Parse a date-time value; dates become midnight.
-pub fn parse_date_time(value: &Value, formats: &[String], pivot: u32) -> Result<Option<NaiveDateTime>, ()> {
+pub fn parse_date_time(
+    value: &Value,
+    formats: &[String],
+    pivot: u32,
+) -> Result<Option<NaiveDateTime>, Unparseable> {
     match value {
         Value::Null => Ok(None),
         Value::DateTime(t) => Ok(Some(*t)),
@@ -47,14 +55,18 @@ pub fn parse_date_time(value: &Value, formats: &[String], pivot: u32) -> Result<
             if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
                 return Ok(Some(d.and_time(NaiveTime::MIN)));
             }
-            Err(())
+            Err(Unparseable)
         }
-        _ => Err(()),
+        _ => Err(Unparseable),
     }
 }
 
 /// Parse a date value; date-times lose their time.
-pub fn parse_date(value: &Value, formats: &[String], pivot: u32) -> Result<Option<NaiveDate>, ()> {
+pub fn parse_date(
+    value: &Value,
+    formats: &[String],
+    pivot: u32,
+) -> Result<Option<NaiveDate>, Unparseable> {
     match value {
         Value::Date(d) => Ok(Some(*d)),
         Value::Text(s) => {
@@ -80,7 +92,11 @@ fn apply_pivot(d: NaiveDate, format: &str, pivot: u32) -> NaiveDate {
         return d;
     }
     let two = (d.year().rem_euclid(100)) as u32;
-    let year = if two <= pivot { 2000 + two as i32 } else { 1900 + two as i32 };
+    let year = if two <= pivot {
+        2000 + two as i32
+    } else {
+        1900 + two as i32
+    };
     d.with_year(year).unwrap_or(d)
 }
 
@@ -104,22 +120,37 @@ mod tests {
     #[test]
     fn two_formats_in_one_column() {
         let formats = vec!["%Y%m%d".to_string(), "%d/%m/%y".to_string()];
-        assert_eq!(parse_date(&"19450312".into(), &formats, 26), Ok(Some(d(1945, 3, 12))));
-        assert_eq!(parse_date(&"12/03/45".into(), &formats, 26), Ok(Some(d(1945, 3, 12))));
-        assert_eq!(parse_date(&"12/03/19".into(), &formats, 26), Ok(Some(d(2019, 3, 12))));
-        assert_eq!(parse_date(&"31/02/19".into(), &formats, 26), Err(()));
+        assert_eq!(
+            parse_date(&"19450312".into(), &formats, 26),
+            Ok(Some(d(1945, 3, 12)))
+        );
+        assert_eq!(
+            parse_date(&"12/03/45".into(), &formats, 26),
+            Ok(Some(d(1945, 3, 12)))
+        );
+        assert_eq!(
+            parse_date(&"12/03/19".into(), &formats, 26),
+            Ok(Some(d(2019, 3, 12)))
+        );
+        assert_eq!(
+            parse_date(&"31/02/19".into(), &formats, 26),
+            Err(Unparseable)
+        );
         assert_eq!(parse_date(&"  ".into(), &formats, 26), Ok(None));
     }
 
     #[test]
     fn typed_values_and_iso_text() {
         let t = d(2020, 1, 2).and_hms_opt(3, 4, 5).unwrap();
-        assert_eq!(parse_date(&Value::DateTime(t), &[], 26), Ok(Some(d(2020, 1, 2))));
+        assert_eq!(
+            parse_date(&Value::DateTime(t), &[], 26),
+            Ok(Some(d(2020, 1, 2)))
+        );
         assert_eq!(
             parse_date_time(&"2020-01-02 03:04:05.000".into(), &[], 26),
             Ok(Some(t))
         );
-        assert_eq!(parse_date_time(&Value::Int(3), &[], 26), Err(()));
+        assert_eq!(parse_date_time(&Value::Int(3), &[], 26), Err(Unparseable));
     }
 
     #[test]

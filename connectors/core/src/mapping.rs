@@ -149,7 +149,11 @@ struct Column<'a> {
 }
 
 /// Map the rows one of `entity`'s statements returned.
-pub fn map_rows(profile: &VendorProfile, entity: EntityKind, rows: &RowSet) -> Result<Mapped, MappingError> {
+pub fn map_rows(
+    profile: &VendorProfile,
+    entity: EntityKind,
+    rows: &RowSet,
+) -> Result<Mapped, MappingError> {
     let fail = |reason: String| MappingError {
         profile: profile.name().to_string(),
         entity,
@@ -165,7 +169,10 @@ pub fn map_rows(profile: &VendorProfile, entity: EntityKind, rows: &RowSet) -> R
         .two_digit_year_pivot
         .unwrap_or_else(dates::default_pivot);
     let placeholders = &profile.file.vendor.nhs_placeholders;
-    let local_id_col = columns.iter().find(|c| c.name == "local_id").map(|c| c.index);
+    let local_id_col = columns
+        .iter()
+        .find(|c| c.name == "local_id")
+        .map(|c| c.index);
     let concat = columns.iter().any(|c| c.spec.concat.is_some());
 
     let mut out = Mapped::default();
@@ -205,7 +212,13 @@ pub fn map_rows(profile: &VendorProfile, entity: EntityKind, rows: &RowSet) -> R
                 "person_id" => {
                     record.person_id = value.as_key_text();
                     if record.person_id.is_none() {
-                        out.findings.push(finding(entity, &local_id, "person_id", FindingKind::MissingKey, None));
+                        out.findings.push(finding(
+                            entity,
+                            &local_id,
+                            "person_id",
+                            FindingKind::MissingKey,
+                            None,
+                        ));
                     }
                     continue;
                 }
@@ -215,7 +228,15 @@ pub fn map_rows(profile: &VendorProfile, entity: EntityKind, rows: &RowSet) -> R
                 }
                 _ => {}
             }
-            map_field(profile, col, value, pivot, placeholders, &mut record, &mut out.findings);
+            map_field(
+                profile,
+                col,
+                value,
+                pivot,
+                placeholders,
+                &mut record,
+                &mut out.findings,
+            );
         }
         for rule in &spec.labels {
             let rule = rule.get_ref();
@@ -236,11 +257,18 @@ pub fn map_rows(profile: &VendorProfile, entity: EntityKind, rows: &RowSet) -> R
     Ok(out)
 }
 
-fn resolve_columns<'a>(spec: &'a EntitySpec, entity: EntityKind, rows: &RowSet) -> Result<Vec<Column<'a>>, String> {
+fn resolve_columns<'a>(
+    spec: &'a EntitySpec,
+    entity: EntityKind,
+    rows: &RowSet,
+) -> Result<Vec<Column<'a>>, String> {
     let mut columns = Vec::with_capacity(spec.fields.len());
     for (name, field) in &spec.fields {
         let field = field.get_ref();
-        let name: &'static str = match crate::catalog::COMMON_FIELDS.iter().find(|c| **c == name.get_ref()) {
+        let name: &'static str = match crate::catalog::COMMON_FIELDS
+            .iter()
+            .find(|c| **c == name.get_ref())
+        {
             Some(common) => common,
             None => match entity.field(name.get_ref()) {
                 Some(def) => def.name,
@@ -248,9 +276,12 @@ fn resolve_columns<'a>(spec: &'a EntitySpec, entity: EntityKind, rows: &RowSet) 
             },
         };
         let ty = entity.field(name).map(|d| d.ty).unwrap_or(FieldType::Text);
-        let index = rows
-            .column_index(&field.column)
-            .ok_or_else(|| format!("column `{}` (for field `{name}`) is not in the result", field.column))?;
+        let index = rows.column_index(&field.column).ok_or_else(|| {
+            format!(
+                "column `{}` (for field `{name}`) is not in the result",
+                field.column
+            )
+        })?;
         columns.push(Column {
             name,
             ty,
@@ -261,14 +292,22 @@ fn resolve_columns<'a>(spec: &'a EntitySpec, entity: EntityKind, rows: &RowSet) 
     for rule in &spec.labels {
         if let Some(column) = &rule.get_ref().column {
             if rows.column_index(column).is_none() {
-                return Err(format!("column `{column}` (for a label rule) is not in the result"));
+                return Err(format!(
+                    "column `{column}` (for a label rule) is not in the result"
+                ));
             }
         }
     }
     Ok(columns)
 }
 
-fn finding(entity: EntityKind, local_id: &str, field: &'static str, kind: FindingKind, code_value: Option<String>) -> Finding {
+fn finding(
+    entity: EntityKind,
+    local_id: &str,
+    field: &'static str,
+    kind: FindingKind,
+    code_value: Option<String>,
+) -> Finding {
     Finding {
         entity,
         local_id: local_id.to_string(),
@@ -297,7 +336,13 @@ fn map_field(
             if col.name == "postcode" {
                 if let Some(p) = &text {
                     if !is_uk_postcode(p) {
-                        findings.push(finding(entity, local_id, col.name, FindingKind::InvalidPostcode, None));
+                        findings.push(finding(
+                            entity,
+                            local_id,
+                            col.name,
+                            FindingKind::InvalidPostcode,
+                            None,
+                        ));
                     }
                 }
             }
@@ -306,38 +351,66 @@ fn map_field(
         FieldType::Int => match number_of(value) {
             Ok(n) => n.map(|n| FieldValue::Int(n as i64)),
             Err(()) => {
-                findings.push(finding(entity, local_id, col.name, FindingKind::UnparseableNumber, None));
+                findings.push(finding(
+                    entity,
+                    local_id,
+                    col.name,
+                    FindingKind::UnparseableNumber,
+                    None,
+                ));
                 None
             }
         },
         FieldType::Decimal => match number_of(value) {
             Ok(n) => n.map(|n| FieldValue::Decimal(round_cents(n * col.spec.scale.unwrap_or(1.0)))),
             Err(()) => {
-                findings.push(finding(entity, local_id, col.name, FindingKind::UnparseableNumber, None));
+                findings.push(finding(
+                    entity,
+                    local_id,
+                    col.name,
+                    FindingKind::UnparseableNumber,
+                    None,
+                ));
                 None
             }
         },
         FieldType::Bool => bool_of(value, col.spec.true_values.as_deref()).map(FieldValue::Bool),
         FieldType::Date => match dates::parse_date(value, formats, pivot) {
             Ok(d) => d.map(FieldValue::Date),
-            Err(()) => {
-                findings.push(finding(entity, local_id, col.name, FindingKind::UnparseableDate, None));
+            Err(_) => {
+                findings.push(finding(
+                    entity,
+                    local_id,
+                    col.name,
+                    FindingKind::UnparseableDate,
+                    None,
+                ));
                 None
             }
         },
         FieldType::DateTime => match dates::parse_date_time(value, formats, pivot) {
             Ok(t) => t.map(FieldValue::DateTime),
-            Err(()) => {
-                findings.push(finding(entity, local_id, col.name, FindingKind::UnparseableDate, None));
+            Err(_) => {
+                findings.push(finding(
+                    entity,
+                    local_id,
+                    col.name,
+                    FindingKind::UnparseableDate,
+                    None,
+                ));
                 None
             }
         },
-        FieldType::TextList => text_of(value).map(|t| FieldValue::List(list_of(&t, col.spec.separator.as_deref()))),
+        FieldType::TextList => {
+            text_of(value).map(|t| FieldValue::List(list_of(&t, col.spec.separator.as_deref())))
+        }
         FieldType::NhsNumber => {
             let raw = text_of(value).unwrap_or_default();
             let (kind, digits, valid) = match nhs::classify(&raw, placeholders) {
                 NhsNumber::Valid(d) => (None, Some(d), true),
-                NhsNumber::InvalidCheckDigit(d) => (Some(FindingKind::InvalidNhsNumber), Some(d), false),
+                NhsNumber::InvalidCheckDigit(d) => {
+                    (Some(FindingKind::InvalidNhsNumber), Some(d), false)
+                }
                 NhsNumber::Malformed => (Some(FindingKind::MalformedNhsNumber), None, false),
                 NhsNumber::Placeholder => (Some(FindingKind::PlaceholderNhsNumber), None, false),
                 NhsNumber::Missing => (Some(FindingKind::MissingNhsNumber), None, false),
@@ -346,12 +419,18 @@ fn map_field(
                 findings.push(finding(entity, local_id, col.name, kind, None));
             }
             if digits.is_some() {
-                record.fields.insert("nhs_number_valid", FieldValue::Bool(valid));
+                record
+                    .fields
+                    .insert("nhs_number_valid", FieldValue::Bool(valid));
             }
             digits.map(FieldValue::Text)
         }
         FieldType::Code(_) => {
-            let list = col.spec.codes.as_deref().and_then(|name| profile.code_list(name));
+            let list = col
+                .spec
+                .codes
+                .as_deref()
+                .and_then(|name| profile.code_list(name));
             match (value.as_key_text(), list) {
                 (None, _) => None,
                 (Some(raw), Some(list)) => {
@@ -363,13 +442,25 @@ fn map_field(
                     match hit {
                         Some((_, canonical)) => Some(FieldValue::Text(canonical.get_ref().clone())),
                         None => {
-                            findings.push(finding(entity, local_id, col.name, FindingKind::UnmappedCode, Some(raw)));
+                            findings.push(finding(
+                                entity,
+                                local_id,
+                                col.name,
+                                FindingKind::UnmappedCode,
+                                Some(raw),
+                            ));
                             None
                         }
                     }
                 }
                 (Some(raw), None) => {
-                    findings.push(finding(entity, local_id, col.name, FindingKind::UnmappedCode, Some(raw)));
+                    findings.push(finding(
+                        entity,
+                        local_id,
+                        col.name,
+                        FindingKind::UnmappedCode,
+                        Some(raw),
+                    ));
                     None
                 }
             }
@@ -382,8 +473,12 @@ fn map_field(
 
 fn append_concat(record: &mut Record, columns: &[Column<'_>], row: &[Value]) {
     for col in columns {
-        let Some(separator) = &col.spec.concat else { continue };
-        let Some(more) = text_of(&row[col.index]) else { continue };
+        let Some(separator) = &col.spec.concat else {
+            continue;
+        };
+        let Some(more) = text_of(&row[col.index]) else {
+            continue;
+        };
         match record.fields.get_mut(col.name) {
             Some(FieldValue::Text(text)) => {
                 text.push_str(separator);
@@ -401,20 +496,42 @@ fn finish(record: &mut Record, findings: &mut Vec<Finding>) {
     if record.entity == EntityKind::Person {
         if let Some(FieldValue::Text(full)) = record.fields.get("full_name").cloned() {
             let (family, given) = split_full_name(&full);
-            record.fields.entry("family_name").or_insert(FieldValue::Text(family));
+            record
+                .fields
+                .entry("family_name")
+                .or_insert(FieldValue::Text(family));
             if let Some(given) = given {
-                record.fields.entry("given_names").or_insert(FieldValue::Text(given));
+                record
+                    .fields
+                    .entry("given_names")
+                    .or_insert(FieldValue::Text(given));
             }
         }
         if record.bool("birth_date_estimated") == Some(true) {
-            findings.push(finding(record.entity, &record.local_id, "birth_date", FindingKind::EstimatedBirthDate, None));
+            findings.push(finding(
+                record.entity,
+                &record.local_id,
+                "birth_date",
+                FindingKind::EstimatedBirthDate,
+                None,
+            ));
         }
     }
-    for (start, end) in [("start", "end"), ("started", "completed"), ("started", "authorised")] {
+    for (start, end) in [
+        ("start", "end"),
+        ("started", "completed"),
+        ("started", "authorised"),
+    ] {
         if let (Some(s), Some(e)) = (record.date(start), record.date(end)) {
             if e < s {
                 let field = if end == "end" { "end" } else { end_field(end) };
-                findings.push(finding(record.entity, &record.local_id, field, FindingKind::EndBeforeStart, None));
+                findings.push(finding(
+                    record.entity,
+                    &record.local_id,
+                    field,
+                    FindingKind::EndBeforeStart,
+                    None,
+                ));
             }
         }
     }
@@ -435,7 +552,10 @@ fn split_full_name(full: &str) -> (String, Option<String>) {
             .map(|w| {
                 let mut c = w.chars();
                 match c.next() {
-                    Some(first) => first.to_uppercase().chain(c.flat_map(|ch| ch.to_lowercase())).collect(),
+                    Some(first) => first
+                        .to_uppercase()
+                        .chain(c.flat_map(|ch| ch.to_lowercase()))
+                        .collect(),
                     None => String::new(),
                 }
             })
@@ -466,7 +586,9 @@ pub fn is_uk_postcode(raw: &str) -> bool {
         return false;
     }
     let (outward, inward) = compact.split_at(compact.len() - 3);
-    let inward_ok = inward[0].is_ascii_digit() && inward[1].is_ascii_uppercase() && inward[2].is_ascii_uppercase();
+    let inward_ok = inward[0].is_ascii_digit()
+        && inward[1].is_ascii_uppercase()
+        && inward[2].is_ascii_uppercase();
     let outward_ok = outward[0].is_ascii_uppercase()
         && outward.iter().all(|c| c.is_ascii_alphanumeric())
         && outward.iter().any(|c| c.is_ascii_digit())
@@ -495,7 +617,11 @@ fn number_of(value: &Value) -> Result<Option<f64>, ()> {
             if t.is_empty() {
                 Ok(None)
             } else {
-                t.parse::<f64>().ok().filter(|f| f.is_finite()).map(Some).ok_or(())
+                t.parse::<f64>()
+                    .ok()
+                    .filter(|f| f.is_finite())
+                    .map(Some)
+                    .ok_or(())
             }
         }
         _ => Err(()),
@@ -516,7 +642,10 @@ fn bool_of(value: &Value, true_values: Option<&[String]>) -> Option<bool> {
             let text = other.as_key_text()?;
             Some(match true_values {
                 Some(list) => list.iter().any(|t| t.eq_ignore_ascii_case(&text)),
-                None => matches!(text.to_ascii_uppercase().as_str(), "1" | "Y" | "YES" | "TRUE" | "T"),
+                None => matches!(
+                    text.to_ascii_uppercase().as_str(),
+                    "1" | "Y" | "YES" | "TRUE" | "T"
+                ),
             })
         }
     }
@@ -593,10 +722,38 @@ fields.text = { column = "TXT", concat = " " }
         let rs = rows(
             &["id", "name", "sex", "dob", "nhs", "rstr"],
             vec![
-                vec![t("A1"), t("SMITH, John"), t("m"), t("12/03/45"), t("943 476 5919"), t("Y")],
-                vec![t("A2"), t("jones, mary ann"), t("Q"), t("31/02/45"), t("N/K"), Value::Null],
-                vec![Value::Null, t("NO KEY"), t("F"), t("19990101"), Value::Null, Value::Null],
-                vec![t("A3"), t("Bob Brown"), t("2"), t("19990101"), t("9434765918"), t("N")],
+                vec![
+                    t("A1"),
+                    t("SMITH, John"),
+                    t("m"),
+                    t("12/03/45"),
+                    t("943 476 5919"),
+                    t("Y"),
+                ],
+                vec![
+                    t("A2"),
+                    t("jones, mary ann"),
+                    t("Q"),
+                    t("31/02/45"),
+                    t("N/K"),
+                    Value::Null,
+                ],
+                vec![
+                    Value::Null,
+                    t("NO KEY"),
+                    t("F"),
+                    t("19990101"),
+                    Value::Null,
+                    Value::Null,
+                ],
+                vec![
+                    t("A3"),
+                    t("Bob Brown"),
+                    t("2"),
+                    t("19990101"),
+                    t("9434765918"),
+                    t("N"),
+                ],
             ],
         );
         let m = map_rows(&profile, EntityKind::Person, &rs).unwrap();
@@ -618,19 +775,29 @@ fields.text = { column = "TXT", concat = " " }
         assert_eq!(a3.text("family_name"), Some("Brown"));
         assert_eq!(a3.text("gender"), Some("FEMALE"));
         assert_eq!(a3.bool("nhs_number_valid"), Some(false));
-        let kinds: Vec<_> = m.findings.iter().map(|f| (f.local_id.as_str(), f.kind)).collect();
+        let kinds: Vec<_> = m
+            .findings
+            .iter()
+            .map(|f| (f.local_id.as_str(), f.kind))
+            .collect();
         assert!(kinds.contains(&("A2", FindingKind::UnmappedCode)));
         assert!(kinds.contains(&("A2", FindingKind::UnparseableDate)));
         assert!(kinds.contains(&("A2", FindingKind::PlaceholderNhsNumber)));
         assert!(kinds.contains(&("", FindingKind::MissingKey)));
         assert!(kinds.contains(&("A3", FindingKind::InvalidNhsNumber)));
-        let unmapped = m.findings.iter().find(|f| f.kind == FindingKind::UnmappedCode).unwrap();
+        let unmapped = m
+            .findings
+            .iter()
+            .find(|f| f.kind == FindingKind::UnmappedCode)
+            .unwrap();
         assert_eq!(unmapped.code_value.as_deref(), Some("Q"));
     }
 
     #[test]
     fn postcodes() {
-        for ok in ["NS1 4AB", "ns14ab", "SW1A 1AA", "M1 1AE", "B33 8TH", "CR2 6XH"] {
+        for ok in [
+            "NS1 4AB", "ns14ab", "SW1A 1AA", "M1 1AE", "B33 8TH", "CR2 6XH",
+        ] {
             assert!(is_uk_postcode(ok), "{ok}");
         }
         for bad in ["NS1", "12345", "NS1 4A", "ZZ ZZZ", "N S 1 4 A B C"] {
@@ -652,7 +819,10 @@ fields.text = { column = "TXT", concat = " " }
         );
         let m = map_rows(&profile, EntityKind::CaseNote, &rs).unwrap();
         assert_eq!(m.records.len(), 2);
-        assert_eq!(m.records[0].text("text"), Some("Visited at home. All well."));
+        assert_eq!(
+            m.records[0].text("text"),
+            Some("Visited at home. All well.")
+        );
         assert_eq!(m.records[0].person_id.as_deref(), Some("A1"));
     }
 
@@ -668,11 +838,18 @@ fields.text = { column = "TXT", concat = " " }
 
     #[test]
     fn config_errors_name_file_line_and_reason() {
-        let bad = PROFILE.replace("fields.text = { column = \"TXT\"", "fields.texte = { column = \"TXT\"");
+        let bad = PROFILE.replace(
+            "fields.text = { column = \"TXT\"",
+            "fields.texte = { column = \"TXT\"",
+        );
         let err = VendorProfile::parse(Path::new("tiny.toml"), &bad).unwrap_err();
         assert_eq!(err.path, Path::new("tiny.toml"));
         assert_eq!(err.line, 26);
-        assert!(err.reason.contains("unknown field `texte`"), "{}", err.reason);
+        assert!(
+            err.reason.contains("unknown field `texte`"),
+            "{}",
+            err.reason
+        );
 
         let bad = PROFILE.replace("\"2\" = \"FEMALE\"", "\"2\" = \"WOMAN\"");
         let err = VendorProfile::parse(Path::new("tiny.toml"), &bad).unwrap_err();

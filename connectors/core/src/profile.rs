@@ -151,9 +151,10 @@ impl VendorProfile {
     }
 
     pub fn entities(&self) -> impl Iterator<Item = (EntityKind, &EntitySpec)> {
-        self.file.entities.iter().filter_map(|(k, v)| {
-            EntityKind::from_name(k.get_ref()).map(|kind| (kind, v.get_ref()))
-        })
+        self.file
+            .entities
+            .iter()
+            .filter_map(|(k, v)| EntityKind::from_name(k.get_ref()).map(|kind| (kind, v.get_ref())))
     }
 
     pub fn code_list(&self, name: &str) -> Option<&CodeList> {
@@ -161,8 +162,8 @@ impl VendorProfile {
     }
 
     pub fn load(path: &Path) -> Result<VendorProfile, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::io(path, e.to_string()))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigError::io(path, e.to_string()))?;
         Self::parse(path, &text)
     }
 
@@ -227,18 +228,30 @@ fn validate(path: &Path, text: &str, file: &ProfileFile) -> Result<(), ConfigErr
 
         let has_local_id = spec_ref.fields.keys().any(|k| k.get_ref() == "local_id");
         if !has_local_id {
-            return Err(err(at_entity, format!("entity `{kind}`: missing key field `local_id`")));
+            return Err(err(
+                at_entity,
+                format!("entity `{kind}`: missing key field `local_id`"),
+            ));
         }
         if kind.is_person_scoped() {
             if !spec_ref.fields.keys().any(|k| k.get_ref() == "person_id") {
-                return Err(err(at_entity, format!("entity `{kind}`: missing key field `person_id`")));
+                return Err(err(
+                    at_entity,
+                    format!("entity `{kind}`: missing key field `person_id`"),
+                ));
             }
             if spec_ref.by_person.is_none() {
-                return Err(err(at_entity, format!("entity `{kind}`: needs `by_person` SQL")));
+                return Err(err(
+                    at_entity,
+                    format!("entity `{kind}`: needs `by_person` SQL"),
+                ));
             }
         }
         if kind == EntityKind::Person && (spec_ref.by_key.is_none() || spec_ref.list.is_none()) {
-            return Err(err(at_entity, "entity `person`: needs `by_key` and `list` SQL".into()));
+            return Err(err(
+                at_entity,
+                "entity `person`: needs `by_key` and `list` SQL".into(),
+            ));
         }
 
         for (label, sql) in [
@@ -254,7 +267,10 @@ fn validate(path: &Path, text: &str, file: &ProfileFile) -> Result<(), ConfigErr
                 _ => &[],
             };
             if let Err(reason) = crate::sql::check_markers(sql.get_ref(), expected) {
-                return Err(err(sql.span().start, format!("entity `{kind}`, `{label}`: {reason}")));
+                return Err(err(
+                    sql.span().start,
+                    format!("entity `{kind}`, `{label}`: {reason}"),
+                ));
             }
         }
 
@@ -276,17 +292,27 @@ fn validate(path: &Path, text: &str, file: &ProfileFile) -> Result<(), ConfigErr
                     format!(
                         "entity `{kind}`: unknown field `{name}` (expected one of {}, {})",
                         COMMON_FIELDS.join(", "),
-                        kind.fields().iter().map(|f| f.name).collect::<Vec<_>>().join(", ")
+                        kind.fields()
+                            .iter()
+                            .map(|f| f.name)
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 ));
             };
             if name == "person_id" && !kind.is_person_scoped() {
-                return Err(err(at, format!("entity `{kind}` is not person-scoped: no `person_id`")));
+                return Err(err(
+                    at,
+                    format!("entity `{kind}` is not person-scoped: no `person_id`"),
+                ));
             }
             match (ty, &field_ref.codes) {
                 (FieldType::Code(system), Some(list)) => {
                     let Some(code_list) = file.codes.get(list) else {
-                        return Err(err(at, format!("field `{kind}.{name}`: unknown code list `{list}`")));
+                        return Err(err(
+                            at,
+                            format!("field `{kind}.{name}`: unknown code list `{list}`"),
+                        ));
                     };
                     if code_list.get_ref().system.get_ref() != system.name() {
                         return Err(err(
@@ -302,29 +328,47 @@ fn validate(path: &Path, text: &str, file: &ProfileFile) -> Result<(), ConfigErr
                 (FieldType::Code(system), None) => {
                     return Err(err(
                         at,
-                        format!("field `{kind}.{name}`: needs `codes`, a code list for `{}`", system.name()),
+                        format!(
+                            "field `{kind}.{name}`: needs `codes`, a code list for `{}`",
+                            system.name()
+                        ),
                     ))
                 }
                 (_, Some(_)) => {
-                    return Err(err(at, format!("field `{kind}.{name}` is not a code field: drop `codes`")))
+                    return Err(err(
+                        at,
+                        format!("field `{kind}.{name}` is not a code field: drop `codes`"),
+                    ))
                 }
                 _ => {}
             }
             if field_ref.formats.is_some() && !matches!(ty, FieldType::Date | FieldType::DateTime) {
-                return Err(err(at, format!("field `{kind}.{name}` is not a date: drop `formats`")));
+                return Err(err(
+                    at,
+                    format!("field `{kind}.{name}` is not a date: drop `formats`"),
+                ));
             }
             if let Some(formats) = &field_ref.formats {
                 for f in formats {
                     if let Err(reason) = crate::dates::check_format(f) {
-                        return Err(err(at, format!("field `{kind}.{name}`: format `{f}`: {reason}")));
+                        return Err(err(
+                            at,
+                            format!("field `{kind}.{name}`: format `{f}`: {reason}"),
+                        ));
                     }
                 }
             }
             if field_ref.true_values.is_some() && ty != FieldType::Bool {
-                return Err(err(at, format!("field `{kind}.{name}` is not a bool: drop `true_values`")));
+                return Err(err(
+                    at,
+                    format!("field `{kind}.{name}` is not a bool: drop `true_values`"),
+                ));
             }
             if field_ref.concat.is_some() && ty != FieldType::Text {
-                return Err(err(at, format!("field `{kind}.{name}`: `concat` applies to text fields")));
+                return Err(err(
+                    at,
+                    format!("field `{kind}.{name}`: `concat` applies to text fields"),
+                ));
             }
         }
 
@@ -333,7 +377,10 @@ fn validate(path: &Path, text: &str, file: &ProfileFile) -> Result<(), ConfigErr
             if !KNOWN_LABELS.contains(&label.as_str()) {
                 return Err(err(
                     rule.span().start,
-                    format!("entity `{kind}`: unknown label `{label}` (expected one of {})", KNOWN_LABELS.join(", ")),
+                    format!(
+                        "entity `{kind}`: unknown label `{label}` (expected one of {})",
+                        KNOWN_LABELS.join(", ")
+                    ),
                 ));
             }
         }

@@ -26,7 +26,9 @@ fn markers(sql: &str) -> Result<Vec<String>, String> {
             .ok_or_else(|| "unclosed `{` in SQL".to_string())?;
         let name = &after[..close];
         if name != "keys" && name != "since" {
-            return Err(format!("unknown marker `{{{name}}}` (only {{keys}} and {{since}})"));
+            return Err(format!(
+                "unknown marker `{{{name}}}` (only {{keys}} and {{since}})"
+            ));
         }
         out.push(name.to_string());
         rest = &after[close + 1..];
@@ -88,7 +90,12 @@ mod tests {
     #[test]
     fn keys_become_placeholders_and_values_stay_out_of_the_text() {
         let keys = vec![Value::from("1'; DROP TABLE CLNT; --"), Value::from("2")];
-        let b = bind("SELECT * FROM T WHERE ID IN ({keys})", &keys, None, Placeholder::AtP);
+        let b = bind(
+            "SELECT * FROM T WHERE ID IN ({keys})",
+            &keys,
+            None,
+            Placeholder::AtP,
+        );
         assert_eq!(b.sql, "SELECT * FROM T WHERE ID IN (@P1, @P2)");
         assert_eq!(b.params, keys);
         assert!(!b.sql.contains("DROP"));
@@ -104,7 +111,12 @@ mod tests {
 
     #[test]
     fn empty_key_list_matches_nothing_but_is_valid_sql() {
-        let b = bind("SELECT * FROM T WHERE ID IN ({keys})", &[], None, Placeholder::Question);
+        let b = bind(
+            "SELECT * FROM T WHERE ID IN ({keys})",
+            &[],
+            None,
+            Placeholder::Question,
+        );
         assert_eq!(b.sql, "SELECT * FROM T WHERE ID IN (NULL)");
     }
 }

@@ -80,7 +80,9 @@ pub struct RowSet {
 impl RowSet {
     /// Column lookup is case-insensitive: engines disagree on the case of aliases.
     pub fn column_index(&self, name: &str) -> Option<usize> {
-        self.columns.iter().position(|c| c.eq_ignore_ascii_case(name))
+        self.columns
+            .iter()
+            .position(|c| c.eq_ignore_ascii_case(name))
     }
 
     pub fn len(&self) -> usize {

@@ -1,0 +1,171 @@
+//! Generated demo estates (once per test binary) and gateways over them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use escr_gateway::access::{AccessContext, Policy};
+use escr_gateway::config::LoadedConfig;
+use escr_gateway::gateway::Gateway;
+use escr_gateway::generate::{generate, FaultRates, GenerateOptions};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+pub struct Truth {
+    pub people: Vec<TruthPerson>,
+    #[serde(default)]
+    pub faults: Vec<TruthFault>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TruthPerson {
+    pub truth_id: String,
+    pub nhs_number: Option<String>,
+    pub records: Vec<TruthRecord>,
+    #[serde(default)]
+    pub counts: BTreeMap<String, BTreeMap<String, usize>>,
+}
+
+#[derive(Debug, Deserialize, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TruthRecord {
+    pub source: String,
+    pub local_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TruthFault {
+    pub source: String,
+    pub entity: String,
+    pub local_id: String,
+    pub kind: String,
+}
+
+impl TruthPerson {
+    /// Records of `entity` across all sources.
+    pub fn count(&self, entity: &str) -> usize {
+        self.counts
+            .values()
+            .map(|c| c.get(entity).copied().unwrap_or(0))
+            .sum()
+    }
+}
+
+pub struct Demo {
+    pub dir: PathBuf,
+    pub truth: Truth,
+}
+
+pub const SEED: u64 = 7;
+
+fn make(name: &str, people: usize, faults: FaultRates) -> Demo {
+    let dir = std::env::temp_dir().join(format!("escr-it-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let opts = GenerateOptions {
+        seed: SEED,
+        people,
+        faults,
+        ..GenerateOptions::default()
+    };
+    generate(&opts, &dir).expect("demo data generates");
+    let truth: Truth =
+        serde_json::from_slice(&std::fs::read(dir.join("truth.json")).expect("truth.json written"))
+            .expect("truth parses");
+    Demo { dir, truth }
+}
+
+/// 600 people, no injected faults: linkage and counts must equal the truth exactly.
+pub fn clean() -> &'static Demo {
+    static DEMO: OnceLock<Demo> = OnceLock::new();
+    DEMO.get_or_init(|| make("clean", 600, FaultRates::none()))
+}
+
+/// 600 people with the default fault rates.
+pub fn dirty() -> &'static Demo {
+    static DEMO: OnceLock<Demo> = OnceLock::new();
+    DEMO.get_or_init(|| make("dirty", 600, FaultRates::default()))
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A gateway config over the demo's databases, its own index file in `work`.
+/// `replace` swaps a source's database path (e.g. to a missing file).
+pub fn config_text(demo: &Demo, work: &Path, replace: &[(&str, &str)]) -> String {
+    let vendors = repo().join("config/vendors");
+    let mut text = format!(
+        "[index]\npath = {:?}\nrefresh_secs = 0\n\n[loader]\nbatch_delay_ms = 2\nsource_timeout_ms = 5000\n",
+        work.join("index.db")
+    );
+    for source in ["casetrak", "opencare", "ssis"] {
+        let db = replace
+            .iter()
+            .find(|(s, _)| *s == source)
+            .map(|(_, p)| PathBuf::from(p))
+            .unwrap_or_else(|| demo.dir.join(format!("{source}.db")));
+        text.push_str(&format!(
+            "\n[[sources]]\nname = \"{source}\"\nprofile = {:?}\nsqlite = {{ path = {:?} }}\n",
+            vendors.join(format!("{source}.toml")),
+            db
+        ));
+    }
+    text
+}
+
+pub struct TestGateway {
+    pub gateway: Arc<Gateway>,
+    pub schema: escr_gateway::graphql::EscrSchema,
+    _work: tempfile::TempDir,
+}
+
+pub async fn gateway_with(
+    demo: &Demo,
+    replace: &[(&str, &str)],
+    policy: Option<Arc<dyn Policy>>,
+) -> TestGateway {
+    let work = tempfile::tempdir().expect("temp dir");
+    let path = work.path().join("escr.toml");
+    std::fs::write(&path, config_text(demo, work.path(), replace)).expect("config written");
+    let config = LoadedConfig::load(&path).expect("config loads");
+    let mut gateway = Gateway::from_config(config).expect("gateway builds");
+    if let Some(p) = policy {
+        gateway = gateway.with_policy(p);
+    }
+    gateway.refresh_index(false).await.expect("index builds");
+    let gateway = Arc::new(gateway);
+    let schema = escr_gateway::graphql::build(Some(gateway.clone()));
+    TestGateway {
+        gateway,
+        schema,
+        _work: work,
+    }
+}
+
+pub async fn gateway(demo: &Demo) -> TestGateway {
+    gateway_with(demo, &[], None).await
+}
+
+impl TestGateway {
+    /// Run a query as the demo caller; the whole response (data and errors) as JSON.
+    pub async fn run(&self, query: &str, variables: serde_json::Value) -> serde_json::Value {
+        self.run_as(AccessContext::demo(), query, variables).await
+    }
+
+    pub async fn run_as(
+        &self,
+        access: AccessContext,
+        query: &str,
+        variables: serde_json::Value,
+    ) -> serde_json::Value {
+        let request = async_graphql::Request::new(query)
+            .variables(async_graphql::Variables::from_json(variables))
+            .data(self.gateway.request_loaders())
+            .data(access);
+        let response = self.schema.execute(request).await;
+        serde_json::to_value(&response).expect("response serialises")
+    }
+
+    pub fn statements(&self) -> u64 {
+        self.gateway.fetcher.statements_executed()
+    }
+}
