@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use escr_connector::{
-    Capabilities, Connector, ConnectorError, ErrorKind, Placeholder, RowSet, StatementCounter, Value,
+    Capabilities, Connector, ConnectorError, ErrorKind, Placeholder, RowSet, StatementCounter,
+    Value,
 };
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
@@ -66,9 +67,13 @@ impl SqliteConnector {
         }
         let conn = Connection::open_with_flags(
             path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
         )
-        .map_err(|e| ConnectorError::unavailable(format!("cannot open database: {}", sqlite_reason(&e))))?;
+        .map_err(|e| {
+            ConnectorError::unavailable(format!("cannot open database: {}", sqlite_reason(&e)))
+        })?;
         conn.set_prepared_statement_cache_capacity(64);
         Ok(conn)
     }
@@ -113,12 +118,18 @@ fn from_sql(value: ValueRef<'_>) -> Value {
 
 fn run(conn: &Connection, sql: &str, params: &[Value]) -> Result<RowSet, ConnectorError> {
     let mut stmt = conn.prepare_cached(sql).map_err(|e| match e {
-        rusqlite::Error::SqliteFailure(err, _) if err.code == rusqlite::ErrorCode::OperationInterrupted => {
+        rusqlite::Error::SqliteFailure(err, _)
+            if err.code == rusqlite::ErrorCode::OperationInterrupted =>
+        {
             ConnectorError::timeout("statement interrupted")
         }
         other => ConnectorError::query(sqlite_reason(&other)),
     })?;
-    let columns: Vec<String> = stmt.column_names().into_iter().map(str::to_string).collect();
+    let columns: Vec<String> = stmt
+        .column_names()
+        .into_iter()
+        .map(str::to_string)
+        .collect();
     let bound: Vec<rusqlite::types::Value> = params.iter().map(to_sql).collect();
     let mut rows = stmt
         .query(rusqlite::params_from_iter(bound.iter()))
@@ -138,7 +149,9 @@ fn run(conn: &Connection, sql: &str, params: &[Value]) -> Result<RowSet, Connect
                 out.rows.push(values);
             }
             Ok(None) => break,
-            Err(rusqlite::Error::SqliteFailure(err, _)) if err.code == rusqlite::ErrorCode::OperationInterrupted => {
+            Err(rusqlite::Error::SqliteFailure(err, _))
+                if err.code == rusqlite::ErrorCode::OperationInterrupted =>
+            {
                 return Err(ConnectorError::timeout("statement interrupted"))
             }
             Err(e) => return Err(ConnectorError::query(sqlite_reason(&e))),
@@ -190,7 +203,10 @@ impl Connector for SqliteConnector {
             Err(_) => {
                 // The blocking thread sees the interrupt and returns; its connection is dropped.
                 interrupt.interrupt();
-                return Err(ConnectorError::new(ErrorKind::Timeout, "statement exceeded its time limit"));
+                return Err(ConnectorError::new(
+                    ErrorKind::Timeout,
+                    "statement exceeded its time limit",
+                ));
             }
         };
         if let Ok(mut pool) = self.pool.lock() {
@@ -239,7 +255,8 @@ mod tests {
                     std::process::id(),
                     std::time::SystemTime::now()
                 );
-                let path = std::env::temp_dir().join(unique.replace([' ', ':', '{', '}', ','], "_"));
+                let path =
+                    std::env::temp_dir().join(unique.replace([' ', ':', '{', '}', ','], "_"));
                 std::fs::create_dir_all(&path).unwrap();
                 TempDir(path)
             }
@@ -259,16 +276,28 @@ mod tests {
         let (_dir, config) = fixture();
         let c = SqliteConnector::new(&config);
         let rs = c
-            .query("SELECT ID, NAME, AMT FROM T WHERE ID IN (?, ?) ORDER BY ID", &[Value::Int(1), Value::Int(2)])
+            .query(
+                "SELECT ID, NAME, AMT FROM T WHERE ID IN (?, ?) ORDER BY ID",
+                &[Value::Int(1), Value::Int(2)],
+            )
             .await
             .unwrap();
         assert_eq!(rs.columns, vec!["ID", "NAME", "AMT"]);
-        assert_eq!(rs.rows[0], vec![Value::Int(1), Value::from("O'Brien"), Value::Float(12.5)]);
+        assert_eq!(
+            rs.rows[0],
+            vec![Value::Int(1), Value::from("O'Brien"), Value::Float(12.5)]
+        );
         assert_eq!(rs.rows[1], vec![Value::Int(2), Value::Null, Value::Null]);
         let hostile = Value::from("1 OR 1=1; DROP TABLE T; --");
-        let rs = c.query("SELECT ID FROM T WHERE NAME = ?", &[hostile]).await.unwrap();
+        let rs = c
+            .query("SELECT ID FROM T WHERE NAME = ?", &[hostile])
+            .await
+            .unwrap();
         assert!(rs.is_empty());
-        assert_eq!(c.query("SELECT COUNT(*) FROM T", &[]).await.unwrap().rows[0][0], Value::Int(2));
+        assert_eq!(
+            c.query("SELECT COUNT(*) FROM T", &[]).await.unwrap().rows[0][0],
+            Value::Int(2)
+        );
         assert_eq!(c.statements_executed(), 3);
     }
 
@@ -292,7 +321,10 @@ mod tests {
             path: config.path.with_file_name("absent.db"),
             ..config.clone()
         });
-        assert_eq!(missing.ping().await.unwrap_err().kind, ErrorKind::Unavailable);
+        assert_eq!(
+            missing.ping().await.unwrap_err().kind,
+            ErrorKind::Unavailable
+        );
 
         let slow = SqliteConnector::new(&SqliteConfig {
             query_timeout_ms: 50,
