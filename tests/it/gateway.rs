@@ -658,3 +658,32 @@ async fn http_endpoints() {
         .unwrap();
     assert_eq!(r["data"]["person"]["id"], json!(id));
 }
+
+/// Every shipped vendor profile passes the conformance suite on the embedded connector.
+#[tokio::test]
+async fn shipped_profiles_pass_the_conformance_suite() {
+    let demo = demo::dirty();
+    let gw = demo::gateway(demo).await;
+    let snapshot = gw.gateway.index.snapshot();
+    for source in &gw.gateway.fetcher.sources {
+        let failures =
+            escr_connector::conformance::check_connector(source.connector.as_ref()).await;
+        assert!(failures.is_empty(), "{}: {failures:#?}", source.name);
+        let keys: Vec<String> = snapshot
+            .people
+            .values()
+            .flatten()
+            .filter(|r| r.source == source.name)
+            .take(40)
+            .map(|r| r.local_id.clone())
+            .collect();
+        assert!(keys.len() >= 20, "{}", source.name);
+        let failures = escr_connector::conformance::check_profile(
+            source.connector.as_ref(),
+            &source.profile,
+            &keys,
+        )
+        .await;
+        assert!(failures.is_empty(), "{}: {failures:#?}", source.name);
+    }
+}
