@@ -1,0 +1,1 @@
+//! ODBC sources through odbc-api (work in progress).
