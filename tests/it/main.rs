@@ -2,5 +2,6 @@
 
 mod gateway;
 mod mysql;
+mod odbc;
 #[path = "../support/mod.rs"]
 mod support;

@@ -572,6 +572,57 @@ fn kind_of(data_type: DataType) -> Kind {
     }
 }
 
+/// The driver's own name for a column's type ("blob", "bytea"), where it gives one.
+fn col_type_name(statement: odbc_api::sys::HStmt, column: u16) -> Option<String> {
+    use odbc_api::sys::{Desc, Len, Pointer, SQLColAttribute, SqlReturn};
+    let mut buf = [0u8; 128];
+    let mut len: i16 = 0;
+    let mut numeric: Len = 0;
+    // Safety: the statement is alive (the caller holds its cursor) and every pointer is
+    // to a local of the size given.
+    let ret = unsafe {
+        SQLColAttribute(
+            statement,
+            column,
+            Desc::TypeName,
+            buf.as_mut_ptr() as Pointer,
+            buf.len() as i16,
+            &mut len,
+            &mut numeric,
+        )
+    };
+    if ret != SqlReturn::SUCCESS && ret != SqlReturn::SUCCESS_WITH_INFO {
+        return None;
+    }
+    let n = usize::try_from(len).unwrap_or(0).min(buf.len() - 1);
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// Corrects drivers whose SQL type codes are wrong where their type names are right: the
+/// SQLite3 driver reports BLOB columns as CHAR(255) (and then returns `X'..'` text) and
+/// BIGINT with the C type code for 64-bit integers.
+fn refine(kind: Kind, data_type: DataType, type_name: Option<&str>) -> Kind {
+    // SQL_C_SBIGINT and SQL_C_UBIGINT where an SQL type belongs.
+    if let DataType::Other {
+        data_type: code, ..
+    } = data_type
+    {
+        if code.0 == -25 || code.0 == -27 {
+            return Kind::Int;
+        }
+    }
+    let name = type_name.unwrap_or("").trim().to_ascii_lowercase();
+    let base = name.split(['(', ' ']).next().unwrap_or("");
+    match base {
+        "blob" | "tinyblob" | "mediumblob" | "longblob" | "bytea" | "binary" | "varbinary"
+        | "image" => match kind {
+            Kind::Binary { .. } => kind,
+            _ => Kind::Binary { width: None },
+        },
+        _ => kind,
+    }
+}
+
 impl Kind {
     /// The block buffer for this column, or `None` when it must go row by row.
     fn buffer(self) -> Option<BufferDesc> {
@@ -651,7 +702,8 @@ fn execute_and_read(conn: &Connection<'static>, job: &Job, fetch: Fetch) -> Resu
         let data_type = cursor
             .col_data_type(i)
             .map_err(|e| map_error(&e, Phase::Statement))?;
-        kinds.push(kind_of(data_type));
+        let type_name = col_type_name(cursor.as_stmt_ref().as_sys(), i);
+        kinds.push(refine(kind_of(data_type), data_type, type_name.as_deref()));
     }
     let buffers: Option<Vec<BufferDesc>> = match fetch {
         Fetch::Block => kinds.iter().map(|k| k.buffer()).collect(),
@@ -895,7 +947,12 @@ fn classify(state: &str, native: i32, message: &str, phase: Phase) -> (ErrorKind
     if class == "28" || auth_words.iter().any(|w| message.contains(w)) {
         return (ErrorKind::Auth, "access denied");
     }
-    if class == "IM" {
+    let config_words = [
+        "can't open lib",
+        "data source name not found",
+        "no default driver",
+    ];
+    if class == "IM" || config_words.iter().any(|w| message.contains(w)) {
         // Driver manager: data source or driver not found, driver not loadable.
         return (ErrorKind::Config, "ODBC driver or data source not found");
     }
