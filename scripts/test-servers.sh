@@ -24,8 +24,12 @@ _escr_log() { echo "test-servers: $*" >&2; }
 # Packages not yet installed.
 _escr_missing_packages() {
   local p missing=""
+  local status
   for p in $ESCR_TEST_PACKAGES; do
-    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    # Captured, not piped into `grep -q`: under pipefail an early-exiting grep can fail
+    # the pipeline.
+    status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+    if [ "$status" != "install ok installed" ]; then
       missing="$missing $p"
     fi
   done
@@ -102,7 +106,7 @@ _escr_pg_bin() {
 
 # The driver library a package installs, found by name pattern in `dpkg -L`.
 _escr_driver_so() {
-  dpkg -L "$1" 2>/dev/null | grep -E "/$2\$" | head -n 1
+  dpkg -L "$1" 2>/dev/null | grep -m 1 -E "/$2\$" || true
 }
 
 # Writes $ESCR_TEST_SERVERS_DIR/mariadb-ctl.sh: start|stop for the test MariaDB. The tests
