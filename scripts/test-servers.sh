@@ -13,11 +13,13 @@
 #   ESCR_TEST_PG_ODBC             ODBC connection string to the PostgreSQL server
 #   ESCR_TEST_SQLITE_ODBC_DRIVER  the SQLite3 ODBC driver's name in odbcinst.ini
 #   ESCR_TEST_MYSQL_CTL           `$ESCR_TEST_MYSQL_CTL stop|start` restarts MariaDB mid-test
+#   ESCR_TEST_MYSQL_TLS_CA        PEM of the test CA that signed MariaDB's certificate (TLS is
+#                                 offered, not required)
 #   ODBCSYSINI                    the project's own odbcinst.ini dir
 # Sourced by scripts/test-all.sh under `set -euo pipefail`: every function returns
 # instead of exiting and tolerates that shell option set.
 
-ESCR_TEST_PACKAGES="mariadb-server-core mariadb-client-core postgresql unixodbc odbc-mariadb odbc-postgresql libsqliteodbc freetds-bin"
+ESCR_TEST_PACKAGES="mariadb-server-core mariadb-client-core postgresql unixodbc odbc-mariadb odbc-postgresql libsqliteodbc freetds-bin openssl"
 
 _escr_log() { echo "test-servers: $*" >&2; }
 
@@ -109,6 +111,26 @@ _escr_driver_so() {
   dpkg -L "$1" 2>/dev/null | grep -m 1 -E "/$2\$" || true
 }
 
+# A throwaway CA and a server certificate for 127.0.0.1 (IP SAN, as rustls checks it).
+_escr_make_tls() {
+  local dir=$1
+  mkdir -p "$dir"
+  (
+    cd "$dir" || exit 1
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -keyout ca.key -out ca.pem -days 3 -subj /CN=escr-test-ca \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign &&
+      openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout server.key -out server.csr -subj /CN=127.0.0.1 &&
+      printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >server.ext &&
+      openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3 \
+        -extfile server.ext -out server.pem
+  ) >"$dir/openssl.log" 2>&1 || {
+    _escr_log "creating the test certificates failed (see $dir/openssl.log)"
+    return 1
+  }
+}
+
 # Writes $ESCR_TEST_SERVERS_DIR/mariadb-ctl.sh: start|stop for the test MariaDB. The tests
 # call it to stop and restart the server mid-test, so it must stand on its own.
 _escr_write_mariadb_ctl() {
@@ -128,7 +150,9 @@ case "\${1:-}" in
       --pid-file="\$DATA/mariadbd.pid" --log-error="$base/mariadb.log" \\
       --bind-address=127.0.0.1 --port="\$PORT" --user=root --skip-name-resolve \\
       --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci \\
-      --innodb-buffer-pool-size=64M --max-connections=200 </dev/null >/dev/null 2>&1 &
+      --innodb-buffer-pool-size=64M --max-connections=200 \\
+      --ssl-ca="$base/tls/ca.pem" --ssl-cert="$base/tls/server.pem" --ssl-key="$base/tls/server.key" \\
+      </dev/null >/dev/null 2>&1 &
     for _ in \$(seq 1 600); do port_open && exit 0; sleep 0.05; done
     echo "mariadb-ctl: MariaDB did not open port \$PORT (see $base/mariadb.log)" >&2
     exit 1
@@ -158,6 +182,7 @@ _escr_start_mariadb() {
     _escr_log "mariadb-install-db failed (see $base/mariadb-install.log)"
     return 1
   fi
+  _escr_make_tls "$base/tls" || return 1
   _escr_write_mariadb_ctl "$base" "$port"
   "$base/mariadb-ctl.sh" start || return 1
   mariadb --no-defaults --socket="$base/mariadb/s.sock" -uroot <<EOF || return 1
@@ -266,6 +291,7 @@ start_test_servers() {
   export ODBCSYSINI="$base/odbc"
   export ESCR_TEST_MYSQL_URL="mysql://escr:$my_pass@127.0.0.1:$my_port/escr_test"
   export ESCR_TEST_MYSQL_CTL="$base/mariadb-ctl.sh"
+  export ESCR_TEST_MYSQL_TLS_CA="$base/tls/ca.pem"
   export ESCR_TEST_MARIADB_ODBC="Driver={MariaDB};Server=127.0.0.1;Port=$my_port;Database=escr_test;Uid=escr;Pwd=$my_pass;"
   export ESCR_TEST_PG_ODBC="Driver={PostgreSQL Unicode};Server=127.0.0.1;Port=$pg_port;Database=escr_test;Uid=escr;Pwd=$pg_pass;"
   export ESCR_TEST_SQLITE_ODBC_DRIVER="SQLite3"
@@ -283,7 +309,7 @@ stop_test_servers() {
   fi
   rm -rf "$base"
   unset ESCR_TEST_SERVERS_DIR ESCR_TEST_MYSQL_PORT ESCR_TEST_PG_PORT ESCR_TEST_MYSQL_URL \
-    ESCR_TEST_MYSQL_CTL ESCR_TEST_MARIADB_ODBC ESCR_TEST_PG_ODBC ESCR_TEST_SQLITE_ODBC_DRIVER \
+    ESCR_TEST_MYSQL_CTL ESCR_TEST_MYSQL_TLS_CA ESCR_TEST_MARIADB_ODBC ESCR_TEST_PG_ODBC ESCR_TEST_SQLITE_ODBC_DRIVER \
     ODBCSYSINI
   return 0
 }
