@@ -71,9 +71,14 @@ pub struct OdbcConfig {
     pub query_timeout_ms: u64,
     #[serde(default)]
     pub fetch: Fetch,
-    /// Rows per block with `fetch = "block"` (default 256).
+    /// Rows per block with `fetch = "block"` (default 256; fewer for wide rows).
     #[serde(default = "default_batch_rows")]
     pub batch_rows: usize,
+    /// The statement `ping` runs (default `SELECT 1`; e.g. `SELECT 1 FROM DUAL` for Oracle,
+    /// a one-row table for Access). Empty: ping only logs in and asks the driver whether
+    /// the connection is alive.
+    #[serde(default = "default_ping_sql")]
+    pub ping_sql: String,
 }
 
 fn default_pool_size() -> usize {
@@ -88,6 +93,12 @@ fn default_query_timeout_ms() -> u64 {
 fn default_batch_rows() -> usize {
     256
 }
+fn default_ping_sql() -> String {
+    "SELECT 1".to_string()
+}
+
+/// Most bytes one block buffer may take; wide rows get fewer rows per block.
+const MAX_BLOCK_BYTES: usize = 8 << 20;
 
 /// Widest cell bound into a block buffer; statements with wider columns go row by row.
 const MAX_BLOCK_CELL_BYTES: usize = 4096;
@@ -106,6 +117,7 @@ impl OdbcConfig {
             query_timeout_ms: default_query_timeout_ms(),
             fetch: Fetch::Block,
             batch_rows: default_batch_rows(),
+            ping_sql: default_ping_sql(),
         }
     }
 
@@ -312,6 +324,7 @@ pub struct OdbcConnector {
     query_timeout: Duration,
     fetch: Fetch,
     batch_rows: usize,
+    ping_sql: String,
     statements: Arc<StatementCounter>,
 }
 
@@ -344,6 +357,7 @@ impl OdbcConnector {
             query_timeout: Duration::from_millis(config.query_timeout_ms.max(1)),
             fetch: config.fetch,
             batch_rows: config.batch_rows.clamp(1, 10_000),
+            ping_sql: config.ping_sql.trim().to_string(),
             statements: Arc::new(StatementCounter::default()),
         })
     }
@@ -441,8 +455,11 @@ impl Connector for OdbcConnector {
     }
 
     async fn ping(&self) -> Result<(), ConnectorError> {
-        // `SELECT 1` is not valid everywhere (Access, Oracle); a connection that logs in and
-        // answers the driver's own "is it dead" check is reachable enough.
+        if !self.ping_sql.is_empty() {
+            return self.query(&self.ping_sql, &[]).await.map(|_| ());
+        }
+        // No statement that works on this engine: a connection that logs in and passes the
+        // driver's own "is it dead" check is reachable enough.
         let permit =
             tokio::time::timeout(self.acquire_timeout, self.permits.clone().acquire_owned())
                 .await
@@ -793,6 +810,12 @@ fn read_blocks(
     batch_rows: usize,
 ) -> Result<Vec<Vec<Value>>, Retry> {
     let err = |e: odbc_api::Error| Retry::Failed(map_error(&e, Phase::Statement));
+    let row_bytes: usize = descs
+        .iter()
+        .map(|d| d.bytes_per_row())
+        .sum::<usize>()
+        .max(1);
+    let batch_rows = batch_rows.min(MAX_BLOCK_BYTES / row_bytes).max(1);
     let buffer =
         ColumnarDynBuffer::try_from_descs(batch_rows, descs).map_err(|_| Retry::RowByRow)?;
     let mut block = cursor.bind_buffer(buffer).map_err(err)?;
@@ -999,6 +1022,10 @@ mod tests {
         assert!(c.resolve_connection_string().is_ok());
         let text = "connection_string = \"Driver={X}\"\npassword = \"secret\"";
         assert!(toml::from_str::<OdbcConfig>(text).is_err());
+        let text = "connection_string_env = \"MDB\"\nfetch = \"row\"\nping_sql = \"\"";
+        let c: OdbcConfig = toml::from_str(text).unwrap();
+        assert_eq!(c.fetch, Fetch::Row);
+        assert_eq!(c.pool_size, 4);
     }
 
     #[test]
