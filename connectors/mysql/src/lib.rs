@@ -5,6 +5,22 @@
 //! spliced into SQL. A statement past its time limit is abandoned by the caller at once and
 //! killed on the server (`KILL QUERY` from a separate connection), so its connection comes
 //! back to the pool clean instead of being torn down mid-packet.
+//!
+//! ```toml
+//! [sources.mysql]            # the source's connector section
+//! host = "db.example"
+//! port = 3306
+//! database = "casetrak"
+//! user = "escr_reader"
+//! password_env = "CASETRAK_DB_PASSWORD"   # or password_file = "/run/secrets/casetrak"
+//! pool_min = 1
+//! pool_max = 8
+//! idle_ttl_secs = 600
+//! acquire_timeout_ms = 5000
+//! query_timeout_ms = 5000
+//! tls = true                 # needs the crate feature `tls` (rustls)
+//! tls_ca_file = "/etc/escr/casetrak-ca.pem"
+//! ```
 
 use std::path::PathBuf;
 use std::sync::Arc;

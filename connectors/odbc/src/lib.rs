@@ -6,6 +6,23 @@
 //! otherwise (`fetch = "row"` forces that for drivers such as MDBTools that fail with block
 //! cursors). A statement past its time limit is abandoned by the caller at once and
 //! cancelled with `SQLCancel` from another thread.
+//!
+//! ```toml
+//! [sources.odbc]
+//! connection_string = "Driver={MariaDB};Server=db.example;Database=carelog;Uid=escr_reader;"
+//! password_env = "CARELOG_DB_PASSWORD"     # added as PWD={...}
+//! # or: connection_string_env = "CARELOG_ODBC" / connection_string_file = "..."
+//! pool_size = 4
+//! acquire_timeout_ms = 5000
+//! query_timeout_ms = 5000
+//! fetch = "block"            # "row" for drivers that fail with block cursors (MDBTools)
+//! ```
+//!
+//! Driver notes, from the tests on this machine: the SQLite3 driver reports BLOB columns
+//! as CHAR and BIGINT with a C type code (corrected here from the driver's type names),
+//! returns REAL values with 15 significant digits and binds timestamps with milliseconds
+//! only. psqlODBC reports booleans as text unless the connection string has
+//! `BoolsAsChar=0`, and cannot type a bare `? IS NULL` (write `CAST(? AS ...)`).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
