@@ -1,6 +1,7 @@
 //! Integration tests: one binary. Support servers live in `tests/support`.
 
 mod gateway;
+mod mssql;
 mod mysql;
 mod odbc;
 #[path = "../support/mod.rs"]

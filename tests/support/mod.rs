@@ -1,2 +1,3 @@
 //! Test support: servers and fixtures shared by the integration tests.
 pub mod demo;
+pub mod tds;
