@@ -458,7 +458,7 @@ async fn mssql_test_server_survives_malformed_input() {
 #[tokio::test]
 async fn mssql_test_server_serves_freetds_tsql() {
     let server = server().await;
-    let script = "SELECT id, name, code, amount, big FROM it_types WHERE id = 1\ngo\n\
+    let script = "SELECT id, name, code, amount, big FROM it_types WHERE id = 1\ngo\nSELECT id, born, seen, stamp, flag, ratio, tiny FROM it_types ORDER BY id\ngo\nSELECT nonsense FROM x\ngo\n\
                   SELECT COUNT(*) AS n FROM clnt WHERE id <= 1500\ngo\nexit\n";
     let mut child = tokio::process::Command::new("tsql")
         .args(["-H", "127.0.0.1", "-p", &server.port().to_string()])
@@ -488,7 +488,20 @@ async fn mssql_test_server_serves_freetds_tsql() {
         stdout.contains("1\tZoë Łukasz 王芳 🙂\tSiân O'Brien\t-1234.50\t9007199254740993"),
         "{context}"
     );
+    // Dates, datetime2 and datetime in FreeTDS's default format; a NULL row (NBCROW).
+    assert!(
+        stdout.contains(
+            "1\tFeb 28 1947 12:00AM\tMar  1 2024 09:15AM\tMar  1 2024 10:00AM\t1\t1.10000002\t200"
+        ),
+        "{context}"
+    );
+    assert!(
+        stdout.contains("2\tNULL\tNULL\tNULL\tNULL\tNULL\tNULL"),
+        "{context}"
+    );
     assert!(stdout.contains("\n1500\n"), "{context}");
+    // The ERROR token as FreeTDS reports it.
+    assert!(stderr.contains("Msg 208 (severity 16"), "{context}");
     assert_eq!(server.logins(), 1, "{context}");
 }
 

@@ -921,7 +921,7 @@ fn column_type<'a>(
         .unwrap_or(0);
     let nvarchar = |declared_len: Option<u16>| {
         let len = declared_len.unwrap_or(4000).max(1);
-        if is_max || utf16_max > 4000 {
+        if is_max || utf16_max > 4000 || len > 4000 {
             SqlType::NVarChar(None)
         } else {
             SqlType::NVarChar(Some(len.max(utf16_max as u16)))
@@ -956,11 +956,13 @@ fn column_type<'a>(
             });
             if !all_cp1252 {
                 nvarchar(None)
-            } else if is_max || utf16_max > 8000 || base == "TEXT" {
-                SqlType::VarChar(None)
             } else {
                 let len = args.first().copied().unwrap_or(8000).max(1);
-                SqlType::VarChar(Some(len.max(utf16_max as u16)))
+                if is_max || utf16_max > 8000 || len > 8000 || base == "TEXT" {
+                    SqlType::VarChar(None)
+                } else {
+                    SqlType::VarChar(Some(len.max(utf16_max as u16)))
+                }
             }
         }
         "BLOB" | "BINARY" | "VARBINARY" | "IMAGE" => {

@@ -346,13 +346,15 @@ impl Tokens {
         body.extend_from_slice(&number.to_le_bytes());
         body.push(1); // state
         body.push(class);
-        put_us_varchar(&mut body, text);
+        // Kept short so the token's two-byte length always holds it.
+        let text: String = text.chars().take(2000).collect();
+        put_us_varchar(&mut body, &text);
         put_b_varchar(&mut body, "escr-tds-test");
         put_b_varchar(&mut body, ""); // procedure
         body.extend_from_slice(&1i32.to_le_bytes()); // line
         self.buf.push(token);
         self.buf
-            .extend_from_slice(&(body.len().min(u16::MAX as usize) as u16).to_le_bytes());
+            .extend_from_slice(&(body.len() as u16).to_le_bytes());
         self.buf.extend_from_slice(&body);
     }
 
