@@ -656,3 +656,58 @@ async fn mssql_real_server_when_configured() {
     let err = wrong.ping().await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Auth, "{err}");
 }
+
+/// The CaseTrak profile (a SQL Server product) passes the profile conformance suite
+/// through escr-mssql and TDS, over the demo's CaseTrak data.
+#[tokio::test]
+async fn mssql_casetrak_profile_passes_over_tds() {
+    let demo = crate::support::demo::dirty();
+    let db = rusqlite::Connection::open_with_flags(
+        demo.dir.join("casetrak.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let server = TdsTestServer::start(db).await;
+    server.require_login("escr", PASSWORD);
+    let f = connector_for(&server, |_| {});
+    let profile = escr_connector::VendorProfile::load(
+        &crate::support::demo::repo().join("config/vendors/casetrak.toml"),
+    )
+    .unwrap();
+    let keys: Vec<String> = demo
+        .truth
+        .people
+        .iter()
+        .flat_map(|p| &p.records)
+        .filter(|r| r.source == "casetrak")
+        .take(40)
+        .map(|r| r.local_id.clone())
+        .collect();
+    assert!(keys.len() >= 20);
+    let failures = escr_connector::conformance::check_profile(&f.connector, &profile, &keys).await;
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert!(
+        server.requests() > 10,
+        "the profile's statements went over TDS"
+    );
+}
+
+/// A full pool makes the next caller wait at most `acquire_timeout_ms`.
+#[tokio::test]
+async fn mssql_full_pool_gives_an_acquire_timeout() {
+    let server = server().await;
+    let f = connector_for(&server, |c| {
+        c.pool_size = 1;
+        c.acquire_timeout_ms = 200;
+    });
+    f.connector.ping().await.unwrap();
+    server.set_delay(Duration::from_millis(1000));
+    let (slow, waiting) = tokio::join!(f.connector.query("SELECT 1 AS x", &[]), async {
+        // Let the first statement take the only connection.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        f.connector.query("SELECT 2 AS x", &[]).await
+    });
+    assert_eq!(slow.unwrap().rows, vec![vec![Value::Int(1)]]);
+    let err = waiting.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Timeout, "{err}");
+}
