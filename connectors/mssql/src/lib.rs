@@ -20,6 +20,13 @@
 //! acquire_timeout_ms = 5000
 //! query_timeout_ms = 5000
 //! ```
+//!
+//! `encryption`: `required` (the default) protects the whole session; `off` is SQL
+//! Server's `Encrypt=false` (TLS for the login packet only, so the server still needs a
+//! certificate); `not_supported` is plain TCP, for servers without TLS.
+//!
+//! Tested against the project's own TDS server (`tests/support/tds.rs`, SQLite behind
+//! it) and, when `ESCR_TEST_MSSQL_URL` names one, a real SQL Server (`tests/it/mssql.rs`).
 
 mod pool;
 
