@@ -365,6 +365,19 @@ fn casetrak(
         ],
     )?;
     out.table(
+        "CLNT_REL",
+        &[
+            ("REL_ID", "INTEGER PRIMARY KEY"),
+            ("CLNT_ID", "INTEGER"),
+            ("REL_CLNT_ID", "INTEGER"),
+            ("REL_TYP", "CHAR(3)"),
+            ("PR_FLG", "CHAR(1)"),
+            ("CARER_FLG", "CHAR(1)"),
+            ("ST_DT", "DATETIME"),
+            ("END_DT", "DATETIME"),
+        ],
+    )?;
+    out.table(
         "WRKR",
         &[
             ("WRKR_ID", "INTEGER PRIMARY KEY"),
@@ -403,8 +416,10 @@ fn casetrak(
 
     let f = &opts.faults;
     let mut ids = Counter::default();
+    let mut clients: Vec<(&TruePerson, i64)> = Vec::new();
     for p in pop.iter().filter(|p| p.in_system[0]) {
         let id = ids.next("CLNT", 1000);
+        clients.push((p, id));
         let local = id.to_string();
         let nhs = nhs_fault(opts, rng);
         record_nhs_fault(out, &nhs, &local);
@@ -796,6 +811,80 @@ fn casetrak(
                 ],
             )?;
             out.count(p, "consent");
+        }
+    }
+    casetrak_relationships(opts, &clients, out)?;
+    Ok(())
+}
+
+/// CLNT_REL: each child's parents (and sometimes a sibling), some adults' carers, all
+/// pointing at other CaseTrak clients. Its own random stream, so the rest of CaseTrak's
+/// data does not move when this changes.
+fn casetrak_relationships(
+    opts: &GenerateOptions,
+    clients: &[(&TruePerson, i64)],
+    out: &mut Out<'_>,
+) -> Result<(), String> {
+    let mut rng = rng_for(opts, "casetrak-relationships");
+    let adults = |gender: &str| -> Vec<i64> {
+        clients
+            .iter()
+            .filter(|(p, _)| {
+                !p.child && p.death.is_none() && (gender.is_empty() || p.gender == gender)
+            })
+            .map(|(_, id)| *id)
+            .collect()
+    };
+    let (mothers, fathers, carers) = (adults("FEMALE"), adults("MALE"), adults(""));
+    let children: Vec<i64> = clients
+        .iter()
+        .filter(|(p, _)| p.child)
+        .map(|(_, id)| *id)
+        .collect();
+    let mut rel_id = 0;
+    for (p, id) in clients {
+        // (type, related client, parental responsibility, carer)
+        let mut related: Vec<(&str, i64, bool, bool)> = Vec::new();
+        if p.child {
+            if let Some(m) = mothers.get(rng.gen_range(0..mothers.len().max(1))) {
+                related.push(("MOT", *m, true, true));
+            }
+            if rng.gen_bool(0.6) {
+                if let Some(f) = fathers.get(rng.gen_range(0..fathers.len().max(1))) {
+                    related.push(("FAT", *f, rng.gen_bool(0.7), false));
+                }
+            }
+            if rng.gen_bool(0.3) {
+                if let Some(s) = children.get(rng.gen_range(0..children.len().max(1))) {
+                    if s != id {
+                        related.push(("SIB", *s, false, false));
+                    }
+                }
+            }
+        } else if rng.gen_bool(0.15) {
+            if let Some(c) = carers.get(rng.gen_range(0..carers.len().max(1))) {
+                if c != id {
+                    related.push(("CAR", *c, false, true));
+                }
+            }
+        }
+        for (kind, other, pr, carer) in related {
+            rel_id += 1;
+            let start = if p.child { p.dob } else { window(opts, p).0 };
+            out.row(
+                "CLNT_REL",
+                vec![
+                    i(rel_id),
+                    i(*id),
+                    i(other),
+                    t(kind),
+                    yn(pr),
+                    yn(carer),
+                    mssql_d(start),
+                    Value::Null,
+                ],
+            )?;
+            out.count(p, "relationship");
         }
     }
     Ok(())

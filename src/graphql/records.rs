@@ -1,11 +1,18 @@
 //! The record types of the ESCR, one per catalog entity, each a thin view over a mapped
 //! [`Record`] from one source.
 
-use async_graphql::{Enum, Object, SimpleObject, Union, ID};
+use std::sync::Arc;
+
+use async_graphql::{Context, Enum, Object, SimpleObject, Union, ID};
 use chrono::{NaiveDate, NaiveDateTime};
 use escr_connector::{EntityKind, Record};
 
 use super::codes::*;
+use super::person::Person;
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::loader::RequestLoaders;
+use crate::source::Lookup;
 
 /// A record and the source it came from.
 #[derive(Clone, Debug)]
@@ -79,6 +86,10 @@ pub struct Security {
 
 macro_rules! record_type {
     ($(#[$doc:meta])* $name:ident { $( $(#[$m:meta])* $field:ident : $ty:ty = $get:ident($col:literal) ),* $(,)? }) => {
+        record_type!($(#[$doc])* $name { $( $(#[$m])* $field : $ty = $get($col) ),* } resolvers {});
+    };
+    // `resolvers { ... }`: extra resolvers that need the context (links to other objects).
+    ($(#[$doc:meta])* $name:ident { $( $(#[$m:meta])* $field:ident : $ty:ty = $get:ident($col:literal) ),* $(,)? } resolvers { $($extra:tt)* }) => {
         $(#[$doc])*
         pub struct $name(pub Sourced);
 
@@ -104,6 +115,7 @@ macro_rules! record_type {
                     self.0.$get($col)
                 }
             )*
+            $($extra)*
         }
     };
 }
@@ -134,6 +146,16 @@ record_type!(
         carer: Option<bool> = b("carer"),
         start: Option<NaiveDate> = d("start"),
         end: Option<NaiveDate> = d("end"),
+    }
+    resolvers {
+        /// The related person's own record, when the index knows them; subject to the
+        /// same access decision as asking for that person directly.
+        async fn related_person(&self, ctx: &Context<'_>) -> Option<Person> {
+            let local_id = self.0.record.text("related_person_id")?;
+            let gateway = ctx.data_unchecked::<Arc<Gateway>>();
+            let id = gateway.index.snapshot().by_source(&self.0.source, local_id)?.to_string();
+            super::person_by_id(ctx, &id)
+        }
     }
 );
 
@@ -211,6 +233,12 @@ record_type!(
         seen_alone: Option<bool> = b("seen_alone"),
         worker_id: Option<String> = s("worker_id"),
     }
+    resolvers {
+        /// The worker who made (or was to make) the visit.
+        async fn worker(&self, ctx: &Context<'_>) -> Option<Worker> {
+            Worker::load(ctx, &self.0.source, self.0.record.text("worker_id")?).await
+        }
+    }
 );
 
 record_type!(
@@ -222,6 +250,12 @@ record_type!(
         subject: Option<String> = s("subject"),
         text: Option<String> = s("text"),
         worker_id: Option<String> = s("worker_id"),
+    }
+    resolvers {
+        /// The worker who wrote the note.
+        async fn worker(&self, ctx: &Context<'_>) -> Option<Worker> {
+            Worker::load(ctx, &self.0.source, self.0.record.text("worker_id")?).await
+        }
     }
 );
 
@@ -278,7 +312,93 @@ record_type!(
         start: Option<NaiveDate> = d("start"),
         end: Option<NaiveDate> = d("end"),
     }
+    resolvers {
+        async fn worker(&self, ctx: &Context<'_>) -> Option<Worker> {
+            Worker::load(ctx, &self.0.source, self.0.record.text("worker_id")?).await
+        }
+        async fn team(&self, ctx: &Context<'_>) -> Option<Team> {
+            Team::load(ctx, &self.0.source, self.0.record.text("team_id")?).await
+        }
+    }
 );
+
+/// Load one staff record (worker or team) by key through the request's loaders. Staff
+/// records are not personal data of the person, so they do not pass the consent hook;
+/// a failing source adds SOURCE_UNAVAILABLE like any other load.
+async fn staff_record(
+    ctx: &Context<'_>,
+    source: &str,
+    entity: EntityKind,
+    key: &str,
+) -> Option<Sourced> {
+    let loaders = ctx.data_unchecked::<RequestLoaders>();
+    let index = loaders.fetcher().source_index(source)?;
+    if !loaders.fetcher().sources[index].holds(entity) {
+        return None;
+    }
+    match loaders.load(index, entity, Lookup::ByKey, key).await {
+        Ok(records) => records.first().map(|record| Sourced {
+            source: source.to_string(),
+            record: record.clone(),
+        }),
+        Err(e) => {
+            let err = GatewayError::Source((*e).clone()).to_server_error(Some(ctx.item.pos));
+            ctx.add_error(ctx.set_error_path(err));
+            None
+        }
+    }
+}
+
+/// A practitioner in a source system (social worker, occupational therapist, ...).
+pub struct Worker(pub Sourced);
+
+impl Worker {
+    async fn load(ctx: &Context<'_>, source: &str, key: &str) -> Option<Worker> {
+        staff_record(ctx, source, EntityKind::Worker, key)
+            .await
+            .map(Worker)
+    }
+}
+
+#[Object]
+impl Worker {
+    /// Gateway-wide id: source, entity and local id.
+    async fn id(&self) -> ID {
+        self.0.id()
+    }
+    async fn name(&self) -> Option<String> {
+        self.0.s("name")
+    }
+    /// The source's role code (e.g. "SW", "OT").
+    async fn role(&self) -> Option<String> {
+        self.0.s("role")
+    }
+    async fn team(&self, ctx: &Context<'_>) -> Option<Team> {
+        Team::load(ctx, &self.0.source, self.0.record.text("team_id")?).await
+    }
+}
+
+/// A team in a source system.
+pub struct Team(pub Sourced);
+
+impl Team {
+    async fn load(ctx: &Context<'_>, source: &str, key: &str) -> Option<Team> {
+        staff_record(ctx, source, EntityKind::Team, key)
+            .await
+            .map(Team)
+    }
+}
+
+#[Object]
+impl Team {
+    /// Gateway-wide id: source, entity and local id.
+    async fn id(&self) -> ID {
+        self.0.id()
+    }
+    async fn name(&self) -> Option<String> {
+        self.0.s("name")
+    }
+}
 
 /// Kinds of record on a person's timeline.
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

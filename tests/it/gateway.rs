@@ -687,3 +687,100 @@ async fn shipped_profiles_pass_the_conformance_suite() {
         assert!(failures.is_empty(), "{}: {failures:#?}", source.name);
     }
 }
+
+/// Every CLNT_REL row (read straight from the vendor database) appears on its client's
+/// person with the mapped type, and `relatedPerson` is the person the index links the
+/// related client to.
+#[tokio::test]
+async fn relationships_lead_to_the_related_people() {
+    let demo = demo::clean();
+    let gw = demo::gateway(demo).await;
+    let conn = rusqlite::Connection::open(demo.dir.join("casetrak.db")).unwrap();
+    let mut rows = conn
+        .prepare("SELECT CLNT_ID, REL_CLNT_ID, REL_TYP, PR_FLG FROM CLNT_REL ORDER BY REL_ID")
+        .unwrap();
+    let rows: Vec<(i64, i64, String, String)> = rows
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(rows.len() > 100, "{} relationships generated", rows.len());
+    let types = BTreeMap::from([
+        ("MOT", "MOTHER"),
+        ("FAT", "FATHER"),
+        ("CAR", "CARER"),
+        ("SIB", "SIBLING"),
+    ]);
+    let mut by_client: BTreeMap<i64, Vec<(i64, String, String)>> = BTreeMap::new();
+    for (client, other, kind, pr) in rows {
+        by_client.entry(client).or_default().push((other, kind, pr));
+    }
+    for (client, expected) in by_client.iter().step_by(7) {
+        let r = gw
+            .run(
+                "query($l: String!) { personBySourceRecord(source: \"casetrak\", localId: $l) { relationships { type parentalResponsibility relatedLocalId relatedPerson { sourceRecords { source localId } } } } }",
+                json!({"l": client.to_string()}),
+            )
+            .await;
+        assert!(errors(&r).is_empty(), "{}", r["errors"]);
+        let got = r["data"]["personBySourceRecord"]["relationships"]
+            .as_array()
+            .unwrap();
+        let mut got: Vec<(String, String, bool)> = got
+            .iter()
+            .map(|rel| {
+                let other = rel["relatedLocalId"].as_str().unwrap().to_string();
+                let linked = rel["relatedPerson"]["sourceRecords"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s["source"] == "casetrak" && s["localId"] == other.as_str());
+                assert!(linked, "relatedPerson of {client} is not CaseTrak {other}");
+                (
+                    other,
+                    rel["type"].as_str().unwrap().to_string(),
+                    rel["parentalResponsibility"].as_bool().unwrap(),
+                )
+            })
+            .collect();
+        let mut want: Vec<(String, String, bool)> = expected
+            .iter()
+            .map(|(other, kind, pr)| {
+                (
+                    other.to_string(),
+                    types[kind.as_str()].to_string(),
+                    pr == "Y",
+                )
+            })
+            .collect();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "relationships of CaseTrak client {client}");
+    }
+}
+
+/// Following links (related people, their visits, workers and teams) batches per wave:
+/// 50 and 500 people cost the same statements.
+#[tokio::test]
+async fn nested_links_do_not_grow_statements() {
+    let demo = demo::clean();
+    let gw = demo::gateway(demo).await;
+    let ids: Vec<String> = gw.gateway.index.snapshot().people.keys().cloned().collect();
+    let mut counts = Vec::new();
+    for n in [50, 500] {
+        let body: String = ids[..n]
+            .iter()
+            .enumerate()
+            .map(|(i, id)| format!("p{i}: person(id: \"{id}\") {{ relationships {{ relatedPerson {{ visits {{ id }} }} }} allocations {{ worker {{ name team {{ name }} }} team {{ name }} }} }} "))
+            .collect();
+        gw.gateway.fetcher.clear_cache();
+        let before = gw.statements();
+        let r = gw.run(&format!("{{ {body} }}"), json!({})).await;
+        assert!(errors(&r).is_empty(), "{}", r["errors"]);
+        counts.push(gw.statements() - before);
+    }
+    assert_eq!(counts[0], counts[1], "statements for 50 vs 500 people");
+    // relationships + allocations, then related people's visits (one per source holding
+    // visits), workers and teams: one wave each.
+    assert!(counts[1] <= 8, "{} statements", counts[1]);
+}
