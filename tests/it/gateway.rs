@@ -228,26 +228,38 @@ async fn every_injected_fault_is_mapped_or_reported() {
     );
 }
 
+/// Statements one request for the first `n` people (each with `selection`) runs on a
+/// cold cache.
+async fn cold_statements(gw: &demo::TestGateway, n: usize, selection: &str) -> u64 {
+    gw.gateway.fetcher.clear_cache();
+    request_statements(gw, n, selection).await
+}
+
+/// Statements one request for the first `n` people (each with `selection`) runs.
+async fn request_statements(gw: &demo::TestGateway, n: usize, selection: &str) -> u64 {
+    let ids: Vec<String> = gw.gateway.index.snapshot().people.keys().cloned().collect();
+    assert!(ids.len() >= n, "{} people", ids.len());
+    let body: String = ids[..n]
+        .iter()
+        .enumerate()
+        .map(|(i, id)| format!("p{i}: person(id: \"{id}\") {{ {selection} }} "))
+        .collect();
+    let before = gw.statements();
+    let r = gw.run(&format!("{{ {body} }}"), json!({})).await;
+    assert!(errors(&r).is_empty(), "{}", r["errors"]);
+    gw.statements() - before
+}
+
 /// Statements per request do not grow with the number of people asked for.
 #[tokio::test]
 async fn statements_do_not_grow_with_list_size() {
     let demo = demo::clean();
     let gw = demo::gateway(demo).await;
-    let ids: Vec<String> = gw.gateway.index.snapshot().people.keys().cloned().collect();
-    assert!(ids.len() >= 500, "{} people", ids.len());
-    let mut counts = Vec::new();
-    for n in [50, 500] {
-        let body: String = ids[..n]
-            .iter()
-            .enumerate()
-            .map(|(i, id)| format!("p{i}: person(id: \"{id}\") {{ visits {{ id actual }} caseNotes {{ id }} services {{ id type }} }} "))
-            .collect();
-        gw.gateway.fetcher.clear_cache();
-        let before = gw.statements();
-        let r = gw.run(&format!("{{ {body} }}"), json!({})).await;
-        assert!(errors(&r).is_empty(), "{}", r["errors"]);
-        counts.push(gw.statements() - before);
-    }
+    let selection = "visits { id actual } caseNotes { id } services { id type }";
+    let counts = [
+        cold_statements(&gw, 50, selection).await,
+        cold_statements(&gw, 500, selection).await,
+    ];
     let bound = (3 * gw.gateway.fetcher.sources.len()) as u64;
     assert_eq!(counts[0], counts[1], "statements for 50 vs 500 people");
     assert!(
@@ -257,15 +269,9 @@ async fn statements_do_not_grow_with_list_size() {
     );
     assert!(counts[1] > 0);
 
-    // The same request again is served from the cache: no statements at all.
-    let before = gw.statements();
-    let body: String = ids[..50]
-        .iter()
-        .enumerate()
-        .map(|(i, id)| format!("p{i}: person(id: \"{id}\") {{ visits {{ id actual }} caseNotes {{ id }} services {{ id type }} }} "))
-        .collect();
-    gw.run(&format!("{{ {body} }}"), json!({})).await;
-    assert_eq!(gw.statements(), before, "cached request ran statements");
+    // The same people again are served from the cache: no statements at all.
+    let cached = request_statements(&gw, 50, selection).await;
+    assert_eq!(cached, 0, "cached request ran statements");
     assert!(gw.gateway.fetcher.cache_stats().hits > 0);
 }
 
@@ -765,20 +771,11 @@ async fn relationships_lead_to_the_related_people() {
 async fn nested_links_do_not_grow_statements() {
     let demo = demo::clean();
     let gw = demo::gateway(demo).await;
-    let ids: Vec<String> = gw.gateway.index.snapshot().people.keys().cloned().collect();
-    let mut counts = Vec::new();
-    for n in [50, 500] {
-        let body: String = ids[..n]
-            .iter()
-            .enumerate()
-            .map(|(i, id)| format!("p{i}: person(id: \"{id}\") {{ relationships {{ relatedPerson {{ visits {{ id }} }} }} allocations {{ worker {{ name team {{ name }} }} team {{ name }} }} }} "))
-            .collect();
-        gw.gateway.fetcher.clear_cache();
-        let before = gw.statements();
-        let r = gw.run(&format!("{{ {body} }}"), json!({})).await;
-        assert!(errors(&r).is_empty(), "{}", r["errors"]);
-        counts.push(gw.statements() - before);
-    }
+    let selection = "relationships { relatedPerson { visits { id } } } allocations { worker { name team { name } } team { name } }";
+    let counts = [
+        cold_statements(&gw, 50, selection).await,
+        cold_statements(&gw, 500, selection).await,
+    ];
     assert_eq!(counts[0], counts[1], "statements for 50 vs 500 people");
     // relationships + allocations, then related people's visits (one per source holding
     // visits), workers and teams: one wave each.
