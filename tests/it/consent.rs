@@ -1,0 +1,475 @@
+//! Consent, access control and audit, end to end on the demo data: tokens -> policy ->
+//! GraphQL -> audit log. The decision matrix lives in tests/consent/matrix.toml.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, HeaderValue};
+use escr_gateway::access::AccessContext;
+use escr_gateway::auth::{AuthError, Claims};
+use escr_gateway::gateway::Gateway;
+use escr_gateway::policy::{AccessControl, PolicyConfig};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::support::demo::{self, Demo, TestGateway};
+
+/// The shipped policy with its storage and key moved into `work`.
+pub fn test_policy(demo: &Demo, work: &Path) -> PolicyConfig {
+    let path = demo::repo().join("config/policy.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut c = PolicyConfig::parse(&path, &text).expect("shipped policy.toml is valid");
+    c.storage.registry = work.join("consent.db");
+    c.storage.audit = work.join("audit.db");
+    c.auth.hs256_key_env = None;
+    c.auth.hs256_key_file = Some(work.join("jwt.key"));
+    c.auth.generate_key_if_missing = true;
+    if let Some(o) = &mut c.national_opt_out {
+        o.file = demo.dir.join("national_opt_out.txt");
+    }
+    c
+}
+
+pub struct Secured {
+    pub gateway: Arc<Gateway>,
+    pub schema: escr_gateway::graphql::EscrSchema,
+    pub work: tempfile::TempDir,
+    pub plain: TestGateway,
+}
+
+pub async fn secured(demo: &'static Demo) -> Secured {
+    let plain = demo::gateway(demo).await;
+    let work = tempfile::tempdir().unwrap();
+    let path = work.path().join("escr.toml");
+    std::fs::write(&path, demo::config_text(demo, work.path(), &[])).unwrap();
+    let config = escr_gateway::config::LoadedConfig::load(&path).unwrap();
+    let gateway = Gateway::from_config(config).unwrap();
+    gateway.refresh_index(false).await.unwrap();
+    let access =
+        AccessControl::from_config(test_policy(demo, work.path()), Some(gateway.index.clone()))
+            .unwrap();
+    let gateway = Arc::new(gateway.with_access_control(access));
+    let schema = escr_gateway::graphql::build(Some(gateway.clone()));
+    Secured {
+        gateway,
+        schema,
+        work,
+        plain,
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Caller {
+    pub user: String,
+    pub role: String,
+    pub org: String,
+    pub purpose: String,
+    pub worker: Option<String>,
+    pub team: Option<String>,
+    pub break_glass: Option<String>,
+    pub person: Option<String>,
+}
+
+impl Caller {
+    pub fn new(role: &str, purpose: &str) -> Caller {
+        Caller {
+            user: "matrix-user".into(),
+            role: role.into(),
+            org: "council".into(),
+            purpose: purpose.into(),
+            ..Caller::default()
+        }
+    }
+}
+
+impl Secured {
+    fn access(&self) -> &AccessControl {
+        self.gateway.access.as_deref().unwrap()
+    }
+
+    pub fn token(&self, c: &Caller, lifetime_secs: i64) -> String {
+        let now = chrono::Utc::now().timestamp();
+        self.access()
+            .auth
+            .mint_hs256(&Claims {
+                sub: c.user.clone(),
+                role: c.role.clone(),
+                org: Some(c.org.clone()),
+                team: c.team.clone(),
+                worker: c.worker.clone(),
+                person: c.person.clone(),
+                iat: now,
+                exp: now + lifetime_secs,
+                ..Claims::default()
+            })
+            .unwrap()
+    }
+
+    pub fn headers(&self, c: &Caller) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {}", self.token(c, 600))).unwrap(),
+        );
+        h.insert("x-purpose-of-use", HeaderValue::from_str(&c.purpose).unwrap());
+        if let Some(bg) = &c.break_glass {
+            h.insert("x-break-glass-reason", HeaderValue::from_str(bg).unwrap());
+        }
+        h
+    }
+
+    pub fn context(&self, c: &Caller) -> Result<AccessContext, AuthError> {
+        escr_gateway::auth::access_context_from_headers(&self.headers(c), &self.access().auth)
+    }
+
+    pub async fn run(&self, c: &Caller, query: &str, variables: Value) -> Value {
+        let ctx = self.context(c).expect("caller authenticates");
+        let request = async_graphql::Request::new(query)
+            .variables(async_graphql::Variables::from_json(variables));
+        let response =
+            escr_gateway::server::execute(&self.gateway, &self.schema, ctx, request).await;
+        serde_json::to_value(&response).unwrap()
+    }
+}
+
+fn errors_at(r: &Value, path: &[&str]) -> Vec<String> {
+    r["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            let p: Vec<String> = e["path"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect();
+            p == path
+        })
+        .filter_map(|e| e["extensions"]["code"].as_str().map(str::to_string))
+        .collect()
+}
+
+// --------------------------------------------------------------------------------
+// Choosing people from the demo data
+// --------------------------------------------------------------------------------
+
+const PROFILE_QUERY: &str = "query($id: ID!) { person(id: $id) { nhsNumber
+  allocations { workerId teamId end }
+  caseNotes { security { labels } }
+  episodes { security { labels } }
+  alerts { security { labels } }
+  services { id }
+  consents { scope withdrawn } } }";
+
+#[derive(Default, Clone)]
+pub struct Chosen {
+    pub id: String,
+    pub worker: Option<String>,
+    pub team: Option<String>,
+}
+
+fn labels(list: &Value) -> Vec<BTreeSet<String>> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| {
+            n["security"]["labels"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|l| l.as_str().map(str::to_string))
+                .collect()
+        })
+        .collect()
+}
+
+/// One person per selector, chosen from the unfiltered data.
+pub async fn choose(s: &Secured, demo: &Demo) -> BTreeMap<&'static str, Chosen> {
+    let opt_out: BTreeSet<String> = std::fs::read_to_string(demo.dir.join("national_opt_out.txt"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.trim().to_string())
+        .collect();
+    assert!(!opt_out.is_empty(), "the generator writes an opt-out list");
+    let ids: Vec<String> = s.plain.gateway.index.snapshot().people.keys().cloned().collect();
+    let sw_visible = ["restricted", "safeguarding", "third_party", "sealed"];
+    let mut out: BTreeMap<&'static str, Chosen> = BTreeMap::new();
+    for id in ids {
+        if out.len() == 7 {
+            break;
+        }
+        let r = s.plain.run(PROFILE_QUERY, json!({"id": id})).await;
+        let p = &r["data"]["person"];
+        let allocation = p["allocations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["end"].is_null());
+        let chosen = Chosen {
+            id: id.clone(),
+            worker: allocation.and_then(|a| a["workerId"].as_str().map(str::to_string)),
+            team: allocation.and_then(|a| a["teamId"].as_str().map(str::to_string)),
+        };
+        let notes = labels(&p["caseNotes"]);
+        let all_labels: BTreeSet<String> = notes
+            .iter()
+            .chain(labels(&p["episodes"]).iter())
+            .chain(labels(&p["alerts"]).iter())
+            .flatten()
+            .cloned()
+            .collect();
+        let consents: Vec<(String, bool)> = p["consents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| (c["scope"].as_str().unwrap_or("").to_string(), c["withdrawn"].is_null()))
+            .collect();
+        let has_services = p["services"].as_array().is_some_and(|a| !a.is_empty());
+        let allocated = allocation.is_some();
+        let sw_sees_all_labels = all_labels.iter().all(|l| sw_visible.contains(&l.as_str()));
+        let mut put = |key: &'static str| {
+            out.entry(key).or_insert_with(|| chosen.clone());
+        };
+        if allocated && has_services && consents.is_empty() {
+            if notes.iter().any(|l| l.contains("sealed"))
+                && notes.iter().any(BTreeSet::is_empty)
+                && sw_sees_all_labels
+            {
+                put("sealed");
+            }
+            if all_labels.is_empty() && !notes.is_empty() {
+                put("plain");
+            }
+        }
+        if allocated && labels(&p["episodes"]).iter().any(|l| !l.is_empty()) {
+            put("labelled_episode");
+        }
+        if allocated && has_services && consents == [("NO_SHARING".to_string(), true)] {
+            put("nosh");
+        }
+        if allocated && has_services && consents == [("SHARE_ALL".to_string(), true)] {
+            put("share_all");
+        }
+        if !allocated && has_services {
+            put("unallocated");
+        }
+        if p["nhsNumber"].as_str().is_some_and(|n| opt_out.contains(n)) {
+            put("opted_out");
+        }
+    }
+    for key in ["sealed", "plain", "labelled_episode", "nosh", "share_all", "unallocated", "opted_out"] {
+        assert!(out.contains_key(key), "the demo has a `{key}` person");
+    }
+    out
+}
+
+// --------------------------------------------------------------------------------
+// The matrix
+// --------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct Matrix {
+    case: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    name: String,
+    person: String,
+    role: String,
+    #[serde(default = "council")]
+    org: String,
+    purpose: String,
+    relationship: String,
+    break_glass: Option<String>,
+    registry: Option<String>,
+    #[serde(default)]
+    expect: BTreeMap<String, String>,
+    timeline: Option<TimelineExpect>,
+    #[serde(default = "yes")]
+    person_visible: bool,
+}
+
+fn council() -> String {
+    "council".into()
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+struct TimelineExpect {
+    kinds: toml::Value,
+    without: Vec<String>,
+}
+
+const FIELDS: &str = "name { family given }
+  addresses { id security { labels } }
+  services { id security { labels } }
+  caseNotes { id security { labels } }
+  visits { id security { labels } }
+  alerts { id security { labels } }
+  episodes { id security { labels } }
+  timeline(first: 500) { totalCount edges { node { kind record {
+    ... on CaseNote { security { labels } } ... on Episode { security { labels } }
+    ... on Alert { security { labels } } ... on Address { security { labels } }
+    ... on Service { security { labels } } ... on Visit { security { labels } }
+    ... on Referral { security { labels } } ... on Assessment { security { labels } }
+    ... on CarePlan { security { labels } } ... on Relationship { security { labels } }
+    ... on Document { security { labels } } ... on Communication { security { labels } }
+    ... on Consent { security { labels } } ... on Allocation { security { labels } } } } } }";
+
+fn ids_and_labels(v: &Value) -> Vec<(String, BTreeSet<String>)> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| {
+            (
+                n["id"].as_str().unwrap_or("").to_string(),
+                n["security"]["labels"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|l| l.as_str().map(str::to_string))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn decision_matrix() {
+    let demo = demo::clean();
+    let s = secured(demo).await;
+    let people = choose(&s, demo).await;
+    let text = std::fs::read_to_string(demo::repo().join("tests/consent/matrix.toml")).unwrap();
+    let matrix: Matrix = toml::from_str(&text).expect("matrix parses");
+    let query = format!("query($id: ID!) {{ person(id: $id) {{ {FIELDS} }} }}");
+    let mut failures = Vec::new();
+    for case in &matrix.case {
+        let who = &people[case.person.as_str()];
+        let mut caller = Caller::new(&case.role, &case.purpose);
+        caller.org = case.org.clone();
+        caller.break_glass = case.break_glass.clone();
+        match case.relationship.as_str() {
+            "worker" => caller.worker = who.worker.clone(),
+            "team" => caller.team = who.team.clone(),
+            "none" => {
+                caller.worker = Some("999".into());
+                caller.team = Some("999".into());
+            }
+            other => panic!("{}: relationship `{other}`", case.name),
+        }
+        let consent_id = case.registry.as_ref().map(|json| {
+            let provision = serde_json::from_str(json).expect("registry provision parses");
+            s.access()
+                .registry
+                .record(&who.id, &provision, "matrix", "test")
+                .unwrap()
+                .id
+        });
+        let plain = s.plain.run(&query, json!({"id": who.id})).await;
+        let got = s.run(&caller, &query, json!({"id": who.id})).await;
+        if let Some(id) = consent_id {
+            s.access().registry.withdraw(id, "test", "end of case").unwrap();
+        }
+        let mut fail = |why: String| failures.push(format!("{}: {why}\n  got: {got}", case.name));
+        if !case.person_visible {
+            if got["data"]["person"] != Value::Null {
+                fail("person should be absent".into());
+            }
+            continue;
+        }
+        for (field, spec) in &case.expect {
+            let path = ["person", field.as_str()];
+            let errs = errors_at(&got, &path);
+            let have = &got["data"]["person"][field];
+            let want = &plain["data"]["person"][field];
+            let (kind, rest) = spec.split_once(':').unwrap_or((spec, ""));
+            match kind {
+                "all" => {
+                    if have != want || !errs.is_empty() {
+                        fail(format!("{field}: expected all, errors {errs:?}"));
+                    }
+                }
+                "none" => {
+                    let empty = have.is_null() || have.as_array().is_some_and(|a| a.is_empty());
+                    if !empty || !errs.contains(&rest.to_string()) {
+                        fail(format!("{field}: expected none with {rest}, errors {errs:?}"));
+                    }
+                    if want.is_null() || want.as_array().is_some_and(|a| a.is_empty()) {
+                        fail(format!("{field}: the chosen person has none to withhold"));
+                    }
+                }
+                "without" => {
+                    let (labels, code) = rest.split_once(':').unwrap_or((rest, ""));
+                    let drop: BTreeSet<&str> = labels.split(',').collect();
+                    let expected: Vec<_> = ids_and_labels(want)
+                        .into_iter()
+                        .filter(|(_, l)| !l.iter().any(|x| drop.contains(x.as_str())))
+                        .collect();
+                    if ids_and_labels(have) != expected {
+                        fail(format!("{field}: expected without {labels}"));
+                    }
+                    if expected.len() == ids_and_labels(want).len() {
+                        fail(format!("{field}: the chosen person has nothing labelled {labels}"));
+                    }
+                    let ok = if code.is_empty() {
+                        errs.is_empty()
+                    } else {
+                        errs == [code.to_string()]
+                    };
+                    if !ok {
+                        fail(format!("{field}: errors {errs:?}, expected [{code}]"));
+                    }
+                    // Sealed existence never shows, not even as an error.
+                    if drop.contains("sealed") && got.to_string().contains("SEALED") {
+                        fail("a SEALED code reveals the envelope".into());
+                    }
+                }
+                other => panic!("{}: expectation `{other}`", case.name),
+            }
+        }
+        if let Some(t) = &case.timeline {
+            let kinds: Option<BTreeSet<String>> = match &t.kinds {
+                toml::Value::String(s) if s == "all" => None,
+                toml::Value::Array(a) => {
+                    Some(a.iter().filter_map(|k| k.as_str().map(str::to_string)).collect())
+                }
+                other => panic!("timeline kinds {other}"),
+            };
+            let expected = plain["data"]["person"]["timeline"]["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| {
+                    kinds
+                        .as_ref()
+                        .is_none_or(|k| k.contains(e["node"]["kind"].as_str().unwrap()))
+                })
+                .filter(|e| {
+                    !e["node"]["record"]["security"]["labels"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|l| t.without.iter().any(|w| l == w))
+                })
+                .count();
+            let have = &got["data"]["person"]["timeline"];
+            if have["totalCount"] != json!(expected)
+                || have["edges"].as_array().map(Vec::len) != Some(expected)
+            {
+                fail(format!(
+                    "timeline: totalCount {} edges {:?}, expected {expected}",
+                    have["totalCount"],
+                    have["edges"].as_array().map(Vec::len)
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), matrix.case.len(), failures.join("\n"));
+}
