@@ -473,3 +473,204 @@ async fn decision_matrix() {
     }
     assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), matrix.case.len(), failures.join("\n"));
 }
+
+// --------------------------------------------------------------------------------
+// Leak paths: the same denial through every way of reaching the person
+// --------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_same_decision_on_every_path() {
+    let demo = demo::clean();
+    let s = secured(demo).await;
+    let people = choose(&s, demo).await;
+    let who = &people["plain"];
+    let mut denied = Caller::new("social_worker", "direct_care");
+    denied.worker = Some("999".into());
+    denied.team = Some("999".into());
+    let name = s
+        .plain
+        .run("query($id: ID!) { person(id: $id) { name { family given } nhsNumber } }", json!({"id": who.id}))
+        .await;
+    let family = name["data"]["person"]["name"]["family"].as_str().unwrap().to_string();
+    let nhs = name["data"]["person"]["nhsNumber"].as_str().map(str::to_string);
+    let plain_services = s
+        .plain
+        .run("query($id: ID!) { person(id: $id) { services { id unitCost } } }", json!({"id": who.id}))
+        .await;
+    let service_ids: Vec<String> = plain_services["data"]["person"]["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!service_ids.is_empty());
+    let queries = [
+        ("aliases", "query($id: ID!) { a: person(id: $id) { s: services { id } } b: person(id: $id) { services { id } } }"),
+        ("fragments", "fragment F on Person { services { id unitCost } } query($id: ID!) { person(id: $id) { ...F ... on Person { services { id } } } }"),
+        ("timeline", "query($id: ID!) { person(id: $id) { timeline(first: 500, filter: {kinds: [SERVICE]}) { totalCount edges { node { summary record { ... on Service { id } } } } } } }"),
+        ("entities", "query($r: [_Any!]!) { _entities(representations: $r) { ... on Person { services { id } timeline(filter: {kinds: [SERVICE]}) { totalCount } } } }"),
+        ("search", "query($n: String!) { searchPeople(name: $n, first: 200) { edges { node { id services { id } } } } }"),
+    ];
+    let mut vars = json!({"id": who.id, "r": [{"__typename": "Person", "id": who.id}], "n": family});
+    if let Some(nhs) = &nhs {
+        vars["nhs"] = json!(nhs);
+    }
+    for (label, q) in queries {
+        let r = s.run(&denied, q, vars.clone()).await;
+        let text = r.to_string();
+        for id in &service_ids {
+            assert!(!text.contains(id.as_str()), "{label}: service {id} leaked: {text}");
+        }
+        assert!(text.contains("NO_RELATIONSHIP"), "{label}: no explanation: {text}");
+        if label == "timeline" {
+            assert_eq!(r["data"]["person"]["timeline"]["totalCount"], 0, "{text}");
+        }
+    }
+    if let Some(nhs) = nhs {
+        let r = s
+            .run(&denied, "query($n: String!) { personByNhsNumber(nhsNumber: $n) { services { id } } }", json!({"n": nhs}))
+            .await;
+        assert_eq!(r["data"]["personByNhsNumber"]["services"], json!([]), "{r}");
+        assert_eq!(errors_at(&r, &["personByNhsNumber", "services"]), ["NO_RELATIONSHIP"]);
+    }
+}
+
+// --------------------------------------------------------------------------------
+// Cache safety
+// --------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_warm_cache_never_serves_a_denied_caller() {
+    let demo = demo::clean();
+    let s = secured(demo).await;
+    let people = choose(&s, demo).await;
+    let who = &people["sealed"];
+    let q = "query($id: ID!) { person(id: $id) { caseNotes { id text security { labels } } services { id } } }";
+    let mut allowed = Caller::new("safeguarding_lead", "safeguarding");
+    allowed.break_glass = Some("Strategy meeting, child at risk".into());
+    let warm = s.run(&allowed, q, json!({"id": who.id})).await;
+    let sealed_ids: Vec<String> = warm["data"]["person"]["caseNotes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["security"]["labels"].to_string().contains("sealed"))
+        .map(|n| n["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!sealed_ids.is_empty(), "the allowed caller sees the sealed note");
+    let statements = s.gateway.fetcher.statements_executed();
+    let mut unrelated = Caller::new("social_worker", "direct_care");
+    unrelated.worker = Some("999".into());
+    let r = s.run(&unrelated, q, json!({"id": who.id})).await;
+    assert_eq!(s.gateway.fetcher.statements_executed(), statements, "served from the cache");
+    assert_eq!(r["data"]["person"]["caseNotes"], json!([]));
+    assert_eq!(r["data"]["person"]["services"], json!([]));
+    let mut allocated = Caller::new("social_worker", "direct_care");
+    allocated.worker = who.worker.clone();
+    let r = s.run(&allocated, q, json!({"id": who.id})).await;
+    let text = r.to_string();
+    for id in &sealed_ids {
+        assert!(!text.contains(id.as_str()), "sealed note from the cache: {text}");
+    }
+    assert!(!r["data"]["person"]["caseNotes"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn consent_recorded_and_withdrawn_through_graphql_applies_at_once() {
+    let demo = demo::clean();
+    let s = secured(demo).await;
+    let people = choose(&s, demo).await;
+    let who = &people["plain"];
+    let mut worker = Caller::new("social_worker", "direct_care");
+    worker.worker = who.worker.clone();
+    let q = "query($id: ID!) { person(id: $id) { caseNotes { id } } }";
+    let before = s.run(&worker, q, json!({"id": who.id})).await;
+    assert!(!before["data"]["person"]["caseNotes"].as_array().unwrap().is_empty());
+
+    let r = s
+        .run(
+            &worker,
+            r#"mutation($id: ID!) { recordConsent(personId: $id, source: "paper form",
+                 provision: { decision: DENY, dataClasses: ["notes"] }) { id recordedBy source withdrawnAt } }"#,
+            json!({"id": who.id}),
+        )
+        .await;
+    let consent = &r["data"]["recordConsent"];
+    assert_eq!(consent["recordedBy"], "matrix-user", "{r}");
+    assert_eq!(consent["source"], "paper form");
+    let consent_id = consent["id"].as_str().unwrap().to_string();
+
+    let denied = s.run(&worker, q, json!({"id": who.id})).await;
+    assert_eq!(denied["data"]["person"]["caseNotes"], json!([]), "{denied}");
+    assert_eq!(errors_at(&denied, &["person", "caseNotes"]), ["CONSENT_DENIED"]);
+
+    let r = s
+        .run(
+            &worker,
+            r#"mutation($c: ID!) { withdrawConsent(id: $c, reason: "person changed their mind") { withdrawnAt withdrawnBy history { action by } } }"#,
+            json!({"c": consent_id}),
+        )
+        .await;
+    assert_eq!(
+        r["data"]["withdrawConsent"]["history"],
+        json!([{"action": "recorded", "by": "matrix-user"}, {"action": "withdrawn", "by": "matrix-user"}]),
+        "{r}"
+    );
+    let after = s.run(&worker, q, json!({"id": who.id})).await;
+    assert_eq!(after["data"]["person"]["caseNotes"], before["data"]["person"]["caseNotes"]);
+    assert!(errors_at(&after, &["person", "caseNotes"]).is_empty());
+
+    // Withdrawing twice is a clear error; roles without the right cannot record.
+    let again = s
+        .run(&worker, r#"mutation($c: ID!) { withdrawConsent(id: $c, reason: "again") { id } }"#, json!({"c": consent_id}))
+        .await;
+    assert_eq!(again["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{again}");
+    let analyst = Caller::new("analyst", "planning");
+    let r = s
+        .run(&analyst, r#"mutation($id: ID!) { recordConsent(personId: $id, source: "x", provision: { decision: PERMIT }) { id } }"#, json!({"id": who.id}))
+        .await;
+    assert_eq!(r["errors"][0]["extensions"]["code"], "FORBIDDEN", "{r}");
+    let history = s
+        .run(&worker, "query($id: ID!) { registryConsents(personId: $id) { id withdrawalReason } }", json!({"id": who.id}))
+        .await;
+    assert_eq!(
+        history["data"]["registryConsents"],
+        json!([{"id": consent_id, "withdrawalReason": "person changed their mind"}])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_callers_never_see_each_others_results() {
+    let demo = demo::clean();
+    let s = Arc::new(secured(demo).await);
+    let people = choose(&s, demo).await;
+    let who = people["sealed"].clone();
+    let q = "query($id: ID!) { person(id: $id) { caseNotes { id security { labels } } services { id } } }";
+    let mut lead = Caller::new("safeguarding_lead", "safeguarding");
+    lead.break_glass = Some("Section 47 enquiry in progress".into());
+    let mut worker = Caller::new("social_worker", "direct_care");
+    worker.worker = who.worker.clone();
+    let mut stranger = Caller::new("social_worker", "direct_care");
+    stranger.worker = Some("999".into());
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let s = s.clone();
+        let caller = [&lead, &worker, &stranger][i % 3].clone();
+        let id = who.id.clone();
+        tasks.push(tokio::spawn(async move {
+            if i % 7 == 0 {
+                s.gateway.fetcher.clear_cache();
+            }
+            (i % 3, s.run(&caller, q, json!({"id": id})).await)
+        }));
+    }
+    for t in tasks {
+        let (kind, r) = t.await.unwrap();
+        let notes = r["data"]["person"]["caseNotes"].as_array().unwrap().clone();
+        let sealed = notes.iter().filter(|n| n["security"]["labels"].to_string().contains("sealed")).count();
+        match kind {
+            0 => assert!(sealed > 0, "the lead sees sealed notes: {r}"),
+            1 => assert!(sealed == 0 && !notes.is_empty(), "worker: {r}"),
+            _ => assert!(notes.is_empty() && r["data"]["person"]["services"] == json!([]), "stranger: {r}"),
+        }
+    }
+}
