@@ -674,3 +674,213 @@ async fn concurrent_callers_never_see_each_others_results() {
         }
     }
 }
+
+// --------------------------------------------------------------------------------
+// Who is asking
+// --------------------------------------------------------------------------------
+
+async fn serve(s: &Secured) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = escr_gateway::server::router(s.gateway.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/graphql")
+}
+
+#[tokio::test]
+async fn http_requires_a_valid_token_and_a_permitted_purpose() {
+    let demo = demo::clean();
+    let s = secured(demo).await;
+    let url = serve(&s).await;
+    let id = s.gateway.index.snapshot().people.keys().next().unwrap().clone();
+    let body = json!({"query": "query($id: ID!) { person(id: $id) { name { family } } }", "variables": {"id": id}});
+    let client = reqwest::Client::new();
+    let post = |headers: Vec<(&'static str, String)>| {
+        let mut req = client.post(&url).json(&body);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, r) = post(vec![]).await;
+    assert_eq!((status, r["errors"][0]["extensions"]["code"].as_str()), (401, Some("UNAUTHENTICATED")), "{r}");
+    assert_eq!(r["data"], Value::Null);
+
+    let worker = Caller::new("social_worker", "direct_care");
+    let good = s.token(&worker, 8 * 3600);
+    let (status, r) = post(vec![("authorization", format!("Bearer {good}")), ("x-purpose-of-use", "direct_care".into())]).await;
+    assert_eq!(status, 200, "{r}");
+    assert!(r["data"]["person"]["name"]["family"].is_string(), "{r}");
+    assert!(r["extensions"]["auditRequestId"].is_string(), "{r}");
+
+    // The purpose must be one the role may use.
+    let (status, r) = post(vec![("authorization", format!("Bearer {good}")), ("x-purpose-of-use", "research".into())]).await;
+    assert_eq!((status, r["errors"][0]["extensions"]["code"].as_str()), (403, Some("PURPOSE_NOT_PERMITTED")), "{r}");
+    let (status, _) = post(vec![("authorization", format!("Bearer {good}"))]).await;
+    assert_eq!(status, 401, "no purpose");
+
+    // Tampered, expired, or signed with another key.
+    let mut parts: Vec<String> = good.split('.').map(str::to_string).collect();
+    parts[1] = parts[1].chars().rev().collect();
+    let (status, _) = post(vec![("authorization", format!("Bearer {}", parts.join("."))), ("x-purpose-of-use", "direct_care".into())]).await;
+    assert_eq!(status, 401);
+    let expired = s.token(&worker, -3600);
+    let (status, r) = post(vec![("authorization", format!("Bearer {expired}")), ("x-purpose-of-use", "direct_care".into())]).await;
+    assert_eq!(status, 401, "{r}");
+    let other = secured(demo).await;
+    let foreign = other.token(&worker, 600);
+    let (status, _) = post(vec![("authorization", format!("Bearer {foreign}")), ("x-purpose-of-use", "direct_care".into())]).await;
+    assert_eq!(status, 401);
+
+    // Break-glass: a reason, and a short-lived token.
+    let (status, r) = post(vec![("authorization", format!("Bearer {good}")), ("x-purpose-of-use", "direct_care".into()), ("x-break-glass-reason", "Urgent: hospital discharge tonight".into())]).await;
+    assert_eq!(status, 403, "an 8-hour token may not break glass: tokens live at most the policy's limit: {r}");
+    let short = s.token(&worker, 30 * 60);
+    let (status, r) = post(vec![("authorization", format!("Bearer {short}")), ("x-purpose-of-use", "direct_care".into()), ("x-break-glass-reason", "x".into())]).await;
+    assert_eq!((status, r["errors"][0]["extensions"]["code"].as_str()), (403, Some("BREAK_GLASS_REFUSED")), "{r}");
+    let (status, r) = post(vec![("authorization", format!("Bearer {short}")), ("x-purpose-of-use", "direct_care".into()), ("x-break-glass-reason", "Urgent: hospital discharge tonight".into())]).await;
+    assert_eq!(status, 200, "{r}");
+    let analyst = s.token(&Caller::new("analyst", "planning"), 30 * 60);
+    let (status, _) = post(vec![("authorization", format!("Bearer {analyst}")), ("x-purpose-of-use", "planning".into()), ("x-break-glass-reason", "I would like to see everything".into())]).await;
+    assert_eq!(status, 403, "analysts may not break glass");
+    let breaks = s.access().audit.break_glass().unwrap();
+    assert_eq!(breaks.len(), 1, "{breaks:?}");
+    assert_eq!(breaks[0].break_glass_reason.as_deref(), Some("Urgent: hospital discharge tonight"));
+}
+
+#[test]
+fn rs256_and_es256_tokens_verify_against_a_jwks_that_rotates() {
+    use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING, RSA_PKCS1_SHA256};
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let work = tempfile::tempdir().unwrap();
+    let rsa = RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    let comps = aws_lc_rs::rsa::PublicKeyComponents::<Vec<u8>>::from(rsa.public_key());
+    let ec = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+    let point = ec.public_key().as_ref().to_vec();
+    let rsa_jwk = json!({"kty": "RSA", "kid": "rsa-1", "n": b64(&comps.n), "e": b64(&comps.e)});
+    let ec_jwk = json!({"kty": "EC", "crv": "P-256", "kid": "ec-2", "x": b64(&point[1..33]), "y": b64(&point[33..])});
+    let jwks = work.path().join("jwks.json");
+    std::fs::write(&jwks, json!({"keys": [rsa_jwk]}).to_string()).unwrap();
+
+    let path = demo::repo().join("config/policy.toml");
+    let mut config = PolicyConfig::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
+    config.auth.hs256_key_env = None;
+    config.auth.hs256_key_file = None;
+    config.auth.jwks_file = Some(jwks.clone());
+    let auth = escr_gateway::auth::Auth::new(Arc::new(config)).unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let claims = Claims { sub: "u1".into(), role: "social_worker".into(), iat: now, exp: now + 600, ..Claims::default() };
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let rs = escr_gateway::auth::sign_with("RS256", "rsa-1", &claims, |m| {
+        let mut sig = vec![0; rsa.public_modulus_len()];
+        rsa.sign(&RSA_PKCS1_SHA256, &rng, m, &mut sig).unwrap();
+        sig
+    });
+    assert_eq!(auth.verify(&rs).unwrap().sub, "u1");
+    let es = escr_gateway::auth::sign_with("ES256", "ec-2", &claims, |m| ec.sign(&rng, m).unwrap().as_ref().to_vec());
+    assert_eq!(auth.verify(&es).unwrap_err(), AuthError::UnknownKey(Some("ec-2".into())));
+    // The identity provider rotates: the new key appears in the JWKS, and the gateway
+    // re-reads it when a token names it.
+    std::fs::write(&jwks, json!({"keys": [rsa_jwk, ec_jwk]}).to_string()).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(auth.verify(&es).unwrap().sub, "u1");
+    // A signature made with one key under another's id fails; HS256 is not accepted
+    // when no HS256 key is configured; `none` never is.
+    let forged = escr_gateway::auth::sign_with("ES256", "rsa-1", &claims, |m| ec.sign(&rng, m).unwrap().as_ref().to_vec());
+    assert_eq!(auth.verify(&forged).unwrap_err(), AuthError::BadSignature);
+    let none = format!("{}.{}.", b64(br#"{"alg":"none"}"#), b64(serde_json::to_string(&claims).unwrap().as_bytes()));
+    assert!(matches!(auth.verify(&none), Err(AuthError::Algorithm(_))));
+}
+
+#[test]
+fn bad_policy_names_file_line_and_reason() {
+    let path = demo::repo().join("config/policy.toml");
+    let shipped = std::fs::read_to_string(&path).unwrap();
+    PolicyConfig::parse(&path, &shipped).expect("the shipped policy is valid");
+    let cases = [
+        ("labels = [\"restricted\", \"safeguarding\", \"third_party\"]\nmay_break_glass", "labels = [\"restricted\", \"gossip\"]\nmay_break_glass", "unknown label `gossip`"),
+        ("purposes = [\"planning\"]", "purposes = [\"planing\"]", "unknown purpose `planing`"),
+        ("max_minutes = 60", "max_minutes = 60\nmax_hours = 1", "unknown field `max_hours`"),
+        ("purposes = [\"planning\", \"research\"]", "purposes = [\"direct_care\"]", "never applies to direct care"),
+        ("classes = [\"care\"]", "classes = [\"everything\"]", "unknown data class `everything`"),
+    ];
+    for (from, to, reason) in cases {
+        assert!(shipped.contains(from), "{from}");
+        let text = shipped.replacen(from, to, 1);
+        let err = PolicyConfig::parse(&path, &text).unwrap_err();
+        let line = text[..text.find(to).unwrap()].lines().count() + 1;
+        assert!(err.reason.contains(reason), "{err}");
+        assert!(err.line > 0 && err.line.abs_diff(line) <= 3, "{err} (edited line {line})");
+        assert!(err.to_string().starts_with(&format!("{}:", path.display())), "{err}");
+    }
+}
+
+// --------------------------------------------------------------------------------
+// Audit
+// --------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn every_decision_is_audited_in_an_intact_chain() {
+    let demo = demo::clean();
+    let s = secured(demo).await;
+    let people = choose(&s, demo).await;
+    let who = &people["sealed"];
+    let q = "query($id: ID!) { person(id: $id) { name { family } caseNotes { id } services { id } } }";
+    let mut worker = Caller::new("social_worker", "direct_care");
+    worker.worker = who.worker.clone();
+    let r = s.run(&worker, q, json!({"id": who.id})).await;
+    let request_id = r["extensions"]["auditRequestId"].as_str().unwrap().to_string();
+    let events = s.access().audit.for_request(&request_id).unwrap();
+    let released: Vec<_> = events.iter().filter(|e| e.decision == "released").collect();
+    assert_eq!(released.len(), 1, "{events:?}");
+    assert_eq!(released[0].person_id.as_deref(), Some(who.id.as_str()));
+    assert!(released[0].kinds.contains("case_note") && released[0].kinds.contains("service") && released[0].kinds.contains("person"));
+    assert_eq!(released[0].user, "matrix-user");
+    assert_eq!(released[0].role, "social_worker");
+    assert_eq!(released[0].purpose, "direct_care");
+    assert!(events.iter().any(|e| e.decision == "hidden" && e.code.as_deref() == Some("SEALED")), "sealed withholding audited: {events:?}");
+
+    let mut stranger = Caller::new("social_worker", "direct_care");
+    stranger.worker = Some("999".into());
+    let r = s.run(&stranger, q, json!({"id": who.id})).await;
+    let events = s.access().audit.for_request(r["extensions"]["auditRequestId"].as_str().unwrap()).unwrap();
+    assert!(events.iter().any(|e| e.decision == "withheld" && e.code.as_deref() == Some("NO_RELATIONSHIP")), "{events:?}");
+
+    // The Caldicott guardian reads the trail; a social worker may not.
+    let guardian = Caller::new("caldicott_guardian", "care_management");
+    let trail = s.run(&guardian, "query($id: ID!) { auditTrail(personId: $id) { user role purpose decision code kinds } }", json!({"id": who.id})).await;
+    let trail = trail["data"]["auditTrail"].as_array().unwrap().clone();
+    assert!(trail.iter().any(|e| e["decision"] == "released" && e["user"] == "matrix-user"));
+    assert!(trail.iter().any(|e| e["code"] == "NO_RELATIONSHIP"));
+    let r = s.run(&worker, "query($id: ID!) { auditTrail(personId: $id) { user } }", json!({"id": who.id})).await;
+    assert_eq!(r["errors"][0]["extensions"]["code"], "FORBIDDEN", "{r}");
+
+    // The person sees who has seen their record; nobody else's.
+    let mut me = Caller::new("person", "direct_care");
+    me.person = Some(who.id.clone());
+    let r = s.run(&me, "{ myRecordAccess { user role purpose kinds breakGlass } }", json!({})).await;
+    let seen = r["data"]["myRecordAccess"].as_array().unwrap();
+    assert!(seen.iter().any(|e| e["user"] == "matrix-user" && e["role"] == "social_worker"), "{r}");
+    assert!(seen.iter().all(|e| e["user"] != "" ), "{r}");
+    let other = people["plain"].id.clone();
+    let r = s.run(&me, "query($id: ID!) { person(id: $id) { name { family } } }", json!({"id": other})).await;
+    assert_eq!(r["data"]["person"], Value::Null, "a person sees only their own record: {r}");
+
+    let path = s.access().config.storage.audit.clone();
+    let v = escr_gateway::audit::verify(&path).unwrap();
+    assert!(v.events >= 5 && v.first_break.is_none(), "{v:?}");
+
+    // Append-only: SQLite refuses changes; forcing one past the trigger breaks the chain
+    // exactly there.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    assert!(conn.execute("UPDATE audit SET user = 'someone' WHERE seq = 2", []).is_err());
+    assert!(conn.execute("DELETE FROM audit WHERE seq = 2", []).is_err());
+    conn.execute_batch("DROP TRIGGER audit_append_only_u; UPDATE audit SET decision = 'released' WHERE seq = 3;").unwrap();
+    let v = escr_gateway::audit::verify(&path).unwrap();
+    assert_eq!(v.first_break.map(|b| b.0), Some(3));
+}
