@@ -884,3 +884,149 @@ async fn every_decision_is_audited_in_an_intact_chain() {
     let v = escr_gateway::audit::verify(&path).unwrap();
     assert_eq!(v.first_break.map(|b| b.0), Some(3));
 }
+
+// --------------------------------------------------------------------------------
+// Durability: SIGKILL under load loses no audit event of an answered request
+// --------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_load_loses_no_audit_record_of_an_answered_request() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let vendors = demo::repo().join("config/vendors");
+    let mut config = format!(
+        "policy = \"policy.toml\"\n\n[server]\nlisten = \"127.0.0.1:{port}\"\n\n[index]\npath = \"data/index.db\"\nrefresh_secs = 0\n\n[demo]\ndir = \"data/demo\"\npeople = 150\nseed = 3\n"
+    );
+    for source in ["casetrak", "opencare", "ssis"] {
+        config.push_str(&format!(
+            "\n[[sources]]\nname = \"{source}\"\nprofile = {:?}\nsqlite = {{ path = \"data/demo/{source}.db\" }}\n",
+            vendors.join(format!("{source}.toml"))
+        ));
+    }
+    std::fs::write(dir.join("escr.toml"), config).unwrap();
+    let policy = std::fs::read_to_string(demo::repo().join("config/policy.toml"))
+        .unwrap()
+        .replace("\"../data/", "\"data/");
+    std::fs::write(dir.join("policy.toml"), policy).unwrap();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::write(dir.join("data/jwt-hs256.key"), "sigkill-test-key-0123456789abcdef0123456789").unwrap();
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_escr"))
+        .args(["--config", dir.join("escr.toml").to_str().unwrap(), "serve"])
+        .env_remove("ESCR_JWT_KEY")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(started.elapsed().as_secs() < 120, "serve did not start");
+        assert!(child.try_wait().unwrap().is_none(), "serve exited");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let policy = PolicyConfig::load(&dir.join("policy.toml")).unwrap();
+    let audit_path = policy.storage.audit.clone();
+    let auth = escr_gateway::auth::Auth::new(Arc::new(policy)).unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let token = auth
+        .mint_hs256(&Claims {
+            sub: "load".into(),
+            role: "safeguarding_lead".into(),
+            org: Some("council".into()),
+            iat: now,
+            exp: now + 3600,
+            ..Claims::default()
+        })
+        .unwrap();
+    let post = |query: Value| {
+        client
+            .post(format!("{base}/graphql"))
+            .bearer_auth(&token)
+            .header("x-purpose-of-use", "safeguarding")
+            .json(&query)
+            .send()
+    };
+    let mut ids = BTreeSet::new();
+    for letter in ["a", "b", "c", "d", "e", "h", "j", "m", "s", "w"] {
+        let r: Value = post(json!({"query": "query($n: String!) { searchPeople(name: $n, first: 50) { edges { node { id } } } }", "variables": {"n": letter}}))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for e in r["data"]["searchPeople"]["edges"].as_array().into_iter().flatten() {
+            ids.insert(e["node"]["id"].as_str().unwrap().to_string());
+        }
+    }
+    let ids: Vec<String> = ids.into_iter().collect();
+    assert!(ids.len() >= 10, "people found: {}", ids.len());
+
+    // Four clients; the server is killed while they run. Every response that arrived
+    // with data must have its audit events on disk.
+    let acknowledged = Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for t in 0..4 {
+        let client = client.clone();
+        let (base, token, ids, acknowledged, stop) =
+            (base.clone(), token.clone(), ids.clone(), acknowledged.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..5000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let id = &ids[(i * 4 + t) % ids.len()];
+                let sent = client
+                    .post(format!("{base}/graphql"))
+                    .bearer_auth(&token)
+                    .header("x-purpose-of-use", "safeguarding")
+                    .json(&json!({"query": "query($id: ID!) { person(id: $id) { name { family } services { id } } }", "variables": {"id": id}}))
+                    .send()
+                    .await;
+                let Ok(resp) = sent else { break };
+                let Ok(body) = resp.json::<Value>().await else { break };
+                if body["data"]["person"]["name"].is_object() {
+                    let rid = body["extensions"]["auditRequestId"].as_str().unwrap().to_string();
+                    acknowledged.lock().unwrap().push((rid, id.clone()));
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    eprintln!("answered before SIGKILL: {}", acknowledged.len());
+    assert!(acknowledged.len() >= 20, "load ran: {} answered", acknowledged.len());
+
+    let conn = rusqlite::Connection::open(&audit_path).unwrap();
+    let mut missing = Vec::new();
+    for (rid, person) in &acknowledged {
+        let n: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM audit WHERE request_id = ?1 AND person_id = ?2 AND decision = 'released'",
+                [rid, person],
+                |r| r.get(0),
+            )
+            .unwrap();
+        if n == 0 {
+            missing.push(rid.clone());
+        }
+    }
+    drop(conn);
+    assert!(missing.is_empty(), "{} of {} answered requests lack their audit record", missing.len(), acknowledged.len());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_escr"))
+        .args(["--config", dir.join("escr.toml").to_str().unwrap(), "verify-audit"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("chain intact"), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+}
