@@ -162,27 +162,39 @@ impl AuditLog {
 
     /// Events about one person, oldest first.
     pub fn for_person(&self, person_id: &str) -> Result<Vec<AuditEvent>, AuditError> {
-        self.query(&format!("SELECT {COLUMNS} FROM audit WHERE person_id = ?1 ORDER BY seq"), Some(person_id))
+        self.query(
+            &format!("SELECT {COLUMNS} FROM audit WHERE person_id = ?1 ORDER BY seq"),
+            Some(person_id),
+        )
     }
 
     /// Every break-glass use, for review.
     pub fn break_glass(&self) -> Result<Vec<AuditEvent>, AuditError> {
         self.query(
-            &format!("SELECT {COLUMNS} FROM audit WHERE break_glass_reason IS NOT NULL ORDER BY seq"),
+            &format!(
+                "SELECT {COLUMNS} FROM audit WHERE break_glass_reason IS NOT NULL ORDER BY seq"
+            ),
             None,
         )
     }
 
     pub fn for_request(&self, request_id: &str) -> Result<Vec<AuditEvent>, AuditError> {
-        self.query(&format!("SELECT {COLUMNS} FROM audit WHERE request_id = ?1 ORDER BY seq"), Some(request_id))
+        self.query(
+            &format!("SELECT {COLUMNS} FROM audit WHERE request_id = ?1 ORDER BY seq"),
+            Some(request_id),
+        )
     }
 
     fn query(&self, sql: &str, arg: Option<&str>) -> Result<Vec<AuditEvent>, AuditError> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let mut stmt = conn.prepare_cached(sql)?;
         let rows = match arg {
-            Some(a) => stmt.query_map([a], row_to_event)?.collect::<Result<Vec<_>, _>>()?,
-            None => stmt.query_map([], row_to_event)?.collect::<Result<Vec<_>, _>>()?,
+            Some(a) => stmt
+                .query_map([a], row_to_event)?
+                .collect::<Result<Vec<_>, _>>()?,
+            None => stmt
+                .query_map([], row_to_event)?
+                .collect::<Result<Vec<_>, _>>()?,
         };
         Ok(rows)
     }
@@ -191,9 +203,11 @@ impl AuditLog {
 fn append_sync(conn: &mut Connection, events: Vec<AuditEvent>) -> Result<(), AuditError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let (mut seq, mut prev): (i64, String) = tx
-        .query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_row(
+            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .unwrap_or((0, GENESIS.to_string()));
     {
         let mut insert = tx.prepare_cached(
@@ -239,7 +253,9 @@ pub struct Verification {
 /// Recompute the chain from the start; report the first event that does not fit.
 pub fn verify(path: &Path) -> Result<Verification, AuditError> {
     let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS}, prev_hash, hash FROM audit ORDER BY seq"))?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS}, prev_hash, hash FROM audit ORDER BY seq"
+    ))?;
     let mut rows = stmt.query([])?;
     let mut prev = GENESIS.to_string();
     let mut expected_seq = 1;
@@ -250,7 +266,10 @@ pub fn verify(path: &Path) -> Result<Verification, AuditError> {
         let stored_hash: String = r.get(14)?;
         events += 1;
         let broken = if e.seq != expected_seq {
-            Some(format!("expected event {expected_seq}, found {} (events removed)", e.seq))
+            Some(format!(
+                "expected event {expected_seq}, found {} (events removed)",
+                e.seq
+            ))
         } else if stored_prev != prev {
             Some("its link to the previous event does not match".to_string())
         } else if chain(&prev, &e) != stored_hash {
@@ -273,12 +292,15 @@ pub fn verify(path: &Path) -> Result<Verification, AuditError> {
     })
 }
 
+/// (person, decision, code, reason): one audit event each, listing the record kinds.
+type EntryKey = (Option<String>, String, Option<String>, Option<String>);
+
 /// Decisions of one request, gathered by the resolvers and written before the
 /// response is sent.
 pub struct RequestAudit {
     pub request_id: String,
     /// (person, decision, code, reason) -> kinds
-    entries: Mutex<BTreeMap<(Option<String>, String, Option<String>, Option<String>), BTreeSet<String>>>,
+    entries: Mutex<BTreeMap<EntryKey, BTreeSet<String>>>,
 }
 
 impl RequestAudit {
@@ -317,7 +339,10 @@ impl RequestAudit {
 
     /// The events to store for this request.
     pub fn events(&self, ctx: &AccessContext) -> Vec<AuditEvent> {
-        let at = Utc::now().naive_utc().format("%Y-%m-%dT%H:%M:%S%.6f").to_string();
+        let at = Utc::now()
+            .naive_utc()
+            .format("%Y-%m-%dT%H:%M:%S%.6f")
+            .to_string();
         let e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         e.iter()
             .map(|((person, decision, code, reason), kinds)| AuditEvent {
@@ -350,7 +375,10 @@ pub fn refusal(request_id: &str, user: &str, code: &str, reason: &str) -> AuditE
     AuditEvent {
         seq: 0,
         request_id: request_id.to_string(),
-        at: Utc::now().naive_utc().format("%Y-%m-%dT%H:%M:%S%.6f").to_string(),
+        at: Utc::now()
+            .naive_utc()
+            .format("%Y-%m-%dT%H:%M:%S%.6f")
+            .to_string(),
         user: user.to_string(),
         role: String::new(),
         organisation: None,

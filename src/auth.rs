@@ -190,10 +190,7 @@ pub struct Auth {
 impl Auth {
     pub fn new(policy: Arc<PolicyConfig>) -> Result<Auth, String> {
         let a = &policy.auth;
-        let hs256 = match hs256_key(&policy)? {
-            Some(k) => Some(hmac::Key::new(hmac::HMAC_SHA256, &k)),
-            None => None,
-        };
+        let hs256 = hs256_key(&policy)?.map(|k| hmac::Key::new(hmac::HMAC_SHA256, &k));
         let jwks = match &a.jwks_file {
             Some(path) => {
                 let keys = Jwks::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -214,7 +211,8 @@ impl Auth {
     /// Verify a compact JWS and return its claims.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         let mut parts = token.trim().split('.');
-        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(AuthError::Malformed("expected three parts"));
         };
@@ -228,18 +226,30 @@ impl Auth {
                 hmac::verify(key, signed.as_bytes(), &sig).map_err(|_| AuthError::BadSignature)?;
             }
             "RS256" | "ES256" => {
-                let jwks = self.jwks.as_ref().ok_or(AuthError::UnknownKey(header.kid.clone()))?;
+                let jwks = self
+                    .jwks
+                    .as_ref()
+                    .ok_or(AuthError::UnknownKey(header.kid.clone()))?;
                 let kid = header.kid.clone().unwrap_or_default();
-                let key = jwks.get(&kid).ok_or(AuthError::UnknownKey(header.kid.clone()))?;
+                let key = jwks
+                    .get(&kid)
+                    .ok_or(AuthError::UnknownKey(header.kid.clone()))?;
                 let ok = match (header.alg.as_str(), &key) {
-                    ("RS256", PublicKey::Rsa { n, e }) => signature::RsaPublicKeyComponents { n, e }
-                        .verify(&signature::RSA_PKCS1_2048_8192_SHA256, signed.as_bytes(), &sig)
-                        .is_ok(),
-                    ("ES256", PublicKey::P256 { point }) => {
-                        signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
-                            .verify(signed.as_bytes(), &sig)
+                    ("RS256", PublicKey::Rsa { n, e }) => {
+                        signature::RsaPublicKeyComponents { n, e }
+                            .verify(
+                                &signature::RSA_PKCS1_2048_8192_SHA256,
+                                signed.as_bytes(),
+                                &sig,
+                            )
                             .is_ok()
                     }
+                    ("ES256", PublicKey::P256 { point }) => signature::UnparsedPublicKey::new(
+                        &signature::ECDSA_P256_SHA256_FIXED,
+                        point,
+                    )
+                    .verify(signed.as_bytes(), &sig)
+                    .is_ok(),
                     _ => false,
                 };
                 if !ok {
@@ -305,7 +315,8 @@ impl Auth {
                 purpose: purpose_name(purpose).into(),
             });
         }
-        let break_glass = header(&self.policy.auth.break_glass_header).or(claims.break_glass.clone());
+        let break_glass =
+            header(&self.policy.auth.break_glass_header).or(claims.break_glass.clone());
         if let Some(reason) = &break_glass {
             let bg = &self.policy.break_glass;
             if !(role.may_break_glass || role.may_open_sealed) {
@@ -320,7 +331,10 @@ impl Auth {
                     bg.min_reason_chars
                 )));
             }
-            if role.may_break_glass && !bg.purposes.iter().any(|p| p == purpose_name(purpose)) && !role.may_open_sealed {
+            if role.may_break_glass
+                && !bg.purposes.iter().any(|p| p == purpose_name(purpose))
+                && !role.may_open_sealed
+            {
                 return Err(AuthError::BreakGlass(format!(
                     "not for purpose `{}`",
                     purpose_name(purpose)
@@ -380,7 +394,9 @@ fn sign_hs256(key: &hmac::Key, claims: &Claims) -> String {
 
 /// Sign with an asymmetric key for tests and tools: `alg` is RS256 or ES256.
 pub fn sign_with(alg: &str, kid: &str, claims: &Claims, sign: impl Fn(&[u8]) -> Vec<u8>) -> String {
-    let header = enc(serde_json::json!({"alg": alg, "typ": "JWT", "kid": kid}).to_string().as_bytes());
+    let header = enc(serde_json::json!({"alg": alg, "typ": "JWT", "kid": kid})
+        .to_string()
+        .as_bytes());
     let body = enc(&serde_json::to_vec(claims).unwrap_or_default());
     let signed = format!("{header}.{body}");
     let sig = sign(signed.as_bytes());
@@ -408,12 +424,17 @@ fn hs256_key(policy: &PolicyConfig) -> Result<Option<Vec<u8>>, String> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
-        write_private(path, enc(&key).as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
+        write_private(path, enc(&key).as_bytes())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
     }
-    let key = std::fs::read(path).map_err(|e| format!("{}: cannot read the HS256 key: {e}", path.display()))?;
+    let key = std::fs::read(path)
+        .map_err(|e| format!("{}: cannot read the HS256 key: {e}", path.display()))?;
     let key: Vec<u8> = String::from_utf8_lossy(&key).trim().as_bytes().to_vec();
     if key.len() < 32 {
-        return Err(format!("{}: an HS256 key needs at least 32 bytes", path.display()));
+        return Err(format!(
+            "{}: an HS256 key needs at least 32 bytes",
+            path.display()
+        ));
     }
     Ok(Some(key))
 }

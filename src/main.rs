@@ -203,7 +203,8 @@ fn main() -> anyhow::Result<()> {
                     policy.roles.keys().cloned().collect::<Vec<_>>().join(", ")
                 );
             }
-            let auth = escr_gateway::auth::Auth::new(Arc::new(policy)).map_err(|e| anyhow::anyhow!(e))?;
+            let auth =
+                escr_gateway::auth::Auth::new(Arc::new(policy)).map_err(|e| anyhow::anyhow!(e))?;
             let now = chrono::Utc::now().timestamp();
             let claims = escr_gateway::auth::Claims {
                 sub: user,
@@ -219,7 +220,10 @@ fn main() -> anyhow::Result<()> {
                 exp: now + minutes * 60,
                 ..Default::default()
             };
-            println!("{}", auth.mint_hs256(&claims).map_err(|e| anyhow::anyhow!(e))?);
+            println!(
+                "{}",
+                auth.mint_hs256(&claims).map_err(|e| anyhow::anyhow!(e))?
+            );
             Ok(())
         }
         Command::VerifyAudit { file } => {
@@ -302,7 +306,8 @@ async fn serve(config_path: &Path, listen: Option<String>) -> anyhow::Result<()>
         );
     };
     let gateway = Gateway::from_config(config)?;
-    let access = escr_gateway::policy::AccessControl::load(&policy_path, Some(gateway.index.clone()))?;
+    let access =
+        escr_gateway::policy::AccessControl::load(&policy_path, Some(gateway.index.clone()))?;
     let gateway = Arc::new(gateway.with_access_control(access));
     let empty = gateway.index.snapshot().person_count() == 0;
     let report = gateway.refresh_index(!empty).await?;

@@ -259,7 +259,8 @@ impl PolicyConfig {
             ConfigError::at(path, line, e.message().to_string())
         })?;
         let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        let err = |offset: usize, reason: String| ConfigError::at(path, line_of(text, offset), reason);
+        let err =
+            |offset: usize, reason: String| ConfigError::at(path, line_of(text, offset), reason);
         for p in [&mut c.storage.registry, &mut c.storage.audit] {
             *p = base.join(&*p);
         }
@@ -286,7 +287,9 @@ impl PolicyConfig {
                 if purpose_from_name(p).is_none() {
                     return Err(err(
                         at,
-                        format!("{what}: unknown purpose `{p}` (expected one of {PURPOSE_NAMES:?})"),
+                        format!(
+                            "{what}: unknown purpose `{p}` (expected one of {PURPOSE_NAMES:?})"
+                        ),
                     ));
                 }
             }
@@ -297,7 +300,9 @@ impl PolicyConfig {
                 if !DATA_CLASSES.contains(&k.as_str()) {
                     return Err(err(
                         at,
-                        format!("{what}: unknown data class `{k}` (expected one of {DATA_CLASSES:?})"),
+                        format!(
+                            "{what}: unknown data class `{k}` (expected one of {DATA_CLASSES:?})"
+                        ),
                     ));
                 }
             }
@@ -314,17 +319,30 @@ impl PolicyConfig {
         for name in c.purposes.keys() {
             if purpose_from_name(name).is_none() {
                 let at = c.purposes[name].span().start;
-                return Err(err(at, format!("[purposes.{name}]: unknown purpose (expected one of {PURPOSE_NAMES:?})")));
+                return Err(err(
+                    at,
+                    format!(
+                        "[purposes.{name}]: unknown purpose (expected one of {PURPOSE_NAMES:?})"
+                    ),
+                ));
             }
         }
         for name in PURPOSE_NAMES {
             if !c.purposes.contains_key(name) {
-                return Err(ConfigError::at(path, 1, format!("[purposes.{name}] is missing")));
+                return Err(ConfigError::at(
+                    path,
+                    1,
+                    format!("[purposes.{name}] is missing"),
+                ));
             }
         }
         for (name, p) in &c.purposes {
             let at = p.span().start;
-            check_classes(at, &format!("[purposes.{name}] classes"), &p.get_ref().classes)?;
+            check_classes(
+                at,
+                &format!("[purposes.{name}] classes"),
+                &p.get_ref().classes,
+            )?;
             check_classes(
                 at,
                 &format!("[purposes.{name}] relationship_exempt_classes"),
@@ -336,35 +354,62 @@ impl PolicyConfig {
         }
         for (name, r) in &c.roles {
             let at = r.span().start;
-            check_purposes(at, &format!("[roles.{name}] purposes"), &r.get_ref().purposes)?;
+            check_purposes(
+                at,
+                &format!("[roles.{name}] purposes"),
+                &r.get_ref().purposes,
+            )?;
             check_labels(at, &format!("[roles.{name}] labels"), &r.get_ref().labels)?;
             if r.get_ref().labels.iter().any(|l| l == "sealed") {
-                return Err(err(at, format!("[roles.{name}] labels: `sealed` is opened only through may_open_sealed")));
+                return Err(err(
+                    at,
+                    format!(
+                        "[roles.{name}] labels: `sealed` is opened only through may_open_sealed"
+                    ),
+                ));
             }
         }
         for (name, o) in &c.organisations {
             if o.get_ref().kind == "external" {
-                return Err(err(o.span().start, format!("[organisations.{name}]: `external` is reserved")));
+                return Err(err(
+                    o.span().start,
+                    format!("[organisations.{name}]: `external` is reserved"),
+                ));
             }
         }
         if !c.organisations.contains_key(&c.home_organisation) {
             return Err(ConfigError::at(
                 path,
                 1,
-                format!("home_organisation `{}` is not in [organisations]", c.home_organisation),
+                format!(
+                    "home_organisation `{}` is not in [organisations]",
+                    c.home_organisation
+                ),
             ));
         }
-        check_purposes(0, "[break_glass] purposes", &c.break_glass.purposes)
-            .map_err(|e| ConfigError::at(path, line_of(text, text.find("[break_glass]").unwrap_or(0)), e.reason))?;
+        check_purposes(0, "[break_glass] purposes", &c.break_glass.purposes).map_err(|e| {
+            ConfigError::at(
+                path,
+                line_of(text, text.find("[break_glass]").unwrap_or(0)),
+                e.reason,
+            )
+        })?;
         if c.break_glass.max_minutes <= 0 {
-            return Err(ConfigError::at(path, line_of(text, text.find("max_minutes").unwrap_or(0)), "[break_glass] max_minutes must be positive"));
+            return Err(ConfigError::at(
+                path,
+                line_of(text, text.find("max_minutes").unwrap_or(0)),
+                "[break_glass] max_minutes must be positive",
+            ));
         }
         if let Some(o) = &mut c.national_opt_out {
             o.file = base.join(&o.file);
             let at = text.find("[national_opt_out]").unwrap_or(0);
             check_purposes(at, "[national_opt_out] purposes", &o.purposes)?;
             if o.purposes.iter().any(|p| p == "direct_care") {
-                return Err(err(at, "[national_opt_out] purposes: the opt-out never applies to direct care".into()));
+                return Err(err(
+                    at,
+                    "[national_opt_out] purposes: the opt-out never applies to direct care".into(),
+                ));
             }
         }
         for (scope, p) in &c.source_consents {
@@ -374,9 +419,13 @@ impl PolicyConfig {
                 .iter()
                 .all(|c| c != scope)
             {
-                return Err(err(at, format!("[source_consents] unknown consent scope `{scope}`")));
+                return Err(err(
+                    at,
+                    format!("[source_consents] unknown consent scope `{scope}`"),
+                ));
             }
-            validate_provision(p.get_ref()).map_err(|r| err(at, format!("[source_consents.{scope}]: {r}")))?;
+            validate_provision(p.get_ref())
+                .map_err(|r| err(at, format!("[source_consents.{scope}]: {r}")))?;
         }
         Ok(c)
     }
@@ -465,13 +514,7 @@ impl PolicyEngine {
                     escr_connector::nhs::NhsNumber::Valid(d) => {
                         opt_out.insert(d);
                     }
-                    _ => {
-                        return Err(ConfigError::at(
-                            &o.file,
-                            n + 1,
-                            "not a valid NHS number",
-                        ))
-                    }
+                    _ => return Err(ConfigError::at(&o.file, n + 1, "not a valid NHS number")),
                 }
             }
         }
@@ -635,8 +678,14 @@ impl PolicyEngine {
         facts.allocations.iter().any(|a| {
             let current = a.date("start").is_none_or(|s| s <= today)
                 && a.date("end").is_none_or(|e| e >= today);
-            let worker = ctx.worker_id.as_deref().is_some_and(|w| a.text("worker_id") == Some(w));
-            let team = ctx.team.as_deref().is_some_and(|t| a.text("team_id") == Some(t));
+            let worker = ctx
+                .worker_id
+                .as_deref()
+                .is_some_and(|w| a.text("worker_id") == Some(w));
+            let team = ctx
+                .team
+                .as_deref()
+                .is_some_and(|t| a.text("team_id") == Some(t));
             current && (worker || team)
         })
     }
@@ -716,7 +765,10 @@ impl Policy for PolicyEngine {
         }
         let break_glass = self.break_glass(ctx);
         if purpose.requires_relationship
-            && !purpose.relationship_exempt_classes.iter().any(|c| c == class)
+            && !purpose
+                .relationship_exempt_classes
+                .iter()
+                .any(|c| c == class)
             && !self.has_relationship(ctx, facts)
             && !break_glass
         {
@@ -734,7 +786,10 @@ impl Policy for PolicyEngine {
             }
             match self.consent(ctx, facts, class, &record.labels) {
                 ConsentResult::Deny if !break_glass => {
-                    return withheld(codes::CONSENT_DENIED, "the person's consent does not permit this")
+                    return withheld(
+                        codes::CONSENT_DENIED,
+                        "the person's consent does not permit this",
+                    )
                 }
                 ConsentResult::NotApplicable if self.is_external(ctx) && !break_glass => {
                     return withheld(
@@ -771,7 +826,10 @@ pub enum AccessControlError {
 }
 
 impl AccessControl {
-    pub fn load(path: &Path, index: Option<Arc<IdentityIndex>>) -> Result<AccessControl, AccessControlError> {
+    pub fn load(
+        path: &Path,
+        index: Option<Arc<IdentityIndex>>,
+    ) -> Result<AccessControl, AccessControlError> {
         Self::from_config(PolicyConfig::load(path)?, index)
     }
 

@@ -142,7 +142,8 @@ impl Registry {
         source: &str,
         by: &str,
     ) -> Result<StoredConsent, RegistryError> {
-        let json = serde_json::to_string(provision).map_err(|e| RegistryError::Stored(e.to_string()))?;
+        let json =
+            serde_json::to_string(provision).map_err(|e| RegistryError::Stored(e.to_string()))?;
         let at = now();
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -160,12 +161,21 @@ impl Registry {
         self.get(id)?.ok_or(RegistryError::NotFound(id))
     }
 
-    pub fn withdraw(&self, id: i64, by: &str, reason: &str) -> Result<StoredConsent, RegistryError> {
+    pub fn withdraw(
+        &self,
+        id: i64,
+        by: &str,
+        reason: &str,
+    ) -> Result<StoredConsent, RegistryError> {
         let at = now();
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let withdrawn: Option<Option<String>> = tx
-            .query_row("SELECT withdrawn_at FROM consent WHERE id = ?1", [id], |r| r.get(0))
+            .query_row(
+                "SELECT withdrawn_at FROM consent WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
             .optional()?;
         match withdrawn {
             None => return Err(RegistryError::NotFound(id)),
@@ -188,7 +198,11 @@ impl Registry {
     pub fn get(&self, id: i64) -> Result<Option<StoredConsent>, RegistryError> {
         let conn = self.conn();
         let row = conn
-            .query_row(&format!("SELECT {COLUMNS} FROM consent WHERE id = ?1"), [id], row_to_consent)
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM consent WHERE id = ?1"),
+                [id],
+                row_to_consent,
+            )
             .optional()?;
         row.map(parse).transpose()
     }

@@ -203,7 +203,9 @@ fn forbidden(why: &str) -> async_graphql::Error {
     async_graphql::Error::new(why.to_string()).extend_with(|_, ext| ext.set("code", "FORBIDDEN"))
 }
 
-fn parts<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<(&'a AccessControl, &'a AccessContext)> {
+fn parts<'a>(
+    ctx: &'a Context<'_>,
+) -> async_graphql::Result<(&'a AccessControl, &'a AccessContext)> {
     let gateway = ctx.data_unchecked::<Arc<Gateway>>();
     let access = gateway.access.as_deref().ok_or_else(no_policy)?;
     Ok((access, ctx.data_unchecked::<AccessContext>()))
@@ -231,7 +233,11 @@ impl Mutation {
         #[graphql(desc = "Where it was given: portal, paper form, phone, ...")] source: String,
     ) -> async_graphql::Result<RegistryConsentView> {
         let (access, caller) = parts(ctx)?;
-        if !access.engine.role(&caller.role).is_some_and(|r| r.may_record_consent) {
+        if !access
+            .engine
+            .role(&caller.role)
+            .is_some_and(|r| r.may_record_consent)
+        {
             return Err(forbidden("your role may not record consents"));
         }
         let gateway = ctx.data_unchecked::<Arc<Gateway>>();
@@ -259,7 +265,11 @@ impl Mutation {
         reason: String,
     ) -> async_graphql::Result<RegistryConsentView> {
         let (access, caller) = parts(ctx)?;
-        if !access.engine.role(&caller.role).is_some_and(|r| r.may_record_consent) {
+        if !access
+            .engine
+            .role(&caller.role)
+            .is_some_and(|r| r.may_record_consent)
+        {
             return Err(forbidden("your role may not withdraw consents"));
         }
         let id: i64 = id
@@ -276,7 +286,10 @@ impl Mutation {
                 e => internal(e),
             })?;
         note(ctx, &stored.person_id, "consent_withdrawn", Some(&reason));
-        Ok(RegistryConsentView(stored, ctx.data_unchecked::<Arc<Gateway>>().clone()))
+        Ok(RegistryConsentView(
+            stored,
+            ctx.data_unchecked::<Arc<Gateway>>().clone(),
+        ))
     }
 }
 
@@ -304,7 +317,11 @@ pub fn registry_consents(
 /// `auditTrail(personId)`: for roles with `may_read_audit` (the Caldicott guardian).
 pub fn audit_trail(ctx: &Context<'_>, person_id: &str) -> async_graphql::Result<Vec<AuditEntry>> {
     let (access, caller) = parts(ctx)?;
-    if !access.engine.role(&caller.role).is_some_and(|r| r.may_read_audit) {
+    if !access
+        .engine
+        .role(&caller.role)
+        .is_some_and(|r| r.may_read_audit)
+    {
         return Err(forbidden("your role may not read the audit trail"));
     }
     note(ctx, person_id, "audit_read", None);
@@ -320,7 +337,11 @@ pub fn audit_trail(ctx: &Context<'_>, person_id: &str) -> async_graphql::Result<
 /// `breakGlassReview`: every break-glass use, for the Caldicott guardian's review.
 pub fn break_glass_review(ctx: &Context<'_>) -> async_graphql::Result<Vec<AuditEntry>> {
     let (access, caller) = parts(ctx)?;
-    if !access.engine.role(&caller.role).is_some_and(|r| r.may_read_audit) {
+    if !access
+        .engine
+        .role(&caller.role)
+        .is_some_and(|r| r.may_read_audit)
+    {
         return Err(forbidden("your role may not review break-glass use"));
     }
     Ok(access

@@ -70,9 +70,14 @@ pub async fn person_records(
     let scope = ctx.data_opt::<Arc<RequestScope>>();
     if let Some(scope) = scope {
         for (_, r) in &released.records {
-            scope.audit.note(Some(&person.id), "released", None, None, r.entity.name());
+            scope
+                .audit
+                .note(Some(&person.id), "released", None, None, r.entity.name());
         }
-        for (decision, list) in [("withheld", &released.withheld), ("hidden", &released.hidden)] {
+        for (decision, list) in [
+            ("withheld", &released.withheld),
+            ("hidden", &released.hidden),
+        ] {
             for (_, r, why) in list {
                 scope.audit.note(
                     Some(&person.id),
@@ -93,12 +98,8 @@ pub async fn person_records(
             GatewayError::Withheld(why.clone()).to_server_error(Some(ctx.item.pos)),
         );
         let key = (format!("{:?}", err.path), why.code);
-        let fresh = scope.is_none_or(|s| {
-            s.reported
-                .lock()
-                .map(|mut r| r.insert(key))
-                .unwrap_or(true)
-        });
+        let fresh =
+            scope.is_none_or(|s| s.reported.lock().map(|mut r| r.insert(key)).unwrap_or(true));
         if fresh {
             ctx.add_error(err);
         }

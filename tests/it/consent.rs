@@ -34,7 +34,8 @@ pub fn test_policy(demo: &Demo, work: &Path) -> PolicyConfig {
 pub struct Secured {
     pub gateway: Arc<Gateway>,
     pub schema: escr_gateway::graphql::EscrSchema,
-    pub work: tempfile::TempDir,
+    /// Keeps the registry, audit log and key alive for the test.
+    _work: tempfile::TempDir,
     pub plain: TestGateway,
 }
 
@@ -54,7 +55,7 @@ pub async fn secured(demo: &'static Demo) -> Secured {
     Secured {
         gateway,
         schema,
-        work,
+        _work: work,
         plain,
     }
 }
@@ -112,7 +113,10 @@ impl Secured {
             "authorization",
             HeaderValue::from_str(&format!("Bearer {}", self.token(c, 600))).unwrap(),
         );
-        h.insert("x-purpose-of-use", HeaderValue::from_str(&c.purpose).unwrap());
+        h.insert(
+            "x-purpose-of-use",
+            HeaderValue::from_str(&c.purpose).unwrap(),
+        );
         if let Some(bg) = &c.break_glass {
             h.insert("x-break-glass-reason", HeaderValue::from_str(bg).unwrap());
         }
@@ -194,7 +198,15 @@ pub async fn choose(s: &Secured, demo: &Demo) -> BTreeMap<&'static str, Chosen> 
         .map(|l| l.trim().to_string())
         .collect();
     assert!(!opt_out.is_empty(), "the generator writes an opt-out list");
-    let ids: Vec<String> = s.plain.gateway.index.snapshot().people.keys().cloned().collect();
+    let ids: Vec<String> = s
+        .plain
+        .gateway
+        .index
+        .snapshot()
+        .people
+        .keys()
+        .cloned()
+        .collect();
     let sw_visible = ["restricted", "safeguarding", "third_party", "sealed"];
     let mut out: BTreeMap<&'static str, Chosen> = BTreeMap::new();
     for id in ids {
@@ -225,7 +237,12 @@ pub async fn choose(s: &Secured, demo: &Demo) -> BTreeMap<&'static str, Chosen> 
             .as_array()
             .into_iter()
             .flatten()
-            .map(|c| (c["scope"].as_str().unwrap_or("").to_string(), c["withdrawn"].is_null()))
+            .map(|c| {
+                (
+                    c["scope"].as_str().unwrap_or("").to_string(),
+                    c["withdrawn"].is_null(),
+                )
+            })
             .collect();
         let has_services = p["services"].as_array().is_some_and(|a| !a.is_empty());
         let allocated = allocation.is_some();
@@ -260,7 +277,15 @@ pub async fn choose(s: &Secured, demo: &Demo) -> BTreeMap<&'static str, Chosen> 
             put("opted_out");
         }
     }
-    for key in ["sealed", "plain", "labelled_episode", "nosh", "share_all", "unallocated", "opted_out"] {
+    for key in [
+        "sealed",
+        "plain",
+        "labelled_episode",
+        "nosh",
+        "share_all",
+        "unallocated",
+        "opted_out",
+    ] {
         assert!(out.contains_key(key), "the demo has a `{key}` person");
     }
     out
@@ -375,7 +400,10 @@ async fn decision_matrix() {
         let plain = s.plain.run(&query, json!({"id": who.id})).await;
         let got = s.run(&caller, &query, json!({"id": who.id})).await;
         if let Some(id) = consent_id {
-            s.access().registry.withdraw(id, "test", "end of case").unwrap();
+            s.access()
+                .registry
+                .withdraw(id, "test", "end of case")
+                .unwrap();
         }
         let mut fail = |why: String| failures.push(format!("{}: {why}\n  got: {got}", case.name));
         if !case.person_visible {
@@ -399,7 +427,9 @@ async fn decision_matrix() {
                 "none" => {
                     let empty = have.is_null() || have.as_array().is_some_and(|a| a.is_empty());
                     if !empty || !errs.contains(&rest.to_string()) {
-                        fail(format!("{field}: expected none with {rest}, errors {errs:?}"));
+                        fail(format!(
+                            "{field}: expected none with {rest}, errors {errs:?}"
+                        ));
                     }
                     if want.is_null() || want.as_array().is_some_and(|a| a.is_empty()) {
                         fail(format!("{field}: the chosen person has none to withhold"));
@@ -416,7 +446,9 @@ async fn decision_matrix() {
                         fail(format!("{field}: expected without {labels}"));
                     }
                     if expected.len() == ids_and_labels(want).len() {
-                        fail(format!("{field}: the chosen person has nothing labelled {labels}"));
+                        fail(format!(
+                            "{field}: the chosen person has nothing labelled {labels}"
+                        ));
                     }
                     let ok = if code.is_empty() {
                         errs.is_empty()
@@ -437,9 +469,11 @@ async fn decision_matrix() {
         if let Some(t) = &case.timeline {
             let kinds: Option<BTreeSet<String>> = match &t.kinds {
                 toml::Value::String(s) if s == "all" => None,
-                toml::Value::Array(a) => {
-                    Some(a.iter().filter_map(|k| k.as_str().map(str::to_string)).collect())
-                }
+                toml::Value::Array(a) => Some(
+                    a.iter()
+                        .filter_map(|k| k.as_str().map(str::to_string))
+                        .collect(),
+                ),
                 other => panic!("timeline kinds {other}"),
             };
             let expected = plain["data"]["person"]["timeline"]["edges"]
@@ -471,7 +505,13 @@ async fn decision_matrix() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), matrix.case.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        matrix.case.len(),
+        failures.join("\n")
+    );
 }
 
 // --------------------------------------------------------------------------------
@@ -489,13 +529,24 @@ async fn the_same_decision_on_every_path() {
     denied.team = Some("999".into());
     let name = s
         .plain
-        .run("query($id: ID!) { person(id: $id) { name { family given } nhsNumber } }", json!({"id": who.id}))
+        .run(
+            "query($id: ID!) { person(id: $id) { name { family given } nhsNumber } }",
+            json!({"id": who.id}),
+        )
         .await;
-    let family = name["data"]["person"]["name"]["family"].as_str().unwrap().to_string();
-    let nhs = name["data"]["person"]["nhsNumber"].as_str().map(str::to_string);
+    let family = name["data"]["person"]["name"]["family"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let nhs = name["data"]["person"]["nhsNumber"]
+        .as_str()
+        .map(str::to_string);
     let plain_services = s
         .plain
-        .run("query($id: ID!) { person(id: $id) { services { id unitCost } } }", json!({"id": who.id}))
+        .run(
+            "query($id: ID!) { person(id: $id) { services { id unitCost } } }",
+            json!({"id": who.id}),
+        )
         .await;
     let service_ids: Vec<String> = plain_services["data"]["person"]["services"]
         .as_array()
@@ -511,7 +562,8 @@ async fn the_same_decision_on_every_path() {
         ("entities", "query($r: [_Any!]!) { _entities(representations: $r) { ... on Person { services { id } timeline(filter: {kinds: [SERVICE]}) { totalCount } } } }"),
         ("search", "query($n: String!) { searchPeople(name: $n, first: 200) { edges { node { id services { id } } } } }"),
     ];
-    let mut vars = json!({"id": who.id, "r": [{"__typename": "Person", "id": who.id}], "n": family});
+    let mut vars =
+        json!({"id": who.id, "r": [{"__typename": "Person", "id": who.id}], "n": family});
     if let Some(nhs) = &nhs {
         vars["nhs"] = json!(nhs);
     }
@@ -519,19 +571,32 @@ async fn the_same_decision_on_every_path() {
         let r = s.run(&denied, q, vars.clone()).await;
         let text = r.to_string();
         for id in &service_ids {
-            assert!(!text.contains(id.as_str()), "{label}: service {id} leaked: {text}");
+            assert!(
+                !text.contains(id.as_str()),
+                "{label}: service {id} leaked: {text}"
+            );
         }
-        assert!(text.contains("NO_RELATIONSHIP"), "{label}: no explanation: {text}");
+        assert!(
+            text.contains("NO_RELATIONSHIP"),
+            "{label}: no explanation: {text}"
+        );
         if label == "timeline" {
             assert_eq!(r["data"]["person"]["timeline"]["totalCount"], 0, "{text}");
         }
     }
     if let Some(nhs) = nhs {
         let r = s
-            .run(&denied, "query($n: String!) { personByNhsNumber(nhsNumber: $n) { services { id } } }", json!({"n": nhs}))
+            .run(
+                &denied,
+                "query($n: String!) { personByNhsNumber(nhsNumber: $n) { services { id } } }",
+                json!({"n": nhs}),
+            )
             .await;
         assert_eq!(r["data"]["personByNhsNumber"]["services"], json!([]), "{r}");
-        assert_eq!(errors_at(&r, &["personByNhsNumber", "services"]), ["NO_RELATIONSHIP"]);
+        assert_eq!(
+            errors_at(&r, &["personByNhsNumber", "services"]),
+            ["NO_RELATIONSHIP"]
+        );
     }
 }
 
@@ -556,12 +621,19 @@ async fn a_warm_cache_never_serves_a_denied_caller() {
         .filter(|n| n["security"]["labels"].to_string().contains("sealed"))
         .map(|n| n["id"].as_str().unwrap().to_string())
         .collect();
-    assert!(!sealed_ids.is_empty(), "the allowed caller sees the sealed note");
+    assert!(
+        !sealed_ids.is_empty(),
+        "the allowed caller sees the sealed note"
+    );
     let statements = s.gateway.fetcher.statements_executed();
     let mut unrelated = Caller::new("social_worker", "direct_care");
     unrelated.worker = Some("999".into());
     let r = s.run(&unrelated, q, json!({"id": who.id})).await;
-    assert_eq!(s.gateway.fetcher.statements_executed(), statements, "served from the cache");
+    assert_eq!(
+        s.gateway.fetcher.statements_executed(),
+        statements,
+        "served from the cache"
+    );
     assert_eq!(r["data"]["person"]["caseNotes"], json!([]));
     assert_eq!(r["data"]["person"]["services"], json!([]));
     let mut allocated = Caller::new("social_worker", "direct_care");
@@ -569,9 +641,15 @@ async fn a_warm_cache_never_serves_a_denied_caller() {
     let r = s.run(&allocated, q, json!({"id": who.id})).await;
     let text = r.to_string();
     for id in &sealed_ids {
-        assert!(!text.contains(id.as_str()), "sealed note from the cache: {text}");
+        assert!(
+            !text.contains(id.as_str()),
+            "sealed note from the cache: {text}"
+        );
     }
-    assert!(!r["data"]["person"]["caseNotes"].as_array().unwrap().is_empty());
+    assert!(!r["data"]["person"]["caseNotes"]
+        .as_array()
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test]
@@ -584,7 +662,10 @@ async fn consent_recorded_and_withdrawn_through_graphql_applies_at_once() {
     worker.worker = who.worker.clone();
     let q = "query($id: ID!) { person(id: $id) { caseNotes { id } } }";
     let before = s.run(&worker, q, json!({"id": who.id})).await;
-    assert!(!before["data"]["person"]["caseNotes"].as_array().unwrap().is_empty());
+    assert!(!before["data"]["person"]["caseNotes"]
+        .as_array()
+        .unwrap()
+        .is_empty());
 
     let r = s
         .run(
@@ -601,7 +682,10 @@ async fn consent_recorded_and_withdrawn_through_graphql_applies_at_once() {
 
     let denied = s.run(&worker, q, json!({"id": who.id})).await;
     assert_eq!(denied["data"]["person"]["caseNotes"], json!([]), "{denied}");
-    assert_eq!(errors_at(&denied, &["person", "caseNotes"]), ["CONSENT_DENIED"]);
+    assert_eq!(
+        errors_at(&denied, &["person", "caseNotes"]),
+        ["CONSENT_DENIED"]
+    );
 
     let r = s
         .run(
@@ -616,21 +700,35 @@ async fn consent_recorded_and_withdrawn_through_graphql_applies_at_once() {
         "{r}"
     );
     let after = s.run(&worker, q, json!({"id": who.id})).await;
-    assert_eq!(after["data"]["person"]["caseNotes"], before["data"]["person"]["caseNotes"]);
+    assert_eq!(
+        after["data"]["person"]["caseNotes"],
+        before["data"]["person"]["caseNotes"]
+    );
     assert!(errors_at(&after, &["person", "caseNotes"]).is_empty());
 
     // Withdrawing twice is a clear error; roles without the right cannot record.
     let again = s
-        .run(&worker, r#"mutation($c: ID!) { withdrawConsent(id: $c, reason: "again") { id } }"#, json!({"c": consent_id}))
+        .run(
+            &worker,
+            r#"mutation($c: ID!) { withdrawConsent(id: $c, reason: "again") { id } }"#,
+            json!({"c": consent_id}),
+        )
         .await;
-    assert_eq!(again["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{again}");
+    assert_eq!(
+        again["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{again}"
+    );
     let analyst = Caller::new("analyst", "planning");
     let r = s
         .run(&analyst, r#"mutation($id: ID!) { recordConsent(personId: $id, source: "x", provision: { decision: PERMIT }) { id } }"#, json!({"id": who.id}))
         .await;
     assert_eq!(r["errors"][0]["extensions"]["code"], "FORBIDDEN", "{r}");
     let history = s
-        .run(&worker, "query($id: ID!) { registryConsents(personId: $id) { id withdrawalReason } }", json!({"id": who.id}))
+        .run(
+            &worker,
+            "query($id: ID!) { registryConsents(personId: $id) { id withdrawalReason } }",
+            json!({"id": who.id}),
+        )
         .await;
     assert_eq!(
         history["data"]["registryConsents"],
@@ -666,11 +764,17 @@ async fn concurrent_callers_never_see_each_others_results() {
     for t in tasks {
         let (kind, r) = t.await.unwrap();
         let notes = r["data"]["person"]["caseNotes"].as_array().unwrap().clone();
-        let sealed = notes.iter().filter(|n| n["security"]["labels"].to_string().contains("sealed")).count();
+        let sealed = notes
+            .iter()
+            .filter(|n| n["security"]["labels"].to_string().contains("sealed"))
+            .count();
         match kind {
             0 => assert!(sealed > 0, "the lead sees sealed notes: {r}"),
             1 => assert!(sealed == 0 && !notes.is_empty(), "worker: {r}"),
-            _ => assert!(notes.is_empty() && r["data"]["person"]["services"] == json!([]), "stranger: {r}"),
+            _ => assert!(
+                notes.is_empty() && r["data"]["person"]["services"] == json!([]),
+                "stranger: {r}"
+            ),
         }
     }
 }
@@ -692,7 +796,15 @@ async fn http_requires_a_valid_token_and_a_permitted_purpose() {
     let demo = demo::clean();
     let s = secured(demo).await;
     let url = serve(&s).await;
-    let id = s.gateway.index.snapshot().people.keys().next().unwrap().clone();
+    let id = s
+        .gateway
+        .index
+        .snapshot()
+        .people
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
     let body = json!({"query": "query($id: ID!) { person(id: $id) { name { family } } }", "variables": {"id": id}});
     let client = reqwest::Client::new();
     let post = |headers: Vec<(&'static str, String)>| {
@@ -707,54 +819,123 @@ async fn http_requires_a_valid_token_and_a_permitted_purpose() {
         }
     };
     let (status, r) = post(vec![]).await;
-    assert_eq!((status, r["errors"][0]["extensions"]["code"].as_str()), (401, Some("UNAUTHENTICATED")), "{r}");
+    assert_eq!(
+        (status, r["errors"][0]["extensions"]["code"].as_str()),
+        (401, Some("UNAUTHENTICATED")),
+        "{r}"
+    );
     assert_eq!(r["data"], Value::Null);
 
     let worker = Caller::new("social_worker", "direct_care");
     let good = s.token(&worker, 8 * 3600);
-    let (status, r) = post(vec![("authorization", format!("Bearer {good}")), ("x-purpose-of-use", "direct_care".into())]).await;
+    let (status, r) = post(vec![
+        ("authorization", format!("Bearer {good}")),
+        ("x-purpose-of-use", "direct_care".into()),
+    ])
+    .await;
     assert_eq!(status, 200, "{r}");
     assert!(r["data"]["person"]["name"]["family"].is_string(), "{r}");
     assert!(r["extensions"]["auditRequestId"].is_string(), "{r}");
 
     // The purpose must be one the role may use.
-    let (status, r) = post(vec![("authorization", format!("Bearer {good}")), ("x-purpose-of-use", "research".into())]).await;
-    assert_eq!((status, r["errors"][0]["extensions"]["code"].as_str()), (403, Some("PURPOSE_NOT_PERMITTED")), "{r}");
+    let (status, r) = post(vec![
+        ("authorization", format!("Bearer {good}")),
+        ("x-purpose-of-use", "research".into()),
+    ])
+    .await;
+    assert_eq!(
+        (status, r["errors"][0]["extensions"]["code"].as_str()),
+        (403, Some("PURPOSE_NOT_PERMITTED")),
+        "{r}"
+    );
     let (status, _) = post(vec![("authorization", format!("Bearer {good}"))]).await;
     assert_eq!(status, 401, "no purpose");
 
     // Tampered, expired, or signed with another key.
     let mut parts: Vec<String> = good.split('.').map(str::to_string).collect();
     parts[1] = parts[1].chars().rev().collect();
-    let (status, _) = post(vec![("authorization", format!("Bearer {}", parts.join("."))), ("x-purpose-of-use", "direct_care".into())]).await;
+    let (status, _) = post(vec![
+        ("authorization", format!("Bearer {}", parts.join("."))),
+        ("x-purpose-of-use", "direct_care".into()),
+    ])
+    .await;
     assert_eq!(status, 401);
     let expired = s.token(&worker, -3600);
-    let (status, r) = post(vec![("authorization", format!("Bearer {expired}")), ("x-purpose-of-use", "direct_care".into())]).await;
+    let (status, r) = post(vec![
+        ("authorization", format!("Bearer {expired}")),
+        ("x-purpose-of-use", "direct_care".into()),
+    ])
+    .await;
     assert_eq!(status, 401, "{r}");
     let other = secured(demo).await;
     let foreign = other.token(&worker, 600);
-    let (status, _) = post(vec![("authorization", format!("Bearer {foreign}")), ("x-purpose-of-use", "direct_care".into())]).await;
+    let (status, _) = post(vec![
+        ("authorization", format!("Bearer {foreign}")),
+        ("x-purpose-of-use", "direct_care".into()),
+    ])
+    .await;
     assert_eq!(status, 401);
 
     // Break-glass: a reason, and a short-lived token.
-    let (status, r) = post(vec![("authorization", format!("Bearer {good}")), ("x-purpose-of-use", "direct_care".into()), ("x-break-glass-reason", "Urgent: hospital discharge tonight".into())]).await;
-    assert_eq!(status, 403, "an 8-hour token may not break glass: tokens live at most the policy's limit: {r}");
+    let (status, r) = post(vec![
+        ("authorization", format!("Bearer {good}")),
+        ("x-purpose-of-use", "direct_care".into()),
+        (
+            "x-break-glass-reason",
+            "Urgent: hospital discharge tonight".into(),
+        ),
+    ])
+    .await;
+    assert_eq!(
+        status, 403,
+        "an 8-hour token may not break glass: tokens live at most the policy's limit: {r}"
+    );
     let short = s.token(&worker, 30 * 60);
-    let (status, r) = post(vec![("authorization", format!("Bearer {short}")), ("x-purpose-of-use", "direct_care".into()), ("x-break-glass-reason", "x".into())]).await;
-    assert_eq!((status, r["errors"][0]["extensions"]["code"].as_str()), (403, Some("BREAK_GLASS_REFUSED")), "{r}");
-    let (status, r) = post(vec![("authorization", format!("Bearer {short}")), ("x-purpose-of-use", "direct_care".into()), ("x-break-glass-reason", "Urgent: hospital discharge tonight".into())]).await;
+    let (status, r) = post(vec![
+        ("authorization", format!("Bearer {short}")),
+        ("x-purpose-of-use", "direct_care".into()),
+        ("x-break-glass-reason", "x".into()),
+    ])
+    .await;
+    assert_eq!(
+        (status, r["errors"][0]["extensions"]["code"].as_str()),
+        (403, Some("BREAK_GLASS_REFUSED")),
+        "{r}"
+    );
+    let (status, r) = post(vec![
+        ("authorization", format!("Bearer {short}")),
+        ("x-purpose-of-use", "direct_care".into()),
+        (
+            "x-break-glass-reason",
+            "Urgent: hospital discharge tonight".into(),
+        ),
+    ])
+    .await;
     assert_eq!(status, 200, "{r}");
     let analyst = s.token(&Caller::new("analyst", "planning"), 30 * 60);
-    let (status, _) = post(vec![("authorization", format!("Bearer {analyst}")), ("x-purpose-of-use", "planning".into()), ("x-break-glass-reason", "I would like to see everything".into())]).await;
+    let (status, _) = post(vec![
+        ("authorization", format!("Bearer {analyst}")),
+        ("x-purpose-of-use", "planning".into()),
+        (
+            "x-break-glass-reason",
+            "I would like to see everything".into(),
+        ),
+    ])
+    .await;
     assert_eq!(status, 403, "analysts may not break glass");
     let breaks = s.access().audit.break_glass().unwrap();
     assert_eq!(breaks.len(), 1, "{breaks:?}");
-    assert_eq!(breaks[0].break_glass_reason.as_deref(), Some("Urgent: hospital discharge tonight"));
+    assert_eq!(
+        breaks[0].break_glass_reason.as_deref(),
+        Some("Urgent: hospital discharge tonight")
+    );
 }
 
 #[test]
 fn rs256_and_es256_tokens_verify_against_a_jwks_that_rotates() {
-    use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING, RSA_PKCS1_SHA256};
+    use aws_lc_rs::signature::{
+        EcdsaKeyPair, KeyPair, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING, RSA_PKCS1_SHA256,
+    };
     use base64::Engine;
     let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
     let work = tempfile::tempdir().unwrap();
@@ -774,7 +955,13 @@ fn rs256_and_es256_tokens_verify_against_a_jwks_that_rotates() {
     config.auth.jwks_file = Some(jwks.clone());
     let auth = escr_gateway::auth::Auth::new(Arc::new(config)).unwrap();
     let now = chrono::Utc::now().timestamp();
-    let claims = Claims { sub: "u1".into(), role: "social_worker".into(), iat: now, exp: now + 600, ..Claims::default() };
+    let claims = Claims {
+        sub: "u1".into(),
+        role: "social_worker".into(),
+        iat: now,
+        exp: now + 600,
+        ..Claims::default()
+    };
     let rng = aws_lc_rs::rand::SystemRandom::new();
     let rs = escr_gateway::auth::sign_with("RS256", "rsa-1", &claims, |m| {
         let mut sig = vec![0; rsa.public_modulus_len()];
@@ -782,8 +969,13 @@ fn rs256_and_es256_tokens_verify_against_a_jwks_that_rotates() {
         sig
     });
     assert_eq!(auth.verify(&rs).unwrap().sub, "u1");
-    let es = escr_gateway::auth::sign_with("ES256", "ec-2", &claims, |m| ec.sign(&rng, m).unwrap().as_ref().to_vec());
-    assert_eq!(auth.verify(&es).unwrap_err(), AuthError::UnknownKey(Some("ec-2".into())));
+    let es = escr_gateway::auth::sign_with("ES256", "ec-2", &claims, |m| {
+        ec.sign(&rng, m).unwrap().as_ref().to_vec()
+    });
+    assert_eq!(
+        auth.verify(&es).unwrap_err(),
+        AuthError::UnknownKey(Some("ec-2".into()))
+    );
     // The identity provider rotates: the new key appears in the JWKS, and the gateway
     // re-reads it when a token names it.
     std::fs::write(&jwks, json!({"keys": [rsa_jwk, ec_jwk]}).to_string()).unwrap();
@@ -791,9 +983,15 @@ fn rs256_and_es256_tokens_verify_against_a_jwks_that_rotates() {
     assert_eq!(auth.verify(&es).unwrap().sub, "u1");
     // A signature made with one key under another's id fails; HS256 is not accepted
     // when no HS256 key is configured; `none` never is.
-    let forged = escr_gateway::auth::sign_with("ES256", "rsa-1", &claims, |m| ec.sign(&rng, m).unwrap().as_ref().to_vec());
+    let forged = escr_gateway::auth::sign_with("ES256", "rsa-1", &claims, |m| {
+        ec.sign(&rng, m).unwrap().as_ref().to_vec()
+    });
     assert_eq!(auth.verify(&forged).unwrap_err(), AuthError::BadSignature);
-    let none = format!("{}.{}.", b64(br#"{"alg":"none"}"#), b64(serde_json::to_string(&claims).unwrap().as_bytes()));
+    let none = format!(
+        "{}.{}.",
+        b64(br#"{"alg":"none"}"#),
+        b64(serde_json::to_string(&claims).unwrap().as_bytes())
+    );
     assert!(matches!(auth.verify(&none), Err(AuthError::Algorithm(_))));
 }
 
@@ -803,11 +1001,31 @@ fn bad_policy_names_file_line_and_reason() {
     let shipped = std::fs::read_to_string(&path).unwrap();
     PolicyConfig::parse(&path, &shipped).expect("the shipped policy is valid");
     let cases = [
-        ("labels = [\"restricted\", \"safeguarding\", \"third_party\"]\nmay_break_glass", "labels = [\"restricted\", \"gossip\"]\nmay_break_glass", "unknown label `gossip`"),
-        ("purposes = [\"planning\"]", "purposes = [\"planing\"]", "unknown purpose `planing`"),
-        ("max_minutes = 60", "max_minutes = 60\nmax_hours = 1", "unknown field `max_hours`"),
-        ("purposes = [\"planning\", \"research\"]", "purposes = [\"direct_care\"]", "never applies to direct care"),
-        ("classes = [\"care\"]", "classes = [\"everything\"]", "unknown data class `everything`"),
+        (
+            "labels = [\"restricted\", \"safeguarding\", \"third_party\"]\nmay_break_glass",
+            "labels = [\"restricted\", \"gossip\"]\nmay_break_glass",
+            "unknown label `gossip`",
+        ),
+        (
+            "purposes = [\"planning\"]",
+            "purposes = [\"planing\"]",
+            "unknown purpose `planing`",
+        ),
+        (
+            "max_minutes = 60",
+            "max_minutes = 60\nmax_hours = 1",
+            "unknown field `max_hours`",
+        ),
+        (
+            "purposes = [\"planning\", \"research\"]",
+            "purposes = [\"direct_care\"]",
+            "never applies to direct care",
+        ),
+        (
+            "classes = [\"care\"]",
+            "classes = [\"everything\"]",
+            "unknown data class `everything`",
+        ),
     ];
     for (from, to, reason) in cases {
         assert!(shipped.contains(from), "{from}");
@@ -815,8 +1033,14 @@ fn bad_policy_names_file_line_and_reason() {
         let err = PolicyConfig::parse(&path, &text).unwrap_err();
         let line = text[..text.find(to).unwrap()].lines().count() + 1;
         assert!(err.reason.contains(reason), "{err}");
-        assert!(err.line > 0 && err.line.abs_diff(line) <= 3, "{err} (edited line {line})");
-        assert!(err.to_string().starts_with(&format!("{}:", path.display())), "{err}");
+        assert!(
+            err.line > 0 && err.line.abs_diff(line) <= 3,
+            "{err} (edited line {line})"
+        );
+        assert!(
+            err.to_string().starts_with(&format!("{}:", path.display())),
+            "{err}"
+        );
     }
 }
 
@@ -830,46 +1054,96 @@ async fn every_decision_is_audited_in_an_intact_chain() {
     let s = secured(demo).await;
     let people = choose(&s, demo).await;
     let who = &people["sealed"];
-    let q = "query($id: ID!) { person(id: $id) { name { family } caseNotes { id } services { id } } }";
+    let q =
+        "query($id: ID!) { person(id: $id) { name { family } caseNotes { id } services { id } } }";
     let mut worker = Caller::new("social_worker", "direct_care");
     worker.worker = who.worker.clone();
     let r = s.run(&worker, q, json!({"id": who.id})).await;
-    let request_id = r["extensions"]["auditRequestId"].as_str().unwrap().to_string();
+    let request_id = r["extensions"]["auditRequestId"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let events = s.access().audit.for_request(&request_id).unwrap();
     let released: Vec<_> = events.iter().filter(|e| e.decision == "released").collect();
     assert_eq!(released.len(), 1, "{events:?}");
     assert_eq!(released[0].person_id.as_deref(), Some(who.id.as_str()));
-    assert!(released[0].kinds.contains("case_note") && released[0].kinds.contains("service") && released[0].kinds.contains("person"));
+    assert!(
+        released[0].kinds.contains("case_note")
+            && released[0].kinds.contains("service")
+            && released[0].kinds.contains("person")
+    );
     assert_eq!(released[0].user, "matrix-user");
     assert_eq!(released[0].role, "social_worker");
     assert_eq!(released[0].purpose, "direct_care");
-    assert!(events.iter().any(|e| e.decision == "hidden" && e.code.as_deref() == Some("SEALED")), "sealed withholding audited: {events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.decision == "hidden" && e.code.as_deref() == Some("SEALED")),
+        "sealed withholding audited: {events:?}"
+    );
 
     let mut stranger = Caller::new("social_worker", "direct_care");
     stranger.worker = Some("999".into());
     let r = s.run(&stranger, q, json!({"id": who.id})).await;
-    let events = s.access().audit.for_request(r["extensions"]["auditRequestId"].as_str().unwrap()).unwrap();
-    assert!(events.iter().any(|e| e.decision == "withheld" && e.code.as_deref() == Some("NO_RELATIONSHIP")), "{events:?}");
+    let events = s
+        .access()
+        .audit
+        .for_request(r["extensions"]["auditRequestId"].as_str().unwrap())
+        .unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.decision == "withheld" && e.code.as_deref() == Some("NO_RELATIONSHIP")),
+        "{events:?}"
+    );
 
     // The Caldicott guardian reads the trail; a social worker may not.
     let guardian = Caller::new("caldicott_guardian", "care_management");
     let trail = s.run(&guardian, "query($id: ID!) { auditTrail(personId: $id) { user role purpose decision code kinds } }", json!({"id": who.id})).await;
     let trail = trail["data"]["auditTrail"].as_array().unwrap().clone();
-    assert!(trail.iter().any(|e| e["decision"] == "released" && e["user"] == "matrix-user"));
+    assert!(trail
+        .iter()
+        .any(|e| e["decision"] == "released" && e["user"] == "matrix-user"));
     assert!(trail.iter().any(|e| e["code"] == "NO_RELATIONSHIP"));
-    let r = s.run(&worker, "query($id: ID!) { auditTrail(personId: $id) { user } }", json!({"id": who.id})).await;
+    let r = s
+        .run(
+            &worker,
+            "query($id: ID!) { auditTrail(personId: $id) { user } }",
+            json!({"id": who.id}),
+        )
+        .await;
     assert_eq!(r["errors"][0]["extensions"]["code"], "FORBIDDEN", "{r}");
 
     // The person sees who has seen their record; nobody else's.
     let mut me = Caller::new("person", "direct_care");
     me.person = Some(who.id.clone());
-    let r = s.run(&me, "{ myRecordAccess { user role purpose kinds breakGlass } }", json!({})).await;
+    let r = s
+        .run(
+            &me,
+            "{ myRecordAccess { user role purpose kinds breakGlass } }",
+            json!({}),
+        )
+        .await;
     let seen = r["data"]["myRecordAccess"].as_array().unwrap();
-    assert!(seen.iter().any(|e| e["user"] == "matrix-user" && e["role"] == "social_worker"), "{r}");
-    assert!(seen.iter().all(|e| e["user"] != "" ), "{r}");
+    assert!(
+        seen.iter()
+            .any(|e| e["user"] == "matrix-user" && e["role"] == "social_worker"),
+        "{r}"
+    );
+    assert!(seen.iter().all(|e| e["user"] != ""), "{r}");
     let other = people["plain"].id.clone();
-    let r = s.run(&me, "query($id: ID!) { person(id: $id) { name { family } } }", json!({"id": other})).await;
-    assert_eq!(r["data"]["person"], Value::Null, "a person sees only their own record: {r}");
+    let r = s
+        .run(
+            &me,
+            "query($id: ID!) { person(id: $id) { name { family } } }",
+            json!({"id": other}),
+        )
+        .await;
+    assert_eq!(
+        r["data"]["person"],
+        Value::Null,
+        "a person sees only their own record: {r}"
+    );
 
     let path = s.access().config.storage.audit.clone();
     let v = escr_gateway::audit::verify(&path).unwrap();
@@ -878,9 +1152,14 @@ async fn every_decision_is_audited_in_an_intact_chain() {
     // Append-only: SQLite refuses changes; forcing one past the trigger breaks the chain
     // exactly there.
     let conn = rusqlite::Connection::open(&path).unwrap();
-    assert!(conn.execute("UPDATE audit SET user = 'someone' WHERE seq = 2", []).is_err());
+    assert!(conn
+        .execute("UPDATE audit SET user = 'someone' WHERE seq = 2", [])
+        .is_err());
     assert!(conn.execute("DELETE FROM audit WHERE seq = 2", []).is_err());
-    conn.execute_batch("DROP TRIGGER audit_append_only_u; UPDATE audit SET decision = 'released' WHERE seq = 3;").unwrap();
+    conn.execute_batch(
+        "DROP TRIGGER audit_append_only_u; UPDATE audit SET decision = 'released' WHERE seq = 3;",
+    )
+    .unwrap();
     let v = escr_gateway::audit::verify(&path).unwrap();
     assert_eq!(v.first_break.map(|b| b.0), Some(3));
 }
@@ -893,7 +1172,11 @@ async fn every_decision_is_audited_in_an_intact_chain() {
 async fn sigkill_under_load_loses_no_audit_record_of_an_answered_request() {
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let vendors = demo::repo().join("config/vendors");
     let mut config = format!(
         "policy = \"policy.toml\"\n\n[server]\nlisten = \"127.0.0.1:{port}\"\n\n[index]\npath = \"data/index.db\"\nrefresh_secs = 0\n\n[demo]\ndir = \"data/demo\"\npeople = 150\nseed = 3\n"
@@ -910,7 +1193,11 @@ async fn sigkill_under_load_loses_no_audit_record_of_an_answered_request() {
         .replace("\"../data/", "\"data/");
     std::fs::write(dir.join("policy.toml"), policy).unwrap();
     std::fs::create_dir_all(dir.join("data")).unwrap();
-    std::fs::write(dir.join("data/jwt-hs256.key"), "sigkill-test-key-0123456789abcdef0123456789").unwrap();
+    std::fs::write(
+        dir.join("data/jwt-hs256.key"),
+        "sigkill-test-key-0123456789abcdef0123456789",
+    )
+    .unwrap();
 
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_escr"))
         .args(["--config", dir.join("escr.toml").to_str().unwrap(), "serve"])
@@ -958,7 +1245,11 @@ async fn sigkill_under_load_loses_no_audit_record_of_an_answered_request() {
             .json()
             .await
             .unwrap();
-        for e in r["data"]["searchPeople"]["edges"].as_array().into_iter().flatten() {
+        for e in r["data"]["searchPeople"]["edges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             ids.insert(e["node"]["id"].as_str().unwrap().to_string());
         }
     }
@@ -972,8 +1263,13 @@ async fn sigkill_under_load_loses_no_audit_record_of_an_answered_request() {
     let mut tasks = Vec::new();
     for t in 0..4 {
         let client = client.clone();
-        let (base, token, ids, acknowledged, stop) =
-            (base.clone(), token.clone(), ids.clone(), acknowledged.clone(), stop.clone());
+        let (base, token, ids, acknowledged, stop) = (
+            base.clone(),
+            token.clone(),
+            ids.clone(),
+            acknowledged.clone(),
+            stop.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             for i in 0..5000 {
                 if stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -1005,7 +1301,11 @@ async fn sigkill_under_load_loses_no_audit_record_of_an_answered_request() {
     }
     let acknowledged = acknowledged.lock().unwrap().clone();
     eprintln!("answered before SIGKILL: {}", acknowledged.len());
-    assert!(acknowledged.len() >= 20, "load ran: {} answered", acknowledged.len());
+    assert!(
+        acknowledged.len() >= 20,
+        "load ran: {} answered",
+        acknowledged.len()
+    );
 
     let conn = rusqlite::Connection::open(&audit_path).unwrap();
     let mut missing = Vec::new();
@@ -1022,11 +1322,24 @@ async fn sigkill_under_load_loses_no_audit_record_of_an_answered_request() {
         }
     }
     drop(conn);
-    assert!(missing.is_empty(), "{} of {} answered requests lack their audit record", missing.len(), acknowledged.len());
+    assert!(
+        missing.is_empty(),
+        "{} of {} answered requests lack their audit record",
+        missing.len(),
+        acknowledged.len()
+    );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_escr"))
-        .args(["--config", dir.join("escr.toml").to_str().unwrap(), "verify-audit"])
+        .args([
+            "--config",
+            dir.join("escr.toml").to_str().unwrap(),
+            "verify-audit",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && stdout.contains("chain intact"), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && stdout.contains("chain intact"),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -360,7 +360,7 @@ impl Policy for Probe {
     fn decide(&self, _: &AccessContext, _: &PersonFacts, _: &str, record: &Record) -> Decision {
         self.decisions.fetch_add(1, Ordering::Relaxed);
         if record.labels.contains("sealed") {
-            Decision::Withhold(Withheld {
+            Decision::Hidden(Withheld {
                 code: "SEALED",
                 reason: "sealed".into(),
             })
