@@ -20,7 +20,11 @@ pub enum AuditError {
     Db(#[from] rusqlite::Error),
     #[error("audit log: the writer stopped")]
     Stopped,
+    #[error("audit log: write failed: {0}")]
+    Write(String),
 }
+
+type Reply = tokio::sync::oneshot::Sender<Result<(), String>>;
 
 /// One audit event as stored.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -122,7 +126,9 @@ fn row_to_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEvent> {
 }
 
 pub struct AuditLog {
+    /// For reads (trail, review); the writer thread has its own connection.
     conn: Arc<Mutex<Connection>>,
+    writer: std::sync::mpsc::Sender<(Vec<AuditEvent>, Reply)>,
 }
 
 fn open_conn(path: &Path) -> Result<Connection, AuditError> {
@@ -141,23 +147,48 @@ impl AuditLog {
     pub fn open(path: &Path) -> Result<AuditLog, AuditError> {
         let conn = open_conn(path)?;
         conn.execute_batch(SCHEMA)?;
+        let mut write_conn = open_conn(path)?;
+        let (writer, batches) = std::sync::mpsc::channel::<(Vec<AuditEvent>, Reply)>();
+        // Group commit: the writer takes every batch waiting, commits them in one
+        // transaction (one fsync), then answers each request.
+        std::thread::Builder::new()
+            .name("escr-audit".into())
+            .spawn(move || {
+                while let Ok(first) = batches.recv() {
+                    let mut group = vec![first];
+                    while group.len() < 512 {
+                        match batches.try_recv() {
+                            Ok(next) => group.push(next),
+                            Err(_) => break,
+                        }
+                    }
+                    let events: Vec<AuditEvent> =
+                        group.iter().flat_map(|(e, _)| e.iter().cloned()).collect();
+                    let result = append_sync(&mut write_conn, events).map_err(|e| e.to_string());
+                    for (_, reply) in group {
+                        let _ = reply.send(result.clone());
+                    }
+                }
+            })
+            .map_err(|e| AuditError::Write(e.to_string()))?;
         Ok(AuditLog {
             conn: Arc::new(Mutex::new(conn)),
+            writer,
         })
     }
 
-    /// Append events and make them durable (one transaction, one fsync).
+    /// Append events and make them durable (committed and fsynced) before returning.
     pub async fn append(&self, events: Vec<AuditEvent>) -> Result<(), AuditError> {
         if events.is_empty() {
             return Ok(());
         }
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-            append_sync(&mut conn, events)
-        })
-        .await
-        .map_err(|_| AuditError::Stopped)?
+        let (reply, done) = tokio::sync::oneshot::channel();
+        self.writer
+            .send((events, reply))
+            .map_err(|_| AuditError::Stopped)?;
+        done.await
+            .map_err(|_| AuditError::Stopped)?
+            .map_err(AuditError::Write)
     }
 
     /// Events about one person, oldest first.

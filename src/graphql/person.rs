@@ -429,7 +429,12 @@ impl Person {
     async fn identifiers(&self, ctx: &Context<'_>) -> Vec<Identifier> {
         let mut out = Vec::new();
         let mut seen = BTreeSet::new();
-        for r in self.demographics(ctx).await {
+        let demographics = self.demographics(ctx).await;
+        // Local ids identify the person as much as an NHS number: only with demographics.
+        if demographics.is_empty() {
+            return out;
+        }
+        for r in demographics {
             if let Some(n) = r.record.text("nhs_number") {
                 if seen.insert(n.to_string()) {
                     out.push(Identifier {
