@@ -1,10 +1,12 @@
 //! Who is asking, and the one place where released records are decided.
 //!
 //! Every record that leaves the gateway passes [`release`], after the shared cache and
-//! per request. The full consent and access model is a policy implementing [`Policy`];
-//! the default allows everything so the path can be exercised end to end.
+//! per request. The consent and access model is [`crate::policy::PolicyEngine`]; the
+//! default [`AllowAll`] lets tests exercise the path without a policy.
 
 use escr_connector::Record;
+
+pub use crate::policy::PersonFacts;
 
 /// Purposes of use (design section 5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, async_graphql::Enum)]
@@ -20,23 +22,38 @@ pub enum Purpose {
 #[derive(Clone, Debug)]
 pub struct AccessContext {
     pub user: String,
+    /// Display name from the token (audit only).
+    pub name: Option<String>,
     pub role: String,
     pub organisation: Option<String>,
     pub team: Option<String>,
+    /// The caller's worker id in the source systems' allocation data.
+    pub worker_id: Option<String>,
     pub purpose: Purpose,
+    /// Break-glass or sealed-envelope justification, validated at authentication.
     pub break_glass_reason: Option<String>,
+    /// For the `person` role: the gateway person id the caller is.
+    pub person_id: Option<String>,
 }
 
 impl AccessContext {
-    /// The caller of the embedded demo before authentication exists.
+    /// A test and demo caller (the default policy lets it see everything).
     pub fn demo() -> AccessContext {
+        AccessContext::for_role("demo", "practitioner", Purpose::DirectCare)
+    }
+
+    /// A caller built without a token (tests and in-process use).
+    pub fn for_role(user: &str, role: &str, purpose: Purpose) -> AccessContext {
         AccessContext {
-            user: "demo".into(),
-            role: "practitioner".into(),
+            user: user.into(),
+            name: None,
+            role: role.into(),
             organisation: None,
             team: None,
-            purpose: Purpose::DirectCare,
+            worker_id: None,
+            purpose,
             break_glass_reason: None,
+            person_id: None,
         }
     }
 }
@@ -50,55 +67,75 @@ pub struct Withheld {
 
 pub enum Decision {
     Release,
+    /// Left out and the caller told why (error with code and reason).
     Withhold(Withheld),
+    /// Left out silently: its existence is itself sensitive (sealed). Audited.
+    Hidden(Withheld),
 }
 
 pub trait Policy: Send + Sync + 'static {
+    /// Whether [`release`] needs [`PersonFacts`] (allocations, consents) loaded.
+    fn needs_facts(&self) -> bool {
+        false
+    }
     /// May this caller learn that the person exists at all (lookups, search)?
     fn may_see_person(&self, ctx: &AccessContext, person_id: &str) -> bool;
     /// May this caller see this record of this person, from this source?
     fn decide(
         &self,
         ctx: &AccessContext,
-        person_id: &str,
+        facts: &PersonFacts,
         source: &str,
         record: &Record,
     ) -> Decision;
 }
 
-/// v1 policy: everything is released (the consent model replaces it).
+/// Everything is released (tests of other parts; no config).
 pub struct AllowAll;
 
 impl Policy for AllowAll {
     fn may_see_person(&self, _: &AccessContext, _: &str) -> bool {
         true
     }
-    fn decide(&self, _: &AccessContext, _: &str, _: &str, _: &Record) -> Decision {
+    fn decide(&self, _: &AccessContext, _: &PersonFacts, _: &str, _: &Record) -> Decision {
         Decision::Release
     }
 }
 
-/// What passes the policy, and what was withheld (the caller is told only where the
-/// policy says so).
+/// What passes the policy, and what was withheld.
 #[derive(Default)]
 pub struct Released {
     pub records: Vec<(String, Record)>,
-    pub withheld: Vec<Withheld>,
+    /// Withheld records the caller is told about.
+    pub withheld: Vec<(String, Record, Withheld)>,
+    /// Withheld records the caller is not told about (audited only).
+    pub hidden: Vec<(String, Record, Withheld)>,
 }
 
 /// The consent hook: the only way records reach a resolver's result.
 pub fn release(
     policy: &dyn Policy,
     ctx: &AccessContext,
-    person_id: &str,
+    facts: &PersonFacts,
     records: impl IntoIterator<Item = (String, Record)>,
 ) -> Released {
     let mut out = Released::default();
     for (source, record) in records {
-        match policy.decide(ctx, person_id, &source, &record) {
+        match policy.decide(ctx, facts, &source, &record) {
             Decision::Release => out.records.push((source, record)),
-            Decision::Withhold(why) => out.withheld.push(why),
+            Decision::Withhold(why) => out.withheld.push((source, record, why)),
+            Decision::Hidden(why) => out.hidden.push((source, record, why)),
         }
     }
     out
+}
+
+/// Per-request state of the consent path: the audit of this request's decisions, the
+/// facts loaded for each person (never shared with another request), and which
+/// withheld-data errors were already reported at which path.
+#[derive(Default)]
+pub struct RequestScope {
+    pub audit: crate::audit::RequestAudit,
+    pub facts: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<PersonFacts>>>,
+    pub reported: std::sync::Mutex<std::collections::HashSet<(String, &'static str)>>,
 }

@@ -23,6 +23,8 @@ pub struct GatewayConfig {
     pub loader: LoaderConfig,
     /// Demo data generated on first run (the embedded default).
     pub demo: Option<DemoConfig>,
+    /// The consent and access policy (`policy.toml`); `serve` requires it.
+    pub policy: Option<PathBuf>,
     pub sources: Vec<Spanned<SourceConfig>>,
 }
 
@@ -198,6 +200,9 @@ impl LoadedConfig {
             |offset: usize, reason: String| ConfigError::at(path, line_of(text, offset), reason);
 
         gateway.index.path = base.join(&gateway.index.path);
+        if let Some(policy) = &mut gateway.policy {
+            *policy = base.join(&*policy);
+        }
         if let Some(demo) = &mut gateway.demo {
             demo.dir = base.join(&demo.dir);
         }

@@ -16,6 +16,9 @@ pub struct Gateway {
     pub index: Arc<IdentityIndex>,
     pub policy: Arc<dyn Policy>,
     pub batch_delay: Duration,
+    /// Tokens, the policy engine, the consent registry and the audit log; `None` only
+    /// for in-process tests (the `serve` command requires a policy).
+    pub access: Option<Arc<crate::policy::AccessControl>>,
 }
 
 impl Gateway {
@@ -54,11 +57,19 @@ impl Gateway {
             index: Arc::new(IdentityIndex::open(&g.index.path)?),
             policy: Arc::new(AllowAll),
             batch_delay: Duration::from_millis(g.loader.batch_delay_ms),
+            access: None,
         })
     }
 
     pub fn with_policy(mut self, policy: Arc<dyn Policy>) -> Gateway {
         self.policy = policy;
+        self
+    }
+
+    /// Turn on the consent path: its engine becomes the policy.
+    pub fn with_access_control(mut self, access: crate::policy::AccessControl) -> Gateway {
+        self.policy = access.engine.clone();
+        self.access = Some(Arc::new(access));
         self
     }
 

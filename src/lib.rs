@@ -1,6 +1,8 @@
 //! escr-gateway: a virtual Electronic Social Care Record over legacy databases.
 
 pub mod access;
+pub mod audit;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod gateway;
@@ -8,5 +10,7 @@ pub mod generate;
 pub mod graphql;
 pub mod index;
 pub mod loader;
+pub mod policy;
+pub mod registry;
 pub mod server;
 pub mod source;

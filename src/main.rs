@@ -63,6 +63,44 @@ enum Command {
     CheckConfig,
     /// Print the GraphQL schema (SDL, Federation v2).
     PrintSchema,
+    /// Mint a local HS256 token (demo and local use) with the policy's key.
+    Token {
+        /// A role from policy.toml (social_worker, team_manager, analyst, ...).
+        #[arg(long)]
+        role: String,
+        /// User id (the `sub` claim).
+        #[arg(long, default_value = "demo-user")]
+        user: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Organisation (a key of [organisations] in policy.toml).
+        #[arg(long, default_value = "council")]
+        org: String,
+        /// Team id in the allocation data (CaseTrak teams 1-5 in the demo).
+        #[arg(long)]
+        team: Option<String>,
+        /// Worker id in the allocation data (CaseTrak workers 1-20 in the demo).
+        #[arg(long)]
+        worker: Option<String>,
+        /// Purpose of use put in the token (a request header may still name one).
+        #[arg(long)]
+        purpose: Option<String>,
+        /// Break-glass reason (the token then lives at most the policy's limit).
+        #[arg(long)]
+        break_glass: Option<String>,
+        /// For the `person` role: the gateway person id of the caller.
+        #[arg(long)]
+        person: Option<String>,
+        /// Lifetime in minutes.
+        #[arg(long, default_value_t = 480)]
+        minutes: i64,
+    },
+    /// Check the audit log's hash chain; exit non-zero at the first break.
+    VerifyAudit {
+        /// The audit database (default: the policy's storage.audit).
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -84,6 +122,10 @@ fn main() -> anyhow::Result<()> {
         }
         Command::CheckConfig => {
             let config = LoadedConfig::load(&cli.config)?;
+            if let Some(policy) = &config.gateway.policy {
+                escr_gateway::policy::PolicyConfig::load(policy)?;
+                println!("{}: ok", policy.display());
+            }
             println!(
                 "{}: ok ({} sources: {})",
                 cli.config.display(),
@@ -138,7 +180,82 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }),
         Command::Serve { listen } => runtime.block_on(serve(&cli.config, listen)),
+        Command::Token {
+            role,
+            user,
+            name,
+            org,
+            team,
+            worker,
+            purpose,
+            break_glass,
+            person,
+            minutes,
+        } => {
+            let policy = policy_config(&cli.config)?;
+            let mut minutes = minutes;
+            if break_glass.is_some() {
+                minutes = minutes.min(policy.break_glass.max_minutes);
+            }
+            if !policy.roles.contains_key(&role) {
+                bail!(
+                    "unknown role `{role}`; policy roles: {}",
+                    policy.roles.keys().cloned().collect::<Vec<_>>().join(", ")
+                );
+            }
+            let auth =
+                escr_gateway::auth::Auth::new(Arc::new(policy)).map_err(|e| anyhow::anyhow!(e))?;
+            let now = chrono::Utc::now().timestamp();
+            let claims = escr_gateway::auth::Claims {
+                sub: user,
+                name,
+                role,
+                org: Some(org),
+                team,
+                worker,
+                purpose,
+                break_glass,
+                person,
+                iat: now,
+                exp: now + minutes * 60,
+                ..Default::default()
+            };
+            println!(
+                "{}",
+                auth.mint_hs256(&claims).map_err(|e| anyhow::anyhow!(e))?
+            );
+            Ok(())
+        }
+        Command::VerifyAudit { file } => {
+            let path = match file {
+                Some(f) => f,
+                None => policy_config(&cli.config)?.storage.audit,
+            };
+            if !path.exists() {
+                bail!("{}: no audit log", path.display());
+            }
+            let v = escr_gateway::audit::verify(&path)?;
+            match v.first_break {
+                None => {
+                    println!("{}: ok, {} events, chain intact", path.display(), v.events);
+                    Ok(())
+                }
+                Some((seq, why)) => bail!(
+                    "{}: chain broken at event {seq}: {why} ({} events checked)",
+                    path.display(),
+                    v.events
+                ),
+            }
+        }
     }
+}
+
+fn policy_config(config: &Path) -> anyhow::Result<escr_gateway::policy::PolicyConfig> {
+    let loaded = LoadedConfig::load(config)?;
+    let Some(path) = loaded.gateway.policy else {
+        bail!("{}: no `policy` file configured", config.display());
+    };
+    Ok(escr_gateway::policy::PolicyConfig::load(&path)?)
 }
 
 fn demo_dir(config: &Path) -> anyhow::Result<PathBuf> {
@@ -182,7 +299,16 @@ async fn serve(config_path: &Path, listen: Option<String>) -> anyhow::Result<()>
     ensure_demo(&config)?;
     let listen = listen.unwrap_or_else(|| config.gateway.server.listen.clone());
     let refresh_secs = config.gateway.index.refresh_secs;
-    let gateway = Arc::new(Gateway::from_config(config)?);
+    let Some(policy_path) = config.gateway.policy.clone() else {
+        bail!(
+            "{}: no `policy` file configured; the gateway serves personal data only under a policy (see config/README.md)",
+            config_path.display()
+        );
+    };
+    let gateway = Gateway::from_config(config)?;
+    let access =
+        escr_gateway::policy::AccessControl::load(&policy_path, Some(gateway.index.clone()))?;
+    let gateway = Arc::new(gateway.with_access_control(access));
     let empty = gateway.index.snapshot().person_count() == 0;
     let report = gateway.refresh_index(!empty).await?;
     tracing::info!(

@@ -6,13 +6,13 @@ use std::time::Duration;
 use async_graphql::http::GraphiQLSource;
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Json};
 use axum::routing::get;
 use axum::Router;
 use serde::Serialize;
 
-use crate::access::AccessContext;
+use crate::access::{AccessContext, RequestScope};
 use crate::gateway::Gateway;
 use crate::graphql::EscrSchema;
 
@@ -31,12 +31,78 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .with_state(AppState { gateway, schema })
 }
 
-async fn graphql(State(state): State<AppState>, request: GraphQLRequest) -> GraphQLResponse {
+async fn graphql(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: GraphQLRequest,
+) -> axum::response::Response {
+    let caller = match &state.gateway.access {
+        // In-process tests without a policy; `serve` always has one.
+        None => AccessContext::demo(),
+        Some(access) => match crate::auth::access_context_from_headers(&headers, &access.auth) {
+            Ok(caller) => caller,
+            Err(e) => return refuse(access, e).await,
+        },
+    };
+    let response = execute(&state.gateway, &state.schema, caller, request.into_inner()).await;
+    GraphQLResponse::from(response).into_response()
+}
+
+/// A request without an acceptable token: no data, an error with a code, audited.
+async fn refuse(
+    access: &crate::policy::AccessControl,
+    e: crate::auth::AuthError,
+) -> axum::response::Response {
+    let request_id = crate::audit::RequestAudit::new().request_id;
+    let event = crate::audit::refusal(&request_id, "", e.code(), &e.to_string());
+    if let Err(err) = access.audit.append(vec![event]).await {
+        tracing::warn!(error = %err, "audit write failed");
+    }
+    let status = match e {
+        crate::auth::AuthError::PurposeNotPermitted { .. }
+        | crate::auth::AuthError::BreakGlass(_) => StatusCode::FORBIDDEN,
+        _ => StatusCode::UNAUTHORIZED,
+    };
+    let body = serde_json::json!({
+        "data": null,
+        "errors": [{"message": e.to_string(), "extensions": {"code": e.code()}}]
+    });
+    (status, Json(body)).into_response()
+}
+
+/// Run one GraphQL request for `caller` with fresh loaders and a fresh request scope,
+/// and make its audit events durable before the response is returned. When the audit
+/// cannot be written, the response carries no data.
+pub async fn execute(
+    gateway: &Arc<Gateway>,
+    schema: &EscrSchema,
+    caller: AccessContext,
+    request: async_graphql::Request,
+) -> async_graphql::Response {
+    let scope = Arc::new(RequestScope::default());
     let request = request
-        .into_inner()
-        .data(state.gateway.request_loaders())
-        .data(AccessContext::demo());
-    state.schema.execute(request).await.into()
+        .data(gateway.request_loaders())
+        .data(caller.clone())
+        .data(scope.clone());
+    let mut response = schema.execute(request).await;
+    if let Some(access) = &gateway.access {
+        if let Err(e) = access.audit.append(scope.audit.events(&caller)).await {
+            tracing::error!(error = %e, "audit write failed: response withheld");
+            let mut err = async_graphql::ServerError::new(
+                "the audit log cannot be written: nothing is released",
+                None,
+            );
+            let mut ext = async_graphql::ErrorExtensionValues::default();
+            ext.set("code", "AUDIT_UNAVAILABLE");
+            err.extensions = Some(ext);
+            return async_graphql::Response::from_errors(vec![err]);
+        }
+        response.extensions.insert(
+            "auditRequestId".into(),
+            async_graphql::Value::String(scope.audit.request_id.clone()),
+        );
+    }
+    response
 }
 
 const EXAMPLE_QUERY: &str = r#"# escr-gateway demo. Try:

@@ -181,11 +181,32 @@ pub fn generate(opts: &GenerateOptions, out_dir: &Path) -> Result<GenerateSummar
     let file = std::fs::File::create(&truth_path).map_err(|e| werr(&truth_path, &e))?;
     serde_json::to_writer(std::io::BufWriter::new(file), &truth)
         .map_err(|e| werr(&truth_path, &e))?;
+    write_national_opt_out(opts, &population, out_dir).map_err(|e| werr(out_dir, &e))?;
     Ok(GenerateSummary {
         people: population.len(),
         rows_per_source,
         elapsed: started.elapsed(),
     })
+}
+
+/// About 3% of people registered a national data opt-out: their NHS numbers, one a
+/// line, in `national_opt_out.txt`. Chosen by a hash of seed and person (no draw from
+/// the generator's random stream, so the vendor data stays the same).
+fn write_national_opt_out(
+    opts: &GenerateOptions,
+    population: &[model::TruePerson],
+    out_dir: &Path,
+) -> std::io::Result<()> {
+    use sha2::{Digest, Sha256};
+    let mut text = String::from("# National data opt-out (demo): NHS numbers, one a line\n");
+    for p in population {
+        let h = Sha256::digest(format!("{}:{}", opts.seed, p.truth_id).as_bytes());
+        if u16::from_be_bytes([h[0], h[1]]) % 100 < 3 {
+            text.push_str(&p.nhs);
+            text.push('\n');
+        }
+    }
+    std::fs::write(out_dir.join("national_opt_out.txt"), text)
 }
 
 #[cfg(test)]

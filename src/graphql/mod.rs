@@ -2,13 +2,14 @@
 //! entity keyed by `id` and by `nhsNumber`.
 
 pub mod codes;
+pub mod consent;
 pub mod person;
 pub mod records;
 
 use std::sync::Arc;
 
 use async_graphql::{
-    Context, EmptyMutation, EmptySubscription, ErrorExtensions, Object, Schema, SimpleObject, ID,
+    Context, EmptySubscription, ErrorExtensions, Object, Schema, SimpleObject, ID,
 };
 use base64::Engine;
 use chrono::NaiveDate;
@@ -19,12 +20,12 @@ use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use person::Person;
 
-pub type EscrSchema = Schema<Query, EmptyMutation, EmptySubscription>;
+pub type EscrSchema = Schema<Query, consent::Mutation, EmptySubscription>;
 
 /// Build the schema. Per request, the server adds a `RequestLoaders` and an
 /// `AccessContext` to the request data.
 pub fn build(gateway: Option<Arc<Gateway>>) -> EscrSchema {
-    let mut builder = Schema::build(Query, EmptyMutation, EmptySubscription)
+    let mut builder = Schema::build(Query, consent::Mutation, EmptySubscription)
         .enable_federation()
         .limit_depth(16)
         .limit_complexity(20_000);
@@ -52,6 +53,9 @@ fn person_by_id(ctx: &Context<'_>, id: &str) -> Option<Person> {
     let snapshot = gateway.index.snapshot();
     let id = snapshot.resolve(id)?.to_string();
     if !gateway.policy.may_see_person(access, &id) {
+        if let Some(scope) = ctx.data_opt::<Arc<crate::access::RequestScope>>() {
+            scope.audit.note(Some(&id), "denied", None, None, "person");
+        }
         return None;
     }
     Some(Person {
@@ -189,6 +193,40 @@ impl Query {
             edges,
             total_count: ids.len(),
         })
+    }
+
+    /// Every access decision about a person (Caldicott guardian).
+    async fn audit_trail(
+        &self,
+        ctx: &Context<'_>,
+        person_id: ID,
+    ) -> async_graphql::Result<Vec<consent::AuditEntry>> {
+        consent::audit_trail(ctx, &person_id)
+    }
+
+    /// Every break-glass use, for review (Caldicott guardian).
+    async fn break_glass_review(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Vec<consent::AuditEntry>> {
+        consent::break_glass_review(ctx)
+    }
+
+    /// Who has seen my record (a token with a `person` claim).
+    async fn my_record_access(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Vec<consent::RecordAccess>> {
+        consent::my_record_access(ctx)
+    }
+
+    /// Consents recorded in the gateway's registry for a person, withdrawn ones too.
+    async fn registry_consents(
+        &self,
+        ctx: &Context<'_>,
+        person_id: ID,
+    ) -> async_graphql::Result<Vec<consent::RegistryConsentView>> {
+        consent::registry_consents(ctx, &person_id)
     }
 
     #[graphql(entity)]

@@ -10,7 +10,7 @@ use escr_connector::{nhs, EntityKind, Record};
 
 use super::codes::*;
 use super::records::*;
-use crate::access::{release, AccessContext};
+use crate::access::{release, AccessContext, PersonFacts, RequestScope};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::index::SourceRef;
@@ -54,14 +54,71 @@ pub const NHS_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
 /// Load records of `entity` for `person` from every linked source that holds it,
 /// concurrently, and pass them through the consent hook. Sources that fail add a
 /// SOURCE_UNAVAILABLE error to the response; the others' records are still returned.
+/// Withheld records are left out, with one error per field and reason (never for
+/// sealed records, whose existence is itself sensitive); every decision is audited.
 pub async fn person_records(
     ctx: &Context<'_>,
     person: &Person,
     entity: EntityKind,
 ) -> Vec<Sourced> {
     let gateway = ctx.data_unchecked::<Arc<Gateway>>();
-    let loaders = ctx.data_unchecked::<RequestLoaders>();
     let access = ctx.data_unchecked::<AccessContext>();
+    let mut failed = BTreeSet::new();
+    let loaded = load_person_entity(ctx, person, entity, &mut failed).await;
+    let facts = person_facts(ctx, person).await;
+    let released = release(gateway.policy.as_ref(), access, &facts, loaded);
+    let scope = ctx.data_opt::<Arc<RequestScope>>();
+    if let Some(scope) = scope {
+        for (_, r) in &released.records {
+            scope
+                .audit
+                .note(Some(&person.id), "released", None, None, r.entity.name());
+        }
+        for (decision, list) in [
+            ("withheld", &released.withheld),
+            ("hidden", &released.hidden),
+        ] {
+            for (_, r, why) in list {
+                scope.audit.note(
+                    Some(&person.id),
+                    decision,
+                    Some(why.code),
+                    Some(&why.reason),
+                    r.entity.name(),
+                );
+            }
+        }
+    }
+    let mut told = BTreeSet::new();
+    for (_, _, why) in &released.withheld {
+        if !told.insert(why.code) {
+            continue;
+        }
+        let err = ctx.set_error_path(
+            GatewayError::Withheld(why.clone()).to_server_error(Some(ctx.item.pos)),
+        );
+        let key = (format!("{:?}", err.path), why.code);
+        let fresh =
+            scope.is_none_or(|s| s.reported.lock().map(|mut r| r.insert(key)).unwrap_or(true));
+        if fresh {
+            ctx.add_error(err);
+        }
+    }
+    released
+        .records
+        .into_iter()
+        .map(|(source, record)| Sourced { source, record })
+        .collect()
+}
+
+/// Unfiltered records of one entity for a person (input to the hook, never returned).
+async fn load_person_entity(
+    ctx: &Context<'_>,
+    person: &Person,
+    entity: EntityKind,
+    failed: &mut BTreeSet<String>,
+) -> Vec<(String, Record)> {
+    let loaders = ctx.data_unchecked::<RequestLoaders>();
     let fetcher = loaders.fetcher();
     let lookup = if entity == EntityKind::Person {
         Lookup::ByKey
@@ -78,7 +135,6 @@ pub async fn person_records(
         })
     });
     let mut loaded: Vec<(String, Record)> = Vec::new();
-    let mut failed = BTreeSet::new();
     for (source, result) in futures::future::join_all(loads).await {
         match result {
             Ok(records) => loaded.extend(records.iter().map(|r| (source.clone(), r.clone()))),
@@ -91,12 +147,68 @@ pub async fn person_records(
             }
         }
     }
-    let released = release(gateway.policy.as_ref(), access, &person.id, loaded);
-    released
-        .records
-        .into_iter()
-        .map(|(source, record)| Sourced { source, record })
-        .collect()
+    loaded
+}
+
+/// What the policy needs to know about the person: allocations and consents from the
+/// sources (through the shared cache: they are unfiltered inputs) and active consents
+/// from the registry (read fresh). Kept for this request only.
+async fn person_facts(ctx: &Context<'_>, person: &Person) -> Arc<PersonFacts> {
+    let gateway = ctx.data_unchecked::<Arc<Gateway>>();
+    if !gateway.policy.needs_facts() {
+        return Arc::new(PersonFacts {
+            person_id: person.id.clone(),
+            ..PersonFacts::default()
+        });
+    }
+    let scope = ctx.data_opt::<Arc<RequestScope>>();
+    if let Some(f) = scope.and_then(|s| s.facts.lock().ok()?.get(&person.id).cloned()) {
+        return f;
+    }
+    let loaders = ctx.data_unchecked::<RequestLoaders>();
+    let fetcher = loaders.fetcher();
+    let mut facts = PersonFacts {
+        person_id: person.id.clone(),
+        ..PersonFacts::default()
+    };
+    for entity in [EntityKind::Allocation, EntityKind::Consent] {
+        let loads = person.refs.iter().filter_map(|r| {
+            let source = fetcher.source_index(&r.source)?;
+            fetcher.sources[source]
+                .holds(entity)
+                .then_some(loaders.load(source, entity, Lookup::ByPerson, &r.local_id))
+        });
+        for result in futures::future::join_all(loads).await {
+            match result {
+                Ok(records) => {
+                    let target = if entity == EntityKind::Allocation {
+                        &mut facts.allocations
+                    } else {
+                        &mut facts.source_consents
+                    };
+                    target.extend(records.iter().cloned());
+                }
+                // Fail closed: an unread consent might have been a refusal.
+                Err(_) => facts.consent_unknown |= entity == EntityKind::Consent,
+            }
+        }
+    }
+    if let Some(access) = &gateway.access {
+        match access.registry.active(&person.id) {
+            Ok(c) => facts.registry_consents = c,
+            Err(e) => {
+                tracing::warn!(error = %e, "consent registry unreadable");
+                facts.consent_unknown = true;
+            }
+        }
+    }
+    let facts = Arc::new(facts);
+    if let Some(s) = scope {
+        if let Ok(mut m) = s.facts.lock() {
+            m.insert(person.id.clone(), facts.clone());
+        }
+    }
+    facts
 }
 
 /// Person fields by survivorship v1: sources in configured order, first value wins.
@@ -317,7 +429,12 @@ impl Person {
     async fn identifiers(&self, ctx: &Context<'_>) -> Vec<Identifier> {
         let mut out = Vec::new();
         let mut seen = BTreeSet::new();
-        for r in self.demographics(ctx).await {
+        let demographics = self.demographics(ctx).await;
+        // Local ids identify the person as much as an NHS number: only with demographics.
+        if demographics.is_empty() {
+            return out;
+        }
+        for r in demographics {
             if let Some(n) = r.record.text("nhs_number") {
                 if seen.insert(n.to_string()) {
                     out.push(Identifier {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use escr_connector::Record;
-use escr_gateway::access::{AccessContext, Decision, Policy, Withheld};
+use escr_gateway::access::{AccessContext, Decision, PersonFacts, Policy, Withheld};
 use serde_json::{json, Value};
 
 use crate::support::demo::{self, TruthRecord};
@@ -363,10 +363,10 @@ impl Policy for Probe {
     fn may_see_person(&self, _: &AccessContext, person_id: &str) -> bool {
         person_id != self.hidden_person
     }
-    fn decide(&self, _: &AccessContext, _: &str, _: &str, record: &Record) -> Decision {
+    fn decide(&self, _: &AccessContext, _: &PersonFacts, _: &str, record: &Record) -> Decision {
         self.decisions.fetch_add(1, Ordering::Relaxed);
         if record.labels.contains("sealed") {
-            Decision::Withhold(Withheld {
+            Decision::Hidden(Withheld {
                 code: "SEALED",
                 reason: "sealed".into(),
             })

@@ -1,5 +1,6 @@
 //! Integration tests: one binary. Support servers live in `tests/support`.
 
+mod consent;
 mod gateway;
 mod mssql;
 mod mysql;

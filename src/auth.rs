@@ -1,0 +1,452 @@
+//! Who is asking: JWT bearer tokens. HS256 with a local key (the demo, `escr token`);
+//! RS256 and ES256 verified against the identity provider's JWKS (a file, cached and
+//! re-read when a token names a key id it does not hold: key rotation).
+//!
+//! The purpose of use comes from a header (or the `purpose` claim) and must be one the
+//! caller's role may use. Break-glass comes from a header (or the `break_glass` claim),
+//! is allowed only for roles and purposes the policy names, and only with a token whose
+//! lifetime is within the policy's break-glass limit.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::{hmac, signature};
+use axum::http::HeaderMap;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use crate::access::AccessContext;
+use crate::policy::{purpose_from_name, purpose_name, PolicyConfig};
+
+/// GraphQL/HTTP error codes of authentication failures.
+pub mod codes {
+    pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+    pub const PURPOSE_NOT_PERMITTED: &str = "PURPOSE_NOT_PERMITTED";
+    pub const BREAK_GLASS_REFUSED: &str = "BREAK_GLASS_REFUSED";
+}
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("no bearer token: send `Authorization: Bearer <token>`")]
+    Missing,
+    #[error("the token is malformed: {0}")]
+    Malformed(&'static str),
+    #[error("the token's algorithm `{0}` is not accepted")]
+    Algorithm(String),
+    #[error("the token's signature does not verify")]
+    BadSignature,
+    #[error("no key to verify the token (key id {0:?})")]
+    UnknownKey(Option<String>),
+    #[error("the token has expired or is not yet valid")]
+    Expired,
+    #[error("the token's issuer or audience is not accepted")]
+    WrongIssuer,
+    #[error("unknown role `{0}`")]
+    UnknownRole(String),
+    #[error("no purpose of use: send the purpose header or a `purpose` claim")]
+    NoPurpose,
+    #[error("unknown purpose of use `{0}`")]
+    UnknownPurpose(String),
+    #[error("role `{role}` may not use purpose `{purpose}`")]
+    PurposeNotPermitted { role: String, purpose: String },
+    #[error("break-glass refused: {0}")]
+    BreakGlass(String),
+}
+
+impl AuthError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthError::PurposeNotPermitted { .. } => codes::PURPOSE_NOT_PERMITTED,
+            AuthError::BreakGlass(_) => codes::BREAK_GLASS_REFUSED,
+            _ => codes::UNAUTHENTICATED,
+        }
+    }
+}
+
+/// The claims the gateway reads.
+#[derive(Debug, Serialize, Deserialize, Clone, Default)]
+pub struct Claims {
+    pub sub: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub role: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    /// The caller's worker id in the allocation data (defaults to none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub break_glass: Option<String>,
+    /// For the `person` role: who the caller is (gateway person id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person: Option<String>,
+    pub iat: i64,
+    pub exp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+    kid: Option<String>,
+}
+
+#[derive(Clone)]
+enum PublicKey {
+    Rsa { n: Vec<u8>, e: Vec<u8> },
+    P256 { point: Vec<u8> },
+}
+
+/// JWKS keys by key id, re-read from the file when an unknown kid arrives (at most once
+/// a second, so a flood of bad kids cannot turn into a flood of reads).
+struct Jwks {
+    path: PathBuf,
+    keys: RwLock<(HashMap<String, PublicKey>, Option<Instant>)>,
+}
+
+#[derive(Deserialize)]
+struct JwkSet {
+    keys: Vec<Jwk>,
+}
+
+#[derive(Deserialize)]
+struct Jwk {
+    kty: String,
+    kid: Option<String>,
+    n: Option<String>,
+    e: Option<String>,
+    crv: Option<String>,
+    x: Option<String>,
+    y: Option<String>,
+}
+
+fn b64(s: &str) -> Result<Vec<u8>, AuthError> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s.trim_end_matches('='))
+        .map_err(|_| AuthError::Malformed("not base64url"))
+}
+
+impl Jwks {
+    fn read(path: &Path) -> Result<HashMap<String, PublicKey>, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
+        let set: JwkSet = serde_json::from_str(&text).map_err(|e| format!("not a JWKS: {e}"))?;
+        let mut keys = HashMap::new();
+        for k in set.keys {
+            let kid = k.kid.clone().unwrap_or_default();
+            let key = match (k.kty.as_str(), k.crv.as_deref()) {
+                ("RSA", _) => PublicKey::Rsa {
+                    n: b64(k.n.as_deref().unwrap_or("")).map_err(|e| e.to_string())?,
+                    e: b64(k.e.as_deref().unwrap_or("")).map_err(|e| e.to_string())?,
+                },
+                ("EC", Some("P-256")) => {
+                    let mut point = vec![4u8];
+                    point.extend(b64(k.x.as_deref().unwrap_or("")).map_err(|e| e.to_string())?);
+                    point.extend(b64(k.y.as_deref().unwrap_or("")).map_err(|e| e.to_string())?);
+                    PublicKey::P256 { point }
+                }
+                _ => continue,
+            };
+            keys.insert(kid, key);
+        }
+        Ok(keys)
+    }
+
+    fn get(&self, kid: &str) -> Option<PublicKey> {
+        if let Some(k) = self.keys.read().ok()?.0.get(kid) {
+            return Some(k.clone());
+        }
+        let mut guard = self.keys.write().ok()?;
+        let recent = guard
+            .1
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1));
+        if !recent {
+            guard.1 = Some(Instant::now());
+            if let Ok(keys) = Self::read(&self.path) {
+                guard.0 = keys;
+            }
+        }
+        guard.0.get(kid).cloned()
+    }
+}
+
+/// Verifies tokens and turns them into [`AccessContext`]s.
+pub struct Auth {
+    hs256: Option<hmac::Key>,
+    jwks: Option<Jwks>,
+    policy: Arc<PolicyConfig>,
+}
+
+impl Auth {
+    pub fn new(policy: Arc<PolicyConfig>) -> Result<Auth, String> {
+        let a = &policy.auth;
+        let hs256 = hs256_key(&policy)?.map(|k| hmac::Key::new(hmac::HMAC_SHA256, &k));
+        let jwks = match &a.jwks_file {
+            Some(path) => {
+                let keys = Jwks::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                Some(Jwks {
+                    path: path.clone(),
+                    keys: RwLock::new((keys, None)),
+                })
+            }
+            None => None,
+        };
+        Ok(Auth {
+            hs256,
+            jwks,
+            policy,
+        })
+    }
+
+    /// Verify a compact JWS and return its claims.
+    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        let mut parts = token.trim().split('.');
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(AuthError::Malformed("expected three parts"));
+        };
+        let header: Header = serde_json::from_slice(&b64(h)?)
+            .map_err(|_| AuthError::Malformed("header is not JSON"))?;
+        let signed = &token.trim()[..h.len() + 1 + p.len()];
+        let sig = b64(s)?;
+        match header.alg.as_str() {
+            "HS256" => {
+                let key = self.hs256.as_ref().ok_or(AuthError::UnknownKey(None))?;
+                hmac::verify(key, signed.as_bytes(), &sig).map_err(|_| AuthError::BadSignature)?;
+            }
+            "RS256" | "ES256" => {
+                let jwks = self
+                    .jwks
+                    .as_ref()
+                    .ok_or(AuthError::UnknownKey(header.kid.clone()))?;
+                let kid = header.kid.clone().unwrap_or_default();
+                let key = jwks
+                    .get(&kid)
+                    .ok_or(AuthError::UnknownKey(header.kid.clone()))?;
+                let ok = match (header.alg.as_str(), &key) {
+                    ("RS256", PublicKey::Rsa { n, e }) => {
+                        signature::RsaPublicKeyComponents { n, e }
+                            .verify(
+                                &signature::RSA_PKCS1_2048_8192_SHA256,
+                                signed.as_bytes(),
+                                &sig,
+                            )
+                            .is_ok()
+                    }
+                    ("ES256", PublicKey::P256 { point }) => signature::UnparsedPublicKey::new(
+                        &signature::ECDSA_P256_SHA256_FIXED,
+                        point,
+                    )
+                    .verify(signed.as_bytes(), &sig)
+                    .is_ok(),
+                    _ => false,
+                };
+                if !ok {
+                    return Err(AuthError::BadSignature);
+                }
+            }
+            other => return Err(AuthError::Algorithm(other.to_string())),
+        }
+        let claims: Claims = serde_json::from_slice(&b64(p)?)
+            .map_err(|_| AuthError::Malformed("claims lack sub, role, iat or exp"))?;
+        let now = chrono::Utc::now().timestamp();
+        let leeway = self.policy.auth.leeway_secs;
+        if claims.exp + leeway < now || claims.nbf.is_some_and(|nbf| nbf - leeway > now) {
+            return Err(AuthError::Expired);
+        }
+        if let Some(iss) = &self.policy.auth.issuer {
+            if claims.iss.as_ref() != Some(iss) {
+                return Err(AuthError::WrongIssuer);
+            }
+        }
+        if let Some(aud) = &self.policy.auth.audience {
+            if claims.aud.as_ref() != Some(aud) {
+                return Err(AuthError::WrongIssuer);
+            }
+        }
+        Ok(claims)
+    }
+
+    /// The caller of a request, from its headers. The same for `/graphql` and any other
+    /// route that serves personal data.
+    pub fn context(&self, headers: &HeaderMap) -> Result<AccessContext, AuthError> {
+        let bearer = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .ok_or(AuthError::Missing)?;
+        let claims = self.verify(bearer)?;
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
+        let role = self
+            .policy
+            .roles
+            .get(&claims.role)
+            .ok_or_else(|| AuthError::UnknownRole(claims.role.clone()))?
+            .get_ref();
+        let purpose_text = header(&self.policy.auth.purpose_header)
+            .or(claims.purpose.clone())
+            .ok_or(AuthError::NoPurpose)?;
+        let purpose =
+            purpose_from_name(&purpose_text).ok_or(AuthError::UnknownPurpose(purpose_text))?;
+        if !role.purposes.iter().any(|p| p == purpose_name(purpose)) {
+            return Err(AuthError::PurposeNotPermitted {
+                role: claims.role.clone(),
+                purpose: purpose_name(purpose).into(),
+            });
+        }
+        let break_glass =
+            header(&self.policy.auth.break_glass_header).or(claims.break_glass.clone());
+        if let Some(reason) = &break_glass {
+            let bg = &self.policy.break_glass;
+            if !(role.may_break_glass || role.may_open_sealed) {
+                return Err(AuthError::BreakGlass(format!(
+                    "role `{}` may not break glass",
+                    claims.role
+                )));
+            }
+            if reason.chars().count() < bg.min_reason_chars {
+                return Err(AuthError::BreakGlass(format!(
+                    "give a reason of at least {} characters",
+                    bg.min_reason_chars
+                )));
+            }
+            if role.may_break_glass
+                && !bg.purposes.iter().any(|p| p == purpose_name(purpose))
+                && !role.may_open_sealed
+            {
+                return Err(AuthError::BreakGlass(format!(
+                    "not for purpose `{}`",
+                    purpose_name(purpose)
+                )));
+            }
+            // Time-limited: a break-glass session lives no longer than its token, and
+            // such tokens may live at most max_minutes.
+            if claims.exp - claims.iat > bg.max_minutes * 60 {
+                return Err(AuthError::BreakGlass(format!(
+                    "needs a token that lives at most {} minutes",
+                    bg.max_minutes
+                )));
+            }
+        }
+        Ok(AccessContext {
+            user: claims.sub,
+            name: claims.name,
+            role: claims.role,
+            organisation: claims.org,
+            team: claims.team,
+            worker_id: claims.worker,
+            purpose,
+            break_glass_reason: break_glass,
+            person_id: claims.person,
+        })
+    }
+
+    /// Sign claims with the local HS256 key (`escr token`, tests).
+    pub fn mint_hs256(&self, claims: &Claims) -> Result<String, String> {
+        let key = self
+            .hs256
+            .as_ref()
+            .ok_or("no HS256 key configured ([auth] hs256_key_env or hs256_key_file)")?;
+        Ok(sign_hs256(key, claims))
+    }
+}
+
+/// The function other routes (e.g. `/reports`) use to learn the caller.
+pub fn access_context_from_headers(
+    headers: &HeaderMap,
+    auth: &Auth,
+) -> Result<AccessContext, AuthError> {
+    auth.context(headers)
+}
+
+fn enc(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn sign_hs256(key: &hmac::Key, claims: &Claims) -> String {
+    let header = enc(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let body = enc(&serde_json::to_vec(claims).unwrap_or_default());
+    let signed = format!("{header}.{body}");
+    let tag = hmac::sign(key, signed.as_bytes());
+    format!("{signed}.{}", enc(tag.as_ref()))
+}
+
+/// Sign with an asymmetric key for tests and tools: `alg` is RS256 or ES256.
+pub fn sign_with(alg: &str, kid: &str, claims: &Claims, sign: impl Fn(&[u8]) -> Vec<u8>) -> String {
+    let header = enc(serde_json::json!({"alg": alg, "typ": "JWT", "kid": kid})
+        .to_string()
+        .as_bytes());
+    let body = enc(&serde_json::to_vec(claims).unwrap_or_default());
+    let signed = format!("{header}.{body}");
+    let sig = sign(signed.as_bytes());
+    format!("{signed}.{}", enc(&sig))
+}
+
+/// The HS256 key: from the environment variable, else the file (created with a random
+/// key when the policy allows it, for the demo).
+fn hs256_key(policy: &PolicyConfig) -> Result<Option<Vec<u8>>, String> {
+    let a = &policy.auth;
+    if let Some(var) = &a.hs256_key_env {
+        if let Ok(v) = std::env::var(var) {
+            if v.len() < 32 {
+                return Err(format!("{var}: an HS256 key needs at least 32 bytes"));
+            }
+            return Ok(Some(v.into_bytes()));
+        }
+    }
+    let Some(path) = &a.hs256_key_file else {
+        return Ok(None);
+    };
+    if !path.exists() && a.generate_key_if_missing {
+        let mut key = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut key).map_err(|_| "no system randomness".to_string())?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        write_private(path, enc(&key).as_bytes())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    let key = std::fs::read(path)
+        .map_err(|e| format!("{}: cannot read the HS256 key: {e}", path.display()))?;
+    let key: Vec<u8> = String::from_utf8_lossy(&key).trim().as_bytes().to_vec();
+    if key.len() < 32 {
+        return Err(format!(
+            "{}: an HS256 key needs at least 32 bytes",
+            path.display()
+        ));
+    }
+    Ok(Some(key))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)?.write_all(bytes)
+}

@@ -1,0 +1,1345 @@
+//! Consent, access control and audit, end to end on the demo data: tokens -> policy ->
+//! GraphQL -> audit log. The decision matrix lives in tests/consent/matrix.toml.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, HeaderValue};
+use escr_gateway::access::AccessContext;
+use escr_gateway::auth::{AuthError, Claims};
+use escr_gateway::gateway::Gateway;
+use escr_gateway::policy::{AccessControl, PolicyConfig};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::support::demo::{self, Demo, TestGateway};
+
+/// The shipped policy with its storage and key moved into `work`.
+pub fn test_policy(demo: &Demo, work: &Path) -> PolicyConfig {
+    let path = demo::repo().join("config/policy.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut c = PolicyConfig::parse(&path, &text).expect("shipped policy.toml is valid");
+    c.storage.registry = work.join("consent.db");
+    c.storage.audit = work.join("audit.db");
+    c.auth.hs256_key_env = None;
+    c.auth.hs256_key_file = Some(work.join("jwt.key"));
+    c.auth.generate_key_if_missing = true;
+    if let Some(o) = &mut c.national_opt_out {
+        o.file = demo.dir.join("national_opt_out.txt");
+    }
+    c
+}
+
+pub struct Secured {
+    pub gateway: Arc<Gateway>,
+    pub schema: escr_gateway::graphql::EscrSchema,
+    /// Keeps the registry, audit log and key alive for the test.
+    _work: tempfile::TempDir,
+    pub plain: TestGateway,
+}
+
+pub async fn secured(demo: &'static Demo) -> Secured {
+    let plain = demo::gateway(demo).await;
+    let work = tempfile::tempdir().unwrap();
+    let path = work.path().join("escr.toml");
+    std::fs::write(&path, demo::config_text(demo, work.path(), &[])).unwrap();
+    let config = escr_gateway::config::LoadedConfig::load(&path).unwrap();
+    let gateway = Gateway::from_config(config).unwrap();
+    gateway.refresh_index(false).await.unwrap();
+    let access =
+        AccessControl::from_config(test_policy(demo, work.path()), Some(gateway.index.clone()))
+            .unwrap();
+    let gateway = Arc::new(gateway.with_access_control(access));
+    let schema = escr_gateway::graphql::build(Some(gateway.clone()));
+    Secured {
+        gateway,
+        schema,
+        _work: work,
+        plain,
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Caller {
+    pub user: String,
+    pub role: String,
+    pub org: String,
+    pub purpose: String,
+    pub worker: Option<String>,
+    pub team: Option<String>,
+    pub break_glass: Option<String>,
+    pub person: Option<String>,
+}
+
+impl Caller {
+    pub fn new(role: &str, purpose: &str) -> Caller {
+        Caller {
+            user: "matrix-user".into(),
+            role: role.into(),
+            org: "council".into(),
+            purpose: purpose.into(),
+            ..Caller::default()
+        }
+    }
+}
+
+impl Secured {
+    fn access(&self) -> &AccessControl {
+        self.gateway.access.as_deref().unwrap()
+    }
+
+    pub fn token(&self, c: &Caller, lifetime_secs: i64) -> String {
+        let now = chrono::Utc::now().timestamp();
+        self.access()
+            .auth
+            .mint_hs256(&Claims {
+                sub: c.user.clone(),
+                role: c.role.clone(),
+                org: Some(c.org.clone()),
+                team: c.team.clone(),
+                worker: c.worker.clone(),
+                person: c.person.clone(),
+                iat: now,
+                exp: now + lifetime_secs,
+                ..Claims::default()
+            })
+            .unwrap()
+    }
+
+    pub fn headers(&self, c: &Caller) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {}", self.token(c, 600))).unwrap(),
+        );
+        h.insert(
+            "x-purpose-of-use",
+            HeaderValue::from_str(&c.purpose).unwrap(),
+        );
+        if let Some(bg) = &c.break_glass {
+            h.insert("x-break-glass-reason", HeaderValue::from_str(bg).unwrap());
+        }
+        h
+    }
+
+    pub fn context(&self, c: &Caller) -> Result<AccessContext, AuthError> {
+        escr_gateway::auth::access_context_from_headers(&self.headers(c), &self.access().auth)
+    }
+
+    pub async fn run(&self, c: &Caller, query: &str, variables: Value) -> Value {
+        let ctx = self.context(c).expect("caller authenticates");
+        let request = async_graphql::Request::new(query)
+            .variables(async_graphql::Variables::from_json(variables));
+        let response =
+            escr_gateway::server::execute(&self.gateway, &self.schema, ctx, request).await;
+        serde_json::to_value(&response).unwrap()
+    }
+}
+
+fn errors_at(r: &Value, path: &[&str]) -> Vec<String> {
+    r["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            let p: Vec<String> = e["path"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect();
+            p == path
+        })
+        .filter_map(|e| e["extensions"]["code"].as_str().map(str::to_string))
+        .collect()
+}
+
+// --------------------------------------------------------------------------------
+// Choosing people from the demo data
+// --------------------------------------------------------------------------------
+
+const PROFILE_QUERY: &str = "query($id: ID!) { person(id: $id) { nhsNumber
+  allocations { workerId teamId end }
+  caseNotes { security { labels } }
+  episodes { security { labels } }
+  alerts { security { labels } }
+  services { id }
+  consents { scope withdrawn } } }";
+
+#[derive(Default, Clone)]
+pub struct Chosen {
+    pub id: String,
+    pub worker: Option<String>,
+    pub team: Option<String>,
+}
+
+fn labels(list: &Value) -> Vec<BTreeSet<String>> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| {
+            n["security"]["labels"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|l| l.as_str().map(str::to_string))
+                .collect()
+        })
+        .collect()
+}
+
+/// One person per selector, chosen from the unfiltered data.
+pub async fn choose(s: &Secured, demo: &Demo) -> BTreeMap<&'static str, Chosen> {
+    let opt_out: BTreeSet<String> = std::fs::read_to_string(demo.dir.join("national_opt_out.txt"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.trim().to_string())
+        .collect();
+    assert!(!opt_out.is_empty(), "the generator writes an opt-out list");
+    let ids: Vec<String> = s
+        .plain
+        .gateway
+        .index
+        .snapshot()
+        .people
+        .keys()
+        .cloned()
+        .collect();
+    let sw_visible = ["restricted", "safeguarding", "third_party", "sealed"];
+    let mut out: BTreeMap<&'static str, Chosen> = BTreeMap::new();
+    for id in ids {
+        if out.len() == 7 {
+            break;
+        }
+        let r = s.plain.run(PROFILE_QUERY, json!({"id": id})).await;
+        let p = &r["data"]["person"];
+        let allocation = p["allocations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["end"].is_null());
+        let chosen = Chosen {
+            id: id.clone(),
+            worker: allocation.and_then(|a| a["workerId"].as_str().map(str::to_string)),
+            team: allocation.and_then(|a| a["teamId"].as_str().map(str::to_string)),
+        };
+        let notes = labels(&p["caseNotes"]);
+        let all_labels: BTreeSet<String> = notes
+            .iter()
+            .chain(labels(&p["episodes"]).iter())
+            .chain(labels(&p["alerts"]).iter())
+            .flatten()
+            .cloned()
+            .collect();
+        let consents: Vec<(String, bool)> = p["consents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                (
+                    c["scope"].as_str().unwrap_or("").to_string(),
+                    c["withdrawn"].is_null(),
+                )
+            })
+            .collect();
+        let has_services = p["services"].as_array().is_some_and(|a| !a.is_empty());
+        let allocated = allocation.is_some();
+        let sw_sees_all_labels = all_labels.iter().all(|l| sw_visible.contains(&l.as_str()));
+        let mut put = |key: &'static str| {
+            out.entry(key).or_insert_with(|| chosen.clone());
+        };
+        if allocated && has_services && consents.is_empty() {
+            if notes.iter().any(|l| l.contains("sealed"))
+                && notes.iter().any(BTreeSet::is_empty)
+                && sw_sees_all_labels
+            {
+                put("sealed");
+            }
+            if all_labels.is_empty() && !notes.is_empty() {
+                put("plain");
+            }
+        }
+        if allocated && labels(&p["episodes"]).iter().any(|l| !l.is_empty()) {
+            put("labelled_episode");
+        }
+        if allocated && has_services && consents == [("NO_SHARING".to_string(), true)] {
+            put("nosh");
+        }
+        if allocated && has_services && consents == [("SHARE_ALL".to_string(), true)] {
+            put("share_all");
+        }
+        if !allocated && has_services {
+            put("unallocated");
+        }
+        if p["nhsNumber"].as_str().is_some_and(|n| opt_out.contains(n)) {
+            put("opted_out");
+        }
+    }
+    for key in [
+        "sealed",
+        "plain",
+        "labelled_episode",
+        "nosh",
+        "share_all",
+        "unallocated",
+        "opted_out",
+    ] {
+        assert!(out.contains_key(key), "the demo has a `{key}` person");
+    }
+    out
+}
+
+// --------------------------------------------------------------------------------
+// The matrix
+// --------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct Matrix {
+    case: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    name: String,
+    person: String,
+    role: String,
+    #[serde(default = "council")]
+    org: String,
+    purpose: String,
+    relationship: String,
+    break_glass: Option<String>,
+    registry: Option<String>,
+    #[serde(default)]
+    expect: BTreeMap<String, String>,
+    timeline: Option<TimelineExpect>,
+    #[serde(default = "yes")]
+    person_visible: bool,
+}
+
+fn council() -> String {
+    "council".into()
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+struct TimelineExpect {
+    kinds: toml::Value,
+    without: Vec<String>,
+}
+
+const FIELDS: &str = "name { family given }
+  addresses { id security { labels } }
+  services { id security { labels } }
+  caseNotes { id security { labels } }
+  visits { id security { labels } }
+  alerts { id security { labels } }
+  episodes { id security { labels } }
+  timeline(first: 500) { totalCount edges { node { kind record {
+    ... on CaseNote { security { labels } } ... on Episode { security { labels } }
+    ... on Alert { security { labels } } ... on Address { security { labels } }
+    ... on Service { security { labels } } ... on Visit { security { labels } }
+    ... on Referral { security { labels } } ... on Assessment { security { labels } }
+    ... on CarePlan { security { labels } } ... on Relationship { security { labels } }
+    ... on Document { security { labels } } ... on Communication { security { labels } }
+    ... on Consent { security { labels } } ... on Allocation { security { labels } } } } } }";
+
+fn ids_and_labels(v: &Value) -> Vec<(String, BTreeSet<String>)> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| {
+            (
+                n["id"].as_str().unwrap_or("").to_string(),
+                n["security"]["labels"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|l| l.as_str().map(str::to_string))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn decision_matrix() {
+    let demo = demo::clean();
+    let s = secured(demo).await;
+    let people = choose(&s, demo).await;
+    let text = std::fs::read_to_string(demo::repo().join("tests/consent/matrix.toml")).unwrap();
+    let matrix: Matrix = toml::from_str(&text).expect("matrix parses");
+    let query = format!("query($id: ID!) {{ person(id: $id) {{ {FIELDS} }} }}");
+    let mut failures = Vec::new();
+    for case in &matrix.case {
+        let who = &people[case.person.as_str()];
+        let mut caller = Caller::new(&case.role, &case.purpose);
+        caller.org = case.org.clone();
+        caller.break_glass = case.break_glass.clone();
+        match case.relationship.as_str() {
+            "worker" => caller.worker = who.worker.clone(),
+            "team" => caller.team = who.team.clone(),
+            "none" => {
+                caller.worker = Some("999".into());
+                caller.team = Some("999".into());
+            }
+            other => panic!("{}: relationship `{other}`", case.name),
+        }
+        let consent_id = case.registry.as_ref().map(|json| {
+            let provision = serde_json::from_str(json).expect("registry provision parses");
+            s.access()
+                .registry
+                .record(&who.id, &provision, "matrix", "test")
+                .unwrap()
+                .id
+        });
+        let plain = s.plain.run(&query, json!({"id": who.id})).await;
+        let got = s.run(&caller, &query, json!({"id": who.id})).await;
+        if let Some(id) = consent_id {
+            s.access()
+                .registry
+                .withdraw(id, "test", "end of case")
+                .unwrap();
+        }
+        let mut fail = |why: String| failures.push(format!("{}: {why}\n  got: {got}", case.name));
+        if !case.person_visible {
+            if got["data"]["person"] != Value::Null {
+                fail("person should be absent".into());
+            }
+            continue;
+        }
+        for (field, spec) in &case.expect {
+            let path = ["person", field.as_str()];
+            let errs = errors_at(&got, &path);
+            let have = &got["data"]["person"][field];
+            let want = &plain["data"]["person"][field];
+            let (kind, rest) = spec.split_once(':').unwrap_or((spec, ""));
+            match kind {
+                "all" => {
+                    if have != want || !errs.is_empty() {
+                        fail(format!("{field}: expected all, errors {errs:?}"));
+                    }
+                }
+                "none" => {
+                    let empty = have.is_null() || have.as_array().is_some_and(|a| a.is_empty());
+                    if !empty || !errs.contains(&rest.to_string()) {
+                        fail(format!(
+                            "{field}: expected none with {rest}, errors {errs:?}"
+                        ));
+                    }
+                    if want.is_null() || want.as_array().is_some_and(|a| a.is_empty()) {
+                        fail(format!("{field}: the chosen person has none to withhold"));
+                    }
+                }
+                "without" => {
+                    let (labels, code) = rest.split_once(':').unwrap_or((rest, ""));
+                    let drop: BTreeSet<&str> = labels.split(',').collect();
+                    let expected: Vec<_> = ids_and_labels(want)
+                        .into_iter()
+                        .filter(|(_, l)| !l.iter().any(|x| drop.contains(x.as_str())))
+                        .collect();
+                    if ids_and_labels(have) != expected {
+                        fail(format!("{field}: expected without {labels}"));
+                    }
+                    if expected.len() == ids_and_labels(want).len() {
+                        fail(format!(
+                            "{field}: the chosen person has nothing labelled {labels}"
+                        ));
+                    }
+                    let ok = if code.is_empty() {
+                        errs.is_empty()
+                    } else {
+                        errs == [code.to_string()]
+                    };
+                    if !ok {
+                        fail(format!("{field}: errors {errs:?}, expected [{code}]"));
+                    }
+                    // Sealed existence never shows, not even as an error.
+                    if drop.contains("sealed") && got.to_string().contains("SEALED") {
+                        fail("a SEALED code reveals the envelope".into());
+                    }
+                }
+                other => panic!("{}: expectation `{other}`", case.name),
+            }
+        }
+        if let Some(t) = &case.timeline {
+            let kinds: Option<BTreeSet<String>> = match &t.kinds {
+                toml::Value::String(s) if s == "all" => None,
+                toml::Value::Array(a) => Some(
+                    a.iter()
+                        .filter_map(|k| k.as_str().map(str::to_string))
+                        .collect(),
+                ),
+                other => panic!("timeline kinds {other}"),
+            };
+            let expected = plain["data"]["person"]["timeline"]["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| {
+                    kinds
+                        .as_ref()
+                        .is_none_or(|k| k.contains(e["node"]["kind"].as_str().unwrap()))
+                })
+                .filter(|e| {
+                    !e["node"]["record"]["security"]["labels"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|l| t.without.iter().any(|w| l == w))
+                })
+                .count();
+            let have = &got["data"]["person"]["timeline"];
+            if have["totalCount"] != json!(expected)
+                || have["edges"].as_array().map(Vec::len) != Some(expected)
+            {
+                fail(format!(
+                    "timeline: totalCount {} edges {:?}, expected {expected}",
+                    have["totalCount"],
+                    have["edges"].as_array().map(Vec::len)
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        matrix.case.len(),
+        failures.join("\n")
+    );
+}
+
+// --------------------------------------------------------------------------------
+// Leak paths: the same denial through every way of reaching the person
+// --------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_same_decision_on_every_path() {
+    let demo = demo::clean();
+    let s = secured(demo).await;
+    let people = choose(&s, demo).await;
+    let who = &people["plain"];
+    let mut denied = Caller::new("social_worker", "direct_care");
+    denied.worker = Some("999".into());
+    denied.team = Some("999".into());
+    let name = s
+        .plain
+        .run(
+            "query($id: ID!) { person(id: $id) { name { family given } nhsNumber } }",
+            json!({"id": who.id}),
+        )
+        .await;
+    let family = name["data"]["person"]["name"]["family"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let nhs = name["data"]["person"]["nhsNumber"]
+        .as_str()
+        .map(str::to_string);
+    let plain_services = s
+        .plain
+        .run(
+            "query($id: ID!) { person(id: $id) { services { id unitCost } } }",
+            json!({"id": who.id}),
+        )
+        .await;
+    let service_ids: Vec<String> = plain_services["data"]["person"]["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!service_ids.is_empty());
+    let queries = [
+        ("aliases", "query($id: ID!) { a: person(id: $id) { s: services { id } } b: person(id: $id) { services { id } } }"),
+        ("fragments", "fragment F on Person { services { id unitCost } } query($id: ID!) { person(id: $id) { ...F ... on Person { services { id } } } }"),
+        ("timeline", "query($id: ID!) { person(id: $id) { timeline(first: 500, filter: {kinds: [SERVICE]}) { totalCount edges { node { summary record { ... on Service { id } } } } } } }"),
+        ("entities", "query($r: [_Any!]!) { _entities(representations: $r) { ... on Person { services { id } timeline(filter: {kinds: [SERVICE]}) { totalCount } } } }"),
+        ("search", "query($n: String!) { searchPeople(name: $n, first: 200) { edges { node { id services { id } } } } }"),
+    ];
+    let mut vars =
+        json!({"id": who.id, "r": [{"__typename": "Person", "id": who.id}], "n": family});
+    if let Some(nhs) = &nhs {
+        vars["nhs"] = json!(nhs);
+    }
+    for (label, q) in queries {
+        let r = s.run(&denied, q, vars.clone()).await;
+        let text = r.to_string();
+        for id in &service_ids {
+            assert!(
+                !text.contains(id.as_str()),
+                "{label}: service {id} leaked: {text}"
+            );
+        }
+        assert!(
+            text.contains("NO_RELATIONSHIP"),
+            "{label}: no explanation: {text}"
+        );
+        if label == "timeline" {
+            assert_eq!(r["data"]["person"]["timeline"]["totalCount"], 0, "{text}");
+        }
+    }
+    if let Some(nhs) = nhs {
+        let r = s
+            .run(
+                &denied,
+                "query($n: String!) { personByNhsNumber(nhsNumber: $n) { services { id } } }",
+                json!({"n": nhs}),
+            )
+            .await;
+        assert_eq!(r["data"]["personByNhsNumber"]["services"], json!([]), "{r}");
+        assert_eq!(
+            errors_at(&r, &["personByNhsNumber", "services"]),
+            ["NO_RELATIONSHIP"]
+        );
+    }
+}
+
+// --------------------------------------------------------------------------------
+// Cache safety
+// --------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_warm_cache_never_serves_a_denied_caller() {
+    let demo = demo::clean();
+    let s = secured(demo).await;
+    let people = choose(&s, demo).await;
+    let who = &people["sealed"];
+    let q = "query($id: ID!) { person(id: $id) { caseNotes { id text security { labels } } services { id } } }";
+    let mut allowed = Caller::new("safeguarding_lead", "safeguarding");
+    allowed.break_glass = Some("Strategy meeting, child at risk".into());
+    let warm = s.run(&allowed, q, json!({"id": who.id})).await;
+    let sealed_ids: Vec<String> = warm["data"]["person"]["caseNotes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["security"]["labels"].to_string().contains("sealed"))
+        .map(|n| n["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        !sealed_ids.is_empty(),
+        "the allowed caller sees the sealed note"
+    );
+    let statements = s.gateway.fetcher.statements_executed();
+    let mut unrelated = Caller::new("social_worker", "direct_care");
+    unrelated.worker = Some("999".into());
+    let r = s.run(&unrelated, q, json!({"id": who.id})).await;
+    assert_eq!(
+        s.gateway.fetcher.statements_executed(),
+        statements,
+        "served from the cache"
+    );
+    assert_eq!(r["data"]["person"]["caseNotes"], json!([]));
+    assert_eq!(r["data"]["person"]["services"], json!([]));
+    let mut allocated = Caller::new("social_worker", "direct_care");
+    allocated.worker = who.worker.clone();
+    let r = s.run(&allocated, q, json!({"id": who.id})).await;
+    let text = r.to_string();
+    for id in &sealed_ids {
+        assert!(
+            !text.contains(id.as_str()),
+            "sealed note from the cache: {text}"
+        );
+    }
+    assert!(!r["data"]["person"]["caseNotes"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn consent_recorded_and_withdrawn_through_graphql_applies_at_once() {
+    let demo = demo::clean();
+    let s = secured(demo).await;
+    let people = choose(&s, demo).await;
+    let who = &people["plain"];
+    let mut worker = Caller::new("social_worker", "direct_care");
+    worker.worker = who.worker.clone();
+    let q = "query($id: ID!) { person(id: $id) { caseNotes { id } } }";
+    let before = s.run(&worker, q, json!({"id": who.id})).await;
+    assert!(!before["data"]["person"]["caseNotes"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+
+    let r = s
+        .run(
+            &worker,
+            r#"mutation($id: ID!) { recordConsent(personId: $id, source: "paper form",
+                 provision: { decision: DENY, dataClasses: ["notes"] }) { id recordedBy source withdrawnAt } }"#,
+            json!({"id": who.id}),
+        )
+        .await;
+    let consent = &r["data"]["recordConsent"];
+    assert_eq!(consent["recordedBy"], "matrix-user", "{r}");
+    assert_eq!(consent["source"], "paper form");
+    let consent_id = consent["id"].as_str().unwrap().to_string();
+
+    let denied = s.run(&worker, q, json!({"id": who.id})).await;
+    assert_eq!(denied["data"]["person"]["caseNotes"], json!([]), "{denied}");
+    assert_eq!(
+        errors_at(&denied, &["person", "caseNotes"]),
+        ["CONSENT_DENIED"]
+    );
+
+    let r = s
+        .run(
+            &worker,
+            r#"mutation($c: ID!) { withdrawConsent(id: $c, reason: "person changed their mind") { withdrawnAt withdrawnBy history { action by } } }"#,
+            json!({"c": consent_id}),
+        )
+        .await;
+    assert_eq!(
+        r["data"]["withdrawConsent"]["history"],
+        json!([{"action": "recorded", "by": "matrix-user"}, {"action": "withdrawn", "by": "matrix-user"}]),
+        "{r}"
+    );
+    let after = s.run(&worker, q, json!({"id": who.id})).await;
+    assert_eq!(
+        after["data"]["person"]["caseNotes"],
+        before["data"]["person"]["caseNotes"]
+    );
+    assert!(errors_at(&after, &["person", "caseNotes"]).is_empty());
+
+    // Withdrawing twice is a clear error; roles without the right cannot record.
+    let again = s
+        .run(
+            &worker,
+            r#"mutation($c: ID!) { withdrawConsent(id: $c, reason: "again") { id } }"#,
+            json!({"c": consent_id}),
+        )
+        .await;
+    assert_eq!(
+        again["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{again}"
+    );
+    let analyst = Caller::new("analyst", "planning");
+    let r = s
+        .run(&analyst, r#"mutation($id: ID!) { recordConsent(personId: $id, source: "x", provision: { decision: PERMIT }) { id } }"#, json!({"id": who.id}))
+        .await;
+    assert_eq!(r["errors"][0]["extensions"]["code"], "FORBIDDEN", "{r}");
+    let history = s
+        .run(
+            &worker,
+            "query($id: ID!) { registryConsents(personId: $id) { id withdrawalReason } }",
+            json!({"id": who.id}),
+        )
+        .await;
+    assert_eq!(
+        history["data"]["registryConsents"],
+        json!([{"id": consent_id, "withdrawalReason": "person changed their mind"}])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_callers_never_see_each_others_results() {
+    let demo = demo::clean();
+    let s = Arc::new(secured(demo).await);
+    let people = choose(&s, demo).await;
+    let who = people["sealed"].clone();
+    let q = "query($id: ID!) { person(id: $id) { caseNotes { id security { labels } } services { id } } }";
+    let mut lead = Caller::new("safeguarding_lead", "safeguarding");
+    lead.break_glass = Some("Section 47 enquiry in progress".into());
+    let mut worker = Caller::new("social_worker", "direct_care");
+    worker.worker = who.worker.clone();
+    let mut stranger = Caller::new("social_worker", "direct_care");
+    stranger.worker = Some("999".into());
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let s = s.clone();
+        let caller = [&lead, &worker, &stranger][i % 3].clone();
+        let id = who.id.clone();
+        tasks.push(tokio::spawn(async move {
+            if i % 7 == 0 {
+                s.gateway.fetcher.clear_cache();
+            }
+            (i % 3, s.run(&caller, q, json!({"id": id})).await)
+        }));
+    }
+    for t in tasks {
+        let (kind, r) = t.await.unwrap();
+        let notes = r["data"]["person"]["caseNotes"].as_array().unwrap().clone();
+        let sealed = notes
+            .iter()
+            .filter(|n| n["security"]["labels"].to_string().contains("sealed"))
+            .count();
+        match kind {
+            0 => assert!(sealed > 0, "the lead sees sealed notes: {r}"),
+            1 => assert!(sealed == 0 && !notes.is_empty(), "worker: {r}"),
+            _ => assert!(
+                notes.is_empty() && r["data"]["person"]["services"] == json!([]),
+                "stranger: {r}"
+            ),
+        }
+    }
+}
+
+// --------------------------------------------------------------------------------
+// Who is asking
+// --------------------------------------------------------------------------------
+
+async fn serve(s: &Secured) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = escr_gateway::server::router(s.gateway.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/graphql")
+}
+
+#[tokio::test]
+async fn http_requires_a_valid_token_and_a_permitted_purpose() {
+    let demo = demo::clean();
+    let s = secured(demo).await;
+    let url = serve(&s).await;
+    let id = s
+        .gateway
+        .index
+        .snapshot()
+        .people
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    let body = json!({"query": "query($id: ID!) { person(id: $id) { name { family } } }", "variables": {"id": id}});
+    let client = reqwest::Client::new();
+    let post = |headers: Vec<(&'static str, String)>| {
+        let mut req = client.post(&url).json(&body);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, r) = post(vec![]).await;
+    assert_eq!(
+        (status, r["errors"][0]["extensions"]["code"].as_str()),
+        (401, Some("UNAUTHENTICATED")),
+        "{r}"
+    );
+    assert_eq!(r["data"], Value::Null);
+
+    let worker = Caller::new("social_worker", "direct_care");
+    let good = s.token(&worker, 8 * 3600);
+    let (status, r) = post(vec![
+        ("authorization", format!("Bearer {good}")),
+        ("x-purpose-of-use", "direct_care".into()),
+    ])
+    .await;
+    assert_eq!(status, 200, "{r}");
+    assert!(r["data"]["person"]["name"]["family"].is_string(), "{r}");
+    assert!(r["extensions"]["auditRequestId"].is_string(), "{r}");
+
+    // The purpose must be one the role may use.
+    let (status, r) = post(vec![
+        ("authorization", format!("Bearer {good}")),
+        ("x-purpose-of-use", "research".into()),
+    ])
+    .await;
+    assert_eq!(
+        (status, r["errors"][0]["extensions"]["code"].as_str()),
+        (403, Some("PURPOSE_NOT_PERMITTED")),
+        "{r}"
+    );
+    let (status, _) = post(vec![("authorization", format!("Bearer {good}"))]).await;
+    assert_eq!(status, 401, "no purpose");
+
+    // Tampered, expired, or signed with another key.
+    let mut parts: Vec<String> = good.split('.').map(str::to_string).collect();
+    parts[1] = parts[1].chars().rev().collect();
+    let (status, _) = post(vec![
+        ("authorization", format!("Bearer {}", parts.join("."))),
+        ("x-purpose-of-use", "direct_care".into()),
+    ])
+    .await;
+    assert_eq!(status, 401);
+    let expired = s.token(&worker, -3600);
+    let (status, r) = post(vec![
+        ("authorization", format!("Bearer {expired}")),
+        ("x-purpose-of-use", "direct_care".into()),
+    ])
+    .await;
+    assert_eq!(status, 401, "{r}");
+    let other = secured(demo).await;
+    let foreign = other.token(&worker, 600);
+    let (status, _) = post(vec![
+        ("authorization", format!("Bearer {foreign}")),
+        ("x-purpose-of-use", "direct_care".into()),
+    ])
+    .await;
+    assert_eq!(status, 401);
+
+    // Break-glass: a reason, and a short-lived token.
+    let (status, r) = post(vec![
+        ("authorization", format!("Bearer {good}")),
+        ("x-purpose-of-use", "direct_care".into()),
+        (
+            "x-break-glass-reason",
+            "Urgent: hospital discharge tonight".into(),
+        ),
+    ])
+    .await;
+    assert_eq!(
+        status, 403,
+        "an 8-hour token may not break glass: tokens live at most the policy's limit: {r}"
+    );
+    let short = s.token(&worker, 30 * 60);
+    let (status, r) = post(vec![
+        ("authorization", format!("Bearer {short}")),
+        ("x-purpose-of-use", "direct_care".into()),
+        ("x-break-glass-reason", "x".into()),
+    ])
+    .await;
+    assert_eq!(
+        (status, r["errors"][0]["extensions"]["code"].as_str()),
+        (403, Some("BREAK_GLASS_REFUSED")),
+        "{r}"
+    );
+    let (status, r) = post(vec![
+        ("authorization", format!("Bearer {short}")),
+        ("x-purpose-of-use", "direct_care".into()),
+        (
+            "x-break-glass-reason",
+            "Urgent: hospital discharge tonight".into(),
+        ),
+    ])
+    .await;
+    assert_eq!(status, 200, "{r}");
+    let analyst = s.token(&Caller::new("analyst", "planning"), 30 * 60);
+    let (status, _) = post(vec![
+        ("authorization", format!("Bearer {analyst}")),
+        ("x-purpose-of-use", "planning".into()),
+        (
+            "x-break-glass-reason",
+            "I would like to see everything".into(),
+        ),
+    ])
+    .await;
+    assert_eq!(status, 403, "analysts may not break glass");
+    let breaks = s.access().audit.break_glass().unwrap();
+    assert_eq!(breaks.len(), 1, "{breaks:?}");
+    assert_eq!(
+        breaks[0].break_glass_reason.as_deref(),
+        Some("Urgent: hospital discharge tonight")
+    );
+}
+
+#[test]
+fn rs256_and_es256_tokens_verify_against_a_jwks_that_rotates() {
+    use aws_lc_rs::signature::{
+        EcdsaKeyPair, KeyPair, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING, RSA_PKCS1_SHA256,
+    };
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let work = tempfile::tempdir().unwrap();
+    let rsa = RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    let comps = aws_lc_rs::rsa::PublicKeyComponents::<Vec<u8>>::from(rsa.public_key());
+    let ec = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+    let point = ec.public_key().as_ref().to_vec();
+    let rsa_jwk = json!({"kty": "RSA", "kid": "rsa-1", "n": b64(&comps.n), "e": b64(&comps.e)});
+    let ec_jwk = json!({"kty": "EC", "crv": "P-256", "kid": "ec-2", "x": b64(&point[1..33]), "y": b64(&point[33..])});
+    let jwks = work.path().join("jwks.json");
+    std::fs::write(&jwks, json!({"keys": [rsa_jwk]}).to_string()).unwrap();
+
+    let path = demo::repo().join("config/policy.toml");
+    let mut config = PolicyConfig::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
+    config.auth.hs256_key_env = None;
+    config.auth.hs256_key_file = None;
+    config.auth.jwks_file = Some(jwks.clone());
+    let auth = escr_gateway::auth::Auth::new(Arc::new(config)).unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let claims = Claims {
+        sub: "u1".into(),
+        role: "social_worker".into(),
+        iat: now,
+        exp: now + 600,
+        ..Claims::default()
+    };
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let rs = escr_gateway::auth::sign_with("RS256", "rsa-1", &claims, |m| {
+        let mut sig = vec![0; rsa.public_modulus_len()];
+        rsa.sign(&RSA_PKCS1_SHA256, &rng, m, &mut sig).unwrap();
+        sig
+    });
+    assert_eq!(auth.verify(&rs).unwrap().sub, "u1");
+    let es = escr_gateway::auth::sign_with("ES256", "ec-2", &claims, |m| {
+        ec.sign(&rng, m).unwrap().as_ref().to_vec()
+    });
+    assert_eq!(
+        auth.verify(&es).unwrap_err(),
+        AuthError::UnknownKey(Some("ec-2".into()))
+    );
+    // The identity provider rotates: the new key appears in the JWKS, and the gateway
+    // re-reads it when a token names it.
+    std::fs::write(&jwks, json!({"keys": [rsa_jwk, ec_jwk]}).to_string()).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(auth.verify(&es).unwrap().sub, "u1");
+    // A signature made with one key under another's id fails; HS256 is not accepted
+    // when no HS256 key is configured; `none` never is.
+    let forged = escr_gateway::auth::sign_with("ES256", "rsa-1", &claims, |m| {
+        ec.sign(&rng, m).unwrap().as_ref().to_vec()
+    });
+    assert_eq!(auth.verify(&forged).unwrap_err(), AuthError::BadSignature);
+    let none = format!(
+        "{}.{}.",
+        b64(br#"{"alg":"none"}"#),
+        b64(serde_json::to_string(&claims).unwrap().as_bytes())
+    );
+    assert!(matches!(auth.verify(&none), Err(AuthError::Algorithm(_))));
+}
+
+#[test]
+fn bad_policy_names_file_line_and_reason() {
+    let path = demo::repo().join("config/policy.toml");
+    let shipped = std::fs::read_to_string(&path).unwrap();
+    PolicyConfig::parse(&path, &shipped).expect("the shipped policy is valid");
+    let cases = [
+        (
+            "labels = [\"restricted\", \"safeguarding\", \"third_party\"]\nmay_break_glass",
+            "labels = [\"restricted\", \"gossip\"]\nmay_break_glass",
+            "unknown label `gossip`",
+        ),
+        (
+            "purposes = [\"planning\"]",
+            "purposes = [\"planing\"]",
+            "unknown purpose `planing`",
+        ),
+        (
+            "max_minutes = 60",
+            "max_minutes = 60\nmax_hours = 1",
+            "unknown field `max_hours`",
+        ),
+        (
+            "purposes = [\"planning\", \"research\"]",
+            "purposes = [\"direct_care\"]",
+            "never applies to direct care",
+        ),
+        (
+            "classes = [\"care\"]",
+            "classes = [\"everything\"]",
+            "unknown data class `everything`",
+        ),
+    ];
+    for (from, to, reason) in cases {
+        assert!(shipped.contains(from), "{from}");
+        let text = shipped.replacen(from, to, 1);
+        let err = PolicyConfig::parse(&path, &text).unwrap_err();
+        let line = text[..text.find(to).unwrap()].lines().count() + 1;
+        assert!(err.reason.contains(reason), "{err}");
+        assert!(
+            err.line > 0 && err.line.abs_diff(line) <= 3,
+            "{err} (edited line {line})"
+        );
+        assert!(
+            err.to_string().starts_with(&format!("{}:", path.display())),
+            "{err}"
+        );
+    }
+}
+
+// --------------------------------------------------------------------------------
+// Audit
+// --------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn every_decision_is_audited_in_an_intact_chain() {
+    let demo = demo::clean();
+    let s = secured(demo).await;
+    let people = choose(&s, demo).await;
+    let who = &people["sealed"];
+    let q =
+        "query($id: ID!) { person(id: $id) { name { family } caseNotes { id } services { id } } }";
+    let mut worker = Caller::new("social_worker", "direct_care");
+    worker.worker = who.worker.clone();
+    let r = s.run(&worker, q, json!({"id": who.id})).await;
+    let request_id = r["extensions"]["auditRequestId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let events = s.access().audit.for_request(&request_id).unwrap();
+    let released: Vec<_> = events.iter().filter(|e| e.decision == "released").collect();
+    assert_eq!(released.len(), 1, "{events:?}");
+    assert_eq!(released[0].person_id.as_deref(), Some(who.id.as_str()));
+    assert!(
+        released[0].kinds.contains("case_note")
+            && released[0].kinds.contains("service")
+            && released[0].kinds.contains("person")
+    );
+    assert_eq!(released[0].user, "matrix-user");
+    assert_eq!(released[0].role, "social_worker");
+    assert_eq!(released[0].purpose, "direct_care");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.decision == "hidden" && e.code.as_deref() == Some("SEALED")),
+        "sealed withholding audited: {events:?}"
+    );
+
+    let mut stranger = Caller::new("social_worker", "direct_care");
+    stranger.worker = Some("999".into());
+    let r = s.run(&stranger, q, json!({"id": who.id})).await;
+    let events = s
+        .access()
+        .audit
+        .for_request(r["extensions"]["auditRequestId"].as_str().unwrap())
+        .unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.decision == "withheld" && e.code.as_deref() == Some("NO_RELATIONSHIP")),
+        "{events:?}"
+    );
+
+    // The Caldicott guardian reads the trail; a social worker may not.
+    let guardian = Caller::new("caldicott_guardian", "care_management");
+    let trail = s.run(&guardian, "query($id: ID!) { auditTrail(personId: $id) { user role purpose decision code kinds } }", json!({"id": who.id})).await;
+    let trail = trail["data"]["auditTrail"].as_array().unwrap().clone();
+    assert!(trail
+        .iter()
+        .any(|e| e["decision"] == "released" && e["user"] == "matrix-user"));
+    assert!(trail.iter().any(|e| e["code"] == "NO_RELATIONSHIP"));
+    let r = s
+        .run(
+            &worker,
+            "query($id: ID!) { auditTrail(personId: $id) { user } }",
+            json!({"id": who.id}),
+        )
+        .await;
+    assert_eq!(r["errors"][0]["extensions"]["code"], "FORBIDDEN", "{r}");
+
+    // The person sees who has seen their record; nobody else's.
+    let mut me = Caller::new("person", "direct_care");
+    me.person = Some(who.id.clone());
+    let r = s
+        .run(
+            &me,
+            "{ myRecordAccess { user role purpose kinds breakGlass } }",
+            json!({}),
+        )
+        .await;
+    let seen = r["data"]["myRecordAccess"].as_array().unwrap();
+    assert!(
+        seen.iter()
+            .any(|e| e["user"] == "matrix-user" && e["role"] == "social_worker"),
+        "{r}"
+    );
+    assert!(seen.iter().all(|e| e["user"] != ""), "{r}");
+    let other = people["plain"].id.clone();
+    let r = s
+        .run(
+            &me,
+            "query($id: ID!) { person(id: $id) { name { family } } }",
+            json!({"id": other}),
+        )
+        .await;
+    assert_eq!(
+        r["data"]["person"],
+        Value::Null,
+        "a person sees only their own record: {r}"
+    );
+
+    let path = s.access().config.storage.audit.clone();
+    let v = escr_gateway::audit::verify(&path).unwrap();
+    assert!(v.events >= 5 && v.first_break.is_none(), "{v:?}");
+
+    // Append-only: SQLite refuses changes; forcing one past the trigger breaks the chain
+    // exactly there.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    assert!(conn
+        .execute("UPDATE audit SET user = 'someone' WHERE seq = 2", [])
+        .is_err());
+    assert!(conn.execute("DELETE FROM audit WHERE seq = 2", []).is_err());
+    conn.execute_batch(
+        "DROP TRIGGER audit_append_only_u; UPDATE audit SET decision = 'released' WHERE seq = 3;",
+    )
+    .unwrap();
+    let v = escr_gateway::audit::verify(&path).unwrap();
+    assert_eq!(v.first_break.map(|b| b.0), Some(3));
+}
+
+// --------------------------------------------------------------------------------
+// Durability: SIGKILL under load loses no audit event of an answered request
+// --------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_load_loses_no_audit_record_of_an_answered_request() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let vendors = demo::repo().join("config/vendors");
+    let mut config = format!(
+        "policy = \"policy.toml\"\n\n[server]\nlisten = \"127.0.0.1:{port}\"\n\n[index]\npath = \"data/index.db\"\nrefresh_secs = 0\n\n[demo]\ndir = \"data/demo\"\npeople = 150\nseed = 3\n"
+    );
+    for source in ["casetrak", "opencare", "ssis"] {
+        config.push_str(&format!(
+            "\n[[sources]]\nname = \"{source}\"\nprofile = {:?}\nsqlite = {{ path = \"data/demo/{source}.db\" }}\n",
+            vendors.join(format!("{source}.toml"))
+        ));
+    }
+    std::fs::write(dir.join("escr.toml"), config).unwrap();
+    let policy = std::fs::read_to_string(demo::repo().join("config/policy.toml"))
+        .unwrap()
+        .replace("\"../data/", "\"data/");
+    std::fs::write(dir.join("policy.toml"), policy).unwrap();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::write(
+        dir.join("data/jwt-hs256.key"),
+        "sigkill-test-key-0123456789abcdef0123456789",
+    )
+    .unwrap();
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_escr"))
+        .args(["--config", dir.join("escr.toml").to_str().unwrap(), "serve"])
+        .env_remove("ESCR_JWT_KEY")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(started.elapsed().as_secs() < 120, "serve did not start");
+        assert!(child.try_wait().unwrap().is_none(), "serve exited");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let policy = PolicyConfig::load(&dir.join("policy.toml")).unwrap();
+    let audit_path = policy.storage.audit.clone();
+    let auth = escr_gateway::auth::Auth::new(Arc::new(policy)).unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let token = auth
+        .mint_hs256(&Claims {
+            sub: "load".into(),
+            role: "safeguarding_lead".into(),
+            org: Some("council".into()),
+            iat: now,
+            exp: now + 3600,
+            ..Claims::default()
+        })
+        .unwrap();
+    let post = |query: Value| {
+        client
+            .post(format!("{base}/graphql"))
+            .bearer_auth(&token)
+            .header("x-purpose-of-use", "safeguarding")
+            .json(&query)
+            .send()
+    };
+    let mut ids = BTreeSet::new();
+    for letter in ["a", "b", "c", "d", "e", "h", "j", "m", "s", "w"] {
+        let r: Value = post(json!({"query": "query($n: String!) { searchPeople(name: $n, first: 50) { edges { node { id } } } }", "variables": {"n": letter}}))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for e in r["data"]["searchPeople"]["edges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            ids.insert(e["node"]["id"].as_str().unwrap().to_string());
+        }
+    }
+    let ids: Vec<String> = ids.into_iter().collect();
+    assert!(ids.len() >= 10, "people found: {}", ids.len());
+
+    // Four clients; the server is killed while they run. Every response that arrived
+    // with data must have its audit events on disk.
+    let acknowledged = Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for t in 0..4 {
+        let client = client.clone();
+        let (base, token, ids, acknowledged, stop) = (
+            base.clone(),
+            token.clone(),
+            ids.clone(),
+            acknowledged.clone(),
+            stop.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            for i in 0..5000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let id = &ids[(i * 4 + t) % ids.len()];
+                let sent = client
+                    .post(format!("{base}/graphql"))
+                    .bearer_auth(&token)
+                    .header("x-purpose-of-use", "safeguarding")
+                    .json(&json!({"query": "query($id: ID!) { person(id: $id) { name { family } services { id } } }", "variables": {"id": id}}))
+                    .send()
+                    .await;
+                let Ok(resp) = sent else { break };
+                let Ok(body) = resp.json::<Value>().await else { break };
+                if body["data"]["person"]["name"].is_object() {
+                    let rid = body["extensions"]["auditRequestId"].as_str().unwrap().to_string();
+                    acknowledged.lock().unwrap().push((rid, id.clone()));
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    eprintln!("answered before SIGKILL: {}", acknowledged.len());
+    assert!(
+        acknowledged.len() >= 20,
+        "load ran: {} answered",
+        acknowledged.len()
+    );
+
+    let conn = rusqlite::Connection::open(&audit_path).unwrap();
+    let mut missing = Vec::new();
+    for (rid, person) in &acknowledged {
+        let n: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM audit WHERE request_id = ?1 AND person_id = ?2 AND decision = 'released'",
+                [rid, person],
+                |r| r.get(0),
+            )
+            .unwrap();
+        if n == 0 {
+            missing.push(rid.clone());
+        }
+    }
+    drop(conn);
+    assert!(
+        missing.is_empty(),
+        "{} of {} answered requests lack their audit record",
+        missing.len(),
+        acknowledged.len()
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_escr"))
+        .args([
+            "--config",
+            dir.join("escr.toml").to_str().unwrap(),
+            "verify-audit",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("chain intact"),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
