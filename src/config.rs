@@ -55,6 +55,8 @@ pub struct IndexConfig {
     /// Seconds between incremental refreshes while serving (0: never).
     #[serde(default = "default_refresh_secs")]
     pub refresh_secs: u64,
+    /// Record-linkage settings (`linkage.toml`); built-in defaults when absent.
+    pub linkage: Option<PathBuf>,
 }
 
 impl Default for IndexConfig {
@@ -62,6 +64,7 @@ impl Default for IndexConfig {
         IndexConfig {
             path: default_index_path(),
             refresh_secs: default_refresh_secs(),
+            linkage: None,
         }
     }
 }
@@ -179,6 +182,7 @@ pub struct LoadedConfig {
     pub path: PathBuf,
     pub gateway: GatewayConfig,
     pub profiles: Vec<VendorProfile>,
+    pub linkage: crate::linkage::LinkageConfig,
 }
 
 impl LoadedConfig {
@@ -198,6 +202,13 @@ impl LoadedConfig {
             |offset: usize, reason: String| ConfigError::at(path, line_of(text, offset), reason);
 
         gateway.index.path = base.join(&gateway.index.path);
+        let linkage = match &mut gateway.index.linkage {
+            Some(p) => {
+                *p = base.join(&*p);
+                crate::linkage::LinkageConfig::load(p)?
+            }
+            None => crate::linkage::LinkageConfig::default(),
+        };
         if let Some(demo) = &mut gateway.demo {
             demo.dir = base.join(&demo.dir);
         }
@@ -247,6 +258,7 @@ impl LoadedConfig {
             path: path.to_path_buf(),
             gateway,
             profiles,
+            linkage,
         })
     }
 }

@@ -7,6 +7,7 @@ pub mod gateway;
 pub mod generate;
 pub mod graphql;
 pub mod index;
+pub mod linkage;
 pub mod loader;
 pub mod server;
 pub mod source;
