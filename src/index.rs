@@ -9,6 +9,7 @@
 //! 3. a valid NHS number with birth dates that agree;
 //! 4. Fellegi-Sunter scores (`crate::linkage`), best first: matches link, except records
 //!    with a protected label, which go to review like the pairs between the thresholds.
+//!
 //! Every union is kept as an edge with its evidence (rule, or per-field weights and
 //! score): that is the answer to "why are these records one person".
 //!
@@ -343,6 +344,11 @@ impl IdentityIndex {
         Ok(conn)
     }
 
+    /// The index's SQLite file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub fn linkage_config(&self) -> &LinkageConfig {
         &self.linkage
     }
@@ -372,7 +378,10 @@ impl IdentityIndex {
                 }
             }
         }
-        let decided_at = chrono::Utc::now().naive_utc().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let decided_at = chrono::Utc::now()
+            .naive_utc()
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string();
         let id = {
             let _guard = self.write.lock().await;
             let conn = self.connect()?;
@@ -547,6 +556,9 @@ pub struct LinkOutcome {
     pub stats: LinkStats,
 }
 
+/// A pair for review before ids exist: positions, score, reason, evidence.
+type PendingReview = (usize, usize, Option<f64>, String, Vec<FieldWeight>);
+
 /// Union-find over record positions, with what the guard needs per cluster: its valid
 /// NHS numbers and the members a steward separated from someone.
 struct Clusters {
@@ -600,7 +612,11 @@ impl Clusters {
         {
             return Err("the records' people have different NHS numbers");
         }
-        let guarded: Vec<usize> = self.guarded[ra].iter().chain(&self.guarded[rb]).copied().collect();
+        let guarded: Vec<usize> = self.guarded[ra]
+            .iter()
+            .chain(&self.guarded[rb])
+            .copied()
+            .collect();
         for x in guarded {
             let rx = self.find(x);
             let other = if rx == ra { rb } else { ra };
@@ -641,7 +657,10 @@ fn subject(r: &SourceRecord, protected: &[String]) -> Subject {
 }
 
 /// Links records into people; assigns `person_id` and `link_rule` in place.
-fn link(records: &mut BTreeMap<(String, String), SourceRecord>, input: &LinkInput<'_>) -> LinkOutcome {
+fn link(
+    records: &mut BTreeMap<(String, String), SourceRecord>,
+    input: &LinkInput<'_>,
+) -> LinkOutcome {
     let config = input.config;
     let keys: Vec<(String, String)> = records.keys().cloned().collect();
     let position: HashMap<&(String, String), usize> =
@@ -650,9 +669,14 @@ fn link(records: &mut BTreeMap<(String, String), SourceRecord>, input: &LinkInpu
     let mut clusters = Clusters::new(&rows);
     let mut rule: Vec<&'static str> = vec!["single"; rows.len()];
     let mut edges: Vec<(usize, usize, LinkEdge)> = Vec::new();
-    let mut review: Vec<(usize, usize, Option<f64>, String, Vec<FieldWeight>)> = Vec::new();
+    let mut review: Vec<PendingReview> = Vec::new();
     let mut stats = LinkStats::default();
-    let edge = |i: usize, j: usize, rule: &str, score: Option<f64>, weights: Vec<FieldWeight>, note: Option<String>| LinkEdge {
+    let edge = |i: usize,
+                j: usize,
+                rule: &str,
+                score: Option<f64>,
+                weights: Vec<FieldWeight>,
+                note: Option<String>| LinkEdge {
         a: keys[i].clone(),
         b: keys[j].clone(),
         rule: rule.to_string(),
@@ -675,22 +699,42 @@ fn link(records: &mut BTreeMap<(String, String), SourceRecord>, input: &LinkInpu
     }
     for (&(i, j), d) in &decided {
         if d.action == DecisionAction::Link {
-            let note = format!("{} by {} at {}: {}", d.action.as_str(), d.decided_by, d.decided_at, d.reason);
+            let note = format!(
+                "{} by {} at {}: {}",
+                d.action.as_str(),
+                d.decided_by,
+                d.decided_at,
+                d.reason
+            );
             match clusters.union(i, j, false) {
                 Ok(true) => {
-                    edges.push((i, j, edge(i, j, "steward_link", None, Vec::new(), Some(note))));
+                    edges.push((
+                        i,
+                        j,
+                        edge(i, j, "steward_link", None, Vec::new(), Some(note)),
+                    ));
                     set_rule(&mut rule, i, j, "steward_link");
                 }
                 Ok(false) => {}
                 Err(why) => {
                     stats.refused_links += 1;
-                    review.push((i, j, None, format!("steward link refused: {why}"), Vec::new()));
+                    review.push((
+                        i,
+                        j,
+                        None,
+                        format!("steward link refused: {why}"),
+                        Vec::new(),
+                    ));
                 }
             }
         }
     }
 
-    let mut deterministic = |clusters: &mut Clusters, rule: &mut [&'static str], i: usize, j: usize, name: &'static str| {
+    let mut deterministic = |clusters: &mut Clusters,
+                             rule: &mut [&'static str],
+                             i: usize,
+                             j: usize,
+                             name: &'static str| {
         match clusters.union(i, j, true) {
             Ok(true) => {
                 edges.push((i, j, edge(i, j, name, None, Vec::new(), None)));
@@ -743,7 +787,13 @@ fn link(records: &mut BTreeMap<(String, String), SourceRecord>, input: &LinkInpu
         }
         for group in all_groups {
             for pair in group.windows(2) {
-                deterministic(&mut clusters, &mut rule, pair[0], pair[1], "nhs_number+birth_date");
+                deterministic(
+                    &mut clusters,
+                    &mut rule,
+                    pair[0],
+                    pair[1],
+                    "nhs_number+birth_date",
+                );
             }
         }
     }
@@ -780,18 +830,34 @@ fn link(records: &mut BTreeMap<(String, String), SourceRecord>, input: &LinkInpu
             // if everything else says "same person".
             let rest = model.score_without_nhs(l);
             if linkage::classify(config, rest) == Class::Match {
-                review.push((i, j, Some(score), "different NHS numbers, other fields agree".into(), weights));
+                review.push((
+                    i,
+                    j,
+                    Some(score),
+                    "different NHS numbers, other fields agree".into(),
+                    weights,
+                ));
             }
             continue;
         }
         match linkage::classify(config, score) {
             Class::Match if subjects[i].protected || subjects[j].protected => {
-                review.push((i, j, Some(score), "protected record: not linked on a score".into(), weights));
+                review.push((
+                    i,
+                    j,
+                    Some(score),
+                    "protected record: not linked on a score".into(),
+                    weights,
+                ));
             }
             Class::Match => match clusters.union(i, j, true) {
                 Ok(_) => {
                     stats.probabilistic_links += 1;
-                    edges.push((i, j, edge(i, j, "probabilistic", Some(round2(score)), weights, None)));
+                    edges.push((
+                        i,
+                        j,
+                        edge(i, j, "probabilistic", Some(round2(score)), weights, None),
+                    ));
                     set_rule(&mut rule, i, j, "probabilistic");
                 }
                 Err(why) => {
@@ -800,7 +866,13 @@ fn link(records: &mut BTreeMap<(String, String), SourceRecord>, input: &LinkInpu
                 }
             },
             Class::Review => {
-                review.push((i, j, Some(score), "score between the review and match thresholds".into(), weights));
+                review.push((
+                    i,
+                    j,
+                    Some(score),
+                    "score between the review and match thresholds".into(),
+                    weights,
+                ));
             }
             Class::NonMatch => {}
         }
@@ -1079,8 +1151,21 @@ fn persist_links(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
     for e in edges {
-        let person = records.get(&e.a).map(|r| r.person_id.as_str()).unwrap_or_default();
-        insert.execute(params![person, e.a.0, e.a.1, e.b.0, e.b.1, e.rule, e.score, json(&e.weights), e.note])?;
+        let person = records
+            .get(&e.a)
+            .map(|r| r.person_id.as_str())
+            .unwrap_or_default();
+        insert.execute(params![
+            person,
+            e.a.0,
+            e.a.1,
+            e.b.0,
+            e.b.1,
+            e.rule,
+            e.score,
+            json(&e.weights),
+            e.note
+        ])?;
     }
     tx.execute("DELETE FROM review_pair", [])?;
     let mut insert = tx.prepare(
@@ -1088,13 +1173,24 @@ fn persist_links(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
     for c in review {
-        insert.execute(params![c.a.0, c.a.1, c.b.0, c.b.1, c.a_person, c.b_person, c.score, c.reason, json(&c.weights)])?;
+        insert.execute(params![
+            c.a.0,
+            c.a.1,
+            c.b.0,
+            c.b.1,
+            c.a_person,
+            c.b_person,
+            c.score,
+            c.reason,
+            json(&c.weights)
+        ])?;
     }
     Ok(())
 }
 
 fn load_links(conn: &Connection, snap: &mut Snapshot) -> rusqlite::Result<()> {
-    let weights = |text: String| -> Vec<FieldWeight> { serde_json::from_str(&text).unwrap_or_default() };
+    let weights =
+        |text: String| -> Vec<FieldWeight> { serde_json::from_str(&text).unwrap_or_default() };
     let mut stmt = conn.prepare(
         "SELECT person_id, a_source, a_local, b_source, b_local, rule, score, evidence, note FROM link_edge",
     )?;
@@ -1274,7 +1370,7 @@ mod tests {
         m.get_mut(&("b".to_string(), "x".to_string()))
             .unwrap()
             .nhs_number = Some("9434765919".into());
-        let aliases = link(&mut m, &input());
+        let aliases = link(&mut m, &input()).aliases;
         let survivor = pid(&m, "a", "1");
         assert_eq!(survivor, pid(&m, "b", "x"));
         assert!(survivor == p1 || survivor == px);
@@ -1289,5 +1385,126 @@ mod tests {
         )]);
         link(&mut fresh, &input());
         assert_eq!(pid(&fresh, "a", "1"), p1);
+    }
+
+    fn person(
+        source: &str,
+        id: &str,
+        nhs: Option<&str>,
+        dob: &str,
+        postcode: &str,
+        labels: &str,
+    ) -> SourceRecord {
+        SourceRecord {
+            family_name: Some("Okafor".into()),
+            given_names: Some("Ada".into()),
+            gender: Some("FEMALE".into()),
+            postcode: Some(postcode.into()),
+            labels: labels.into(),
+            ..rec(source, id, nhs, Some(dob), None)
+        }
+    }
+
+    /// Background population so that u is counted on realistic random pairs.
+    fn crowd() -> Vec<SourceRecord> {
+        let families = [
+            "Smith", "Jones", "Patel", "Khan", "Wood", "Hall", "King", "Ward",
+        ];
+        let givens = ["Mary", "John", "Leo", "Ali", "Joan", "Mia", "Jack", "Ava"];
+        (0..400)
+            .map(|i| SourceRecord {
+                family_name: Some(families[i % 8].into()),
+                given_names: Some(givens[(i / 8) % 8].into()),
+                gender: Some(if i % 2 == 0 { "MALE" } else { "FEMALE" }.into()),
+                postcode: Some(format!("NS{} {}AB", i % 19 + 1, i % 9 + 1)),
+                ..rec(
+                    "crowd",
+                    &i.to_string(),
+                    None,
+                    Some(&format!(
+                        "19{:02}-{:02}-{:02}",
+                        20 + i % 70,
+                        1 + i % 12,
+                        1 + i % 28
+                    )),
+                    None,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn scores_link_swapped_dates_but_never_protected_records_or_two_nhs_numbers() {
+        let mut rows = crowd();
+        rows.extend([
+            // Same person, day and month swapped, no NHS number on one side: linked.
+            person("a", "1", Some("9434765919"), "1961-03-07", "NS4 1AB", ""),
+            person("b", "1", None, "1961-07-03", "NS4 1AB", ""),
+            // Same details but restricted: review, not a link.
+            person("a", "2", None, "1970-05-20", "NS5 2AB", "restricted"),
+            person("b", "2", None, "1970-05-20", "NS5 2AB", ""),
+            // Everything agrees except two different valid NHS numbers: review.
+            person("a", "3", Some("4010232137"), "1980-02-14", "NS6 3AB", ""),
+            person("b", "3", Some("9434765919"), "1980-02-14", "NS6 3AB", ""),
+        ]);
+        let mut m = map(rows);
+        let out = link(&mut m, &input());
+        assert_eq!(pid(&m, "a", "1"), pid(&m, "b", "1"));
+        assert_eq!(
+            m[&("b".to_string(), "1".to_string())].link_rule,
+            "probabilistic"
+        );
+        assert_ne!(pid(&m, "a", "2"), pid(&m, "b", "2"));
+        assert_ne!(pid(&m, "a", "3"), pid(&m, "b", "3"));
+        let reasons: Vec<&str> = out.review.iter().map(|c| c.reason.as_str()).collect();
+        assert!(
+            reasons.iter().any(|r| r.starts_with("protected")),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons.iter().any(|r| r.starts_with("different NHS")),
+            "{reasons:?}"
+        );
+        let edge = out
+            .edges
+            .iter()
+            .find(|e| e.rule == "probabilistic")
+            .unwrap();
+        assert!(edge
+            .weights
+            .iter()
+            .any(|w| w.field == "birth_date" && w.level == "swapped"));
+
+        // A steward's unlink beats the score; a steward's link beats the guard.
+        let decisions = vec![
+            LinkDecision {
+                id: 1,
+                action: DecisionAction::Unlink,
+                a: ("a".into(), "1".into()),
+                b: ("b".into(), "1".into()),
+                reason: "checked".into(),
+                decided_by: "s".into(),
+                decided_at: "t".into(),
+            },
+            LinkDecision {
+                id: 2,
+                action: DecisionAction::Link,
+                a: ("a".into(), "2".into()),
+                b: ("b".into(), "2".into()),
+                reason: "checked".into(),
+                decided_by: "s".into(),
+                decided_at: "t".into(),
+            },
+        ];
+        let config = LinkageConfig::default();
+        link(
+            &mut m,
+            &LinkInput {
+                config: &config,
+                decisions: &decisions,
+            },
+        );
+        assert_ne!(pid(&m, "a", "1"), pid(&m, "b", "1"));
+        assert_eq!(pid(&m, "a", "2"), pid(&m, "b", "2"));
     }
 }

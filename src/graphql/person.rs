@@ -251,6 +251,12 @@ impl Person {
             .collect()
     }
 
+    /// Why these records are one person: each link with its rule, or its score and
+    /// per-field weights.
+    async fn link_evidence(&self, ctx: &Context<'_>) -> Vec<super::linkage::LinkEvidence> {
+        super::linkage::person_evidence(ctx, &self.id)
+    }
+
     /// The preferred name (first source in configured priority that has one).
     async fn name(&self, ctx: &Context<'_>) -> Option<HumanName> {
         let records = self.demographics(ctx).await;

@@ -90,17 +90,20 @@ pub fn jaro_winkler(a: &str, b: &str) -> f64 {
     if matches == 0 {
         return 0.0;
     }
-    let a_seq = a.iter().zip(&a_matched).filter(|(_, m)| **m).map(|(c, _)| c);
-    let b_seq = b.iter().zip(&b_matched).filter(|(_, m)| **m).map(|(c, _)| c);
+    let a_seq = a
+        .iter()
+        .zip(&a_matched)
+        .filter(|(_, m)| **m)
+        .map(|(c, _)| c);
+    let b_seq = b
+        .iter()
+        .zip(&b_matched)
+        .filter(|(_, m)| **m)
+        .map(|(c, _)| c);
     let transpositions = a_seq.zip(b_seq).filter(|(x, y)| x != y).count() / 2;
     let m = matches as f64;
     let jaro = (m / a.len() as f64 + m / b.len() as f64 + (m - transpositions as f64) / m) / 3.0;
-    let prefix = a
-        .iter()
-        .zip(&b)
-        .take(4)
-        .take_while(|(x, y)| x == y)
-        .count();
+    let prefix = a.iter().zip(&b).take(4).take_while(|(x, y)| x == y).count();
     jaro + prefix as f64 * 0.1 * (1.0 - jaro)
 }
 

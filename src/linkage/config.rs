@@ -13,7 +13,7 @@ use toml::Spanned;
 
 use super::Field;
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LinkageConfig {
     #[serde(default)]
@@ -29,19 +29,6 @@ pub struct LinkageConfig {
     pub fields: BTreeMap<String, Spanned<FieldParams>>,
     #[serde(default)]
     pub survivorship: Survivorship,
-}
-
-impl Default for LinkageConfig {
-    fn default() -> Self {
-        LinkageConfig {
-            thresholds: Thresholds::default(),
-            estimate: Estimate::default(),
-            blocking: Blocking::default(),
-            protected: Protected::default(),
-            fields: BTreeMap::new(),
-            survivorship: Survivorship::default(),
-        }
-    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -231,10 +218,14 @@ impl LinkageConfig {
             let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
             ConfigError::at(path, line, e.message().to_string())
         })?;
-        let at = |offset: usize, reason: String| ConfigError::at(path, line_of(text, offset), reason);
+        let at =
+            |offset: usize, reason: String| ConfigError::at(path, line_of(text, offset), reason);
         let t = &config.thresholds;
         if !t.match_score.get_ref().is_finite() || !t.review.get_ref().is_finite() {
-            return Err(at(t.match_score.span().start, "thresholds must be numbers".into()));
+            return Err(at(
+                t.match_score.span().start,
+                "thresholds must be numbers".into(),
+            ));
         }
         if t.review.get_ref() > t.match_score.get_ref() {
             return Err(at(

@@ -64,7 +64,10 @@ pub fn evaluate(truth_path: &Path, snapshot: &Snapshot) -> Result<LinkageQuality
     let mut truth_of: HashMap<(&str, &str), &str> = HashMap::new();
     for p in &truth.people {
         for r in &p.records {
-            truth_of.insert((r.source.as_str(), r.local_id.as_str()), p.truth_id.as_str());
+            truth_of.insert(
+                (r.source.as_str(), r.local_id.as_str()),
+                p.truth_id.as_str(),
+            );
         }
     }
     // Only records both sides know are counted.

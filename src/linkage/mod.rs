@@ -163,7 +163,11 @@ pub fn compare(a: &Subject, b: &Subject) -> Levels {
     };
     let dob = match (a.birth_date, b.birth_date) {
         (Some(x), Some(y)) if x == y => 0,
-        (Some(x), Some(y)) if x.year() == y.year() && x.day() == y.month() && x.month() == y.day() => 1,
+        (Some(x), Some(y))
+            if x.year() == y.year() && x.day() == y.month() && x.month() == y.day() =>
+        {
+            1
+        }
         (Some(x), Some(y)) if x.year() == y.year() && (a.birth_estimated || b.birth_estimated) => 2,
         (Some(x), Some(y)) if x.year() == y.year() => 3,
         (Some(_), Some(_)) => 4,
@@ -175,11 +179,7 @@ pub fn compare(a: &Subject, b: &Subject) -> Levels {
     };
     let postcode = match (&a.postcode, &b.postcode) {
         (Some(x), Some(y)) if x == y => 0,
-        (Some(x), Some(y))
-            if compare::postcode_district(x) == compare::postcode_district(y) =>
-        {
-            1
-        }
+        (Some(x), Some(y)) if compare::postcode_district(x) == compare::postcode_district(y) => 1,
         (Some(_), Some(_)) => 2,
         _ => MISSING,
     };
@@ -213,7 +213,12 @@ pub struct Model {
 }
 
 impl Model {
-    fn from_mu(m: Vec<Vec<f64>>, u: Vec<Vec<f64>>, match_share: f64, em_iterations: usize) -> Model {
+    fn from_mu(
+        m: Vec<Vec<f64>>,
+        u: Vec<Vec<f64>>,
+        match_share: f64,
+        em_iterations: usize,
+    ) -> Model {
         let weights = m
             .iter()
             .zip(&u)
@@ -295,7 +300,14 @@ fn blocking_keys(s: &Subject, out: &mut Vec<u64>) {
     if let Some(d) = s.birth_date {
         key(1, &[&d.num_days_from_ce()]);
         if !s.family_sx.is_empty() {
-            key(2, &[&s.family_sx.as_str(), &s.given.chars().next().unwrap_or(' '), &d.year()]);
+            key(
+                2,
+                &[
+                    &s.family_sx.as_str(),
+                    &s.given.chars().next().unwrap_or(' '),
+                    &d.year(),
+                ],
+            );
         }
     }
     if let Some(n) = &s.nhs {
@@ -365,7 +377,10 @@ pub fn fit(config: &LinkageConfig, subjects: &[Subject], candidates: &[Levels]) 
     let configured = |f: Field| config.fields.get(f.name()).map(|p| p.get_ref().clone());
     // u: level frequencies among random pairs, smoothed so a level never seen still
     // has a small probability.
-    let mut u_counts: Vec<Vec<f64>> = Field::ALL.iter().map(|f| vec![0.0; f.levels().len()]).collect();
+    let mut u_counts: Vec<Vec<f64>> = Field::ALL
+        .iter()
+        .map(|f| vec![0.0; f.levels().len()])
+        .collect();
     if subjects.len() > 1 {
         let mut rng = Sampler(0x5EED);
         for _ in 0..config.estimate.random_pairs {
@@ -388,7 +403,10 @@ pub fn fit(config: &LinkageConfig, subjects: &[Subject], candidates: &[Levels]) 
             None => {
                 let total: f64 = u_counts[f].iter().sum();
                 let n = u_counts[f].len() as f64;
-                u_counts[f].iter().map(|c| (c + 0.5) / (total + 0.5 * n)).collect()
+                u_counts[f]
+                    .iter()
+                    .map(|c| (c + 0.5) / (total + 0.5 * n))
+                    .collect()
             }
         })
         .collect();
@@ -503,20 +521,41 @@ mod tests {
         assert_eq!(compare(&a, &estimated), [MISSING, 0, 0, 2, 0, MISSING]);
         let other = s("Smyth", "Marie", "1951-03-07", Some("NS1 9ZZ"));
         let l = compare(&a, &other);
-        assert_eq!((l[1], l[3], l[5]), (1, 4, 1));
+        assert_eq!((l[1], l[2], l[3], l[5]), (2, 2, 4, 1));
+        let typo = s("Smiht", "Jean", "1950-03-07", None);
+        let l = compare(&a, &typo);
+        assert_eq!((l[1], l[2], l[5]), (1, 3, MISSING));
     }
 
     #[test]
     fn em_separates_matches_from_non_matches() {
         // 200 people, each with a second record that sometimes has a swapped date.
-        let families = ["SMITH", "JONES", "PATEL", "KHAN", "WOOD", "HALL", "KING", "WARD"];
-        let givens = ["MARY", "JOHN", "ADA", "LEO", "ALI", "JOAN", "MIA", "JACK", "AVA", "TOM"];
+        let families = [
+            "SMITH", "JONES", "PATEL", "KHAN", "WOOD", "HALL", "KING", "WARD",
+        ];
+        let givens = [
+            "MARY", "JOHN", "ADA", "LEO", "ALI", "JOAN", "MIA", "JACK", "AVA", "TOM",
+        ];
         let mut subjects = Vec::new();
         for i in 0..200usize {
-            let d = NaiveDate::from_ymd_opt(1930 + (i % 60) as i32, 1 + (i % 12) as u32, 1 + (i % 27) as u32).unwrap();
+            let d = NaiveDate::from_ymd_opt(
+                1930 + (i % 60) as i32,
+                1 + (i % 12) as u32,
+                1 + (i % 27) as u32,
+            )
+            .unwrap();
             let pc = format!("NS{} {}AB", i % 19 + 1, i % 9 + 1);
             let mk = |d: NaiveDate| {
-                Subject::new(None, Some(families[i % 8]), Some(givens[(i / 8) % 10]), Some(d), false, Some(if i % 2 == 0 { "MALE" } else { "FEMALE" }), Some(&pc), false)
+                Subject::new(
+                    None,
+                    Some(families[i % 8]),
+                    Some(givens[(i / 8) % 10]),
+                    Some(d),
+                    false,
+                    Some(if i % 2 == 0 { "MALE" } else { "FEMALE" }),
+                    Some(&pc),
+                    false,
+                )
             };
             subjects.push(mk(d));
             let second = if i % 10 == 0 {
@@ -528,7 +567,10 @@ mod tests {
         }
         let config = LinkageConfig::default();
         let (pairs, _) = candidate_pairs(&subjects, 400);
-        let levels: Vec<Levels> = pairs.iter().map(|(a, b)| compare(&subjects[*a as usize], &subjects[*b as usize])).collect();
+        let levels: Vec<Levels> = pairs
+            .iter()
+            .map(|(a, b)| compare(&subjects[*a as usize], &subjects[*b as usize]))
+            .collect();
         let model = fit(&config, &subjects, &levels);
         let mut true_matches = 0;
         for ((a, b), l) in pairs.iter().zip(&levels) {
