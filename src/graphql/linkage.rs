@@ -286,3 +286,66 @@ impl LinkageMutation {
         decide(ctx, DecisionAction::Unlink, a, b, reason).await
     }
 }
+
+/// One source's value of a person field.
+#[derive(SimpleObject)]
+pub struct SourcedValue {
+    pub value: String,
+    pub source: String,
+    pub local_id: String,
+    pub last_updated: Option<chrono::NaiveDateTime>,
+}
+
+impl From<&crate::linkage::golden::SourcedValue> for SourcedValue {
+    fn from(v: &crate::linkage::golden::SourcedValue) -> Self {
+        SourcedValue {
+            value: v.value.clone(),
+            source: v.source.clone(),
+            local_id: v.local_id.clone(),
+            last_updated: v.last_updated,
+        }
+    }
+}
+
+/// A golden-record field: the surviving value, where it came from, and the values other
+/// records hold.
+#[derive(SimpleObject)]
+pub struct GoldenField {
+    /// family_name, given_names, birth_date, death_date, gender, ethnicity, nhs_number,
+    /// postcode.
+    pub field: String,
+    /// The survivorship rule applied: source_priority, most_recent or most_complete.
+    pub rule: String,
+    pub value: Option<String>,
+    pub provenance: Option<SourcedValue>,
+    /// Values from other linked records that disagree with `value`.
+    pub conflicts: Vec<SourcedValue>,
+}
+
+/// Golden fields from a person's released person records (for `Person.goldenRecord`).
+pub fn golden_fields(
+    ctx: &Context<'_>,
+    records: &[crate::graphql::records::Sourced],
+) -> Vec<GoldenField> {
+    let gateway = ctx.data_unchecked::<Arc<Gateway>>();
+    let survivorship = &gateway.index.linkage_config().survivorship;
+    let input: Vec<(String, &escr_connector::Record)> = records
+        .iter()
+        .map(|r| (r.source.clone(), &r.record))
+        .collect();
+    crate::linkage::golden::golden(&input, survivorship)
+        .iter()
+        .map(|g| GoldenField {
+            field: g.field.to_string(),
+            rule: match g.rule {
+                crate::linkage::config::Rule::SourcePriority => "source_priority",
+                crate::linkage::config::Rule::MostRecent => "most_recent",
+                crate::linkage::config::Rule::MostComplete => "most_complete",
+            }
+            .to_string(),
+            value: g.chosen.as_ref().map(|c| c.value.clone()),
+            provenance: g.chosen.as_ref().map(Into::into),
+            conflicts: g.conflicts.iter().map(Into::into).collect(),
+        })
+        .collect()
+}

@@ -12,6 +12,7 @@
 pub mod compare;
 pub mod config;
 pub mod evaluate;
+pub mod golden;
 
 use std::collections::HashMap;
 

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use escr_gateway::access::AccessContext;
 use escr_gateway::linkage::{evaluate::evaluate, LinkageConfig};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::support::demo;
 
@@ -353,4 +353,80 @@ fn shipped_linkage_config_is_valid_and_bad_ones_name_file_and_line() {
         assert!(err.to_string().contains(needle), "{text}: {err}");
         assert!(err.to_string().starts_with("linkage.toml:"), "{err}");
     }
+}
+
+/// The golden record takes a real birth date over CaseTrak's estimated 1 January (the
+/// shipped rule for birth_date is most_complete), names where it came from, and lists
+/// the estimate as a conflicting value.
+#[tokio::test]
+async fn golden_record_prefers_real_birth_dates_and_lists_conflicts() {
+    let demo = demo::dirty();
+    let gw = demo::gateway(demo).await;
+    let truth: Value =
+        serde_json::from_slice(&std::fs::read(demo.dir.join("truth.json")).unwrap()).unwrap();
+    let estimated: BTreeSet<(String, String)> = truth["faults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "estimated_birth_date")
+        .map(|f| {
+            (
+                f["source"].as_str().unwrap().to_string(),
+                f["local_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let snap = gw.gateway.index.snapshot();
+    let mut checked = 0;
+    for p in truth["people"].as_array().unwrap() {
+        let records = p["records"].as_array().unwrap();
+        let keys: Vec<(String, String)> = records
+            .iter()
+            .map(|r| {
+                (
+                    r["source"].as_str().unwrap().to_string(),
+                    r["local_id"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let Some(est) = keys.iter().find(|k| estimated.contains(*k)) else {
+            continue;
+        };
+        let Some(person) = snap.by_source(&est.0, &est.1) else {
+            continue;
+        };
+        // Only people whose other records are linked with the estimated one.
+        if !keys
+            .iter()
+            .any(|k| !estimated.contains(k) && snap.by_source(&k.0, &k.1) == Some(person))
+        {
+            continue;
+        }
+        let r = gw
+            .run(
+                "query($id: ID!) { person(id: $id) { goldenRecord { field rule value provenance { source localId } conflicts { value source localId } } } }",
+                json!({ "id": person }),
+            )
+            .await;
+        assert!(r["errors"].is_null(), "{r}");
+        let fields = r["data"]["person"]["goldenRecord"].as_array().unwrap();
+        let dob = fields.iter().find(|f| f["field"] == "birth_date").unwrap();
+        assert_eq!(dob["rule"], "most_complete");
+        assert_eq!(dob["value"], p["birth_date"], "{dob}");
+        assert!(
+            dob["conflicts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["source"] == est.0.as_str() && c["localId"] == est.1.as_str()),
+            "{dob}"
+        );
+        let family = fields.iter().find(|f| f["field"] == "family_name").unwrap();
+        assert!(family["provenance"]["source"].is_string());
+        checked += 1;
+    }
+    assert!(
+        checked >= 3,
+        "only {checked} people with an estimated date checked"
+    );
 }
