@@ -17,7 +17,7 @@
 //! takes a keyed hash of its first source record. When clusters merge, the losing ids
 //! stay as aliases that resolve to the survivor.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -255,11 +255,20 @@ pub struct IndexReport {
     pub findings: BTreeMap<String, usize>,
     pub changed: usize,
     pub linkage: LinkStats,
+    /// Records whose linkage fields changed (new, edited or gone) in this refresh.
+    pub linkage_changed_records: usize,
+    /// Rows of `source_record` inserted, replaced or deleted.
+    pub rows_written: usize,
 }
 
 /// What the probabilistic stage did.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct LinkStats {
+    /// True when only pairs with a changed record were compared (the model and the
+    /// other pairs' comparisons were kept from the last full build).
+    pub incremental: bool,
+    /// Pairs compared field by field in this run.
+    pub compared_pairs: usize,
     pub candidate_pairs: usize,
     /// Blocks too large to pair (see `blocking.max_block`).
     pub skipped_blocks: usize,
@@ -294,6 +303,10 @@ CREATE TABLE IF NOT EXISTS link_edge (
 CREATE TABLE IF NOT EXISTS review_pair (
   a_source TEXT NOT NULL, a_local TEXT NOT NULL, b_source TEXT NOT NULL, b_local TEXT NOT NULL,
   a_person TEXT NOT NULL, b_person TEXT NOT NULL, score REAL, reason TEXT NOT NULL, evidence TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS scored_pair (
+  a_source TEXT NOT NULL, a_local TEXT NOT NULL, b_source TEXT NOT NULL, b_local TEXT NOT NULL,
+  levels BLOB NOT NULL, PRIMARY KEY (a_source, a_local, b_source, b_local));
+CREATE TABLE IF NOT EXISTS linkage_model (id INTEGER PRIMARY KEY CHECK (id = 1), model TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS link_decision (
   id INTEGER PRIMARY KEY AUTOINCREMENT, action TEXT NOT NULL CHECK (action IN ('link', 'unlink')),
   a_source TEXT NOT NULL, a_local TEXT NOT NULL, b_source TEXT NOT NULL, b_local TEXT NOT NULL,
@@ -425,11 +438,12 @@ impl IdentityIndex {
         let _guard = self.write.lock().await;
         let mut conn = self.connect()?;
         let mut report = IndexReport::default();
-        let mut records: BTreeMap<(String, String), SourceRecord> = load_records(&conn)
+        let stored: BTreeMap<(String, String), SourceRecord> = load_records(&conn)
             .map_err(|e| self.store_err(e))?
             .into_iter()
             .map(|r| ((r.source.clone(), r.local_id.clone()), r))
             .collect();
+        let mut records = stored.clone();
 
         let mut source_marks = Vec::new();
         for source in sources {
@@ -479,16 +493,40 @@ impl IdentityIndex {
             source_marks.push((source.name.clone(), newest));
         }
 
-        let before: HashMap<(String, String), String> = records
+        let changed_keys: HashSet<RecordKey> = records
             .iter()
-            .map(|(k, r)| (k.clone(), r.person_id.clone()))
+            .filter(|(k, r)| {
+                stored
+                    .get(*k)
+                    .is_none_or(|old| !same_linkage_fields(old, r))
+            })
+            .map(|(k, _)| k.clone())
+            .chain(stored.keys().filter(|k| !records.contains_key(*k)).cloned())
             .collect();
+        report.linkage_changed_records = changed_keys.len();
         let decisions = load_decisions(&conn).map_err(|e| self.store_err(e))?;
+        // Incremental linkage when few records changed and a model was fitted before:
+        // only pairs with a changed record are compared; the rest come from the last run.
+        let kept_model = if incremental && changed_keys.len() * 5 < records.len().max(1) {
+            load_model(&conn).map_err(|e| self.store_err(e))?
+        } else {
+            None
+        };
+        let plan = match kept_model {
+            Some(model) => PairPlan::Incremental {
+                model,
+                kept: load_scored_pairs(&conn, &changed_keys).map_err(|e| self.store_err(e))?,
+                changed: &changed_keys,
+            },
+            None => PairPlan::Full,
+        };
+        let full = matches!(plan, PairPlan::Full);
         let outcome = link(
             &mut records,
             &LinkInput {
                 config: &self.linkage,
                 decisions: &decisions,
+                plan,
             },
         );
         report.linkage = outcome.stats;
@@ -498,12 +536,15 @@ impl IdentityIndex {
         }
         report.changed = records
             .iter()
-            .filter(|(k, r)| before.get(*k) != Some(&r.person_id))
+            .filter(|(k, r)| stored.get(*k).map(|old| &old.person_id) != Some(&r.person_id))
             .count();
 
         let tx = conn.transaction().map_err(|e| self.store_err(e))?;
-        persist(&tx, &records, &aliases, &source_marks).map_err(|e| self.store_err(e))?;
+        report.rows_written = persist(&tx, &stored, &records, &aliases, &source_marks)
+            .map_err(|e| self.store_err(e))?;
         persist_links(&tx, &records, &outcome.edges, &outcome.review)
+            .map_err(|e| self.store_err(e))?;
+        persist_pairs(&tx, full, &changed_keys, &outcome.new_pairs, &outcome.model)
             .map_err(|e| self.store_err(e))?;
         tx.commit().map_err(|e| self.store_err(e))?;
 
@@ -546,6 +587,20 @@ fn from_record(source: &str, r: &Record) -> SourceRecord {
 pub struct LinkInput<'a> {
     pub config: &'a LinkageConfig,
     pub decisions: &'a [LinkDecision],
+    pub plan: PairPlan<'a>,
+}
+
+/// Which pairs the probabilistic stage compares.
+pub enum PairPlan<'a> {
+    /// All blocked pairs; the model is fitted afresh.
+    Full,
+    /// Only pairs with a changed record; the other pairs' comparisons and the model are
+    /// the last run's.
+    Incremental {
+        model: linkage::Model,
+        kept: Vec<(RecordKey, RecordKey, linkage::Levels)>,
+        changed: &'a HashSet<RecordKey>,
+    },
 }
 
 pub struct LinkOutcome {
@@ -554,6 +609,10 @@ pub struct LinkOutcome {
     pub edges: Vec<LinkEdge>,
     pub review: Vec<Candidate>,
     pub stats: LinkStats,
+    /// Pairs compared in this run that can matter (scored at least `review`, or
+    /// conflicting only on NHS numbers), kept for the next incremental run.
+    pub new_pairs: Vec<(RecordKey, RecordKey, linkage::Levels)>,
+    pub model: linkage::Model,
 }
 
 /// A pair for review before ids exist: positions, score, reason, evidence.
@@ -803,19 +862,65 @@ fn link(
         .iter()
         .map(|r| subject(r, &config.protected.labels))
         .collect();
-    let (pairs, skipped) = linkage::candidate_pairs(&subjects, config.blocking.max_block);
-    stats.candidate_pairs = pairs.len();
-    stats.skipped_blocks = skipped;
-    let levels: Vec<linkage::Levels> = pairs
+    let (pairs, levels, model, new_from) = match &input.plan {
+        PairPlan::Full => {
+            let (pairs, skipped) =
+                linkage::candidate_pairs(&subjects, config.blocking.max_block, None);
+            stats.candidate_pairs = pairs.len();
+            stats.skipped_blocks = skipped;
+            let levels: Vec<linkage::Levels> = pairs
+                .iter()
+                .map(|(a, b)| linkage::compare(&subjects[*a as usize], &subjects[*b as usize]))
+                .collect();
+            let model = linkage::fit(config, &subjects, &levels);
+            (pairs, levels, model, 0)
+        }
+        PairPlan::Incremental {
+            model,
+            kept,
+            changed,
+        } => {
+            stats.incremental = true;
+            let marks: Vec<bool> = keys.iter().map(|k| changed.contains(k)).collect();
+            let (fresh, skipped) =
+                linkage::candidate_pairs(&subjects, config.blocking.max_block, Some(&marks));
+            stats.skipped_blocks = skipped;
+            let mut pairs = Vec::with_capacity(kept.len() + fresh.len());
+            let mut levels = Vec::with_capacity(kept.len() + fresh.len());
+            for (a, b, l) in kept {
+                if let (Some(&i), Some(&j)) = (position.get(a), position.get(b)) {
+                    pairs.push((i.min(j) as u32, i.max(j) as u32));
+                    levels.push(*l);
+                }
+            }
+            let new_from = pairs.len();
+            for (a, b) in fresh {
+                pairs.push((a, b));
+                levels.push(linkage::compare(
+                    &subjects[a as usize],
+                    &subjects[b as usize],
+                ));
+            }
+            stats.candidate_pairs = pairs.len();
+            (pairs, levels, model.clone(), new_from)
+        }
+    };
+    stats.compared_pairs = pairs.len() - new_from;
+    let matters = |l: &linkage::Levels| {
+        model.score(l) >= *config.thresholds.review.get_ref()
+            || (l[0] == 1 && linkage::classify(config, model.score_without_nhs(l)) == Class::Match)
+    };
+    let new_pairs: Vec<(RecordKey, RecordKey, linkage::Levels)> = pairs[new_from..]
         .iter()
-        .map(|(a, b)| linkage::compare(&subjects[*a as usize], &subjects[*b as usize]))
+        .zip(&levels[new_from..])
+        .filter(|(_, l)| matters(l))
+        .map(|((a, b), l)| (keys[*a as usize].clone(), keys[*b as usize].clone(), *l))
         .collect();
-    let model = linkage::fit(config, &subjects, &levels);
     let mut scored: Vec<(f64, usize)> = levels
         .iter()
         .enumerate()
+        .filter(|(_, l)| matters(l))
         .map(|(k, l)| (model.score(l), k))
-        .filter(|(score, _)| *score >= *config.thresholds.review.get_ref())
         .collect();
     scored.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
     for (score, k) in scored {
@@ -974,6 +1079,8 @@ fn link(
         edges: edges.into_iter().map(|(_, _, e)| e).collect(),
         review: queue,
         stats,
+        new_pairs,
+        model,
     }
 }
 
@@ -1002,20 +1109,44 @@ fn person_id_for(source: &str, local_id: &str, salt: u32) -> String {
     format!("P{hex}")
 }
 
+/// Linkage sees the same record (the person id and rule are outputs, not inputs).
+fn same_linkage_fields(a: &SourceRecord, b: &SourceRecord) -> bool {
+    a.nhs_number == b.nhs_number
+        && a.birth_date == b.birth_date
+        && a.family_name == b.family_name
+        && a.given_names == b.given_names
+        && a.postcode == b.postcode
+        && a.gender == b.gender
+        && a.birth_date_estimated == b.birth_date_estimated
+        && a.labels == b.labels
+        && a.merged_into == b.merged_into
+}
+
+/// Writes only the rows that differ from what is stored; returns how many.
 fn persist(
     tx: &rusqlite::Transaction<'_>,
+    stored: &BTreeMap<(String, String), SourceRecord>,
     records: &BTreeMap<(String, String), SourceRecord>,
     aliases: &[(String, String)],
     marks: &[(String, Option<NaiveDateTime>)],
-) -> rusqlite::Result<()> {
-    tx.execute("DELETE FROM source_record", [])?;
+) -> rusqlite::Result<usize> {
+    let mut written = 0;
     {
+        let mut delete =
+            tx.prepare("DELETE FROM source_record WHERE source = ?1 AND local_id = ?2")?;
+        for (source, local) in stored.keys().filter(|k| !records.contains_key(*k)) {
+            written += delete.execute(params![source, local])?;
+        }
         let mut insert = tx.prepare(
-            "INSERT INTO source_record (source, local_id, nhs_number, birth_date, family_name, given_names,
+            "INSERT OR REPLACE INTO source_record (source, local_id, nhs_number, birth_date, family_name, given_names,
              postcode, merged_into, updated, person_id, link_rule, gender, birth_date_estimated, labels)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         )?;
-        for r in records.values() {
+        for (k, r) in records {
+            if stored.get(k) == Some(r) {
+                continue;
+            }
+            written += 1;
             insert.execute(params![
                 r.source,
                 r.local_id,
@@ -1057,7 +1188,73 @@ fn persist(
             params![source, newest.map(|t| t.format("%Y-%m-%d %H:%M:%S%.f").to_string()), now],
         )?;
     }
+    Ok(written)
+}
+
+/// Keeps the comparisons that matter for the next incremental run: all of them after a
+/// full run, else replaces those of the changed records.
+fn persist_pairs(
+    tx: &rusqlite::Transaction<'_>,
+    full: bool,
+    changed: &HashSet<RecordKey>,
+    pairs: &[(RecordKey, RecordKey, linkage::Levels)],
+    model: &linkage::Model,
+) -> rusqlite::Result<()> {
+    if full {
+        tx.execute("DELETE FROM scored_pair", [])?;
+        tx.execute(
+            "INSERT OR REPLACE INTO linkage_model (id, model) VALUES (1, ?1)",
+            [serde_json::to_string(model).unwrap_or_default()],
+        )?;
+    } else {
+        let mut delete = tx.prepare(
+            "DELETE FROM scored_pair WHERE (a_source = ?1 AND a_local = ?2) OR (b_source = ?1 AND b_local = ?2)",
+        )?;
+        for (source, local) in changed {
+            delete.execute(params![source, local])?;
+        }
+    }
+    let mut insert = tx.prepare(
+        "INSERT OR REPLACE INTO scored_pair (a_source, a_local, b_source, b_local, levels) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for (a, b, l) in pairs {
+        insert.execute(params![a.0, a.1, b.0, b.1, &l[..]])?;
+    }
     Ok(())
+}
+
+fn load_model(conn: &Connection) -> rusqlite::Result<Option<linkage::Model>> {
+    let text: Option<String> = conn
+        .query_row("SELECT model FROM linkage_model WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+}
+
+/// Stored comparisons that involve none of the changed records.
+fn load_scored_pairs(
+    conn: &Connection,
+    changed: &HashSet<RecordKey>,
+) -> rusqlite::Result<Vec<(RecordKey, RecordKey, linkage::Levels)>> {
+    let mut stmt =
+        conn.prepare("SELECT a_source, a_local, b_source, b_local, levels FROM scored_pair")?;
+    let rows = stmt.query_map([], |r| {
+        let blob: Vec<u8> = r.get(4)?;
+        let mut levels = [linkage::MISSING; linkage::FIELDS];
+        for (slot, v) in levels.iter_mut().zip(blob) {
+            *slot = v;
+        }
+        Ok(((r.get(0)?, r.get(1)?), (r.get(2)?, r.get(3)?), levels))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (a, b, l): (RecordKey, RecordKey, linkage::Levels) = row?;
+        if !changed.contains(&a) && !changed.contains(&b) {
+            out.push((a, b, l));
+        }
+    }
+    Ok(out)
 }
 
 fn last_updated(conn: &Connection, source: &str) -> rusqlite::Result<Option<NaiveDateTime>> {
@@ -1316,6 +1513,7 @@ mod tests {
         LinkInput {
             config: CONFIG.get_or_init(LinkageConfig::default),
             decisions: &[],
+            plan: PairPlan::Full,
         }
     }
 
@@ -1502,6 +1700,7 @@ mod tests {
             &LinkInput {
                 config: &config,
                 decisions: &decisions,
+                plan: PairPlan::Full,
             },
         );
         assert_ne!(pid(&m, "a", "1"), pid(&m, "b", "1"));

@@ -203,7 +203,7 @@ pub struct FieldWeight {
 }
 
 /// The fitted model: m, u and the weight of every level of every field.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Model {
     pub m: Vec<Vec<f64>>,
     pub u: Vec<Vec<f64>>,
@@ -330,15 +330,31 @@ impl<T: std::hash::Hash> HashPart for T {
     }
 }
 
-/// Candidate pairs (i < j), each once, and how many blocks were too big to pair.
-pub fn candidate_pairs(subjects: &[Subject], max_block: usize) -> (Vec<(u32, u32)>, usize) {
-    let mut blocks: HashMap<u64, Vec<u32>> = HashMap::new();
+/// Candidate pairs (i < j), each once, and how many blocks were too big to pair. With
+/// `only`, just the pairs that include a marked record (incremental linkage).
+pub fn candidate_pairs(
+    subjects: &[Subject],
+    max_block: usize,
+    only: Option<&[bool]>,
+) -> (Vec<(u32, u32)>, usize) {
     let mut keys = Vec::new();
+    let wanted: Option<std::collections::HashSet<u64>> = only.map(|marks| {
+        let mut set = std::collections::HashSet::new();
+        for (s, _) in subjects.iter().zip(marks).filter(|(_, m)| **m) {
+            keys.clear();
+            blocking_keys(s, &mut keys);
+            set.extend(keys.iter().copied());
+        }
+        set
+    });
+    let mut blocks: HashMap<u64, Vec<u32>> = HashMap::new();
     for (i, s) in subjects.iter().enumerate() {
         keys.clear();
         blocking_keys(s, &mut keys);
         for k in &keys {
-            blocks.entry(*k).or_default().push(i as u32);
+            if wanted.as_ref().is_none_or(|w| w.contains(k)) {
+                blocks.entry(*k).or_default().push(i as u32);
+            }
         }
     }
     let mut skipped = 0;
@@ -350,7 +366,9 @@ pub fn candidate_pairs(subjects: &[Subject], max_block: usize) -> (Vec<(u32, u32
         }
         for (x, &a) in members.iter().enumerate() {
             for &b in &members[x + 1..] {
-                pairs.push((a.min(b), a.max(b)));
+                if only.is_none_or(|m| m[a as usize] || m[b as usize]) {
+                    pairs.push((a.min(b), a.max(b)));
+                }
             }
         }
     }
@@ -567,7 +585,7 @@ mod tests {
             subjects.push(mk(second));
         }
         let config = LinkageConfig::default();
-        let (pairs, _) = candidate_pairs(&subjects, 400);
+        let (pairs, _) = candidate_pairs(&subjects, 400, None);
         let levels: Vec<Levels> = pairs
             .iter()
             .map(|(a, b)| compare(&subjects[*a as usize], &subjects[*b as usize]))

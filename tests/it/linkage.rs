@@ -430,3 +430,70 @@ async fn golden_record_prefers_real_birth_dates_and_lists_conflicts() {
         "only {checked} people with an estimated date checked"
     );
 }
+
+fn partition(snap: &escr_gateway::index::Snapshot) -> BTreeSet<BTreeSet<(String, String)>> {
+    snap.people
+        .values()
+        .map(|refs| {
+            refs.iter()
+                .map(|r| (r.source.clone(), r.local_id.clone()))
+                .collect()
+        })
+        .collect()
+}
+
+/// After a change in one source, an incremental refresh reads only the changed rows
+/// of sources with timestamps, compares only pairs with a changed record, writes only
+/// the changed index rows, and links exactly as a full rebuild does.
+#[tokio::test]
+async fn incremental_refresh_touches_only_what_changed() {
+    let demo = demo::dirty();
+    let own = tempfile::tempdir().unwrap();
+    let opencare = own.path().join("opencare.db");
+    std::fs::copy(demo.dir.join("opencare.db"), &opencare).unwrap();
+    let gw = demo::gateway_with(demo, &[("opencare", opencare.to_str().unwrap())], None).await;
+    let full = gw.gateway.refresh_index(false).await.unwrap();
+    assert!(!full.linkage.incremental);
+
+    // One edited person (new postcode) and one new duplicate of another person.
+    let conn = rusqlite::Connection::open(&opencare).unwrap();
+    conn.execute(
+        "UPDATE people SET postcode = 'NS3 9ZZ', updated_at = '2026-04-02 10:00:00.000' WHERE id = 1",
+        [],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO people (id, uuid, given_name, family_name, birth_date, gender, ethnicity, postcode, deleted_at, updated_at)
+         SELECT 900001, 'new-dup', given_name, family_name, birth_date, gender, ethnicity, postcode, NULL, '2026-04-02 10:00:00.000'
+         FROM people WHERE id = 2",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+
+    let inc = gw.gateway.refresh_index(true).await.unwrap();
+    assert!(inc.linkage.incremental, "{:?}", inc.linkage);
+    assert_eq!(inc.records_read["opencare"], 2, "{:?}", inc.records_read);
+    assert_eq!(inc.records_read["casetrak"], 0, "{:?}", inc.records_read);
+    assert_eq!(inc.linkage_changed_records, 2);
+    assert!(
+        inc.linkage.compared_pairs < 100,
+        "compared {} pairs (full build: {})",
+        inc.linkage.compared_pairs,
+        full.linkage.compared_pairs
+    );
+    assert!(inc.linkage.compared_pairs > 0);
+    assert!(inc.rows_written <= 4, "wrote {} rows", inc.rows_written);
+    let snap = gw.gateway.index.snapshot();
+    assert_eq!(
+        snap.by_source("opencare", "900001"),
+        snap.by_source("opencare", "2")
+    );
+
+    // The same answer as a full rebuild over the changed data.
+    let incremental = partition(&snap);
+    let rebuilt = gw.gateway.refresh_index(false).await.unwrap();
+    assert!(!rebuilt.linkage.incremental);
+    assert_eq!(rebuilt.changed, 0, "a full rebuild moved records");
+    assert_eq!(partition(&gw.gateway.index.snapshot()), incremental);
+}
