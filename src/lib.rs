@@ -9,5 +9,6 @@ pub mod graphql;
 pub mod index;
 pub mod linkage;
 pub mod loader;
+pub mod quality;
 pub mod server;
 pub mod source;

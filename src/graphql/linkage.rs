@@ -349,3 +349,12 @@ pub fn golden_fields(
         })
         .collect()
 }
+
+/// The data-quality report (for `Query.dataQualityReport`).
+pub async fn data_quality(
+    ctx: &Context<'_>,
+) -> async_graphql::Result<crate::quality::QualityReport> {
+    require_steward(ctx)?;
+    let gateway = ctx.data_unchecked::<Arc<Gateway>>();
+    Ok(crate::quality::build(gateway).await)
+}

@@ -216,6 +216,16 @@ impl Query {
         linkage::LinkageQuery.link_decisions(ctx).await
     }
 
+    /// Per source: missing / invalid / placeholder NHS numbers, probable duplicates,
+    /// unmapped codes, impossible and estimated dates, end before start, services after
+    /// death, bad postcodes (data stewards). Also as CSV: GET /reports/data-quality.csv.
+    async fn data_quality_report(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<crate::quality::QualityReport> {
+        linkage::data_quality(ctx).await
+    }
+
     #[graphql(entity)]
     async fn find_person_by_id(&self, ctx: &Context<'_>, id: ID) -> Option<Person> {
         person_by_id(ctx, &id)

@@ -497,3 +497,179 @@ async fn incremental_refresh_touches_only_what_changed() {
     assert_eq!(rebuilt.changed, 0, "a full rebuild moved records");
     assert_eq!(partition(&gw.gateway.index.snapshot()), incremental);
 }
+
+/// The data-quality report counts what the generator injected, per source; the CSV
+/// endpoint serves the same figures. Only stewards may run the GraphQL query.
+#[tokio::test]
+async fn data_quality_report_matches_the_injected_faults() {
+    let demo = demo::dirty();
+    let gw = demo::gateway(demo).await;
+    let denied = gw
+        .run("{ dataQualityReport { generatedAt } }", json!({}))
+        .await;
+    assert_eq!(denied["errors"][0]["extensions"]["code"], "FORBIDDEN");
+    let r = gw
+        .run_as(
+            steward(),
+            "{ dataQualityReport { sources { source available people missingNhsNumbers invalidNhsNumbers placeholderNhsNumbers probableDuplicates estimatedBirthDates impossibleDates unparseableDates endBeforeStart servicesAfterDeath badPostcodes unmappedCodes { entity field value count } } } }",
+            json!({}),
+        )
+        .await;
+    assert!(r["errors"].is_null(), "{r}");
+    let faults = |source: &str, kind: &str| {
+        demo.truth
+            .faults
+            .iter()
+            .filter(|f| f.source == source && f.kind == kind)
+            .count() as u64
+    };
+    let records = |source: &str| {
+        demo.truth
+            .people
+            .iter()
+            .flat_map(|p| &p.records)
+            .filter(|r| r.source == source)
+            .count() as u64
+    };
+    let sources = r["data"]["dataQualityReport"]["sources"]
+        .as_array()
+        .unwrap();
+    assert_eq!(sources.len(), 3);
+    for q in sources {
+        let s = q["source"].as_str().unwrap();
+        let n = |k: &str| q[k].as_u64().unwrap();
+        eprintln!("{s}: {q}");
+        assert_eq!(q["available"], true);
+        assert_eq!(n("people"), records(s), "{s}");
+        let dups = faults(s, "duplicate_within_source");
+        // Duplicates the generator made carry no NHS number.
+        let missing = n("missingNhsNumbers");
+        assert!(
+            missing >= faults(s, "missing_nhs") && missing <= faults(s, "missing_nhs") + dups,
+            "{s}: {q}"
+        );
+        assert_eq!(
+            n("placeholderNhsNumbers"),
+            faults(s, "placeholder_nhs"),
+            "{s}"
+        );
+        assert_eq!(
+            n("invalidNhsNumbers"),
+            faults(s, "invalid_nhs_check_digit"),
+            "{s}"
+        );
+        assert_eq!(n("endBeforeStart"), faults(s, "end_before_start"), "{s}");
+        assert_eq!(
+            n("servicesAfterDeath"),
+            faults(s, "service_after_death"),
+            "{s}"
+        );
+        assert_eq!(n("badPostcodes"), faults(s, "bad_postcode"), "{s}");
+        let unmapped: u64 = q["unmappedCodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|u| u["entity"] == "person")
+            .map(|u| u["count"].as_u64().unwrap())
+            .sum();
+        assert_eq!(unmapped, faults(s, "unmapped_code"), "{s}");
+        assert!(n("probableDuplicates") >= dups, "{s}: {q}");
+        if s == "casetrak" {
+            assert_eq!(n("estimatedBirthDates"), faults(s, "estimated_birth_date"));
+        }
+    }
+
+    // The CSV over HTTP.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = escr_gateway::server::router(gw.gateway.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let resp = reqwest::get(format!("http://{addr}/reports/data-quality.csv"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/csv"));
+    let csv = resp.text().await.unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("source,measure,entity,field,value,count")
+    );
+    let row = |source: &str, measure: &str| -> u64 {
+        csv.lines()
+            .map(|l| l.split(',').collect::<Vec<_>>())
+            .find(|c| c[0] == source && c[1] == measure)
+            .map(|c| c[5].parse().unwrap())
+            .unwrap()
+    };
+    for q in sources {
+        let s = q["source"].as_str().unwrap();
+        assert_eq!(
+            row(s, "missing_nhs_numbers"),
+            q["missingNhsNumbers"].as_u64().unwrap()
+        );
+        assert_eq!(
+            row(s, "end_before_start"),
+            q["endBeforeStart"].as_u64().unwrap()
+        );
+    }
+    assert!(csv.lines().any(|l| l.contains(",unmapped_code,person,")));
+}
+
+/// A death recorded before some of a person's services (and a birth in the future) show
+/// up as services after death and impossible dates.
+#[tokio::test]
+async fn data_quality_report_finds_services_after_death_and_impossible_dates() {
+    let demo = demo::dirty();
+    let own = tempfile::tempdir().unwrap();
+    let casetrak = own.path().join("casetrak.db");
+    std::fs::copy(demo.dir.join("casetrak.db"), &casetrak).unwrap();
+    let conn = rusqlite::Connection::open(&casetrak).unwrap();
+    let client: i64 = conn
+        .query_row(
+            "SELECT CLNT_ID FROM SVC_PKG WHERE ST_DT > '2021-01-01' ORDER BY PKG_ID LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let after: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM SVC_PKG WHERE CLNT_ID = ?1 AND ST_DT > '2020-06-30 00:00:00.000'",
+            [client],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(after >= 1);
+    conn.execute(
+        "UPDATE CLNT SET DOD = '2020-06-30 00:00:00.000', DOB = '1930-01-05 00:00:00.000' WHERE CLNT_ID = ?1",
+        [client],
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE CLNT SET DOB = '2099-01-05 00:00:00.000' WHERE CLNT_ID = (SELECT MIN(CLNT_ID) FROM CLNT WHERE CLNT_ID <> ?1)",
+        [client],
+    )
+    .unwrap();
+    drop(conn);
+    let gw = demo::gateway_with(demo, &[("casetrak", casetrak.to_str().unwrap())], None).await;
+    let r = gw
+        .run_as(
+            steward(),
+            "{ dataQualityReport { sources { source servicesAfterDeath impossibleDates } } }",
+            json!({}),
+        )
+        .await;
+    let q = r["data"]["dataQualityReport"]["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["source"] == "casetrak")
+        .unwrap()
+        .clone();
+    assert_eq!(q["servicesAfterDeath"].as_i64().unwrap(), after, "{r}");
+    // The future birth, and every record of that person starting before it.
+    assert!(q["impossibleDates"].as_i64().unwrap() >= 1, "{r}");
+}
