@@ -40,7 +40,7 @@ async fn main() -> anyhow::Result<()> {
     );
     for s in ["casetrak", "opencare", "ssis"] {
         config.push_str(&format!(
-            "[[sources]]\nname = \"{s}\"\nprofile = {:?}\nsqlite = {{ path = {:?} }}\n",
+            "[[sources]]\nname = \"{s}\"\nprofile = {:?}\nsqlite = {{ path = {:?}, query_timeout_ms = 600000 }}\n",
             repo.join(format!("config/vendors/{s}.toml")),
             work.path().join(format!("{s}.db"))
         ));

@@ -24,7 +24,7 @@ pub struct LinkageConfig {
     pub blocking: Blocking,
     #[serde(default)]
     pub protected: Protected,
-    /// Prior (or fixed, with `estimate.em = false`) m and u per comparison level.
+    /// Prior (or fixed, with `estimate.m = "priors"`) m and u per comparison level.
     #[serde(default)]
     pub fields: BTreeMap<String, Spanned<FieldParams>>,
     #[serde(default)]
@@ -61,10 +61,9 @@ fn default_review() -> Spanned<f64> {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Estimate {
-    /// Estimate m by expectation-maximisation over the candidate pairs (u always comes
-    /// from random pairs unless configured).
-    #[serde(default = "yes")]
-    pub em: bool,
+    /// How m is estimated (u always comes from random pairs unless configured).
+    #[serde(default)]
+    pub m: MEstimate,
     #[serde(default = "default_iterations")]
     pub iterations: usize,
     /// Random record pairs sampled to estimate u.
@@ -75,15 +74,25 @@ pub struct Estimate {
 impl Default for Estimate {
     fn default() -> Self {
         Estimate {
-            em: true,
+            m: MEstimate::default(),
             iterations: default_iterations(),
             random_pairs: default_random_pairs(),
         }
     }
 }
 
-fn yes() -> bool {
-    true
+/// Where m (P(level | same person)) comes from.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MEstimate {
+    /// Counted on candidate pairs that share a valid NHS number (near-certain matches),
+    /// smoothed towards the priors; EM when there are too few such pairs.
+    #[default]
+    AnchorPairs,
+    /// Expectation-maximisation over all candidate pairs, from the priors.
+    Em,
+    /// The configured priors as they are.
+    Priors,
 }
 fn default_iterations() -> usize {
     25
@@ -280,11 +289,11 @@ impl LinkageConfig {
                 ));
             }
         }
-        if config.estimate.iterations == 0 && config.estimate.em {
+        if config.estimate.iterations == 0 && config.estimate.m != MEstimate::Priors {
             return Err(ConfigError::at(
                 path,
                 0,
-                "estimate.iterations must be at least 1 when estimate.em = true",
+                "estimate.iterations must be at least 1 unless estimate.m = \"priors\"",
             ));
         }
         Ok(config)

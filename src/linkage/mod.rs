@@ -390,6 +390,9 @@ impl Sampler {
     }
 }
 
+/// Fewer anchor pairs than this and m is estimated by EM instead.
+const ANCHOR_MIN: usize = 50;
+
 /// Fit m and u: u from random pairs (or configured), m by EM over the candidate pairs'
 /// comparison patterns (or configured).
 pub fn fit(config: &LinkageConfig, subjects: &[Subject], candidates: &[Levels]) -> Model {
@@ -443,7 +446,33 @@ pub fn fit(config: &LinkageConfig, subjects: &[Subject], candidates: &[Levels]) 
         .collect();
     let mut share = 0.1;
     let mut iterations = 0;
-    if config.estimate.em && !candidates.is_empty() {
+    let mut use_em = config.estimate.m == config::MEstimate::Em;
+    if config.estimate.m == config::MEstimate::AnchorPairs {
+        // Pairs sharing a valid NHS number are matches with near certainty: count the
+        // other fields' levels on them. (EM over blocked pairs drifts towards "shares a
+        // birth date" as the match class when most candidates are non-matches.)
+        let anchors: Vec<&Levels> = candidates.iter().filter(|l| l[0] == 0).collect();
+        if anchors.len() >= ANCHOR_MIN {
+            const PRIOR_WEIGHT: f64 = 20.0;
+            for f in 1..FIELDS {
+                if m_fixed[f] {
+                    continue;
+                }
+                let mut counts: Vec<f64> = m[f].iter().map(|p| p * PRIOR_WEIGHT).collect();
+                for l in &anchors {
+                    if l[f] != MISSING {
+                        counts[l[f] as usize] += 1.0;
+                    }
+                }
+                let total: f64 = counts.iter().sum();
+                m[f] = counts.iter().map(|c| (c / total).max(1e-5)).collect();
+            }
+            share = anchors.len() as f64 / candidates.len() as f64;
+        } else {
+            use_em = true;
+        }
+    }
+    if use_em && !candidates.is_empty() {
         let mut patterns: HashMap<Levels, f64> = HashMap::new();
         for l in candidates {
             *patterns.entry(*l).or_default() += 1.0;
