@@ -57,6 +57,8 @@ pub struct IndexConfig {
     /// Seconds between incremental refreshes while serving (0: never).
     #[serde(default = "default_refresh_secs")]
     pub refresh_secs: u64,
+    /// Record-linkage settings (`linkage.toml`); built-in defaults when absent.
+    pub linkage: Option<PathBuf>,
 }
 
 impl Default for IndexConfig {
@@ -64,6 +66,7 @@ impl Default for IndexConfig {
         IndexConfig {
             path: default_index_path(),
             refresh_secs: default_refresh_secs(),
+            linkage: None,
         }
     }
 }
@@ -181,6 +184,7 @@ pub struct LoadedConfig {
     pub path: PathBuf,
     pub gateway: GatewayConfig,
     pub profiles: Vec<VendorProfile>,
+    pub linkage: crate::linkage::LinkageConfig,
 }
 
 impl LoadedConfig {
@@ -203,6 +207,13 @@ impl LoadedConfig {
         if let Some(policy) = &mut gateway.policy {
             *policy = base.join(&*policy);
         }
+        let linkage = match &mut gateway.index.linkage {
+            Some(p) => {
+                *p = base.join(&*p);
+                crate::linkage::LinkageConfig::load(p)?
+            }
+            None => crate::linkage::LinkageConfig::default(),
+        };
         if let Some(demo) = &mut gateway.demo {
             demo.dir = base.join(&demo.dir);
         }
@@ -252,6 +263,7 @@ impl LoadedConfig {
             path: path.to_path_buf(),
             gateway,
             profiles,
+            linkage,
         })
     }
 }

@@ -54,7 +54,10 @@ impl Gateway {
         ));
         Ok(Gateway {
             fetcher,
-            index: Arc::new(IdentityIndex::open(&g.index.path)?),
+            index: Arc::new(IdentityIndex::open_with(
+                &g.index.path,
+                config.linkage.clone(),
+            )?),
             policy: Arc::new(AllowAll),
             batch_delay: Duration::from_millis(g.loader.batch_delay_ms),
             access: None,

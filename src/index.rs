@@ -2,15 +2,22 @@
 //! person ids. Persisted in the gateway's own SQLite file; served from an in-memory
 //! snapshot that each refresh replaces whole.
 //!
-//! v1 links deterministically: the vendors' own merge records, then a valid NHS number
-//! with birth dates that agree. Links carry the rule that made them, so probabilistic
-//! rules (a later issue) add evidence without changing the shape.
+//! Linking runs in this order, every union through one guard (never two different valid
+//! NHS numbers in one person, never against a data steward's "unlink"):
+//! 1. data stewards' link decisions (`link_decision`, latest per pair wins);
+//! 2. the vendors' own merge records;
+//! 3. a valid NHS number with birth dates that agree;
+//! 4. Fellegi-Sunter scores (`crate::linkage`), best first: matches link, except records
+//!    with a protected label, which go to review like the pairs between the thresholds.
+//!
+//! Every union is kept as an edge with its evidence (rule, or per-field weights and
+//! score): that is the answer to "why are these records one person".
 //!
 //! Person ids are stable: a cluster keeps the id its records already had; a new cluster
 //! takes a keyed hash of its first source record. When clusters merge, the losing ids
 //! stay as aliases that resolve to the survivor.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -19,6 +26,7 @@ use escr_connector::{FindingKind, Record};
 use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 
+use crate::linkage::{self, Class, FieldWeight, LinkageConfig, Subject};
 use crate::source::{Source, SourceError};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +35,9 @@ pub enum IndexError {
     Store { path: PathBuf, reason: String },
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// A data steward's decision that cannot be taken as given.
+    #[error("{0}")]
+    Decision(String),
 }
 
 /// One source person record as the index keeps it (demographics used for linkage and
@@ -40,10 +51,15 @@ pub struct SourceRecord {
     pub family_name: Option<String>,
     pub given_names: Option<String>,
     pub postcode: Option<String>,
+    pub gender: Option<String>,
+    pub birth_date_estimated: bool,
+    /// The record's sensitivity labels, comma-separated ("restricted").
+    pub labels: String,
     pub merged_into: Option<String>,
     pub updated: Option<NaiveDateTime>,
     pub person_id: String,
-    /// Why this record is in its person: "nhs_number+birth_date", "vendor_merge", "single".
+    /// Why this record is in its person: "steward_link", "vendor_merge",
+    /// "nhs_number+birth_date", "probabilistic" or "single" (the first link that joined it).
     pub link_rule: String,
 }
 
@@ -54,6 +70,62 @@ pub struct SourceRef {
     pub link_rule: String,
 }
 
+/// (source, local id) of a source person record.
+pub type RecordKey = (String, String);
+
+/// Why two records are one person: the union that joined them.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LinkEdge {
+    pub a: RecordKey,
+    pub b: RecordKey,
+    pub rule: String,
+    /// The Fellegi-Sunter score (bits) for probabilistic links.
+    pub score: Option<f64>,
+    pub weights: Vec<FieldWeight>,
+    /// For steward links: who decided, when, and why.
+    pub note: Option<String>,
+}
+
+/// A pair waiting for a data steward.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Candidate {
+    pub a: RecordKey,
+    pub b: RecordKey,
+    pub a_person: String,
+    pub b_person: String,
+    /// None for a deterministic link the guard refused.
+    pub score: Option<f64>,
+    pub reason: String,
+    pub weights: Vec<FieldWeight>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecisionAction {
+    Link,
+    Unlink,
+}
+
+impl DecisionAction {
+    fn as_str(self) -> &'static str {
+        match self {
+            DecisionAction::Link => "link",
+            DecisionAction::Unlink => "unlink",
+        }
+    }
+}
+
+/// A data steward's decision on a pair of records, kept across re-indexing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinkDecision {
+    pub id: i64,
+    pub action: DecisionAction,
+    pub a: RecordKey,
+    pub b: RecordKey,
+    pub reason: String,
+    pub decided_by: String,
+    pub decided_at: String,
+}
+
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub people: BTreeMap<String, Vec<SourceRef>>,
@@ -61,6 +133,9 @@ pub struct Snapshot {
     by_nhs: HashMap<String, String>,
     aliases: HashMap<String, String>,
     search: Vec<SearchRow>,
+    edges: HashMap<String, Vec<LinkEdge>>,
+    review: Vec<Candidate>,
+    decisions: Vec<LinkDecision>,
 }
 
 #[derive(Debug)]
@@ -96,6 +171,21 @@ impl Snapshot {
 
     pub fn person_count(&self) -> usize {
         self.people.len()
+    }
+
+    /// The links that join this person's records, with their evidence.
+    pub fn link_evidence(&self, person_id: &str) -> &[LinkEdge] {
+        self.edges.get(person_id).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Candidate pairs for a data steward, best score first.
+    pub fn review_queue(&self) -> &[Candidate] {
+        &self.review
+    }
+
+    /// Data stewards' decisions, oldest first.
+    pub fn decisions(&self) -> &[LinkDecision] {
+        &self.decisions
     }
 
     /// People whose names start with every word of `name`, born on `birth_date`, living
@@ -164,10 +254,36 @@ pub struct IndexReport {
     pub links_by_rule: BTreeMap<String, usize>,
     pub findings: BTreeMap<String, usize>,
     pub changed: usize,
+    pub linkage: LinkStats,
+    /// Records whose linkage fields changed (new, edited or gone) in this refresh.
+    pub linkage_changed_records: usize,
+    /// Rows of `source_record` inserted, replaced or deleted.
+    pub rows_written: usize,
+}
+
+/// What the probabilistic stage did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct LinkStats {
+    /// True when only pairs with a changed record were compared (the model and the
+    /// other pairs' comparisons were kept from the last full build).
+    pub incremental: bool,
+    /// Pairs compared field by field in this run.
+    pub compared_pairs: usize,
+    pub candidate_pairs: usize,
+    /// Blocks too large to pair (see `blocking.max_block`).
+    pub skipped_blocks: usize,
+    pub probabilistic_links: usize,
+    pub review_pairs: usize,
+    pub refused_links: usize,
+    /// Per field, per level: the weight in bits (log2 m/u).
+    pub weights: BTreeMap<String, BTreeMap<String, f64>>,
+    pub estimated_match_share: f64,
+    pub em_iterations: usize,
 }
 
 pub struct IdentityIndex {
     path: PathBuf,
+    linkage: LinkageConfig,
     snapshot: RwLock<Arc<Snapshot>>,
     write: tokio::sync::Mutex<()>,
 }
@@ -181,12 +297,38 @@ CREATE TABLE IF NOT EXISTS source_record (
   PRIMARY KEY (source, local_id));
 CREATE TABLE IF NOT EXISTS person_alias (old_id TEXT PRIMARY KEY, person_id TEXT NOT NULL, at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS source_state (source TEXT PRIMARY KEY, last_updated TEXT, refreshed_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS link_edge (
+  person_id TEXT NOT NULL, a_source TEXT NOT NULL, a_local TEXT NOT NULL, b_source TEXT NOT NULL,
+  b_local TEXT NOT NULL, rule TEXT NOT NULL, score REAL, evidence TEXT NOT NULL, note TEXT);
+CREATE TABLE IF NOT EXISTS review_pair (
+  a_source TEXT NOT NULL, a_local TEXT NOT NULL, b_source TEXT NOT NULL, b_local TEXT NOT NULL,
+  a_person TEXT NOT NULL, b_person TEXT NOT NULL, score REAL, reason TEXT NOT NULL, evidence TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS scored_pair (
+  a_source TEXT NOT NULL, a_local TEXT NOT NULL, b_source TEXT NOT NULL, b_local TEXT NOT NULL,
+  levels BLOB NOT NULL, PRIMARY KEY (a_source, a_local, b_source, b_local));
+CREATE TABLE IF NOT EXISTS linkage_model (id INTEGER PRIMARY KEY CHECK (id = 1), model TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS link_decision (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, action TEXT NOT NULL CHECK (action IN ('link', 'unlink')),
+  a_source TEXT NOT NULL, a_local TEXT NOT NULL, b_source TEXT NOT NULL, b_local TEXT NOT NULL,
+  reason TEXT NOT NULL, decided_by TEXT NOT NULL, decided_at TEXT NOT NULL);
 ";
+
+/// Columns added to `source_record` after v1; an older index file gains them on open.
+const ADDED_COLUMNS: [(&str, &str); 3] = [
+    ("gender", "TEXT"),
+    ("birth_date_estimated", "INTEGER NOT NULL DEFAULT 0"),
+    ("labels", "TEXT NOT NULL DEFAULT ''"),
+];
 
 impl IdentityIndex {
     pub fn open(path: &Path) -> Result<IdentityIndex, IndexError> {
+        Self::open_with(path, LinkageConfig::default())
+    }
+
+    pub fn open_with(path: &Path, linkage: LinkageConfig) -> Result<IdentityIndex, IndexError> {
         let index = IdentityIndex {
             path: path.to_path_buf(),
+            linkage,
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             write: tokio::sync::Mutex::new(()),
         };
@@ -210,8 +352,72 @@ impl IdentityIndex {
         let conn = Connection::open(&self.path).map_err(|e| self.store_err(e))?;
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
             .and_then(|_| conn.execute_batch(SCHEMA))
+            .and_then(|_| add_missing_columns(&conn))
             .map_err(|e| self.store_err(e))?;
         Ok(conn)
+    }
+
+    /// The index's SQLite file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn linkage_config(&self) -> &LinkageConfig {
+        &self.linkage
+    }
+
+    /// Record a data steward's decision on two indexed records and relink at once.
+    /// The decision is kept across re-indexing; the latest decision on a pair wins.
+    pub async fn decide(
+        &self,
+        action: DecisionAction,
+        a: RecordKey,
+        b: RecordKey,
+        reason: &str,
+        decided_by: &str,
+    ) -> Result<LinkDecision, IndexError> {
+        let bad = |reason: String| IndexError::Decision(reason);
+        if reason.trim().is_empty() {
+            return Err(bad("a decision needs a reason".into()));
+        }
+        if a == b {
+            return Err(bad("the two records are the same record".into()));
+        }
+        {
+            let snap = self.snapshot();
+            for k in [&a, &b] {
+                if snap.by_source(&k.0, &k.1).is_none() {
+                    return Err(bad(format!("no record {}/{} in the index", k.0, k.1)));
+                }
+            }
+        }
+        let decided_at = chrono::Utc::now()
+            .naive_utc()
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string();
+        let id = {
+            let _guard = self.write.lock().await;
+            let conn = self.connect()?;
+            conn.execute(
+                "INSERT INTO link_decision (action, a_source, a_local, b_source, b_local, reason, decided_by, decided_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![action.as_str(), a.0, a.1, b.0, b.1, reason, decided_by, decided_at],
+            )
+            .map_err(|e| self.store_err(e))?;
+            conn.last_insert_rowid()
+        };
+        // Audit hook: the decision row (id, who, when, reason) is the audit record; the
+        // audit log (src/audit.rs) can append it here.
+        self.refresh(&[], true).await?;
+        Ok(LinkDecision {
+            id,
+            action,
+            a,
+            b,
+            reason: reason.to_string(),
+            decided_by: decided_by.to_string(),
+            decided_at,
+        })
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -232,11 +438,12 @@ impl IdentityIndex {
         let _guard = self.write.lock().await;
         let mut conn = self.connect()?;
         let mut report = IndexReport::default();
-        let mut records: BTreeMap<(String, String), SourceRecord> = load_records(&conn)
+        let stored: BTreeMap<(String, String), SourceRecord> = load_records(&conn)
             .map_err(|e| self.store_err(e))?
             .into_iter()
             .map(|r| ((r.source.clone(), r.local_id.clone()), r))
             .collect();
+        let mut records = stored.clone();
 
         let mut source_marks = Vec::new();
         for source in sources {
@@ -286,21 +493,59 @@ impl IdentityIndex {
             source_marks.push((source.name.clone(), newest));
         }
 
-        let before: HashMap<(String, String), String> = records
+        let changed_keys: HashSet<RecordKey> = records
             .iter()
-            .map(|(k, r)| (k.clone(), r.person_id.clone()))
+            .filter(|(k, r)| {
+                stored
+                    .get(*k)
+                    .is_none_or(|old| !same_linkage_fields(old, r))
+            })
+            .map(|(k, _)| k.clone())
+            .chain(stored.keys().filter(|k| !records.contains_key(*k)).cloned())
             .collect();
-        let aliases = link(&mut records);
+        report.linkage_changed_records = changed_keys.len();
+        let decisions = load_decisions(&conn).map_err(|e| self.store_err(e))?;
+        // Incremental linkage when few records changed and a model was fitted before:
+        // only pairs with a changed record are compared; the rest come from the last run.
+        let kept_model = if incremental && changed_keys.len() * 5 < records.len().max(1) {
+            load_model(&conn).map_err(|e| self.store_err(e))?
+        } else {
+            None
+        };
+        let plan = match kept_model {
+            Some(model) => PairPlan::Incremental {
+                model,
+                kept: load_scored_pairs(&conn, &changed_keys).map_err(|e| self.store_err(e))?,
+                changed: &changed_keys,
+            },
+            None => PairPlan::Full,
+        };
+        let full = matches!(plan, PairPlan::Full);
+        let outcome = link(
+            &mut records,
+            &LinkInput {
+                config: &self.linkage,
+                decisions: &decisions,
+                plan,
+            },
+        );
+        report.linkage = outcome.stats;
+        let aliases = outcome.aliases;
         for r in records.values() {
             *report.links_by_rule.entry(r.link_rule.clone()).or_default() += 1;
         }
         report.changed = records
             .iter()
-            .filter(|(k, r)| before.get(*k) != Some(&r.person_id))
+            .filter(|(k, r)| stored.get(*k).map(|old| &old.person_id) != Some(&r.person_id))
             .count();
 
         let tx = conn.transaction().map_err(|e| self.store_err(e))?;
-        persist(&tx, &records, &aliases, &source_marks).map_err(|e| self.store_err(e))?;
+        report.rows_written = persist(&tx, &stored, &records, &aliases, &source_marks)
+            .map_err(|e| self.store_err(e))?;
+        persist_links(&tx, &records, &outcome.edges, &outcome.review)
+            .map_err(|e| self.store_err(e))?;
+        persist_pairs(&tx, full, &changed_keys, &outcome.new_pairs, &outcome.model)
+            .map_err(|e| self.store_err(e))?;
         tx.commit().map_err(|e| self.store_err(e))?;
 
         let snapshot = load_snapshot(&conn).map_err(|e| self.store_err(e))?;
@@ -329,6 +574,9 @@ fn from_record(source: &str, r: &Record) -> SourceRecord {
         family_name: r.text("family_name").map(str::to_string),
         given_names: r.text("given_names").map(str::to_string),
         postcode: r.text("postcode").map(str::to_string),
+        gender: r.text("gender").map(str::to_string),
+        birth_date_estimated: r.bool("birth_date_estimated") == Some(true),
+        labels: r.labels.iter().cloned().collect::<Vec<_>>().join(","),
         merged_into: r.text("merged_into").map(str::to_string),
         updated: r.last_updated,
         person_id: String::new(),
@@ -336,47 +584,240 @@ fn from_record(source: &str, r: &Record) -> SourceRecord {
     }
 }
 
-/// Union-find over record positions.
-struct Clusters(Vec<usize>);
+pub struct LinkInput<'a> {
+    pub config: &'a LinkageConfig,
+    pub decisions: &'a [LinkDecision],
+    pub plan: PairPlan<'a>,
+}
+
+/// Which pairs the probabilistic stage compares.
+pub enum PairPlan<'a> {
+    /// All blocked pairs; the model is fitted afresh.
+    Full,
+    /// Only pairs with a changed record; the other pairs' comparisons and the model are
+    /// the last run's.
+    Incremental {
+        model: linkage::Model,
+        kept: Vec<(RecordKey, RecordKey, linkage::Levels)>,
+        changed: &'a HashSet<RecordKey>,
+    },
+}
+
+pub struct LinkOutcome {
+    /// Old id -> surviving id, for ids that merges retired.
+    pub aliases: Vec<(String, String)>,
+    pub edges: Vec<LinkEdge>,
+    pub review: Vec<Candidate>,
+    pub stats: LinkStats,
+    /// Pairs compared in this run that can matter (scored at least `review`, or
+    /// conflicting only on NHS numbers), kept for the next incremental run.
+    pub new_pairs: Vec<(RecordKey, RecordKey, linkage::Levels)>,
+    pub model: linkage::Model,
+}
+
+/// A pair for review before ids exist: positions, score, reason, evidence.
+type PendingReview = (usize, usize, Option<f64>, String, Vec<FieldWeight>);
+
+/// Union-find over record positions, with what the guard needs per cluster: its valid
+/// NHS numbers and the members a steward separated from someone.
+struct Clusters {
+    parent: Vec<usize>,
+    nhs: Vec<Vec<String>>,
+    guarded: Vec<Vec<usize>>,
+    forbid: HashMap<usize, Vec<usize>>,
+}
 
 impl Clusters {
+    fn new(rows: &[&SourceRecord]) -> Clusters {
+        Clusters {
+            parent: (0..rows.len()).collect(),
+            nhs: rows
+                .iter()
+                .map(|r| r.nhs_number.iter().cloned().collect())
+                .collect(),
+            guarded: vec![Vec::new(); rows.len()],
+            forbid: HashMap::new(),
+        }
+    }
+
     fn find(&mut self, mut i: usize) -> usize {
-        while self.0[i] != i {
-            self.0[i] = self.0[self.0[i]];
-            i = self.0[i];
+        while self.parent[i] != i {
+            self.parent[i] = self.parent[self.parent[i]];
+            i = self.parent[i];
         }
         i
     }
-    fn union(&mut self, a: usize, b: usize) {
-        let (ra, rb) = (self.find(a), self.find(b));
-        if ra != rb {
-            let (lo, hi) = (ra.min(rb), ra.max(rb));
-            self.0[hi] = lo;
+
+    fn forbid(&mut self, a: usize, b: usize) {
+        for (x, y) in [(a, b), (b, a)] {
+            self.forbid.entry(x).or_default().push(y);
+            let root = self.find(x);
+            self.guarded[root].push(x);
         }
+    }
+
+    /// Join the clusters of `a` and `b` unless that would put two different valid NHS
+    /// numbers in one person (`strong_ids`) or undo a steward's unlink. Ok(false): they
+    /// were one person already.
+    fn union(&mut self, a: usize, b: usize, strong_ids: bool) -> Result<bool, &'static str> {
+        let (ra, rb) = (self.find(a), self.find(b));
+        if ra == rb {
+            return Ok(false);
+        }
+        if strong_ids
+            && !self.nhs[ra].is_empty()
+            && !self.nhs[rb].is_empty()
+            && self.nhs[ra].iter().any(|n| !self.nhs[rb].contains(n))
+        {
+            return Err("the records' people have different NHS numbers");
+        }
+        let guarded: Vec<usize> = self.guarded[ra]
+            .iter()
+            .chain(&self.guarded[rb])
+            .copied()
+            .collect();
+        for x in guarded {
+            let rx = self.find(x);
+            let other = if rx == ra { rb } else { ra };
+            let forbidden = self.forbid.get(&x).cloned().unwrap_or_default();
+            for y in forbidden {
+                if self.find(y) == other {
+                    return Err("a data steward unlinked these people");
+                }
+            }
+        }
+        let (lo, hi) = (ra.min(rb), ra.max(rb));
+        self.parent[hi] = lo;
+        let nhs = std::mem::take(&mut self.nhs[hi]);
+        for n in nhs {
+            if !self.nhs[lo].contains(&n) {
+                self.nhs[lo].push(n);
+            }
+        }
+        let guarded = std::mem::take(&mut self.guarded[hi]);
+        self.guarded[lo].extend(guarded);
+        Ok(true)
     }
 }
 
-/// Deterministic linkage; assigns `person_id` and `link_rule` in place and returns the
-/// aliases (old id -> surviving id) that merges produced.
-fn link(records: &mut BTreeMap<(String, String), SourceRecord>) -> Vec<(String, String)> {
+fn subject(r: &SourceRecord, protected: &[String]) -> Subject {
+    Subject::new(
+        r.nhs_number.as_deref(),
+        r.family_name.as_deref(),
+        r.given_names.as_deref(),
+        r.birth_date,
+        r.birth_date_estimated,
+        r.gender.as_deref(),
+        r.postcode.as_deref(),
+        r.labels
+            .split(',')
+            .any(|l| protected.iter().any(|p| p == l)),
+    )
+}
+
+/// Links records into people; assigns `person_id` and `link_rule` in place.
+fn link(
+    records: &mut BTreeMap<(String, String), SourceRecord>,
+    input: &LinkInput<'_>,
+) -> LinkOutcome {
+    let config = input.config;
     let keys: Vec<(String, String)> = records.keys().cloned().collect();
     let position: HashMap<&(String, String), usize> =
         keys.iter().enumerate().map(|(i, k)| (k, i)).collect();
     let rows: Vec<&SourceRecord> = keys.iter().map(|k| &records[k]).collect();
-    let mut clusters = Clusters((0..rows.len()).collect());
+    let mut clusters = Clusters::new(&rows);
     let mut rule: Vec<&'static str> = vec!["single"; rows.len()];
+    let mut edges: Vec<(usize, usize, LinkEdge)> = Vec::new();
+    let mut review: Vec<PendingReview> = Vec::new();
+    let mut stats = LinkStats::default();
+    let edge = |i: usize,
+                j: usize,
+                rule: &str,
+                score: Option<f64>,
+                weights: Vec<FieldWeight>,
+                note: Option<String>| LinkEdge {
+        a: keys[i].clone(),
+        b: keys[j].clone(),
+        rule: rule.to_string(),
+        score,
+        weights,
+        note,
+    };
 
-    // 1. The vendors' own merge decisions.
-    for (i, r) in rows.iter().enumerate() {
-        if let Some(target) = &r.merged_into {
-            if let Some(&j) = position.get(&(r.source.clone(), target.clone())) {
-                clusters.union(i, j);
-                rule[i] = "vendor_merge";
+    // 1. Stewards' decisions: the latest on each pair stands.
+    let mut decided: BTreeMap<(usize, usize), &LinkDecision> = BTreeMap::new();
+    for d in input.decisions {
+        if let (Some(&i), Some(&j)) = (position.get(&d.a), position.get(&d.b)) {
+            decided.insert((i.min(j), i.max(j)), d);
+        }
+    }
+    for (&(i, j), d) in &decided {
+        if d.action == DecisionAction::Unlink {
+            clusters.forbid(i, j);
+        }
+    }
+    for (&(i, j), d) in &decided {
+        if d.action == DecisionAction::Link {
+            let note = format!(
+                "{} by {} at {}: {}",
+                d.action.as_str(),
+                d.decided_by,
+                d.decided_at,
+                d.reason
+            );
+            match clusters.union(i, j, false) {
+                Ok(true) => {
+                    edges.push((
+                        i,
+                        j,
+                        edge(i, j, "steward_link", None, Vec::new(), Some(note)),
+                    ));
+                    set_rule(&mut rule, i, j, "steward_link");
+                }
+                Ok(false) => {}
+                Err(why) => {
+                    stats.refused_links += 1;
+                    review.push((
+                        i,
+                        j,
+                        None,
+                        format!("steward link refused: {why}"),
+                        Vec::new(),
+                    ));
+                }
             }
         }
     }
-    // 2. Valid NHS number with agreeing birth dates. Records without a birth date join
-    //    the number's largest birth-date group; conflicting birth dates stay apart.
+
+    let mut deterministic = |clusters: &mut Clusters,
+                             rule: &mut [&'static str],
+                             i: usize,
+                             j: usize,
+                             name: &'static str| {
+        match clusters.union(i, j, true) {
+            Ok(true) => {
+                edges.push((i, j, edge(i, j, name, None, Vec::new(), None)));
+                set_rule(rule, i, j, name);
+            }
+            Ok(false) => {}
+            Err(why) => {
+                stats.refused_links += 1;
+                review.push((i, j, None, format!("{name} refused: {why}"), Vec::new()));
+            }
+        }
+    };
+
+    // 2. The vendors' own merge decisions.
+    for (i, r) in rows.iter().enumerate() {
+        if let Some(target) = &r.merged_into {
+            if let Some(&j) = position.get(&(r.source.clone(), target.clone())) {
+                deterministic(&mut clusters, &mut rule, i, j, "vendor_merge");
+            }
+        }
+    }
+    // 3. Valid NHS number with agreeing birth dates. Records without a birth date join
+    //    the number's largest birth-date group; conflicting birth dates are left to the
+    //    probabilistic stage (a swapped or estimated date).
     let mut by_nhs: BTreeMap<&str, BTreeMap<Option<NaiveDate>, Vec<usize>>> = BTreeMap::new();
     for (i, r) in rows.iter().enumerate() {
         if let Some(nhs) = &r.nhs_number {
@@ -395,19 +836,171 @@ fn link(records: &mut BTreeMap<(String, String), SourceRecord>) -> Vec<(String, 
             .map(|(_, g)| g)
             .collect();
         let largest = dated.iter().max_by_key(|g| g.len()).copied();
-        for group in &dated {
-            link_group(&mut clusters, &mut rule, group);
-        }
+        let mut all_groups: Vec<Vec<usize>> = dated.iter().map(|g| g.to_vec()).collect();
         if let Some(undated) = groups.get(&None) {
             let mut all = undated.clone();
             if let Some(largest) = largest {
                 all.push(largest[0]);
             }
-            link_group(&mut clusters, &mut rule, &all);
+            all_groups.push(all);
+        }
+        for group in all_groups {
+            for pair in group.windows(2) {
+                deterministic(
+                    &mut clusters,
+                    &mut rule,
+                    pair[0],
+                    pair[1],
+                    "nhs_number+birth_date",
+                );
+            }
         }
     }
 
-    // 3. Ids: keep what the cluster's records already had (the most common; ties to the
+    // 4. Fellegi-Sunter over blocked candidate pairs, best score first.
+    let subjects: Vec<Subject> = rows
+        .iter()
+        .map(|r| subject(r, &config.protected.labels))
+        .collect();
+    let (pairs, levels, model, new_from) = match &input.plan {
+        PairPlan::Full => {
+            let (pairs, skipped) =
+                linkage::candidate_pairs(&subjects, config.blocking.max_block, None);
+            stats.candidate_pairs = pairs.len();
+            stats.skipped_blocks = skipped;
+            let levels: Vec<linkage::Levels> = pairs
+                .iter()
+                .map(|(a, b)| linkage::compare(&subjects[*a as usize], &subjects[*b as usize]))
+                .collect();
+            let model = linkage::fit(config, &subjects, &levels);
+            (pairs, levels, model, 0)
+        }
+        PairPlan::Incremental {
+            model,
+            kept,
+            changed,
+        } => {
+            stats.incremental = true;
+            let marks: Vec<bool> = keys.iter().map(|k| changed.contains(k)).collect();
+            let (fresh, skipped) =
+                linkage::candidate_pairs(&subjects, config.blocking.max_block, Some(&marks));
+            stats.skipped_blocks = skipped;
+            let mut pairs = Vec::with_capacity(kept.len() + fresh.len());
+            let mut levels = Vec::with_capacity(kept.len() + fresh.len());
+            for (a, b, l) in kept {
+                if let (Some(&i), Some(&j)) = (position.get(a), position.get(b)) {
+                    pairs.push((i.min(j) as u32, i.max(j) as u32));
+                    levels.push(*l);
+                }
+            }
+            let new_from = pairs.len();
+            for (a, b) in fresh {
+                pairs.push((a, b));
+                levels.push(linkage::compare(
+                    &subjects[a as usize],
+                    &subjects[b as usize],
+                ));
+            }
+            stats.candidate_pairs = pairs.len();
+            (pairs, levels, model.clone(), new_from)
+        }
+    };
+    stats.compared_pairs = pairs.len() - new_from;
+    let matters = |l: &linkage::Levels| {
+        model.score(l) >= *config.thresholds.review.get_ref()
+            || (l[0] == 1 && linkage::classify(config, model.score_without_nhs(l)) == Class::Match)
+    };
+    let new_pairs: Vec<(RecordKey, RecordKey, linkage::Levels)> = pairs[new_from..]
+        .iter()
+        .zip(&levels[new_from..])
+        .filter(|(_, l)| matters(l))
+        .map(|((a, b), l)| (keys[*a as usize].clone(), keys[*b as usize].clone(), *l))
+        .collect();
+    let mut scored: Vec<(f64, usize)> = levels
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| matters(l))
+        .map(|(k, l)| (model.score(l), k))
+        .collect();
+    scored.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
+    for (score, k) in scored {
+        let (i, j) = (pairs[k].0 as usize, pairs[k].1 as usize);
+        let l = &levels[k];
+        if decided.contains_key(&(i, j)) || clusters.find(i) == clusters.find(j) {
+            continue;
+        }
+        let weights = model.evidence(l);
+        if l[0] == 1 {
+            // Two valid NHS numbers that differ: never linked on a score; a steward looks
+            // if everything else says "same person".
+            let rest = model.score_without_nhs(l);
+            if linkage::classify(config, rest) == Class::Match {
+                review.push((
+                    i,
+                    j,
+                    Some(score),
+                    "different NHS numbers, other fields agree".into(),
+                    weights,
+                ));
+            }
+            continue;
+        }
+        match linkage::classify(config, score) {
+            Class::Match if subjects[i].protected || subjects[j].protected => {
+                review.push((
+                    i,
+                    j,
+                    Some(score),
+                    "protected record: not linked on a score".into(),
+                    weights,
+                ));
+            }
+            Class::Match => match clusters.union(i, j, true) {
+                Ok(_) => {
+                    stats.probabilistic_links += 1;
+                    edges.push((
+                        i,
+                        j,
+                        edge(i, j, "probabilistic", Some(round2(score)), weights, None),
+                    ));
+                    set_rule(&mut rule, i, j, "probabilistic");
+                }
+                Err(why) => {
+                    stats.refused_links += 1;
+                    review.push((i, j, Some(score), format!("match refused: {why}"), weights));
+                }
+            },
+            Class::Review => {
+                review.push((
+                    i,
+                    j,
+                    Some(score),
+                    "score between the review and match thresholds".into(),
+                    weights,
+                ));
+            }
+            Class::NonMatch => {}
+        }
+    }
+    stats.weights = linkage::Field::ALL
+        .iter()
+        .enumerate()
+        .map(|(f, field)| {
+            (
+                field.name().to_string(),
+                field
+                    .levels()
+                    .iter()
+                    .zip(&model.weights[f])
+                    .map(|(l, w)| (l.to_string(), round2(*w)))
+                    .collect(),
+            )
+        })
+        .collect();
+    stats.estimated_match_share = model.match_share;
+    stats.em_iterations = model.em_iterations;
+
+    // 5. Ids: keep what the cluster's records already had (the most common; ties to the
     //    smallest); otherwise derive one from the cluster's first record.
     let mut members: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for i in 0..rows.len() {
@@ -452,23 +1045,53 @@ fn link(records: &mut BTreeMap<(String, String), SourceRecord>) -> Vec<(String, 
             assigned[i] = id.clone();
         }
     }
+    // Pairs that ended up in one person anyway (through other links) need no review;
+    // each pair is listed once.
+    let mut seen = BTreeSet::new();
+    let mut queue: Vec<Candidate> = review
+        .into_iter()
+        .filter(|(i, j, ..)| assigned[*i] != assigned[*j] && seen.insert((*i.min(j), *i.max(j))))
+        .map(|(i, j, score, reason, weights)| Candidate {
+            a: keys[i].clone(),
+            b: keys[j].clone(),
+            a_person: assigned[i].clone(),
+            b_person: assigned[j].clone(),
+            score: score.map(round2),
+            reason,
+            weights,
+        })
+        .collect();
+    queue.sort_by(|x, y| {
+        y.score
+            .unwrap_or(f64::INFINITY)
+            .total_cmp(&x.score.unwrap_or(f64::INFINITY))
+            .then_with(|| x.a.cmp(&y.a))
+            .then_with(|| x.b.cmp(&y.b))
+    });
+    stats.review_pairs = queue.len();
     for (i, key) in keys.iter().enumerate() {
         let r = records.get_mut(key).expect("key from the same map");
         r.person_id = std::mem::take(&mut assigned[i]);
         r.link_rule = rule[i].to_string();
     }
-    aliases
+    LinkOutcome {
+        aliases,
+        edges: edges.into_iter().map(|(_, _, e)| e).collect(),
+        review: queue,
+        stats,
+        new_pairs,
+        model,
+    }
 }
 
-fn link_group(clusters: &mut Clusters, rule: &mut [&'static str], group: &[usize]) {
-    for pair in group.windows(2) {
-        clusters.union(pair[0], pair[1]);
-    }
-    if group.len() > 1 {
-        for &i in group {
-            if rule[i] == "single" {
-                rule[i] = "nhs_number+birth_date";
-            }
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn set_rule(rule: &mut [&'static str], i: usize, j: usize, name: &'static str) {
+    for k in [i, j] {
+        if rule[k] == "single" {
+            rule[k] = name;
         }
     }
 }
@@ -486,19 +1109,44 @@ fn person_id_for(source: &str, local_id: &str, salt: u32) -> String {
     format!("P{hex}")
 }
 
+/// Linkage sees the same record (the person id and rule are outputs, not inputs).
+fn same_linkage_fields(a: &SourceRecord, b: &SourceRecord) -> bool {
+    a.nhs_number == b.nhs_number
+        && a.birth_date == b.birth_date
+        && a.family_name == b.family_name
+        && a.given_names == b.given_names
+        && a.postcode == b.postcode
+        && a.gender == b.gender
+        && a.birth_date_estimated == b.birth_date_estimated
+        && a.labels == b.labels
+        && a.merged_into == b.merged_into
+}
+
+/// Writes only the rows that differ from what is stored; returns how many.
 fn persist(
     tx: &rusqlite::Transaction<'_>,
+    stored: &BTreeMap<(String, String), SourceRecord>,
     records: &BTreeMap<(String, String), SourceRecord>,
     aliases: &[(String, String)],
     marks: &[(String, Option<NaiveDateTime>)],
-) -> rusqlite::Result<()> {
-    tx.execute("DELETE FROM source_record", [])?;
+) -> rusqlite::Result<usize> {
+    let mut written = 0;
     {
+        let mut delete =
+            tx.prepare("DELETE FROM source_record WHERE source = ?1 AND local_id = ?2")?;
+        for (source, local) in stored.keys().filter(|k| !records.contains_key(*k)) {
+            written += delete.execute(params![source, local])?;
+        }
         let mut insert = tx.prepare(
-            "INSERT INTO source_record (source, local_id, nhs_number, birth_date, family_name, given_names,
-             postcode, merged_into, updated, person_id, link_rule) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            "INSERT OR REPLACE INTO source_record (source, local_id, nhs_number, birth_date, family_name, given_names,
+             postcode, merged_into, updated, person_id, link_rule, gender, birth_date_estimated, labels)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         )?;
-        for r in records.values() {
+        for (k, r) in records {
+            if stored.get(k) == Some(r) {
+                continue;
+            }
+            written += 1;
             insert.execute(params![
                 r.source,
                 r.local_id,
@@ -511,7 +1159,10 @@ fn persist(
                 r.updated
                     .map(|t| t.format("%Y-%m-%d %H:%M:%S%.f").to_string()),
                 r.person_id,
-                r.link_rule
+                r.link_rule,
+                r.gender,
+                r.birth_date_estimated,
+                r.labels
             ])?;
         }
     }
@@ -537,7 +1188,73 @@ fn persist(
             params![source, newest.map(|t| t.format("%Y-%m-%d %H:%M:%S%.f").to_string()), now],
         )?;
     }
+    Ok(written)
+}
+
+/// Keeps the comparisons that matter for the next incremental run: all of them after a
+/// full run, else replaces those of the changed records.
+fn persist_pairs(
+    tx: &rusqlite::Transaction<'_>,
+    full: bool,
+    changed: &HashSet<RecordKey>,
+    pairs: &[(RecordKey, RecordKey, linkage::Levels)],
+    model: &linkage::Model,
+) -> rusqlite::Result<()> {
+    if full {
+        tx.execute("DELETE FROM scored_pair", [])?;
+        tx.execute(
+            "INSERT OR REPLACE INTO linkage_model (id, model) VALUES (1, ?1)",
+            [serde_json::to_string(model).unwrap_or_default()],
+        )?;
+    } else {
+        let mut delete = tx.prepare(
+            "DELETE FROM scored_pair WHERE (a_source = ?1 AND a_local = ?2) OR (b_source = ?1 AND b_local = ?2)",
+        )?;
+        for (source, local) in changed {
+            delete.execute(params![source, local])?;
+        }
+    }
+    let mut insert = tx.prepare(
+        "INSERT OR REPLACE INTO scored_pair (a_source, a_local, b_source, b_local, levels) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for (a, b, l) in pairs {
+        insert.execute(params![a.0, a.1, b.0, b.1, &l[..]])?;
+    }
     Ok(())
+}
+
+fn load_model(conn: &Connection) -> rusqlite::Result<Option<linkage::Model>> {
+    let text: Option<String> = conn
+        .query_row("SELECT model FROM linkage_model WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+}
+
+/// Stored comparisons that involve none of the changed records.
+fn load_scored_pairs(
+    conn: &Connection,
+    changed: &HashSet<RecordKey>,
+) -> rusqlite::Result<Vec<(RecordKey, RecordKey, linkage::Levels)>> {
+    let mut stmt =
+        conn.prepare("SELECT a_source, a_local, b_source, b_local, levels FROM scored_pair")?;
+    let rows = stmt.query_map([], |r| {
+        let blob: Vec<u8> = r.get(4)?;
+        let mut levels = [linkage::MISSING; linkage::FIELDS];
+        for (slot, v) in levels.iter_mut().zip(blob) {
+            *slot = v;
+        }
+        Ok(((r.get(0)?, r.get(1)?), (r.get(2)?, r.get(3)?), levels))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (a, b, l): (RecordKey, RecordKey, linkage::Levels) = row?;
+        if !changed.contains(&a) && !changed.contains(&b) {
+            out.push((a, b, l));
+        }
+    }
+    Ok(out)
 }
 
 fn last_updated(conn: &Connection, source: &str) -> rusqlite::Result<Option<NaiveDateTime>> {
@@ -556,7 +1273,8 @@ fn last_updated(conn: &Connection, source: &str) -> rusqlite::Result<Option<Naiv
 fn load_records(conn: &Connection) -> rusqlite::Result<Vec<SourceRecord>> {
     let mut stmt = conn.prepare(
         "SELECT source, local_id, nhs_number, birth_date, family_name, given_names, postcode, merged_into,
-                updated, person_id, link_rule FROM source_record ORDER BY source, local_id",
+                updated, person_id, link_rule, gender, birth_date_estimated, labels
+         FROM source_record ORDER BY source, local_id",
     )?;
     let rows = stmt.query_map([], |r| {
         Ok(SourceRecord {
@@ -573,9 +1291,141 @@ fn load_records(conn: &Connection) -> rusqlite::Result<Vec<SourceRecord>> {
                 .and_then(|t| NaiveDateTime::parse_from_str(&t, "%Y-%m-%d %H:%M:%S%.f").ok()),
             person_id: r.get(9)?,
             link_rule: r.get(10)?,
+            gender: r.get(11)?,
+            birth_date_estimated: r.get(12)?,
+            labels: r.get(13)?,
         })
     })?;
     rows.collect()
+}
+
+fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('source_record')")?;
+    let have: BTreeSet<String> = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (name, ty) in ADDED_COLUMNS {
+        if !have.contains(name) {
+            conn.execute_batch(&format!("ALTER TABLE source_record ADD COLUMN {name} {ty}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn load_decisions(conn: &Connection) -> rusqlite::Result<Vec<LinkDecision>> {
+    let mut stmt = conn.prepare(
+        "SELECT id, action, a_source, a_local, b_source, b_local, reason, decided_by, decided_at
+         FROM link_decision ORDER BY id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(LinkDecision {
+            id: r.get(0)?,
+            action: if r.get::<_, String>(1)? == "link" {
+                DecisionAction::Link
+            } else {
+                DecisionAction::Unlink
+            },
+            a: (r.get(2)?, r.get(3)?),
+            b: (r.get(4)?, r.get(5)?),
+            reason: r.get(6)?,
+            decided_by: r.get(7)?,
+            decided_at: r.get(8)?,
+        })
+    })?;
+    rows.collect()
+}
+
+fn persist_links(
+    tx: &rusqlite::Transaction<'_>,
+    records: &BTreeMap<(String, String), SourceRecord>,
+    edges: &[LinkEdge],
+    review: &[Candidate],
+) -> rusqlite::Result<()> {
+    let json = |w: &[FieldWeight]| serde_json::to_string(w).unwrap_or_else(|_| "[]".into());
+    tx.execute("DELETE FROM link_edge", [])?;
+    let mut insert = tx.prepare(
+        "INSERT INTO link_edge (person_id, a_source, a_local, b_source, b_local, rule, score, evidence, note)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    for e in edges {
+        let person = records
+            .get(&e.a)
+            .map(|r| r.person_id.as_str())
+            .unwrap_or_default();
+        insert.execute(params![
+            person,
+            e.a.0,
+            e.a.1,
+            e.b.0,
+            e.b.1,
+            e.rule,
+            e.score,
+            json(&e.weights),
+            e.note
+        ])?;
+    }
+    tx.execute("DELETE FROM review_pair", [])?;
+    let mut insert = tx.prepare(
+        "INSERT INTO review_pair (a_source, a_local, b_source, b_local, a_person, b_person, score, reason, evidence)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    for c in review {
+        insert.execute(params![
+            c.a.0,
+            c.a.1,
+            c.b.0,
+            c.b.1,
+            c.a_person,
+            c.b_person,
+            c.score,
+            c.reason,
+            json(&c.weights)
+        ])?;
+    }
+    Ok(())
+}
+
+fn load_links(conn: &Connection, snap: &mut Snapshot) -> rusqlite::Result<()> {
+    let weights =
+        |text: String| -> Vec<FieldWeight> { serde_json::from_str(&text).unwrap_or_default() };
+    let mut stmt = conn.prepare(
+        "SELECT person_id, a_source, a_local, b_source, b_local, rule, score, evidence, note FROM link_edge",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            LinkEdge {
+                a: (r.get(1)?, r.get(2)?),
+                b: (r.get(3)?, r.get(4)?),
+                rule: r.get(5)?,
+                score: r.get(6)?,
+                weights: weights(r.get(7)?),
+                note: r.get(8)?,
+            },
+        ))
+    })?;
+    for row in rows {
+        let (person, edge) = row?;
+        snap.edges.entry(person).or_default().push(edge);
+    }
+    let mut stmt = conn.prepare(
+        "SELECT a_source, a_local, b_source, b_local, a_person, b_person, score, reason, evidence
+         FROM review_pair ORDER BY rowid",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(Candidate {
+            a: (r.get(0)?, r.get(1)?),
+            b: (r.get(2)?, r.get(3)?),
+            a_person: r.get(4)?,
+            b_person: r.get(5)?,
+            score: r.get(6)?,
+            reason: r.get(7)?,
+            weights: weights(r.get(8)?),
+        })
+    })?;
+    snap.review = rows.collect::<rusqlite::Result<_>>()?;
+    snap.decisions = load_decisions(conn)?;
+    Ok(())
 }
 
 /// Name words, birth date and postcode gathered for one person's search row.
@@ -625,6 +1475,7 @@ fn load_snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
         .collect();
     search.sort_by(|a, b| a.person_id.cmp(&b.person_id));
     snap.search = search;
+    load_links(conn, &mut snap)?;
     Ok(snap)
 }
 
@@ -647,10 +1498,22 @@ mod tests {
             family_name: None,
             given_names: None,
             postcode: None,
+            gender: None,
+            birth_date_estimated: false,
+            labels: String::new(),
             merged_into: merged.map(Into::into),
             updated: None,
             person_id: String::new(),
             link_rule: String::new(),
+        }
+    }
+
+    fn input() -> LinkInput<'static> {
+        static CONFIG: std::sync::OnceLock<LinkageConfig> = std::sync::OnceLock::new();
+        LinkInput {
+            config: CONFIG.get_or_init(LinkageConfig::default),
+            decisions: &[],
+            plan: PairPlan::Full,
         }
     }
 
@@ -674,7 +1537,7 @@ mod tests {
             rec("a", "3", None, Some("1960-01-01"), None),
             rec("b", "y", Some("9434765919"), None, None), // no DOB: joins the larger group
         ]);
-        link(&mut m);
+        link(&mut m, &input());
         assert_eq!(pid(&m, "a", "1"), pid(&m, "b", "x"));
         assert_eq!(pid(&m, "a", "1"), pid(&m, "b", "y"));
         assert_ne!(pid(&m, "a", "1"), pid(&m, "c", "q"));
@@ -695,17 +1558,17 @@ mod tests {
             rec("a", "1", Some("9434765919"), Some("1950-01-31"), None),
             rec("b", "x", None, Some("1950-01-31"), None),
         ]);
-        link(&mut m);
+        link(&mut m, &input());
         let (p1, px) = (pid(&m, "a", "1"), pid(&m, "b", "x"));
         assert_ne!(p1, px);
         // Relinking unchanged data keeps the ids.
-        link(&mut m);
+        link(&mut m, &input());
         assert_eq!(pid(&m, "a", "1"), p1);
         // The second record gains the NHS number: one person, one alias.
         m.get_mut(&("b".to_string(), "x".to_string()))
             .unwrap()
             .nhs_number = Some("9434765919".into());
-        let aliases = link(&mut m);
+        let aliases = link(&mut m, &input()).aliases;
         let survivor = pid(&m, "a", "1");
         assert_eq!(survivor, pid(&m, "b", "x"));
         assert!(survivor == p1 || survivor == px);
@@ -718,7 +1581,129 @@ mod tests {
             Some("1950-01-31"),
             None,
         )]);
-        link(&mut fresh);
+        link(&mut fresh, &input());
         assert_eq!(pid(&fresh, "a", "1"), p1);
+    }
+
+    fn person(
+        source: &str,
+        id: &str,
+        nhs: Option<&str>,
+        dob: &str,
+        postcode: &str,
+        labels: &str,
+    ) -> SourceRecord {
+        SourceRecord {
+            family_name: Some("Okafor".into()),
+            given_names: Some("Ada".into()),
+            gender: Some("FEMALE".into()),
+            postcode: Some(postcode.into()),
+            labels: labels.into(),
+            ..rec(source, id, nhs, Some(dob), None)
+        }
+    }
+
+    /// Background population so that u is counted on realistic random pairs.
+    fn crowd() -> Vec<SourceRecord> {
+        let families = [
+            "Smith", "Jones", "Patel", "Khan", "Wood", "Hall", "King", "Ward",
+        ];
+        let givens = ["Mary", "John", "Leo", "Ali", "Joan", "Mia", "Jack", "Ava"];
+        (0..400)
+            .map(|i| SourceRecord {
+                family_name: Some(families[i % 8].into()),
+                given_names: Some(givens[(i / 8) % 8].into()),
+                gender: Some(if i % 2 == 0 { "MALE" } else { "FEMALE" }.into()),
+                postcode: Some(format!("NS{} {}AB", i % 19 + 1, i % 9 + 1)),
+                ..rec(
+                    "crowd",
+                    &i.to_string(),
+                    None,
+                    Some(&format!(
+                        "19{:02}-{:02}-{:02}",
+                        20 + i % 70,
+                        1 + i % 12,
+                        1 + i % 28
+                    )),
+                    None,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn scores_link_swapped_dates_but_never_protected_records_or_two_nhs_numbers() {
+        let mut rows = crowd();
+        rows.extend([
+            // Same person, day and month swapped, no NHS number on one side: linked.
+            person("a", "1", Some("9434765919"), "1961-03-07", "NS4 1AB", ""),
+            person("b", "1", None, "1961-07-03", "NS4 1AB", ""),
+            // Same details but restricted: review, not a link.
+            person("a", "2", None, "1970-05-20", "NS5 2AB", "restricted"),
+            person("b", "2", None, "1970-05-20", "NS5 2AB", ""),
+            // Everything agrees except two different valid NHS numbers: review.
+            person("a", "3", Some("4010232137"), "1980-02-14", "NS6 3AB", ""),
+            person("b", "3", Some("9434765919"), "1980-02-14", "NS6 3AB", ""),
+        ]);
+        let mut m = map(rows);
+        let out = link(&mut m, &input());
+        assert_eq!(pid(&m, "a", "1"), pid(&m, "b", "1"));
+        assert_eq!(
+            m[&("b".to_string(), "1".to_string())].link_rule,
+            "probabilistic"
+        );
+        assert_ne!(pid(&m, "a", "2"), pid(&m, "b", "2"));
+        assert_ne!(pid(&m, "a", "3"), pid(&m, "b", "3"));
+        let reasons: Vec<&str> = out.review.iter().map(|c| c.reason.as_str()).collect();
+        assert!(
+            reasons.iter().any(|r| r.starts_with("protected")),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons.iter().any(|r| r.starts_with("different NHS")),
+            "{reasons:?}"
+        );
+        let edge = out
+            .edges
+            .iter()
+            .find(|e| e.rule == "probabilistic")
+            .unwrap();
+        assert!(edge
+            .weights
+            .iter()
+            .any(|w| w.field == "birth_date" && w.level == "swapped"));
+
+        // A steward's unlink beats the score; a steward's link beats the guard.
+        let decisions = vec![
+            LinkDecision {
+                id: 1,
+                action: DecisionAction::Unlink,
+                a: ("a".into(), "1".into()),
+                b: ("b".into(), "1".into()),
+                reason: "checked".into(),
+                decided_by: "s".into(),
+                decided_at: "t".into(),
+            },
+            LinkDecision {
+                id: 2,
+                action: DecisionAction::Link,
+                a: ("a".into(), "2".into()),
+                b: ("b".into(), "2".into()),
+                reason: "checked".into(),
+                decided_by: "s".into(),
+                decided_at: "t".into(),
+            },
+        ];
+        let config = LinkageConfig::default();
+        link(
+            &mut m,
+            &LinkInput {
+                config: &config,
+                decisions: &decisions,
+                plan: PairPlan::Full,
+            },
+        );
+        assert_ne!(pid(&m, "a", "1"), pid(&m, "b", "1"));
+        assert_eq!(pid(&m, "a", "2"), pid(&m, "b", "2"));
     }
 }

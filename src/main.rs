@@ -59,6 +59,16 @@ enum Command {
         #[arg(long)]
         incremental: bool,
     },
+    /// Rebuild the identity index and measure linkage against the demo's ground truth:
+    /// pairwise precision and recall, and the review queue's size.
+    LinkageReport {
+        /// The generator's truth file (default: truth.json in the config's [demo] dir).
+        #[arg(long)]
+        truth: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate the config and every vendor profile; exit non-zero on the first error.
     CheckConfig,
     /// Print the GraphQL schema (SDL, Federation v2).
@@ -177,6 +187,55 @@ fn main() -> anyhow::Result<()> {
             let gateway = Gateway::from_config(config)?;
             let report = gateway.refresh_index(incremental).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }),
+        Command::LinkageReport { truth, json } => runtime.block_on(async {
+            let truth = match truth {
+                Some(t) => t,
+                None => demo_dir(&cli.config)?.join("truth.json"),
+            };
+            let config = LoadedConfig::load(&cli.config)?;
+            ensure_demo(&config)?;
+            let gateway = Gateway::from_config(config)?;
+            let started = std::time::Instant::now();
+            let report = gateway.refresh_index(false).await?;
+            let elapsed = started.elapsed();
+            let quality = escr_gateway::linkage::evaluate::evaluate(&truth, &gateway.index.snapshot())?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "quality": quality, "linkage": report.linkage, "links_by_rule": report.links_by_rule,
+                    }))?
+                );
+            } else {
+                println!("records compared with the truth: {}", quality.records);
+                println!("people: {} in the index, {} in the truth", quality.index_people, quality.true_people);
+                println!(
+                    "precision: {:.2}% ({} of {} linked pairs are one person)",
+                    quality.precision * 100.0,
+                    quality.correct_pairs,
+                    quality.linked_pairs
+                );
+                println!(
+                    "recall:    {:.2}% ({} of {} true pairs linked)",
+                    quality.recall * 100.0,
+                    quality.correct_pairs,
+                    quality.true_pairs
+                );
+                println!(
+                    "review queue: {} pairs ({} of them true matches)",
+                    quality.review_pairs, quality.review_true_matches
+                );
+                println!(
+                    "candidate pairs: {}, probabilistic links: {}, refused links: {}, indexing took {:.2} s",
+                    report.linkage.candidate_pairs,
+                    report.linkage.probabilistic_links,
+                    report.linkage.refused_links,
+                    elapsed.as_secs_f64()
+                );
+                println!("records by link rule: {:?}", report.links_by_rule);
+            }
             Ok(())
         }),
         Command::Serve { listen } => runtime.block_on(serve(&cli.config, listen)),

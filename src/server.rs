@@ -28,6 +28,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/graphql", get(graphiql).post(graphql))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/reports/data-quality.csv", get(data_quality_csv))
         .with_state(AppState { gateway, schema })
 }
 
@@ -103,6 +104,15 @@ pub async fn execute(
         );
     }
     response
+}
+
+/// The data-quality report as CSV (counts and vendor code values only).
+async fn data_quality_csv(State(state): State<AppState>) -> impl IntoResponse {
+    let report = crate::quality::build(&state.gateway).await;
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+        crate::quality::to_csv(&report),
+    )
 }
 
 const EXAMPLE_QUERY: &str = r#"# escr-gateway demo. Try:

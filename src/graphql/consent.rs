@@ -219,10 +219,11 @@ fn note(ctx: &Context<'_>, person: &str, decision: &str, reason: Option<&str>) {
     }
 }
 
-pub struct Mutation;
+#[derive(Default)]
+pub struct ConsentMutation;
 
 #[Object]
-impl Mutation {
+impl ConsentMutation {
     /// Record a consent given by a person (roles with `may_record_consent`). It applies
     /// from the next request on.
     async fn record_consent(

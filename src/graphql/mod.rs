@@ -3,13 +3,14 @@
 
 pub mod codes;
 pub mod consent;
+pub mod linkage;
 pub mod person;
 pub mod records;
 
 use std::sync::Arc;
 
 use async_graphql::{
-    Context, EmptySubscription, ErrorExtensions, Object, Schema, SimpleObject, ID,
+    Context, EmptySubscription, ErrorExtensions, MergedObject, Object, Schema, SimpleObject, ID,
 };
 use base64::Engine;
 use chrono::NaiveDate;
@@ -20,12 +21,16 @@ use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use person::Person;
 
-pub type EscrSchema = Schema<Query, consent::Mutation, EmptySubscription>;
+pub type EscrSchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// Mutation roots, one object per area (merged).
+#[derive(MergedObject, Default)]
+pub struct Mutation(consent::ConsentMutation, linkage::LinkageMutation);
 
 /// Build the schema. Per request, the server adds a `RequestLoaders` and an
 /// `AccessContext` to the request data.
 pub fn build(gateway: Option<Arc<Gateway>>) -> EscrSchema {
-    let mut builder = Schema::build(Query, consent::Mutation, EmptySubscription)
+    let mut builder = Schema::build(Query, Mutation::default(), EmptySubscription)
         .enable_federation()
         .limit_depth(16)
         .limit_complexity(20_000);
@@ -227,6 +232,36 @@ impl Query {
         person_id: ID,
     ) -> async_graphql::Result<Vec<consent::RegistryConsentView>> {
         consent::registry_consents(ctx, &person_id)
+    }
+
+    /// Candidate pairs of records that may be one person (data stewards).
+    async fn linkage_review_queue(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 50, validator(minimum = 0, maximum = 500))] first: i32,
+        #[graphql(default = 0, validator(minimum = 0))] offset: i32,
+    ) -> async_graphql::Result<linkage::ReviewQueue> {
+        linkage::LinkageQuery
+            .linkage_review_queue(ctx, first, offset)
+            .await
+    }
+
+    /// Data stewards' link / unlink decisions, oldest first (data stewards).
+    async fn link_decisions(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Vec<linkage::LinkDecision>> {
+        linkage::LinkageQuery.link_decisions(ctx).await
+    }
+
+    /// Per source: missing / invalid / placeholder NHS numbers, probable duplicates,
+    /// unmapped codes, impossible and estimated dates, end before start, services after
+    /// death, bad postcodes (data stewards). Also as CSV: GET /reports/data-quality.csv.
+    async fn data_quality_report(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<crate::quality::QualityReport> {
+        linkage::data_quality(ctx).await
     }
 
     #[graphql(entity)]

@@ -363,6 +363,19 @@ impl Person {
             .collect()
     }
 
+    /// Person fields by the configured survivorship rules (`linkage.toml`), each with its
+    /// provenance and the values other linked records disagree with.
+    async fn golden_record(&self, ctx: &Context<'_>) -> Vec<super::linkage::GoldenField> {
+        let records = self.demographics(ctx).await;
+        super::linkage::golden_fields(ctx, &records)
+    }
+
+    /// Why these records are one person: each link with its rule, or its score and
+    /// per-field weights.
+    async fn link_evidence(&self, ctx: &Context<'_>) -> Vec<super::linkage::LinkEvidence> {
+        super::linkage::person_evidence(ctx, &self.id)
+    }
+
     /// The preferred name (first source in configured priority that has one).
     async fn name(&self, ctx: &Context<'_>) -> Option<HumanName> {
         let records = self.demographics(ctx).await;

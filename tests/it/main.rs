@@ -2,6 +2,7 @@
 
 mod consent;
 mod gateway;
+mod linkage;
 mod mssql;
 mod mysql;
 mod odbc;

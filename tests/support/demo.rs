@@ -94,8 +94,9 @@ pub fn repo() -> PathBuf {
 pub fn config_text(demo: &Demo, work: &Path, replace: &[(&str, &str)]) -> String {
     let vendors = repo().join("config/vendors");
     let mut text = format!(
-        "[index]\npath = {:?}\nrefresh_secs = 0\n\n[loader]\nbatch_delay_ms = 2\nsource_timeout_ms = 5000\n",
-        work.join("index.db")
+        "[index]\npath = {:?}\nrefresh_secs = 0\nlinkage = {:?}\n\n[loader]\nbatch_delay_ms = 2\nsource_timeout_ms = 5000\n",
+        work.join("index.db"),
+        repo().join("config/linkage.toml")
     );
     for source in ["casetrak", "opencare", "ssis"] {
         let db = replace

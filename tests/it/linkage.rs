@@ -1,0 +1,675 @@
+//! Identity linkage against the generator's ground truth: quality floors, the guards
+//! (NHS numbers, protected labels), evidence in GraphQL, and the data steward's review
+//! queue with decisions that survive re-indexing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use escr_gateway::access::AccessContext;
+use escr_gateway::linkage::{evaluate::evaluate, LinkageConfig};
+use serde_json::{json, Value};
+
+use crate::support::demo;
+
+fn steward() -> AccessContext {
+    AccessContext {
+        user: "steward.sam".into(),
+        role: "data_steward".into(),
+        ..AccessContext::demo()
+    }
+}
+
+/// Default fault rates, default linkage settings: precision and recall stay above a
+/// floor a little below the targets (99.5% / 97%), so generator noise does not flap it.
+#[tokio::test]
+async fn linkage_quality_on_the_dirty_demo_holds_the_floor() {
+    let demo = demo::dirty();
+    let gw = demo::gateway(demo).await;
+    let report = gw.gateway.refresh_index(false).await.unwrap();
+    let q = evaluate(&demo.dir.join("truth.json"), &gw.gateway.index.snapshot()).unwrap();
+    assert!(q.precision >= 0.99, "precision {q:?}");
+    assert!(q.recall >= 0.95, "recall {q:?}");
+    // The probabilistic stage does real work here: without it the swapped and
+    // estimated dates and the missing NHS numbers would stay apart.
+    assert!(
+        report.linkage.probabilistic_links > 20,
+        "{:?}",
+        report.linkage
+    );
+    assert!(q.review_pairs < q.records / 20, "review queue {q:?}");
+    // Every truth record is in the index.
+    let truth_records: usize = demo.truth.people.iter().map(|p| p.records.len()).sum();
+    assert_eq!(q.records, truth_records);
+}
+
+/// No person holds two different valid NHS numbers, and no record with a protected
+/// label was linked on a score.
+#[tokio::test]
+async fn guards_hold_on_the_dirty_demo() {
+    let demo = demo::dirty();
+    let gw = demo::gateway(demo).await;
+    let conn = rusqlite::Connection::open(gw.gateway.index.path()).unwrap();
+    let mut numbers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut labels: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut stmt = conn
+        .prepare("SELECT person_id, nhs_number, source, local_id, labels FROM source_record")
+        .unwrap();
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        })
+        .unwrap();
+    for row in rows {
+        let (person, nhs, source, local, l) = row.unwrap();
+        numbers.entry(person).or_default().extend(nhs);
+        labels.insert((source, local), l);
+    }
+    assert!(numbers.values().all(|n| n.len() <= 1));
+    let restricted = labels.values().filter(|l| l.contains("restricted")).count();
+    assert!(restricted > 0, "the demo has restricted records");
+    let snap = gw.gateway.index.snapshot();
+    let mut probabilistic = 0;
+    for person in snap.people.keys() {
+        for e in snap.link_evidence(person) {
+            if e.rule == "probabilistic" {
+                probabilistic += 1;
+                for k in [&e.a, &e.b] {
+                    assert!(!labels[k].contains("restricted"), "{e:?}");
+                }
+            }
+        }
+    }
+    assert!(probabilistic > 0);
+    for c in snap.review_queue() {
+        assert_ne!(c.a_person, c.b_person);
+    }
+}
+
+/// `Person.linkEvidence` explains a probabilistic link: the per-field weights add up to
+/// the score, which is at or above the match threshold.
+#[tokio::test]
+async fn evidence_explains_probabilistic_links() {
+    let demo = demo::dirty();
+    let gw = demo::gateway(demo).await;
+    let snap = gw.gateway.index.snapshot();
+    let person = snap
+        .people
+        .keys()
+        .find(|p| {
+            snap.link_evidence(p)
+                .iter()
+                .any(|e| e.rule == "probabilistic")
+        })
+        .expect("a probabilistically linked person")
+        .clone();
+    let r = gw
+        .run(
+            "query($id: ID!) { person(id: $id) { linkEvidence { a { source localId } b { source localId } rule score weights { field level weight } } } }",
+            json!({ "id": person }),
+        )
+        .await;
+    assert!(r["errors"].is_null(), "{r}");
+    let evidence = r["data"]["person"]["linkEvidence"].as_array().unwrap();
+    let refs = snap.records(&person).len();
+    assert_eq!(evidence.len(), refs - 1, "a spanning set of links: {r}");
+    let threshold = *LinkageConfig::default().thresholds.match_score.get_ref();
+    let mut seen = false;
+    for e in evidence.iter().filter(|e| e["rule"] == "probabilistic") {
+        seen = true;
+        let score = e["score"].as_f64().unwrap();
+        let sum: f64 = e["weights"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["weight"].as_f64().unwrap())
+            .sum();
+        assert!((sum - score).abs() < 0.1, "{e}");
+        assert!(score >= threshold, "{e}");
+        assert_eq!(e["weights"].as_array().unwrap().len(), 6);
+    }
+    assert!(seen);
+}
+
+fn person_of(gw: &demo::TestGateway, source: &str, local: &str) -> String {
+    gw.gateway
+        .index
+        .snapshot()
+        .by_source(source, local)
+        .unwrap()
+        .to_string()
+}
+
+const UNLINK: &str = "mutation($a: RecordRefInput!, $b: RecordRefInput!, $why: String!) {
+  unlinkRecords(a: $a, b: $b, reason: $why) { aPersonId bPersonId decision { id action decidedBy reason } } }";
+const LINK: &str = "mutation($a: RecordRefInput!, $b: RecordRefInput!, $why: String!) {
+  linkRecords(a: $a, b: $b, reason: $why) { aPersonId bPersonId decision { id action decidedBy reason } } }";
+
+/// A steward splits a person and joins two people; both decisions hold across a full
+/// re-index and are listed with who and why. Other roles may not decide or look.
+#[tokio::test]
+async fn steward_decisions_split_join_and_survive_reindexing() {
+    let demo = demo::dirty();
+    let gw = demo::gateway(demo).await;
+    let snap = gw.gateway.index.snapshot();
+    // A person of exactly two records, and two single-record people.
+    let (pair_person, pair) = snap
+        .people
+        .iter()
+        .find(|(_, refs)| refs.len() == 2)
+        .map(|(p, r)| (p.clone(), r.clone()))
+        .unwrap();
+    let singles: Vec<_> = snap
+        .people
+        .values()
+        .filter(|r| r.len() == 1)
+        .take(2)
+        .map(|r| r[0].clone())
+        .collect();
+    let rr =
+        |r: &escr_gateway::index::SourceRef| json!({"source": r.source, "localId": r.local_id});
+
+    // Practitioners may not.
+    let denied = gw
+        .run(
+            UNLINK,
+            json!({"a": rr(&pair[0]), "b": rr(&pair[1]), "why": "x"}),
+        )
+        .await;
+    assert_eq!(
+        denied["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{denied}"
+    );
+    let denied = gw
+        .run("{ linkageReviewQueue { totalCount } }", json!({}))
+        .await;
+    assert_eq!(denied["errors"][0]["extensions"]["code"], "FORBIDDEN");
+    assert_eq!(
+        person_of(&gw, &pair[0].source, &pair[0].local_id),
+        pair_person
+    );
+
+    // A reason is required.
+    let r = gw
+        .run_as(
+            steward(),
+            UNLINK,
+            json!({"a": rr(&pair[0]), "b": rr(&pair[1]), "why": " "}),
+        )
+        .await;
+    assert_eq!(
+        r["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{r}"
+    );
+
+    let r = gw
+        .run_as(
+            steward(),
+            UNLINK,
+            json!({"a": rr(&pair[0]), "b": rr(&pair[1]), "why": "different mothers' names on file"}),
+        )
+        .await;
+    assert!(r["errors"].is_null(), "{r}");
+    let out = &r["data"]["unlinkRecords"];
+    assert_ne!(out["aPersonId"], out["bPersonId"], "{r}");
+    assert_eq!(out["decision"]["decidedBy"], "steward.sam");
+
+    let r = gw
+        .run_as(
+            steward(),
+            LINK,
+            json!({"a": rr(&singles[0]), "b": rr(&singles[1]), "why": "same person: confirmed by phone"}),
+        )
+        .await;
+    assert!(r["errors"].is_null(), "{r}");
+    let out = &r["data"]["linkRecords"];
+    assert_eq!(out["aPersonId"], out["bPersonId"], "{r}");
+    let joined = out["aPersonId"].as_str().unwrap().to_string();
+
+    // A full re-index from the sources keeps both decisions.
+    gw.gateway.refresh_index(false).await.unwrap();
+    let a = person_of(&gw, &pair[0].source, &pair[0].local_id);
+    let b = person_of(&gw, &pair[1].source, &pair[1].local_id);
+    assert_ne!(a, b);
+    assert_eq!(
+        person_of(&gw, &singles[0].source, &singles[0].local_id),
+        person_of(&gw, &singles[1].source, &singles[1].local_id)
+    );
+
+    // Evidence of the steward link names who and why; the decisions are listed.
+    let r = gw
+        .run(
+            "query($id: ID!) { person(id: $id) { linkEvidence { rule note } } }",
+            json!({ "id": joined }),
+        )
+        .await;
+    let ev = &r["data"]["person"]["linkEvidence"][0];
+    assert_eq!(ev["rule"], "steward_link", "{r}");
+    assert!(ev["note"].as_str().unwrap().contains("steward.sam"));
+    let r = gw
+        .run_as(
+            steward(),
+            "{ linkDecisions { action reason decidedBy decidedAt a { source localId } } }",
+            json!({}),
+        )
+        .await;
+    let decisions = r["data"]["linkDecisions"].as_array().unwrap();
+    assert_eq!(decisions.len(), 2, "{r}");
+    assert_eq!(decisions[0]["action"], "UNLINK");
+    assert_eq!(decisions[1]["action"], "LINK");
+
+    // Unknown records are refused with a clear error and nothing recorded.
+    let r = gw
+        .run_as(
+            steward(),
+            LINK,
+            json!({"a": {"source": "nowhere", "localId": "1"}, "b": rr(&singles[1]), "why": "x"}),
+        )
+        .await;
+    assert_eq!(
+        r["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{r}"
+    );
+    assert_eq!(gw.gateway.index.snapshot().decisions().len(), 2);
+}
+
+/// The review queue lists candidate pairs with their evidence, best score first.
+#[tokio::test]
+async fn review_queue_lists_candidates_with_evidence() {
+    let demo = demo::dirty();
+    let gw = demo::gateway(demo).await;
+    let r = gw
+        .run_as(
+            steward(),
+            "{ linkageReviewQueue(first: 500) { totalCount items { a { source localId } b { source localId } aPersonId bPersonId score reason weights { field level weight } } } }",
+            json!({}),
+        )
+        .await;
+    assert!(r["errors"].is_null(), "{r}");
+    let q = &r["data"]["linkageReviewQueue"];
+    let items = q["items"].as_array().unwrap();
+    assert_eq!(items.len() as u64, q["totalCount"].as_u64().unwrap());
+    assert!(!items.is_empty(), "the dirty demo leaves pairs for review");
+    let scores: Vec<f64> = items.iter().filter_map(|i| i["score"].as_f64()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]));
+    let review = *LinkageConfig::default().thresholds.review.get_ref();
+    for i in items {
+        assert_ne!(i["aPersonId"], i["bPersonId"]);
+        if let Some(s) = i["score"].as_f64() {
+            assert!(s >= review, "{i}");
+        }
+        assert!(!i["reason"].as_str().unwrap().is_empty());
+    }
+}
+
+#[test]
+fn shipped_linkage_config_is_valid_and_bad_ones_name_file_and_line() {
+    let shipped = demo::repo().join("config/linkage.toml");
+    let config = LinkageConfig::load(&shipped).unwrap();
+    assert!(config.thresholds.match_score.get_ref() > config.thresholds.review.get_ref());
+    // The shipped gateway config names it.
+    let gateway =
+        escr_gateway::config::LoadedConfig::load(&demo::repo().join("config/escr.toml")).unwrap();
+    assert_eq!(gateway.linkage.survivorship.sources.len(), 3);
+
+    let path = Path::new("linkage.toml");
+    let cases = [
+        (
+            "[thresholds]\nmatch = 10.0\nreview = 12.0\n",
+            3,
+            "above match",
+        ),
+        (
+            "[thresholds]\nmatch = 10.0\nfuzzy = 1\n",
+            3,
+            "unknown field",
+        ),
+        (
+            "[fields.birth_date]\nm = [0.9, 0.1]\n",
+            1,
+            "2 values for 5 levels",
+        ),
+        ("[fields.shoe_size]\nm = [1.0]\n", 1, "not a compared field"),
+        ("[fields.sex]\nu = [0.0, 1.0]\n", 1, "(0, 1]"),
+        (
+            "[survivorship]\nfields.nickname = \"most_recent\"\n",
+            2,
+            "not a person field",
+        ),
+        (
+            "[survivorship]\ndefault = \"loudest\"\n",
+            2,
+            "unknown variant",
+        ),
+    ];
+    for (text, line, needle) in cases {
+        let err = LinkageConfig::parse(path, text).unwrap_err();
+        assert_eq!(err.line, line, "{text}: {err}");
+        assert!(err.to_string().contains(needle), "{text}: {err}");
+        assert!(err.to_string().starts_with("linkage.toml:"), "{err}");
+    }
+}
+
+/// The golden record takes a real birth date over CaseTrak's estimated 1 January (the
+/// shipped rule for birth_date is most_complete), names where it came from, and lists
+/// the estimate as a conflicting value.
+#[tokio::test]
+async fn golden_record_prefers_real_birth_dates_and_lists_conflicts() {
+    let demo = demo::dirty();
+    let gw = demo::gateway(demo).await;
+    let truth: Value =
+        serde_json::from_slice(&std::fs::read(demo.dir.join("truth.json")).unwrap()).unwrap();
+    let estimated: BTreeSet<(String, String)> = truth["faults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "estimated_birth_date")
+        .map(|f| {
+            (
+                f["source"].as_str().unwrap().to_string(),
+                f["local_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let snap = gw.gateway.index.snapshot();
+    let mut checked = 0;
+    for p in truth["people"].as_array().unwrap() {
+        let records = p["records"].as_array().unwrap();
+        let keys: Vec<(String, String)> = records
+            .iter()
+            .map(|r| {
+                (
+                    r["source"].as_str().unwrap().to_string(),
+                    r["local_id"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let Some(est) = keys.iter().find(|k| estimated.contains(*k)) else {
+            continue;
+        };
+        let Some(person) = snap.by_source(&est.0, &est.1) else {
+            continue;
+        };
+        // Only people whose other records are linked with the estimated one.
+        if !keys
+            .iter()
+            .any(|k| !estimated.contains(k) && snap.by_source(&k.0, &k.1) == Some(person))
+        {
+            continue;
+        }
+        let r = gw
+            .run(
+                "query($id: ID!) { person(id: $id) { goldenRecord { field rule value provenance { source localId } conflicts { value source localId } } } }",
+                json!({ "id": person }),
+            )
+            .await;
+        assert!(r["errors"].is_null(), "{r}");
+        let fields = r["data"]["person"]["goldenRecord"].as_array().unwrap();
+        let dob = fields.iter().find(|f| f["field"] == "birth_date").unwrap();
+        assert_eq!(dob["rule"], "most_complete");
+        assert_eq!(dob["value"], p["birth_date"], "{dob}");
+        assert!(
+            dob["conflicts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["source"] == est.0.as_str() && c["localId"] == est.1.as_str()),
+            "{dob}"
+        );
+        let family = fields.iter().find(|f| f["field"] == "family_name").unwrap();
+        assert!(family["provenance"]["source"].is_string());
+        checked += 1;
+    }
+    assert!(
+        checked >= 3,
+        "only {checked} people with an estimated date checked"
+    );
+}
+
+fn partition(snap: &escr_gateway::index::Snapshot) -> BTreeSet<BTreeSet<(String, String)>> {
+    snap.people
+        .values()
+        .map(|refs| {
+            refs.iter()
+                .map(|r| (r.source.clone(), r.local_id.clone()))
+                .collect()
+        })
+        .collect()
+}
+
+/// After a change in one source, an incremental refresh reads only the changed rows
+/// of sources with timestamps, compares only pairs with a changed record, writes only
+/// the changed index rows, and links exactly as a full rebuild does.
+#[tokio::test]
+async fn incremental_refresh_touches_only_what_changed() {
+    let demo = demo::dirty();
+    let own = tempfile::tempdir().unwrap();
+    let opencare = own.path().join("opencare.db");
+    std::fs::copy(demo.dir.join("opencare.db"), &opencare).unwrap();
+    let gw = demo::gateway_with(demo, &[("opencare", opencare.to_str().unwrap())], None).await;
+    let full = gw.gateway.refresh_index(false).await.unwrap();
+    assert!(!full.linkage.incremental);
+
+    // One edited person (new postcode) and one new duplicate of another person.
+    let conn = rusqlite::Connection::open(&opencare).unwrap();
+    conn.execute(
+        "UPDATE people SET postcode = 'NS3 9ZZ', updated_at = '2026-04-02 10:00:00.000' WHERE id = 1",
+        [],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO people (id, uuid, given_name, family_name, birth_date, gender, ethnicity, postcode, deleted_at, updated_at)
+         SELECT 900001, 'new-dup', given_name, family_name, birth_date, gender, ethnicity, postcode, NULL, '2026-04-02 10:00:00.000'
+         FROM people WHERE id = 2",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+
+    let inc = gw.gateway.refresh_index(true).await.unwrap();
+    assert!(inc.linkage.incremental, "{:?}", inc.linkage);
+    assert_eq!(inc.records_read["opencare"], 2, "{:?}", inc.records_read);
+    assert_eq!(inc.records_read["casetrak"], 0, "{:?}", inc.records_read);
+    assert_eq!(inc.linkage_changed_records, 2);
+    assert!(
+        inc.linkage.compared_pairs < 100,
+        "compared {} pairs (full build: {})",
+        inc.linkage.compared_pairs,
+        full.linkage.compared_pairs
+    );
+    assert!(inc.linkage.compared_pairs > 0);
+    assert!(inc.rows_written <= 4, "wrote {} rows", inc.rows_written);
+    let snap = gw.gateway.index.snapshot();
+    assert_eq!(
+        snap.by_source("opencare", "900001"),
+        snap.by_source("opencare", "2")
+    );
+
+    // The same answer as a full rebuild over the changed data.
+    let incremental = partition(&snap);
+    let rebuilt = gw.gateway.refresh_index(false).await.unwrap();
+    assert!(!rebuilt.linkage.incremental);
+    assert_eq!(rebuilt.changed, 0, "a full rebuild moved records");
+    assert_eq!(partition(&gw.gateway.index.snapshot()), incremental);
+}
+
+/// The data-quality report counts what the generator injected, per source; the CSV
+/// endpoint serves the same figures. Only stewards may run the GraphQL query.
+#[tokio::test]
+async fn data_quality_report_matches_the_injected_faults() {
+    let demo = demo::dirty();
+    let gw = demo::gateway(demo).await;
+    let denied = gw
+        .run("{ dataQualityReport { generatedAt } }", json!({}))
+        .await;
+    assert_eq!(denied["errors"][0]["extensions"]["code"], "FORBIDDEN");
+    let r = gw
+        .run_as(
+            steward(),
+            "{ dataQualityReport { sources { source available people missingNhsNumbers invalidNhsNumbers placeholderNhsNumbers probableDuplicates estimatedBirthDates impossibleDates unparseableDates endBeforeStart servicesAfterDeath badPostcodes unmappedCodes { entity field value count } } } }",
+            json!({}),
+        )
+        .await;
+    assert!(r["errors"].is_null(), "{r}");
+    let faults = |source: &str, kind: &str| {
+        demo.truth
+            .faults
+            .iter()
+            .filter(|f| f.source == source && f.kind == kind)
+            .count() as u64
+    };
+    let records = |source: &str| {
+        demo.truth
+            .people
+            .iter()
+            .flat_map(|p| &p.records)
+            .filter(|r| r.source == source)
+            .count() as u64
+    };
+    let sources = r["data"]["dataQualityReport"]["sources"]
+        .as_array()
+        .unwrap();
+    assert_eq!(sources.len(), 3);
+    for q in sources {
+        let s = q["source"].as_str().unwrap();
+        let n = |k: &str| q[k].as_u64().unwrap();
+        eprintln!("{s}: {q}");
+        assert_eq!(q["available"], true);
+        assert_eq!(n("people"), records(s), "{s}");
+        let dups = faults(s, "duplicate_within_source");
+        // Duplicates the generator made carry no NHS number.
+        let missing = n("missingNhsNumbers");
+        assert!(
+            missing >= faults(s, "missing_nhs") && missing <= faults(s, "missing_nhs") + dups,
+            "{s}: {q}"
+        );
+        assert_eq!(
+            n("placeholderNhsNumbers"),
+            faults(s, "placeholder_nhs"),
+            "{s}"
+        );
+        assert_eq!(
+            n("invalidNhsNumbers"),
+            faults(s, "invalid_nhs_check_digit"),
+            "{s}"
+        );
+        assert_eq!(n("endBeforeStart"), faults(s, "end_before_start"), "{s}");
+        assert_eq!(
+            n("servicesAfterDeath"),
+            faults(s, "service_after_death"),
+            "{s}"
+        );
+        assert_eq!(n("badPostcodes"), faults(s, "bad_postcode"), "{s}");
+        let unmapped: u64 = q["unmappedCodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|u| u["entity"] == "person")
+            .map(|u| u["count"].as_u64().unwrap())
+            .sum();
+        assert_eq!(unmapped, faults(s, "unmapped_code"), "{s}");
+        assert!(n("probableDuplicates") >= dups, "{s}: {q}");
+        if s == "casetrak" {
+            assert_eq!(n("estimatedBirthDates"), faults(s, "estimated_birth_date"));
+        }
+    }
+
+    // The CSV over HTTP.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = escr_gateway::server::router(gw.gateway.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let resp = reqwest::get(format!("http://{addr}/reports/data-quality.csv"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/csv"));
+    let csv = resp.text().await.unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("source,measure,entity,field,value,count")
+    );
+    let row = |source: &str, measure: &str| -> u64 {
+        csv.lines()
+            .map(|l| l.split(',').collect::<Vec<_>>())
+            .find(|c| c[0] == source && c[1] == measure)
+            .map(|c| c[5].parse().unwrap())
+            .unwrap()
+    };
+    for q in sources {
+        let s = q["source"].as_str().unwrap();
+        assert_eq!(
+            row(s, "missing_nhs_numbers"),
+            q["missingNhsNumbers"].as_u64().unwrap()
+        );
+        assert_eq!(
+            row(s, "end_before_start"),
+            q["endBeforeStart"].as_u64().unwrap()
+        );
+    }
+    assert!(csv.lines().any(|l| l.contains(",unmapped_code,person,")));
+}
+
+/// A death recorded before some of a person's services (and a birth in the future) show
+/// up as services after death and impossible dates.
+#[tokio::test]
+async fn data_quality_report_finds_services_after_death_and_impossible_dates() {
+    let demo = demo::dirty();
+    let own = tempfile::tempdir().unwrap();
+    let casetrak = own.path().join("casetrak.db");
+    std::fs::copy(demo.dir.join("casetrak.db"), &casetrak).unwrap();
+    let conn = rusqlite::Connection::open(&casetrak).unwrap();
+    let client: i64 = conn
+        .query_row(
+            "SELECT CLNT_ID FROM SVC_PKG WHERE ST_DT > '2021-01-01' ORDER BY PKG_ID LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let after: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM SVC_PKG WHERE CLNT_ID = ?1 AND ST_DT > '2020-06-30 00:00:00.000'",
+            [client],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(after >= 1);
+    conn.execute(
+        "UPDATE CLNT SET DOD = '2020-06-30 00:00:00.000', DOB = '1930-01-05 00:00:00.000' WHERE CLNT_ID = ?1",
+        [client],
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE CLNT SET DOB = '2099-01-05 00:00:00.000' WHERE CLNT_ID = (SELECT MIN(CLNT_ID) FROM CLNT WHERE CLNT_ID <> ?1)",
+        [client],
+    )
+    .unwrap();
+    drop(conn);
+    let gw = demo::gateway_with(demo, &[("casetrak", casetrak.to_str().unwrap())], None).await;
+    let r = gw
+        .run_as(
+            steward(),
+            "{ dataQualityReport { sources { source servicesAfterDeath impossibleDates } } }",
+            json!({}),
+        )
+        .await;
+    let q = r["data"]["dataQualityReport"]["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["source"] == "casetrak")
+        .unwrap()
+        .clone();
+    assert_eq!(q["servicesAfterDeath"].as_i64().unwrap(), after, "{r}");
+    // The future birth, and every record of that person starting before it.
+    assert!(q["impossibleDates"].as_i64().unwrap() >= 1, "{r}");
+}
