@@ -37,16 +37,27 @@ async fn graphql(
     headers: HeaderMap,
     request: GraphQLRequest,
 ) -> axum::response::Response {
-    let caller = match &state.gateway.access {
-        // In-process tests without a policy; `serve` always has one.
-        None => AccessContext::demo(),
-        Some(access) => match crate::auth::access_context_from_headers(&headers, &access.auth) {
-            Ok(caller) => caller,
-            Err(e) => return refuse(access, e).await,
-        },
+    let caller = match caller(&state.gateway, &headers).await {
+        Ok(caller) => caller,
+        Err(refused) => return refused,
     };
     let response = execute(&state.gateway, &state.schema, caller, request.into_inner()).await;
     GraphQLResponse::from(response).into_response()
+}
+
+/// Who is asking, from the request's token; a refusal (already audited) otherwise.
+async fn caller(
+    gateway: &Gateway,
+    headers: &HeaderMap,
+) -> Result<AccessContext, axum::response::Response> {
+    match &gateway.access {
+        // In-process tests without a policy; `serve` always has one.
+        None => Ok(AccessContext::demo()),
+        Some(access) => match crate::auth::access_context_from_headers(headers, &access.auth) {
+            Ok(caller) => Ok(caller),
+            Err(e) => Err(refuse(access, e).await),
+        },
+    }
 }
 
 /// A request without an acceptable token: no data, an error with a code, audited.
@@ -107,12 +118,27 @@ pub async fn execute(
 }
 
 /// The data-quality report as CSV (counts and vendor code values only).
-async fn data_quality_csv(State(state): State<AppState>) -> impl IntoResponse {
+/// For data stewards only, like `dataQualityReport`.
+async fn data_quality_csv(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> axum::response::Response {
+    let caller = match caller(&state.gateway, &headers).await {
+        Ok(caller) => caller,
+        Err(refused) => return refused,
+    };
+    if caller.role != crate::graphql::linkage::STEWARD_ROLE {
+        let body = serde_json::json!({
+            "errors": [{"message": "the data-quality report is for data stewards", "extensions": {"code": "FORBIDDEN"}}]
+        });
+        return (StatusCode::FORBIDDEN, Json(body)).into_response();
+    }
     let report = crate::quality::build(&state.gateway).await;
     (
         [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
         crate::quality::to_csv(&report),
     )
+        .into_response()
 }
 
 const EXAMPLE_QUERY: &str = r#"# escr-gateway demo. Try:

@@ -254,9 +254,25 @@ async fn decide(
         })?;
     // The people changed: cached records are keyed by source record, so they stay valid.
     let snap = gateway.index.snapshot();
+    let a_person_id = snap.by_source(&a.source, &a.local_id).map(str::to_string);
+    let b_person_id = snap.by_source(&b.source, &b.local_id).map(str::to_string);
+    // Steward decisions are audited with the request, like releases.
+    if let Some(scope) = ctx.data_opt::<Arc<crate::access::RequestScope>>() {
+        let verdict = match action {
+            DecisionAction::Link => "linked",
+            DecisionAction::Unlink => "unlinked",
+        };
+        let people: std::collections::BTreeSet<_> =
+            [&a_person_id, &b_person_id].into_iter().flatten().collect();
+        for person in people {
+            scope
+                .audit
+                .note(Some(person), verdict, None, Some(&reason), "identity");
+        }
+    }
     Ok(LinkDecisionResult {
-        a_person_id: snap.by_source(&a.source, &a.local_id).map(str::to_string),
-        b_person_id: snap.by_source(&b.source, &b.local_id).map(str::to_string),
+        a_person_id,
+        b_person_id,
         decision: (&decision).into(),
     })
 }

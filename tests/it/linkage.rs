@@ -579,14 +579,28 @@ async fn data_quality_report_matches_the_injected_faults() {
         }
     }
 
-    // The CSV over HTTP.
+    // The CSV over HTTP, authenticated like GraphQL and for data stewards only.
+    let secured = crate::consent::secured(demo).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = escr_gateway::server::router(gw.gateway.clone());
+    let app = escr_gateway::server::router(secured.gateway.clone());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let resp = reqwest::get(format!("http://{addr}/reports/data-quality.csv"))
-        .await
-        .unwrap();
+    let url = format!("http://{addr}/reports/data-quality.csv");
+    let client = reqwest::Client::new();
+    let get = |caller: Option<crate::consent::Caller>| {
+        let mut req = client.get(&url);
+        if let Some(c) = caller {
+            req = req
+                .bearer_auth(secured.token(&c, 600))
+                .header("x-purpose-of-use", c.purpose.clone());
+        }
+        req.send()
+    };
+    assert_eq!(get(None).await.unwrap().status(), 401);
+    let worker = crate::consent::Caller::new("social_worker", "direct_care");
+    assert_eq!(get(Some(worker)).await.unwrap().status(), 403);
+    let steward = crate::consent::Caller::new("data_steward", "care_management");
+    let resp = get(Some(steward)).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(resp.headers()["content-type"]
         .to_str()
@@ -672,4 +686,42 @@ async fn data_quality_report_finds_services_after_death_and_impossible_dates() {
     assert_eq!(q["servicesAfterDeath"].as_i64().unwrap(), after, "{r}");
     // The future birth, and every record of that person starting before it.
     assert!(q["impossibleDates"].as_i64().unwrap() >= 1, "{r}");
+}
+
+/// A steward's link decision through the secured path is in the audit log with who
+/// and why, for each person concerned.
+#[tokio::test]
+async fn steward_decisions_are_audited() {
+    let secured = crate::consent::secured(demo::clean()).await;
+    let snap = secured.gateway.index.snapshot();
+    let singles: Vec<_> = snap
+        .people
+        .values()
+        .filter(|r| r.len() == 1)
+        .take(2)
+        .map(|r| r[0].clone())
+        .collect();
+    let rr =
+        |r: &escr_gateway::index::SourceRef| json!({"source": r.source, "localId": r.local_id});
+    let mut steward = crate::consent::Caller::new("data_steward", "care_management");
+    steward.user = "steward.sam".into();
+    let why = "same person: confirmed with the family";
+    let r = secured
+        .run(
+            &steward,
+            LINK,
+            json!({"a": rr(&singles[0]), "b": rr(&singles[1]), "why": why}),
+        )
+        .await;
+    assert!(r["errors"].is_null(), "{r}");
+    let person = r["data"]["linkRecords"]["aPersonId"].as_str().unwrap();
+    let access = secured.gateway.access.as_ref().unwrap();
+    let events = access.audit.for_person(person).unwrap();
+    assert!(
+        events.iter().any(|e| e.decision == "linked"
+            && e.user == "steward.sam"
+            && e.role == "data_steward"
+            && e.reason.as_deref() == Some(why)),
+        "{events:#?}"
+    );
 }
