@@ -1343,3 +1343,70 @@ async fn sigkill_under_load_loses_no_audit_record_of_an_answered_request() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Following a relationship to another person gets that person's own decision: a
+/// worker allocated to a child sees the child's services but not those of a related
+/// adult they are not allocated to.
+#[tokio::test]
+async fn a_related_person_gets_their_own_decision() {
+    let demo = demo::clean();
+    let s = secured(demo).await;
+    let ids: Vec<String> = s
+        .plain
+        .gateway
+        .index
+        .snapshot()
+        .people
+        .keys()
+        .cloned()
+        .collect();
+    let q = "query($id: ID!) { person(id: $id) { allocations { workerId teamId end } services { id } relationships { relatedPerson { id allocations { workerId teamId } services { id } } } } }";
+    let mut found = None;
+    for id in &ids {
+        let r = s.plain.run(q, json!({"id": id})).await;
+        let p = &r["data"]["person"];
+        let Some(alloc) = p["allocations"]
+            .as_array()
+            .and_then(|a| a.iter().find(|a| a["end"].is_null()))
+        else {
+            continue;
+        };
+        let (worker, team) = (alloc["workerId"].clone(), alloc["teamId"].clone());
+        let related = p["relationships"].as_array().unwrap().iter().find(|rel| {
+            let other = &rel["relatedPerson"];
+            let services = other["services"].as_array().map_or(0, Vec::len);
+            let shares = other["allocations"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|a| a["workerId"] == worker || a["teamId"] == team);
+            services > 0 && !shares
+        });
+        if let Some(rel) = related {
+            found = Some((id.clone(), worker, team, rel["relatedPerson"].clone()));
+            break;
+        }
+    }
+    let (child, worker, team, other) = found.expect("a person with an unallocated relative");
+    let mut caller = Caller::new("social_worker", "direct_care");
+    caller.worker = worker.as_str().map(str::to_string);
+    caller.team = team.as_str().map(str::to_string);
+    let r = s.run(&caller, q, json!({"id": child})).await;
+    let text = r.to_string();
+    let related = r["data"]["person"]["relationships"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|rel| rel["relatedPerson"]["id"] == other["id"])
+        .unwrap_or_else(|| panic!("relationship missing: {text}"));
+    assert_eq!(related["relatedPerson"]["services"], json!([]), "{text}");
+    for service in other["services"].as_array().unwrap() {
+        assert!(
+            !text.contains(service["id"].as_str().unwrap()),
+            "related person's service leaked: {text}"
+        );
+    }
+    assert!(text.contains("NO_RELATIONSHIP"), "{text}");
+    // The child's own services are released to the allocated worker.
+    assert!(r["data"]["person"]["services"].is_array(), "{text}");
+}
