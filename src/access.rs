@@ -80,6 +80,11 @@ pub trait Policy: Send + Sync + 'static {
     }
     /// May this caller learn that the person exists at all (lookups, search)?
     fn may_see_person(&self, ctx: &AccessContext, person_id: &str) -> bool;
+    /// Labels a record carries because of what it is (policy config), added to the
+    /// labels its source implies before [`Policy::decide`] and shown to the caller.
+    fn implied_labels(&self, _record: &Record) -> Vec<String> {
+        Vec::new()
+    }
     /// May this caller see this record of this person, from this source?
     fn decide(
         &self,
@@ -120,7 +125,8 @@ pub fn release(
     records: impl IntoIterator<Item = (String, Record)>,
 ) -> Released {
     let mut out = Released::default();
-    for (source, record) in records {
+    for (source, mut record) in records {
+        record.labels.extend(policy.implied_labels(&record));
         match policy.decide(ctx, facts, &source, &record) {
             Decision::Release => out.records.push((source, record)),
             Decision::Withhold(why) => out.withheld.push((source, record, why)),

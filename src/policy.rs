@@ -96,6 +96,36 @@ pub struct PolicyConfig {
     /// Source consent scope (canonical code) -> what it means.
     #[serde(default)]
     pub source_consents: BTreeMap<String, Spanned<Provision>>,
+    /// Labels implied by what a record is, whichever source it comes from (on top of
+    /// the labels the vendor profiles derive from source fields).
+    #[serde(default)]
+    pub record_labels: Vec<Spanned<RecordLabelRule>>,
+}
+
+/// `[[record_labels]]`: records of `entity` (whose canonical `field` is one of
+/// `values`, when given) carry `labels`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RecordLabelRule {
+    pub entity: String,
+    pub field: Option<String>,
+    #[serde(default)]
+    pub values: Vec<String>,
+    pub labels: Vec<String>,
+}
+
+impl RecordLabelRule {
+    fn applies(&self, record: &Record) -> bool {
+        if record.entity.name() != self.entity {
+            return false;
+        }
+        match &self.field {
+            None => true,
+            Some(f) => record
+                .text(f)
+                .is_some_and(|v| self.values.iter().any(|x| x == v)),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -427,6 +457,35 @@ impl PolicyConfig {
             validate_provision(p.get_ref())
                 .map_err(|r| err(at, format!("[source_consents.{scope}]: {r}")))?;
         }
+        for rule in &c.record_labels {
+            let at = rule.span().start;
+            let r = rule.get_ref();
+            let Some(entity) = escr_connector::EntityKind::from_name(&r.entity) else {
+                return Err(err(
+                    at,
+                    format!("[[record_labels]]: unknown entity `{}`", r.entity),
+                ));
+            };
+            match &r.field {
+                Some(f) if entity.field(f).is_none() => {
+                    return Err(err(
+                        at,
+                        format!("[[record_labels]]: `{}` has no field `{f}`", r.entity),
+                    ))
+                }
+                Some(_) if r.values.is_empty() => {
+                    return Err(err(at, "[[record_labels]]: a field needs values".into()))
+                }
+                None if !r.values.is_empty() => {
+                    return Err(err(at, "[[record_labels]]: values need a field".into()))
+                }
+                _ => {}
+            }
+            if r.labels.is_empty() {
+                return Err(err(at, "[[record_labels]]: no labels".into()));
+            }
+            check_labels(at, "[[record_labels]] labels", &r.labels)?;
+        }
         Ok(c)
     }
 }
@@ -703,6 +762,15 @@ impl Policy for PolicyEngine {
         true
     }
 
+    fn implied_labels(&self, record: &Record) -> Vec<String> {
+        self.config
+            .record_labels
+            .iter()
+            .filter(|r| r.get_ref().applies(record))
+            .flat_map(|r| r.get_ref().labels.iter().cloned())
+            .collect()
+    }
+
     fn may_see_person(&self, ctx: &AccessContext, person_id: &str) -> bool {
         let Some(role) = self.role(&ctx.role) else {
             return false;
@@ -744,7 +812,8 @@ impl Policy for PolicyEngine {
                 format!("purpose `{purpose_key}` does not use {class} data"),
             );
         }
-        if record.labels.contains("sealed") {
+        let labels = &record.labels;
+        if labels.contains("sealed") {
             // Only named roles, always with a recorded justification.
             if !(role.may_open_sealed && ctx.break_glass_reason.is_some()) {
                 return Decision::Hidden(Withheld {
@@ -753,8 +822,7 @@ impl Policy for PolicyEngine {
                 });
             }
         }
-        if let Some(label) = record
-            .labels
+        if let Some(label) = labels
             .iter()
             .find(|l| *l != "sealed" && !role.labels.contains(l))
         {
@@ -784,7 +852,7 @@ impl Policy for PolicyEngine {
                     "the person's consents cannot be read just now",
                 );
             }
-            match self.consent(ctx, facts, class, &record.labels) {
+            match self.consent(ctx, facts, class, labels) {
                 ConsentResult::Deny if !break_glass => {
                     return withheld(
                         codes::CONSENT_DENIED,

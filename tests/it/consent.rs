@@ -15,10 +15,10 @@ use serde_json::{json, Value};
 
 use crate::support::demo::{self, Demo, TestGateway};
 
-/// The shipped policy with its storage and key moved into `work`.
-pub fn test_policy(demo: &Demo, work: &Path) -> PolicyConfig {
+/// The shipped policy plus `extra` TOML, with storage and key moved into `work`.
+pub fn test_policy_with(demo: &Demo, work: &Path, extra: &str) -> PolicyConfig {
     let path = demo::repo().join("config/policy.toml");
-    let text = std::fs::read_to_string(&path).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap() + extra;
     let mut c = PolicyConfig::parse(&path, &text).expect("shipped policy.toml is valid");
     c.storage.registry = work.join("consent.db");
     c.storage.audit = work.join("audit.db");
@@ -40,6 +40,11 @@ pub struct Secured {
 }
 
 pub async fn secured(demo: &'static Demo) -> Secured {
+    secured_with(demo, "").await
+}
+
+/// A secured gateway whose policy is the shipped one plus `extra` TOML.
+pub async fn secured_with(demo: &'static Demo, extra: &str) -> Secured {
     let plain = demo::gateway(demo).await;
     let work = tempfile::tempdir().unwrap();
     let path = work.path().join("escr.toml");
@@ -47,9 +52,11 @@ pub async fn secured(demo: &'static Demo) -> Secured {
     let config = escr_gateway::config::LoadedConfig::load(&path).unwrap();
     let gateway = Gateway::from_config(config).unwrap();
     gateway.refresh_index(false).await.unwrap();
-    let access =
-        AccessControl::from_config(test_policy(demo, work.path()), Some(gateway.index.clone()))
-            .unwrap();
+    let access = AccessControl::from_config(
+        test_policy_with(demo, work.path(), extra),
+        Some(gateway.index.clone()),
+    )
+    .unwrap();
     let gateway = Arc::new(gateway.with_access_control(access));
     let schema = escr_gateway::graphql::build(Some(gateway.clone()));
     Secured {
@@ -1026,6 +1033,16 @@ fn bad_policy_names_file_line_and_reason() {
             "classes = [\"everything\"]",
             "unknown data class `everything`",
         ),
+        (
+            "entity = \"assessment\"\nfield = \"type\"",
+            "entity = \"assessment\"\nfield = \"kind\"",
+            "`assessment` has no field `kind`",
+        ),
+        (
+            "values = [\"MENTAL_HEALTH\"]\nlabels = [\"mental_health\"]",
+            "values = [\"MENTAL_HEALTH\"]\nlabels = [\"psychiatric\"]",
+            "unknown label `psychiatric`",
+        ),
     ];
     for (from, to, reason) in cases {
         assert!(shipped.contains(from), "{from}");
@@ -1409,4 +1426,91 @@ async fn a_related_person_gets_their_own_decision() {
     assert!(text.contains("NO_RELATIONSHIP"), "{text}");
     // The child's own services are released to the allocated worker.
     assert!(r["data"]["person"]["services"].is_array(), "{text}");
+}
+
+/// Labels implied by record kind (policy.toml `[[record_labels]]`): with a rule that
+/// labels looked-after episodes `adoption` (no vendor profile does), those episodes are
+/// withheld from a role that may not see adoption information and shown, labelled, to
+/// one that may.
+#[tokio::test]
+async fn record_kind_labels_apply_across_sources() {
+    let demo = demo::clean();
+    let rule = "\n[[record_labels]]\nentity = \"episode\"\nfield = \"kind\"\nvalues = [\"LOOKED_AFTER\"]\nlabels = [\"adoption\"]\n";
+    let s = secured_with(demo, rule).await;
+    let ids: Vec<String> = s
+        .plain
+        .gateway
+        .index
+        .snapshot()
+        .people
+        .keys()
+        .cloned()
+        .collect();
+    let q = "query($id: ID!) { person(id: $id) { allocations { workerId teamId end } episodes { id kind security { labels } } } }";
+    let mut found = None;
+    for id in &ids {
+        let r = s.plain.run(q, json!({"id": id})).await;
+        let p = &r["data"]["person"];
+        let Some(alloc) = p["allocations"]
+            .as_array()
+            .and_then(|a| a.iter().find(|a| a["end"].is_null()))
+        else {
+            continue;
+        };
+        let episodes = p["episodes"].as_array().unwrap();
+        let lac: Vec<String> = episodes
+            .iter()
+            .filter(|e| e["kind"] == "LOOKED_AFTER")
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect();
+        // Unlabelled at the source: the label comes from the policy rule alone.
+        let unlabelled = episodes
+            .iter()
+            .filter(|e| e["kind"] == "LOOKED_AFTER")
+            .all(|e| e["security"]["labels"] == json!([]));
+        if !lac.is_empty() && unlabelled {
+            found = Some((id.clone(), alloc.clone(), lac));
+            break;
+        }
+    }
+    let (id, alloc, lac) = found.expect("an allocated person with a looked-after episode");
+    let caller = |role: &str, purpose: &str| {
+        let mut c = Caller::new(role, purpose);
+        c.worker = alloc["workerId"].as_str().map(str::to_string);
+        c.team = alloc["teamId"].as_str().map(str::to_string);
+        c
+    };
+    let r = s
+        .run(
+            &caller("social_worker", "direct_care"),
+            q,
+            json!({"id": id}),
+        )
+        .await;
+    let text = r.to_string();
+    for e in &lac {
+        assert!(!text.contains(e.as_str()), "{e} released: {text}");
+    }
+    assert_eq!(
+        errors_at(&r, &["person", "episodes"]),
+        ["LABEL_RESTRICTED"],
+        "{text}"
+    );
+    let r = s
+        .run(
+            &caller("safeguarding_lead", "safeguarding"),
+            q,
+            json!({"id": id}),
+        )
+        .await;
+    let shown: Vec<&Value> = r["data"]["person"]["episodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| lac.iter().any(|l| e["id"] == l.as_str()))
+        .collect();
+    assert_eq!(shown.len(), lac.len(), "{r}");
+    for e in shown {
+        assert_eq!(e["security"]["labels"], json!(["adoption"]), "{e}");
+    }
 }
