@@ -339,17 +339,25 @@ pub struct GoldenField {
 }
 
 /// Golden fields from a person's released person records (for `Person.goldenRecord`).
-pub fn golden_fields(
+/// The golden record of one person's released demographics, by the configured
+/// survivorship rules.
+pub fn survivorship(
     ctx: &Context<'_>,
     records: &[crate::graphql::records::Sourced],
-) -> Vec<GoldenField> {
+) -> Vec<crate::linkage::golden::GoldenField> {
     let gateway = ctx.data_unchecked::<Arc<Gateway>>();
-    let survivorship = &gateway.index.linkage_config().survivorship;
     let input: Vec<(String, &escr_connector::Record)> = records
         .iter()
         .map(|r| (r.source.clone(), &r.record))
         .collect();
-    crate::linkage::golden::golden(&input, survivorship)
+    crate::linkage::golden::golden(&input, &gateway.index.linkage_config().survivorship)
+}
+
+pub fn golden_fields(
+    ctx: &Context<'_>,
+    records: &[crate::graphql::records::Sourced],
+) -> Vec<GoldenField> {
+    survivorship(ctx, records)
         .iter()
         .map(|g| GoldenField {
             field: g.field.to_string(),

@@ -224,6 +224,20 @@ impl Person {
         records
     }
 
+    /// The surviving value of a golden-record field, from the records this caller may
+    /// see.
+    async fn surviving(
+        &self,
+        ctx: &Context<'_>,
+        field: &str,
+    ) -> Option<crate::linkage::golden::SourcedValue> {
+        let records = self.demographics(ctx).await;
+        super::linkage::survivorship(ctx, &records)
+            .into_iter()
+            .find(|g| g.field == field)?
+            .chosen
+    }
+
     async fn list<T>(
         &self,
         ctx: &Context<'_>,
@@ -341,14 +355,10 @@ impl Person {
         ID(self.id.clone())
     }
 
-    /// The NHS number (10 digits) if a linked record holds a valid one.
+    /// The NHS number (10 digits) if a linked record holds a valid one (survivorship
+    /// rule `nhs_number`).
     async fn nhs_number(&self, ctx: &Context<'_>) -> Option<String> {
-        let records = self.demographics(ctx).await;
-        first(&records, |r| {
-            (r.bool("nhs_number_valid") == Some(true))
-                .then(|| r.text("nhs_number").map(str::to_string))
-                .flatten()
-        })
+        self.surviving(ctx, "nhs_number").await.map(|v| v.value)
     }
 
     /// The source person records linked into this person.
@@ -376,17 +386,17 @@ impl Person {
         super::linkage::person_evidence(ctx, &self.id)
     }
 
-    /// The preferred name (first source in configured priority that has one).
+    /// The preferred name: family and given names by their survivorship rules
+    /// (`linkage.toml`); `source` is where the family name comes from.
     async fn name(&self, ctx: &Context<'_>) -> Option<HumanName> {
-        let records = self.demographics(ctx).await;
-        records
-            .iter()
-            .find(|r| r.record.text("family_name").is_some())
-            .map(|r| HumanName {
-                family: r.record.text("family_name").map(str::to_string),
-                given: r.record.text("given_names").map(str::to_string),
-                source: r.source.clone(),
-            })
+        let family = self.surviving(ctx, "family_name").await;
+        let given = self.surviving(ctx, "given_names").await;
+        let source = family.as_ref().or(given.as_ref())?.source.clone();
+        Some(HumanName {
+            family: family.map(|v| v.value),
+            given: given.map(|v| v.value),
+            source,
+        })
     }
 
     /// Every name the sources hold.
@@ -402,34 +412,35 @@ impl Person {
             .collect()
     }
 
+    /// Birth date by its survivorship rule (a real date beats an estimate under
+    /// `most_complete`).
     async fn birth_date(&self, ctx: &Context<'_>) -> Option<NaiveDate> {
-        first(&self.demographics(ctx).await, |r| r.date("birth_date"))
+        self.surviving(ctx, "birth_date").await?.value.parse().ok()
     }
 
-    /// True when the chosen birth date is recorded as estimated.
+    /// True when the surviving birth date's record says it is estimated.
     async fn birth_date_estimated(&self, ctx: &Context<'_>) -> bool {
-        let records = self.demographics(ctx).await;
-        records
+        let Some(chosen) = self.surviving(ctx, "birth_date").await else {
+            return false;
+        };
+        self.demographics(ctx)
+            .await
             .iter()
-            .find(|r| r.record.date("birth_date").is_some())
+            .find(|r| r.source == chosen.source && r.record.local_id == chosen.local_id)
             .and_then(|r| r.record.bool("birth_date_estimated"))
             .unwrap_or(false)
     }
 
     async fn death_date(&self, ctx: &Context<'_>) -> Option<NaiveDate> {
-        first(&self.demographics(ctx).await, |r| r.date("death_date"))
+        self.surviving(ctx, "death_date").await?.value.parse().ok()
     }
 
     async fn gender(&self, ctx: &Context<'_>) -> Option<Gender> {
-        first(&self.demographics(ctx).await, |r| {
-            r.text("gender").and_then(Gender::from_code)
-        })
+        Gender::from_code(&self.surviving(ctx, "gender").await?.value)
     }
 
     async fn ethnicity(&self, ctx: &Context<'_>) -> Option<EthnicCategory> {
-        first(&self.demographics(ctx).await, |r| {
-            r.text("ethnicity").and_then(EthnicCategory::from_code)
-        })
+        EthnicCategory::from_code(&self.surviving(ctx, "ethnicity").await?.value)
     }
 
     async fn primary_support_reason(&self, ctx: &Context<'_>) -> Option<SupportReason> {
