@@ -404,7 +404,7 @@ async fn golden_record_prefers_real_birth_dates_and_lists_conflicts() {
         }
         let r = gw
             .run(
-                "query($id: ID!) { person(id: $id) { goldenRecord { field rule value provenance { source localId } conflicts { value source localId } } } }",
+                "query($id: ID!) { person(id: $id) { birthDate birthDateEstimated goldenRecord { field rule value provenance { source localId } conflicts { value source localId } } } }",
                 json!({ "id": person }),
             )
             .await;
@@ -413,6 +413,9 @@ async fn golden_record_prefers_real_birth_dates_and_lists_conflicts() {
         let dob = fields.iter().find(|f| f["field"] == "birth_date").unwrap();
         assert_eq!(dob["rule"], "most_complete");
         assert_eq!(dob["value"], p["birth_date"], "{dob}");
+        // The Person fields are the golden record's: the real date, not the estimate.
+        assert_eq!(r["data"]["person"]["birthDate"], p["birth_date"], "{r}");
+        assert_eq!(r["data"]["person"]["birthDateEstimated"], false, "{r}");
         assert!(
             dob["conflicts"]
                 .as_array()
