@@ -78,6 +78,12 @@ pub trait Policy: Send + Sync + 'static {
     fn needs_facts(&self) -> bool {
         false
     }
+    /// May this caller find people by identifying details (search, NHS number)? A
+    /// purpose that may not use demographics may not: a hit would reveal that someone
+    /// with that name or number is known.
+    fn may_identify(&self, _ctx: &AccessContext) -> Result<(), Withheld> {
+        Ok(())
+    }
     /// May this caller learn that the person exists at all (lookups, search)?
     fn may_see_person(&self, ctx: &AccessContext, person_id: &str) -> bool;
     /// Labels a record carries because of what it is (policy config), added to the

@@ -771,6 +771,21 @@ impl Policy for PolicyEngine {
             .collect()
     }
 
+    fn may_identify(&self, ctx: &AccessContext) -> Result<(), Withheld> {
+        let purpose = self.purpose(ctx.purpose);
+        if purpose.classes.iter().any(|c| c == "demographics") {
+            Ok(())
+        } else {
+            Err(Withheld {
+                code: codes::PURPOSE_NOT_PERMITTED,
+                reason: format!(
+                    "purpose `{}` does not use demographics: no search or lookup by identifiers",
+                    purpose_name(ctx.purpose)
+                ),
+            })
+        }
+    }
+
     fn may_see_person(&self, ctx: &AccessContext, person_id: &str) -> bool {
         let Some(role) = self.role(&ctx.role) else {
             return false;

@@ -80,6 +80,10 @@ fn person_by_nhs(ctx: &Context<'_>, raw: &str) -> Result<Option<Person>, Gateway
         _ => return Err(GatewayError::BadInput("an NHS number has 10 digits".into())),
     };
     let gateway = ctx.data_unchecked::<Arc<Gateway>>();
+    gateway
+        .policy
+        .may_identify(ctx.data_unchecked::<AccessContext>())
+        .map_err(GatewayError::Withheld)?;
     let id = gateway
         .index
         .snapshot()
@@ -164,6 +168,10 @@ impl Query {
         }
         let gateway = ctx.data_unchecked::<Arc<Gateway>>();
         let access = ctx.data_unchecked::<AccessContext>();
+        gateway
+            .policy
+            .may_identify(access)
+            .map_err(|w| GatewayError::Withheld(w).extend())?;
         let snapshot = gateway.index.snapshot();
         let ids = snapshot.search(name.as_deref(), birth_date, postcode.as_deref(), |id| {
             gateway.policy.may_see_person(access, id)

@@ -1514,3 +1514,65 @@ async fn record_kind_labels_apply_across_sources() {
         assert_eq!(e["security"]["labels"], json!(["adoption"]), "{e}");
     }
 }
+
+/// A purpose that may not use demographics (research) may not search or look people up
+/// by NHS number: a hit would reveal that the council knows someone of that name.
+#[tokio::test]
+async fn research_may_not_find_people_by_identifiers() {
+    let demo = demo::clean();
+    let s = secured(demo).await;
+    let nhs = demo
+        .truth
+        .people
+        .iter()
+        .find_map(|p| p.nhs_number.clone())
+        .expect("someone has an NHS number");
+    let found = s
+        .plain
+        .run(
+            "query($n: String!) { personByNhsNumber(nhsNumber: $n) { id name { family } } }",
+            json!({"n": nhs}),
+        )
+        .await;
+    let id = found["data"]["personByNhsNumber"]["id"].clone();
+    assert!(id.is_string(), "{found}");
+    let family = found["data"]["personByNhsNumber"]["name"]["family"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let researcher = Caller::new("researcher", "research");
+    let r = s
+        .run(
+            &researcher,
+            "query($n: String!) { personByNhsNumber(nhsNumber: $n) { id } }",
+            json!({"n": nhs}),
+        )
+        .await;
+    assert_eq!(r["data"]["personByNhsNumber"], Value::Null, "{r}");
+    assert_eq!(
+        r["errors"][0]["extensions"]["code"], "PURPOSE_NOT_PERMITTED",
+        "{r}"
+    );
+    let r = s
+        .run(
+            &researcher,
+            "query($n: String!) { searchPeople(name: $n) { totalCount edges { node { id } } } }",
+            json!({"n": family}),
+        )
+        .await;
+    assert!(!r.to_string().contains(id.as_str().unwrap()), "{r}");
+    assert_eq!(
+        r["errors"][0]["extensions"]["code"], "PURPOSE_NOT_PERMITTED",
+        "{r}"
+    );
+    // Planning uses demographics: an analyst may search (the opt-out aside).
+    let analyst = Caller::new("analyst", "planning");
+    let r = s
+        .run(
+            &analyst,
+            "query($n: String!) { searchPeople(name: $n) { totalCount } }",
+            json!({"n": family}),
+        )
+        .await;
+    assert!(r["errors"].is_null(), "{r}");
+}
