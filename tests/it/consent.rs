@@ -1361,13 +1361,16 @@ async fn sigkill_under_load_loses_no_audit_record_of_an_answered_request() {
     );
 }
 
-/// Following a relationship to another person gets that person's own decision: a
-/// worker allocated to a child sees the child's services but not those of a related
-/// adult they are not allocated to.
-#[tokio::test]
-async fn a_related_person_gets_their_own_decision() {
-    let demo = demo::clean();
-    let s = secured(demo).await;
+/// The first person with a current allocation for whom `pick` finds something in the
+/// unfiltered answer to `query` (which selects `allocations { workerId teamId end }`),
+/// and a caller of `role` and `purpose` allocated to them (worker and team).
+async fn first_allocated<T>(
+    s: &Secured,
+    query: &str,
+    role: &str,
+    purpose: &str,
+    pick: impl Fn(&Value) -> Option<T>,
+) -> Option<(String, Caller, T)> {
     let ids: Vec<String> = s
         .plain
         .gateway
@@ -1377,10 +1380,8 @@ async fn a_related_person_gets_their_own_decision() {
         .keys()
         .cloned()
         .collect();
-    let q = "query($id: ID!) { person(id: $id) { allocations { workerId teamId end } services { id } relationships { relatedPerson { id allocations { workerId teamId } services { id } } } } }";
-    let mut found = None;
-    for id in &ids {
-        let r = s.plain.run(q, json!({"id": id})).await;
+    for id in ids {
+        let r = s.plain.run(query, json!({"id": id})).await;
         let p = &r["data"]["person"];
         let Some(alloc) = p["allocations"]
             .as_array()
@@ -1388,26 +1389,42 @@ async fn a_related_person_gets_their_own_decision() {
         else {
             continue;
         };
-        let (worker, team) = (alloc["workerId"].clone(), alloc["teamId"].clone());
-        let related = p["relationships"].as_array().unwrap().iter().find(|rel| {
+        let mut caller = Caller::new(role, purpose);
+        caller.worker = alloc["workerId"].as_str().map(str::to_string);
+        caller.team = alloc["teamId"].as_str().map(str::to_string);
+        if let Some(found) = pick(p) {
+            return Some((id, caller, found));
+        }
+    }
+    None
+}
+
+/// Following a relationship to another person gets that person's own decision: a
+/// worker allocated to a child sees the child's services but not those of a related
+/// adult they are not allocated to.
+#[tokio::test]
+async fn a_related_person_gets_their_own_decision() {
+    let demo = demo::clean();
+    let s = secured(demo).await;
+    let q = "query($id: ID!) { person(id: $id) { allocations { workerId teamId end } services { id } relationships { relatedPerson { id allocations { workerId teamId } services { id } } } } }";
+    let found = first_allocated(&s, q, "social_worker", "direct_care", |p| {
+        let alloc = p["allocations"]
+            .as_array()?
+            .iter()
+            .find(|a| a["end"].is_null())?;
+        p["relationships"].as_array()?.iter().find_map(|rel| {
             let other = &rel["relatedPerson"];
             let services = other["services"].as_array().map_or(0, Vec::len);
             let shares = other["allocations"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .any(|a| a["workerId"] == worker || a["teamId"] == team);
-            services > 0 && !shares
-        });
-        if let Some(rel) = related {
-            found = Some((id.clone(), worker, team, rel["relatedPerson"].clone()));
-            break;
-        }
-    }
-    let (child, worker, team, other) = found.expect("a person with an unallocated relative");
-    let mut caller = Caller::new("social_worker", "direct_care");
-    caller.worker = worker.as_str().map(str::to_string);
-    caller.team = team.as_str().map(str::to_string);
+                .any(|a| a["workerId"] == alloc["workerId"] || a["teamId"] == alloc["teamId"]);
+            (services > 0 && !shares).then(|| other.clone())
+        })
+    })
+    .await;
+    let (child, caller, other) = found.expect("a person with an unallocated relative");
     let r = s.run(&caller, q, json!({"id": child})).await;
     let text = r.to_string();
     let related = r["data"]["person"]["relationships"]
@@ -1437,48 +1454,27 @@ async fn record_kind_labels_apply_across_sources() {
     let demo = demo::clean();
     let rule = "\n[[record_labels]]\nentity = \"episode\"\nfield = \"kind\"\nvalues = [\"LOOKED_AFTER\"]\nlabels = [\"adoption\"]\n";
     let s = secured_with(demo, rule).await;
-    let ids: Vec<String> = s
-        .plain
-        .gateway
-        .index
-        .snapshot()
-        .people
-        .keys()
-        .cloned()
-        .collect();
     let q = "query($id: ID!) { person(id: $id) { allocations { workerId teamId end } episodes { id kind security { labels } } } }";
-    let mut found = None;
-    for id in &ids {
-        let r = s.plain.run(q, json!({"id": id})).await;
-        let p = &r["data"]["person"];
-        let Some(alloc) = p["allocations"]
-            .as_array()
-            .and_then(|a| a.iter().find(|a| a["end"].is_null()))
-        else {
-            continue;
-        };
-        let episodes = p["episodes"].as_array().unwrap();
-        let lac: Vec<String> = episodes
+    let found = first_allocated(&s, q, "social_worker", "direct_care", |p| {
+        let lac: Vec<&Value> = p["episodes"]
+            .as_array()?
             .iter()
             .filter(|e| e["kind"] == "LOOKED_AFTER")
-            .map(|e| e["id"].as_str().unwrap().to_string())
             .collect();
         // Unlabelled at the source: the label comes from the policy rule alone.
-        let unlabelled = episodes
-            .iter()
-            .filter(|e| e["kind"] == "LOOKED_AFTER")
-            .all(|e| e["security"]["labels"] == json!([]));
-        if !lac.is_empty() && unlabelled {
-            found = Some((id.clone(), alloc.clone(), lac));
-            break;
-        }
-    }
-    let (id, alloc, lac) = found.expect("an allocated person with a looked-after episode");
-    let caller = |role: &str, purpose: &str| {
-        let mut c = Caller::new(role, purpose);
-        c.worker = alloc["workerId"].as_str().map(str::to_string);
-        c.team = alloc["teamId"].as_str().map(str::to_string);
-        c
+        let unlabelled = lac.iter().all(|e| e["security"]["labels"] == json!([]));
+        (!lac.is_empty() && unlabelled).then(|| {
+            lac.iter()
+                .map(|e| e["id"].as_str().unwrap().to_string())
+                .collect::<Vec<String>>()
+        })
+    })
+    .await;
+    let (id, worker, lac) = found.expect("an allocated person with a looked-after episode");
+    let caller = |role: &str, purpose: &str| Caller {
+        role: role.into(),
+        purpose: purpose.into(),
+        ..worker.clone()
     };
     let r = s
         .run(
