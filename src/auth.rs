@@ -108,10 +108,63 @@ enum PublicKey {
     P256 { point: Vec<u8> },
 }
 
-/// JWKS keys by key id, re-read from the file when an unknown kid arrives (at most once
-/// a second, so a flood of bad kids cannot turn into a flood of reads).
+/// Where the identity provider's keys are published.
+enum JwksSource {
+    File(PathBuf),
+    Url { url: String, refetch: Duration },
+}
+
+impl JwksSource {
+    fn text(&self) -> Result<String, String> {
+        match self {
+            JwksSource::File(path) => {
+                std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))
+            }
+            JwksSource::Url { url, .. } => fetch(url),
+        }
+    }
+
+    /// Least time between two reads: a flood of unknown kids is not a flood of reads.
+    fn min_interval(&self) -> Duration {
+        match self {
+            JwksSource::File(_) => Duration::from_secs(1),
+            JwksSource::Url { refetch, .. } => *refetch,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            JwksSource::File(path) => path.display().to_string(),
+            JwksSource::Url { url, .. } => url.clone(),
+        }
+    }
+}
+
+/// GET a JWKS over HTTP(S) with a short timeout. It runs on a thread of its own so it
+/// can be called from inside the async runtime (the blocking client may not be).
+fn fetch(url: &str) -> Result<String, String> {
+    let url = url.to_string();
+    std::thread::spawn(move || {
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
+        let response = client
+            .get(&url)
+            .send()
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| format!("cannot fetch: {}", e.without_url()))?;
+        response
+            .text()
+            .map_err(|e| format!("cannot read the response: {}", e.without_url()))
+    })
+    .join()
+    .unwrap_or_else(|_| Err("the fetch failed".into()))
+}
+
+/// JWKS keys by key id, read again when an unknown kid arrives (rate-limited).
 struct Jwks {
-    path: PathBuf,
+    source: JwksSource,
     keys: RwLock<(HashMap<String, PublicKey>, Option<Instant>)>,
 }
 
@@ -138,8 +191,8 @@ fn b64(s: &str) -> Result<Vec<u8>, AuthError> {
 }
 
 impl Jwks {
-    fn read(path: &Path) -> Result<HashMap<String, PublicKey>, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
+    fn read(source: &JwksSource) -> Result<HashMap<String, PublicKey>, String> {
+        let text = source.text()?;
         let set: JwkSet = serde_json::from_str(&text).map_err(|e| format!("not a JWKS: {e}"))?;
         let mut keys = HashMap::new();
         for k in set.keys {
@@ -169,11 +222,14 @@ impl Jwks {
         let mut guard = self.keys.write().ok()?;
         let recent = guard
             .1
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(1));
+            .is_some_and(|t| t.elapsed() < self.source.min_interval());
         if !recent {
             guard.1 = Some(Instant::now());
-            if let Ok(keys) = Self::read(&self.path) {
-                guard.0 = keys;
+            match Self::read(&self.source) {
+                Ok(keys) => guard.0 = keys,
+                Err(e) => {
+                    tracing::warn!(jwks = %self.source.describe(), error = %e, "JWKS not refreshed")
+                }
             }
         }
         guard.0.get(kid).cloned()
@@ -191,12 +247,21 @@ impl Auth {
     pub fn new(policy: Arc<PolicyConfig>) -> Result<Auth, String> {
         let a = &policy.auth;
         let hs256 = hs256_key(&policy)?.map(|k| hmac::Key::new(hmac::HMAC_SHA256, &k));
-        let jwks = match &a.jwks_file {
-            Some(path) => {
-                let keys = Jwks::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let source = match (&a.jwks_file, &a.jwks_url) {
+            (Some(path), _) => Some(JwksSource::File(path.clone())),
+            (None, Some(url)) => Some(JwksSource::Url {
+                url: url.clone(),
+                refetch: Duration::from_secs(a.jwks_refetch_secs),
+            }),
+            (None, None) => None,
+        };
+        let jwks = match source {
+            Some(source) => {
+                let keys =
+                    Jwks::read(&source).map_err(|e| format!("{}: {e}", source.describe()))?;
                 Some(Jwks {
-                    path: path.clone(),
-                    keys: RwLock::new((keys, None)),
+                    source,
+                    keys: RwLock::new((keys, Some(Instant::now()))),
                 })
             }
             None => None,

@@ -140,6 +140,13 @@ pub struct AuthConfig {
     pub generate_key_if_missing: bool,
     /// A JWKS (JSON) file with the RS256/ES256 public keys of the identity provider.
     pub jwks_file: Option<PathBuf>,
+    /// The identity provider's JWKS URL (https, or http on loopback); fetched at
+    /// startup and again when a token names an unknown key id (at most every
+    /// `jwks_refetch_secs`). Give this or `jwks_file`, not both.
+    pub jwks_url: Option<String>,
+    /// Least seconds between two fetches of `jwks_url` (default 10).
+    #[serde(default = "default_jwks_refetch_secs")]
+    pub jwks_refetch_secs: u64,
     /// Required `iss` when set.
     pub issuer: Option<String>,
     /// Required `aud` when set.
@@ -153,6 +160,10 @@ pub struct AuthConfig {
     /// Seconds of clock skew tolerated on `exp`/`nbf`.
     #[serde(default = "default_leeway")]
     pub leeway_secs: i64,
+}
+
+fn default_jwks_refetch_secs() -> u64 {
+    10
 }
 
 fn default_purpose_header() -> String {
@@ -305,12 +316,31 @@ impl PolicyConfig {
         if c.auth.hs256_key_env.is_none()
             && c.auth.hs256_key_file.is_none()
             && c.auth.jwks_file.is_none()
+            && c.auth.jwks_url.is_none()
         {
             return Err(ConfigError::at(
                 path,
                 1,
-                "[auth]: give hs256_key_env, hs256_key_file or jwks_file (no way to verify tokens)",
+                "[auth]: give hs256_key_env, hs256_key_file, jwks_file or jwks_url (no way to verify tokens)",
             ));
+        }
+        if let Some(url) = &c.auth.jwks_url {
+            let at = line_of(text, text.find("jwks_url").unwrap_or(0));
+            if c.auth.jwks_file.is_some() {
+                return Err(ConfigError::at(
+                    path,
+                    at,
+                    "[auth]: jwks_url and jwks_file both given; choose one",
+                ));
+            }
+            let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"];
+            if !(url.starts_with("https://") || loopback.iter().any(|l| url.starts_with(l))) {
+                return Err(ConfigError::at(
+                    path,
+                    at,
+                    "[auth] jwks_url: must be https (plain http only on loopback)",
+                ));
+            }
         }
         let check_purposes = |at: usize, what: &str, list: &[String]| {
             for p in list {

@@ -939,7 +939,63 @@ async fn http_requires_a_valid_token_and_a_permitted_purpose() {
 }
 
 #[test]
-fn rs256_and_es256_tokens_verify_against_a_jwks_that_rotates() {
+fn rs256_and_es256_tokens_verify_against_a_jwks_file_that_rotates() {
+    check_jwks_rotation(|config, jwks| config.auth.jwks_file = Some(jwks.to_path_buf()));
+}
+
+/// The same over HTTP: the gateway fetches the identity provider's JWKS URL at startup
+/// and again (rate-limited) when a token names a key it does not hold.
+#[test]
+fn rs256_and_es256_tokens_verify_against_a_jwks_url_that_rotates() {
+    let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let work = tempfile::tempdir().unwrap();
+    let served = work.path().join("served.json");
+    let url = serve_file_over_http(served.clone(), fetches.clone());
+    check_jwks_rotation(move |config, jwks| {
+        // The test writes `jwks`; the little server publishes whatever it holds.
+        std::fs::remove_file(&served).ok();
+        std::os::unix::fs::symlink(jwks, &served).unwrap();
+        config.auth.jwks_url = Some(url.clone());
+        config.auth.jwks_refetch_secs = 1;
+    });
+    // Startup, then one refetch for the unknown kid (the second unknown-kid
+    // verification inside the rate limit does not fetch again).
+    let n = fetches.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((2..=3).contains(&n), "{n} fetches");
+}
+
+/// A one-file HTTP server on loopback (std only): every GET gets the file's content.
+fn serve_file_over_http(
+    file: std::path::PathBuf,
+    fetches: Arc<std::sync::atomic::AtomicUsize>,
+) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            fetches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let body = std::fs::read_to_string(&file).unwrap_or_default();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+fn check_jwks_rotation(configure: impl FnOnce(&mut PolicyConfig, &Path)) {
     use aws_lc_rs::signature::{
         EcdsaKeyPair, KeyPair, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING, RSA_PKCS1_SHA256,
     };
@@ -959,7 +1015,7 @@ fn rs256_and_es256_tokens_verify_against_a_jwks_that_rotates() {
     let mut config = PolicyConfig::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
     config.auth.hs256_key_env = None;
     config.auth.hs256_key_file = None;
-    config.auth.jwks_file = Some(jwks.clone());
+    configure(&mut config, &jwks);
     let auth = escr_gateway::auth::Auth::new(Arc::new(config)).unwrap();
     let now = chrono::Utc::now().timestamp();
     let claims = Claims {
@@ -1032,6 +1088,11 @@ fn bad_policy_names_file_line_and_reason() {
             "classes = [\"care\"]",
             "classes = [\"everything\"]",
             "unknown data class `everything`",
+        ),
+        (
+            "hs256_key_env = \"ESCR_JWT_KEY\"",
+            "hs256_key_env = \"ESCR_JWT_KEY\"\njwks_url = \"http://idp.example/jwks\"",
+            "must be https",
         ),
         (
             "entity = \"assessment\"\nfield = \"type\"",
