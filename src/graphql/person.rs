@@ -361,8 +361,12 @@ impl Person {
         self.surviving(ctx, "nhs_number").await.map(|v| v.value)
     }
 
-    /// The source person records linked into this person.
-    async fn source_records(&self) -> Vec<SourceRecord> {
+    /// The source person records linked into this person. Local ids identify the
+    /// person: only for callers who may see the demographics.
+    async fn source_records(&self, ctx: &Context<'_>) -> Vec<SourceRecord> {
+        if self.demographics(ctx).await.is_empty() {
+            return Vec::new();
+        }
         self.refs
             .iter()
             .map(|r| SourceRecord {
@@ -383,6 +387,10 @@ impl Person {
     /// Why these records are one person: each link with its rule, or its score and
     /// per-field weights.
     async fn link_evidence(&self, ctx: &Context<'_>) -> Vec<super::linkage::LinkEvidence> {
+        // It names the linked records' local ids: like sourceRecords.
+        if self.demographics(ctx).await.is_empty() {
+            return Vec::new();
+        }
         super::linkage::person_evidence(ctx, &self.id)
     }
 

@@ -1622,6 +1622,18 @@ async fn research_may_not_find_people_by_identifiers() {
         r["errors"][0]["extensions"]["code"], "PURPOSE_NOT_PERMITTED",
         "{r}"
     );
+    // Nor read the person's local ids by id.
+    let r = s
+        .run(
+            &researcher,
+            "query($id: ID!) { person(id: $id) { sourceRecords { localId } linkEvidence { rule } services { id } } }",
+            json!({"id": id}),
+        )
+        .await;
+    if !r["data"]["person"].is_null() {
+        assert_eq!(r["data"]["person"]["sourceRecords"], json!([]), "{r}");
+        assert_eq!(r["data"]["person"]["linkEvidence"], json!([]), "{r}");
+    }
     // Planning uses demographics: an analyst may search (the opt-out aside).
     let analyst = Caller::new("analyst", "planning");
     let r = s
