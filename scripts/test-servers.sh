@@ -189,6 +189,8 @@ _escr_start_mariadb() {
 CREATE DATABASE escr_test CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
 CREATE USER 'escr'@'%' IDENTIFIED BY '$password';
 GRANT ALL PRIVILEGES ON escr_test.* TO 'escr'@'%';
+CREATE DATABASE escr_opencare CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
+GRANT ALL PRIVILEGES ON escr_opencare.* TO 'escr'@'%';
 FLUSH PRIVILEGES;
 EOF
   _escr_log "MariaDB on 127.0.0.1:$port ready in $(($(date +%s%3N) - started)) ms"

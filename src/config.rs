@@ -162,19 +162,62 @@ pub struct SourceConfig {
     pub name: String,
     /// The vendor profile (`vendors/casetrak.toml`).
     pub profile: PathBuf,
-    /// Exactly one connector section.
+    /// Exactly one connector section: `sqlite`, `mysql`, `mssql` or `odbc`.
     pub sqlite: Option<escr_sqlite::SqliteConfig>,
+    pub mysql: Option<escr_mysql::MysqlConfig>,
+    pub mssql: Option<escr_mssql::MssqlConfig>,
+    pub odbc: Option<escr_odbc::OdbcConfig>,
 }
 
 /// A source's connector settings, whichever engine it is.
 #[derive(Debug)]
 pub enum ConnectorConfig<'a> {
     Sqlite(&'a escr_sqlite::SqliteConfig),
+    Mysql(&'a escr_mysql::MysqlConfig),
+    Mssql(&'a escr_mssql::MssqlConfig),
+    Odbc(&'a escr_odbc::OdbcConfig),
 }
 
 impl SourceConfig {
     pub fn connector(&self) -> Option<ConnectorConfig<'_>> {
-        self.sqlite.as_ref().map(ConnectorConfig::Sqlite)
+        let sections = [
+            self.sqlite.as_ref().map(ConnectorConfig::Sqlite),
+            self.mysql.as_ref().map(ConnectorConfig::Mysql),
+            self.mssql.as_ref().map(ConnectorConfig::Mssql),
+            self.odbc.as_ref().map(ConnectorConfig::Odbc),
+        ];
+        sections.into_iter().flatten().next()
+    }
+
+    fn sections(&self) -> usize {
+        usize::from(self.sqlite.is_some())
+            + usize::from(self.mysql.is_some())
+            + usize::from(self.mssql.is_some())
+            + usize::from(self.odbc.is_some())
+    }
+
+    /// Files named in connector sections are relative to the config file.
+    fn resolve_paths(&mut self, base: &Path) {
+        let join = |p: &mut Option<PathBuf>| {
+            if let Some(p) = p {
+                *p = base.join(&*p);
+            }
+        };
+        if let Some(c) = &mut self.sqlite {
+            c.path = base.join(&c.path);
+        }
+        if let Some(c) = &mut self.mysql {
+            join(&mut c.password_file);
+            join(&mut c.tls_ca_file);
+        }
+        if let Some(c) = &mut self.mssql {
+            join(&mut c.password_file);
+            join(&mut c.ca_file);
+        }
+        if let Some(c) = &mut self.odbc {
+            join(&mut c.connection_string_file);
+            join(&mut c.password_file);
+        }
     }
 }
 
@@ -243,19 +286,16 @@ impl LoadedConfig {
                     format!("source name `{}`: use letters, digits, `-` and `_`", s.name),
                 ));
             }
-            let sections = usize::from(s.sqlite.is_some());
-            if sections != 1 {
+            if s.sections() != 1 {
                 return Err(err(
                     at,
                     format!(
-                        "source `{}`: needs exactly one connector section (`sqlite`)",
+                        "source `{}`: needs exactly one connector section (`sqlite`, `mysql`, `mssql` or `odbc`)",
                         s.name
                     ),
                 ));
             }
-            if let Some(sqlite) = &mut s.sqlite {
-                sqlite.path = base.join(&sqlite.path);
-            }
+            s.resolve_paths(&base);
             s.profile = base.join(&s.profile);
             profiles.push(VendorProfile::load(&s.profile)?);
         }

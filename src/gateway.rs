@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use escr_connector::Connector;
+use escr_connector::{Connector, ConnectorError};
 
 use crate::access::{AllowAll, Policy};
 use crate::config::{ConnectorConfig, LoadedConfig};
@@ -21,6 +21,58 @@ pub struct Gateway {
     pub access: Option<Arc<crate::policy::AccessControl>>,
 }
 
+/// The connector for a source's config section. Connectors connect lazily; one that
+/// cannot even be built (a secret file missing, say) stands in as a source that is down
+/// with that reason, so the gateway still starts and the other sources serve.
+fn connect(name: &str, config: Option<ConnectorConfig<'_>>) -> Arc<dyn Connector> {
+    let built: Result<Arc<dyn Connector>, ConnectorError> = match config {
+        Some(ConnectorConfig::Sqlite(c)) => Ok(Arc::new(escr_sqlite::SqliteConnector::new(c))),
+        Some(ConnectorConfig::Mysql(c)) => {
+            escr_mysql::MysqlConnector::new(c).map(|c| Arc::new(c) as Arc<dyn Connector>)
+        }
+        Some(ConnectorConfig::Mssql(c)) => {
+            escr_mssql::MssqlConnector::new(c).map(|c| Arc::new(c) as Arc<dyn Connector>)
+        }
+        Some(ConnectorConfig::Odbc(c)) => {
+            escr_odbc::OdbcConnector::new(c).map(|c| Arc::new(c) as Arc<dyn Connector>)
+        }
+        None => unreachable!("config validation requires one connector section"),
+    };
+    built.unwrap_or_else(|error| {
+        tracing::warn!(source = name, error = %error, "source connector not available");
+        Arc::new(Unavailable(error))
+    })
+}
+
+/// A source whose connector could not be built: every call reports why.
+struct Unavailable(ConnectorError);
+
+#[async_trait::async_trait]
+impl Connector for Unavailable {
+    fn engine(&self) -> &'static str {
+        "unavailable"
+    }
+    fn capabilities(&self) -> escr_connector::Capabilities {
+        escr_connector::Capabilities {
+            max_batch: 1000,
+            placeholder: escr_connector::Placeholder::Question,
+        }
+    }
+    async fn query(
+        &self,
+        _sql: &str,
+        _params: &[escr_connector::Value],
+    ) -> Result<escr_connector::RowSet, ConnectorError> {
+        Err(self.0.clone())
+    }
+    async fn ping(&self) -> Result<(), ConnectorError> {
+        Err(self.0.clone())
+    }
+    fn statements_executed(&self) -> u64 {
+        0
+    }
+}
+
 impl Gateway {
     /// Connectors are created without connecting: a source that is down at start shows
     /// in `/readyz` and in errors, and the others serve.
@@ -33,12 +85,7 @@ impl Gateway {
             .zip(config.profiles)
             .map(|(s, profile)| {
                 let s = s.get_ref();
-                let connector: Arc<dyn Connector> = match s.connector() {
-                    Some(ConnectorConfig::Sqlite(c)) => {
-                        Arc::new(escr_sqlite::SqliteConnector::new(c))
-                    }
-                    None => unreachable!("config validation requires one connector section"),
-                };
+                let connector = connect(&s.name, s.connector());
                 Source {
                     name: s.name.clone(),
                     profile,

@@ -52,6 +52,12 @@ enum Command {
         /// Generate clean data (no injected data-quality faults).
         #[arg(long)]
         no_faults: bool,
+        /// Also load a vendor into a real MySQL/MariaDB database, replacing its tables:
+        /// `--target opencare=mysql://user@127.0.0.1:3306/opencare` (the password from
+        /// the environment variable ESCR_TARGET_PASSWORD, not the command line).
+        /// Repeatable.
+        #[arg(long, value_name = "VENDOR=URL")]
+        target: Vec<String>,
     },
     /// Build or refresh the identity index from the sources.
     Index {
@@ -155,6 +161,7 @@ fn main() -> anyhow::Result<()> {
             seed,
             council,
             no_faults,
+            target,
         } => {
             let out = match out {
                 Some(o) => o,
@@ -179,6 +186,21 @@ fn main() -> anyhow::Result<()> {
                 summary.elapsed.as_secs_f64(),
                 summary.rows_per_source
             );
+            for t in target {
+                let (vendor, url) = t
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("--target {t}: expected VENDOR=URL"))?;
+                // The password from the environment: secrets stay out of command lines.
+                let password = std::env::var("ESCR_TARGET_PASSWORD").ok();
+                let opts = generate::load::target_opts(url, password)
+                    .map_err(|e| anyhow::anyhow!("--target {vendor}: {e}"))?;
+                let db = out.join(format!("{vendor}.db"));
+                anyhow::ensure!(db.exists(), "--target: no vendor `{vendor}` generated");
+                let rows = runtime
+                    .block_on(generate::load::sqlite_to_mysql(&db, opts))
+                    .map_err(|e| anyhow::anyhow!("--target {vendor}: {e}"))?;
+                println!("loaded {vendor} into its target: {rows} rows");
+            }
             Ok(())
         }
         Command::Index { incremental } => runtime.block_on(async {

@@ -1,6 +1,7 @@
 //! Integration tests: one binary. Support servers live in `tests/support`.
 
 mod consent;
+mod engines;
 mod gateway;
 mod linkage;
 mod mssql;

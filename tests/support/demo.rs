@@ -92,6 +92,17 @@ pub fn repo() -> PathBuf {
 /// A gateway config over the demo's databases, its own index file in `work`.
 /// `replace` swaps a source's database path (e.g. to a missing file).
 pub fn config_text(demo: &Demo, work: &Path, replace: &[(&str, &str)]) -> String {
+    config_text_with(demo, work, replace, &[])
+}
+
+/// As [`config_text`]; `sections` gives a source another connector section (a TOML
+/// line such as `mysql = { host = "127.0.0.1", ... }`) in place of its SQLite file.
+pub fn config_text_with(
+    demo: &Demo,
+    work: &Path,
+    replace: &[(&str, &str)],
+    sections: &[(&str, String)],
+) -> String {
     let vendors = repo().join("config/vendors");
     let mut text = format!(
         "[index]\npath = {:?}\nrefresh_secs = 0\nlinkage = {:?}\n\n[loader]\nbatch_delay_ms = 2\nsource_timeout_ms = 5000\n",
@@ -104,10 +115,14 @@ pub fn config_text(demo: &Demo, work: &Path, replace: &[(&str, &str)]) -> String
             .find(|(s, _)| *s == source)
             .map(|(_, p)| PathBuf::from(p))
             .unwrap_or_else(|| demo.dir.join(format!("{source}.db")));
+        let section = sections
+            .iter()
+            .find(|(s, _)| *s == source)
+            .map(|(_, section)| section.clone())
+            .unwrap_or_else(|| format!("sqlite = {{ path = {db:?} }}"));
         text.push_str(&format!(
-            "\n[[sources]]\nname = \"{source}\"\nprofile = {:?}\nsqlite = {{ path = {:?} }}\n",
+            "\n[[sources]]\nname = \"{source}\"\nprofile = {:?}\n{section}\n",
             vendors.join(format!("{source}.toml")),
-            db
         ));
     }
     text
@@ -125,8 +140,40 @@ pub async fn gateway_with(
     policy: Option<Arc<dyn Policy>>,
 ) -> TestGateway {
     let work = tempfile::tempdir().expect("temp dir");
+    let text = config_text(demo, work.path(), replace);
+    gateway_from(work, &text, policy).await
+}
+
+/// A gateway over the demo whose `sections` sources use other connectors; its config
+/// and index in `work`, which the caller keeps (a second gateway there finds the index
+/// the first one built).
+pub async fn gateway_on_engines(
+    demo: &Demo,
+    work: &Path,
+    sections: &[(&str, String)],
+) -> TestGateway {
+    let text = config_text_with(demo, work, &[], sections);
+    let path = work.join("escr.toml");
+    std::fs::write(&path, text).expect("config written");
+    let config = LoadedConfig::load(&path).expect("config loads");
+    let gateway = Gateway::from_config(config).expect("gateway builds");
+    gateway.refresh_index(false).await.expect("index builds");
+    let gateway = Arc::new(gateway);
+    let schema = escr_gateway::graphql::build(Some(gateway.clone()));
+    TestGateway {
+        gateway,
+        schema,
+        _work: tempfile::tempdir().expect("temp dir"),
+    }
+}
+
+async fn gateway_from(
+    work: tempfile::TempDir,
+    text: &str,
+    policy: Option<Arc<dyn Policy>>,
+) -> TestGateway {
     let path = work.path().join("escr.toml");
-    std::fs::write(&path, config_text(demo, work.path(), replace)).expect("config written");
+    std::fs::write(&path, text).expect("config written");
     let config = LoadedConfig::load(&path).expect("config loads");
     let mut gateway = Gateway::from_config(config).expect("gateway builds");
     if let Some(p) = policy {

@@ -1,0 +1,203 @@
+//! The gateway over a real engine: OpenCare loaded into the test MariaDB (by the same
+//! loader as `escr generate-demo --target`) and read through the MySQL connector, beside
+//! CaseTrak and SSIS/90 on the embedded default. Needs scripts/test-servers.sh; fails,
+//! never skips, without it.
+
+use serde_json::{json, Value};
+use tokio::sync::OnceCell;
+
+use crate::mysql::{required_env, MARIADB};
+use crate::support::demo::{self, TestGateway};
+
+/// OpenCare's clean demo tables, loaded into `escr_opencare` once per test binary.
+static LOADED: OnceCell<()> = OnceCell::const_new();
+
+fn target() -> mysql_async::Opts {
+    let url = required_env("ESCR_TEST_MYSQL_URL");
+    let opts = mysql_async::Opts::from_url(&url).expect("a mysql:// URL");
+    mysql_async::OptsBuilder::from_opts(opts)
+        .db_name(Some("escr_opencare"))
+        .into()
+}
+
+async fn load_opencare() {
+    LOADED
+        .get_or_init(|| async {
+            let db = demo::clean().dir.join("opencare.db");
+            let rows = escr_gateway::generate::load::sqlite_to_mysql(&db, target())
+                .await
+                .expect("OpenCare loads into MariaDB");
+            assert!(rows > 1000, "{rows} rows");
+        })
+        .await;
+}
+
+/// The `[[sources]]` connector line for OpenCare on MariaDB; the password in a file, as
+/// an operator would configure it. `edit` may spoil it.
+fn mysql_section(dir: &std::path::Path, edit: impl FnOnce(&mut Section)) -> String {
+    let opts = target();
+    let mut s = Section {
+        host: opts.ip_or_hostname().to_string(),
+        port: opts.tcp_port(),
+        database: "escr_opencare".into(),
+        user: opts.user().unwrap_or_default().to_string(),
+        password: opts.pass().unwrap_or_default().to_string(),
+    };
+    edit(&mut s);
+    let pw = dir.join("opencare.pw");
+    std::fs::write(&pw, &s.password).unwrap();
+    format!(
+        "mysql = {{ host = {:?}, port = {}, database = {:?}, user = {:?}, password_file = {:?}, query_timeout_ms = 3000, acquire_timeout_ms = 2000 }}",
+        s.host, s.port, s.database, s.user, pw
+    )
+}
+
+struct Section {
+    host: String,
+    port: u16,
+    database: String,
+    user: String,
+    password: String,
+}
+
+async fn on_mariadb(dir: &std::path::Path, edit: impl FnOnce(&mut Section)) -> TestGateway {
+    demo::gateway_on_engines(
+        demo::clean(),
+        dir,
+        &[("opencare", mysql_section(dir, edit))],
+    )
+    .await
+}
+
+/// Every golden GraphQL case gives the same answer with OpenCare on MariaDB as on the
+/// embedded default, and statements per request do not grow with list size.
+#[tokio::test]
+async fn opencare_on_mariadb_answers_like_the_embedded_default() {
+    let _shared = MARIADB.read().await;
+    load_opencare().await;
+    let dir = tempfile::tempdir().unwrap();
+    let real = on_mariadb(dir.path(), |_| {}).await;
+    assert_eq!(
+        real.gateway.fetcher.sources[1].connector.engine(),
+        "mysql",
+        "opencare is read from MariaDB"
+    );
+    let embedded = demo::gateway(demo::clean()).await;
+    let cases = std::fs::read_dir(demo::repo().join("tests/golden"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "graphql"));
+    let mut compared = 0;
+    for case in cases {
+        let query = std::fs::read_to_string(&case).unwrap();
+        let vars = query
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# variables:"))
+            .map(|v| serde_json::from_str(v.trim()).unwrap())
+            .unwrap_or(json!({}));
+        let want = embedded.run(&query, vars.clone()).await;
+        let got = real.run(&query, vars).await;
+        assert_eq!(got, want, "{}", case.display());
+        compared += 1;
+    }
+    assert!(compared >= 5);
+    // A record only OpenCare holds, field by field, through both.
+    let q = "{ personBySourceRecord(source: \"opencare\", localId: \"7\") { id name { family given } birthDate visits { planned actual seen } caseNotes { date text security { labels } } communications { recipients sentAt } carePlans { goals start } } }";
+    assert_eq!(
+        real.run(q, json!({})).await,
+        embedded.run(q, json!({})).await
+    );
+
+    let selection = "visits { id actual } caseNotes { id } services { id type }";
+    let small = crate::gateway::cold_statements(&real, 50, selection).await;
+    let large = crate::gateway::cold_statements(&real, 500, selection).await;
+    assert_eq!(small, large, "statements for 50 vs 500 people");
+}
+
+/// Wrong password, unreachable server, unknown database: the gateway starts, /readyz
+/// shows OpenCare down with a reason, the other sources serve, and the error clients see
+/// names the source but no SQL text or secret.
+#[tokio::test]
+async fn a_misconfigured_source_is_down_and_the_others_serve() {
+    let _shared = MARIADB.read().await;
+    load_opencare().await;
+    let secret = "not-the-password-9f3k";
+    type Spoil = fn(&mut Section);
+    let variants: [(&str, Spoil); 3] = [
+        ("wrong password", |s| {
+            s.password = "not-the-password-9f3k".into()
+        }),
+        ("unreachable server", |s| s.port = 1),
+        ("unknown database", |s| {
+            s.database = "escr_no_such_db".into()
+        }),
+    ];
+    let person = demo::clean()
+        .truth
+        .people
+        .iter()
+        .find(|p| {
+            p.records.iter().any(|r| r.source == "opencare")
+                && p.records.iter().any(|r| r.source == "casetrak")
+        })
+        .unwrap();
+    let casetrak = person
+        .records
+        .iter()
+        .find(|r| r.source == "casetrak")
+        .unwrap();
+    for (label, spoil) in variants {
+        // The index was built while OpenCare answered; then it is misconfigured.
+        let dir = tempfile::tempdir().unwrap();
+        drop(on_mariadb(dir.path(), |_| {}).await);
+        let gw = on_mariadb(dir.path(), spoil).await;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = escr_gateway::server::router(gw.gateway.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let ready: Value = reqwest::get(format!("http://{addr}/readyz"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let status = |name: &str| {
+            ready["sources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["name"] == name)
+                .cloned()
+                .unwrap()
+        };
+        assert_eq!(status("opencare")["up"], false, "{label}: {ready}");
+        assert!(status("opencare")["reason"].is_string(), "{label}: {ready}");
+        assert_eq!(status("casetrak")["up"], true, "{label}: {ready}");
+        assert!(!ready.to_string().contains(secret), "{label}: {ready}");
+
+        let r = gw
+            .run(
+                "query($l: String!) { personBySourceRecord(source: \"casetrak\", localId: $l) { id referrals { provenance { source } } visits { provenance { source } } } }",
+                json!({"l": casetrak.local_id}),
+            )
+            .await;
+        let text = r.to_string();
+        let errors = r["errors"].as_array().cloned().unwrap_or_default();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e["extensions"]["code"] == "SOURCE_UNAVAILABLE"
+                    && e["message"].as_str().unwrap().contains("opencare")),
+            "{label}: {text}"
+        );
+        assert!(
+            r["data"]["personBySourceRecord"]["id"].is_string(),
+            "{label}: {text}"
+        );
+        for leak in [secret, "SELECT", "person_id IN", "escr_opencare"] {
+            assert!(!text.contains(leak), "{label}: `{leak}` in {text}");
+        }
+    }
+}
