@@ -201,3 +201,150 @@ async fn a_misconfigured_source_is_down_and_the_others_serve() {
         }
     }
 }
+
+/// The CaseTrak source on the project's TDS test server (SQL Server's protocol) over the
+/// demo's CaseTrak data.
+async fn casetrak_over_tds() -> crate::support::tds::TdsTestServer {
+    let db = rusqlite::Connection::open_with_flags(
+        demo::clean().dir.join("casetrak.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let server = crate::support::tds::TdsTestServer::start(db).await;
+    server.require_login("escr_reader", "tds-secret-77");
+    server
+}
+
+fn mssql_section(dir: &std::path::Path, port: u16) -> String {
+    let pw = dir.join("casetrak.pw");
+    std::fs::write(&pw, "tds-secret-77\n").unwrap();
+    format!(
+        "mssql = {{ host = \"127.0.0.1\", port = {port}, database = \"CASETRAK\", user = \"escr_reader\", password_file = {pw:?}, encryption = \"not_supported\", trust_server_certificate = false, query_timeout_ms = 1500, connect_timeout_ms = 1500, acquire_timeout_ms = 1500 }}"
+    )
+}
+
+/// SSIS/90 through the SQLite3 ODBC driver, the way a council reaches it.
+fn odbc_section() -> String {
+    let driver = required_env("ESCR_TEST_SQLITE_ODBC_DRIVER");
+    let file = demo::clean().dir.join("ssis.db");
+    format!(
+        "odbc = {{ connection_string = {:?}, fetch = \"row\" }}",
+        format!("Driver={{{driver}}};Database={};", file.display())
+    )
+}
+
+/// All three vendors on their real kinds of engine at once — CaseTrak over TDS,
+/// OpenCare on MariaDB, SSIS/90 through ODBC — answer every golden case like the
+/// embedded default. Then CaseTrak's server misbehaves: a statement past its time limit
+/// and a server that goes away give SOURCE_UNAVAILABLE for CaseTrak while the others
+/// answer, and once the server is back the gateway serves it again without a restart.
+#[tokio::test]
+async fn three_engines_answer_alike_and_recover_from_a_server_outage() {
+    let _shared = MARIADB.read().await;
+    load_opencare().await;
+    let mut tds = casetrak_over_tds().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sections = [
+        ("casetrak", mssql_section(dir.path(), tds.port())),
+        ("opencare", mysql_section(dir.path(), |_| {})),
+        ("ssis", odbc_section()),
+    ];
+    let real = demo::gateway_on_engines(demo::clean(), dir.path(), &sections).await;
+    let engines: Vec<&str> = real
+        .gateway
+        .fetcher
+        .sources
+        .iter()
+        .map(|s| s.connector.engine())
+        .collect();
+    assert_eq!(engines, ["mssql", "mysql", "odbc"]);
+    let embedded = demo::gateway(demo::clean()).await;
+    for case in std::fs::read_dir(demo::repo().join("tests/golden")).unwrap() {
+        let case = case.unwrap().path();
+        if case.extension().is_none_or(|e| e != "graphql") {
+            continue;
+        }
+        let query = std::fs::read_to_string(&case).unwrap();
+        let vars = query
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# variables:"))
+            .map(|v| serde_json::from_str(v.trim()).unwrap())
+            .unwrap_or(json!({}));
+        let want = embedded.run(&query, vars.clone()).await;
+        assert_eq!(real.run(&query, vars).await, want, "{}", case.display());
+    }
+    assert!(tds.requests() > 0, "CaseTrak was read over TDS");
+
+    // Someone in CaseTrak and elsewhere, asked for by their OpenCare or SSIS id.
+    let person = demo::clean()
+        .truth
+        .people
+        .iter()
+        .find(|p| {
+            p.records.iter().any(|r| r.source == "casetrak")
+                && p.records.iter().any(|r| r.source != "casetrak")
+                && p.count("visit") > 0
+        })
+        .unwrap();
+    let other = person
+        .records
+        .iter()
+        .find(|r| r.source != "casetrak")
+        .unwrap();
+    let query = "query($s: String!, $l: String!) { personBySourceRecord(source: $s, localId: $l) { visits { provenance { source } } referrals { provenance { source } } } }";
+    let vars = json!({"s": other.source, "l": other.local_id});
+    let sources_in = |r: &Value| -> std::collections::BTreeSet<String> {
+        ["visits", "referrals"]
+            .iter()
+            .flat_map(|k| {
+                r["data"]["personBySourceRecord"][k]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .map(|v| v["provenance"]["source"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let unavailable = |r: &Value| {
+        r["errors"].as_array().is_some_and(|errors| {
+            errors.iter().any(|e| {
+                e["extensions"]["code"] == "SOURCE_UNAVAILABLE"
+                    && e["message"].as_str().unwrap().contains("casetrak")
+            })
+        })
+    };
+    let healthy = real.run(query, vars.clone()).await;
+    assert!(healthy["errors"].is_null(), "{healthy}");
+    assert!(sources_in(&healthy).contains("casetrak"), "{healthy}");
+
+    // A slow statement past query_timeout_ms is cancelled and reported.
+    real.gateway.fetcher.clear_cache();
+    tds.set_delay(std::time::Duration::from_millis(4000));
+    let slow = real.run(query, vars.clone()).await;
+    assert!(unavailable(&slow), "{slow}");
+    assert!(!sources_in(&slow).contains("casetrak"), "{slow}");
+    tds.set_delay(std::time::Duration::ZERO);
+
+    // The server goes away: partial results from the others.
+    tds.stop().await;
+    real.gateway.fetcher.clear_cache();
+    let down = real.run(query, vars.clone()).await;
+    assert!(unavailable(&down), "{down}");
+    assert!(!down.to_string().contains("tds-secret-77"), "{down}");
+
+    // It comes back: served again, no gateway restart.
+    tds.restart().await;
+    real.gateway.fetcher.clear_cache();
+    let mut back = Value::Null;
+    for _ in 0..20 {
+        back = real.run(query, vars.clone()).await;
+        if back["errors"].is_null() {
+            break;
+        }
+        real.gateway.fetcher.clear_cache();
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(back["errors"].is_null(), "{back}");
+    assert_eq!(sources_in(&back), sources_in(&healthy), "{back}");
+}
