@@ -40,6 +40,9 @@ impl GatewayError {
             GatewayError::Source(e) => {
                 ext.set("code", codes::SOURCE_UNAVAILABLE);
                 ext.set("source", e.source_name().to_string());
+                if let SourceError::Connector { entity, .. } = e {
+                    ext.set("entity", entity.name());
+                }
                 e.to_string()
             }
             GatewayError::BadInput(m) => {

@@ -17,15 +17,35 @@ pub enum Lookup {
 
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("source `{source_name}` is unavailable ({0})", .error.kind)]
+    #[error("{}", connector_message(.source_name, .profile, *.entity, .error))]
     Connector {
         source_name: String,
+        /// The vendor profile's name, and the entity whose SQL ran.
+        profile: String,
+        entity: EntityKind,
         error: ConnectorError,
     },
     #[error("source `{source_name}` did not answer within {0} ms", .millis)]
     Timeout { source_name: String, millis: u128 },
     #[error(transparent)]
     Mapping(#[from] MappingError),
+}
+
+/// What a client may read: the source, and for a statement the engine refused, which
+/// profile's SQL for which entity (the operator's to fix); never the SQL or the values.
+fn connector_message(
+    source_name: &str,
+    profile: &str,
+    entity: EntityKind,
+    error: &ConnectorError,
+) -> String {
+    match error.kind {
+        escr_connector::ErrorKind::Query => format!(
+            "source `{source_name}` is unavailable: the `{profile}` profile's SQL for `{}` failed on the engine",
+            entity.name()
+        ),
+        kind => format!("source `{source_name}` is unavailable ({kind})"),
+    }
 }
 
 impl SourceError {
@@ -73,7 +93,7 @@ impl Source {
         for chunk in keys.chunks(caps.max_batch.max(1)) {
             let key_values: Vec<Value> = chunk.iter().map(|k| Value::Text(k.clone())).collect();
             let bound = sql::bind(sql_text.get_ref(), &key_values, None, caps.placeholder);
-            let rows = self.run(&bound.sql, &bound.params).await?;
+            let rows = self.run(entity, &bound.sql, &bound.params).await?;
             let mapped = map_rows(&self.profile, entity, &rows)?;
             out.records.extend(mapped.records);
             out.findings.extend(mapped.findings);
@@ -102,31 +122,46 @@ impl Source {
         };
         // Listing a whole source is index work, not a request: give it longer.
         let rows = self
-            .run_with(&bound.sql, &bound.params, self.timeout * 60)
+            .run_with(
+                EntityKind::Person,
+                &bound.sql,
+                &bound.params,
+                self.timeout * 60,
+            )
             .await?;
         Ok(map_rows(&self.profile, EntityKind::Person, &rows)?)
     }
 
     async fn run(
         &self,
+        entity: EntityKind,
         sql_text: &str,
         params: &[Value],
     ) -> Result<escr_connector::RowSet, SourceError> {
-        self.run_with(sql_text, params, self.timeout).await
+        self.run_with(entity, sql_text, params, self.timeout).await
     }
 
     async fn run_with(
         &self,
+        entity: EntityKind,
         sql_text: &str,
         params: &[Value],
         limit: Duration,
     ) -> Result<escr_connector::RowSet, SourceError> {
         match tokio::time::timeout(limit, self.connector.query(sql_text, params)).await {
             Ok(Ok(rows)) => Ok(rows),
-            Ok(Err(error)) => Err(SourceError::Connector {
-                source_name: self.name.clone(),
-                error,
-            }),
+            Ok(Err(error)) => {
+                if error.kind == escr_connector::ErrorKind::Query {
+                    // For the operator: the engine's own words (no values: they are bound).
+                    tracing::warn!(source = %self.name, entity = entity.name(), error = %error, "profile SQL failed");
+                }
+                Err(SourceError::Connector {
+                    source_name: self.name.clone(),
+                    profile: self.profile.name().to_string(),
+                    entity,
+                    error,
+                })
+            }
             Err(_) => Err(SourceError::Timeout {
                 source_name: self.name.clone(),
                 millis: limit.as_millis(),

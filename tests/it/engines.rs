@@ -348,3 +348,80 @@ async fn three_engines_answer_alike_and_recover_from_a_server_outage() {
     assert!(back["errors"].is_null(), "{back}");
     assert_eq!(sources_in(&back), sources_in(&healthy), "{back}");
 }
+
+/// A profile whose SQL the engine refuses (a misspelt table): the error names the
+/// source, the vendor profile and the entity, and carries no SQL; the rest still serves.
+#[tokio::test]
+async fn a_profile_whose_sql_fails_on_the_engine_is_named_with_its_entity() {
+    let _shared = MARIADB.read().await;
+    load_opencare().await;
+    let dir = tempfile::tempdir().unwrap();
+    let shipped =
+        std::fs::read_to_string(demo::repo().join("config/vendors/opencare.toml")).unwrap();
+    assert!(shipped.contains("FROM referrals WHERE person_id"));
+    let broken = shipped.replace(
+        "FROM referrals WHERE person_id",
+        "FROM referals WHERE person_id",
+    );
+    let profile = dir.path().join("opencare-broken.toml");
+    std::fs::write(&profile, broken).unwrap();
+    let text = demo::config_text_with(
+        demo::clean(),
+        dir.path(),
+        &[],
+        &[("opencare", mysql_section(dir.path(), |_| {}))],
+    )
+    .replace(
+        &format!("{:?}", demo::repo().join("config/vendors/opencare.toml")),
+        &format!("{profile:?}"),
+    );
+    let path = dir.path().join("escr.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = escr_gateway::config::LoadedConfig::load(&path).unwrap();
+    let gateway = escr_gateway::gateway::Gateway::from_config(config).unwrap();
+    gateway.refresh_index(false).await.unwrap();
+    let gateway = std::sync::Arc::new(gateway);
+    let schema = escr_gateway::graphql::build(Some(gateway.clone()));
+    let person = demo::clean()
+        .truth
+        .people
+        .iter()
+        .find(|p| {
+            p.counts
+                .get("opencare")
+                .is_some_and(|c| c.get("referral").is_some())
+        })
+        .unwrap();
+    let local = &person
+        .records
+        .iter()
+        .find(|r| r.source == "opencare")
+        .unwrap()
+        .local_id;
+    let request = async_graphql::Request::new(format!(
+        "{{ personBySourceRecord(source: \"opencare\", localId: \"{local}\") {{ id referrals {{ id }} visits {{ id }} }} }}"
+    ))
+    .data(gateway.request_loaders())
+    .data(escr_gateway::access::AccessContext::demo());
+    let r = serde_json::to_value(schema.execute(request).await).unwrap();
+    let text = r.to_string();
+    let error = r["errors"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["extensions"]["entity"] == "referral"))
+        .unwrap_or_else(|| panic!("no error naming the entity: {text}"));
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("opencare"), "{message}");
+    assert!(
+        message.contains("profile") && message.contains("referral"),
+        "{message}"
+    );
+    assert_eq!(error["extensions"]["code"], "SOURCE_UNAVAILABLE");
+    assert!(
+        !text.contains("referals") && !text.contains("SELECT"),
+        "{text}"
+    );
+    assert!(
+        r["data"]["personBySourceRecord"]["visits"].is_array(),
+        "{text}"
+    );
+}
