@@ -47,7 +47,9 @@ struct Run {
 }
 
 fn report(label: &str, r: &Run, base: Option<&Run>) {
-    let ratio = base.map_or(String::from("1.00"), |b| format!("{:.2}", r.per_sec / b.per_sec));
+    let ratio = base.map_or(String::from("1.00"), |b| {
+        format!("{:.2}", r.per_sec / b.per_sec)
+    });
     println!(
         "{label:<22} {:>9.2} {:>9.2} {:>9.0} {:>14.1} {:>18}",
         r.p50.as_secs_f64() * 1e3,
@@ -140,7 +142,12 @@ async fn main() -> anyhow::Result<()> {
         let (_, local) = &people[i % people.len()];
         let t = Instant::now();
         for text in &statements {
-            let bound = sql::bind(text, &[Value::Text(local.clone())], None, Placeholder::Question);
+            let bound = sql::bind(
+                text,
+                &[Value::Text(local.clone())],
+                None,
+                Placeholder::Question,
+            );
             let params: Vec<mysql_async::Value> = bound
                 .params
                 .iter()
@@ -190,7 +197,11 @@ async fn main() -> anyhow::Result<()> {
             statements: (gw.fetcher.statements_executed() - before) as f64 / requests as f64,
         };
         report(
-            if cached { "gateway, cached" } else { "gateway, cold" },
+            if cached {
+                "gateway, cached"
+            } else {
+                "gateway, cold"
+            },
             &r,
             Some(&direct),
         );

@@ -52,10 +52,11 @@ enum Command {
         /// Generate clean data (no injected data-quality faults).
         #[arg(long)]
         no_faults: bool,
-        /// Also load a vendor into a real MySQL/MariaDB database, replacing its tables:
-        /// `--target opencare=mysql://user@127.0.0.1:3306/opencare` (the password from
-        /// the environment variable ESCR_TARGET_PASSWORD, not the command line).
-        /// Repeatable.
+        /// Also load a vendor into a real database, replacing its tables:
+        /// `--target opencare=mysql://user@127.0.0.1:3306/opencare` or
+        /// `--target casetrak=mssql://user@host:1433/CASETRAK?encryption=required`
+        /// (the password from the environment variable ESCR_TARGET_PASSWORD, not the
+        /// command line). Repeatable.
         #[arg(long, value_name = "VENDOR=URL")]
         target: Vec<String>,
     },
@@ -192,13 +193,23 @@ fn main() -> anyhow::Result<()> {
                     .ok_or_else(|| anyhow::anyhow!("--target {t}: expected VENDOR=URL"))?;
                 // The password from the environment: secrets stay out of command lines.
                 let password = std::env::var("ESCR_TARGET_PASSWORD").ok();
-                let opts = generate::load::target_opts(url, password)
-                    .map_err(|e| anyhow::anyhow!("--target {vendor}: {e}"))?;
                 let db = out.join(format!("{vendor}.db"));
                 anyhow::ensure!(db.exists(), "--target: no vendor `{vendor}` generated");
-                let rows = runtime
-                    .block_on(generate::load::sqlite_to_mysql(&db, opts))
-                    .map_err(|e| anyhow::anyhow!("--target {vendor}: {e}"))?;
+                let fail = |e: String| anyhow::anyhow!("--target {vendor}: {e}");
+                let rows = if url.starts_with("mssql://") {
+                    let (config, in_url) = escr_mssql::parse_url(url).map_err(fail)?;
+                    let password = password.or(in_url).unwrap_or_default();
+                    let connector = escr_mssql::MssqlConnector::with_password(&config, password)
+                        .map_err(|e| fail(e.to_string()))?;
+                    runtime
+                        .block_on(generate::load::sqlite_to_mssql(&db, &connector))
+                        .map_err(fail)?
+                } else {
+                    let opts = generate::load::target_opts(url, password).map_err(fail)?;
+                    runtime
+                        .block_on(generate::load::sqlite_to_mysql(&db, opts))
+                        .map_err(fail)?
+                };
                 println!("loaded {vendor} into its target: {rows} rows");
             }
             Ok(())

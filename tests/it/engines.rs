@@ -202,16 +202,51 @@ async fn a_misconfigured_source_is_down_and_the_others_serve() {
     }
 }
 
-/// The CaseTrak source on the project's TDS test server (SQL Server's protocol) over the
-/// demo's CaseTrak data.
+/// The CaseTrak source on the project's TDS test server (SQL Server's protocol), loaded
+/// with the demo's CaseTrak data over TDS by the loader `generate-demo --target
+/// casetrak=mssql://...` uses.
 async fn casetrak_over_tds() -> crate::support::tds::TdsTestServer {
-    let db = rusqlite::Connection::open_with_flags(
-        demo::clean().dir.join("casetrak.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    let server = crate::support::tds::TdsTestServer::start(db).await;
+    let server =
+        crate::support::tds::TdsTestServer::start(rusqlite::Connection::open_in_memory().unwrap())
+            .await;
     server.require_login("escr_reader", "tds-secret-77");
+    let (mut config, _) = escr_mssql::parse_url(&format!(
+        "mssql://escr_reader@127.0.0.1:{}/CASETRAK?encryption=not_supported",
+        server.port()
+    ))
+    .unwrap();
+    config.pool_size = 1;
+    let loader =
+        escr_mssql::MssqlConnector::with_password(&config, "tds-secret-77".into()).unwrap();
+    let source = demo::clean().dir.join("casetrak.db");
+    let rows = escr_gateway::generate::load::sqlite_to_mssql(&source, &loader)
+        .await
+        .expect("CaseTrak loads over TDS");
+    let expected: i64 = {
+        let db = rusqlite::Connection::open(&source).unwrap();
+        ["CLNT", "VST", "CSNT", "CLNT_REL"]
+            .iter()
+            .map(|t| {
+                db.query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .unwrap()
+            })
+            .sum()
+    };
+    let loaded: i64 = server.with_db(|db| {
+        ["CLNT", "VST", "CSNT", "CLNT_REL"]
+            .iter()
+            .map(|t| {
+                db.query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .unwrap()
+            })
+            .sum()
+    });
+    assert_eq!(loaded, expected, "rows loaded over TDS");
+    assert!(rows as i64 >= loaded);
     server
 }
 

@@ -505,68 +505,19 @@ async fn mssql_test_server_serves_freetds_tsql() {
     assert_eq!(server.logins(), 1, "{context}");
 }
 
-/// `mssql://user:password@host:port/database?encryption=required&trust_server_certificate=true`
-/// (user and password percent-encoded where needed).
+/// A real server named by `ESCR_TEST_MSSQL_URL` (see `escr_mssql::parse_url`).
 struct RealServer {
-    host: String,
-    port: u16,
-    database: String,
-    user: String,
+    config: MssqlConfig,
     password: String,
-    encryption: Encryption,
-    trust: bool,
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn parse_real_server(url: &str) -> RealServer {
-    let rest = url
-        .strip_prefix("mssql://")
-        .expect("ESCR_TEST_MSSQL_URL must start with mssql://");
-    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let (userinfo, location) = rest.rsplit_once('@').expect("user:password@ missing");
-    let (user, password) = userinfo.split_once(':').expect("user:password missing");
-    let (hostport, database) = location.split_once('/').unwrap_or((location, "master"));
-    let (host, port) = hostport.rsplit_once(':').unwrap_or((hostport, "1433"));
-    let mut server = RealServer {
-        host: host.to_string(),
-        port: port.parse().expect("port"),
-        database: database.to_string(),
-        user: percent_decode(user),
-        password: percent_decode(password),
-        encryption: Encryption::Required,
-        trust: false,
-    };
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        match pair.split_once('=').unwrap_or((pair, "")) {
-            ("encryption", "required") => server.encryption = Encryption::Required,
-            ("encryption", "off") => server.encryption = Encryption::Off,
-            ("encryption", "not_supported") => server.encryption = Encryption::NotSupported,
-            ("trust_server_certificate", v) => server.trust = v == "true",
-            other => panic!("unknown ESCR_TEST_MSSQL_URL option {other:?}"),
-        }
+    let (config, password) =
+        escr_mssql::parse_url(url).unwrap_or_else(|e| panic!("ESCR_TEST_MSSQL_URL: {e}"));
+    RealServer {
+        config,
+        password: password.unwrap_or_default(),
     }
-    server
 }
 
 fn real_connector(
@@ -574,14 +525,7 @@ fn real_connector(
     password: &str,
     edit: impl FnOnce(&mut MssqlConfig),
 ) -> MssqlConnector {
-    let mut config = MssqlConfig::new(
-        &server.host,
-        server.port,
-        &server.database,
-        &server.user,
-        server.encryption,
-        server.trust,
-    );
+    let mut config = server.config.clone();
     config.pool_size = 2;
     edit(&mut config);
     MssqlConnector::with_password(&config, password.to_string()).expect("connector config")

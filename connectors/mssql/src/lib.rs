@@ -445,6 +445,65 @@ fn classify(e: tiberius::error::Error) -> Failure {
     }
 }
 
+/// A config from `mssql://user[:password]@host[:port]/database?encryption=required|off|not_supported&trust_server_certificate=true|false`
+/// (user and password percent-encoded where needed), and the password if the URL has
+/// one. For tools and tests; the gateway config names secrets by env var or file.
+pub fn parse_url(url: &str) -> Result<(MssqlConfig, Option<String>), String> {
+    let rest = url
+        .strip_prefix("mssql://")
+        .ok_or("expected mssql://user@host:port/database")?;
+    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (userinfo, location) = rest.rsplit_once('@').ok_or("no user@ before the host")?;
+    let (user, password) = match userinfo.split_once(':') {
+        Some((u, p)) => (u, Some(percent_decode(p))),
+        None => (userinfo, None),
+    };
+    let (hostport, database) = location.split_once('/').unwrap_or((location, "master"));
+    let (host, port) = hostport.rsplit_once(':').unwrap_or((hostport, "1433"));
+    let port: u16 = port.parse().map_err(|_| format!("bad port `{port}`"))?;
+    let (mut encryption, mut trust) = (Encryption::Required, false);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=').unwrap_or((pair, "")) {
+            ("encryption", "required") => encryption = Encryption::Required,
+            ("encryption", "off") => encryption = Encryption::Off,
+            ("encryption", "not_supported") => encryption = Encryption::NotSupported,
+            ("trust_server_certificate", v) => trust = v == "true",
+            (k, _) => return Err(format!("unknown option `{k}`")),
+        }
+    }
+    let config = MssqlConfig::new(
+        host,
+        port,
+        database,
+        &percent_decode(user),
+        encryption,
+        trust,
+    );
+    Ok((config, password))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// An error without SQL text or credentials: server messages quote identifiers, SQL
 /// fragments and login names, so quoted parts are blanked out.
 pub(crate) fn map_error(e: &tiberius::error::Error) -> ConnectorError {
