@@ -250,9 +250,12 @@ mod tests {
         pub struct TempDir(std::path::PathBuf);
         impl TempDir {
             pub fn new() -> TempDir {
+                // Tests run in parallel: a counter, not the clock, keeps the names apart.
+                static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
                 let unique = format!(
-                    "escr-sqlite-test-{}-{:?}",
+                    "escr-sqlite-test-{}-{}-{:?}",
                     std::process::id(),
+                    NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
                     std::time::SystemTime::now()
                 );
                 let path =
