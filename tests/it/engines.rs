@@ -222,8 +222,7 @@ async fn casetrak_over_tds() -> crate::support::tds::TdsTestServer {
     let rows = escr_gateway::generate::load::sqlite_to_mssql(&source, &loader)
         .await
         .expect("CaseTrak loads over TDS");
-    let expected: i64 = {
-        let db = rusqlite::Connection::open(&source).unwrap();
+    let counted = |db: &rusqlite::Connection| -> i64 {
         ["CLNT", "VST", "CSNT", "CLNT_REL"]
             .iter()
             .map(|t| {
@@ -234,17 +233,8 @@ async fn casetrak_over_tds() -> crate::support::tds::TdsTestServer {
             })
             .sum()
     };
-    let loaded: i64 = server.with_db(|db| {
-        ["CLNT", "VST", "CSNT", "CLNT_REL"]
-            .iter()
-            .map(|t| {
-                db.query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| {
-                    r.get::<_, i64>(0)
-                })
-                .unwrap()
-            })
-            .sum()
-    });
+    let expected = counted(&rusqlite::Connection::open(&source).unwrap());
+    let loaded = server.with_db(counted);
     assert_eq!(loaded, expected, "rows loaded over TDS");
     assert!(rows as i64 >= loaded);
     server
