@@ -141,7 +141,11 @@ async fn data_quality_csv(
         .into_response()
 }
 
-const EXAMPLE_QUERY: &str = r#"# escr-gateway demo. Try:
+const EXAMPLE_QUERY: &str = r#"# escr-gateway demo. Every request needs a token and a purpose of use:
+#   cargo run -- token --role team_manager --team 3 --worker 7 --purpose care_management
+# then open the Headers pane below and paste
+#   { "Authorization": "Bearer <the token>", "X-Purpose-Of-Use": "care_management" }
+# Try:
 query Demo {
   searchPeople(name: "smi", first: 3) {
     totalCount
