@@ -32,13 +32,6 @@ async fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
 
-    // OpenCare's person listing looks up each person's NHS number in
-    // person_identifiers; the MariaDB original has a foreign-key index there, the
-    // generated SQLite copy does not (without it the listing is quadratic).
-    rusqlite::Connection::open(work.path().join("opencare.db"))?.execute_batch(
-        "CREATE INDEX IF NOT EXISTS person_identifiers_person ON person_identifiers (person_id)",
-    )?;
-
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut config = format!(
         "[index]\npath = {:?}\nrefresh_secs = 0\nlinkage = {:?}\n",

@@ -9,6 +9,8 @@ pub trait TableSink {
     /// `columns` are (name, SQL type) pairs in the vendor's own style.
     fn create_table(&mut self, name: &str, columns: &[(&str, &str)]) -> Result<(), String>;
     fn insert(&mut self, table: &str, row: Vec<Value>) -> Result<(), String>;
+    /// An index the vendor's own schema has (lookups the vendor's SQL relies on).
+    fn create_index(&mut self, table: &str, column: &str) -> Result<(), String>;
 }
 
 pub struct SqliteSink {
@@ -61,6 +63,14 @@ impl TableSink for SqliteSink {
             format!("INSERT INTO {name} VALUES ({marks})"),
         );
         Ok(())
+    }
+
+    fn create_index(&mut self, table: &str, column: &str) -> Result<(), String> {
+        self.conn
+            .execute_batch(&format!(
+                "CREATE INDEX ix_{table}_{column} ON {table} ({column});"
+            ))
+            .map_err(|e| e.to_string())
     }
 
     fn insert(&mut self, table: &str, row: Vec<Value>) -> Result<(), String> {

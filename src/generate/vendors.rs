@@ -931,6 +931,8 @@ fn opencare(
             ("value", "VARCHAR(20)"),
         ],
     )?;
+    // OpenCare looks NHS numbers up by person for every person it lists.
+    out.sink.create_index("person_identifiers", "person_id")?;
     out.table(
         "referrals",
         &[
