@@ -84,6 +84,11 @@ pub trait Policy: Send + Sync + 'static {
     fn may_identify(&self, _ctx: &AccessContext) -> Result<(), Withheld> {
         Ok(())
     }
+    /// People left out of this caller's use altogether (the national data opt-out, for
+    /// planning and research): reports skip them before reading anything.
+    fn excluded_people(&self, _ctx: &AccessContext) -> std::collections::HashSet<String> {
+        std::collections::HashSet::new()
+    }
     /// May this caller learn that the person exists at all (lookups, search)?
     fn may_see_person(&self, ctx: &AccessContext, person_id: &str) -> bool;
     /// Labels a record carries because of what it is (policy config), added to the

@@ -472,18 +472,35 @@ pub fn sign_with(alg: &str, kid: &str, claims: &Claims, sign: impl Fn(&[u8]) -> 
 /// key when the policy allows it, for the demo).
 fn hs256_key(policy: &PolicyConfig) -> Result<Option<Vec<u8>>, String> {
     let a = &policy.auth;
-    if let Some(var) = &a.hs256_key_env {
+    secret_key(
+        a.hs256_key_env.as_deref(),
+        a.hs256_key_file.as_deref(),
+        a.generate_key_if_missing,
+        "an HS256 key",
+    )
+}
+
+/// A secret of at least 32 bytes: from the environment variable `env`, else `file`
+/// (created with a random key when `generate` allows it, for the demo); `None` when
+/// neither is configured.
+pub(crate) fn secret_key(
+    env: Option<&str>,
+    file: Option<&Path>,
+    generate: bool,
+    what: &str,
+) -> Result<Option<Vec<u8>>, String> {
+    if let Some(var) = env {
         if let Ok(v) = std::env::var(var) {
             if v.len() < 32 {
-                return Err(format!("{var}: an HS256 key needs at least 32 bytes"));
+                return Err(format!("{var}: {what} needs at least 32 bytes"));
             }
             return Ok(Some(v.into_bytes()));
         }
     }
-    let Some(path) = &a.hs256_key_file else {
+    let Some(path) = file else {
         return Ok(None);
     };
-    if !path.exists() && a.generate_key_if_missing {
+    if !path.exists() && generate {
         let mut key = [0u8; 32];
         aws_lc_rs::rand::fill(&mut key).map_err(|_| "no system randomness".to_string())?;
         if let Some(dir) = path.parent() {
@@ -492,12 +509,12 @@ fn hs256_key(policy: &PolicyConfig) -> Result<Option<Vec<u8>>, String> {
         write_private(path, enc(&key).as_bytes())
             .map_err(|e| format!("{}: {e}", path.display()))?;
     }
-    let key = std::fs::read(path)
-        .map_err(|e| format!("{}: cannot read the HS256 key: {e}", path.display()))?;
+    let key =
+        std::fs::read(path).map_err(|e| format!("{}: cannot read {what}: {e}", path.display()))?;
     let key: Vec<u8> = String::from_utf8_lossy(&key).trim().as_bytes().to_vec();
     if key.len() < 32 {
         return Err(format!(
-            "{}: an HS256 key needs at least 32 bytes",
+            "{}: {what} needs at least 32 bytes",
             path.display()
         ));
     }

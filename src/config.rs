@@ -25,6 +25,8 @@ pub struct GatewayConfig {
     pub demo: Option<DemoConfig>,
     /// The consent and access policy (`policy.toml`); `serve` requires it.
     pub policy: Option<PathBuf>,
+    /// Reports: authorities, populations, calendar, suppression (`reports.toml`).
+    pub reports: Option<PathBuf>,
     pub sources: Vec<Spanned<SourceConfig>>,
 }
 
@@ -143,6 +145,25 @@ pub struct DemoConfig {
     pub people: usize,
     #[serde(default = "default_demo_seed")]
     pub seed: u64,
+    /// The council the demo people live in (default Northshire).
+    #[serde(default = "default_council")]
+    pub council: String,
+    /// More councils, each generated into its own folder (its own people and sources).
+    #[serde(default)]
+    pub other_councils: Vec<DemoCouncil>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoCouncil {
+    pub name: String,
+    pub dir: PathBuf,
+    #[serde(default = "default_demo_people")]
+    pub people: usize,
+}
+
+fn default_council() -> String {
+    "Northshire".into()
 }
 
 fn yes() -> bool {
@@ -162,6 +183,9 @@ pub struct SourceConfig {
     pub name: String,
     /// The vendor profile (`vendors/casetrak.toml`).
     pub profile: PathBuf,
+    /// The council whose records these are (default: `default_authority` in
+    /// `reports.toml`); must be one of its `[authorities]`.
+    pub authority: Option<String>,
     /// Exactly one connector section: `sqlite`, `mysql`, `mssql` or `odbc`.
     pub sqlite: Option<escr_sqlite::SqliteConfig>,
     pub mysql: Option<escr_mysql::MysqlConfig>,
@@ -228,6 +252,26 @@ pub struct LoadedConfig {
     pub gateway: GatewayConfig,
     pub profiles: Vec<VendorProfile>,
     pub linkage: crate::linkage::LinkageConfig,
+    /// Reports config and its bank-holiday calendar, when configured.
+    pub reports: Option<(
+        crate::reports::ReportsConfig,
+        crate::reports::calendar::BankHolidays,
+    )>,
+}
+
+impl LoadedConfig {
+    /// A source's authority: its own, else the reports' default, else "local".
+    pub fn authority_of(&self, source: &SourceConfig) -> String {
+        source
+            .authority
+            .clone()
+            .or_else(|| {
+                self.reports
+                    .as_ref()
+                    .map(|(r, _)| r.default_authority.clone())
+            })
+            .unwrap_or_else(|| "local".into())
+    }
 }
 
 impl LoadedConfig {
@@ -257,8 +301,20 @@ impl LoadedConfig {
             }
             None => crate::linkage::LinkageConfig::default(),
         };
+        let reports = match &mut gateway.reports {
+            Some(p) => {
+                *p = base.join(&*p);
+                let config = crate::reports::ReportsConfig::load(p)?;
+                let calendar = crate::reports::calendar::BankHolidays::load(&config.bank_holidays)?;
+                Some((config, calendar))
+            }
+            None => None,
+        };
         if let Some(demo) = &mut gateway.demo {
             demo.dir = base.join(&demo.dir);
+            for other in &mut demo.other_councils {
+                other.dir = base.join(&other.dir);
+            }
         }
         if gateway.sources.is_empty() {
             return Err(ConfigError::at(
@@ -295,6 +351,17 @@ impl LoadedConfig {
                     ),
                 ));
             }
+            if let (Some(authority), Some((r, _))) = (&s.authority, &reports) {
+                if !r.authorities.contains_key(authority) {
+                    return Err(err(
+                        at,
+                        format!(
+                            "source `{}`: authority `{authority}` is not in the reports config's [authorities]",
+                            s.name
+                        ),
+                    ));
+                }
+            }
             s.resolve_paths(&base);
             s.profile = base.join(&s.profile);
             profiles.push(VendorProfile::load(&s.profile)?);
@@ -304,6 +371,7 @@ impl LoadedConfig {
             gateway,
             profiles,
             linkage,
+            reports,
         })
     }
 }

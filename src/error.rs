@@ -21,6 +21,8 @@ pub enum GatewayError {
     BadInput(String),
     #[error("withheld: {}", .0.reason)]
     Withheld(Withheld),
+    #[error(transparent)]
+    Report(#[from] crate::reports::ReportError),
 }
 
 impl GatewayError {
@@ -52,6 +54,13 @@ impl GatewayError {
             GatewayError::Withheld(w) => {
                 ext.set("code", w.code);
                 w.reason.clone()
+            }
+            GatewayError::Report(crate::reports::ReportError::Source(e)) => {
+                return GatewayError::Source(e.clone()).to_server_error(pos);
+            }
+            GatewayError::Report(r) => {
+                ext.set("code", r.code());
+                r.to_string()
             }
         };
         let mut err = ServerError::new(message, pos);

@@ -11,6 +11,15 @@ use crate::index::IdentityIndex;
 use crate::loader::{Fetcher, RequestLoaders};
 use crate::source::Source;
 
+/// Why a gateway could not be built from its config.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Index(#[from] crate::index::IndexError),
+    #[error(transparent)]
+    Config(#[from] escr_connector::ConfigError),
+}
+
 pub struct Gateway {
     pub fetcher: Arc<Fetcher>,
     pub index: Arc<IdentityIndex>,
@@ -19,6 +28,8 @@ pub struct Gateway {
     /// Tokens, the policy engine, the consent registry and the audit log; `None` only
     /// for in-process tests (the `serve` command requires a policy).
     pub access: Option<Arc<crate::policy::AccessControl>>,
+    /// Minimum data set and indicators; `None` when not configured.
+    pub reports: Option<Arc<crate::reports::Reports>>,
 }
 
 /// The connector for a source's config section. Connectors connect lazily; one that
@@ -76,18 +87,25 @@ impl Connector for Unavailable {
 impl Gateway {
     /// Connectors are created without connecting: a source that is down at start shows
     /// in `/readyz` and in errors, and the others serve.
-    pub fn from_config(config: LoadedConfig) -> Result<Gateway, crate::index::IndexError> {
+    pub fn from_config(config: LoadedConfig) -> Result<Gateway, BuildError> {
         let g = &config.gateway;
+        let authorities: Vec<String> = g
+            .sources
+            .iter()
+            .map(|s| config.authority_of(s.get_ref()))
+            .collect();
         let timeout = Duration::from_millis(g.loader.source_timeout_ms);
         let sources = g
             .sources
             .iter()
             .zip(config.profiles)
-            .map(|(s, profile)| {
+            .zip(authorities)
+            .map(|((s, profile), authority)| {
                 let s = s.get_ref();
                 let connector = connect(&s.name, s.connector());
                 Source {
                     name: s.name.clone(),
+                    authority,
                     profile,
                     connector,
                     timeout,
@@ -99,6 +117,15 @@ impl Gateway {
             g.cache.max_mib * 1024 * 1024,
             Duration::from_secs(g.cache.ttl_secs),
         ));
+        let reports = match config.reports {
+            Some((reports, calendar)) => {
+                let path = g.reports.clone().unwrap_or_else(|| config.path.clone());
+                Some(Arc::new(crate::reports::Reports::open(
+                    &path, reports, calendar,
+                )?))
+            }
+            None => None,
+        };
         Ok(Gateway {
             fetcher,
             index: Arc::new(IdentityIndex::open_with(
@@ -108,7 +135,14 @@ impl Gateway {
             policy: Arc::new(AllowAll),
             batch_delay: Duration::from_millis(g.loader.batch_delay_ms),
             access: None,
+            reports,
         })
+    }
+
+    /// Turn on reports (the pseudonym key is read here: a startup error names it).
+    pub fn with_reports(mut self, reports: crate::reports::Reports) -> Gateway {
+        self.reports = Some(Arc::new(reports));
+        self
     }
 
     pub fn with_policy(mut self, policy: Arc<dyn Policy>) -> Gateway {

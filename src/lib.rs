@@ -14,5 +14,6 @@ pub mod loader;
 pub mod policy;
 pub mod quality;
 pub mod registry;
+pub mod reports;
 pub mod server;
 pub mod source;

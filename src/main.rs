@@ -374,12 +374,33 @@ fn ensure_demo(config: &LoadedConfig) -> anyhow::Result<()> {
         .any(|s| !s.path.exists());
     if missing {
         tracing::info!(people = demo.people, seed = demo.seed, dir = %demo.dir.display(), "generating demo data (first run)");
-        let opts = GenerateOptions {
-            seed: demo.seed,
-            people: demo.people,
-            ..GenerateOptions::default()
-        };
-        generate::generate(&opts, &demo.dir).context("generating the demo data")?;
+        let councils = std::iter::once((&demo.council, &demo.dir, demo.people)).chain(
+            demo.other_councils
+                .iter()
+                .map(|c| (&c.name, &c.dir, c.people)),
+        );
+        for (council, dir, people) in councils {
+            let opts = GenerateOptions {
+                seed: demo.seed,
+                people,
+                council: council.clone(),
+                ..GenerateOptions::default()
+            };
+            generate::generate(&opts, dir)
+                .with_context(|| format!("generating the demo data of {council}"))?;
+        }
+        // One national opt-out list, whichever council a person lives in.
+        let list = demo.dir.join("national_opt_out.txt");
+        for other in &demo.other_councils {
+            let more = std::fs::read_to_string(other.dir.join("national_opt_out.txt"))?;
+            let mut text = std::fs::read_to_string(&list)?;
+            text.extend(
+                more.lines()
+                    .filter(|l| !l.starts_with('#'))
+                    .map(|l| format!("{l}\n")),
+            );
+            std::fs::write(&list, text)?;
+        }
         // A new demo estate means the old index describes other people.
         let _ = std::fs::remove_file(&config.gateway.index.path);
     }

@@ -6,7 +6,7 @@
 //! Decisions are made per request from unfiltered (cached) source records; nothing
 //! decided here is kept beyond the request.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -575,6 +575,9 @@ pub struct PolicyEngine {
     pub config: Arc<PolicyConfig>,
     index: Option<Arc<IdentityIndex>>,
     opt_out: BTreeSet<String>,
+    /// The opted-out people of the last index snapshot (kept with it: a new snapshot
+    /// means new ids).
+    opted_out_people: std::sync::Mutex<Option<(Arc<crate::index::Snapshot>, Arc<HashSet<String>>)>>,
 }
 
 enum ConsentResult {
@@ -611,6 +614,7 @@ impl PolicyEngine {
             config,
             index,
             opt_out,
+            opted_out_people: std::sync::Mutex::new(None),
         })
     }
 
@@ -654,19 +658,39 @@ impl PolicyEngine {
     }
 
     fn opted_out(&self, ctx: &AccessContext, person_id: &str) -> bool {
-        let Some(o) = &self.config.national_opt_out else {
-            return false;
-        };
-        if !o.purposes.iter().any(|p| p == purpose_name(ctx.purpose)) {
-            return false;
-        }
+        self.opt_out_applies(ctx) && self.opted_out_people().contains(person_id)
+    }
+
+    fn opt_out_applies(&self, ctx: &AccessContext) -> bool {
+        self.config
+            .national_opt_out
+            .as_ref()
+            .is_some_and(|o| o.purposes.iter().any(|p| p == purpose_name(ctx.purpose)))
+    }
+
+    /// Gateway ids of the people on the opt-out list, once per index snapshot.
+    fn opted_out_people(&self) -> Arc<HashSet<String>> {
         let Some(index) = &self.index else {
-            return false;
+            return Arc::default();
         };
         let snapshot = index.snapshot();
-        self.opt_out
-            .iter()
-            .any(|nhs| snapshot.by_nhs_number(nhs) == Some(person_id))
+        let mut cached = self
+            .opted_out_people
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((at, people)) = cached.as_ref() {
+            if Arc::ptr_eq(at, &snapshot) {
+                return people.clone();
+            }
+        }
+        let people: Arc<HashSet<String>> = Arc::new(
+            self.opt_out
+                .iter()
+                .filter_map(|nhs| snapshot.by_nhs_number(nhs).map(str::to_string))
+                .collect(),
+        );
+        *cached = Some((snapshot, people.clone()));
+        people
     }
 
     fn provision_matches(
@@ -813,6 +837,14 @@ impl Policy for PolicyEngine {
                     purpose_name(ctx.purpose)
                 ),
             })
+        }
+    }
+
+    fn excluded_people(&self, ctx: &AccessContext) -> HashSet<String> {
+        if self.opt_out_applies(ctx) {
+            self.opted_out_people().as_ref().clone()
+        } else {
+            HashSet::new()
         }
     }
 

@@ -29,6 +29,9 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/reports/data-quality.csv", get(data_quality_csv))
+        .route("/reports/mds.csv", get(mds_csv))
+        .route("/reports/indicators.csv", get(indicators_csv))
+        .route("/reports/indicators.json", get(indicators_json))
         .with_state(AppState { gateway, schema })
 }
 
@@ -139,6 +142,141 @@ async fn data_quality_csv(
         crate::quality::to_csv(&report),
     )
         .into_response()
+}
+
+/// Query string of the report endpoints.
+#[derive(serde::Deserialize)]
+struct ReportQuery {
+    period: Option<String>,
+    /// One authority (`mds.csv`) or several, comma-separated (`indicators.*`); all when
+    /// absent.
+    authority: Option<String>,
+    authorities: Option<String>,
+}
+
+impl ReportQuery {
+    fn authorities(&self) -> Option<Vec<String>> {
+        let list = self.authorities.as_deref().or(self.authority.as_deref())?;
+        Some(
+            list.split(',')
+                .map(|a| a.trim().to_string())
+                .filter(|a| !a.is_empty())
+                .collect(),
+        )
+    }
+}
+
+/// A report refused or failed before any data left: the error with its code, the
+/// refusal audited.
+async fn report_error(
+    gateway: &Gateway,
+    caller: &AccessContext,
+    e: crate::reports::ReportError,
+) -> axum::response::Response {
+    if matches!(e.code(), "PURPOSE_NOT_PERMITTED") {
+        if let Some(access) = &gateway.access {
+            let request_id = crate::audit::RequestAudit::new().request_id;
+            let event = crate::audit::refusal(&request_id, &caller.user, e.code(), &e.to_string());
+            if let Err(err) = access.audit.append(vec![event]).await {
+                tracing::warn!(error = %err, "audit write failed");
+            }
+        }
+    }
+    let body = serde_json::json!({
+        "errors": [{"message": e.to_string(), "extensions": {"code": e.code()}}]
+    });
+    (e.status(), Json(body)).into_response()
+}
+
+/// Who may run a report, for which period and authorities: checked before the first
+/// byte, so refusals and bad input get a status and a JSON error.
+async fn report_request(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &ReportQuery,
+) -> Result<(AccessContext, crate::reports::Period, Vec<String>), axum::response::Response> {
+    let caller = caller(&state.gateway, headers).await?;
+    let checked = (|| {
+        let reports = crate::reports::run::authorise(&state.gateway, &caller)?;
+        let period = crate::reports::Period::parse(query.period.as_deref().unwrap_or_default())?;
+        let authorities =
+            crate::reports::run::authorities(reports, query.authorities().as_deref())?;
+        Ok((period, authorities))
+    })();
+    match checked {
+        Ok((period, authorities)) => Ok((caller, period, authorities)),
+        Err(e) => Err(report_error(&state.gateway, &caller, e).await),
+    }
+}
+
+/// The minimum data set as CSV, streamed page by page.
+async fn mds_csv(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<ReportQuery>,
+) -> axum::response::Response {
+    let (caller, period, authorities) = match report_request(&state, &headers, &query).await {
+        Ok(r) => r,
+        Err(refused) => return refused,
+    };
+    let stream = crate::reports::run::mds_csv(state.gateway.clone(), caller, period, authorities);
+    (
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "text/csv; charset=utf-8".to_string(),
+            ),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"mds-{}.csv\"", period.label()),
+            ),
+        ],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+async fn indicators_for(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &ReportQuery,
+) -> Result<Vec<crate::reports::suppress::IndicatorResult>, axum::response::Response> {
+    let (caller, period, authorities) = report_request(state, headers, query).await?;
+    match crate::reports::run::indicators(&state.gateway, &caller, period, Some(&authorities)).await
+    {
+        Ok(rows) => Ok(rows),
+        Err(e) => Err(report_error(&state.gateway, &caller, e).await),
+    }
+}
+
+async fn indicators_json(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<ReportQuery>,
+) -> axum::response::Response {
+    match indicators_for(&state, &headers, &query).await {
+        Ok(rows) => Json(serde_json::json!({ "indicators": rows })).into_response(),
+        Err(response) => response,
+    }
+}
+
+async fn indicators_csv(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<ReportQuery>,
+) -> axum::response::Response {
+    match indicators_for(&state, &headers, &query).await {
+        Ok(rows) => {
+            let mut text = crate::reports::suppress::csv_header().to_string();
+            text.extend(rows.iter().map(crate::reports::suppress::csv_row));
+            (
+                [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+                text,
+            )
+                .into_response()
+        }
+        Err(response) => response,
+    }
 }
 
 const EXAMPLE_QUERY: &str = r#"# escr-gateway demo. Every request needs a token and a purpose of use:

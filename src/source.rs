@@ -60,6 +60,8 @@ impl SourceError {
 
 pub struct Source {
     pub name: String,
+    /// The council whose records these are (reports are per authority).
+    pub authority: String,
     pub profile: VendorProfile,
     pub connector: Arc<dyn Connector>,
     pub timeout: Duration,
@@ -88,12 +90,80 @@ impl Source {
         let Some(sql_text) = sql_text else {
             return Ok(Mapped::default());
         };
+        self.fetch_chunked(entity, sql_text.get_ref(), keys, &[], self.timeout)
+            .await
+    }
+
+    /// Records of `entity` for these people (local ids) active at some time between
+    /// `from` and `to`, for reports. With the profile's `by_person_between` the range
+    /// goes to the vendor SQL, widened by a day each side (whatever the column's type,
+    /// the SQL returns a superset); without it, all their records. Either way only
+    /// records active in the range are kept, so both give the same answer.
+    pub async fn fetch_between(
+        &self,
+        entity: EntityKind,
+        person_keys: &[String],
+        window: crate::reports::Window,
+    ) -> Result<Mapped, SourceError> {
+        let Some(spec) = self.profile.entity(entity) else {
+            return Ok(Mapped::default());
+        };
+        // Reports are batch work, not a request: give them longer.
+        let limit = self.timeout * 12;
+        let mut mapped = match (&spec.by_person_between, &spec.by_person) {
+            (Some(between), _) => {
+                let from = Value::DateTime(
+                    window
+                        .from
+                        .pred_opt()
+                        .unwrap_or(window.from)
+                        .and_time(chrono::NaiveTime::MIN),
+                );
+                let to = Value::DateTime(
+                    window
+                        .to
+                        .succ_opt()
+                        .unwrap_or(window.to)
+                        .and_hms_opt(23, 59, 59)
+                        .unwrap_or_default(),
+                );
+                self.fetch_chunked(
+                    entity,
+                    between.get_ref(),
+                    person_keys,
+                    &[("from", &from), ("to", &to)],
+                    limit,
+                )
+                .await?
+            }
+            (None, Some(all)) => {
+                self.fetch_chunked(entity, all.get_ref(), person_keys, &[], limit)
+                    .await?
+            }
+            (None, None) => return Ok(Mapped::default()),
+        };
+        mapped
+            .records
+            .retain(|r| crate::reports::active_in(r, window));
+        Ok(mapped)
+    }
+
+    async fn fetch_chunked(
+        &self,
+        entity: EntityKind,
+        sql_text: &str,
+        keys: &[String],
+        named: &[(&str, &Value)],
+        limit: Duration,
+    ) -> Result<Mapped, SourceError> {
         let caps = self.connector.capabilities();
         let mut out = Mapped::default();
         for chunk in keys.chunks(caps.max_batch.max(1)) {
             let key_values: Vec<Value> = chunk.iter().map(|k| Value::Text(k.clone())).collect();
-            let bound = sql::bind(sql_text.get_ref(), &key_values, None, caps.placeholder);
-            let rows = self.run(entity, &bound.sql, &bound.params).await?;
+            let bound = sql::bind_named(sql_text, &key_values, named, caps.placeholder);
+            let rows = self
+                .run_with(entity, &bound.sql, &bound.params, limit)
+                .await?;
             let mapped = map_rows(&self.profile, entity, &rows)?;
             out.records.extend(mapped.records);
             out.findings.extend(mapped.findings);
@@ -130,15 +200,6 @@ impl Source {
             )
             .await?;
         Ok(map_rows(&self.profile, EntityKind::Person, &rows)?)
-    }
-
-    async fn run(
-        &self,
-        entity: EntityKind,
-        sql_text: &str,
-        params: &[Value],
-    ) -> Result<escr_connector::RowSet, SourceError> {
-        self.run_with(entity, sql_text, params, self.timeout).await
     }
 
     async fn run_with(

@@ -6,6 +6,7 @@ pub mod consent;
 pub mod linkage;
 pub mod person;
 pub mod records;
+pub mod reports;
 
 use std::sync::Arc;
 
@@ -270,6 +271,46 @@ impl Query {
         ctx: &Context<'_>,
     ) -> async_graphql::Result<crate::quality::QualityReport> {
         linkage::data_quality(ctx).await
+    }
+
+    /// Performance indicators for a period (`2025-26`, or `2025-04-01..2026-03-31`), per
+    /// authority (all this gateway reports on when none are named). Purpose `planning`
+    /// or `research`; people with a national data opt-out are not counted; counts below
+    /// the configured threshold are withheld (null, `suppressed: true`). Also over HTTP:
+    /// GET /reports/indicators.json or .csv?period=...
+    async fn indicators(
+        &self,
+        ctx: &Context<'_>,
+        period: String,
+        authorities: Option<Vec<String>>,
+    ) -> async_graphql::Result<Vec<crate::reports::suppress::IndicatorResult>> {
+        reports::indicators(ctx, &period, authorities).await
+    }
+
+    /// The shared minimum data set for a period and authority, a page of event rows
+    /// (person fields repeated on each). Purpose `planning` or `research`; every record
+    /// passes the consent policy; every release is audited. Also streamed as CSV:
+    /// GET /reports/mds.csv?period=...
+    async fn minimum_data_set(
+        &self,
+        ctx: &Context<'_>,
+        period: String,
+        authority: String,
+        #[graphql(default = 100, validator(minimum = 1, maximum = 1000))] first: i32,
+        after: Option<String>,
+    ) -> async_graphql::Result<reports::MdsPage> {
+        reports::minimum_data_set(ctx, &period, &authority, first, after).await
+    }
+
+    /// An authority's indicators as a federation entity: a regional supergraph asks
+    /// each council's gateway for its own (aggregates only; no person data moves).
+    #[graphql(entity)]
+    async fn find_authority_by_name(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+    ) -> Option<reports::Authority> {
+        reports::authority(ctx, name)
     }
 
     #[graphql(entity)]

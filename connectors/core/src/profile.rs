@@ -5,7 +5,10 @@
 //! into bound-parameter placeholders, never into values:
 //! - `{keys}`: a list of keys (`?, ?, ?` or `@P1, @P2, @P3`), chunked by the
 //!   connector's max batch size;
-//! - `{since}`: one timestamp (incremental indexing).
+//! - `{since}`: one timestamp (incremental indexing);
+//! - `{from}`, `{to}`: a date range (`by_person_between`, for reports). The gateway
+//!   widens the range by a day each side and filters exactly after mapping, so the SQL
+//!   only has to return a superset: push down what the columns allow.
 //!
 //! ```toml
 //! [vendor]
@@ -91,6 +94,11 @@ pub struct EntitySpec {
     pub by_key: Option<Spanned<String>>,
     /// Records by their person's local ids: `{keys}` required (person-scoped entities).
     pub by_person: Option<Spanned<String>>,
+    /// Records of these people (`{keys}`) active at some time between `{from}` and
+    /// `{to}`: events dated in the range, spans overlapping it. Optional: reports use
+    /// `by_person` and filter when it is absent (a vendor storing dates as text in
+    /// mixed formats cannot compare them in SQL).
+    pub by_person_between: Option<Spanned<String>>,
     /// Every record (used by the identity index for `person`).
     pub list: Option<Spanned<String>>,
     /// Records changed after `{since}` (incremental index refresh).
@@ -257,6 +265,7 @@ fn validate(path: &Path, text: &str, file: &ProfileFile) -> Result<(), ConfigErr
         for (label, sql) in [
             ("by_key", &spec_ref.by_key),
             ("by_person", &spec_ref.by_person),
+            ("by_person_between", &spec_ref.by_person_between),
             ("list", &spec_ref.list),
             ("changed_since", &spec_ref.changed_since),
         ] {
@@ -264,6 +273,7 @@ fn validate(path: &Path, text: &str, file: &ProfileFile) -> Result<(), ConfigErr
             let expected: &[&str] = match label {
                 "by_key" | "by_person" => &["keys"],
                 "changed_since" => &["since"],
+                "by_person_between" => &["keys", "from", "to"],
                 _ => &[],
             };
             if let Err(reason) = crate::sql::check_markers(sql.get_ref(), expected) {

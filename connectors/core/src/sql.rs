@@ -2,6 +2,9 @@
 
 use crate::{Placeholder, Value};
 
+/// The markers profile SQL may use.
+pub const MARKERS: [&str; 4] = ["keys", "since", "from", "to"];
+
 /// Check that `sql` uses exactly the markers `expected` (each at least once) and no others.
 pub fn check_markers(sql: &str, expected: &[&str]) -> Result<(), String> {
     let found = markers(sql)?;
@@ -25,9 +28,9 @@ fn markers(sql: &str) -> Result<Vec<String>, String> {
             .find('}')
             .ok_or_else(|| "unclosed `{` in SQL".to_string())?;
         let name = &after[..close];
-        if name != "keys" && name != "since" {
+        if !MARKERS.contains(&name) {
             return Err(format!(
-                "unknown marker `{{{name}}}` (only {{keys}} and {{since}})"
+                "unknown marker `{{{name}}}` (only {{keys}}, {{since}}, {{from}} and {{to}})"
             ));
         }
         out.push(name.to_string());
@@ -46,6 +49,20 @@ pub struct BoundSql {
 /// Expand markers: every `{keys}` becomes one placeholder per key, `{since}` one
 /// placeholder. Values go to `params` only, in placeholder order.
 pub fn bind(sql: &str, keys: &[Value], since: Option<&Value>, style: Placeholder) -> BoundSql {
+    match since {
+        Some(since) => bind_named(sql, keys, &[("since", since)], style),
+        None => bind_named(sql, keys, &[], style),
+    }
+}
+
+/// [`bind`] with any single-value markers (`{since}`, `{from}`, `{to}`) given by name;
+/// a marker without a value binds NULL.
+pub fn bind_named(
+    sql: &str,
+    keys: &[Value],
+    named: &[(&str, &Value)],
+    style: Placeholder,
+) -> BoundSql {
     let mut out = String::with_capacity(sql.len() + keys.len() * 4);
     let mut params = Vec::new();
     let mut rest = sql;
@@ -67,9 +84,10 @@ pub fn bind(sql: &str, keys: &[Value], since: Option<&Value>, style: Placeholder
                     params.push(key.clone());
                 }
             }
-            "since" => {
+            name @ ("since" | "from" | "to") => {
                 out.push_str(&style.render(params.len()));
-                params.push(since.cloned().unwrap_or(Value::Null));
+                let value = named.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+                params.push(value.cloned().unwrap_or(Value::Null));
             }
             other => {
                 out.push('{');
@@ -99,6 +117,22 @@ mod tests {
         assert_eq!(b.sql, "SELECT * FROM T WHERE ID IN (@P1, @P2)");
         assert_eq!(b.params, keys);
         assert!(!b.sql.contains("DROP"));
+    }
+
+    #[test]
+    fn range_markers_bind_in_placeholder_order() {
+        let (from, to) = (Value::from("2025-04-01"), Value::from("2026-03-31"));
+        let b = bind_named(
+            "SELECT * FROM T WHERE ID IN ({keys}) AND D <= {to} AND E >= {from}",
+            &[Value::from("7")],
+            &[("from", &from), ("to", &to)],
+            Placeholder::AtP,
+        );
+        assert_eq!(
+            b.sql,
+            "SELECT * FROM T WHERE ID IN (@P1) AND D <= @P2 AND E >= @P3"
+        );
+        assert_eq!(b.params, vec![Value::from("7"), to, from]);
     }
 
     #[test]

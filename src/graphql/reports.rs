@@ -1,0 +1,94 @@
+//! GraphQL for reporting tools: `indicators`, `minimumDataSet`, and the `Authority`
+//! federation entity. The work is in `crate::reports`; this maps it to the schema.
+
+use std::sync::Arc;
+
+use async_graphql::{ComplexObject, Context, ErrorExtensions, SimpleObject};
+
+use crate::access::AccessContext;
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::reports::mds::MdsRow;
+use crate::reports::suppress::IndicatorResult;
+use crate::reports::{run, Period};
+
+#[derive(SimpleObject)]
+pub struct MdsPage {
+    pub rows: Vec<MdsRow>,
+    pub page_info: super::person::PageInfo,
+}
+
+/// A council this gateway reports on.
+#[derive(SimpleObject)]
+#[graphql(complex)]
+pub struct Authority {
+    pub name: String,
+}
+
+#[ComplexObject]
+impl Authority {
+    /// This authority's indicators for a period (as `Query.indicators`).
+    async fn indicators(
+        &self,
+        ctx: &Context<'_>,
+        period: String,
+    ) -> async_graphql::Result<Vec<IndicatorResult>> {
+        indicators(ctx, &period, Some(vec![self.name.clone()])).await
+    }
+}
+
+fn err(e: impl Into<GatewayError>) -> async_graphql::Error {
+    e.into().extend()
+}
+
+pub async fn indicators(
+    ctx: &Context<'_>,
+    period: &str,
+    authorities: Option<Vec<String>>,
+) -> async_graphql::Result<Vec<IndicatorResult>> {
+    let gateway = ctx.data_unchecked::<Arc<Gateway>>();
+    let caller = ctx.data_unchecked::<AccessContext>();
+    let period = Period::parse(period).map_err(err)?;
+    run::indicators(gateway, caller, period, authorities.as_deref())
+        .await
+        .map_err(err)
+}
+
+pub async fn minimum_data_set(
+    ctx: &Context<'_>,
+    period: &str,
+    authority: &str,
+    first: i32,
+    after: Option<String>,
+) -> async_graphql::Result<MdsPage> {
+    let gateway = ctx.data_unchecked::<Arc<Gateway>>();
+    let caller = ctx.data_unchecked::<AccessContext>();
+    let period = Period::parse(period).map_err(err)?;
+    let (rows, next) = run::mds_page(
+        gateway,
+        caller,
+        period,
+        authority,
+        usize::try_from(first).unwrap_or(1),
+        after.as_deref(),
+    )
+    .await
+    .map_err(err)?;
+    Ok(MdsPage {
+        rows,
+        page_info: super::person::PageInfo {
+            has_next_page: next.is_some(),
+            end_cursor: next,
+        },
+    })
+}
+
+/// The entity for an authority this gateway reports on; `None` for any other.
+pub fn authority(ctx: &Context<'_>, name: String) -> Option<Authority> {
+    let gateway = ctx.data_unchecked::<Arc<Gateway>>();
+    gateway
+        .reports
+        .as_ref()?
+        .authority(&name)
+        .map(|_| Authority { name })
+}

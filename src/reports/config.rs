@@ -1,0 +1,171 @@
+//! `reports.toml`: the authorities reported on (with their populations), the
+//! bank-holiday calendar, small-number suppression, and where the pseudonym key comes
+//! from. Unknown keys are errors; every error names the file and line.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use escr_connector::profile::line_of;
+use escr_connector::ConfigError;
+use serde::Deserialize;
+
+use super::calendar::BankHolidays;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportsConfig {
+    /// The England and Wales bank-holiday calendar (`bank-holidays.toml`).
+    pub bank_holidays: PathBuf,
+    /// The authority of sources that do not name one (`authority` in `[[sources]]`).
+    pub default_authority: String,
+    /// Counts below this are suppressed in outputs (numerators and denominators too).
+    #[serde(default = "default_threshold")]
+    pub suppression_threshold: u64,
+    /// People read per page (per source, one statement per entity per page).
+    #[serde(default = "default_page_people")]
+    pub page_people: usize,
+    /// Pseudonyms are HMAC-SHA256 of the person id under this key: the environment
+    /// variable wins; else the file (created with a random key when allowed: demo only).
+    pub pseudonym_key_env: Option<String>,
+    pub pseudonym_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub generate_key_if_missing: bool,
+    /// One table per authority: `[authorities.Northshire]`.
+    pub authorities: BTreeMap<String, toml::Spanned<AuthorityConfig>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorityConfig {
+    /// Population aged 18-64 (mid-year estimate), for indicator 6a.
+    pub population_18_64: u64,
+    /// Population aged 65 and over, for indicator 6b.
+    pub population_65_plus: u64,
+}
+
+fn default_threshold() -> u64 {
+    5
+}
+fn default_page_people() -> usize {
+    1000
+}
+
+/// Reports as configured, ready to run.
+pub struct Reports {
+    pub config: ReportsConfig,
+    pub calendar: BankHolidays,
+    pseudonym_key: aws_lc_rs::hmac::Key,
+}
+
+impl ReportsConfig {
+    pub fn load(path: &Path) -> Result<ReportsConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::io(path, format!("cannot read: {e}")))?;
+        let mut c: ReportsConfig = toml::from_str(&text).map_err(|e| {
+            let line = e.span().map(|s| line_of(&text, s.start)).unwrap_or(0);
+            ConfigError::at(path, line, e.message().to_string())
+        })?;
+        let at = |needle: &str, reason: String| {
+            ConfigError::at(
+                path,
+                text.find(needle).map(|o| line_of(&text, o)).unwrap_or(1),
+                reason,
+            )
+        };
+        let base = path.parent().unwrap_or(Path::new("."));
+        c.bank_holidays = base.join(&c.bank_holidays);
+        if let Some(f) = &mut c.pseudonym_key_file {
+            *f = base.join(&*f);
+        }
+        if c.authorities.is_empty() {
+            return Err(at(
+                "authorities",
+                "no `[authorities.<name>]`: name at least one".into(),
+            ));
+        }
+        if !c.authorities.contains_key(&c.default_authority) {
+            return Err(at(
+                "default_authority",
+                format!(
+                    "default_authority `{}` has no `[authorities.{0}]` table",
+                    c.default_authority
+                ),
+            ));
+        }
+        if c.suppression_threshold == 0 {
+            return Err(at(
+                "suppression_threshold",
+                "suppression_threshold must be at least 1".into(),
+            ));
+        }
+        if c.page_people == 0 {
+            return Err(at("page_people", "page_people must be at least 1".into()));
+        }
+        for (name, a) in &c.authorities {
+            let r = a.get_ref();
+            if r.population_18_64 == 0 || r.population_65_plus == 0 {
+                return Err(ConfigError::at(
+                    path,
+                    line_of(&text, a.span().start),
+                    format!(
+                        "authority `{name}`: populations must be above 0 (they divide indicator 6)"
+                    ),
+                ));
+            }
+        }
+        if c.pseudonym_key_env.is_none() && c.pseudonym_key_file.is_none() {
+            return Err(at(
+                "[",
+                "set pseudonym_key_env or pseudonym_key_file".into(),
+            ));
+        }
+        Ok(c)
+    }
+}
+
+impl Reports {
+    /// Load the calendar and the pseudonym key (a startup error names the file).
+    pub fn open(
+        path: &Path,
+        config: ReportsConfig,
+        calendar: BankHolidays,
+    ) -> Result<Reports, ConfigError> {
+        let key = crate::auth::secret_key(
+            config.pseudonym_key_env.as_deref(),
+            config.pseudonym_key_file.as_deref(),
+            config.generate_key_if_missing,
+            "the pseudonym key",
+        )
+        .map_err(|e| ConfigError::at(path, 0, e))?
+        .ok_or_else(|| {
+            ConfigError::at(
+                path,
+                0,
+                "no pseudonym key: set the environment variable or the key file",
+            )
+        })?;
+        Ok(Reports {
+            config,
+            calendar,
+            pseudonym_key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &key),
+        })
+    }
+
+    /// The keyed pseudonym of a person id: HMAC-SHA256, hex, 32 characters. Stable under
+    /// one key; without the key it cannot be reversed or recomputed from the id.
+    pub fn pseudonym(&self, person_id: &str) -> String {
+        let tag = aws_lc_rs::hmac::sign(&self.pseudonym_key, person_id.as_bytes());
+        tag.as_ref()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    pub fn authority(&self, name: &str) -> Option<&AuthorityConfig> {
+        self.config.authorities.get(name).map(|a| a.get_ref())
+    }
+
+    pub fn authority_names(&self) -> Vec<String> {
+        self.config.authorities.keys().cloned().collect()
+    }
+}

@@ -1,0 +1,267 @@
+//! Reading one authority's people a page at a time: their person records (for the
+//! golden demographics) and their referrals, assessments, episodes and services in the
+//! period's windows, attributed to gateway person ids through the identity index.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{Datelike, NaiveDate};
+use escr_connector::{EntityKind, Mapped, Record};
+
+use super::{window_for, Period, ReportError};
+use crate::gateway::Gateway;
+use crate::index::Snapshot;
+use crate::source::{Lookup, Source};
+
+/// The event entities reports read.
+pub const EVENT_ENTITIES: [EntityKind; 4] = [
+    EntityKind::Referral,
+    EntityKind::Assessment,
+    EntityKind::Episode,
+    EntityKind::Service,
+];
+
+/// One person as a report sees them.
+#[derive(Debug, Default)]
+pub struct PersonData {
+    pub person_id: String,
+    /// Person records from every source the person is linked in.
+    pub person_records: Vec<(String, Record)>,
+    /// Events from the authority's sources, in their windows.
+    pub events: Vec<(String, Record)>,
+    /// Allocations and consents (only when the consent hook will be asked).
+    pub allocations: Vec<Record>,
+    pub consents: Vec<Record>,
+    /// Records of this person the mapping could not fully map: (source, entity, local
+    /// id) -> fields.
+    pub unmappable: BTreeMap<(String, EntityKind, String), Vec<&'static str>>,
+}
+
+/// The person fields a report uses, by survivorship over the person's records.
+#[derive(Clone, Debug, Default)]
+pub struct Demographics {
+    pub birth_date: Option<NaiveDate>,
+    /// The surviving birth date is estimated (flagged, or 1 January).
+    pub birth_estimated: bool,
+    pub death_date: Option<NaiveDate>,
+    pub gender: Option<String>,
+    pub ethnicity: Option<String>,
+    pub nhs_number: Option<String>,
+    pub postcode: Option<String>,
+    pub support_reason: Option<String>,
+}
+
+impl Demographics {
+    pub fn of(
+        records: &[(String, Record)],
+        survivorship: &crate::linkage::config::Survivorship,
+    ) -> Demographics {
+        let input: Vec<(String, &Record)> = records.iter().map(|(s, r)| (s.clone(), r)).collect();
+        let golden = crate::linkage::golden::golden(&input, survivorship);
+        let chosen = |field: &str| {
+            golden
+                .iter()
+                .find(|g| g.field == field)
+                .and_then(|g| g.chosen.clone())
+        };
+        let birth = chosen("birth_date");
+        let birth_date = birth
+            .as_ref()
+            .and_then(|b| NaiveDate::parse_from_str(&b.value, "%Y-%m-%d").ok());
+        let birth_estimated = birth.as_ref().is_some_and(|b| {
+            let flagged = records.iter().any(|(s, r)| {
+                *s == b.source
+                    && r.local_id == b.local_id
+                    && r.bool("birth_date_estimated") == Some(true)
+            });
+            flagged || birth_date.is_some_and(|d| d.month() == 1 && d.day() == 1)
+        });
+        Demographics {
+            birth_date,
+            birth_estimated,
+            death_date: chosen("death_date")
+                .and_then(|d| NaiveDate::parse_from_str(&d.value, "%Y-%m-%d").ok()),
+            gender: chosen("gender").map(|v| v.value),
+            ethnicity: chosen("ethnicity").map(|v| v.value),
+            nhs_number: chosen("nhs_number").map(|v| v.value),
+            postcode: chosen("postcode").map(|v| v.value),
+            support_reason: records
+                .iter()
+                .find_map(|(_, r)| r.text("support_reason").map(str::to_string)),
+        }
+    }
+}
+
+/// The people of one authority and how to read them.
+pub struct Extractor<'a> {
+    pub gateway: &'a Gateway,
+    pub period: Period,
+    /// Indexes (into the fetcher's sources) of the authority's sources.
+    pub sources: Vec<usize>,
+    pub with_facts: bool,
+}
+
+impl<'a> Extractor<'a> {
+    pub fn new(
+        gateway: &'a Gateway,
+        authority: &str,
+        period: Period,
+        with_facts: bool,
+    ) -> Extractor<'a> {
+        let sources = gateway
+            .fetcher
+            .sources
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.authority == authority)
+            .map(|(i, _)| i)
+            .collect();
+        Extractor {
+            gateway,
+            period,
+            sources,
+            with_facts,
+        }
+    }
+
+    fn source_names(&self) -> BTreeSet<&str> {
+        self.sources
+            .iter()
+            .map(|i| self.gateway.fetcher.sources[*i].name.as_str())
+            .collect()
+    }
+
+    /// The authority's people (a record in one of its sources), in id order, from
+    /// `from`, at most `limit`.
+    pub fn people(
+        &self,
+        snapshot: &Snapshot,
+        from: std::ops::Bound<&str>,
+        limit: usize,
+    ) -> Vec<String> {
+        let names = self.source_names();
+        snapshot
+            .people
+            .range::<str, _>((from, std::ops::Bound::Unbounded))
+            .filter(|(_, refs)| refs.iter().any(|r| names.contains(r.source.as_str())))
+            .map(|(id, _)| id.clone())
+            .take(limit)
+            .collect()
+    }
+
+    /// Read one page of people: per source, one statement per entity (chunked by the
+    /// connector's batch size). A source that fails fails the page: a report computed
+    /// without it would be wrong, not partial.
+    pub async fn page(
+        &self,
+        snapshot: &Snapshot,
+        ids: &[String],
+    ) -> Result<Vec<PersonData>, ReportError> {
+        let fetcher = &self.gateway.fetcher;
+        let mut people: Vec<PersonData> = ids
+            .iter()
+            .map(|id| PersonData {
+                person_id: id.clone(),
+                ..PersonData::default()
+            })
+            .collect();
+        let position: HashMap<&str, usize> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.as_str(), i))
+            .collect();
+        // Local person ids per source.
+        let mut keys: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        for id in ids {
+            for r in snapshot.records(id) {
+                if let Some(s) = fetcher.source_index(&r.source) {
+                    keys.entry(s).or_default().push(r.local_id.clone());
+                }
+            }
+        }
+        let loads = keys.iter().map(|(&s, local_ids)| {
+            let source = &fetcher.sources[s];
+            let ours = self.sources.contains(&s);
+            async move { (s, self.read_source(source, local_ids, ours).await) }
+        });
+        for (s, result) in futures::future::join_all(loads).await {
+            let name = &fetcher.sources[s].name;
+            for (entity, mapped) in result? {
+                let flawed: HashMap<&str, Vec<&'static str>> =
+                    mapped.findings.iter().fold(HashMap::new(), |mut m, f| {
+                        m.entry(f.local_id.as_str()).or_default().push(f.field);
+                        m
+                    });
+                for record in &mapped.records {
+                    let local_person = if entity == EntityKind::Person {
+                        Some(record.local_id.as_str())
+                    } else {
+                        record.person_id.as_deref()
+                    };
+                    let Some(person) = local_person
+                        .and_then(|p| snapshot.by_source(name, p))
+                        .and_then(|p| position.get(p))
+                    else {
+                        continue;
+                    };
+                    let data = &mut people[*person];
+                    if let Some(fields) = flawed.get(record.local_id.as_str()) {
+                        data.unmappable.insert(
+                            (name.clone(), entity, record.local_id.clone()),
+                            fields.clone(),
+                        );
+                    }
+                    match entity {
+                        EntityKind::Person => {
+                            data.person_records.push((name.clone(), record.clone()))
+                        }
+                        EntityKind::Allocation => data.allocations.push(record.clone()),
+                        EntityKind::Consent => data.consents.push(record.clone()),
+                        _ => data.events.push((name.clone(), record.clone())),
+                    }
+                }
+            }
+        }
+        // Survivorship takes sources in configured order, as the Person type does.
+        for p in &mut people {
+            p.person_records
+                .sort_by_key(|(s, _)| fetcher.source_index(s));
+        }
+        Ok(people)
+    }
+
+    async fn read_source(
+        &self,
+        source: &Source,
+        local_ids: &[String],
+        ours: bool,
+    ) -> Result<Vec<(EntityKind, Mapped)>, ReportError> {
+        let mut out = vec![(
+            EntityKind::Person,
+            source
+                .fetch(EntityKind::Person, Lookup::ByKey, local_ids)
+                .await?,
+        )];
+        if !ours {
+            return Ok(out);
+        }
+        for entity in EVENT_ENTITIES {
+            if source.holds(entity) {
+                let mapped = source
+                    .fetch_between(entity, local_ids, window_for(entity, self.period))
+                    .await?;
+                out.push((entity, mapped));
+            }
+        }
+        if self.with_facts {
+            for entity in [EntityKind::Allocation, EntityKind::Consent] {
+                if source.holds(entity) {
+                    out.push((
+                        entity,
+                        source.fetch(entity, Lookup::ByPerson, local_ids).await?,
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+}

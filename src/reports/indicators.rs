@@ -1,0 +1,498 @@
+//! Performance indicators, per authority and period (definitions in issue 5 and in
+//! `config/README.md`). Each person's records add to the tallies once; records that
+//! cannot be placed are counted as excluded, with the reason, so a department can see
+//! why its figure differs.
+
+use std::collections::BTreeMap;
+
+use chrono::{Months, NaiveDate};
+use escr_connector::{EntityKind, Record};
+use serde::Serialize;
+
+use super::calendar::BankHolidays;
+use super::extract::{Demographics, PersonData};
+use super::{age_on, Period};
+
+/// (id, name, unit) of every indicator, in output order.
+pub const INDICATORS: [(&str, &str, Unit); 8] = [
+    ("1", "Children re-referred within 12 months", Unit::Percent),
+    (
+        "2",
+        "Children's assessments completed within 45 working days",
+        Unit::Percent,
+    ),
+    (
+        "3",
+        "Child protection plans lasting two years or more",
+        Unit::Percent,
+    ),
+    (
+        "4",
+        "Second or subsequent child protection plans",
+        Unit::Percent,
+    ),
+    (
+        "5",
+        "Adults in long-term community support receiving self-directed support",
+        Unit::Percent,
+    ),
+    (
+        "5b",
+        "Adults in long-term community support receiving direct payments",
+        Unit::Percent,
+    ),
+    (
+        "6a",
+        "Permanent admissions to residential and nursing care, aged 18-64",
+        Unit::Per100k,
+    ),
+    (
+        "6b",
+        "Permanent admissions to residential and nursing care, aged 65 and over",
+        Unit::Per100k,
+    ),
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, async_graphql::Enum)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Unit {
+    /// numerator / denominator x 100.
+    Percent,
+    /// numerator / population x 100,000.
+    Per100k,
+}
+
+/// Raw counts for one indicator.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Tally {
+    pub numerator: u64,
+    pub denominator: u64,
+    /// Records (or people) left out for data quality, by reason.
+    pub excluded: BTreeMap<&'static str, u64>,
+}
+
+const BIRTH_MISSING: &str = "birth date missing";
+const AGE_UNCERTAIN: &str = "birth date estimated: age band uncertain";
+
+/// The tallies of one authority for one period.
+#[derive(Debug, Default)]
+pub struct Tallies {
+    pub by_id: BTreeMap<&'static str, Tally>,
+}
+
+impl Tallies {
+    fn tally(&mut self, id: &'static str) -> &mut Tally {
+        self.by_id.entry(id).or_default()
+    }
+    fn exclude(&mut self, id: &'static str, reason: &'static str) {
+        *self.tally(id).excluded.entry(reason).or_default() += 1;
+    }
+
+    /// Add one person's records.
+    pub fn add(
+        &mut self,
+        p: &PersonData,
+        demo: &Demographics,
+        period: Period,
+        calendar: &BankHolidays,
+    ) {
+        for id in INDICATORS.map(|i| i.0) {
+            self.tally(id);
+        }
+        let of = |kind: EntityKind| {
+            p.events
+                .iter()
+                .map(|(_, r)| r)
+                .filter(move |r| r.entity == kind)
+        };
+        self.re_referrals(of(EntityKind::Referral).collect(), demo, period);
+        self.assessments(of(EntityKind::Assessment).collect(), period, calendar);
+        let plans: Vec<&Record> = of(EntityKind::Episode)
+            .filter(|r| r.text("kind") == Some("CHILD_PROTECTION_PLAN"))
+            .collect();
+        self.long_plans(&plans, period);
+        self.repeat_plans(&plans, period);
+        let services: Vec<&Record> = of(EntityKind::Service).collect();
+        self.self_directed_support(&services, demo, period);
+        self.admissions(&services, demo, period);
+    }
+
+    /// Is the person's age at `on` below `threshold`? `Err` with the reason when it
+    /// cannot be known.
+    fn under(demo: &Demographics, on: NaiveDate, threshold: i32) -> Result<bool, &'static str> {
+        let birth = demo.birth_date.ok_or(BIRTH_MISSING)?;
+        if demo.birth_estimated {
+            // Recorded as 1 January of the right year at best: the true birthday is
+            // somewhere in that year.
+            let first =
+                NaiveDate::from_ymd_opt(chrono::Datelike::year(&birth), 1, 1).unwrap_or(birth);
+            let last =
+                NaiveDate::from_ymd_opt(chrono::Datelike::year(&birth), 12, 31).unwrap_or(birth);
+            if (age_on(first, on) < threshold) != (age_on(last, on) < threshold) {
+                return Err(AGE_UNCERTAIN);
+            }
+        }
+        Ok(age_on(birth, on) < threshold)
+    }
+
+    /// 1: referrals received in the period of a child (under 18 that day) who had
+    /// another referral received on an earlier date within the 12 months before.
+    fn re_referrals(&mut self, referrals: Vec<&Record>, demo: &Demographics, period: Period) {
+        let dates: Vec<NaiveDate> = referrals
+            .iter()
+            .filter_map(|r| r.date("received_at"))
+            .collect();
+        for &received in dates.iter().filter(|d| period.contains(**d)) {
+            match Self::under(demo, received, 18) {
+                Err(reason) => self.exclude("1", reason),
+                Ok(false) => {}
+                Ok(true) => {
+                    let since = received
+                        .checked_sub_months(Months::new(12))
+                        .unwrap_or(received);
+                    let again = dates.iter().any(|&d| d < received && d >= since);
+                    let t = self.tally("1");
+                    t.denominator += 1;
+                    t.numerator += u64::from(again);
+                }
+            }
+        }
+    }
+
+    /// 2: children's (CHILD_AND_FAMILY) assessments authorised in the period, done in at
+    /// most 45 working days from start to authorisation.
+    fn assessments(&mut self, assessments: Vec<&Record>, period: Period, calendar: &BankHolidays) {
+        for a in assessments {
+            let Some(authorised) = a.date("authorised").filter(|d| period.contains(*d)) else {
+                continue;
+            };
+            match a.text("type") {
+                Some("CHILD_AND_FAMILY") => {}
+                Some(_) => continue,
+                None => {
+                    self.exclude("2", "assessment type not recorded or not mappable");
+                    continue;
+                }
+            }
+            let Some(started) = a.date("started") else {
+                self.exclude("2", "assessment start date missing");
+                continue;
+            };
+            if authorised < started {
+                self.exclude("2", "assessment authorised before it started");
+                continue;
+            }
+            match calendar.working_days_after(started, authorised) {
+                Err(_) => self.exclude("2", "date outside the bank-holiday calendar"),
+                Ok(days) => {
+                    let t = self.tally("2");
+                    t.denominator += 1;
+                    t.numerator += u64::from(days <= 45);
+                }
+            }
+        }
+    }
+
+    /// 3: child protection plans ending in the period that lasted two years or more.
+    fn long_plans(&mut self, plans: &[&Record], period: Period) {
+        for plan in plans {
+            let Some(end) = plan.date("end").filter(|d| period.contains(*d)) else {
+                continue;
+            };
+            let Some(start) = plan.date("start") else {
+                continue;
+            };
+            if end < start {
+                self.exclude("3", "plan ends before it starts");
+                continue;
+            }
+            let two_years = start
+                .checked_add_months(Months::new(24))
+                .is_some_and(|d| d <= end);
+            let t = self.tally("3");
+            t.denominator += 1;
+            t.numerator += u64::from(two_years);
+        }
+    }
+
+    /// 4: children starting a plan in the period who had a plan starting earlier.
+    fn repeat_plans(&mut self, plans: &[&Record], period: Period) {
+        let starts: Vec<NaiveDate> = plans.iter().filter_map(|p| p.date("start")).collect();
+        let in_period: Vec<NaiveDate> = starts
+            .iter()
+            .copied()
+            .filter(|d| period.contains(*d))
+            .collect();
+        if in_period.is_empty() {
+            return;
+        }
+        let repeat = in_period.iter().any(|s| starts.iter().any(|e| e < s));
+        let t = self.tally("4");
+        t.denominator += 1;
+        t.numerator += u64::from(repeat);
+    }
+
+    /// 5 and 5b: adults alive and in long-term community support (home or day care) on
+    /// the last day of the period; of them, those with a personal budget or direct
+    /// payment (5), direct payment only (5b).
+    fn self_directed_support(&mut self, services: &[&Record], demo: &Demographics, period: Period) {
+        let day = period.end;
+        if demo.death_date.is_some_and(|d| d <= day) {
+            return;
+        }
+        let mut candidates = Vec::new();
+        for s in services {
+            let Some(start) = s.date("start").filter(|d| *d <= day) else {
+                continue;
+            };
+            match s.text("type") {
+                Some("HOME_CARE" | "DAY_CARE") => {}
+                Some(_) => continue,
+                None => {
+                    for id in ["5", "5b"] {
+                        self.exclude(id, "service type not recorded or not mappable");
+                    }
+                    continue;
+                }
+            }
+            if s.date("end").is_some_and(|e| e < start) {
+                for id in ["5", "5b"] {
+                    self.exclude(id, "service ends before it starts");
+                }
+                continue;
+            }
+            if s.date("end").is_none_or(|e| e >= day) {
+                candidates.push(*s);
+            }
+        }
+        if candidates.is_empty() {
+            return;
+        }
+        match Self::under(demo, day, 18) {
+            Err(reason) => {
+                for id in ["5", "5b"] {
+                    self.exclude(id, reason);
+                }
+                return;
+            }
+            Ok(true) => return,
+            Ok(false) => {}
+        }
+        let mechanisms: Vec<Option<&str>> = candidates
+            .iter()
+            .map(|s| s.text("delivery_mechanism"))
+            .collect();
+        if mechanisms.iter().any(Option::is_none) {
+            for id in ["5", "5b"] {
+                self.exclude(id, "delivery mechanism not recorded or not mappable");
+            }
+            return;
+        }
+        let any = |wanted: &[&str]| mechanisms.iter().flatten().any(|m| wanted.contains(m));
+        let sds = any(&[
+            "DIRECT_PAYMENT",
+            "PART_DIRECT_PAYMENT",
+            "MANAGED_PERSONAL_BUDGET",
+        ]);
+        let dp = any(&["DIRECT_PAYMENT", "PART_DIRECT_PAYMENT"]);
+        for (id, yes) in [("5", sds), ("5b", dp)] {
+            let t = self.tally(id);
+            t.denominator += 1;
+            t.numerator += u64::from(yes);
+        }
+    }
+
+    /// 6a/6b: people whose first-ever residential or nursing service starts in the
+    /// period, by age then (18-64, 65+). The denominator is the population (config).
+    fn admissions(&mut self, services: &[&Record], demo: &Demographics, period: Period) {
+        let mut first: Option<NaiveDate> = None;
+        for s in services {
+            if !matches!(s.text("type"), Some("RESIDENTIAL" | "NURSING")) {
+                continue;
+            }
+            let Some(start) = s.date("start") else {
+                continue;
+            };
+            if demo.death_date.is_some_and(|d| start > d) {
+                if start <= period.end {
+                    let band = if Self::under(demo, start, 65) == Ok(false) {
+                        "6b"
+                    } else {
+                        "6a"
+                    };
+                    self.exclude(band, "service starts after the person's death");
+                }
+                continue;
+            }
+            first = Some(first.map_or(start, |f| f.min(start)));
+        }
+        let Some(first) = first.filter(|d| period.contains(*d)) else {
+            return;
+        };
+        let band = match (Self::under(demo, first, 18), Self::under(demo, first, 65)) {
+            (Ok(true), _) => return,
+            (Ok(false), Ok(true)) => "6a",
+            (Ok(false), Ok(false)) => "6b",
+            (Err(reason), _) | (_, Err(reason)) => {
+                self.exclude("6a", reason);
+                self.exclude("6b", reason);
+                return;
+            }
+        };
+        self.tally(band).numerator += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use escr_connector::mapping::FieldValue;
+
+    fn d(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    fn record(entity: EntityKind, fields: &[(&'static str, &str)]) -> (String, Record) {
+        let mut r = Record {
+            entity,
+            local_id: "1".into(),
+            person_id: Some("1".into()),
+            last_updated: None,
+            fields: BTreeMap::new(),
+            labels: Default::default(),
+        };
+        for (k, v) in fields {
+            let value = NaiveDate::parse_from_str(v, "%Y-%m-%d")
+                .map(FieldValue::Date)
+                .unwrap_or_else(|_| FieldValue::Text(v.to_string()));
+            r.fields.insert(k, value);
+        }
+        ("casetrak".into(), r)
+    }
+
+    fn calendar() -> BankHolidays {
+        BankHolidays::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/bank-holidays.toml"),
+        )
+        .unwrap()
+    }
+
+    fn run(events: Vec<(String, Record)>, birth: &str) -> Tallies {
+        let p = PersonData {
+            person_id: "P1".into(),
+            events,
+            ..PersonData::default()
+        };
+        let demo = Demographics {
+            birth_date: Some(d(birth)),
+            ..Demographics::default()
+        };
+        let mut t = Tallies::default();
+        t.add(&p, &demo, Period::parse("2025-26").unwrap(), &calendar());
+        t
+    }
+
+    fn counts(t: &Tallies, id: &str) -> (u64, u64) {
+        let x = &t.by_id[id];
+        (x.numerator, x.denominator)
+    }
+
+    #[test]
+    fn a_re_referral_is_within_twelve_calendar_months() {
+        let r = |at: &str| record(EntityKind::Referral, &[("received_at", at)]);
+        // Exactly 12 months before counts; a day more does not.
+        let t = run(vec![r("2024-06-10"), r("2025-06-10")], "2015-01-01");
+        assert_eq!(counts(&t, "1"), (1, 1));
+        let t = run(vec![r("2024-06-09"), r("2025-06-10")], "2015-01-01");
+        assert_eq!(counts(&t, "1"), (0, 1));
+        // An adult's referral is not a child's.
+        let t = run(vec![r("2025-06-10")], "2000-01-01");
+        assert_eq!(counts(&t, "1"), (0, 0));
+    }
+
+    #[test]
+    fn working_days_across_a_bank_holiday_decide_indicator_two() {
+        let a = |start: &str, auth: &str| {
+            record(
+                EntityKind::Assessment,
+                &[
+                    ("type", "CHILD_AND_FAMILY"),
+                    ("started", start),
+                    ("authorised", auth),
+                ],
+            )
+        };
+        // From Wed 2 Apr 2025 the 45th working day is Tue 10 Jun 2025 (Good Friday,
+        // Easter Monday, the early May and spring bank holidays skipped); without them
+        // it would be Tue 3 Jun.
+        let t = run(vec![a("2025-04-02", "2025-06-10")], "2015-01-01");
+        assert_eq!(counts(&t, "2"), (1, 1));
+        let t = run(vec![a("2025-04-02", "2025-06-11")], "2015-01-01");
+        assert_eq!(counts(&t, "2"), (0, 1));
+        let t = run(vec![a("2025-06-09", "2025-06-02")], "2015-01-01");
+        assert_eq!(counts(&t, "2"), (0, 0));
+        assert_eq!(
+            t.by_id["2"].excluded["assessment authorised before it started"],
+            1
+        );
+    }
+
+    #[test]
+    fn plans_of_exactly_two_years_count_and_repeats_are_per_child() {
+        let plan = |start: &str, end: Option<&str>| {
+            let mut f = vec![("kind", "CHILD_PROTECTION_PLAN"), ("start", start)];
+            if let Some(e) = end {
+                f.push(("end", e));
+            }
+            record(EntityKind::Episode, &f)
+        };
+        let t = run(vec![plan("2023-05-01", Some("2025-05-01"))], "2015-01-01");
+        assert_eq!(counts(&t, "3"), (1, 1));
+        let t = run(vec![plan("2023-05-02", Some("2025-05-01"))], "2015-01-01");
+        assert_eq!(counts(&t, "3"), (0, 1));
+        let t = run(
+            vec![
+                plan("2023-05-02", Some("2024-01-01")),
+                plan("2025-05-01", None),
+                plan("2025-12-01", None),
+            ],
+            "2015-01-01",
+        );
+        assert_eq!(counts(&t, "4"), (1, 1));
+    }
+
+    #[test]
+    fn support_on_the_last_day_and_first_admissions() {
+        let s = |ty: &str, mech: &str, start: &str| {
+            record(
+                EntityKind::Service,
+                &[("type", ty), ("delivery_mechanism", mech), ("start", start)],
+            )
+        };
+        let t = run(
+            vec![s("HOME_CARE", "PART_DIRECT_PAYMENT", "2025-01-01")],
+            "1950-06-01",
+        );
+        assert_eq!(counts(&t, "5"), (1, 1));
+        assert_eq!(counts(&t, "5b"), (1, 1));
+        let t = run(
+            vec![s("DAY_CARE", "MANAGED_PERSONAL_BUDGET", "2025-01-01")],
+            "1950-06-01",
+        );
+        assert_eq!(counts(&t, "5b"), (0, 1));
+        // First-ever residential care in the period, aged 75: 6b; one earlier: neither.
+        let t = run(
+            vec![s("NURSING", "COUNCIL_COMMISSIONED", "2025-07-01")],
+            "1950-06-01",
+        );
+        assert_eq!((counts(&t, "6a").0, counts(&t, "6b").0), (0, 1));
+        let t = run(
+            vec![
+                s("NURSING", "COUNCIL_COMMISSIONED", "2025-07-01"),
+                s("RESIDENTIAL", "DIRECT_PAYMENT", "2020-01-01"),
+            ],
+            "1950-06-01",
+        );
+        assert_eq!((counts(&t, "6a").0, counts(&t, "6b").0), (0, 0));
+    }
+}

@@ -1,0 +1,213 @@
+//! Reports for planning and research: the shared minimum data set (event level, in the
+//! shape of the adult social care Client Level Data return) and the performance
+//! indicators departments are compared on (design section 7, issue 5).
+//!
+//! Both read the sources page by page (a page is `page_people` people of one
+//! authority, in person-id order): per page, per source, one statement per entity, with
+//! the date range pushed into the vendor SQL where the profile allows
+//! (`by_person_between`). Nothing holds more than a page, so an export's memory does not
+//! grow with its size. Indicators are aggregates: they count every record the gateway
+//! holds for the authority, less people with a national data opt-out, and are
+//! published only after small-number suppression. The data set is person level: every
+//! record in it passes the consent hook (`access::release`) for the caller.
+
+pub mod calendar;
+pub mod config;
+pub mod extract;
+pub mod indicators;
+pub mod mds;
+pub mod run;
+pub mod suppress;
+
+use chrono::{Datelike, Months, NaiveDate};
+use escr_connector::{EntityKind, Record};
+
+pub use config::{Reports, ReportsConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(
+        "period `{0}`: use a financial year (`2025-26`) or two dates (`2025-04-01..2026-03-31`)"
+    )]
+    Period(String),
+    #[error("no authority `{0}` here (configured: {1})")]
+    UnknownAuthority(String, String),
+    #[error("reports need the purpose of use `planning` or `research` (this request: `{0}`)")]
+    Purpose(String),
+    #[error("role `{0}` may not use reports")]
+    Role(String),
+    #[error("reports are not configured (`reports = \"reports.toml\"` in the gateway config)")]
+    NotConfigured,
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
+    #[error("the bank-holiday calendar does not cover {0}")]
+    Calendar(NaiveDate),
+    #[error("the audit log cannot be written: nothing is released")]
+    Audit,
+    #[error("bad cursor")]
+    Cursor,
+}
+
+impl ReportError {
+    /// The GraphQL error code and HTTP status for this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ReportError::Period(_) | ReportError::UnknownAuthority(..) | ReportError::Cursor => {
+                "BAD_USER_INPUT"
+            }
+            ReportError::Purpose(_) | ReportError::Role(_) => "PURPOSE_NOT_PERMITTED",
+            ReportError::NotConfigured | ReportError::Calendar(_) => "NOT_CONFIGURED",
+            ReportError::Source(_) => "SOURCE_UNAVAILABLE",
+            ReportError::Audit => "AUDIT_UNAVAILABLE",
+        }
+    }
+
+    pub fn status(&self) -> axum::http::StatusCode {
+        use axum::http::StatusCode;
+        match self.code() {
+            "BAD_USER_INPUT" => StatusCode::BAD_REQUEST,
+            "PURPOSE_NOT_PERMITTED" => StatusCode::FORBIDDEN,
+            "SOURCE_UNAVAILABLE" => StatusCode::BAD_GATEWAY,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// A reporting period: both dates inclusive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Period {
+    pub start: NaiveDate,
+    pub end: NaiveDate,
+}
+
+impl Period {
+    /// `2025-26` (the financial year 1 April 2025 - 31 March 2026) or
+    /// `2025-04-01..2026-03-31`.
+    pub fn parse(text: &str) -> Result<Period, ReportError> {
+        let bad = || ReportError::Period(text.chars().take(40).collect());
+        let text = text.trim();
+        if let Some((a, b)) = text.split_once("..") {
+            let start = NaiveDate::parse_from_str(a.trim(), "%Y-%m-%d").map_err(|_| bad())?;
+            let end = NaiveDate::parse_from_str(b.trim(), "%Y-%m-%d").map_err(|_| bad())?;
+            return (start <= end && (end - start).num_days() <= 366 * 5)
+                .then_some(Period { start, end })
+                .ok_or_else(bad);
+        }
+        let (year, next) = text.split_once('-').ok_or_else(bad)?;
+        let year: i32 = year.parse().map_err(|_| bad())?;
+        let next: i32 = next.parse().map_err(|_| bad())?;
+        if !(1990..=2100).contains(&year) || next != (year + 1) % 100 || text.len() != 7 {
+            return Err(bad());
+        }
+        let start = NaiveDate::from_ymd_opt(year, 4, 1).ok_or_else(bad)?;
+        let end = NaiveDate::from_ymd_opt(year + 1, 3, 31).ok_or_else(bad)?;
+        Ok(Period { start, end })
+    }
+
+    pub fn contains(&self, d: NaiveDate) -> bool {
+        self.start <= d && d <= self.end
+    }
+
+    /// The label used in outputs: `2025-26` for a financial year, else the two dates.
+    pub fn label(&self) -> String {
+        let financial = self.start.month() == 4
+            && self.start.day() == 1
+            && self.end
+                == NaiveDate::from_ymd_opt(self.start.year() + 1, 3, 31).unwrap_or(self.end);
+        if financial {
+            format!("{}-{:02}", self.start.year(), (self.start.year() + 1) % 100)
+        } else {
+            format!("{}..{}", self.start, self.end)
+        }
+    }
+}
+
+/// The dates a report reads records for (inclusive).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+}
+
+/// The earliest date any report looks back to (first-ever services, earlier plans).
+pub fn beginning() -> NaiveDate {
+    NaiveDate::from_ymd_opt(1900, 1, 1).expect("valid date")
+}
+
+/// What each entity is read for, for a period: referrals from 12 months before it (for
+/// re-referrals), plans and services from the beginning (earlier plans, first-ever
+/// admissions), assessments for the period.
+pub fn window_for(entity: EntityKind, period: Period) -> Window {
+    let from = match entity {
+        EntityKind::Referral => period
+            .start
+            .checked_sub_months(Months::new(12))
+            .unwrap_or(period.start),
+        EntityKind::Assessment => period.start,
+        _ => beginning(),
+    };
+    Window {
+        from,
+        to: period.end,
+    }
+}
+
+/// The dates that place a record in time: (start, end) for spans, (date, date) for
+/// events. For assessments the end is authorisation, else completion.
+pub fn record_span(r: &Record) -> (Option<NaiveDate>, Option<NaiveDate>) {
+    match r.entity {
+        EntityKind::Referral => {
+            let d = r.date("received_at");
+            (d, d)
+        }
+        EntityKind::Assessment => (
+            r.date("started"),
+            r.date("authorised").or_else(|| r.date("completed")),
+        ),
+        _ => (r.date("start"), r.date("end")),
+    }
+}
+
+/// Is the record active at some time in the window? Exactly what `by_person_between`
+/// SQL approximates from above: the start on or before its end, and no end before its
+/// start. A record without a start date is not placed in time and is left out (the
+/// mapping reported why).
+pub fn active_in(r: &Record, w: Window) -> bool {
+    let (start, end) = record_span(r);
+    start.is_some_and(|s| s <= w.to) && end.is_none_or(|e| e >= w.from)
+}
+
+/// Whole years from `birth` to `on`.
+pub fn age_on(birth: NaiveDate, on: NaiveDate) -> i32 {
+    let mut age = on.year() - birth.year();
+    if (on.month(), on.day()) < (birth.month(), birth.day()) {
+        age -= 1;
+    }
+    age
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_parse_and_bad_ones_say_how() {
+        let p = Period::parse("2025-26").unwrap();
+        assert_eq!(p.start.to_string(), "2025-04-01");
+        assert_eq!(p.end.to_string(), "2026-03-31");
+        assert_eq!(p.label(), "2025-26");
+        let q = Period::parse("2025-01-01..2025-12-31").unwrap();
+        assert_eq!(q.label(), "2025-01-01..2025-12-31");
+        for bad in ["2025-27", "2025", "x", "2026-01-01..2025-01-01", "1899-00"] {
+            assert!(Period::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ages_count_birthdays() {
+        let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        assert_eq!(age_on(d("2008-03-31"), d("2026-03-30")), 17);
+        assert_eq!(age_on(d("2008-03-31"), d("2026-03-31")), 18);
+        assert_eq!(age_on(d("2008-02-29"), d("2026-02-28")), 17);
+    }
+}

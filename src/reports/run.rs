@@ -1,0 +1,429 @@
+//! Running reports for a caller: who may, which people count, auditing, paging and
+//! streaming. Shared by GraphQL and the HTTP endpoints.
+
+use std::collections::HashSet;
+use std::ops::Bound;
+use std::sync::Arc;
+
+use crate::access::{release, AccessContext, PersonFacts, Purpose};
+use crate::audit::RequestAudit;
+use crate::gateway::Gateway;
+use crate::index::Snapshot;
+use crate::policy::purpose_name;
+
+use super::extract::{Demographics, Extractor};
+use super::indicators::{Tallies, INDICATORS};
+use super::mds::{self, MdsRow, RowInput};
+use super::suppress::{self, IndicatorResult};
+use super::{Period, ReportError, Reports};
+
+/// Reports are for planning and research, by roles that may use that purpose.
+pub fn authorise<'a>(
+    gateway: &'a Gateway,
+    ctx: &AccessContext,
+) -> Result<&'a Reports, ReportError> {
+    let reports = gateway
+        .reports
+        .as_deref()
+        .ok_or(ReportError::NotConfigured)?;
+    if !matches!(ctx.purpose, Purpose::Planning | Purpose::Research) {
+        return Err(ReportError::Purpose(purpose_name(ctx.purpose).into()));
+    }
+    if let Some(access) = &gateway.access {
+        let allowed = access
+            .engine
+            .role(&ctx.role)
+            .is_some_and(|r| r.purposes.iter().any(|p| p == purpose_name(ctx.purpose)));
+        if !allowed {
+            return Err(ReportError::Role(ctx.role.clone()));
+        }
+    }
+    Ok(reports)
+}
+
+/// The named authorities (all configured ones when none are named), each checked.
+pub fn authorities(
+    reports: &Reports,
+    named: Option<&[String]>,
+) -> Result<Vec<String>, ReportError> {
+    match named {
+        Some(list) if !list.is_empty() => list
+            .iter()
+            .map(|a| {
+                reports.authority(a).map(|_| a.clone()).ok_or_else(|| {
+                    ReportError::UnknownAuthority(
+                        a.chars().take(60).collect(),
+                        reports.authority_names().join(", "),
+                    )
+                })
+            })
+            .collect(),
+        _ => Ok(reports.authority_names()),
+    }
+}
+
+/// People of `authority` from `from`, at most `limit`, in id order.
+fn people_page(
+    ex: &Extractor<'_>,
+    snapshot: &Snapshot,
+    from: Bound<&str>,
+    limit: usize,
+) -> Vec<String> {
+    ex.people(snapshot, from, limit)
+}
+
+/// Raw tallies of one authority, leaving out `excluded` people. Unsuppressed: callers
+/// get them only through [`indicators`].
+pub async fn tallies(
+    gateway: &Gateway,
+    reports: &Reports,
+    authority: &str,
+    period: Period,
+    excluded: &HashSet<String>,
+) -> Result<Tallies, ReportError> {
+    let snapshot = gateway.index.snapshot();
+    let ex = Extractor::new(gateway, authority, period, false);
+    let survivorship = &gateway.index.linkage_config().survivorship;
+    let mut tallies = Tallies::default();
+    let mut from: Bound<String> = Bound::Unbounded;
+    loop {
+        let ids = people_page(
+            &ex,
+            &snapshot,
+            from.as_ref().map(String::as_str),
+            reports.config.page_people,
+        );
+        let Some(last) = ids.last().cloned() else {
+            break;
+        };
+        let ids: Vec<String> = ids
+            .into_iter()
+            .filter(|id| !excluded.contains(id))
+            .collect();
+        for p in ex.page(&snapshot, &ids).await? {
+            let demo = Demographics::of(&p.person_records, survivorship);
+            tallies.add(&p, &demo, period, &reports.calendar);
+        }
+        from = Bound::Excluded(last);
+    }
+    Ok(tallies)
+}
+
+/// Indicators for the caller: people the policy leaves out of this purpose (the
+/// national data opt-out) are not counted; outputs are suppressed; the release is
+/// audited (aggregates: no person in the event).
+pub async fn indicators(
+    gateway: &Gateway,
+    ctx: &AccessContext,
+    period: Period,
+    named: Option<&[String]>,
+) -> Result<Vec<IndicatorResult>, ReportError> {
+    let reports = authorise(gateway, ctx)?;
+    let names = authorities(reports, named)?;
+    let excluded = gateway.policy.excluded_people(ctx);
+    let mut out = Vec::new();
+    for name in &names {
+        let t = tallies(gateway, reports, name, period, &excluded).await?;
+        out.extend(published(
+            reports,
+            name,
+            period,
+            &t,
+            reports.config.suppression_threshold,
+        ));
+    }
+    let audit = RequestAudit::new();
+    audit.note(
+        None,
+        "released",
+        None,
+        Some(&format!(
+            "indicators {} for {}",
+            period.label(),
+            names.join(", ")
+        )),
+        "indicators",
+    );
+    append_audit(gateway, ctx, &audit).await?;
+    Ok(out)
+}
+
+/// Every indicator of one authority as published with `threshold` (0: unsuppressed,
+/// for checks against ground truth only).
+pub fn published(
+    reports: &Reports,
+    authority: &str,
+    period: Period,
+    t: &Tallies,
+    threshold: u64,
+) -> Vec<IndicatorResult> {
+    let population = reports.authority(authority);
+    INDICATORS
+        .iter()
+        .map(|(id, ..)| {
+            let pop = match (*id, population) {
+                ("6a", Some(a)) => a.population_18_64,
+                ("6b", Some(a)) => a.population_65_plus,
+                _ => 0,
+            };
+            let tally = t.by_id.get(id).cloned().unwrap_or_default();
+            suppress::publish(authority, &period.label(), id, &tally, pop, threshold)
+        })
+        .collect()
+}
+
+async fn append_audit(
+    gateway: &Gateway,
+    ctx: &AccessContext,
+    audit: &RequestAudit,
+) -> Result<(), ReportError> {
+    if let Some(access) = &gateway.access {
+        access.audit.append(audit.events(ctx)).await.map_err(|e| {
+            tracing::error!(error = %e, "audit write failed: report withheld");
+            ReportError::Audit
+        })?;
+    }
+    Ok(())
+}
+
+/// The data set's rows for some people of one authority: each record passes the
+/// consent hook for the caller; the page's releases are audited before it is returned.
+async fn mds_rows(
+    gateway: &Gateway,
+    reports: &Reports,
+    ctx: &AccessContext,
+    ex: &Extractor<'_>,
+    snapshot: &Snapshot,
+    authority: &str,
+    ids: &[String],
+    excluded: &HashSet<String>,
+) -> Result<Vec<(String, Vec<MdsRow>)>, ReportError> {
+    let ids: Vec<String> = ids
+        .iter()
+        .filter(|id| !excluded.contains(*id))
+        .cloned()
+        .collect();
+    let policy = &gateway.policy;
+    let identify = policy.may_identify(ctx).is_ok()
+        && gateway.access.as_ref().is_none_or(|a| {
+            a.engine
+                .config
+                .purposes
+                .get(purpose_name(ctx.purpose))
+                .is_some_and(|p| p.get_ref().classes.iter().any(|c| c == "demographics"))
+        });
+    let survivorship = &gateway.index.linkage_config().survivorship;
+    let audit = RequestAudit::new();
+    let mut out = Vec::new();
+    for p in ex.page(snapshot, &ids).await? {
+        let mut facts = PersonFacts {
+            person_id: p.person_id.clone(),
+            allocations: p.allocations.clone(),
+            source_consents: p.consents.clone(),
+            ..PersonFacts::default()
+        };
+        if let Some(access) = &gateway.access {
+            match access.registry.active(&p.person_id) {
+                Ok(c) => facts.registry_consents = c,
+                Err(_) => facts.consent_unknown = true,
+            }
+        }
+        let people = release(policy.as_ref(), ctx, &facts, p.person_records.clone());
+        let demographics = Demographics::of(&people.records, survivorship);
+        let events = p
+            .events
+            .iter()
+            .filter(|(_, r)| mds::event_type(r, ex.period).is_some())
+            .cloned();
+        let released = release(policy.as_ref(), ctx, &facts, events);
+        for (_, r, why) in released.withheld.iter().chain(&released.hidden) {
+            audit.note(
+                Some(&p.person_id),
+                "withheld",
+                Some(why.code),
+                Some("minimum data set"),
+                r.entity.name(),
+            );
+        }
+        let mut rows: Vec<MdsRow> = released
+            .records
+            .iter()
+            .filter_map(|(source, r)| {
+                let event = mds::event_type(r, ex.period)?;
+                let input = RowInput {
+                    authority,
+                    person: reports.pseudonym(&p.person_id),
+                    event_reference: reports.pseudonym(&format!(
+                        "{source}/{}/{}",
+                        r.entity.name(),
+                        r.local_id
+                    )),
+                    demographics: &demographics,
+                    identify,
+                };
+                Some(mds::row(input, r, event))
+            })
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        rows.sort_by(|a, b| {
+            (a.event_start, &a.event_type, &a.event_reference).cmp(&(
+                b.event_start,
+                &b.event_type,
+                &b.event_reference,
+            ))
+        });
+        for kind in rows
+            .iter()
+            .map(|r| r.event_type.to_lowercase())
+            .collect::<std::collections::BTreeSet<_>>()
+        {
+            audit.note(
+                Some(&p.person_id),
+                "released",
+                None,
+                Some("minimum data set"),
+                &kind,
+            );
+        }
+        out.push((p.person_id.clone(), rows));
+    }
+    append_audit(gateway, ctx, &audit).await?;
+    Ok(out)
+}
+
+/// An opaque cursor: the person to resume at and how many of their rows were given.
+fn cursor(person: &str, skip: usize) -> String {
+    format!("{skip}:{person}")
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn parse_cursor(c: &str) -> Result<(String, usize), ReportError> {
+    let bytes: Option<Vec<u8>> = (0..c.len())
+        .step_by(2)
+        .map(|i| c.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect();
+    let text = bytes
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or(ReportError::Cursor)?;
+    let (skip, person) = text.split_once(':').ok_or(ReportError::Cursor)?;
+    Ok((
+        person.to_string(),
+        skip.parse().map_err(|_| ReportError::Cursor)?,
+    ))
+}
+
+/// One page of the data set: up to `first` rows after `after`, and the cursor of the
+/// next row when there is one.
+pub async fn mds_page(
+    gateway: &Gateway,
+    ctx: &AccessContext,
+    period: Period,
+    authority: &str,
+    first: usize,
+    after: Option<&str>,
+) -> Result<(Vec<MdsRow>, Option<String>), ReportError> {
+    let reports = authorise(gateway, ctx)?;
+    let authority = authorities(reports, Some(&[authority.to_string()]))?.remove(0);
+    let (mut from, mut skip) = match after {
+        Some(c) => {
+            let (person, skip) = parse_cursor(c)?;
+            (Bound::Included(person), skip)
+        }
+        None => (Bound::Unbounded, 0),
+    };
+    let snapshot = gateway.index.snapshot();
+    let ex = Extractor::new(gateway, &authority, period, gateway.policy.needs_facts());
+    let excluded = gateway.policy.excluded_people(ctx);
+    let page = reports.config.page_people.min(first.max(100));
+    let mut rows = Vec::new();
+    loop {
+        let ids = people_page(&ex, &snapshot, from.as_ref().map(String::as_str), page);
+        let Some(last) = ids.last().cloned() else {
+            return Ok((rows, None));
+        };
+        for (person, person_rows) in mds_rows(
+            gateway, reports, ctx, &ex, &snapshot, &authority, &ids, &excluded,
+        )
+        .await?
+        {
+            for (i, row) in person_rows.into_iter().enumerate().skip(skip) {
+                if rows.len() == first {
+                    return Ok((rows, Some(cursor(&person, i))));
+                }
+                rows.push(row);
+            }
+            skip = 0;
+        }
+        from = Bound::Excluded(last);
+    }
+}
+
+/// The data set as CSV, streamed: a page of people at a time, each page's releases
+/// audited before its rows are sent, so memory stays flat whatever the size. A
+/// failure after the first byte ends the stream with an error (the client sees a
+/// broken transfer, never a silently short file).
+pub fn mds_csv(
+    gateway: Arc<Gateway>,
+    ctx: AccessContext,
+    period: Period,
+    authorities: Vec<String>,
+) -> impl futures::Stream<Item = Result<axum::body::Bytes, std::io::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tokio::spawn(async move {
+        let send = |text: String| {
+            let tx = tx.clone();
+            async move { tx.send(Ok(axum::body::Bytes::from(text))).await.is_ok() }
+        };
+        if !send(mds::CSV_HEADER.to_string()).await {
+            return;
+        }
+        let Some(reports) = gateway.reports.clone() else {
+            return;
+        };
+        let excluded = gateway.policy.excluded_people(&ctx);
+        for authority in &authorities {
+            let snapshot = gateway.index.snapshot();
+            let ex = Extractor::new(&gateway, authority, period, gateway.policy.needs_facts());
+            let mut from: Bound<String> = Bound::Unbounded;
+            loop {
+                let ids = people_page(
+                    &ex,
+                    &snapshot,
+                    from.as_ref().map(String::as_str),
+                    reports.config.page_people,
+                );
+                let Some(last) = ids.last().cloned() else {
+                    break;
+                };
+                match mds_rows(
+                    &gateway, &reports, &ctx, &ex, &snapshot, authority, &ids, &excluded,
+                )
+                .await
+                {
+                    Ok(people) => {
+                        let text: String = people
+                            .iter()
+                            .flat_map(|(_, rows)| rows.iter().map(MdsRow::csv))
+                            .collect();
+                        if !text.is_empty() && !send(text).await {
+                            return; // the client went away
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "minimum data set export failed");
+                        let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                        return;
+                    }
+                }
+                from = Bound::Excluded(last);
+            }
+        }
+    });
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+}
