@@ -7,5 +7,6 @@ mod linkage;
 mod mssql;
 mod mysql;
 mod odbc;
+mod reports;
 #[path = "../support/mod.rs"]
 mod support;

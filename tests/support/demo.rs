@@ -104,8 +104,9 @@ pub fn config_text_with(
     sections: &[(&str, String)],
 ) -> String {
     let vendors = repo().join("config/vendors");
+    let reports = write_reports_config(work, 1000);
     let mut text = format!(
-        "[index]\npath = {:?}\nrefresh_secs = 0\nlinkage = {:?}\n\n[loader]\nbatch_delay_ms = 2\nsource_timeout_ms = 5000\n",
+        "reports = {reports:?}\n\n[index]\npath = {:?}\nrefresh_secs = 0\nlinkage = {:?}\n\n[loader]\nbatch_delay_ms = 2\nsource_timeout_ms = 5000\n",
         work.join("index.db"),
         repo().join("config/linkage.toml")
     );
@@ -126,6 +127,19 @@ pub fn config_text_with(
         ));
     }
     text
+}
+
+/// A `reports.toml` in `work` (the repo's calendar, a key file of its own, one
+/// authority: Northshire); its path.
+pub fn write_reports_config(work: &Path, page_people: usize) -> PathBuf {
+    let path = work.join("reports.toml");
+    let text = format!(
+        "bank_holidays = {:?}\ndefault_authority = \"Northshire\"\npage_people = {page_people}\npseudonym_key_file = {:?}\ngenerate_key_if_missing = true\n\n[authorities.Northshire]\npopulation_18_64 = 181000\npopulation_65_plus = 62000\n",
+        repo().join("config/bank-holidays.toml"),
+        work.join("pseudonym.key"),
+    );
+    std::fs::write(&path, text).expect("reports config written");
+    path
 }
 
 pub struct TestGateway {
