@@ -15,7 +15,7 @@ pub const MARKER: &str = "[c]";
 #[serde(rename_all = "camelCase")]
 pub struct Exclusion {
     pub reason: String,
-    /// `None` when suppressed.
+    /// null when suppressed.
     pub count: Option<u64>,
 }
 
@@ -28,16 +28,16 @@ pub struct IndicatorResult {
     pub id: String,
     pub name: String,
     pub unit: Unit,
-    /// `None` when suppressed.
+    /// null when suppressed.
     pub numerator: Option<u64>,
-    /// The population for per-100,000 indicators. `None` when suppressed.
+    /// The population for per-100,000 indicators. null when suppressed.
     pub denominator: Option<u64>,
-    /// Percent, or per 100,000, to one decimal place; `None` when suppressed or
+    /// Percent, or per 100,000, to one decimal place; null when suppressed or
     /// undefined (denominator 0).
     pub value: Option<f64>,
     /// Some cell of this row is withheld for small numbers.
     pub suppressed: bool,
-    /// Records or people left out for data quality; `None` when suppressed.
+    /// Records or people left out for data quality; null when suppressed.
     pub excluded: Option<u64>,
     pub exclusions: Vec<Exclusion>,
 }
