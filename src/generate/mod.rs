@@ -1,6 +1,7 @@
 //! Deterministic demo data: three legacy vendor databases (CaseTrak, OpenCare, SSIS/90)
 //! for one overlapping population, with injected data-quality faults and a ground-truth
-//! file saying who is who and how many records of each kind each person has.
+//! file saying who is who, how many records of each kind each person has, and the true
+//! performance indicators and minimum data set counts (`truth_reports`).
 //!
 //! The population is modelled first (true people and their care history), then each
 //! vendor encodes its share in its own naming, types and code lists. Faults are applied
@@ -9,6 +10,7 @@
 pub mod load;
 mod model;
 mod sink;
+mod truth_reports;
 mod vendors;
 
 use std::collections::BTreeMap;
@@ -19,6 +21,7 @@ use chrono::NaiveDate;
 use serde::Serialize;
 
 pub use sink::{SqliteSink, TableSink};
+pub use truth_reports::{england_and_wales_bank_holidays, Ratio, ReportNumbers, TruthReport};
 
 /// Injected fault rates (fractions of eligible records).
 #[derive(Clone, Debug)]
@@ -113,6 +116,11 @@ pub struct Truth {
     pub reference_date: NaiveDate,
     pub people: Vec<TruthPerson>,
     pub faults: Vec<TruthFault>,
+    /// True indicator values and minimum data set counts per financial year.
+    pub reports: Vec<TruthReport>,
+    /// Every modelled event as the vendors' encoders met it, for `reports`.
+    #[serde(skip)]
+    events: Vec<truth_reports::Recorded>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -167,6 +175,8 @@ pub fn generate(opts: &GenerateOptions, out_dir: &Path) -> Result<GenerateSummar
             })
             .collect(),
         faults: Vec::new(),
+        reports: Vec::new(),
+        events: Vec::new(),
     };
     let mut rows_per_source = BTreeMap::new();
     for vendor in vendors::ALL {
@@ -178,6 +188,15 @@ pub fn generate(opts: &GenerateOptions, out_dir: &Path) -> Result<GenerateSummar
         sink.finish().map_err(|e| werr(&path, &e))?;
         rows_per_source.insert(vendor.name().to_string(), rows);
     }
+    let subjects: Vec<truth_reports::Subject> = population
+        .iter()
+        .map(|p| truth_reports::Subject {
+            dob: p.dob,
+            death: p.death,
+            opted_out: national_opt_out(opts, p),
+        })
+        .collect();
+    truth.reports = truth_reports::reports(opts.reference_date, &subjects, &truth.events);
     let truth_path = out_dir.join("truth.json");
     let file = std::fs::File::create(&truth_path).map_err(|e| werr(&truth_path, &e))?;
     serde_json::to_writer(std::io::BufWriter::new(file), &truth)
@@ -198,16 +217,20 @@ fn write_national_opt_out(
     population: &[model::TruePerson],
     out_dir: &Path,
 ) -> std::io::Result<()> {
-    use sha2::{Digest, Sha256};
     let mut text = String::from("# National data opt-out (demo): NHS numbers, one a line\n");
-    for p in population {
-        let h = Sha256::digest(format!("{}:{}", opts.seed, p.truth_id).as_bytes());
-        if u16::from_be_bytes([h[0], h[1]]) % 100 < 3 {
-            text.push_str(&p.nhs);
-            text.push('\n');
-        }
+    for p in population.iter().filter(|p| national_opt_out(opts, p)) {
+        text.push_str(&p.nhs);
+        text.push('\n');
     }
     std::fs::write(out_dir.join("national_opt_out.txt"), text)
+}
+
+/// Whether a person registered a national data opt-out (the file and the truth reports
+/// must agree, so both ask here).
+fn national_opt_out(opts: &GenerateOptions, p: &model::TruePerson) -> bool {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(format!("{}:{}", opts.seed, p.truth_id).as_bytes());
+    u16::from_be_bytes([h[0], h[1]]) % 100 < 3
 }
 
 #[cfg(test)]
@@ -252,6 +275,44 @@ mod tests {
         assert_ne!(
             std::fs::read(a.path().join("truth.json")).unwrap(),
             std::fs::read(c.path().join("truth.json")).unwrap()
+        );
+    }
+
+    #[test]
+    fn truth_reports_have_cases_for_every_ratio_indicator() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = GenerateOptions {
+            faults: FaultRates::none(),
+            ..GenerateOptions::default()
+        };
+        generate(&opts, dir.path()).unwrap();
+        let truth: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("truth.json")).unwrap()).unwrap();
+        let reports = truth["reports"].as_array().unwrap();
+        let periods: Vec<&str> = reports
+            .iter()
+            .map(|r| r["period"].as_str().unwrap())
+            .collect();
+        assert_eq!(periods, ["2023-24", "2024-25", "2025-26"]);
+        let last = &reports[2];
+        assert_eq!(
+            (last["start"].as_str(), last["end"].as_str()),
+            (Some("2025-04-01"), Some("2026-03-31"))
+        );
+        for set in ["all", "without_opt_out"] {
+            for key in ["1", "2", "3", "4", "5", "5b"] {
+                let denominator = last[set]["indicators"][key]["denominator"]
+                    .as_u64()
+                    .unwrap();
+                assert!(denominator > 0, "{set} {key}");
+            }
+            assert_eq!(last[set]["indicators"]["6a"]["denominator"], 0);
+            assert!(last[set]["mds_events"]["service"].as_u64().unwrap() > 0);
+        }
+        // The opt-out leaves some people out.
+        assert!(
+            last["without_opt_out"]["mds_events"]["service"].as_u64()
+                < last["all"]["mds_events"]["service"].as_u64()
         );
     }
 }

@@ -8,6 +8,9 @@ use rand_chacha::ChaCha8Rng;
 use super::model::{
     at_time, chance, day_between, moment, pick, rng_for, with_wrong_check_digit, TruePerson,
 };
+use super::truth_reports::{
+    AssessmentKind, EpisodeKind, Mechanism, Recorded, ServiceKind, TrueEvent,
+};
 use super::{GenerateOptions, TableSink, Truth, TruthFault, TruthRecord};
 
 #[derive(Clone, Copy)]
@@ -80,6 +83,14 @@ impl Out<'_> {
             .or_default()
             .entry(entity.into())
             .or_default() += 1;
+    }
+    /// A modelled event in its true values (before the vendor's codes and any fault).
+    fn event(&mut self, p: &TruePerson, event: TrueEvent) {
+        self.truth.events.push(Recorded {
+            person: p.index,
+            source: self.source,
+            event,
+        });
     }
     fn fault(&mut self, entity: &str, local_id: &str, kind: &str) {
         self.truth.faults.push(TruthFault {
@@ -556,6 +567,13 @@ fn casetrak(
                 ],
             )?;
             out.count(p, "referral");
+            out.event(
+                p,
+                TrueEvent::Referral {
+                    received,
+                    has_outcome: true,
+                },
+            );
             if outcome == "ASMT" {
                 let start = received + Duration::days(rng.gen_range(0..5));
                 let authorised = start + Duration::days(rng.gen_range(14..98));
@@ -575,6 +593,19 @@ fn casetrak(
                     ],
                 )?;
                 out.count(p, "assessment");
+                out.event(
+                    p,
+                    TrueEvent::Assessment {
+                        kind: if p.child {
+                            AssessmentKind::ChildAndFamily
+                        } else {
+                            AssessmentKind::AdultNeeds
+                        },
+                        start,
+                        completed: authorised - Duration::days(2),
+                        authorised: Some(authorised),
+                    },
+                );
             }
         }
         if !p.child && rng.gen_bool(0.4) {
@@ -595,6 +626,15 @@ fn casetrak(
                 ],
             )?;
             out.count(p, "assessment");
+            out.event(
+                p,
+                TrueEvent::Assessment {
+                    kind: AssessmentKind::Review,
+                    start,
+                    completed: start + Duration::days(7),
+                    authorised: Some(start + Duration::days(9)),
+                },
+            );
         }
 
         // Children's episodes.
@@ -615,6 +655,14 @@ fn casetrak(
                 ],
             )?;
             out.count(p, "episode");
+            out.event(
+                p,
+                TrueEvent::Episode {
+                    kind: EpisodeKind::ChildInNeed,
+                    start,
+                    end,
+                },
+            );
             let plans = if rng.gen_bool(0.3) {
                 if rng.gen_bool(0.2) {
                     2
@@ -646,6 +694,14 @@ fn casetrak(
                     ],
                 )?;
                 out.count(p, "episode");
+                out.event(
+                    p,
+                    TrueEvent::Episode {
+                        kind: EpisodeKind::ChildProtectionPlan,
+                        start: plan_start,
+                        end,
+                    },
+                );
                 plan_start =
                     end.unwrap_or(opts.reference_date) + Duration::days(rng.gen_range(30..300));
                 if plan_start >= opts.reference_date {
@@ -654,6 +710,7 @@ fn casetrak(
             }
             if rng.gen_bool(0.1) {
                 let lid = ids.next("EPSD", 1);
+                let start = day_between(rng, from, to);
                 out.row(
                     "EPSD",
                     vec![
@@ -661,11 +718,19 @@ fn casetrak(
                         i(id),
                         t("LAC"),
                         Value::Null,
-                        mssql_d(day_between(rng, from, to)),
+                        mssql_d(start),
                         Value::Null,
                     ],
                 )?;
                 out.count(p, "episode");
+                out.event(
+                    p,
+                    TrueEvent::Episode {
+                        kind: EpisodeKind::LookedAfter,
+                        start,
+                        end: None,
+                    },
+                );
             }
         }
 
@@ -673,16 +738,21 @@ fn casetrak(
         if !p.child {
             for _ in 0..rng.gen_range(0..=2) {
                 let sid = ids.next("SVC_PKG", 1);
-                let mut start = day_between(rng, from, to);
+                let true_start = day_between(rng, from, to);
+                let mut start = true_start;
                 if let Some(death) = p.death {
                     if chance(rng, f.service_after_death) {
                         start = death + Duration::days(rng.gen_range(1..60));
                         out.fault("service", &sid.to_string(), "service_after_death");
                     }
                 }
-                let mut end = rng
+                // The length is drawn once: the recorded end follows a faulted start,
+                // the true end the true start.
+                let length = rng
                     .gen_bool(0.5)
-                    .then(|| start + Duration::days(rng.gen_range(30..700)));
+                    .then(|| Duration::days(rng.gen_range(30..700)));
+                let true_end = length.map(|l| true_start + l);
+                let mut end = length.map(|l| start + l);
                 if chance(rng, f.end_before_start) {
                     end = Some(start - Duration::days(rng.gen_range(1..60)));
                     out.fault("service", &sid.to_string(), "end_before_start");
@@ -695,13 +765,15 @@ fn casetrak(
                         rng.gen_range(2..28) as f64,
                     ),
                 };
+                // Drawn here, where the row drew it, so the stream does not move.
+                let mech = *pick(rng, &["DP", "PDP", "MPB", "CCS", "CCS"]);
                 out.row(
                     "SVC_PKG",
                     vec![
                         i(sid),
                         i(id),
                         t(svc),
-                        t(*pick(rng, &["DP", "PDP", "MPB", "CCS", "CCS"])),
+                        t(mech),
                         t(*pick(rng, &["Northcare Ltd", "Homewell", "Council"])),
                         Value::Float(cost),
                         Value::Float(units),
@@ -710,6 +782,15 @@ fn casetrak(
                     ],
                 )?;
                 out.count(p, "service");
+                out.event(
+                    p,
+                    TrueEvent::Service {
+                        kind: casetrak_service(svc),
+                        mechanism: casetrak_mechanism(mech),
+                        start: true_start,
+                        end: true_end,
+                    },
+                );
             }
         }
 
@@ -888,6 +969,60 @@ fn casetrak_relationships(
         }
     }
     Ok(())
+}
+
+/// True kinds behind each vendor's codes (as config/vendors/*.toml map them).
+fn casetrak_service(code: &str) -> ServiceKind {
+    match code {
+        "RES" => ServiceKind::Residential,
+        "NUR" => ServiceKind::Nursing,
+        "HCA" => ServiceKind::HomeCare,
+        "DAY" => ServiceKind::DayCare,
+        "REA" => ServiceKind::Reablement,
+        other => unreachable!("CaseTrak service code {other}"),
+    }
+}
+
+fn casetrak_mechanism(code: &str) -> Mechanism {
+    match code {
+        "DP" => Mechanism::DirectPayment,
+        "PDP" => Mechanism::PartDirectPayment,
+        "MPB" => Mechanism::ManagedPersonalBudget,
+        "CCS" => Mechanism::CouncilCommissioned,
+        other => unreachable!("CaseTrak delivery mechanism {other}"),
+    }
+}
+
+fn opencare_service(code: &str) -> ServiceKind {
+    match code {
+        "home_care" => ServiceKind::HomeCare,
+        "day_care" => ServiceKind::DayCare,
+        "reablement" => ServiceKind::Reablement,
+        "equipment" => ServiceKind::Equipment,
+        "residential" => ServiceKind::Residential,
+        "nursing" => ServiceKind::Nursing,
+        other => unreachable!("OpenCare service type {other}"),
+    }
+}
+
+fn opencare_mechanism(code: &str) -> Mechanism {
+    match code {
+        "direct_payment" => Mechanism::DirectPayment,
+        "part_direct_payment" => Mechanism::PartDirectPayment,
+        "managed_budget" => Mechanism::ManagedPersonalBudget,
+        "commissioned" => Mechanism::CouncilCommissioned,
+        other => unreachable!("OpenCare delivery mechanism {other}"),
+    }
+}
+
+fn ssis_service(code: &str) -> ServiceKind {
+    match code {
+        "HC" => ServiceKind::HomeCare,
+        "DC" => ServiceKind::DayCare,
+        "RC" => ServiceKind::Residential,
+        "NC" => ServiceKind::Nursing,
+        other => unreachable!("SSIS/90 service code {other}"),
+    }
 }
 
 #[derive(Default)]
@@ -1142,22 +1277,45 @@ fn opencare(
                 ],
             )?;
             out.count(p, "referral");
+            out.event(
+                p,
+                TrueEvent::Referral {
+                    received: received.date(),
+                    has_outcome: true,
+                },
+            );
         }
         if rng.gen_bool(0.5) {
             let aid = ids.next("asmt", 1);
             let start = day_between(rng, from, to);
+            // Drawn in the order the row drew them, so the stream does not move.
+            let kind = *pick(rng, &["needs", "carer", "review"]);
+            let completed = start + Duration::days(rng.gen_range(5..40));
             out.row(
                 "assessments",
                 vec![
                     i(aid),
                     i(id),
-                    t(*pick(rng, &["needs", "carer", "review"])),
+                    t(kind),
                     t(start.to_string()),
-                    t((start + Duration::days(rng.gen_range(5..40))).to_string()),
+                    t(completed.to_string()),
                     i(1),
                 ],
             )?;
             out.count(p, "assessment");
+            out.event(
+                p,
+                TrueEvent::Assessment {
+                    kind: match kind {
+                        "needs" => AssessmentKind::AdultNeeds,
+                        "carer" => AssessmentKind::Carer,
+                        _ => AssessmentKind::Review,
+                    },
+                    start,
+                    completed,
+                    authorised: None,
+                },
+            );
         }
         if rng.gen_bool(0.6) {
             let cid = ids.next("plan", 1);
@@ -1180,38 +1338,42 @@ fn opencare(
         for _ in 0..rng.gen_range(0..=2) {
             let sid = ids.next("svc", 1);
             let start = day_between(rng, from, to);
-            let mut end = rng
+            let true_end = rng
                 .gen_bool(0.4)
                 .then(|| start + Duration::days(rng.gen_range(30..400)));
+            let mut end = true_end;
             if chance(rng, f.end_before_start) {
                 end = Some(start - Duration::days(rng.gen_range(1..60)));
                 out.fault("service", &sid.to_string(), "end_before_start");
             }
             let deleted = rng.gen_bool(0.03);
+            // Drawn in the order the row drew them, so the stream does not move.
+            let service_type = *pick(
+                rng,
+                &[
+                    "home_care",
+                    "home_care",
+                    "day_care",
+                    "reablement",
+                    "equipment",
+                ],
+            );
+            let mechanism = *pick(
+                rng,
+                &[
+                    "direct_payment",
+                    "part_direct_payment",
+                    "managed_budget",
+                    "commissioned",
+                ],
+            );
             out.row(
                 "service_agreements",
                 vec![
                     i(sid),
                     i(id),
-                    t(*pick(
-                        rng,
-                        &[
-                            "home_care",
-                            "home_care",
-                            "day_care",
-                            "reablement",
-                            "equipment",
-                        ],
-                    )),
-                    t(*pick(
-                        rng,
-                        &[
-                            "direct_payment",
-                            "part_direct_payment",
-                            "managed_budget",
-                            "commissioned",
-                        ],
-                    )),
+                    t(service_type),
+                    t(mechanism),
                     t("Homewell"),
                     i(rng.gen_range(1800..2600)),
                     Value::Float(rng.gen_range(2..28) as f64),
@@ -1224,8 +1386,18 @@ fn opencare(
                     },
                 ],
             )?;
+            // A soft-deleted agreement was never a service.
             if !deleted {
                 out.count(p, "service");
+                out.event(
+                    p,
+                    TrueEvent::Service {
+                        kind: opencare_service(service_type),
+                        mechanism: opencare_mechanism(mechanism),
+                        start,
+                        end: true_end,
+                    },
+                );
             }
         }
         for _ in 0..rng.gen_range(0..=10) {
@@ -1561,34 +1733,58 @@ fn ssis(
             .max(from + Duration::days(2));
         for _ in 0..rng.gen_range(0..=2) {
             let rno = format!("R{:07}", ids.next("REFRL", 1));
+            let received = day_between(rng, from, to);
             out.row(
                 "REFRL",
                 vec![
                     t(rno),
                     t(no.clone()),
-                    t(ymd(day_between(rng, from, to))),
+                    t(ymd(received)),
                     t(*pick(rng, &["01", "02", "03", "04"])),
                     t("REFERRED FOR ASSESSMENT"),
                 ],
             )?;
             out.count(p, "referral");
+            // SSIS/90 kept no referral outcome.
+            out.event(
+                p,
+                TrueEvent::Referral {
+                    received,
+                    has_outcome: false,
+                },
+            );
         }
         for _ in 0..rng.gen_range(0..=2) {
             let pno = format!("P{:07}", ids.next("CAREPKG", 1));
             let start = day_between(rng, from, to);
+            // Drawn in the order the row drew them, so the stream does not move.
+            let code = *pick(rng, &["HC", "DC", "RC", "NC"]);
+            let hours = rng.gen_range(2..30) as f64;
+            let cost = rng.gen_range(40..900) as f64;
+            let end = start + Duration::days(rng.gen_range(30..900));
             out.row(
                 "CAREPKG",
                 vec![
                     t(pno),
                     t(no.clone()),
-                    t(*pick(rng, &["HC", "DC", "RC", "NC"])),
-                    t(format!("{:.1}", rng.gen_range(2..30) as f64)),
-                    t(format!("{:.2}", rng.gen_range(40..900) as f64)),
+                    t(code),
+                    t(format!("{hours:.1}")),
+                    t(format!("{cost:.2}")),
                     t(ymd(start)),
-                    t(ymd(start + Duration::days(rng.gen_range(30..900)))),
+                    t(ymd(end)),
                 ],
             )?;
             out.count(p, "service");
+            // SSIS/90 predates personal budgets: the council commissioned everything.
+            out.event(
+                p,
+                TrueEvent::Service {
+                    kind: ssis_service(code),
+                    mechanism: Mechanism::CouncilCommissioned,
+                    start,
+                    end: Some(end),
+                },
+            );
         }
         let mut entries = std::collections::BTreeSet::new();
         for _ in 0..rng.gen_range(0..=4) {
