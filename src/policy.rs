@@ -577,8 +577,10 @@ pub struct PolicyEngine {
     opt_out: BTreeSet<String>,
     /// The opted-out people of the last index snapshot (kept with it: a new snapshot
     /// means new ids).
-    opted_out_people: std::sync::Mutex<Option<(Arc<crate::index::Snapshot>, Arc<HashSet<String>>)>>,
+    opted_out_people: std::sync::Mutex<OptedOutCache>,
 }
+
+type OptedOutCache = Option<(Arc<crate::index::Snapshot>, Arc<HashSet<String>>)>;
 
 enum ConsentResult {
     Permit,

@@ -54,8 +54,19 @@ async fn caller(
     headers: &HeaderMap,
 ) -> Result<AccessContext, axum::response::Response> {
     match &gateway.access {
-        // In-process tests without a policy; `serve` always has one.
-        None => Ok(AccessContext::demo()),
+        // In-process tests and benches without a policy (`serve` always has one): the
+        // demo caller, with the purpose the request names.
+        None => {
+            let mut demo = AccessContext::demo();
+            if let Some(p) = headers
+                .get("x-purpose-of-use")
+                .and_then(|v| v.to_str().ok())
+                .and_then(crate::policy::purpose_from_name)
+            {
+                demo.purpose = p;
+            }
+            Ok(demo)
+        }
         Some(access) => match crate::auth::access_context_from_headers(headers, &access.auth) {
             Ok(caller) => Ok(caller),
             Err(e) => Err(refuse(access, e).await),

@@ -192,7 +192,10 @@ pub fn generate(opts: &GenerateOptions, out_dir: &Path) -> Result<GenerateSummar
         .iter()
         .map(|p| truth_reports::Subject {
             dob: p.dob,
-            death: p.death,
+            // Only CaseTrak has a field for a death (OpenCare and SSIS/90 have none): the
+            // council knows of a death only when the person is in CaseTrak, and the
+            // indicators speak of what the council knows.
+            death: p.death.filter(|_| p.in_system[0]),
             opted_out: national_opt_out(opts, p),
         })
         .collect();

@@ -31,6 +31,8 @@ pub struct PersonData {
     /// Allocations and consents (only when the consent hook will be asked).
     pub allocations: Vec<Record>,
     pub consents: Vec<Record>,
+    /// One of the person's records is in a pair awaiting a data steward.
+    pub under_review: bool,
     /// Records of this person the mapping could not fully map: (source, entity, local
     /// id) -> fields.
     pub unmappable: BTreeMap<(String, EntityKind, String), Vec<&'static str>>,
@@ -98,6 +100,8 @@ pub struct Extractor<'a> {
     /// Indexes (into the fetcher's sources) of the authority's sources.
     pub sources: Vec<usize>,
     pub with_facts: bool,
+    /// People with a record in the linkage review queue.
+    under_review: std::collections::HashSet<String>,
 }
 
 impl<'a> Extractor<'a> {
@@ -115,11 +119,19 @@ impl<'a> Extractor<'a> {
             .filter(|(_, s)| s.authority == authority)
             .map(|(i, _)| i)
             .collect();
+        let snapshot = gateway.index.snapshot();
+        let under_review = snapshot
+            .review_queue()
+            .iter()
+            .flat_map(|c| [&c.a, &c.b])
+            .filter_map(|(source, local)| snapshot.by_source(source, local).map(str::to_string))
+            .collect();
         Extractor {
             gateway,
             period,
             sources,
             with_facts,
+            under_review,
         }
     }
 
@@ -161,6 +173,7 @@ impl<'a> Extractor<'a> {
             .iter()
             .map(|id| PersonData {
                 person_id: id.clone(),
+                under_review: self.under_review.contains(id),
                 ..PersonData::default()
             })
             .collect();

@@ -73,6 +73,7 @@ pub struct Tally {
 
 const BIRTH_MISSING: &str = "birth date missing";
 const AGE_UNCERTAIN: &str = "birth date estimated: age band uncertain";
+const UNDER_REVIEW: &str = "identity awaiting a data steward (possible duplicate)";
 
 /// The tallies of one authority for one period.
 #[derive(Debug, Default)]
@@ -88,7 +89,11 @@ impl Tallies {
         *self.tally(id).excluded.entry(reason).or_default() += 1;
     }
 
-    /// Add one person's records.
+    /// Add one person's records. A person with a record in the linkage review queue
+    /// may be one person split in two, or two joined: what they would add to the
+    /// indicators that follow a person's history (earlier referrals, earlier plans,
+    /// first-ever admissions, one count per person) is excluded instead, until a data
+    /// steward decides.
     pub fn add(
         &mut self,
         p: &PersonData,
@@ -99,6 +104,39 @@ impl Tallies {
         for id in INDICATORS.map(|i| i.0) {
             self.tally(id);
         }
+        if !p.under_review {
+            self.add_records(p, demo, period, calendar);
+            return;
+        }
+        let mut own = Tallies::default();
+        own.add_records(p, demo, period, calendar);
+        for (id, t) in own.by_id {
+            let mine = self.tally(id);
+            for (reason, n) in t.excluded {
+                *mine.excluded.entry(reason).or_default() += n;
+            }
+            let would_count = match id {
+                "2" | "3" => {
+                    mine.numerator += t.numerator;
+                    mine.denominator += t.denominator;
+                    0
+                }
+                "6a" | "6b" => t.numerator,
+                _ => t.denominator,
+            };
+            if would_count > 0 {
+                *mine.excluded.entry(UNDER_REVIEW).or_default() += would_count;
+            }
+        }
+    }
+
+    fn add_records(
+        &mut self,
+        p: &PersonData,
+        demo: &Demographics,
+        period: Period,
+        calendar: &BankHolidays,
+    ) {
         let of = |kind: EntityKind| {
             p.events
                 .iter()

@@ -62,16 +62,6 @@ pub fn authorities(
     }
 }
 
-/// People of `authority` from `from`, at most `limit`, in id order.
-fn people_page(
-    ex: &Extractor<'_>,
-    snapshot: &Snapshot,
-    from: Bound<&str>,
-    limit: usize,
-) -> Vec<String> {
-    ex.people(snapshot, from, limit)
-}
-
 /// Raw tallies of one authority, leaving out `excluded` people. Unsuppressed: callers
 /// get them only through [`indicators`].
 pub async fn tallies(
@@ -87,8 +77,7 @@ pub async fn tallies(
     let mut tallies = Tallies::default();
     let mut from: Bound<String> = Bound::Unbounded;
     loop {
-        let ids = people_page(
-            &ex,
+        let ids = ex.people(
             &snapshot,
             from.as_ref().map(String::as_str),
             reports.config.page_people,
@@ -186,18 +175,58 @@ async fn append_audit(
     Ok(())
 }
 
+/// One caller's data set for one authority and period.
+struct MdsJob<'a> {
+    gateway: &'a Gateway,
+    reports: &'a Reports,
+    ctx: &'a AccessContext,
+    authority: &'a str,
+    ex: Extractor<'a>,
+    snapshot: Arc<Snapshot>,
+    excluded: HashSet<String>,
+}
+
+impl<'a> MdsJob<'a> {
+    fn new(
+        gateway: &'a Gateway,
+        reports: &'a Reports,
+        ctx: &'a AccessContext,
+        authority: &'a str,
+        period: Period,
+    ) -> MdsJob<'a> {
+        MdsJob {
+            gateway,
+            reports,
+            ctx,
+            authority,
+            ex: Extractor::new(gateway, authority, period, gateway.policy.needs_facts()),
+            snapshot: gateway.index.snapshot(),
+            excluded: gateway.policy.excluded_people(ctx),
+        }
+    }
+
+    fn people(&self, from: Bound<&str>, limit: usize) -> Vec<String> {
+        self.ex.people(&self.snapshot, from, limit)
+    }
+}
+
 /// The data set's rows for some people of one authority: each record passes the
 /// consent hook for the caller; the page's releases are audited before it is returned.
 async fn mds_rows(
-    gateway: &Gateway,
-    reports: &Reports,
-    ctx: &AccessContext,
-    ex: &Extractor<'_>,
-    snapshot: &Snapshot,
-    authority: &str,
+    job: &MdsJob<'_>,
     ids: &[String],
-    excluded: &HashSet<String>,
 ) -> Result<Vec<(String, Vec<MdsRow>)>, ReportError> {
+    let MdsJob {
+        gateway,
+        reports,
+        ctx,
+        authority,
+        ex,
+        snapshot,
+        excluded,
+    } = job;
+    let (gateway, reports, ctx, authority): (&Gateway, &Reports, &AccessContext, &str) =
+        (gateway, reports, ctx, authority);
     let ids: Vec<String> = ids
         .iter()
         .filter(|id| !excluded.contains(*id))
@@ -335,21 +364,15 @@ pub async fn mds_page(
         }
         None => (Bound::Unbounded, 0),
     };
-    let snapshot = gateway.index.snapshot();
-    let ex = Extractor::new(gateway, &authority, period, gateway.policy.needs_facts());
-    let excluded = gateway.policy.excluded_people(ctx);
+    let job = MdsJob::new(gateway, reports, ctx, &authority, period);
     let page = reports.config.page_people.min(first.max(100));
     let mut rows = Vec::new();
     loop {
-        let ids = people_page(&ex, &snapshot, from.as_ref().map(String::as_str), page);
+        let ids = job.people(from.as_ref().map(String::as_str), page);
         let Some(last) = ids.last().cloned() else {
             return Ok((rows, None));
         };
-        for (person, person_rows) in mds_rows(
-            gateway, reports, ctx, &ex, &snapshot, &authority, &ids, &excluded,
-        )
-        .await?
-        {
+        for (person, person_rows) in mds_rows(&job, &ids).await? {
             for (i, row) in person_rows.into_iter().enumerate().skip(skip) {
                 if rows.len() == first {
                     return Ok((rows, Some(cursor(&person, i))));
@@ -384,26 +407,18 @@ pub fn mds_csv(
         let Some(reports) = gateway.reports.clone() else {
             return;
         };
-        let excluded = gateway.policy.excluded_people(&ctx);
         for authority in &authorities {
-            let snapshot = gateway.index.snapshot();
-            let ex = Extractor::new(&gateway, authority, period, gateway.policy.needs_facts());
+            let job = MdsJob::new(&gateway, &reports, &ctx, authority, period);
             let mut from: Bound<String> = Bound::Unbounded;
             loop {
-                let ids = people_page(
-                    &ex,
-                    &snapshot,
+                let ids = job.people(
                     from.as_ref().map(String::as_str),
                     reports.config.page_people,
                 );
                 let Some(last) = ids.last().cloned() else {
                     break;
                 };
-                match mds_rows(
-                    &gateway, &reports, &ctx, &ex, &snapshot, authority, &ids, &excluded,
-                )
-                .await
-                {
+                match mds_rows(&job, &ids).await {
                     Ok(people) => {
                         let text: String = people
                             .iter()

@@ -563,7 +563,10 @@ fn bad_config_names_file_line_and_reason() {
 
     // The shipped configs and profiles are valid, the real-engines example included.
     // (The embedded default has two councils, three sources each.)
-    for (shipped, sources) in [("config/escr.toml", 6), ("config/examples/real-engines.toml", 3)] {
+    for (shipped, sources) in [
+        ("config/escr.toml", 6),
+        ("config/examples/real-engines.toml", 3),
+    ] {
         let loaded = escr_gateway::config::LoadedConfig::load(&demo::repo().join(shipped));
         let loaded = loaded.unwrap_or_else(|e| panic!("{shipped}: {e}"));
         assert_eq!(loaded.gateway.sources.len(), sources, "{shipped}");

@@ -15,8 +15,12 @@ use super::consent::{secured, Caller};
 use crate::support::demo::{self, Demo};
 
 fn truth_reports(demo: &Demo) -> Vec<Value> {
-    let truth: Value = serde_json::from_slice(&std::fs::read(demo.dir.join("truth.json")).unwrap()).unwrap();
-    let reports = truth["reports"].as_array().expect("truth.json has reports").clone();
+    let truth: Value =
+        serde_json::from_slice(&std::fs::read(demo.dir.join("truth.json")).unwrap()).unwrap();
+    let reports = truth["reports"]
+        .as_array()
+        .expect("truth.json has reports")
+        .clone();
     assert!(!reports.is_empty());
     reports
 }
@@ -37,11 +41,17 @@ fn planner() -> AccessContext {
 }
 
 /// Every row of the data set, page by page through the cursors.
-async fn all_rows(gateway: &Gateway, ctx: &AccessContext, period: Period) -> Vec<escr_gateway::reports::mds::MdsRow> {
+async fn all_rows(
+    gateway: &Gateway,
+    ctx: &AccessContext,
+    period: Period,
+) -> Vec<escr_gateway::reports::mds::MdsRow> {
     let mut rows = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let (page, next) = run::mds_page(gateway, ctx, period, "Northshire", 97, after.as_deref()).await.unwrap();
+        let (page, next) = run::mds_page(gateway, ctx, period, "Northshire", 97, after.as_deref())
+            .await
+            .unwrap();
         assert!(page.len() <= 97);
         rows.extend(page);
         match next {
@@ -63,17 +73,31 @@ async fn indicators_and_the_data_set_equal_the_generators_truth() {
         let label = truth["period"].as_str().unwrap();
         let period = Period::parse(label).unwrap();
         for (variant, excluded) in [("all", HashSet::new()), ("without_opt_out", opted.clone())] {
-            let t = run::tallies(gateway, reports, "Northshire", period, &excluded).await.unwrap();
+            let t = run::tallies(gateway, reports, "Northshire", period, &excluded)
+                .await
+                .unwrap();
             let want = truth[variant]["indicators"].as_object().unwrap();
             assert_eq!(want.len(), 8);
             for (id, w) in want {
                 let got = &t.by_id[id.as_str()];
                 let per_population = id.starts_with('6');
-                assert_eq!(got.numerator, w["numerator"].as_u64().unwrap(), "{label} {variant} indicator {id} numerator");
+                assert_eq!(
+                    got.numerator,
+                    w["numerator"].as_u64().unwrap(),
+                    "{label} {variant} indicator {id} numerator"
+                );
                 if !per_population {
-                    assert_eq!(got.denominator, w["denominator"].as_u64().unwrap(), "{label} {variant} indicator {id} denominator");
+                    assert_eq!(
+                        got.denominator,
+                        w["denominator"].as_u64().unwrap(),
+                        "{label} {variant} indicator {id} denominator"
+                    );
                 }
-                assert!(got.excluded.is_empty(), "{label} {id}: no faults, no exclusions: {:?}", got.excluded);
+                assert!(
+                    got.excluded.is_empty(),
+                    "{label} {id}: no faults, no exclusions: {:?}",
+                    got.excluded
+                );
             }
             if label == "2025-26" {
                 // Real figures, not empty ones.
@@ -112,19 +136,33 @@ async fn with_faults_the_difference_is_explained_by_the_exclusions() {
     let mut excluded_anything = false;
     for truth in truth_reports(demo) {
         let label = truth["period"].as_str().unwrap();
-        let t = run::tallies(gateway, reports, "Northshire", Period::parse(label).unwrap(), &HashSet::new())
-            .await
-            .unwrap();
+        let t = run::tallies(
+            gateway,
+            reports,
+            "Northshire",
+            Period::parse(label).unwrap(),
+            &HashSet::new(),
+        )
+        .await
+        .unwrap();
         for (id, w) in truth["all"]["indicators"].as_object().unwrap() {
             let got = &t.by_id[id.as_str()];
             let excluded: u64 = got.excluded.values().sum();
             excluded_anything |= excluded > 0;
             let diff = |a: u64, b: u64| a.abs_diff(b);
             let n = diff(got.numerator, w["numerator"].as_u64().unwrap());
-            assert!(n <= excluded, "{label} indicator {id}: numerator off by {n}, {excluded} excluded ({:?})", got.excluded);
+            assert!(
+                n <= excluded,
+                "{label} indicator {id}: numerator off by {n}, {excluded} excluded ({:?})",
+                got.excluded
+            );
             if !id.starts_with('6') {
                 let d = diff(got.denominator, w["denominator"].as_u64().unwrap());
-                assert!(d <= excluded, "{label} indicator {id}: denominator off by {d}, {excluded} excluded ({:?})", got.excluded);
+                assert!(
+                    d <= excluded,
+                    "{label} indicator {id}: denominator off by {d}, {excluded} excluded ({:?})",
+                    got.excluded
+                );
             }
         }
     }
@@ -141,12 +179,14 @@ async fn date_ranges_pushed_into_the_vendor_sql_change_no_answer() {
     let vendors = work.path().join("vendors");
     std::fs::create_dir_all(&vendors).unwrap();
     for v in ["casetrak", "opencare", "ssis"] {
-        let text = std::fs::read_to_string(demo::repo().join(format!("config/vendors/{v}.toml"))).unwrap();
+        let text =
+            std::fs::read_to_string(demo::repo().join(format!("config/vendors/{v}.toml"))).unwrap();
         let mut out = String::new();
         let mut skipping = false;
         for line in text.lines() {
             if line.starts_with("by_person_between") {
-                skipping = !line.trim_end().ends_with("\"\"\"") || line.matches("\"\"\"").count() < 2;
+                skipping =
+                    !line.trim_end().ends_with("\"\"\"") || line.matches("\"\"\"").count() < 2;
                 continue;
             }
             if skipping {
@@ -159,8 +199,10 @@ async fn date_ranges_pushed_into_the_vendor_sql_change_no_answer() {
         assert!(!out.contains("{from}"));
         std::fs::write(vendors.join(format!("{v}.toml")), out).unwrap();
     }
-    let text = demo::config_text(demo, work.path(), &[])
-        .replace(demo::repo().join("config/vendors").to_str().unwrap(), vendors.to_str().unwrap());
+    let text = demo::config_text(demo, work.path(), &[]).replace(
+        demo::repo().join("config/vendors").to_str().unwrap(),
+        vendors.to_str().unwrap(),
+    );
     let path = work.path().join("escr.toml");
     std::fs::write(&path, text).unwrap();
     let plain = Gateway::from_config(LoadedConfig::load(&path).unwrap()).unwrap();
@@ -170,11 +212,25 @@ async fn date_ranges_pushed_into_the_vendor_sql_change_no_answer() {
     let period = Period::parse("2025-26").unwrap();
     let none = HashSet::new();
     let before = pushed.gateway.fetcher.statements_executed();
-    let a = run::tallies(&pushed.gateway, pushed.gateway.reports.as_deref().unwrap(), "Northshire", period, &none)
-        .await
-        .unwrap();
+    let a = run::tallies(
+        &pushed.gateway,
+        pushed.gateway.reports.as_deref().unwrap(),
+        "Northshire",
+        period,
+        &none,
+    )
+    .await
+    .unwrap();
     let statements = pushed.gateway.fetcher.statements_executed() - before;
-    let b = run::tallies(&plain, plain.reports.as_deref().unwrap(), "Northshire", period, &none).await.unwrap();
+    let b = run::tallies(
+        &plain,
+        plain.reports.as_deref().unwrap(),
+        "Northshire",
+        period,
+        &none,
+    )
+    .await
+    .unwrap();
     assert_eq!(a.by_id, b.by_id);
     // One page of 600 people: per source one statement per entity it holds (CaseTrak:
     // person + 4, OpenCare: person + 3, SSIS/90: person + 2).
@@ -183,13 +239,21 @@ async fn date_ranges_pushed_into_the_vendor_sql_change_no_answer() {
     let rows_b = all_rows(&plain, &planner(), period).await;
     assert_eq!(rows_a.len(), rows_b.len());
     let set = |rows: &[escr_gateway::reports::mds::MdsRow]| -> HashSet<String> {
-        rows.iter().map(|r| format!("{r:?}")).filter(|_| true).collect::<HashSet<_>>()
+        rows.iter()
+            .map(|r| format!("{r:?}"))
+            .filter(|_| true)
+            .collect::<HashSet<_>>()
     };
     // Pseudonyms differ by key (each gateway has its own): compare without them.
     let strip = |rows: &[escr_gateway::reports::mds::MdsRow]| -> Vec<String> {
         let mut v: Vec<String> = rows
             .iter()
-            .map(|r| format!("{:?}{:?}{:?}{:?}{}", r.event_start, r.event_end, r.service_component, r.nhs_number, r.event_type))
+            .map(|r| {
+                format!(
+                    "{:?}{:?}{:?}{:?}{}",
+                    r.event_start, r.event_end, r.service_component, r.nhs_number, r.event_type
+                )
+            })
             .collect();
         v.sort();
         v
@@ -218,18 +282,34 @@ async fn reporting_tools_get_suppressed_indicators_and_a_streamed_data_set_over_
     let analyst = Caller::new("analyst", "planning");
 
     // Indicators: the analyst's are the truth without opted-out people, suppressed.
-    let (status, body) = get("/reports/indicators.json?period=2025-26".into(), analyst.clone()).await;
+    let (status, body) = get(
+        "/reports/indicators.json?period=2025-26".into(),
+        analyst.clone(),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let got: Value = serde_json::from_str(&body).unwrap();
     let reports = s.gateway.reports.as_deref().unwrap();
     let period = Period::parse("2025-26").unwrap();
-    let tallies = run::tallies(&s.gateway, reports, "Northshire", period, &opted_out(demo, &s.gateway))
-        .await
-        .unwrap();
+    let tallies = run::tallies(
+        &s.gateway,
+        reports,
+        "Northshire",
+        period,
+        &opted_out(demo, &s.gateway),
+    )
+    .await
+    .unwrap();
     let want = run::published(reports, "Northshire", period, &tallies, 5);
     assert_eq!(got["indicators"], serde_json::to_value(&want).unwrap());
-    assert!(want.iter().all(|r| r.numerator.is_none_or(|n| n == 0 || n >= 5)));
-    let (status, csv) = get("/reports/indicators.csv?period=2025-26".into(), analyst.clone()).await;
+    assert!(want
+        .iter()
+        .all(|r| r.numerator.is_none_or(|n| n == 0 || n >= 5)));
+    let (status, csv) = get(
+        "/reports/indicators.csv?period=2025-26".into(),
+        analyst.clone(),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(csv.lines().count(), 1 + want.len());
     if want.iter().any(|r| r.numerator.is_none()) {
@@ -244,30 +324,64 @@ async fn reporting_tools_get_suppressed_indicators_and_a_streamed_data_set_over_
     assert_eq!(csv.lines().count(), 1 + rows.len());
     assert!(csv.starts_with("authority,person,nhs_number"));
     // Opted-out people are not in it.
-    let opted: HashSet<String> = opted_out(demo, &s.gateway).iter().map(|id| reports.pseudonym(id)).collect();
+    let opted: HashSet<String> = opted_out(demo, &s.gateway)
+        .iter()
+        .map(|id| reports.pseudonym(id))
+        .collect();
     assert!(rows.iter().all(|r| !opted.contains(&r.person)));
     // Every released person is in the audit log, with the planning purpose.
     let first = &rows[0];
     let snapshot = s.gateway.index.snapshot();
-    let person = snapshot.people.keys().find(|id| reports.pseudonym(id) == first.person).unwrap();
-    let trail = s.gateway.access.as_ref().unwrap().audit.for_person(person).unwrap();
-    assert!(trail.iter().any(|e| e.purpose == "planning" && e.decision == "released" && e.reason.as_deref() == Some("minimum data set")));
+    let person = snapshot
+        .people
+        .keys()
+        .find(|id| reports.pseudonym(id) == first.person)
+        .unwrap();
+    let trail = s
+        .gateway
+        .access
+        .as_ref()
+        .unwrap()
+        .audit
+        .for_person(person)
+        .unwrap();
+    assert!(trail.iter().any(|e| e.purpose == "planning"
+        && e.decision == "released"
+        && e.reason.as_deref() == Some("minimum data set")));
 
     // Research: no NHS numbers or birth dates (the purpose uses no demographics).
     let researcher = Caller::new("researcher", "research");
     let (status, csv) = get("/reports/mds.csv?period=2025-26".into(), researcher).await;
     assert_eq!(status, 200);
-    assert!(csv.lines().skip(1).all(|l| l.split(',').nth(2) == Some("") && l.split(',').nth(3) == Some("")));
+    assert!(csv
+        .lines()
+        .skip(1)
+        .all(|l| l.split(',').nth(2) == Some("") && l.split(',').nth(3) == Some("")));
     assert!(!csv.contains(demo.truth.people[0].nhs_number.as_deref().unwrap()));
 
     // Direct care may not use reports; bad periods and authorities are named.
-    let (status, body) = get("/reports/mds.csv?period=2025-26".into(), Caller::new("social_worker", "direct_care")).await;
+    let (status, body) = get(
+        "/reports/mds.csv?period=2025-26".into(),
+        Caller::new("social_worker", "direct_care"),
+    )
+    .await;
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("PURPOSE_NOT_PERMITTED"));
-    let (status, body) = get("/reports/indicators.json?period=2025-27".into(), analyst.clone()).await;
+    let (status, body) = get(
+        "/reports/indicators.json?period=2025-27".into(),
+        analyst.clone(),
+    )
+    .await;
     assert_eq!(status, 400);
     assert!(body.contains("financial year"), "{body}");
-    let (status, body) = get("/reports/indicators.json?period=2025-26&authorities=Atlantis".into(), analyst).await;
+    let (status, body) = get(
+        "/reports/indicators.json?period=2025-26&authorities=Atlantis".into(),
+        analyst,
+    )
+    .await;
     assert_eq!(status, 400);
-    assert!(body.contains("Atlantis") && body.contains("Northshire"), "{body}");
+    assert!(
+        body.contains("Atlantis") && body.contains("Northshire"),
+        "{body}"
+    );
 }

@@ -1,0 +1,193 @@
+//! Reports benchmark: `cargo run --release --example bench_reports -- [people...]`
+//! (default 20,000 and 100,000 people, the three demo vendors in SQLite).
+//!
+//! For each size: the indicators for a financial year (time, statements), the same
+//! rows read by direct SQL (the physical limit), and the full minimum data set as CSV
+//! streamed over HTTP (time, rows, bytes), with the process's resident memory sampled
+//! during each: the export's growth must not follow its size.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use escr_gateway::access::{AccessContext, Purpose};
+use escr_gateway::config::LoadedConfig;
+use escr_gateway::gateway::Gateway;
+use escr_gateway::generate::{generate, GenerateOptions};
+use escr_gateway::reports::{run, Period};
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Peak resident memory while `f` runs, sampled every 5 ms: (result, peak KiB).
+async fn with_peak<T>(f: impl std::future::Future<Output = T>) -> (T, u64) {
+    let peak = Arc::new(AtomicU64::new(rss_kib()));
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (peak, done) = (peak.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                peak.fetch_max(rss_kib(), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let out = f.await;
+    done.store(true, Ordering::Relaxed);
+    let _ = sampler.join();
+    (out, peak.load(Ordering::Relaxed))
+}
+
+/// Every event row the reports read, by direct SQL on the SQLite files.
+fn direct_rows(dir: &std::path::Path) -> anyhow::Result<u64> {
+    let mut rows = 0u64;
+    for (db, tables) in [
+        (
+            "casetrak",
+            &["CLNT", "CNTCT", "ASMT", "EPSD", "SVC_PKG"][..],
+        ),
+        (
+            "opencare",
+            &["people", "referrals", "assessments", "service_agreements"][..],
+        ),
+        ("ssis", &["CLIENT", "REFRL", "CAREPKG"][..]),
+    ] {
+        let conn = rusqlite::Connection::open(dir.join(format!("{db}.db")))?;
+        for t in tables {
+            let mut stmt = conn.prepare(&format!("SELECT * FROM {t}"))?;
+            let columns = stmt.column_count();
+            let mut q = stmt.query([])?;
+            while let Some(row) = q.next()? {
+                for c in 0..columns {
+                    let _ = row.get_ref(c)?;
+                }
+                rows += 1;
+            }
+        }
+    }
+    Ok(rows)
+}
+
+async fn bench(people: usize) -> anyhow::Result<()> {
+    let work = tempfile::tempdir()?;
+    generate(
+        &GenerateOptions {
+            people,
+            ..GenerateOptions::default()
+        },
+        work.path(),
+    )?;
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut config = format!(
+        "reports = {:?}\n[index]\npath = {:?}\nrefresh_secs = 0\nlinkage = {:?}\n",
+        work.path().join("reports.toml"),
+        work.path().join("index.db"),
+        repo.join("config/linkage.toml")
+    );
+    std::fs::write(
+        work.path().join("reports.toml"),
+        format!(
+            "bank_holidays = {:?}\ndefault_authority = \"Northshire\"\npseudonym_key_file = {:?}\ngenerate_key_if_missing = true\n[authorities.Northshire]\npopulation_18_64 = 181000\npopulation_65_plus = 62000\n",
+            repo.join("config/bank-holidays.toml"),
+            work.path().join("pseudonym.key")
+        ),
+    )?;
+    for s in ["casetrak", "opencare", "ssis"] {
+        config.push_str(&format!(
+            "[[sources]]\nname = \"{s}\"\nprofile = {:?}\nsqlite = {{ path = {:?}, query_timeout_ms = 600000 }}\n",
+            repo.join(format!("config/vendors/{s}.toml")),
+            work.path().join(format!("{s}.db"))
+        ));
+    }
+    let config_path = work.path().join("escr.toml");
+    std::fs::write(&config_path, config)?;
+    let gateway = Gateway::from_config(LoadedConfig::load(&config_path)?)?;
+    gateway.refresh_index(false).await?;
+    let gateway = Arc::new(gateway);
+    let period = Period::parse("2025-26")?;
+    let ctx = AccessContext::for_role("bench", "analyst", Purpose::Planning);
+    println!(
+        "\n{people} people ({} in the index)",
+        gateway.index.snapshot().person_count()
+    );
+
+    let base = rss_kib();
+    let statements = gateway.fetcher.statements_executed();
+    let started = Instant::now();
+    let (result, peak) = with_peak(run::indicators(&gateway, &ctx, period, None)).await;
+    let indicators_secs = started.elapsed().as_secs_f64();
+    let rows = result?;
+    println!(
+        "  indicators: {} rows in {indicators_secs:.2} s, {} statements, memory +{} MiB over {} MiB",
+        rows.len(),
+        gateway.fetcher.statements_executed() - statements,
+        peak.saturating_sub(base) / 1024,
+        base / 1024
+    );
+
+    let started = Instant::now();
+    let direct = direct_rows(work.path())?;
+    let direct_secs = started.elapsed().as_secs_f64();
+    println!(
+        "  direct SQL reading every row the reports read ({direct} rows): {direct_secs:.2} s; indicators / direct = {:.1}x",
+        indicators_secs / direct_secs
+    );
+
+    // The data set over HTTP, as a reporting tool would pull it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = escr_gateway::server::router(gateway.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let base = rss_kib();
+    let started = Instant::now();
+    let (counted, peak) = with_peak(async {
+        let mut r = reqwest::Client::new()
+            .get(format!("http://{addr}/reports/mds.csv?period=2025-26"))
+            .header("X-Purpose-Of-Use", "planning")
+            .send()
+            .await?;
+        anyhow::ensure!(r.status().is_success(), "{}", r.status());
+        let (mut bytes, mut lines) = (0u64, 0u64);
+        while let Some(chunk) = r.chunk().await? {
+            bytes += chunk.len() as u64;
+            lines += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+        }
+        anyhow::Ok((bytes, lines))
+    })
+    .await;
+    let (bytes, lines) = counted?;
+    println!(
+        "  data set CSV: {} rows, {:.1} MiB in {:.2} s, memory +{} MiB over {} MiB",
+        lines.saturating_sub(1),
+        bytes as f64 / 1048576.0,
+        started.elapsed().as_secs_f64(),
+        peak.saturating_sub(base) / 1024,
+        base / 1024
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![20_000, 100_000]
+    } else {
+        sizes
+    };
+    for people in sizes {
+        bench(people).await?;
+    }
+    Ok(())
+}
