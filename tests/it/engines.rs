@@ -89,15 +89,17 @@ async fn opencare_on_mariadb_answers_like_the_embedded_default() {
         .filter(|p| p.extension().is_some_and(|e| e == "graphql"));
     let mut compared = 0;
     for case in cases {
-        let query = std::fs::read_to_string(&case).unwrap();
-        let vars = query
-            .lines()
-            .next()
-            .and_then(|l| l.strip_prefix("# variables:"))
-            .map(|v| serde_json::from_str(v.trim()).unwrap())
-            .unwrap_or(json!({}));
-        let want = embedded.run(&query, vars.clone()).await;
-        let got = real.run(&query, vars).await;
+        let golden = demo::golden_case(&case);
+        let want = embedded
+            .run_as(
+                golden.caller.clone(),
+                &golden.query,
+                golden.variables.clone(),
+            )
+            .await;
+        let got = real
+            .run_as(golden.caller, &golden.query, golden.variables)
+            .await;
         assert_eq!(got, want, "{}", case.display());
         compared += 1;
     }
@@ -289,15 +291,18 @@ async fn three_engines_answer_alike_and_recover_from_a_server_outage() {
         if case.extension().is_none_or(|e| e != "graphql") {
             continue;
         }
-        let query = std::fs::read_to_string(&case).unwrap();
-        let vars = query
-            .lines()
-            .next()
-            .and_then(|l| l.strip_prefix("# variables:"))
-            .map(|v| serde_json::from_str(v.trim()).unwrap())
-            .unwrap_or(json!({}));
-        let want = embedded.run(&query, vars.clone()).await;
-        assert_eq!(real.run(&query, vars).await, want, "{}", case.display());
+        let golden = demo::golden_case(&case);
+        let want = embedded
+            .run_as(
+                golden.caller.clone(),
+                &golden.query,
+                golden.variables.clone(),
+            )
+            .await;
+        let got = real
+            .run_as(golden.caller, &golden.query, golden.variables)
+            .await;
+        assert_eq!(got, want, "{}", case.display());
     }
     assert!(tds.requests() > 0, "CaseTrak was read over TDS");
 
@@ -325,10 +330,16 @@ async fn three_engines_answer_alike_and_recover_from_a_server_outage() {
         let g = g.gateway.clone();
         let planner = planner.clone();
         async move {
-            let (rows, _) =
-                escr_gateway::reports::run::mds_page(&g, &planner, period, "Northshire", 1000, None)
-                    .await
-                    .unwrap();
+            let (rows, _) = escr_gateway::reports::run::mds_page(
+                &g,
+                &planner,
+                period,
+                "Northshire",
+                1000,
+                None,
+            )
+            .await
+            .unwrap();
             // Pseudonyms differ (each gateway has its own key): compare the rest.
             let mut rows: Vec<String> = rows
                 .into_iter()

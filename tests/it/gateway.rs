@@ -605,15 +605,10 @@ async fn golden_cases() {
     assert!(cases.len() >= 4, "golden cases missing");
     let bless = std::env::var_os("ESCR_BLESS").is_some();
     for case in cases {
-        let query = std::fs::read_to_string(&case).unwrap();
-        // Variables in a first-line comment: `# variables: {...}`.
-        let vars = query
-            .lines()
-            .next()
-            .and_then(|l| l.strip_prefix("# variables:"))
-            .map(|v| serde_json::from_str(v.trim()).expect("variables are JSON"))
-            .unwrap_or(json!({}));
-        let got = gw.run(&query, vars).await;
+        let golden = demo::golden_case(&case);
+        let got = gw
+            .run_as(golden.caller, &golden.query, golden.variables)
+            .await;
         let expected_path = case.with_extension("json");
         if bless {
             std::fs::write(

@@ -142,6 +142,40 @@ pub fn write_reports_config(work: &Path, page_people: usize) -> PathBuf {
     path
 }
 
+/// A golden case: `tests/golden/<name>.graphql`, its variables (a `# variables: {...}`
+/// comment line) and its caller (`# caller: <role> <purpose>`; the demo caller without).
+pub struct GoldenCase {
+    pub query: String,
+    pub variables: serde_json::Value,
+    pub caller: AccessContext,
+}
+
+pub fn golden_case(path: &Path) -> GoldenCase {
+    let query = std::fs::read_to_string(path).expect("golden case readable");
+    let mut variables = serde_json::json!({});
+    let mut caller = AccessContext::demo();
+    for line in query.lines().take_while(|l| l.starts_with('#')) {
+        if let Some(v) = line.strip_prefix("# variables:") {
+            variables = serde_json::from_str(v.trim()).expect("variables are JSON");
+        }
+        if let Some(c) = line.strip_prefix("# caller:") {
+            let mut words = c.split_whitespace();
+            let (role, purpose) = (
+                words.next().expect("a role"),
+                words.next().expect("a purpose"),
+            );
+            let purpose =
+                escr_gateway::policy::purpose_from_name(purpose).expect("a purpose of use");
+            caller = AccessContext::for_role("golden", role, purpose);
+        }
+    }
+    GoldenCase {
+        query,
+        variables,
+        caller,
+    }
+}
+
 pub struct TestGateway {
     pub gateway: Arc<Gateway>,
     pub schema: escr_gateway::graphql::EscrSchema,
