@@ -210,8 +210,11 @@ async fn report_request(
     let checked = (|| {
         let reports = crate::reports::run::authorise(&state.gateway, &caller)?;
         let period = crate::reports::Period::parse(query.period.as_deref().unwrap_or_default())?;
-        let authorities =
-            crate::reports::run::authorities(reports, query.authorities().as_deref())?;
+        let authorities = crate::reports::run::authorities(
+            &state.gateway,
+            reports,
+            query.authorities().as_deref(),
+        )?;
         Ok((period, authorities))
     })();
     match checked {
@@ -230,6 +233,9 @@ async fn mds_csv(
         Ok(r) => r,
         Err(refused) => return refused,
     };
+    if let Err(e) = crate::reports::run::check_sources(&state.gateway, &authorities, period).await {
+        return report_error(&state.gateway, &caller, e).await;
+    }
     let stream = crate::reports::run::mds_csv(state.gateway.clone(), caller, period, authorities);
     (
         [

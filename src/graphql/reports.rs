@@ -86,9 +86,8 @@ pub async fn minimum_data_set(
 /// The entity for an authority this gateway reports on; `None` for any other.
 pub fn authority(ctx: &Context<'_>, name: String) -> Option<Authority> {
     let gateway = ctx.data_unchecked::<Arc<Gateway>>();
-    gateway
-        .reports
-        .as_ref()?
-        .authority(&name)
-        .map(|_| Authority { name })
+    let reports = gateway.reports.as_deref()?;
+    run::served(gateway, reports)
+        .contains(&name)
+        .then_some(Authority { name })
 }

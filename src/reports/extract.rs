@@ -135,6 +135,34 @@ impl<'a> Extractor<'a> {
         }
     }
 
+    /// Every source of the authority answers now. A source that is down, or was down
+    /// when the index was built, has people the index may not know: a report without
+    /// them would be wrong, not partial.
+    pub async fn check_sources(&self) -> Result<(), ReportError> {
+        let checks = self.sources.iter().map(|i| {
+            let source = &self.gateway.fetcher.sources[*i];
+            async move {
+                match tokio::time::timeout(source.timeout, source.connector.ping()).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(error)) => Err(crate::source::SourceError::Connector {
+                        source_name: source.name.clone(),
+                        profile: source.profile.name().to_string(),
+                        entity: EntityKind::Person,
+                        error,
+                    }),
+                    Err(_) => Err(crate::source::SourceError::Timeout {
+                        source_name: source.name.clone(),
+                        millis: source.timeout.as_millis(),
+                    }),
+                }
+            }
+        });
+        for result in futures::future::join_all(checks).await {
+            result?;
+        }
+        Ok(())
+    }
+
     fn source_names(&self) -> BTreeSet<&str> {
         self.sources
             .iter()

@@ -41,24 +41,32 @@ pub fn authorise<'a>(
     Ok(reports)
 }
 
-/// The named authorities (all configured ones when none are named), each checked.
+/// The authorities this gateway reports on: configured ones with a source here.
+pub fn served(gateway: &Gateway, reports: &Reports) -> Vec<String> {
+    reports
+        .authority_names()
+        .into_iter()
+        .filter(|a| gateway.fetcher.sources.iter().any(|s| &s.authority == a))
+        .collect()
+}
+
+/// The named authorities (all served ones when none are named), each checked.
 pub fn authorities(
+    gateway: &Gateway,
     reports: &Reports,
     named: Option<&[String]>,
 ) -> Result<Vec<String>, ReportError> {
+    let served = served(gateway, reports);
     match named {
         Some(list) if !list.is_empty() => list
             .iter()
             .map(|a| {
-                reports.authority(a).map(|_| a.clone()).ok_or_else(|| {
-                    ReportError::UnknownAuthority(
-                        a.chars().take(60).collect(),
-                        reports.authority_names().join(", "),
-                    )
+                served.iter().find(|s| *s == a).cloned().ok_or_else(|| {
+                    ReportError::UnknownAuthority(a.chars().take(60).collect(), served.join(", "))
                 })
             })
             .collect(),
-        _ => Ok(reports.authority_names()),
+        _ => Ok(served),
     }
 }
 
@@ -73,6 +81,7 @@ pub async fn tallies(
 ) -> Result<Tallies, ReportError> {
     let snapshot = gateway.index.snapshot();
     let ex = Extractor::new(gateway, authority, period, false);
+    ex.check_sources().await?;
     let survivorship = &gateway.index.linkage_config().survivorship;
     let mut tallies = Tallies::default();
     let mut from: Bound<String> = Bound::Unbounded;
@@ -108,7 +117,7 @@ pub async fn indicators(
     named: Option<&[String]>,
 ) -> Result<Vec<IndicatorResult>, ReportError> {
     let reports = authorise(gateway, ctx)?;
-    let names = authorities(reports, named)?;
+    let names = authorities(gateway, reports, named)?;
     let excluded = gateway.policy.excluded_people(ctx);
     let mut out = Vec::new();
     for name in &names {
@@ -356,7 +365,7 @@ pub async fn mds_page(
     after: Option<&str>,
 ) -> Result<(Vec<MdsRow>, Option<String>), ReportError> {
     let reports = authorise(gateway, ctx)?;
-    let authority = authorities(reports, Some(&[authority.to_string()]))?.remove(0);
+    let authority = authorities(gateway, reports, Some(&[authority.to_string()]))?.remove(0);
     let (mut from, mut skip) = match after {
         Some(c) => {
             let (person, skip) = parse_cursor(c)?;
@@ -365,6 +374,7 @@ pub async fn mds_page(
         None => (Bound::Unbounded, 0),
     };
     let job = MdsJob::new(gateway, reports, ctx, &authority, period);
+    job.ex.check_sources().await?;
     let page = reports.config.page_people.min(first.max(100));
     let mut rows = Vec::new();
     loop {
@@ -383,6 +393,20 @@ pub async fn mds_page(
         }
         from = Bound::Excluded(last);
     }
+}
+
+/// Every source of these authorities answers (before a stream's first byte).
+pub async fn check_sources(
+    gateway: &Gateway,
+    authorities: &[String],
+    period: Period,
+) -> Result<(), ReportError> {
+    for authority in authorities {
+        Extractor::new(gateway, authority, period, false)
+            .check_sources()
+            .await?;
+    }
+    Ok(())
 }
 
 /// The data set as CSV, streamed: a page of people at a time, each page's releases

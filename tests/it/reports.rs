@@ -232,9 +232,10 @@ async fn date_ranges_pushed_into_the_vendor_sql_change_no_answer() {
     .await
     .unwrap();
     assert_eq!(a.by_id, b.by_id);
-    // One page of 600 people: per source one statement per entity it holds (CaseTrak:
-    // person + 4, OpenCare: person + 3, SSIS/90: person + 2).
-    assert_eq!(statements, 12);
+    // A check that each source answers, then one page of 600 people: per source one
+    // statement per entity it holds (CaseTrak: person + 4, OpenCare: person + 3,
+    // SSIS/90: person + 2).
+    assert_eq!(statements, 3 + 12);
     let rows_a = all_rows(&pushed.gateway, &planner(), period).await;
     let rows_b = all_rows(&plain, &planner(), period).await;
     assert_eq!(rows_a.len(), rows_b.len());
@@ -384,4 +385,187 @@ async fn reporting_tools_get_suppressed_indicators_and_a_streamed_data_set_over_
         body.contains("Atlantis") && body.contains("Northshire"),
         "{body}"
     );
+}
+
+/// A second council's own sources beside the first's: each authority's indicators
+/// come from its own sources only (Southborough's equal its own truth, Northshire's are
+/// unchanged by its neighbour); and across gateways, each council's gateway answers the
+/// `Authority` entity for its own council only, with aggregates and nothing personal.
+#[tokio::test]
+async fn councils_side_by_side_and_across_gateways() {
+    let north = demo::clean();
+    let south_dir = tempfile::tempdir().unwrap();
+    escr_gateway::generate::generate(
+        &escr_gateway::generate::GenerateOptions {
+            seed: demo::SEED,
+            people: 400,
+            faults: escr_gateway::generate::FaultRates::none(),
+            council: "Southborough".into(),
+            ..Default::default()
+        },
+        south_dir.path(),
+    )
+    .unwrap();
+    let south = Demo {
+        dir: south_dir.path().to_path_buf(),
+        truth: serde_json::from_slice(&std::fs::read(south_dir.path().join("truth.json")).unwrap())
+            .unwrap(),
+    };
+    let vendors = demo::repo().join("config/vendors");
+    let build = |with_north: bool, with_south: bool| {
+        let work = tempfile::tempdir().unwrap();
+        let mut text = demo::config_text(north, work.path(), &[]);
+        if !with_north {
+            text = text[..text.find("[[sources]]").unwrap()].to_string();
+        }
+        if with_south {
+            for v in ["casetrak", "opencare", "ssis"] {
+                text.push_str(&format!(
+                    "\n[[sources]]\nname = \"sb-{v}\"\nauthority = \"Southborough\"\nprofile = {:?}\nsqlite = {{ path = {:?} }}\n",
+                    vendors.join(format!("{v}.toml")),
+                    south.dir.join(format!("{v}.db"))
+                ));
+            }
+        }
+        let reports = std::fs::read_to_string(work.path().join("reports.toml")).unwrap();
+        std::fs::write(
+            work.path().join("reports.toml"),
+            format!("{reports}\n[authorities.Southborough]\npopulation_18_64 = 97000\npopulation_65_plus = 41000\n"),
+        )
+        .unwrap();
+        let path = work.path().join("escr.toml");
+        std::fs::write(&path, text).unwrap();
+        (work, path)
+    };
+    let open = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        async move {
+            let g = Gateway::from_config(LoadedConfig::load(&path).unwrap()).unwrap();
+            g.refresh_index(false).await.unwrap();
+            Arc::new(g)
+        }
+    };
+    let (_w1, both_path) = build(true, true);
+    let both = open(&both_path).await;
+    let alone = demo::gateway(north).await;
+    let period = Period::parse("2025-26").unwrap();
+    let none = HashSet::new();
+    let reports = both.reports.as_deref().unwrap();
+    let north_both = run::tallies(&both, reports, "Northshire", period, &none)
+        .await
+        .unwrap();
+    let north_alone = run::tallies(
+        &alone.gateway,
+        alone.gateway.reports.as_deref().unwrap(),
+        "Northshire",
+        period,
+        &none,
+    )
+    .await
+    .unwrap();
+    assert_eq!(north_both.by_id, north_alone.by_id);
+    let south_tallies = run::tallies(&both, reports, "Southborough", period, &none)
+        .await
+        .unwrap();
+    let truth = truth_reports(&south)
+        .into_iter()
+        .find(|t| t["period"] == "2025-26")
+        .unwrap();
+    for (id, w) in truth["all"]["indicators"].as_object().unwrap() {
+        assert_eq!(
+            south_tallies.by_id[id.as_str()].numerator,
+            w["numerator"].as_u64().unwrap(),
+            "Southborough {id}"
+        );
+    }
+    assert_ne!(south_tallies.by_id, north_both.by_id);
+    let side_by_side = run::indicators(&both, &planner(), period, None)
+        .await
+        .unwrap();
+    let authorities: Vec<&str> = side_by_side.iter().map(|r| r.authority.as_str()).collect();
+    assert_eq!(
+        authorities.iter().filter(|a| **a == "Northshire").count(),
+        8
+    );
+    assert_eq!(
+        authorities.iter().filter(|a| **a == "Southborough").count(),
+        8
+    );
+
+    // Across gateways: what a supergraph router asks each council's subgraph.
+    let (_w2, south_path) = build(false, true);
+    let south_only = open(&south_path).await;
+    let query = r#"{ _entities(representations: [{__typename: "Authority", name: "Northshire"}, {__typename: "Authority", name: "Southborough"}]) { ... on Authority { name indicators(period: "2025-26") { id numerator denominator value } } } }"#;
+    let ask = |g: Arc<Gateway>| async move {
+        let schema = escr_gateway::graphql::build(Some(g.clone()));
+        let request = async_graphql::Request::new(query)
+            .data(g.request_loaders())
+            .data(planner());
+        serde_json::to_value(schema.execute(request).await).unwrap()
+    };
+    let from_north = ask(alone.gateway.clone()).await;
+    let from_south = ask(south_only.clone()).await;
+    assert!(from_north["errors"].is_null(), "{from_north}");
+    assert_eq!(from_north["data"]["_entities"][0]["name"], "Northshire");
+    assert!(from_north["data"]["_entities"][1].is_null());
+    assert!(from_south["data"]["_entities"][0].is_null());
+    assert_eq!(from_south["data"]["_entities"][1]["name"], "Southborough");
+    assert_eq!(
+        from_south["data"]["_entities"][1]["indicators"]
+            .as_array()
+            .unwrap()
+            .len(),
+        8
+    );
+    for text in [from_north.to_string(), from_south.to_string()] {
+        // Aggregates only: no person id, no NHS number.
+        assert!(!text.contains("\"P"), "{text}");
+        assert!(
+            !text
+                .chars()
+                .collect::<Vec<_>>()
+                .windows(10)
+                .any(|w| w.iter().all(|c| c.is_ascii_digit())),
+            "{text}"
+        );
+    }
+}
+
+/// A source that is down makes a report fail with its name, never a short answer (its
+/// people may be missing from the index too): a status and a code before any data.
+#[tokio::test]
+async fn a_failing_source_fails_the_report_and_names_itself() {
+    let demo = demo::clean();
+    let missing = demo.dir.join("absent.db");
+    let gw = demo::gateway_with(demo, &[("opencare", missing.to_str().unwrap())], None).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = escr_gateway::server::router(gw.gateway.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = reqwest::Client::new();
+    let get = |path: &str| {
+        client
+            .get(format!("http://{addr}{path}"))
+            .header("X-Purpose-Of-Use", "planning")
+            .send()
+    };
+    let r = get("/reports/indicators.json?period=2025-26")
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 502);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "SOURCE_UNAVAILABLE"
+    );
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("opencare"),
+        "{body}"
+    );
+    let r = get("/reports/mds.csv?period=2025-26").await.unwrap();
+    assert_eq!(r.status().as_u16(), 502);
+    assert!(r.text().await.unwrap().contains("opencare"));
 }
