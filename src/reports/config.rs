@@ -169,3 +169,62 @@ impl Reports {
         self.config.authorities.keys().cloned().collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reports_with_key(key: &str) -> Reports {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("k");
+        std::fs::write(&key_file, key).unwrap();
+        let path = dir.path().join("reports.toml");
+        let calendar = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/bank-holidays.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "bank_holidays = {calendar:?}\ndefault_authority = \"A\"\npseudonym_key_file = {key_file:?}\n[authorities.A]\npopulation_18_64 = 1\npopulation_65_plus = 1\n"
+            ),
+        )
+        .unwrap();
+        let config = ReportsConfig::load(&path).unwrap();
+        let calendar = BankHolidays::load(&config.bank_holidays).unwrap();
+        Reports::open(&path, config, calendar).unwrap()
+    }
+
+    #[test]
+    fn pseudonyms_are_stable_under_a_key_and_differ_between_keys() {
+        let a = reports_with_key("a key of at least thirty-two bytes, for tests");
+        let b = reports_with_key("another key of at least thirty-two bytes here");
+        assert_eq!(a.pseudonym("P0001"), a.pseudonym("P0001"));
+        assert_ne!(a.pseudonym("P0001"), a.pseudonym("P0002"));
+        assert_ne!(a.pseudonym("P0001"), b.pseudonym("P0001"));
+        assert_eq!(a.pseudonym("P0001").len(), 32);
+        assert!(!a.pseudonym("P0001").contains("0001"));
+    }
+
+    #[test]
+    fn a_bad_reports_config_names_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reports.toml");
+        let cases = [
+            ("bank_holidays = \"b.toml\"\ndefault_authority = \"A\"\npseudonym_key_env = \"K\"\n[authorities.B]\npopulation_18_64 = 1\npopulation_65_plus = 1\n", 2, "default_authority"),
+            ("bank_holidays = \"b.toml\"\ndefault_authority = \"A\"\npseudonym_key_env = \"K\"\n[authorities.A]\npopulation_18_64 = 0\npopulation_65_plus = 1\n", 4, "above 0"),
+            ("bank_holidays = \"b.toml\"\ndefault_authority = \"A\"\nthreshold = 3\n", 3, "unknown field"),
+        ];
+        for (text, line, reason) in cases {
+            std::fs::write(&path, text).unwrap();
+            let e = ReportsConfig::load(&path).unwrap_err();
+            assert_eq!(e.line, line, "{e}");
+            assert!(e.reason.contains(reason), "{e}");
+        }
+        // A key file that is missing and may not be created is refused at startup.
+        assert!(crate::auth::secret_key(
+            None,
+            Some(&dir.path().join("none")),
+            false,
+            "the pseudonym key"
+        )
+        .is_err());
+    }
+}
