@@ -5,6 +5,9 @@
 //! source records, timeline with provenance). Reports p50/p99 latency and throughput,
 //! cold (cache cleared before each request) and cached, and SQL statements per request.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,20 +54,11 @@ async fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
 
-    let vendors = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/vendors");
-    let mut config = format!(
-        "[index]\npath = {:?}\nrefresh_secs = 0\n[loader]\nbatch_delay_ms = 0\n",
+    let head = format!(
+        "[index]\npath = {:?}\nrefresh_secs = 0\n[loader]\nbatch_delay_ms = 0",
         work.path().join("index.db")
     );
-    for s in ["casetrak", "opencare", "ssis"] {
-        config.push_str(&format!(
-            "[[sources]]\nname = \"{s}\"\nprofile = {:?}\nsqlite = {{ path = {:?} }}\n",
-            vendors.join(format!("{s}.toml")),
-            work.path().join(format!("{s}.db"))
-        ));
-    }
-    let path = work.path().join("escr.toml");
-    std::fs::write(&path, config)?;
+    let path = support::demo_config(work.path(), &head, "")?;
     let gw = Arc::new(Gateway::from_config(LoadedConfig::load(&path)?)?);
     let started = Instant::now();
     let report = gw.refresh_index(false).await?;

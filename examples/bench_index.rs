@@ -7,6 +7,9 @@
 
 use std::time::Instant;
 
+#[path = "support/mod.rs"]
+mod support;
+
 use escr_gateway::config::LoadedConfig;
 use escr_gateway::gateway::Gateway;
 use escr_gateway::generate::{generate, GenerateOptions};
@@ -33,20 +36,12 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut config = format!(
-        "[index]\npath = {:?}\nrefresh_secs = 0\nlinkage = {:?}\n",
+    let head = format!(
+        "[index]\npath = {:?}\nrefresh_secs = 0\nlinkage = {:?}",
         work.path().join("index.db"),
         repo.join("config/linkage.toml")
     );
-    for s in ["casetrak", "opencare", "ssis"] {
-        config.push_str(&format!(
-            "[[sources]]\nname = \"{s}\"\nprofile = {:?}\nsqlite = {{ path = {:?}, query_timeout_ms = 600000 }}\n",
-            repo.join(format!("config/vendors/{s}.toml")),
-            work.path().join(format!("{s}.db"))
-        ));
-    }
-    let config_path = work.path().join("escr.toml");
-    std::fs::write(&config_path, config)?;
+    let config_path = support::demo_config(work.path(), &head, "query_timeout_ms = 600000")?;
     let gateway = Gateway::from_config(LoadedConfig::load(&config_path)?)?;
 
     let started = Instant::now();

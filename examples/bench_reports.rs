@@ -6,6 +6,9 @@
 //! streamed over HTTP (time, rows, bytes), with the process's resident memory sampled
 //! during each: the export's growth must not follow its size.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -86,12 +89,6 @@ async fn bench(people: usize) -> anyhow::Result<()> {
         work.path(),
     )?;
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut config = format!(
-        "reports = {:?}\n[index]\npath = {:?}\nrefresh_secs = 0\nlinkage = {:?}\n",
-        work.path().join("reports.toml"),
-        work.path().join("index.db"),
-        repo.join("config/linkage.toml")
-    );
     std::fs::write(
         work.path().join("reports.toml"),
         format!(
@@ -100,15 +97,13 @@ async fn bench(people: usize) -> anyhow::Result<()> {
             work.path().join("pseudonym.key")
         ),
     )?;
-    for s in ["casetrak", "opencare", "ssis"] {
-        config.push_str(&format!(
-            "[[sources]]\nname = \"{s}\"\nprofile = {:?}\nsqlite = {{ path = {:?}, query_timeout_ms = 600000 }}\n",
-            repo.join(format!("config/vendors/{s}.toml")),
-            work.path().join(format!("{s}.db"))
-        ));
-    }
-    let config_path = work.path().join("escr.toml");
-    std::fs::write(&config_path, config)?;
+    let head = format!(
+        "reports = {:?}\n[index]\npath = {:?}\nrefresh_secs = 0\nlinkage = {:?}",
+        work.path().join("reports.toml"),
+        work.path().join("index.db"),
+        repo.join("config/linkage.toml")
+    );
+    let config_path = support::demo_config(work.path(), &head, "query_timeout_ms = 600000")?;
     let gateway = Gateway::from_config(LoadedConfig::load(&config_path)?)?;
     gateway.refresh_index(false).await?;
     let gateway = Arc::new(gateway);

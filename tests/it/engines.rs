@@ -32,6 +32,31 @@ async fn load_opencare() {
         .await;
 }
 
+/// Every golden case answers the same through `real` as through `embedded`; how many.
+async fn golden_cases_alike(real: &TestGateway, embedded: &TestGateway) -> usize {
+    let mut compared = 0;
+    for case in std::fs::read_dir(demo::repo().join("tests/golden")).unwrap() {
+        let case = case.unwrap().path();
+        if case.extension().is_none_or(|e| e != "graphql") {
+            continue;
+        }
+        let golden = demo::golden_case(&case);
+        let want = embedded
+            .run_as(
+                golden.caller.clone(),
+                &golden.query,
+                golden.variables.clone(),
+            )
+            .await;
+        let got = real
+            .run_as(golden.caller, &golden.query, golden.variables)
+            .await;
+        assert_eq!(got, want, "{}", case.display());
+        compared += 1;
+    }
+    compared
+}
+
 /// The `[[sources]]` connector line for OpenCare on MariaDB; the password in a file, as
 /// an operator would configure it. `edit` may spoil it.
 fn mysql_section(dir: &std::path::Path, edit: impl FnOnce(&mut Section)) -> String {
@@ -83,27 +108,7 @@ async fn opencare_on_mariadb_answers_like_the_embedded_default() {
         "opencare is read from MariaDB"
     );
     let embedded = demo::gateway(demo::clean()).await;
-    let cases = std::fs::read_dir(demo::repo().join("tests/golden"))
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "graphql"));
-    let mut compared = 0;
-    for case in cases {
-        let golden = demo::golden_case(&case);
-        let want = embedded
-            .run_as(
-                golden.caller.clone(),
-                &golden.query,
-                golden.variables.clone(),
-            )
-            .await;
-        let got = real
-            .run_as(golden.caller, &golden.query, golden.variables)
-            .await;
-        assert_eq!(got, want, "{}", case.display());
-        compared += 1;
-    }
-    assert!(compared >= 5);
+    assert!(golden_cases_alike(&real, &embedded).await >= 5);
     // A record only OpenCare holds, field by field, through both.
     let q = "{ personBySourceRecord(source: \"opencare\", localId: \"7\") { id name { family given } birthDate visits { planned actual seen } caseNotes { date text security { labels } } communications { recipients sentAt } carePlans { goals start } } }";
     assert_eq!(
@@ -286,24 +291,7 @@ async fn three_engines_answer_alike_and_recover_from_a_server_outage() {
         .collect();
     assert_eq!(engines, ["mssql", "mysql", "odbc"]);
     let embedded = demo::gateway(demo::clean()).await;
-    for case in std::fs::read_dir(demo::repo().join("tests/golden")).unwrap() {
-        let case = case.unwrap().path();
-        if case.extension().is_none_or(|e| e != "graphql") {
-            continue;
-        }
-        let golden = demo::golden_case(&case);
-        let want = embedded
-            .run_as(
-                golden.caller.clone(),
-                &golden.query,
-                golden.variables.clone(),
-            )
-            .await;
-        let got = real
-            .run_as(golden.caller, &golden.query, golden.variables)
-            .await;
-        assert_eq!(got, want, "{}", case.display());
-    }
+    golden_cases_alike(&real, &embedded).await;
     assert!(tds.requests() > 0, "CaseTrak was read over TDS");
 
     // Reports too: date ranges pushed into SQL Server's, MariaDB's and the ODBC

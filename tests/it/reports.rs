@@ -267,14 +267,11 @@ async fn date_ranges_pushed_into_the_vendor_sql_change_no_answer() {
 async fn reporting_tools_get_suppressed_indicators_and_a_streamed_data_set_over_http() {
     let demo = demo::clean();
     let s = secured(demo).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = escr_gateway::server::router(s.gateway.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let base = demo::serve_http(s.gateway.clone()).await;
     let client = reqwest::Client::new();
     let get = |path: String, caller: Caller| {
         let headers = s.headers(&caller);
-        let req = client.get(format!("http://{addr}{path}")).headers(headers);
+        let req = client.get(format!("{base}{path}")).headers(headers);
         async move {
             let r = req.send().await.unwrap();
             (r.status().as_u16(), r.text().await.unwrap())
@@ -538,14 +535,11 @@ async fn a_failing_source_fails_the_report_and_names_itself() {
     let demo = demo::clean();
     let missing = demo.dir.join("absent.db");
     let gw = demo::gateway_with(demo, &[("opencare", missing.to_str().unwrap())], None).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = escr_gateway::server::router(gw.gateway.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let base = demo::serve_http(gw.gateway.clone()).await;
     let client = reqwest::Client::new();
     let get = |path: &str| {
         client
-            .get(format!("http://{addr}{path}"))
+            .get(format!("{base}{path}"))
             .header("X-Purpose-Of-Use", "planning")
             .send()
     };

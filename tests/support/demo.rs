@@ -176,6 +176,17 @@ pub fn golden_case(path: &Path) -> GoldenCase {
     }
 }
 
+/// Serve the gateway's HTTP surface on a free loopback port; its base URL.
+pub async fn serve_http(gateway: Arc<Gateway>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free port");
+    let addr = listener.local_addr().expect("bound");
+    let app = escr_gateway::server::router(gateway);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
 pub struct TestGateway {
     pub gateway: Arc<Gateway>,
     pub schema: escr_gateway::graphql::EscrSchema,
