@@ -307,6 +307,12 @@ query Demo {
     edges { node { id name { family given } birthDate sourceRecords { source localId linkRule } } }
   }
 }
+
+# Reports (a token from `cargo run -- token --role analyst --purpose planning`, and
+# "X-Purpose-Of-Use": "planning"): both demo councils side by side.
+query Indicators {
+  indicators(period: "2025-26") { authority id name numerator denominator value suppressed }
+}
 "#;
 
 async fn graphiql() -> impl IntoResponse {
