@@ -274,7 +274,10 @@ async fn mds_rows(
             .filter(|(_, r)| mds::event_type(r, ex.period).is_some())
             .cloned();
         let released = release(policy.as_ref(), ctx, &facts, events);
-        for (_, r, why) in released.withheld.iter().chain(&released.hidden) {
+        let withheld = [&people, &released]
+            .into_iter()
+            .flat_map(|r| r.withheld.iter().chain(&r.hidden));
+        for (_, r, why) in withheld {
             audit.note(
                 Some(&p.person_id),
                 "withheld",
