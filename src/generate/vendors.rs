@@ -217,6 +217,13 @@ fn casetrak_eth(letter: char) -> &'static str {
         .unwrap_or("NOBT")
 }
 
+/// An adult's primary support reason as CaseTrak codes it (children have none). Taken
+/// from the person's index, not the random stream, so no other value moves.
+fn casetrak_support_reason(p: &TruePerson) -> Option<String> {
+    const CODES: [&str; 6] = ["PHYS", "PHYS", "MEMC", "LDIS", "MHLT", "SENS"];
+    (!p.child).then(|| CODES[(p.index * 7 + 3) % CODES.len()].to_string())
+}
+
 fn casetrak(
     opts: &GenerateOptions,
     pop: &[TruePerson],
@@ -239,6 +246,7 @@ fn casetrak(
             ("RSTR_FLG", "CHAR(1)"),
             ("MRG_TO_ID", "INTEGER"),
             ("UPD_DTTM", "DATETIME"),
+            ("PSR_CD", "VARCHAR(4)"),
         ],
     )?;
     out.table(
@@ -475,6 +483,7 @@ fn casetrak(
                 yn(restricted),
                 Value::Null,
                 mssql_dt(updated),
+                opt_t(casetrak_support_reason(p)),
             ],
         )?;
         out.person_record(p, &local);
@@ -497,6 +506,7 @@ fn casetrak(
                     yn(false),
                     if merged { i(id) } else { Value::Null },
                     mssql_dt(updated),
+                    Value::Null,
                 ],
             )?;
             out.person_record(p, &dup.to_string());
