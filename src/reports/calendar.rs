@@ -139,6 +139,27 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_calendar_agrees_with_the_rules() {
+        // The generator derives bank holidays from the rules (Easter, first and last
+        // Mondays, substitute days, the announced one-offs): an independent check of
+        // the dates typed into config/bank-holidays.toml.
+        let c = calendar();
+        for year in c.first_year..=c.last_year {
+            let file: Vec<NaiveDate> = c
+                .dates
+                .iter()
+                .copied()
+                .filter(|d| d.year() == year)
+                .collect();
+            assert_eq!(
+                file,
+                crate::generate::england_and_wales_bank_holidays(year),
+                "{year}"
+            );
+        }
+    }
+
+    #[test]
     fn a_bad_calendar_names_the_line() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("bh.toml");
