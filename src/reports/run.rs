@@ -217,121 +217,110 @@ impl<'a> MdsJob<'a> {
     fn people(&self, from: Bound<&str>, limit: usize) -> Vec<String> {
         self.ex.people(&self.snapshot, from, limit)
     }
-}
 
-/// The data set's rows for some people of one authority: each record passes the
-/// consent hook for the caller; the page's releases are audited before it is returned.
-async fn mds_rows(
-    job: &MdsJob<'_>,
-    ids: &[String],
-) -> Result<Vec<(String, Vec<MdsRow>)>, ReportError> {
-    let MdsJob {
-        gateway,
-        reports,
-        ctx,
-        authority,
-        ex,
-        snapshot,
-        excluded,
-    } = job;
-    let (gateway, reports, ctx, authority): (&Gateway, &Reports, &AccessContext, &str) =
-        (gateway, reports, ctx, authority);
-    let ids: Vec<String> = ids
-        .iter()
-        .filter(|id| !excluded.contains(*id))
-        .cloned()
-        .collect();
-    let policy = &gateway.policy;
-    let identify = policy.may_identify(ctx).is_ok()
-        && gateway.access.as_ref().is_none_or(|a| {
-            a.engine
-                .config
-                .purposes
-                .get(purpose_name(ctx.purpose))
-                .is_some_and(|p| p.get_ref().classes.iter().any(|c| c == "demographics"))
-        });
-    let survivorship = &gateway.index.linkage_config().survivorship;
-    let audit = RequestAudit::new();
-    let mut out = Vec::new();
-    for p in ex.page(snapshot, &ids).await? {
-        let mut facts = PersonFacts {
-            person_id: p.person_id.clone(),
-            allocations: p.allocations.clone(),
-            source_consents: p.consents.clone(),
-            ..PersonFacts::default()
-        };
-        if let Some(access) = &gateway.access {
-            match access.registry.active(&p.person_id) {
-                Ok(c) => facts.registry_consents = c,
-                Err(_) => facts.consent_unknown = true,
-            }
-        }
-        let people = release(policy.as_ref(), ctx, &facts, p.person_records.clone());
-        let demographics = Demographics::of(&people.records, survivorship);
-        let events = p
-            .events
+    /// The data set's rows for some people of one authority: each record passes the
+    /// consent hook for the caller; the page's releases are audited before it is returned.
+    async fn rows(&self, ids: &[String]) -> Result<Vec<(String, Vec<MdsRow>)>, ReportError> {
+        let (gateway, reports, ctx, authority) =
+            (self.gateway, self.reports, self.ctx, self.authority);
+        let (ex, snapshot, excluded) = (&self.ex, &self.snapshot, &self.excluded);
+        let ids: Vec<String> = ids
             .iter()
-            .filter(|(_, r)| mds::event_type(r, ex.period).is_some())
-            .cloned();
-        let released = release(policy.as_ref(), ctx, &facts, events);
-        let withheld = [&people, &released]
-            .into_iter()
-            .flat_map(|r| r.withheld.iter().chain(&r.hidden));
-        for (_, r, why) in withheld {
-            audit.note(
-                Some(&p.person_id),
-                "withheld",
-                Some(why.code),
-                Some("minimum data set"),
-                r.entity.name(),
-            );
-        }
-        let mut rows: Vec<MdsRow> = released
-            .records
-            .iter()
-            .filter_map(|(source, r)| {
-                let event = mds::event_type(r, ex.period)?;
-                let input = RowInput {
-                    authority,
-                    person: reports.pseudonym(&p.person_id),
-                    event_reference: reports.pseudonym(&format!(
-                        "{source}/{}/{}",
-                        r.entity.name(),
-                        r.local_id
-                    )),
-                    demographics: &demographics,
-                    identify,
-                };
-                Some(mds::row(input, r, event))
-            })
+            .filter(|id| !excluded.contains(*id))
+            .cloned()
             .collect();
-        if rows.is_empty() {
-            continue;
+        let policy = &gateway.policy;
+        let identify = policy.may_identify(ctx).is_ok()
+            && gateway.access.as_ref().is_none_or(|a| {
+                a.engine
+                    .config
+                    .purposes
+                    .get(purpose_name(ctx.purpose))
+                    .is_some_and(|p| p.get_ref().classes.iter().any(|c| c == "demographics"))
+            });
+        let survivorship = &gateway.index.linkage_config().survivorship;
+        let audit = RequestAudit::new();
+        let mut out = Vec::new();
+        for p in ex.page(snapshot, &ids).await? {
+            let mut facts = PersonFacts {
+                person_id: p.person_id.clone(),
+                allocations: p.allocations.clone(),
+                source_consents: p.consents.clone(),
+                ..PersonFacts::default()
+            };
+            if let Some(access) = &gateway.access {
+                match access.registry.active(&p.person_id) {
+                    Ok(c) => facts.registry_consents = c,
+                    Err(_) => facts.consent_unknown = true,
+                }
+            }
+            let people = release(policy.as_ref(), ctx, &facts, p.person_records.clone());
+            let demographics = Demographics::of(&people.records, survivorship);
+            let events = p
+                .events
+                .iter()
+                .filter(|(_, r)| mds::event_type(r, ex.period).is_some())
+                .cloned();
+            let released = release(policy.as_ref(), ctx, &facts, events);
+            let withheld = [&people, &released]
+                .into_iter()
+                .flat_map(|r| r.withheld.iter().chain(&r.hidden));
+            for (_, r, why) in withheld {
+                audit.note(
+                    Some(&p.person_id),
+                    "withheld",
+                    Some(why.code),
+                    Some("minimum data set"),
+                    r.entity.name(),
+                );
+            }
+            let mut rows: Vec<MdsRow> = released
+                .records
+                .iter()
+                .filter_map(|(source, r)| {
+                    let event = mds::event_type(r, ex.period)?;
+                    let input = RowInput {
+                        authority,
+                        person: reports.pseudonym(&p.person_id),
+                        event_reference: reports.pseudonym(&format!(
+                            "{source}/{}/{}",
+                            r.entity.name(),
+                            r.local_id
+                        )),
+                        demographics: &demographics,
+                        identify,
+                    };
+                    Some(mds::row(input, r, event))
+                })
+                .collect();
+            if rows.is_empty() {
+                continue;
+            }
+            rows.sort_by(|a, b| {
+                (a.event_start, &a.event_type, &a.event_reference).cmp(&(
+                    b.event_start,
+                    &b.event_type,
+                    &b.event_reference,
+                ))
+            });
+            for kind in rows
+                .iter()
+                .map(|r| r.event_type.to_lowercase())
+                .collect::<std::collections::BTreeSet<_>>()
+            {
+                audit.note(
+                    Some(&p.person_id),
+                    "released",
+                    None,
+                    Some("minimum data set"),
+                    &kind,
+                );
+            }
+            out.push((p.person_id.clone(), rows));
         }
-        rows.sort_by(|a, b| {
-            (a.event_start, &a.event_type, &a.event_reference).cmp(&(
-                b.event_start,
-                &b.event_type,
-                &b.event_reference,
-            ))
-        });
-        for kind in rows
-            .iter()
-            .map(|r| r.event_type.to_lowercase())
-            .collect::<std::collections::BTreeSet<_>>()
-        {
-            audit.note(
-                Some(&p.person_id),
-                "released",
-                None,
-                Some("minimum data set"),
-                &kind,
-            );
-        }
-        out.push((p.person_id.clone(), rows));
+        append_audit(gateway, ctx, &audit).await?;
+        Ok(out)
     }
-    append_audit(gateway, ctx, &audit).await?;
-    Ok(out)
 }
 
 /// An opaque cursor: the person to resume at and how many of their rows were given.
@@ -385,7 +374,7 @@ pub async fn mds_page(
         let Some(last) = ids.last().cloned() else {
             return Ok((rows, None));
         };
-        for (person, person_rows) in mds_rows(&job, &ids).await? {
+        for (person, person_rows) in job.rows(&ids).await? {
             for (i, row) in person_rows.into_iter().enumerate().skip(skip) {
                 if rows.len() == first {
                     return Ok((rows, Some(cursor(&person, i))));
@@ -445,7 +434,7 @@ pub fn mds_csv(
                 let Some(last) = ids.last().cloned() else {
                     break;
                 };
-                match mds_rows(&job, &ids).await {
+                match job.rows(&ids).await {
                     Ok(people) => {
                         let text: String = people
                             .iter()
