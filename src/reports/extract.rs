@@ -33,9 +33,6 @@ pub struct PersonData {
     pub consents: Vec<Record>,
     /// One of the person's records is in a pair awaiting a data steward.
     pub under_review: bool,
-    /// Records of this person the mapping could not fully map: (source, entity, local
-    /// id) -> fields.
-    pub unmappable: BTreeMap<(String, EntityKind, String), Vec<&'static str>>,
 }
 
 /// The person fields a report uses, by survivorship over the person's records.
@@ -227,11 +224,6 @@ impl<'a> Extractor<'a> {
         for (s, result) in futures::future::join_all(loads).await {
             let name = &fetcher.sources[s].name;
             for (entity, mapped) in result? {
-                let flawed: HashMap<&str, Vec<&'static str>> =
-                    mapped.findings.iter().fold(HashMap::new(), |mut m, f| {
-                        m.entry(f.local_id.as_str()).or_default().push(f.field);
-                        m
-                    });
                 for record in &mapped.records {
                     let local_person = if entity == EntityKind::Person {
                         Some(record.local_id.as_str())
@@ -245,12 +237,6 @@ impl<'a> Extractor<'a> {
                         continue;
                     };
                     let data = &mut people[*person];
-                    if let Some(fields) = flawed.get(record.local_id.as_str()) {
-                        data.unmappable.insert(
-                            (name.clone(), entity, record.local_id.clone()),
-                            fields.clone(),
-                        );
-                    }
                     match entity {
                         EntityKind::Person => {
                             data.person_records.push((name.clone(), record.clone()))
