@@ -333,8 +333,7 @@ impl PolicyConfig {
                     "[auth]: jwks_url and jwks_file both given; choose one",
                 ));
             }
-            let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"];
-            if !(url.starts_with("https://") || loopback.iter().any(|l| url.starts_with(l))) {
+            if !https_or_loopback(url) {
                 return Err(ConfigError::at(
                     path,
                     at,
@@ -521,6 +520,13 @@ impl PolicyConfig {
 }
 
 /// Checks a provision's names (also used for consents recorded through the API).
+/// A URL the gateway may send a token to or trust keys from: https, or plain http only
+/// on the loopback interface (tests, a sidecar).
+pub fn https_or_loopback(url: &str) -> bool {
+    let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"];
+    url.starts_with("https://") || loopback.iter().any(|l| url.starts_with(l))
+}
+
 pub fn validate_provision(p: &Provision) -> Result<(), String> {
     for x in &p.purposes {
         if purpose_from_name(x).is_none() {

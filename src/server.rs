@@ -199,12 +199,14 @@ async fn report_error(
     (e.status(), Json(body)).into_response()
 }
 
-/// Who may run a report, for which period and authorities: checked before the first
-/// byte, so refusals and bad input get a status and a JSON error.
+/// Who may run a report, for which period and authorities (`peers`: other gateways'
+/// authorities too, for aggregates): checked before the first byte, so refusals and
+/// bad input get a status and a JSON error.
 async fn report_request(
     state: &AppState,
     headers: &HeaderMap,
     query: &ReportQuery,
+    peers: bool,
 ) -> Result<(AccessContext, crate::reports::Period, Vec<String>), axum::response::Response> {
     let caller = caller(&state.gateway, headers).await?;
     let checked = (|| {
@@ -214,6 +216,7 @@ async fn report_request(
             &state.gateway,
             reports,
             query.authorities().as_deref(),
+            peers,
         )?;
         Ok((period, authorities))
     })();
@@ -229,7 +232,8 @@ async fn mds_csv(
     headers: HeaderMap,
     axum::extract::Query(query): axum::extract::Query<ReportQuery>,
 ) -> axum::response::Response {
-    let (caller, period, authorities) = match report_request(&state, &headers, &query).await {
+    let (caller, period, authorities) = match report_request(&state, &headers, &query, false).await
+    {
         Ok(r) => r,
         Err(refused) => return refused,
     };
@@ -258,7 +262,7 @@ async fn indicators_for(
     headers: &HeaderMap,
     query: &ReportQuery,
 ) -> Result<Vec<crate::reports::suppress::IndicatorResult>, axum::response::Response> {
-    let (caller, period, authorities) = report_request(state, headers, query).await?;
+    let (caller, period, authorities) = report_request(state, headers, query, true).await?;
     match crate::reports::run::indicators(&state.gateway, &caller, period, Some(&authorities)).await
     {
         Ok(rows) => Ok(rows),

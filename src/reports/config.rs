@@ -32,6 +32,21 @@ pub struct ReportsConfig {
     pub generate_key_if_missing: bool,
     /// One table per authority: `[authorities.Northshire]`.
     pub authorities: BTreeMap<String, toml::Spanned<AuthorityConfig>>,
+    /// Other councils' gateways, for comparing indicators across gateways:
+    /// `[peers.Southborough]`. Only aggregates cross: the peer's own `Authority`
+    /// federation entity, asked for with the peer's token and the caller's purpose.
+    #[serde(default)]
+    pub peers: BTreeMap<String, toml::Spanned<PeerConfig>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// The peer gateway's GraphQL endpoint (https, or http on loopback).
+    pub url: String,
+    /// Environment variable holding a bearer token the peer accepts (a role there
+    /// that may use planning or research); no token is sent when unset.
+    pub token_env: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,6 +128,23 @@ impl ReportsConfig {
                 ));
             }
         }
+        for (name, peer) in &c.peers {
+            let line = line_of(&text, peer.span().start);
+            if c.authorities.contains_key(name) {
+                return Err(ConfigError::at(
+                    path,
+                    line,
+                    format!("peer `{name}` is also one of this gateway's [authorities]"),
+                ));
+            }
+            if !crate::policy::https_or_loopback(&peer.get_ref().url) {
+                return Err(ConfigError::at(
+                    path,
+                    line,
+                    format!("peer `{name}`: url must be https (plain http only on loopback)"),
+                ));
+            }
+        }
         if c.pseudonym_key_env.is_none() && c.pseudonym_key_file.is_none() {
             return Err(at(
                 "[",
@@ -165,6 +197,10 @@ impl Reports {
         self.config.authorities.get(name).map(|a| a.get_ref())
     }
 
+    pub fn peer(&self, name: &str) -> Option<&PeerConfig> {
+        self.config.peers.get(name).map(|p| p.get_ref())
+    }
+
     pub fn authority_names(&self) -> Vec<String> {
         self.config.authorities.keys().cloned().collect()
     }
@@ -211,6 +247,8 @@ mod tests {
             ("bank_holidays = \"b.toml\"\ndefault_authority = \"A\"\npseudonym_key_env = \"K\"\n[authorities.B]\npopulation_18_64 = 1\npopulation_65_plus = 1\n", 2, "default_authority"),
             ("bank_holidays = \"b.toml\"\ndefault_authority = \"A\"\npseudonym_key_env = \"K\"\n[authorities.A]\npopulation_18_64 = 0\npopulation_65_plus = 1\n", 4, "above 0"),
             ("bank_holidays = \"b.toml\"\ndefault_authority = \"A\"\nthreshold = 3\n", 3, "unknown field"),
+            ("bank_holidays = \"b.toml\"\ndefault_authority = \"A\"\npseudonym_key_env = \"K\"\n[authorities.A]\npopulation_18_64 = 1\npopulation_65_plus = 1\n[peers.B]\nurl = \"http://peer.example/graphql\"\n", 7, "https"),
+            ("bank_holidays = \"b.toml\"\ndefault_authority = \"A\"\npseudonym_key_env = \"K\"\n[authorities.A]\npopulation_18_64 = 1\npopulation_65_plus = 1\n[peers.A]\nurl = \"https://peer.example/graphql\"\n", 7, "also one of"),
         ];
         for (text, line, reason) in cases {
             std::fs::write(&path, text).unwrap();

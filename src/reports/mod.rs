@@ -16,6 +16,7 @@ pub mod config;
 pub mod extract;
 pub mod indicators;
 pub mod mds;
+pub mod peers;
 pub mod run;
 pub mod suppress;
 
@@ -46,6 +47,8 @@ pub enum ReportError {
     Audit,
     #[error("bad cursor")]
     Cursor,
+    #[error("the gateway reporting on `{0}` could not be asked: {1}")]
+    Peer(String, String),
 }
 
 impl ReportError {
@@ -58,6 +61,7 @@ impl ReportError {
             ReportError::Purpose(_) | ReportError::Role(_) => "PURPOSE_NOT_PERMITTED",
             ReportError::NotConfigured | ReportError::Calendar(_) => "NOT_CONFIGURED",
             ReportError::Source(_) => "SOURCE_UNAVAILABLE",
+            ReportError::Peer(..) => "PEER_UNAVAILABLE",
             ReportError::Audit => "AUDIT_UNAVAILABLE",
         }
     }
@@ -67,7 +71,7 @@ impl ReportError {
         match self.code() {
             "BAD_USER_INPUT" => StatusCode::BAD_REQUEST,
             "PURPOSE_NOT_PERMITTED" => StatusCode::FORBIDDEN,
-            "SOURCE_UNAVAILABLE" => StatusCode::BAD_GATEWAY,
+            "SOURCE_UNAVAILABLE" | "PEER_UNAVAILABLE" => StatusCode::BAD_GATEWAY,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

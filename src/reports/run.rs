@@ -50,23 +50,28 @@ pub fn served(gateway: &Gateway, reports: &Reports) -> Vec<String> {
         .collect()
 }
 
-/// The named authorities (all served ones when none are named), each checked.
+/// The named authorities (all served ones when none are named), each checked; with
+/// `peers`, also the authorities of peer gateways (aggregates only).
 pub fn authorities(
     gateway: &Gateway,
     reports: &Reports,
     named: Option<&[String]>,
+    peers: bool,
 ) -> Result<Vec<String>, ReportError> {
-    let served = served(gateway, reports);
+    let mut known = served(gateway, reports);
+    if peers {
+        known.extend(reports.config.peers.keys().cloned());
+    }
     match named {
         Some(list) if !list.is_empty() => list
             .iter()
             .map(|a| {
-                served.iter().find(|s| *s == a).cloned().ok_or_else(|| {
-                    ReportError::UnknownAuthority(a.chars().take(60).collect(), served.join(", "))
+                known.iter().find(|s| *s == a).cloned().ok_or_else(|| {
+                    ReportError::UnknownAuthority(a.chars().take(60).collect(), known.join(", "))
                 })
             })
             .collect(),
-        _ => Ok(served),
+        _ => Ok(served(gateway, reports)),
     }
 }
 
@@ -117,10 +122,14 @@ pub async fn indicators(
     named: Option<&[String]>,
 ) -> Result<Vec<IndicatorResult>, ReportError> {
     let reports = authorise(gateway, ctx)?;
-    let names = authorities(gateway, reports, named)?;
+    let names = authorities(gateway, reports, named, true)?;
     let excluded = gateway.policy.excluded_people(ctx);
     let mut out = Vec::new();
     for name in &names {
+        if let Some(peer) = reports.peer(name) {
+            out.extend(super::peers::indicators(name, peer, ctx, period).await?);
+            continue;
+        }
         let t = tallies(gateway, reports, name, period, &excluded).await?;
         out.extend(published(
             reports,
@@ -357,7 +366,7 @@ pub async fn mds_page(
     after: Option<&str>,
 ) -> Result<(Vec<MdsRow>, Option<String>), ReportError> {
     let reports = authorise(gateway, ctx)?;
-    let authority = authorities(gateway, reports, Some(&[authority.to_string()]))?.remove(0);
+    let authority = authorities(gateway, reports, Some(&[authority.to_string()]), false)?.remove(0);
     let (mut from, mut skip) = match after {
         Some(c) => {
             let (person, skip) = parse_cursor(c)?;

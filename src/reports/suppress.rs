@@ -11,7 +11,7 @@ use super::indicators::{Tally, Unit, INDICATORS};
 /// Marker written in place of a suppressed cell in CSV.
 pub const MARKER: &str = "[c]";
 
-#[derive(Clone, Debug, PartialEq, Serialize, async_graphql::SimpleObject)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize, async_graphql::SimpleObject)]
 #[serde(rename_all = "camelCase")]
 pub struct Exclusion {
     pub reason: String,

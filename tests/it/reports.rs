@@ -537,6 +537,78 @@ async fn councils_side_by_side_and_across_gateways() {
             "{text}"
         );
     }
+
+    // Compared across gateways: Northshire's gateway, with Southborough's as a peer,
+    // puts both side by side; Southborough's figures are what its own gateway publishes.
+    let south_url = demo::serve_http(south_only.clone()).await;
+    let peer_work = tempfile::tempdir().unwrap();
+    let text = demo::config_text(north, peer_work.path(), &[]);
+    let reports_toml = peer_work.path().join("reports.toml");
+    let mut reports_text = std::fs::read_to_string(&reports_toml).unwrap();
+    reports_text.push_str(&format!(
+        "\n[peers.Southborough]\nurl = \"{south_url}/graphql\"\n"
+    ));
+    std::fs::write(&reports_toml, reports_text).unwrap();
+    let peer_path = peer_work.path().join("escr.toml");
+    std::fs::write(&peer_path, text).unwrap();
+    let north_with_peer = open(&peer_path).await;
+    let compared = run::indicators(
+        &north_with_peer,
+        &planner(),
+        period,
+        Some(&["Northshire".to_string(), "Southborough".to_string()]),
+    )
+    .await
+    .unwrap();
+    let south_own = run::indicators(&south_only, &planner(), period, None)
+        .await
+        .unwrap();
+    assert_eq!(compared.len(), 16);
+    assert_eq!(compared[8..], south_own[..]);
+    assert_eq!(
+        compared[..8],
+        run::indicators(&alone.gateway, &planner(), period, None)
+            .await
+            .unwrap()[..]
+    );
+    // A peer that does not answer is named, never left out.
+    let down_work = tempfile::tempdir().unwrap();
+    let text = demo::config_text(north, down_work.path(), &[]);
+    let reports_toml = down_work.path().join("reports.toml");
+    let mut reports_text = std::fs::read_to_string(&reports_toml).unwrap();
+    reports_text.push_str("\n[peers.Southborough]\nurl = \"http://127.0.0.1:9/graphql\"\n");
+    std::fs::write(&reports_toml, reports_text).unwrap();
+    std::fs::write(down_work.path().join("escr.toml"), text).unwrap();
+    let north_peer_down = open(&down_work.path().join("escr.toml")).await;
+    let err = run::indicators(&north_peer_down, &planner(), period, None).await;
+    assert!(
+        err.is_ok(),
+        "without naming it, only this gateway's own authorities"
+    );
+    let err = run::indicators(
+        &north_peer_down,
+        &planner(),
+        period,
+        Some(&["Southborough".to_string()]),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), "PEER_UNAVAILABLE");
+    assert!(err.to_string().contains("Southborough"), "{err}");
+    // The data set is person level: it never crosses to a peer.
+    let refused = run::mds_page(
+        &north_with_peer,
+        &planner(),
+        period,
+        "Southborough",
+        10,
+        None,
+    )
+    .await;
+    assert!(matches!(
+        refused,
+        Err(escr_gateway::reports::ReportError::UnknownAuthority(..))
+    ));
 }
 
 /// A source that is down makes a report fail with its name, never a short answer (its
