@@ -224,26 +224,24 @@ impl<'a> Extractor<'a> {
         for (s, result) in futures::future::join_all(loads).await {
             let name = &fetcher.sources[s].name;
             for (entity, mapped) in result? {
-                for record in &mapped.records {
+                for record in mapped.records {
                     let local_person = if entity == EntityKind::Person {
                         Some(record.local_id.as_str())
                     } else {
                         record.person_id.as_deref()
                     };
-                    let Some(person) = local_person
+                    let Some(&person) = local_person
                         .and_then(|p| snapshot.by_source(name, p))
                         .and_then(|p| position.get(p))
                     else {
                         continue;
                     };
-                    let data = &mut people[*person];
+                    let data = &mut people[person];
                     match entity {
-                        EntityKind::Person => {
-                            data.person_records.push((name.clone(), record.clone()))
-                        }
-                        EntityKind::Allocation => data.allocations.push(record.clone()),
-                        EntityKind::Consent => data.consents.push(record.clone()),
-                        _ => data.events.push((name.clone(), record.clone())),
+                        EntityKind::Person => data.person_records.push((name.clone(), record)),
+                        EntityKind::Allocation => data.allocations.push(record),
+                        EntityKind::Consent => data.consents.push(record),
+                        _ => data.events.push((name.clone(), record)),
                     }
                 }
             }
