@@ -86,8 +86,11 @@ pub trait Policy: Send + Sync + 'static {
     }
     /// People left out of this caller's use altogether (the national data opt-out, for
     /// planning and research): reports skip them before reading anything.
-    fn excluded_people(&self, _ctx: &AccessContext) -> std::collections::HashSet<String> {
-        std::collections::HashSet::new()
+    fn excluded_people(
+        &self,
+        _ctx: &AccessContext,
+    ) -> std::sync::Arc<std::collections::HashSet<String>> {
+        std::sync::Arc::default()
     }
     /// May this caller learn that the person exists at all (lookups, search)?
     fn may_see_person(&self, ctx: &AccessContext, person_id: &str) -> bool;

@@ -139,12 +139,6 @@ impl Gateway {
         })
     }
 
-    /// Turn on reports (the pseudonym key is read here: a startup error names it).
-    pub fn with_reports(mut self, reports: crate::reports::Reports) -> Gateway {
-        self.reports = Some(Arc::new(reports));
-        self
-    }
-
     pub fn with_policy(mut self, policy: Arc<dyn Policy>) -> Gateway {
         self.policy = policy;
         self

@@ -391,16 +391,16 @@ fn ensure_demo(config: &LoadedConfig) -> anyhow::Result<()> {
         }
         // One national opt-out list, whichever council a person lives in.
         let list = demo.dir.join("national_opt_out.txt");
+        let mut text = std::fs::read_to_string(&list)?;
         for other in &demo.other_councils {
             let more = std::fs::read_to_string(other.dir.join("national_opt_out.txt"))?;
-            let mut text = std::fs::read_to_string(&list)?;
             text.extend(
                 more.lines()
                     .filter(|l| !l.starts_with('#'))
                     .map(|l| format!("{l}\n")),
             );
-            std::fs::write(&list, text)?;
         }
+        std::fs::write(&list, text)?;
         // A new demo estate means the old index describes other people.
         let _ = std::fs::remove_file(&config.gateway.index.path);
     }

@@ -519,7 +519,6 @@ impl PolicyConfig {
     }
 }
 
-/// Checks a provision's names (also used for consents recorded through the API).
 /// A URL the gateway may send a token to or trust keys from: https, or plain http only
 /// on the loopback interface (tests, a sidecar).
 pub fn https_or_loopback(url: &str) -> bool {
@@ -527,6 +526,7 @@ pub fn https_or_loopback(url: &str) -> bool {
     url.starts_with("https://") || loopback.iter().any(|l| url.starts_with(l))
 }
 
+/// Checks a provision's names (also used for consents recorded through the API).
 pub fn validate_provision(p: &Provision) -> Result<(), String> {
     for x in &p.purposes {
         if purpose_from_name(x).is_none() {
@@ -848,11 +848,11 @@ impl Policy for PolicyEngine {
         }
     }
 
-    fn excluded_people(&self, ctx: &AccessContext) -> HashSet<String> {
+    fn excluded_people(&self, ctx: &AccessContext) -> Arc<HashSet<String>> {
         if self.opt_out_applies(ctx) {
-            self.opted_out_people().as_ref().clone()
+            self.opted_out_people()
         } else {
-            HashSet::new()
+            Arc::default()
         }
     }
 

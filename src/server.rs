@@ -237,7 +237,7 @@ async fn mds_csv(
         Ok(r) => r,
         Err(refused) => return refused,
     };
-    if let Err(e) = crate::reports::run::check_sources(&state.gateway, &authorities, period).await {
+    if let Err(e) = crate::reports::run::check_sources(&state.gateway, &authorities).await {
         return report_error(&state.gateway, &caller, e).await;
     }
     let stream = crate::reports::run::mds_csv(state.gateway.clone(), caller, period, authorities);

@@ -202,6 +202,12 @@ impl Source {
         Ok(map_rows(&self.profile, EntityKind::Person, &rows)?)
     }
 
+    /// Does the source answer now (within its time limit)? Errors as a query's would be.
+    pub async fn check(&self) -> Result<(), SourceError> {
+        self.limited(EntityKind::Person, self.timeout, self.connector.ping())
+            .await
+    }
+
     async fn run_with(
         &self,
         entity: EntityKind,
@@ -209,8 +215,19 @@ impl Source {
         params: &[Value],
         limit: Duration,
     ) -> Result<escr_connector::RowSet, SourceError> {
-        match tokio::time::timeout(limit, self.connector.query(sql_text, params)).await {
-            Ok(Ok(rows)) => Ok(rows),
+        self.limited(entity, limit, self.connector.query(sql_text, params))
+            .await
+    }
+
+    /// A connector call within `limit`, its failure as a [`SourceError`].
+    async fn limited<T>(
+        &self,
+        entity: EntityKind,
+        limit: Duration,
+        call: impl std::future::Future<Output = Result<T, ConnectorError>>,
+    ) -> Result<T, SourceError> {
+        match tokio::time::timeout(limit, call).await {
+            Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => {
                 if error.kind == escr_connector::ErrorKind::Query {
                     // For the operator: the engine's own words (no values: they are bound).

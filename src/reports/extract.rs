@@ -90,6 +90,22 @@ impl Demographics {
     }
 }
 
+/// Every source of `authority` answers now. A source that is down, or was down when
+/// the index was built, has people the index may not know: a report without them would
+/// be wrong, not partial.
+pub async fn check_sources(gateway: &Gateway, authority: &str) -> Result<(), ReportError> {
+    let checks = gateway
+        .fetcher
+        .sources
+        .iter()
+        .filter(|s| s.authority == authority)
+        .map(Source::check);
+    for result in futures::future::join_all(checks).await {
+        result?;
+    }
+    Ok(())
+}
+
 /// The people of one authority and how to read them.
 pub struct Extractor<'a> {
     pub gateway: &'a Gateway,
@@ -130,34 +146,6 @@ impl<'a> Extractor<'a> {
             with_facts,
             under_review,
         }
-    }
-
-    /// Every source of the authority answers now. A source that is down, or was down
-    /// when the index was built, has people the index may not know: a report without
-    /// them would be wrong, not partial.
-    pub async fn check_sources(&self) -> Result<(), ReportError> {
-        let checks = self.sources.iter().map(|i| {
-            let source = &self.gateway.fetcher.sources[*i];
-            async move {
-                match tokio::time::timeout(source.timeout, source.connector.ping()).await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(error)) => Err(crate::source::SourceError::Connector {
-                        source_name: source.name.clone(),
-                        profile: source.profile.name().to_string(),
-                        entity: EntityKind::Person,
-                        error,
-                    }),
-                    Err(_) => Err(crate::source::SourceError::Timeout {
-                        source_name: source.name.clone(),
-                        millis: source.timeout.as_millis(),
-                    }),
-                }
-            }
-        });
-        for result in futures::future::join_all(checks).await {
-            result?;
-        }
-        Ok(())
     }
 
     fn source_names(&self) -> BTreeSet<&str> {

@@ -86,7 +86,7 @@ pub async fn tallies(
 ) -> Result<Tallies, ReportError> {
     let snapshot = gateway.index.snapshot();
     let ex = Extractor::new(gateway, authority, period, false);
-    ex.check_sources().await?;
+    super::extract::check_sources(gateway, authority).await?;
     let survivorship = &gateway.index.linkage_config().survivorship;
     let mut tallies = Tallies::default();
     let mut from: Bound<String> = Bound::Unbounded;
@@ -201,7 +201,7 @@ struct MdsJob<'a> {
     authority: &'a str,
     ex: Extractor<'a>,
     snapshot: Arc<Snapshot>,
-    excluded: HashSet<String>,
+    excluded: Arc<HashSet<String>>,
 }
 
 impl<'a> MdsJob<'a> {
@@ -375,7 +375,7 @@ pub async fn mds_page(
         None => (Bound::Unbounded, 0),
     };
     let job = MdsJob::new(gateway, reports, ctx, &authority, period);
-    job.ex.check_sources().await?;
+    super::extract::check_sources(gateway, &authority).await?;
     let page = reports.config.page_people.min(first.max(100));
     let mut rows = Vec::new();
     loop {
@@ -397,15 +397,9 @@ pub async fn mds_page(
 }
 
 /// Every source of these authorities answers (before a stream's first byte).
-pub async fn check_sources(
-    gateway: &Gateway,
-    authorities: &[String],
-    period: Period,
-) -> Result<(), ReportError> {
+pub async fn check_sources(gateway: &Gateway, authorities: &[String]) -> Result<(), ReportError> {
     for authority in authorities {
-        Extractor::new(gateway, authority, period, false)
-            .check_sources()
-            .await?;
+        super::extract::check_sources(gateway, authority).await?;
     }
     Ok(())
 }
