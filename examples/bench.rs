@@ -11,10 +11,10 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use escr_gateway::access::AccessContext;
+use escr_gateway::api::gateway::Gateway;
 use escr_gateway::config::LoadedConfig;
-use escr_gateway::gateway::Gateway;
-use escr_gateway::generate::{generate, GenerateOptions};
+use escr_gateway::consent::access::AccessContext;
+use escr_gateway::demo::{generate, GenerateOptions};
 
 const QUERY: &str = r#"query($id: ID!) { person(id: $id) {
   id nhsNumber name { family given } birthDate gender sourceRecords { source localId }
@@ -24,7 +24,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn run(gw: &Arc<Gateway>, schema: &escr_gateway::graphql::EscrSchema, id: &str) {
+async fn run(gw: &Arc<Gateway>, schema: &escr_gateway::api::graphql::EscrSchema, id: &str) {
     let request = async_graphql::Request::new(QUERY)
         .variables(async_graphql::Variables::from_json(
             serde_json::json!({ "id": id }),
@@ -67,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
         report.people,
         started.elapsed().as_secs_f64()
     );
-    let schema = escr_gateway::graphql::build(Some(gw.clone()));
+    let schema = escr_gateway::api::graphql::build(Some(gw.clone()));
 
     // People known to all three systems: the widest record.
     let snapshot = gw.index.snapshot();

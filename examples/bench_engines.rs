@@ -16,10 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use escr_connector::{sql, EntityKind, Placeholder, Value, VendorProfile};
-use escr_gateway::access::AccessContext;
+use escr_gateway::api::gateway::Gateway;
 use escr_gateway::config::LoadedConfig;
-use escr_gateway::gateway::Gateway;
-use escr_gateway::generate::{generate, FaultRates, GenerateOptions};
+use escr_gateway::consent::access::AccessContext;
+use escr_gateway::demo::{generate, FaultRates, GenerateOptions};
 use mysql_async::prelude::Queryable;
 
 const QUERY: &str = r#"query($id: ID!) { person(id: $id) {
@@ -81,12 +81,10 @@ async fn main() -> anyhow::Result<()> {
         },
         work.path(),
     )?;
-    let rows = escr_gateway::generate::load::sqlite_to_mysql(
-        &work.path().join("opencare.db"),
-        opts.clone(),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!(e))?;
+    let rows =
+        escr_gateway::demo::load::sqlite_to_mysql(&work.path().join("opencare.db"), opts.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
     println!("{people} people generated; OpenCare loaded into MariaDB ({rows} rows)");
 
     let profile_path =
@@ -104,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(&path, config)?;
     let gw = Arc::new(Gateway::from_config(LoadedConfig::load(&path)?)?);
     gw.refresh_index(false).await?;
-    let schema = escr_gateway::graphql::build(Some(gw.clone()));
+    let schema = escr_gateway::api::graphql::build(Some(gw.clone()));
     let people: Vec<(String, String)> = gw
         .index
         .snapshot()
@@ -210,7 +208,7 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(gw: &Arc<Gateway>, schema: &escr_gateway::graphql::EscrSchema, id: &str) {
+async fn run(gw: &Arc<Gateway>, schema: &escr_gateway::api::graphql::EscrSchema, id: &str) {
     let request = async_graphql::Request::new(QUERY)
         .variables(async_graphql::Variables::from_json(
             serde_json::json!({ "id": id }),

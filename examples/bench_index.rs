@@ -10,10 +10,10 @@ use std::time::Instant;
 #[path = "support/mod.rs"]
 mod support;
 
+use escr_gateway::api::gateway::Gateway;
 use escr_gateway::config::LoadedConfig;
-use escr_gateway::gateway::Gateway;
-use escr_gateway::generate::{generate, GenerateOptions};
-use escr_gateway::linkage::evaluate::evaluate;
+use escr_gateway::demo::{generate, GenerateOptions};
+use escr_gateway::identity::linkage::evaluate::evaluate;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use escr_gateway::access::{AccessContext, Purpose};
+use escr_gateway::api::gateway::Gateway;
 use escr_gateway::config::LoadedConfig;
-use escr_gateway::gateway::Gateway;
-use escr_gateway::generate::{generate, GenerateOptions};
+use escr_gateway::consent::access::{AccessContext, Purpose};
+use escr_gateway::demo::{generate, GenerateOptions};
 use escr_gateway::reports::{run, Period};
 
 fn rss_kib() -> u64 {
@@ -117,7 +117,7 @@ async fn bench(people: usize) -> anyhow::Result<()> {
     let base = rss_kib();
     let statements = gateway.fetcher.statements_executed();
     let started = Instant::now();
-    let (result, peak) = with_peak(run::indicators(&gateway, &ctx, period, None)).await;
+    let (result, peak) = with_peak(run::indicators(&gateway.estate(), &ctx, period, None)).await;
     let indicators_secs = started.elapsed().as_secs_f64();
     let rows = result?;
     println!(
@@ -139,7 +139,7 @@ async fn bench(people: usize) -> anyhow::Result<()> {
     // The data set over HTTP, as a reporting tool would pull it.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let app = escr_gateway::server::router(gateway.clone());
+    let app = escr_gateway::api::server::router(gateway.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
     let base = rss_kib();
     let started = Instant::now();

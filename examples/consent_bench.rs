@@ -10,11 +10,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use escr_gateway::access::{AccessContext, Purpose};
+use escr_gateway::api::gateway::Gateway;
 use escr_gateway::config::LoadedConfig;
-use escr_gateway::gateway::Gateway;
-use escr_gateway::generate::{generate, GenerateOptions};
-use escr_gateway::policy::{AccessControl, PolicyConfig};
+use escr_gateway::consent::access::{AccessContext, Purpose};
+use escr_gateway::consent::{AccessControl, PolicyConfig};
+use escr_gateway::demo::{generate, GenerateOptions};
 
 const QUERY: &str = r#"query($id: ID!) { person(id: $id) {
   id nhsNumber name { family given } birthDate gender
@@ -69,14 +69,14 @@ async fn measure(
     caller: &AccessContext,
     requests: usize,
 ) -> Vec<Duration> {
-    let schema = escr_gateway::graphql::build(Some(gw.clone()));
+    let schema = escr_gateway::api::graphql::build(Some(gw.clone()));
     let run = |id: String| {
         let request = async_graphql::Request::new(QUERY).variables(
             async_graphql::Variables::from_json(serde_json::json!({ "id": id })),
         );
         let (gw, schema, caller) = (gw.clone(), schema.clone(), caller.clone());
         async move {
-            let r = escr_gateway::server::execute(&gw, &schema, caller, request).await;
+            let r = escr_gateway::api::server::execute(&gw, &schema, caller, request).await;
             assert!(r.errors.is_empty(), "{:?}", r.errors);
         }
     };
@@ -109,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
     let plain = Arc::new(gateway(work.path(), "plain").await?);
     let engine_only = {
         let gw = gateway(work.path(), "engine").await?;
-        let engine = escr_gateway::policy::PolicyEngine::new(
+        let engine = escr_gateway::consent::engine::PolicyEngine::new(
             Arc::new(policy(work.path())?),
             Some(gw.index.clone()),
         )?;
@@ -168,7 +168,7 @@ async fn main() -> anyhow::Result<()> {
         ("allow-all, 8 concurrent", &plain),
         ("policy + audit, 8 concurrent", &full),
     ] {
-        let schema = escr_gateway::graphql::build(Some(gw.clone()));
+        let schema = escr_gateway::api::graphql::build(Some(gw.clone()));
         let started = Instant::now();
         let tasks: Vec<_> = (0..8)
             .map(|t| {
@@ -180,9 +180,13 @@ async fn main() -> anyhow::Result<()> {
                         let request = async_graphql::Request::new(QUERY).variables(
                             async_graphql::Variables::from_json(serde_json::json!({ "id": id })),
                         );
-                        let r =
-                            escr_gateway::server::execute(&gw, &schema, caller.clone(), request)
-                                .await;
+                        let r = escr_gateway::api::server::execute(
+                            &gw,
+                            &schema,
+                            caller.clone(),
+                            request,
+                        )
+                        .await;
                         assert!(r.errors.is_empty());
                     }
                 })
@@ -199,7 +203,7 @@ async fn main() -> anyhow::Result<()> {
 
     // The audit commit alone: one request's events (one per person and decision).
     let audit = &full.access.as_ref().expect("full path").audit;
-    let scope = escr_gateway::audit::RequestAudit::new();
+    let scope = escr_gateway::consent::audit::RequestAudit::new();
     for kind in ["person", "service", "case_note", "visit", "address"] {
         scope.note(Some("P000001"), "released", None, None, kind);
     }

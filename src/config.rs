@@ -10,6 +10,8 @@ use escr_connector::{ConfigError, VendorProfile};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::record::build::ConnectorConfig;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
@@ -193,15 +195,6 @@ pub struct SourceConfig {
     pub odbc: Option<escr_odbc::OdbcConfig>,
 }
 
-/// A source's connector settings, whichever engine it is.
-#[derive(Debug)]
-pub enum ConnectorConfig<'a> {
-    Sqlite(&'a escr_sqlite::SqliteConfig),
-    Mysql(&'a escr_mysql::MysqlConfig),
-    Mssql(&'a escr_mssql::MssqlConfig),
-    Odbc(&'a escr_odbc::OdbcConfig),
-}
-
 impl SourceConfig {
     pub fn connector(&self) -> Option<ConnectorConfig<'_>> {
         let sections = [
@@ -251,7 +244,7 @@ pub struct LoadedConfig {
     pub path: PathBuf,
     pub gateway: GatewayConfig,
     pub profiles: Vec<VendorProfile>,
-    pub linkage: crate::linkage::LinkageConfig,
+    pub linkage: crate::identity::linkage::LinkageConfig,
     /// Reports config and its bank-holiday calendar, when configured.
     pub reports: Option<(
         crate::reports::ReportsConfig,
@@ -297,9 +290,9 @@ impl LoadedConfig {
         let linkage = match &mut gateway.index.linkage {
             Some(p) => {
                 *p = base.join(&*p);
-                crate::linkage::LinkageConfig::load(p)?
+                crate::identity::linkage::LinkageConfig::load(p)?
             }
-            None => crate::linkage::LinkageConfig::default(),
+            None => crate::identity::linkage::LinkageConfig::default(),
         };
         let reports = match &mut gateway.reports {
             Some(p) => {

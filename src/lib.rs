@@ -1,19 +1,15 @@
 //! escr-gateway: a virtual Electronic Social Care Record over legacy databases.
+//!
+//! The subsystems, from the bottom up (each uses only those below it; see
+//! ARCHITECTURE.md): [`demo`] the embedded demo estate; [`record`] reading the legacy
+//! systems; [`identity`] which source records are one person; [`consent`] who is
+//! asking, what they may see and what they saw; [`reports`] the minimum data set and
+//! indicators; [`api`] HTTP and GraphQL. [`config`] reads the gateway's config file.
 
-pub mod access;
-pub mod audit;
-pub mod auth;
+pub mod api;
 pub mod config;
-pub mod error;
-pub mod gateway;
-pub mod generate;
-pub mod graphql;
-pub mod index;
-pub mod linkage;
-pub mod loader;
-pub mod policy;
-pub mod quality;
-pub mod registry;
+pub mod consent;
+pub mod demo;
+pub mod identity;
+pub mod record;
 pub mod reports;
-pub mod server;
-pub mod source;

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
+use escr_gateway::api::gateway::Gateway;
 use escr_gateway::config::LoadedConfig;
-use escr_gateway::gateway::Gateway;
-use escr_gateway::generate::{self, FaultRates, GenerateOptions};
+use escr_gateway::demo::{self, FaultRates, GenerateOptions};
 
 #[derive(Parser)]
 #[command(
@@ -134,13 +134,13 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Command::PrintSchema => {
-            print!("{}", escr_gateway::graphql::sdl());
+            print!("{}", escr_gateway::api::graphql::sdl());
             Ok(())
         }
         Command::CheckConfig => {
             let config = LoadedConfig::load(&cli.config)?;
             if let Some(policy) = &config.gateway.policy {
-                escr_gateway::policy::PolicyConfig::load(policy)?;
+                escr_gateway::consent::policy::PolicyConfig::load(policy)?;
                 println!("{}: ok", policy.display());
             }
             println!(
@@ -179,7 +179,7 @@ fn main() -> anyhow::Result<()> {
                 },
                 ..GenerateOptions::default()
             };
-            let summary = generate::generate(&opts, &out)?;
+            let summary = demo::generate(&opts, &out)?;
             println!(
                 "generated {} people into {} in {:.1} s: {:?}",
                 summary.people,
@@ -202,12 +202,12 @@ fn main() -> anyhow::Result<()> {
                     let connector = escr_mssql::MssqlConnector::with_password(&config, password)
                         .map_err(|e| fail(e.to_string()))?;
                     runtime
-                        .block_on(generate::load::sqlite_to_mssql(&db, &connector))
+                        .block_on(demo::load::sqlite_to_mssql(&db, &connector))
                         .map_err(fail)?
                 } else {
-                    let opts = generate::load::target_opts(url, password).map_err(fail)?;
+                    let opts = demo::load::target_opts(url, password).map_err(fail)?;
                     runtime
-                        .block_on(generate::load::sqlite_to_mysql(&db, opts))
+                        .block_on(demo::load::sqlite_to_mysql(&db, opts))
                         .map_err(fail)?
                 };
                 println!("loaded {vendor} into its target: {rows} rows");
@@ -233,7 +233,7 @@ fn main() -> anyhow::Result<()> {
             let started = std::time::Instant::now();
             let report = gateway.refresh_index(false).await?;
             let elapsed = started.elapsed();
-            let quality = escr_gateway::linkage::evaluate::evaluate(&truth, &gateway.index.snapshot())?;
+            let quality = escr_gateway::identity::linkage::evaluate::evaluate(&truth, &gateway.index.snapshot())?;
             if json {
                 println!(
                     "{}",
@@ -296,9 +296,9 @@ fn main() -> anyhow::Result<()> {
                 );
             }
             let auth =
-                escr_gateway::auth::Auth::new(Arc::new(policy)).map_err(|e| anyhow::anyhow!(e))?;
+                escr_gateway::consent::auth::Auth::new(Arc::new(policy)).map_err(|e| anyhow::anyhow!(e))?;
             let now = chrono::Utc::now().timestamp();
-            let claims = escr_gateway::auth::Claims {
+            let claims = escr_gateway::consent::auth::Claims {
                 sub: user,
                 name,
                 role,
@@ -326,7 +326,7 @@ fn main() -> anyhow::Result<()> {
             if !path.exists() {
                 bail!("{}: no audit log", path.display());
             }
-            let v = escr_gateway::audit::verify(&path)?;
+            let v = escr_gateway::consent::audit::verify(&path)?;
             match v.first_break {
                 None => {
                     println!("{}: ok, {} events, chain intact", path.display(), v.events);
@@ -342,12 +342,12 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn policy_config(config: &Path) -> anyhow::Result<escr_gateway::policy::PolicyConfig> {
+fn policy_config(config: &Path) -> anyhow::Result<escr_gateway::consent::policy::PolicyConfig> {
     let loaded = LoadedConfig::load(config)?;
     let Some(path) = loaded.gateway.policy else {
         bail!("{}: no `policy` file configured", config.display());
     };
-    Ok(escr_gateway::policy::PolicyConfig::load(&path)?)
+    Ok(escr_gateway::consent::policy::PolicyConfig::load(&path)?)
 }
 
 fn demo_dir(config: &Path) -> anyhow::Result<PathBuf> {
@@ -386,7 +386,7 @@ fn ensure_demo(config: &LoadedConfig) -> anyhow::Result<()> {
                 council: council.clone(),
                 ..GenerateOptions::default()
             };
-            generate::generate(&opts, dir)
+            demo::generate(&opts, dir)
                 .with_context(|| format!("generating the demo data of {council}"))?;
         }
         // One national opt-out list, whichever council a person lives in.
@@ -420,7 +420,7 @@ async fn serve(config_path: &Path, listen: Option<String>) -> anyhow::Result<()>
     };
     let gateway = Gateway::from_config(config)?;
     let access =
-        escr_gateway::policy::AccessControl::load(&policy_path, Some(gateway.index.clone()))?;
+        escr_gateway::consent::AccessControl::load(&policy_path, Some(gateway.index.clone()))?;
     let gateway = Arc::new(gateway.with_access_control(access));
     let empty = gateway.index.snapshot().person_count() == 0;
     let report = gateway.refresh_index(!empty).await?;
@@ -453,7 +453,7 @@ async fn serve(config_path: &Path, listen: Option<String>) -> anyhow::Result<()>
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!("serving GraphQL on http://{listen}/graphql (GraphiQL in the browser)");
-    axum::serve(listener, escr_gateway::server::router(gateway))
+    axum::serve(listener, escr_gateway::api::server::router(gateway))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     tracing::info!("stopped");

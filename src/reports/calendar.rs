@@ -153,7 +153,7 @@ mod tests {
                 .collect();
             assert_eq!(
                 file,
-                crate::generate::england_and_wales_bank_holidays(year),
+                crate::demo::england_and_wales_bank_holidays(year),
                 "{year}"
             );
         }

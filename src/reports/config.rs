@@ -137,7 +137,7 @@ impl ReportsConfig {
                     format!("peer `{name}` is also one of this gateway's [authorities]"),
                 ));
             }
-            if !crate::policy::https_or_loopback(&peer.get_ref().url) {
+            if !crate::consent::policy::https_or_loopback(&peer.get_ref().url) {
                 return Err(ConfigError::at(
                     path,
                     line,
@@ -162,7 +162,7 @@ impl Reports {
         config: ReportsConfig,
         calendar: BankHolidays,
     ) -> Result<Reports, ConfigError> {
-        let key = crate::auth::secret_key(
+        let key = crate::consent::auth::secret_key(
             config.pseudonym_key_env.as_deref(),
             config.pseudonym_key_file.as_deref(),
             config.generate_key_if_missing,
@@ -257,7 +257,7 @@ mod tests {
             assert!(e.reason.contains(reason), "{e}");
         }
         // A key file that is missing and may not be created is refused at startup.
-        assert!(crate::auth::secret_key(
+        assert!(crate::consent::auth::secret_key(
             None,
             Some(&dir.path().join("none")),
             false,

@@ -7,10 +7,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use chrono::{Datelike, NaiveDate};
 use escr_connector::{EntityKind, Mapped, Record};
 
-use super::{window_for, Period, ReportError};
-use crate::gateway::Gateway;
-use crate::index::Snapshot;
-use crate::source::{Lookup, Source};
+use super::{window_for, Estate, Period, ReportError};
+use crate::identity::index::Snapshot;
+use crate::record::source::{Lookup, Source};
 
 /// The event entities reports read.
 pub const EVENT_ENTITIES: [EntityKind; 4] = [
@@ -52,10 +51,10 @@ pub struct Demographics {
 impl Demographics {
     pub fn of(
         records: &[(String, Record)],
-        survivorship: &crate::linkage::config::Survivorship,
+        survivorship: &crate::identity::linkage::config::Survivorship,
     ) -> Demographics {
         let input: Vec<(String, &Record)> = records.iter().map(|(s, r)| (s.clone(), r)).collect();
-        let golden = crate::linkage::golden::golden(&input, survivorship);
+        let golden = crate::identity::linkage::golden::golden(&input, survivorship);
         let chosen = |field: &str| {
             golden
                 .iter()
@@ -93,7 +92,7 @@ impl Demographics {
 /// Every source of `authority` answers now. A source that is down, or was down when
 /// the index was built, has people the index may not know: a report without them would
 /// be wrong, not partial.
-pub async fn check_sources(gateway: &Gateway, authority: &str) -> Result<(), ReportError> {
+pub async fn check_sources(gateway: &Estate, authority: &str) -> Result<(), ReportError> {
     let checks = gateway
         .fetcher
         .sources
@@ -108,7 +107,7 @@ pub async fn check_sources(gateway: &Gateway, authority: &str) -> Result<(), Rep
 
 /// The people of one authority and how to read them.
 pub struct Extractor<'a> {
-    pub gateway: &'a Gateway,
+    pub gateway: &'a Estate,
     pub period: Period,
     /// Indexes (into the fetcher's sources) of the authority's sources.
     pub sources: Vec<usize>,
@@ -119,7 +118,7 @@ pub struct Extractor<'a> {
 
 impl<'a> Extractor<'a> {
     pub fn new(
-        gateway: &'a Gateway,
+        gateway: &'a Estate,
         authority: &str,
         period: Period,
         with_facts: bool,

@@ -11,6 +11,8 @@
 //! published only after small-number suppression. The data set is person level: every
 //! record in it passes the consent hook (`access::release`) for the caller.
 
+pub use crate::record::window::{active_in, record_span, Window};
+
 pub mod calendar;
 pub mod config;
 pub mod extract;
@@ -20,10 +22,29 @@ pub mod peers;
 pub mod run;
 pub mod suppress;
 
+use std::sync::Arc;
+
 use chrono::{Datelike, Months, NaiveDate};
-use escr_connector::{EntityKind, Record};
+use escr_connector::EntityKind;
+
+use crate::consent::access::Policy;
+use crate::consent::AccessControl;
+use crate::identity::index::IdentityIndex;
+use crate::record::loader::Fetcher;
 
 pub use config::{Reports, ReportsConfig};
+
+/// What reports read and answer to, from the running gateway: its sources, identity
+/// index, policy and consent path, and the reports config. Reports sit below the API
+/// (which owns the gateway), so they take its parts; cloning is a few `Arc`s.
+#[derive(Clone)]
+pub struct Estate {
+    pub fetcher: Arc<Fetcher>,
+    pub index: Arc<IdentityIndex>,
+    pub policy: Arc<dyn Policy>,
+    pub access: Option<Arc<AccessControl>>,
+    pub reports: Option<Arc<Reports>>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -40,7 +61,7 @@ pub enum ReportError {
     #[error("reports are not configured (`reports = \"reports.toml\"` in the gateway config)")]
     NotConfigured,
     #[error(transparent)]
-    Source(#[from] crate::source::SourceError),
+    Source(#[from] crate::record::source::SourceError),
     #[error("the bank-holiday calendar does not cover {0}")]
     Calendar(NaiveDate),
     #[error("the audit log cannot be written: nothing is released")]
@@ -126,13 +147,6 @@ impl Period {
     }
 }
 
-/// The dates a report reads records for (inclusive).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Window {
-    pub from: NaiveDate,
-    pub to: NaiveDate,
-}
-
 /// The earliest date any report looks back to (first-ever services, earlier plans).
 pub fn beginning() -> NaiveDate {
     NaiveDate::from_ymd_opt(1900, 1, 1).expect("valid date")
@@ -154,31 +168,6 @@ pub fn window_for(entity: EntityKind, period: Period) -> Window {
         from,
         to: period.end,
     }
-}
-
-/// The dates that place a record in time: (start, end) for spans, (date, date) for
-/// events. For assessments the end is authorisation, else completion.
-pub fn record_span(r: &Record) -> (Option<NaiveDate>, Option<NaiveDate>) {
-    match r.entity {
-        EntityKind::Referral => {
-            let d = r.date("received_at");
-            (d, d)
-        }
-        EntityKind::Assessment => (
-            r.date("started"),
-            r.date("authorised").or_else(|| r.date("completed")),
-        ),
-        _ => (r.date("start"), r.date("end")),
-    }
-}
-
-/// Is the record active at some time in the window? Exactly what `by_person_between`
-/// SQL approximates from above: the start on or before its end, and no end before its
-/// start. A record without a start date is not placed in time and is left out (the
-/// mapping reported why).
-pub fn active_in(r: &Record, w: Window) -> bool {
-    let (start, end) = record_span(r);
-    start.is_some_and(|s| s <= w.to) && end.is_none_or(|e| e >= w.from)
 }
 
 /// Whole years from `birth` to `on`.

@@ -11,8 +11,8 @@ use super::config::PeerConfig;
 use super::indicators::{Unit, INDICATORS};
 use super::suppress::{Exclusion, IndicatorResult};
 use super::{Period, ReportError};
-use crate::access::AccessContext;
-use crate::policy::purpose_name;
+use crate::consent::access::AccessContext;
+use crate::consent::context::purpose_name;
 
 const QUERY: &str = "query($r: [_Any!]!, $p: String!) { _entities(representations: $r) { ... on Authority { indicators(period: $p) { authority period id name numerator denominator value suppressed excluded exclusions { reason count } } } } }";
 

@@ -5,23 +5,19 @@ use std::collections::HashSet;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use crate::access::{release, AccessContext, PersonFacts, Purpose};
-use crate::audit::RequestAudit;
-use crate::gateway::Gateway;
-use crate::index::Snapshot;
-use crate::policy::purpose_name;
+use crate::consent::access::{release, AccessContext, PersonFacts, Purpose};
+use crate::consent::audit::RequestAudit;
+use crate::consent::context::purpose_name;
+use crate::identity::index::Snapshot;
 
 use super::extract::{Demographics, Extractor};
 use super::indicators::{Tallies, INDICATORS};
 use super::mds::{self, MdsRow, RowInput};
 use super::suppress::{self, IndicatorResult};
-use super::{Period, ReportError, Reports};
+use super::{Estate, Period, ReportError, Reports};
 
 /// Reports are for planning and research, by roles that may use that purpose.
-pub fn authorise<'a>(
-    gateway: &'a Gateway,
-    ctx: &AccessContext,
-) -> Result<&'a Reports, ReportError> {
+pub fn authorise<'a>(gateway: &'a Estate, ctx: &AccessContext) -> Result<&'a Reports, ReportError> {
     let reports = gateway
         .reports
         .as_deref()
@@ -42,7 +38,7 @@ pub fn authorise<'a>(
 }
 
 /// The authorities this gateway reports on: configured ones with a source here.
-pub fn served(gateway: &Gateway, reports: &Reports) -> Vec<String> {
+pub fn served(gateway: &Estate, reports: &Reports) -> Vec<String> {
     reports
         .authority_names()
         .into_iter()
@@ -53,7 +49,7 @@ pub fn served(gateway: &Gateway, reports: &Reports) -> Vec<String> {
 /// The named authorities (all served ones when none are named), each checked; with
 /// `peers`, also the authorities of peer gateways (aggregates only).
 pub fn authorities(
-    gateway: &Gateway,
+    gateway: &Estate,
     reports: &Reports,
     named: Option<&[String]>,
     peers: bool,
@@ -78,7 +74,7 @@ pub fn authorities(
 /// Raw tallies of one authority, leaving out `excluded` people. Unsuppressed: callers
 /// get them only through [`indicators`].
 pub async fn tallies(
-    gateway: &Gateway,
+    gateway: &Estate,
     reports: &Reports,
     authority: &str,
     period: Period,
@@ -116,7 +112,7 @@ pub async fn tallies(
 /// national data opt-out) are not counted; outputs are suppressed; the release is
 /// audited (aggregates: no person in the event).
 pub async fn indicators(
-    gateway: &Gateway,
+    gateway: &Estate,
     ctx: &AccessContext,
     period: Period,
     named: Option<&[String]>,
@@ -180,7 +176,7 @@ pub fn published(
 }
 
 async fn append_audit(
-    gateway: &Gateway,
+    gateway: &Estate,
     ctx: &AccessContext,
     audit: &RequestAudit,
 ) -> Result<(), ReportError> {
@@ -195,7 +191,7 @@ async fn append_audit(
 
 /// One caller's data set for one authority and period.
 struct MdsJob<'a> {
-    gateway: &'a Gateway,
+    gateway: &'a Estate,
     reports: &'a Reports,
     ctx: &'a AccessContext,
     authority: &'a str,
@@ -206,7 +202,7 @@ struct MdsJob<'a> {
 
 impl<'a> MdsJob<'a> {
     fn new(
-        gateway: &'a Gateway,
+        gateway: &'a Estate,
         reports: &'a Reports,
         ctx: &'a AccessContext,
         authority: &'a str,
@@ -358,7 +354,7 @@ fn parse_cursor(c: &str) -> Result<(String, usize), ReportError> {
 /// One page of the data set: up to `first` rows after `after`, and the cursor of the
 /// next row when there is one.
 pub async fn mds_page(
-    gateway: &Gateway,
+    gateway: &Estate,
     ctx: &AccessContext,
     period: Period,
     authority: &str,
@@ -397,7 +393,7 @@ pub async fn mds_page(
 }
 
 /// Every source of these authorities answers (before a stream's first byte).
-pub async fn check_sources(gateway: &Gateway, authorities: &[String]) -> Result<(), ReportError> {
+pub async fn check_sources(gateway: &Estate, authorities: &[String]) -> Result<(), ReportError> {
     for authority in authorities {
         super::extract::check_sources(gateway, authority).await?;
     }
@@ -409,7 +405,7 @@ pub async fn check_sources(gateway: &Gateway, authorities: &[String]) -> Result<
 /// failure after the first byte ends the stream with an error (the client sees a
 /// broken transfer, never a silently short file).
 pub fn mds_csv(
-    gateway: Arc<Gateway>,
+    gateway: Estate,
     ctx: AccessContext,
     period: Period,
     authorities: Vec<String>,

@@ -6,10 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderValue};
-use escr_gateway::access::AccessContext;
-use escr_gateway::auth::{AuthError, Claims};
-use escr_gateway::gateway::Gateway;
-use escr_gateway::policy::{AccessControl, PolicyConfig};
+use escr_gateway::api::gateway::Gateway;
+use escr_gateway::consent::access::AccessContext;
+use escr_gateway::consent::auth::{AuthError, Claims};
+use escr_gateway::consent::{AccessControl, PolicyConfig};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -33,7 +33,7 @@ pub fn test_policy_with(demo: &Demo, work: &Path, extra: &str) -> PolicyConfig {
 
 pub struct Secured {
     pub gateway: Arc<Gateway>,
-    pub schema: escr_gateway::graphql::EscrSchema,
+    pub schema: escr_gateway::api::graphql::EscrSchema,
     /// Keeps the registry, audit log and key alive for the test.
     _work: tempfile::TempDir,
     pub plain: TestGateway,
@@ -58,7 +58,7 @@ pub async fn secured_with(demo: &'static Demo, extra: &str) -> Secured {
     )
     .unwrap();
     let gateway = Arc::new(gateway.with_access_control(access));
-    let schema = escr_gateway::graphql::build(Some(gateway.clone()));
+    let schema = escr_gateway::api::graphql::build(Some(gateway.clone()));
     Secured {
         gateway,
         schema,
@@ -131,7 +131,10 @@ impl Secured {
     }
 
     pub fn context(&self, c: &Caller) -> Result<AccessContext, AuthError> {
-        escr_gateway::auth::access_context_from_headers(&self.headers(c), &self.access().auth)
+        escr_gateway::consent::auth::access_context_from_headers(
+            &self.headers(c),
+            &self.access().auth,
+        )
     }
 
     pub async fn run(&self, c: &Caller, query: &str, variables: Value) -> Value {
@@ -139,7 +142,7 @@ impl Secured {
         let request = async_graphql::Request::new(query)
             .variables(async_graphql::Variables::from_json(variables));
         let response =
-            escr_gateway::server::execute(&self.gateway, &self.schema, ctx, request).await;
+            escr_gateway::api::server::execute(&self.gateway, &self.schema, ctx, request).await;
         serde_json::to_value(&response).unwrap()
     }
 }
@@ -793,7 +796,7 @@ async fn concurrent_callers_never_see_each_others_results() {
 async fn serve(s: &Secured) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = escr_gateway::server::router(s.gateway.clone());
+    let app = escr_gateway::api::server::router(s.gateway.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
     format!("http://{addr}/graphql")
 }
@@ -1016,7 +1019,7 @@ fn check_jwks_rotation(configure: impl FnOnce(&mut PolicyConfig, &Path)) {
     config.auth.hs256_key_env = None;
     config.auth.hs256_key_file = None;
     configure(&mut config, &jwks);
-    let auth = escr_gateway::auth::Auth::new(Arc::new(config)).unwrap();
+    let auth = escr_gateway::consent::auth::Auth::new(Arc::new(config)).unwrap();
     let now = chrono::Utc::now().timestamp();
     let claims = Claims {
         sub: "u1".into(),
@@ -1026,13 +1029,13 @@ fn check_jwks_rotation(configure: impl FnOnce(&mut PolicyConfig, &Path)) {
         ..Claims::default()
     };
     let rng = aws_lc_rs::rand::SystemRandom::new();
-    let rs = escr_gateway::auth::sign_with("RS256", "rsa-1", &claims, |m| {
+    let rs = escr_gateway::consent::auth::sign_with("RS256", "rsa-1", &claims, |m| {
         let mut sig = vec![0; rsa.public_modulus_len()];
         rsa.sign(&RSA_PKCS1_SHA256, &rng, m, &mut sig).unwrap();
         sig
     });
     assert_eq!(auth.verify(&rs).unwrap().sub, "u1");
-    let es = escr_gateway::auth::sign_with("ES256", "ec-2", &claims, |m| {
+    let es = escr_gateway::consent::auth::sign_with("ES256", "ec-2", &claims, |m| {
         ec.sign(&rng, m).unwrap().as_ref().to_vec()
     });
     assert_eq!(
@@ -1046,7 +1049,7 @@ fn check_jwks_rotation(configure: impl FnOnce(&mut PolicyConfig, &Path)) {
     assert_eq!(auth.verify(&es).unwrap().sub, "u1");
     // A signature made with one key under another's id fails; HS256 is not accepted
     // when no HS256 key is configured; `none` never is.
-    let forged = escr_gateway::auth::sign_with("ES256", "rsa-1", &claims, |m| {
+    let forged = escr_gateway::consent::auth::sign_with("ES256", "rsa-1", &claims, |m| {
         ec.sign(&rng, m).unwrap().as_ref().to_vec()
     });
     assert_eq!(auth.verify(&forged).unwrap_err(), AuthError::BadSignature);
@@ -1224,7 +1227,7 @@ async fn every_decision_is_audited_in_an_intact_chain() {
     );
 
     let path = s.access().config.storage.audit.clone();
-    let v = escr_gateway::audit::verify(&path).unwrap();
+    let v = escr_gateway::consent::audit::verify(&path).unwrap();
     assert!(v.events >= 5 && v.first_break.is_none(), "{v:?}");
 
     // Append-only: SQLite refuses changes; forcing one past the trigger breaks the chain
@@ -1238,7 +1241,7 @@ async fn every_decision_is_audited_in_an_intact_chain() {
         "DROP TRIGGER audit_append_only_u; UPDATE audit SET decision = 'released' WHERE seq = 3;",
     )
     .unwrap();
-    let v = escr_gateway::audit::verify(&path).unwrap();
+    let v = escr_gateway::consent::audit::verify(&path).unwrap();
     assert_eq!(v.first_break.map(|b| b.0), Some(3));
 }
 
@@ -1295,7 +1298,7 @@ async fn sigkill_under_load_loses_no_audit_record_of_an_answered_request() {
     }
     let policy = PolicyConfig::load(&dir.join("policy.toml")).unwrap();
     let audit_path = policy.storage.audit.clone();
-    let auth = escr_gateway::auth::Auth::new(Arc::new(policy)).unwrap();
+    let auth = escr_gateway::consent::auth::Auth::new(Arc::new(policy)).unwrap();
     let now = chrono::Utc::now().timestamp();
     let token = auth
         .mint_hs256(&Claims {

@@ -24,7 +24,7 @@ async fn load_opencare() {
     LOADED
         .get_or_init(|| async {
             let db = demo::clean().dir.join("opencare.db");
-            let rows = escr_gateway::generate::load::sqlite_to_mysql(&db, target())
+            let rows = escr_gateway::demo::load::sqlite_to_mysql(&db, target())
                 .await
                 .expect("OpenCare loads into MariaDB");
             assert!(rows > 1000, "{rows} rows");
@@ -162,7 +162,7 @@ async fn a_misconfigured_source_is_down_and_the_others_serve() {
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = escr_gateway::server::router(gw.gateway.clone());
+        let app = escr_gateway::api::server::router(gw.gateway.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         let ready: Value = reqwest::get(format!("http://{addr}/readyz"))
             .await
@@ -226,7 +226,7 @@ async fn casetrak_over_tds() -> crate::support::tds::TdsTestServer {
     let loader =
         escr_mssql::MssqlConnector::with_password(&config, "tds-secret-77".into()).unwrap();
     let source = demo::clean().dir.join("casetrak.db");
-    let rows = escr_gateway::generate::load::sqlite_to_mssql(&source, &loader)
+    let rows = escr_gateway::demo::load::sqlite_to_mssql(&source, &loader)
         .await
         .expect("CaseTrak loads over TDS");
     let counted = |db: &rusqlite::Connection| -> i64 {
@@ -303,23 +303,23 @@ async fn three_engines_answer_alike_and_recover_from_a_server_outage() {
         let none = none.clone();
         async move {
             let reports = g.reports.as_deref().unwrap();
-            escr_gateway::reports::run::tallies(&g, reports, "Northshire", period, &none)
+            escr_gateway::reports::run::tallies(&g.estate(), reports, "Northshire", period, &none)
                 .await
                 .unwrap()
         }
     };
     assert_eq!(tallies(&real).await.by_id, tallies(&embedded).await.by_id);
-    let planner = escr_gateway::access::AccessContext::for_role(
+    let planner = escr_gateway::consent::access::AccessContext::for_role(
         "planner",
         "analyst",
-        escr_gateway::access::Purpose::Planning,
+        escr_gateway::consent::access::Purpose::Planning,
     );
     let rows = |g: &TestGateway| {
         let g = g.gateway.clone();
         let planner = planner.clone();
         async move {
             let (rows, _) = escr_gateway::reports::run::mds_page(
-                &g,
+                &g.estate(),
                 &planner,
                 period,
                 "Northshire",
@@ -447,10 +447,10 @@ async fn a_profile_whose_sql_fails_on_the_engine_is_named_with_its_entity() {
     let path = dir.path().join("escr.toml");
     std::fs::write(&path, text).unwrap();
     let config = escr_gateway::config::LoadedConfig::load(&path).unwrap();
-    let gateway = escr_gateway::gateway::Gateway::from_config(config).unwrap();
+    let gateway = escr_gateway::api::gateway::Gateway::from_config(config).unwrap();
     gateway.refresh_index(false).await.unwrap();
     let gateway = std::sync::Arc::new(gateway);
-    let schema = escr_gateway::graphql::build(Some(gateway.clone()));
+    let schema = escr_gateway::api::graphql::build(Some(gateway.clone()));
     let person = demo::clean()
         .truth
         .people
@@ -471,7 +471,7 @@ async fn a_profile_whose_sql_fails_on_the_engine_is_named_with_its_entity() {
         "{{ personBySourceRecord(source: \"opencare\", localId: \"{local}\") {{ id referrals {{ id }} visits {{ id }} }} }}"
     ))
     .data(gateway.request_loaders())
-    .data(escr_gateway::access::AccessContext::demo());
+    .data(escr_gateway::consent::access::AccessContext::demo());
     let r = serde_json::to_value(schema.execute(request).await).unwrap();
     let text = r.to_string();
     let error = r["errors"]

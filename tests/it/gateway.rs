@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use escr_connector::Record;
-use escr_gateway::access::{AccessContext, Decision, PersonFacts, Policy, Withheld};
+use escr_gateway::consent::access::{AccessContext, Decision, PersonFacts, Policy, Withheld};
 use serde_json::{json, Value};
 
 use crate::support::demo::{self, TruthRecord};
@@ -34,7 +34,7 @@ fn errors(response: &Value) -> Vec<Value> {
 
 #[test]
 fn schema_graphql_is_the_exported_schema() {
-    let exported = escr_gateway::graphql::sdl();
+    let exported = escr_gateway::api::graphql::sdl();
     let committed =
         std::fs::read_to_string(demo::repo().join("schema.graphql")).unwrap_or_default();
     if std::env::var_os("ESCR_BLESS").is_some() {
@@ -167,7 +167,11 @@ async fn every_injected_fault_is_mapped_or_reported() {
         }
         for entity in EntityKind::ALL.into_iter().filter(|e| e.is_person_scoped()) {
             let mapped = source
-                .fetch(entity, escr_gateway::source::Lookup::ByPerson, &keys)
+                .fetch(
+                    entity,
+                    escr_gateway::record::source::Lookup::ByPerson,
+                    &keys,
+                )
                 .await
                 .expect("every entity maps");
             for f in mapped.findings {
@@ -504,11 +508,11 @@ async fn a_fourth_vendor_works_through_a_toml_file_alone() {
     let path = work.path().join("escr.toml");
     std::fs::write(&path, config).unwrap();
     let loaded = escr_gateway::config::LoadedConfig::load(&path).unwrap();
-    let gateway = escr_gateway::gateway::Gateway::from_config(loaded).unwrap();
+    let gateway = escr_gateway::api::gateway::Gateway::from_config(loaded).unwrap();
     let report = gateway.refresh_index(false).await.unwrap();
     assert_eq!(report.people, 2);
     let gw = Arc::new(gateway);
-    let schema = escr_gateway::graphql::build(Some(gw.clone()));
+    let schema = escr_gateway::api::graphql::build(Some(gw.clone()));
     let request = async_graphql::Request::new(
         r#"{ personByNhsNumber(nhsNumber: "943 476 5919") { name { family given } birthDate gender visits { actual seen provenance { source localId } } caseNotes { text security { labels } } } }"#,
     )
@@ -580,9 +584,9 @@ fn bad_config_names_file_line_and_reason() {
         .sources
         .iter()
         .map(|s| match s.get_ref().connector() {
-            Some(escr_gateway::config::ConnectorConfig::Mssql(_)) => "mssql",
-            Some(escr_gateway::config::ConnectorConfig::Mysql(_)) => "mysql",
-            Some(escr_gateway::config::ConnectorConfig::Odbc(_)) => "odbc",
+            Some(escr_gateway::record::build::ConnectorConfig::Mssql(_)) => "mssql",
+            Some(escr_gateway::record::build::ConnectorConfig::Mysql(_)) => "mysql",
+            Some(escr_gateway::record::build::ConnectorConfig::Odbc(_)) => "odbc",
             _ => "other",
         })
         .collect();
@@ -633,7 +637,7 @@ async fn http_endpoints() {
     let gw = demo::gateway_with(demo, &[("opencare", missing.to_str().unwrap())], None).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = escr_gateway::server::router(gw.gateway.clone());
+    let app = escr_gateway::api::server::router(gw.gateway.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
     let client = reqwest::Client::new();
     let base = format!("http://{addr}");

@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use escr_gateway::access::AccessContext;
-use escr_gateway::linkage::{evaluate::evaluate, LinkageConfig};
+use escr_gateway::consent::access::AccessContext;
+use escr_gateway::identity::linkage::{evaluate::evaluate, LinkageConfig};
 use serde_json::{json, Value};
 
 use crate::support::demo;
@@ -171,8 +171,7 @@ async fn steward_decisions_split_join_and_survive_reindexing() {
         .take(2)
         .map(|r| r[0].clone())
         .collect();
-    let rr =
-        |r: &escr_gateway::index::SourceRef| json!({"source": r.source, "localId": r.local_id});
+    let rr = |r: &escr_gateway::identity::index::SourceRef| json!({"source": r.source, "localId": r.local_id});
 
     // Practitioners may not.
     let denied = gw
@@ -434,7 +433,9 @@ async fn golden_record_prefers_real_birth_dates_and_lists_conflicts() {
     );
 }
 
-fn partition(snap: &escr_gateway::index::Snapshot) -> BTreeSet<BTreeSet<(String, String)>> {
+fn partition(
+    snap: &escr_gateway::identity::index::Snapshot,
+) -> BTreeSet<BTreeSet<(String, String)>> {
     snap.people
         .values()
         .map(|refs| {
@@ -586,7 +587,7 @@ async fn data_quality_report_matches_the_injected_faults() {
     let secured = crate::consent::secured(demo).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = escr_gateway::server::router(secured.gateway.clone());
+    let app = escr_gateway::api::server::router(secured.gateway.clone());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let url = format!("http://{addr}/reports/data-quality.csv");
     let client = reqwest::Client::new();
@@ -704,8 +705,7 @@ async fn steward_decisions_are_audited() {
         .take(2)
         .map(|r| r[0].clone())
         .collect();
-    let rr =
-        |r: &escr_gateway::index::SourceRef| json!({"source": r.source, "localId": r.local_id});
+    let rr = |r: &escr_gateway::identity::index::SourceRef| json!({"source": r.source, "localId": r.local_id});
     let mut steward = crate::consent::Caller::new("data_steward", "care_management");
     steward.user = "steward.sam".into();
     let why = "same person: confirmed with the family";

@@ -3,6 +3,7 @@
 mod consent;
 mod engines;
 mod gateway;
+mod layout;
 mod linkage;
 mod mssql;
 mod mysql;

@@ -5,9 +5,9 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use escr_gateway::access::{AccessContext, Purpose};
+use escr_gateway::api::gateway::Gateway;
 use escr_gateway::config::LoadedConfig;
-use escr_gateway::gateway::Gateway;
+use escr_gateway::consent::access::{AccessContext, Purpose};
 use escr_gateway::reports::{run, Period};
 use serde_json::Value;
 
@@ -49,9 +49,16 @@ async fn all_rows(
     let mut rows = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let (page, next) = run::mds_page(gateway, ctx, period, "Northshire", 97, after.as_deref())
-            .await
-            .unwrap();
+        let (page, next) = run::mds_page(
+            &gateway.estate(),
+            ctx,
+            period,
+            "Northshire",
+            97,
+            after.as_deref(),
+        )
+        .await
+        .unwrap();
         assert!(page.len() <= 97);
         rows.extend(page);
         match next {
@@ -73,7 +80,7 @@ async fn indicators_and_the_data_set_equal_the_generators_truth() {
         let label = truth["period"].as_str().unwrap();
         let period = Period::parse(label).unwrap();
         for (variant, excluded) in [("all", HashSet::new()), ("without_opt_out", opted.clone())] {
-            let t = run::tallies(gateway, reports, "Northshire", period, &excluded)
+            let t = run::tallies(&gateway.estate(), reports, "Northshire", period, &excluded)
                 .await
                 .unwrap();
             let want = truth[variant]["indicators"].as_object().unwrap();
@@ -137,7 +144,7 @@ async fn with_faults_the_difference_is_explained_by_the_exclusions() {
     for truth in truth_reports(demo) {
         let label = truth["period"].as_str().unwrap();
         let t = run::tallies(
-            gateway,
+            &gateway.estate(),
             reports,
             "Northshire",
             Period::parse(label).unwrap(),
@@ -213,7 +220,7 @@ async fn date_ranges_pushed_into_the_vendor_sql_change_no_answer() {
     let none = HashSet::new();
     let before = pushed.gateway.fetcher.statements_executed();
     let a = run::tallies(
-        &pushed.gateway,
+        &pushed.gateway.estate(),
         pushed.gateway.reports.as_deref().unwrap(),
         "Northshire",
         period,
@@ -223,7 +230,7 @@ async fn date_ranges_pushed_into_the_vendor_sql_change_no_answer() {
     .unwrap();
     let statements = pushed.gateway.fetcher.statements_executed() - before;
     let b = run::tallies(
-        &plain,
+        &plain.estate(),
         plain.reports.as_deref().unwrap(),
         "Northshire",
         period,
@@ -290,7 +297,7 @@ async fn reporting_tools_get_suppressed_indicators_and_a_streamed_data_set_over_
     let reports = s.gateway.reports.as_deref().unwrap();
     let period = Period::parse("2025-26").unwrap();
     let tallies = run::tallies(
-        &s.gateway,
+        &s.gateway.estate(),
         reports,
         "Northshire",
         period,
@@ -403,11 +410,11 @@ async fn reporting_tools_get_suppressed_indicators_and_a_streamed_data_set_over_
 async fn councils_side_by_side_and_across_gateways() {
     let north = demo::clean();
     let south_dir = tempfile::tempdir().unwrap();
-    escr_gateway::generate::generate(
-        &escr_gateway::generate::GenerateOptions {
+    escr_gateway::demo::generate(
+        &escr_gateway::demo::GenerateOptions {
             seed: demo::SEED,
             people: 400,
-            faults: escr_gateway::generate::FaultRates::none(),
+            faults: escr_gateway::demo::FaultRates::none(),
             council: "Southborough".into(),
             ..Default::default()
         },
@@ -459,11 +466,11 @@ async fn councils_side_by_side_and_across_gateways() {
     let period = Period::parse("2025-26").unwrap();
     let none = HashSet::new();
     let reports = both.reports.as_deref().unwrap();
-    let north_both = run::tallies(&both, reports, "Northshire", period, &none)
+    let north_both = run::tallies(&both.estate(), reports, "Northshire", period, &none)
         .await
         .unwrap();
     let north_alone = run::tallies(
-        &alone.gateway,
+        &alone.gateway.estate(),
         alone.gateway.reports.as_deref().unwrap(),
         "Northshire",
         period,
@@ -472,7 +479,7 @@ async fn councils_side_by_side_and_across_gateways() {
     .await
     .unwrap();
     assert_eq!(north_both.by_id, north_alone.by_id);
-    let south_tallies = run::tallies(&both, reports, "Southborough", period, &none)
+    let south_tallies = run::tallies(&both.estate(), reports, "Southborough", period, &none)
         .await
         .unwrap();
     let truth = truth_reports(&south)
@@ -487,7 +494,7 @@ async fn councils_side_by_side_and_across_gateways() {
         );
     }
     assert_ne!(south_tallies.by_id, north_both.by_id);
-    let side_by_side = run::indicators(&both, &planner(), period, None)
+    let side_by_side = run::indicators(&both.estate(), &planner(), period, None)
         .await
         .unwrap();
     let authorities: Vec<&str> = side_by_side.iter().map(|r| r.authority.as_str()).collect();
@@ -505,7 +512,7 @@ async fn councils_side_by_side_and_across_gateways() {
     let south_only = open(&south_path).await;
     let query = r#"{ _entities(representations: [{__typename: "Authority", name: "Northshire"}, {__typename: "Authority", name: "Southborough"}]) { ... on Authority { name indicators(period: "2025-26") { id numerator denominator value } } } }"#;
     let ask = |g: Arc<Gateway>| async move {
-        let schema = escr_gateway::graphql::build(Some(g.clone()));
+        let schema = escr_gateway::api::graphql::build(Some(g.clone()));
         let request = async_graphql::Request::new(query)
             .data(g.request_loaders())
             .data(planner());
@@ -553,21 +560,21 @@ async fn councils_side_by_side_and_across_gateways() {
     std::fs::write(&peer_path, text).unwrap();
     let north_with_peer = open(&peer_path).await;
     let compared = run::indicators(
-        &north_with_peer,
+        &north_with_peer.estate(),
         &planner(),
         period,
         Some(&["Northshire".to_string(), "Southborough".to_string()]),
     )
     .await
     .unwrap();
-    let south_own = run::indicators(&south_only, &planner(), period, None)
+    let south_own = run::indicators(&south_only.estate(), &planner(), period, None)
         .await
         .unwrap();
     assert_eq!(compared.len(), 16);
     assert_eq!(compared[8..], south_own[..]);
     assert_eq!(
         compared[..8],
-        run::indicators(&alone.gateway, &planner(), period, None)
+        run::indicators(&alone.gateway.estate(), &planner(), period, None)
             .await
             .unwrap()[..]
     );
@@ -580,13 +587,13 @@ async fn councils_side_by_side_and_across_gateways() {
     std::fs::write(&reports_toml, reports_text).unwrap();
     std::fs::write(down_work.path().join("escr.toml"), text).unwrap();
     let north_peer_down = open(&down_work.path().join("escr.toml")).await;
-    let err = run::indicators(&north_peer_down, &planner(), period, None).await;
+    let err = run::indicators(&north_peer_down.estate(), &planner(), period, None).await;
     assert!(
         err.is_ok(),
         "without naming it, only this gateway's own authorities"
     );
     let err = run::indicators(
-        &north_peer_down,
+        &north_peer_down.estate(),
         &planner(),
         period,
         Some(&["Southborough".to_string()]),
@@ -597,7 +604,7 @@ async fn councils_side_by_side_and_across_gateways() {
     assert!(err.to_string().contains("Southborough"), "{err}");
     // The data set is person level: it never crosses to a peer.
     let refused = run::mds_page(
-        &north_with_peer,
+        &north_with_peer.estate(),
         &planner(),
         period,
         "Southborough",

@@ -4,10 +4,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use escr_gateway::access::{AccessContext, Policy};
+use escr_gateway::api::gateway::Gateway;
 use escr_gateway::config::LoadedConfig;
-use escr_gateway::gateway::Gateway;
-use escr_gateway::generate::{generate, FaultRates, GenerateOptions};
+use escr_gateway::consent::access::{AccessContext, Policy};
+use escr_gateway::demo::{generate, FaultRates, GenerateOptions};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -164,8 +164,8 @@ pub fn golden_case(path: &Path) -> GoldenCase {
                 words.next().expect("a role"),
                 words.next().expect("a purpose"),
             );
-            let purpose =
-                escr_gateway::policy::purpose_from_name(purpose).expect("a purpose of use");
+            let purpose = escr_gateway::consent::context::purpose_from_name(purpose)
+                .expect("a purpose of use");
             caller = AccessContext::for_role("golden", role, purpose);
         }
     }
@@ -182,14 +182,14 @@ pub async fn serve_http(gateway: Arc<Gateway>) -> String {
         .await
         .expect("a free port");
     let addr = listener.local_addr().expect("bound");
-    let app = escr_gateway::server::router(gateway);
+    let app = escr_gateway::api::server::router(gateway);
     tokio::spawn(async move { axum::serve(listener, app).await });
     format!("http://{addr}")
 }
 
 pub struct TestGateway {
     pub gateway: Arc<Gateway>,
-    pub schema: escr_gateway::graphql::EscrSchema,
+    pub schema: escr_gateway::api::graphql::EscrSchema,
     _work: tempfile::TempDir,
 }
 
@@ -218,7 +218,7 @@ pub async fn gateway_on_engines(
     let gateway = Gateway::from_config(config).expect("gateway builds");
     gateway.refresh_index(false).await.expect("index builds");
     let gateway = Arc::new(gateway);
-    let schema = escr_gateway::graphql::build(Some(gateway.clone()));
+    let schema = escr_gateway::api::graphql::build(Some(gateway.clone()));
     TestGateway {
         gateway,
         schema,
@@ -240,7 +240,7 @@ async fn gateway_from(
     }
     gateway.refresh_index(false).await.expect("index builds");
     let gateway = Arc::new(gateway);
-    let schema = escr_gateway::graphql::build(Some(gateway.clone()));
+    let schema = escr_gateway::api::graphql::build(Some(gateway.clone()));
     TestGateway {
         gateway,
         schema,

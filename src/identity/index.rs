@@ -7,7 +7,7 @@
 //! 1. data stewards' link decisions (`link_decision`, latest per pair wins);
 //! 2. the vendors' own merge records;
 //! 3. a valid NHS number with birth dates that agree;
-//! 4. Fellegi-Sunter scores (`crate::linkage`), best first: matches link, except records
+//! 4. Fellegi-Sunter scores (`crate::identity::linkage`), best first: matches link, except records
 //!    with a protected label, which go to review like the pairs between the thresholds.
 //!
 //! Every union is kept as an edge with its evidence (rule, or per-field weights and
@@ -26,8 +26,8 @@ use escr_connector::{FindingKind, Record};
 use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 
-use crate::linkage::{self, Class, FieldWeight, LinkageConfig, Subject};
-use crate::source::{Source, SourceError};
+use crate::identity::linkage::{self, Class, FieldWeight, LinkageConfig, Subject};
+use crate::record::source::{Source, SourceError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {

@@ -11,8 +11,8 @@ use rusqlite::{params, Connection};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::access::AccessContext;
-use crate::policy::purpose_name;
+use crate::consent::access::AccessContext;
+use crate::consent::context::purpose_name;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {

@@ -8,7 +8,8 @@ use std::sync::Mutex;
 use chrono::{NaiveDateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::policy::{Provision, RegistryConsent};
+use crate::consent::engine::RegistryConsent;
+use crate::consent::policy::Provision;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {

@@ -17,9 +17,9 @@ use base64::Engine;
 use chrono::NaiveDate;
 use escr_connector::nhs::{self, NhsNumber};
 
-use crate::access::AccessContext;
-use crate::error::GatewayError;
-use crate::gateway::Gateway;
+use crate::api::error::GatewayError;
+use crate::api::gateway::Gateway;
+use crate::consent::access::AccessContext;
 use person::Person;
 
 pub type EscrSchema = Schema<Query, Mutation, EmptySubscription>;
@@ -59,7 +59,7 @@ fn person_by_id(ctx: &Context<'_>, id: &str) -> Option<Person> {
     let snapshot = gateway.index.snapshot();
     let id = snapshot.resolve(id)?.to_string();
     if !gateway.policy.may_see_person(access, &id) {
-        if let Some(scope) = ctx.data_opt::<Arc<crate::access::RequestScope>>() {
+        if let Some(scope) = ctx.data_opt::<Arc<crate::consent::access::RequestScope>>() {
             scope.audit.note(Some(&id), "denied", None, None, "person");
         }
         return None;
@@ -269,7 +269,7 @@ impl Query {
     async fn data_quality_report(
         &self,
         ctx: &Context<'_>,
-    ) -> async_graphql::Result<crate::quality::QualityReport> {
+    ) -> async_graphql::Result<crate::identity::quality::QualityReport> {
         linkage::data_quality(ctx).await
     }
 

@@ -6,7 +6,7 @@
 //! level weighs log2(m/u) bits, where m = P(level | same person) and u = P(level |
 //! different people). u is counted on random pairs; m is estimated by EM over the
 //! candidate pairs (or configured). The sum of the weights is the pair's score, split by
-//! the configured thresholds into match / review / non-match. The index (`src/index.rs`)
+//! the configured thresholds into match / review / non-match. The index (`src/identity/index.rs`)
 //! applies the deterministic rules first and owns the clustering and its guards.
 
 pub mod compare;

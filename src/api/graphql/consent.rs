@@ -6,12 +6,13 @@ use std::sync::Arc;
 use async_graphql::{Context, Enum, ErrorExtensions, InputObject, Object, SimpleObject, ID};
 use chrono::{NaiveDate, NaiveDateTime};
 
-use crate::access::{AccessContext, RequestScope};
-use crate::audit::AuditEvent;
-use crate::error::GatewayError;
-use crate::gateway::Gateway;
-use crate::policy::{validate_provision, AccessControl, ConsentDecision, Provision};
-use crate::registry::StoredConsent;
+use crate::api::error::GatewayError;
+use crate::api::gateway::Gateway;
+use crate::consent::access::{AccessContext, RequestScope};
+use crate::consent::audit::AuditEvent;
+use crate::consent::policy::{validate_provision, ConsentDecision, Provision};
+use crate::consent::registry::StoredConsent;
+use crate::consent::AccessControl;
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
 #[graphql(name = "ConsentProvisionDecision")]
@@ -280,8 +281,8 @@ impl ConsentMutation {
             .registry
             .withdraw(id, &caller.user, &reason)
             .map_err(|e| match e {
-                crate::registry::RegistryError::NotFound(_)
-                | crate::registry::RegistryError::AlreadyWithdrawn(_) => {
+                crate::consent::registry::RegistryError::NotFound(_)
+                | crate::consent::registry::RegistryError::AlreadyWithdrawn(_) => {
                     GatewayError::BadInput(e.to_string()).extend()
                 }
                 e => internal(e),

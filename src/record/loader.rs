@@ -16,7 +16,7 @@ use escr_connector::{EntityKind, Record};
 use futures::FutureExt;
 use moka::future::Cache;
 
-use crate::source::{Lookup, Source, SourceError};
+use crate::record::source::{Lookup, Source, SourceError};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct CacheKey {

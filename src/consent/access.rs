@@ -1,69 +1,13 @@
 //! Who is asking, and the one place where released records are decided.
 //!
 //! Every record that leaves the gateway passes [`release`], after the shared cache and
-//! per request. The consent and access model is [`crate::policy::PolicyEngine`]; the
+//! per request. The consent and access model is [`crate::consent::engine::PolicyEngine`]; the
 //! default [`AllowAll`] lets tests exercise the path without a policy.
 
 use escr_connector::Record;
 
-pub use crate::policy::PersonFacts;
-
-/// Purposes of use (design section 5).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, async_graphql::Enum)]
-pub enum Purpose {
-    DirectCare,
-    CareManagement,
-    Safeguarding,
-    Planning,
-    Research,
-}
-
-/// The caller of one request.
-#[derive(Clone, Debug)]
-pub struct AccessContext {
-    pub user: String,
-    /// Display name from the token (audit only).
-    pub name: Option<String>,
-    pub role: String,
-    pub organisation: Option<String>,
-    pub team: Option<String>,
-    /// The caller's worker id in the source systems' allocation data.
-    pub worker_id: Option<String>,
-    pub purpose: Purpose,
-    /// Break-glass or sealed-envelope justification, validated at authentication.
-    pub break_glass_reason: Option<String>,
-    /// For the `person` role: the gateway person id the caller is.
-    pub person_id: Option<String>,
-}
-
-impl AccessContext {
-    /// A test and demo caller (the default policy lets it see everything).
-    pub fn demo() -> AccessContext {
-        AccessContext::for_role("demo", "practitioner", Purpose::DirectCare)
-    }
-
-    /// A caller built without a token (tests and in-process use).
-    pub fn for_role(user: &str, role: &str, purpose: Purpose) -> AccessContext {
-        AccessContext {
-            user: user.into(),
-            name: None,
-            role: role.into(),
-            organisation: None,
-            team: None,
-            worker_id: None,
-            purpose,
-            break_glass_reason: None,
-            person_id: None,
-        }
-    }
-}
-
-/// Why a record was withheld; shown to the caller as a GraphQL error code and reason.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Withheld {
-    pub code: &'static str,
-    pub reason: String,
-}
+pub use super::context::{AccessContext, Purpose, Withheld};
+pub use super::engine::PersonFacts;
 
 pub enum Decision {
     Release,
@@ -155,7 +99,7 @@ pub fn release(
 /// withheld-data errors were already reported at which path.
 #[derive(Default)]
 pub struct RequestScope {
-    pub audit: crate::audit::RequestAudit,
+    pub audit: crate::consent::audit::RequestAudit,
     pub facts: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<PersonFacts>>>,
     pub reported: std::sync::Mutex<std::collections::HashSet<(String, &'static str)>>,
 }

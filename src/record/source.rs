@@ -103,7 +103,7 @@ impl Source {
         &self,
         entity: EntityKind,
         person_keys: &[String],
-        window: crate::reports::Window,
+        window: super::window::Window,
     ) -> Result<Mapped, SourceError> {
         let Some(spec) = self.profile.entity(entity) else {
             return Ok(Mapped::default());
@@ -144,7 +144,7 @@ impl Source {
         };
         mapped
             .records
-            .retain(|r| crate::reports::active_in(r, window));
+            .retain(|r| super::window::active_in(r, window));
         Ok(mapped)
     }
 

@@ -12,8 +12,8 @@ use chrono::{NaiveDate, Utc};
 use escr_connector::{EntityKind, FindingKind};
 use serde::Serialize;
 
-use crate::gateway::Gateway;
-use crate::source::Lookup;
+use super::index::IdentityIndex;
+use crate::record::source::{Lookup, Source};
 
 /// A vendor code that maps to nothing, how often.
 #[derive(Clone, Debug, Serialize, SimpleObject)]
@@ -61,10 +61,10 @@ struct Lifespan {
     death: Option<NaiveDate>,
 }
 
-pub async fn build(gateway: &Gateway) -> QualityReport {
+pub async fn build(index: &IdentityIndex, sources: &[Source]) -> QualityReport {
     let today = Utc::now().date_naive();
     let earliest = NaiveDate::from_ymd_opt(1890, 1, 1).expect("valid date");
-    let snapshot = gateway.index.snapshot();
+    let snapshot = index.snapshot();
     let mut duplicates: HashMap<&str, usize> = HashMap::new();
     for refs in snapshot.people.values() {
         let mut per_source: HashMap<&str, usize> = HashMap::new();
@@ -82,7 +82,7 @@ pub async fn build(gateway: &Gateway) -> QualityReport {
     }
 
     let mut out = Vec::new();
-    for source in &gateway.fetcher.sources {
+    for source in sources {
         let mut q = SourceQuality {
             source: source.name.clone(),
             available: true,

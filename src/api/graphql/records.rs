@@ -9,10 +9,10 @@ use escr_connector::{EntityKind, Record};
 
 use super::codes::*;
 use super::person::Person;
-use crate::error::GatewayError;
-use crate::gateway::Gateway;
-use crate::loader::RequestLoaders;
-use crate::source::Lookup;
+use crate::api::error::GatewayError;
+use crate::api::gateway::Gateway;
+use crate::record::loader::RequestLoaders;
+use crate::record::source::Lookup;
 
 /// A record and the source it came from.
 #[derive(Clone, Debug)]

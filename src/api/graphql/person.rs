@@ -10,12 +10,12 @@ use escr_connector::{nhs, EntityKind, Record};
 
 use super::codes::*;
 use super::records::*;
-use crate::access::{release, AccessContext, PersonFacts, RequestScope};
-use crate::error::GatewayError;
-use crate::gateway::Gateway;
-use crate::index::SourceRef;
-use crate::loader::RequestLoaders;
-use crate::source::Lookup;
+use crate::api::error::GatewayError;
+use crate::api::gateway::Gateway;
+use crate::consent::access::{release, AccessContext, PersonFacts, RequestScope};
+use crate::identity::index::SourceRef;
+use crate::record::loader::RequestLoaders;
+use crate::record::source::Lookup;
 
 #[derive(Clone)]
 pub struct Person {
@@ -230,7 +230,7 @@ impl Person {
         &self,
         ctx: &Context<'_>,
         field: &str,
-    ) -> Option<crate::linkage::golden::SourcedValue> {
+    ) -> Option<crate::identity::linkage::golden::SourcedValue> {
         let records = self.demographics(ctx).await;
         super::linkage::survivorship(ctx, &records)
             .into_iter()

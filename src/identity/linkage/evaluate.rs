@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::index::Snapshot;
+use crate::identity::index::Snapshot;
 
 #[derive(Deserialize)]
 struct TruthFile {

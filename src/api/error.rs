@@ -2,8 +2,8 @@
 
 use async_graphql::{ErrorExtensionValues, Pos, ServerError};
 
-use crate::access::Withheld;
-use crate::source::SourceError;
+use crate::consent::access::Withheld;
+use crate::record::source::SourceError;
 
 /// GraphQL `extensions.code` values the gateway emits.
 pub mod codes {

@@ -12,9 +12,9 @@ use axum::routing::get;
 use axum::Router;
 use serde::Serialize;
 
-use crate::access::{AccessContext, RequestScope};
-use crate::gateway::Gateway;
-use crate::graphql::EscrSchema;
+use crate::api::gateway::Gateway;
+use crate::api::graphql::EscrSchema;
+use crate::consent::access::{AccessContext, RequestScope};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -23,7 +23,7 @@ pub struct AppState {
 }
 
 pub fn router(gateway: Arc<Gateway>) -> Router {
-    let schema = crate::graphql::build(Some(gateway.clone()));
+    let schema = crate::api::graphql::build(Some(gateway.clone()));
     Router::new()
         .route("/graphql", get(graphiql).post(graphql))
         .route("/healthz", get(|| async { "ok" }))
@@ -61,32 +61,34 @@ async fn caller(
             if let Some(p) = headers
                 .get("x-purpose-of-use")
                 .and_then(|v| v.to_str().ok())
-                .and_then(crate::policy::purpose_from_name)
+                .and_then(crate::consent::context::purpose_from_name)
             {
                 demo.purpose = p;
             }
             Ok(demo)
         }
-        Some(access) => match crate::auth::access_context_from_headers(headers, &access.auth) {
-            Ok(caller) => Ok(caller),
-            Err(e) => Err(refuse(access, e).await),
-        },
+        Some(access) => {
+            match crate::consent::auth::access_context_from_headers(headers, &access.auth) {
+                Ok(caller) => Ok(caller),
+                Err(e) => Err(refuse(access, e).await),
+            }
+        }
     }
 }
 
 /// A request without an acceptable token: no data, an error with a code, audited.
 async fn refuse(
-    access: &crate::policy::AccessControl,
-    e: crate::auth::AuthError,
+    access: &crate::consent::AccessControl,
+    e: crate::consent::auth::AuthError,
 ) -> axum::response::Response {
-    let request_id = crate::audit::RequestAudit::new().request_id;
-    let event = crate::audit::refusal(&request_id, "", e.code(), &e.to_string());
+    let request_id = crate::consent::audit::RequestAudit::new().request_id;
+    let event = crate::consent::audit::refusal(&request_id, "", e.code(), &e.to_string());
     if let Err(err) = access.audit.append(vec![event]).await {
         tracing::warn!(error = %err, "audit write failed");
     }
     let status = match e {
-        crate::auth::AuthError::PurposeNotPermitted { .. }
-        | crate::auth::AuthError::BreakGlass(_) => StatusCode::FORBIDDEN,
+        crate::consent::auth::AuthError::PurposeNotPermitted { .. }
+        | crate::consent::auth::AuthError::BreakGlass(_) => StatusCode::FORBIDDEN,
         _ => StatusCode::UNAUTHORIZED,
     };
     let body = serde_json::json!({
@@ -141,16 +143,17 @@ async fn data_quality_csv(
         Ok(caller) => caller,
         Err(refused) => return refused,
     };
-    if caller.role != crate::graphql::linkage::STEWARD_ROLE {
+    if caller.role != crate::api::graphql::linkage::STEWARD_ROLE {
         let body = serde_json::json!({
             "errors": [{"message": "the data-quality report is for data stewards", "extensions": {"code": "FORBIDDEN"}}]
         });
         return (StatusCode::FORBIDDEN, Json(body)).into_response();
     }
-    let report = crate::quality::build(&state.gateway).await;
+    let report =
+        crate::identity::quality::build(&state.gateway.index, &state.gateway.fetcher.sources).await;
     (
         [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
-        crate::quality::to_csv(&report),
+        crate::identity::quality::to_csv(&report),
     )
         .into_response()
 }
@@ -186,8 +189,9 @@ async fn report_error(
 ) -> axum::response::Response {
     if matches!(e.code(), "PURPOSE_NOT_PERMITTED") {
         if let Some(access) = &gateway.access {
-            let request_id = crate::audit::RequestAudit::new().request_id;
-            let event = crate::audit::refusal(&request_id, &caller.user, e.code(), &e.to_string());
+            let request_id = crate::consent::audit::RequestAudit::new().request_id;
+            let event =
+                crate::consent::audit::refusal(&request_id, &caller.user, e.code(), &e.to_string());
             if let Err(err) = access.audit.append(vec![event]).await {
                 tracing::warn!(error = %err, "audit write failed");
             }
@@ -209,11 +213,12 @@ async fn report_request(
     peers: bool,
 ) -> Result<(AccessContext, crate::reports::Period, Vec<String>), axum::response::Response> {
     let caller = caller(&state.gateway, headers).await?;
+    let estate = state.gateway.estate();
     let checked = (|| {
-        let reports = crate::reports::run::authorise(&state.gateway, &caller)?;
+        let reports = crate::reports::run::authorise(&estate, &caller)?;
         let period = crate::reports::Period::parse(query.period.as_deref().unwrap_or_default())?;
         let authorities = crate::reports::run::authorities(
-            &state.gateway,
+            &estate,
             reports,
             query.authorities().as_deref(),
             peers,
@@ -237,10 +242,11 @@ async fn mds_csv(
         Ok(r) => r,
         Err(refused) => return refused,
     };
-    if let Err(e) = crate::reports::run::check_sources(&state.gateway, &authorities).await {
+    if let Err(e) = crate::reports::run::check_sources(&state.gateway.estate(), &authorities).await
+    {
         return report_error(&state.gateway, &caller, e).await;
     }
-    let stream = crate::reports::run::mds_csv(state.gateway.clone(), caller, period, authorities);
+    let stream = crate::reports::run::mds_csv(state.gateway.estate(), caller, period, authorities);
     (
         [
             (
@@ -263,7 +269,13 @@ async fn indicators_for(
     query: &ReportQuery,
 ) -> Result<Vec<crate::reports::suppress::IndicatorResult>, axum::response::Response> {
     let (caller, period, authorities) = report_request(state, headers, query, true).await?;
-    match crate::reports::run::indicators(&state.gateway, &caller, period, Some(&authorities)).await
+    match crate::reports::run::indicators(
+        &state.gateway.estate(),
+        &caller,
+        period,
+        Some(&authorities),
+    )
+    .await
     {
         Ok(rows) => Ok(rows),
         Err(e) => Err(report_error(&state.gateway, &caller, e).await),
@@ -351,7 +363,7 @@ struct Ready {
     ready: bool,
     people: usize,
     sources: Vec<SourceStatus>,
-    cache: crate::loader::CacheStats,
+    cache: crate::record::loader::CacheStats,
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {

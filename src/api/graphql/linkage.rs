@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use async_graphql::{Context, Enum, ErrorExtensions, InputObject, Object, SimpleObject};
 
-use crate::access::AccessContext;
-use crate::error::GatewayError;
-use crate::gateway::Gateway;
-use crate::index::{self, DecisionAction};
+use crate::api::error::GatewayError;
+use crate::api::gateway::Gateway;
+use crate::consent::access::AccessContext;
+use crate::identity::index::{self, DecisionAction};
 
 /// The role allowed to see the review queue and decide links.
 pub const STEWARD_ROLE: &str = "data_steward";
@@ -67,7 +67,7 @@ pub struct FieldWeight {
     pub weight: f64,
 }
 
-fn weights(w: &[crate::linkage::FieldWeight]) -> Vec<FieldWeight> {
+fn weights(w: &[crate::identity::linkage::FieldWeight]) -> Vec<FieldWeight> {
     w.iter()
         .map(|w| FieldWeight {
             field: w.field.clone(),
@@ -257,7 +257,7 @@ async fn decide(
     let a_person_id = snap.by_source(&a.source, &a.local_id).map(str::to_string);
     let b_person_id = snap.by_source(&b.source, &b.local_id).map(str::to_string);
     // Steward decisions are audited with the request, like releases.
-    if let Some(scope) = ctx.data_opt::<Arc<crate::access::RequestScope>>() {
+    if let Some(scope) = ctx.data_opt::<Arc<crate::consent::access::RequestScope>>() {
         let verdict = match action {
             DecisionAction::Link => "linked",
             DecisionAction::Unlink => "unlinked",
@@ -312,8 +312,8 @@ pub struct SourcedValue {
     pub last_updated: Option<chrono::NaiveDateTime>,
 }
 
-impl From<&crate::linkage::golden::SourcedValue> for SourcedValue {
-    fn from(v: &crate::linkage::golden::SourcedValue) -> Self {
+impl From<&crate::identity::linkage::golden::SourcedValue> for SourcedValue {
+    fn from(v: &crate::identity::linkage::golden::SourcedValue) -> Self {
         SourcedValue {
             value: v.value.clone(),
             source: v.source.clone(),
@@ -343,28 +343,28 @@ pub struct GoldenField {
 /// survivorship rules.
 pub fn survivorship(
     ctx: &Context<'_>,
-    records: &[crate::graphql::records::Sourced],
-) -> Vec<crate::linkage::golden::GoldenField> {
+    records: &[crate::api::graphql::records::Sourced],
+) -> Vec<crate::identity::linkage::golden::GoldenField> {
     let gateway = ctx.data_unchecked::<Arc<Gateway>>();
     let input: Vec<(String, &escr_connector::Record)> = records
         .iter()
         .map(|r| (r.source.clone(), &r.record))
         .collect();
-    crate::linkage::golden::golden(&input, &gateway.index.linkage_config().survivorship)
+    crate::identity::linkage::golden::golden(&input, &gateway.index.linkage_config().survivorship)
 }
 
 pub fn golden_fields(
     ctx: &Context<'_>,
-    records: &[crate::graphql::records::Sourced],
+    records: &[crate::api::graphql::records::Sourced],
 ) -> Vec<GoldenField> {
     survivorship(ctx, records)
         .iter()
         .map(|g| GoldenField {
             field: g.field.to_string(),
             rule: match g.rule {
-                crate::linkage::config::Rule::SourcePriority => "source_priority",
-                crate::linkage::config::Rule::MostRecent => "most_recent",
-                crate::linkage::config::Rule::MostComplete => "most_complete",
+                crate::identity::linkage::config::Rule::SourcePriority => "source_priority",
+                crate::identity::linkage::config::Rule::MostRecent => "most_recent",
+                crate::identity::linkage::config::Rule::MostComplete => "most_complete",
             }
             .to_string(),
             value: g.chosen.as_ref().map(|c| c.value.clone()),
@@ -377,8 +377,8 @@ pub fn golden_fields(
 /// The data-quality report (for `Query.dataQualityReport`).
 pub async fn data_quality(
     ctx: &Context<'_>,
-) -> async_graphql::Result<crate::quality::QualityReport> {
+) -> async_graphql::Result<crate::identity::quality::QualityReport> {
     require_steward(ctx)?;
     let gateway = ctx.data_unchecked::<Arc<Gateway>>();
-    Ok(crate::quality::build(gateway).await)
+    Ok(crate::identity::quality::build(&gateway.index, &gateway.fetcher.sources).await)
 }

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use async_graphql::{ComplexObject, Context, ErrorExtensions, SimpleObject};
 
-use crate::access::AccessContext;
-use crate::error::GatewayError;
-use crate::gateway::Gateway;
+use crate::api::error::GatewayError;
+use crate::api::gateway::Gateway;
+use crate::consent::access::AccessContext;
 use crate::reports::mds::MdsRow;
 use crate::reports::suppress::IndicatorResult;
 use crate::reports::{run, Period};
@@ -49,7 +49,7 @@ pub async fn indicators(
     let gateway = ctx.data_unchecked::<Arc<Gateway>>();
     let caller = ctx.data_unchecked::<AccessContext>();
     let period = Period::parse(period).map_err(err)?;
-    run::indicators(gateway, caller, period, authorities.as_deref())
+    run::indicators(&gateway.estate(), caller, period, authorities.as_deref())
         .await
         .map_err(err)
 }
@@ -65,7 +65,7 @@ pub async fn minimum_data_set(
     let caller = ctx.data_unchecked::<AccessContext>();
     let period = Period::parse(period).map_err(err)?;
     let (rows, next) = run::mds_page(
-        gateway,
+        &gateway.estate(),
         caller,
         period,
         authority,
@@ -87,7 +87,7 @@ pub async fn minimum_data_set(
 pub fn authority(ctx: &Context<'_>, name: String) -> Option<Authority> {
     let gateway = ctx.data_unchecked::<Arc<Gateway>>();
     let reports = gateway.reports.as_deref()?;
-    run::served(gateway, reports)
+    run::served(&gateway.estate(), reports)
         .contains(&name)
         .then_some(Authority { name })
 }

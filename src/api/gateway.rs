@@ -3,19 +3,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use escr_connector::{Connector, ConnectorError};
-
-use crate::access::{AllowAll, Policy};
-use crate::config::{ConnectorConfig, LoadedConfig};
-use crate::index::IdentityIndex;
-use crate::loader::{Fetcher, RequestLoaders};
-use crate::source::Source;
+use crate::config::LoadedConfig;
+use crate::consent::access::{AllowAll, Policy};
+use crate::identity::index::IdentityIndex;
+use crate::record::build::connect;
+use crate::record::loader::{Fetcher, RequestLoaders};
+use crate::record::source::Source;
 
 /// Why a gateway could not be built from its config.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error(transparent)]
-    Index(#[from] crate::index::IndexError),
+    Index(#[from] crate::identity::index::IndexError),
     #[error(transparent)]
     Config(#[from] escr_connector::ConfigError),
 }
@@ -27,61 +26,9 @@ pub struct Gateway {
     pub batch_delay: Duration,
     /// Tokens, the policy engine, the consent registry and the audit log; `None` only
     /// for in-process tests (the `serve` command requires a policy).
-    pub access: Option<Arc<crate::policy::AccessControl>>,
+    pub access: Option<Arc<crate::consent::AccessControl>>,
     /// Minimum data set and indicators; `None` when not configured.
     pub reports: Option<Arc<crate::reports::Reports>>,
-}
-
-/// The connector for a source's config section. Connectors connect lazily; one that
-/// cannot even be built (a secret file missing, say) stands in as a source that is down
-/// with that reason, so the gateway still starts and the other sources serve.
-fn connect(name: &str, config: Option<ConnectorConfig<'_>>) -> Arc<dyn Connector> {
-    let built: Result<Arc<dyn Connector>, ConnectorError> = match config {
-        Some(ConnectorConfig::Sqlite(c)) => Ok(Arc::new(escr_sqlite::SqliteConnector::new(c))),
-        Some(ConnectorConfig::Mysql(c)) => {
-            escr_mysql::MysqlConnector::new(c).map(|c| Arc::new(c) as Arc<dyn Connector>)
-        }
-        Some(ConnectorConfig::Mssql(c)) => {
-            escr_mssql::MssqlConnector::new(c).map(|c| Arc::new(c) as Arc<dyn Connector>)
-        }
-        Some(ConnectorConfig::Odbc(c)) => {
-            escr_odbc::OdbcConnector::new(c).map(|c| Arc::new(c) as Arc<dyn Connector>)
-        }
-        None => unreachable!("config validation requires one connector section"),
-    };
-    built.unwrap_or_else(|error| {
-        tracing::warn!(source = name, error = %error, "source connector not available");
-        Arc::new(Unavailable(error))
-    })
-}
-
-/// A source whose connector could not be built: every call reports why.
-struct Unavailable(ConnectorError);
-
-#[async_trait::async_trait]
-impl Connector for Unavailable {
-    fn engine(&self) -> &'static str {
-        "unavailable"
-    }
-    fn capabilities(&self) -> escr_connector::Capabilities {
-        escr_connector::Capabilities {
-            max_batch: 1000,
-            placeholder: escr_connector::Placeholder::Question,
-        }
-    }
-    async fn query(
-        &self,
-        _sql: &str,
-        _params: &[escr_connector::Value],
-    ) -> Result<escr_connector::RowSet, ConnectorError> {
-        Err(self.0.clone())
-    }
-    async fn ping(&self) -> Result<(), ConnectorError> {
-        Err(self.0.clone())
-    }
-    fn statements_executed(&self) -> u64 {
-        0
-    }
 }
 
 impl Gateway {
@@ -145,7 +92,7 @@ impl Gateway {
     }
 
     /// Turn on the consent path: its engine becomes the policy.
-    pub fn with_access_control(mut self, access: crate::policy::AccessControl) -> Gateway {
+    pub fn with_access_control(mut self, access: crate::consent::AccessControl) -> Gateway {
         self.policy = access.engine.clone();
         self.access = Some(Arc::new(access));
         self
@@ -159,11 +106,24 @@ impl Gateway {
     pub async fn refresh_index(
         &self,
         incremental: bool,
-    ) -> Result<crate::index::IndexReport, crate::index::IndexError> {
+    ) -> Result<crate::identity::index::IndexReport, crate::identity::index::IndexError> {
         let report = self
             .index
             .refresh(&self.fetcher.sources, incremental)
             .await?;
         Ok(report)
+    }
+}
+
+impl Gateway {
+    /// The parts reports read (they sit below the API and do not know the gateway).
+    pub fn estate(&self) -> crate::reports::Estate {
+        crate::reports::Estate {
+            fetcher: self.fetcher.clone(),
+            index: self.index.clone(),
+            policy: self.policy.clone(),
+            access: self.access.clone(),
+            reports: self.reports.clone(),
+        }
     }
 }

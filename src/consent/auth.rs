@@ -17,8 +17,9 @@ use axum::http::HeaderMap;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::access::AccessContext;
-use crate::policy::{purpose_from_name, purpose_name, PolicyConfig};
+use crate::consent::access::AccessContext;
+use crate::consent::context::{purpose_from_name, purpose_name};
+use crate::consent::policy::PolicyConfig;
 
 /// GraphQL/HTTP error codes of authentication failures.
 pub mod codes {

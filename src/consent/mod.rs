@@ -1,0 +1,71 @@
+//! Who is asking, what they may see, and what they saw: tokens and purposes
+//! ([`auth`]), the shared vocabulary ([`context`]), the policy file ([`policy`]) and its
+//! decision engine ([`engine`]), the one release hook ([`access`]), the consent registry
+//! ([`registry`]) and the hash-chained audit log ([`audit`]).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use escr_connector::ConfigError;
+
+use crate::identity::index::IdentityIndex;
+
+pub mod access;
+pub mod audit;
+pub mod auth;
+pub mod context;
+pub mod engine;
+pub mod policy;
+pub mod registry;
+
+pub use access::{AccessContext, Purpose, Withheld};
+pub use engine::PolicyEngine;
+pub use policy::PolicyConfig;
+
+/// Everything the consent path needs, built from `policy.toml`.
+pub struct AccessControl {
+    pub config: Arc<PolicyConfig>,
+    pub auth: auth::Auth,
+    pub engine: Arc<PolicyEngine>,
+    pub registry: registry::Registry,
+    pub audit: audit::AuditLog,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccessControlError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("auth: {0}")]
+    Auth(String),
+    #[error(transparent)]
+    Registry(#[from] registry::RegistryError),
+    #[error(transparent)]
+    Audit(#[from] audit::AuditError),
+}
+
+impl AccessControl {
+    pub fn load(
+        path: &Path,
+        index: Option<Arc<IdentityIndex>>,
+    ) -> Result<AccessControl, AccessControlError> {
+        Self::from_config(PolicyConfig::load(path)?, index)
+    }
+
+    pub fn from_config(
+        config: PolicyConfig,
+        index: Option<Arc<IdentityIndex>>,
+    ) -> Result<AccessControl, AccessControlError> {
+        let config = Arc::new(config);
+        let auth = auth::Auth::new(config.clone()).map_err(AccessControlError::Auth)?;
+        let engine = Arc::new(PolicyEngine::new(config.clone(), index)?);
+        let registry = registry::Registry::open(&config.storage.registry)?;
+        let audit = audit::AuditLog::open(&config.storage.audit)?;
+        Ok(AccessControl {
+            config,
+            auth,
+            engine,
+            registry,
+            audit,
+        })
+    }
+}

@@ -1,0 +1,8 @@
+//! Reading the legacy systems: a source (a vendor profile over a connector), the
+//! request loaders and the shared cache in front of the sources, and building them from
+//! the config's source sections.
+
+pub mod build;
+pub mod loader;
+pub mod source;
+pub mod window;
