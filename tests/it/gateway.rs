@@ -583,12 +583,7 @@ fn bad_config_names_file_line_and_reason() {
         .gateway
         .sources
         .iter()
-        .map(|s| match s.get_ref().connector() {
-            Some(escr_gateway::record::build::ConnectorConfig::Mssql(_)) => "mssql",
-            Some(escr_gateway::record::build::ConnectorConfig::Mysql(_)) => "mysql",
-            Some(escr_gateway::record::build::ConnectorConfig::Odbc(_)) => "odbc",
-            _ => "other",
-        })
+        .map(|s| s.get_ref().engine().unwrap_or("none"))
         .collect();
     assert_eq!(engines, ["mssql", "mysql", "odbc"]);
 }
