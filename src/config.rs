@@ -217,22 +217,26 @@ impl SourceConfig {
     }
 }
 
-/// Where the key `key` of a `[[sources]]` entry is written (its line), searched in the
-/// entry's text: `key = ...` or a `[sources.key]` header.
+/// Where the key `key` of the `[[sources]]` entry starting at `entry` is written (its
+/// line): `key = ...` or a `[sources.key]` header, before the next `[[` header.
 fn key_offset(text: &str, entry: std::ops::Range<usize>, key: &str) -> usize {
-    let slice = &text[entry.start.min(text.len())..entry.end.min(text.len())];
+    let start = entry.start.min(text.len());
+    let rest = &text[start..];
+    let end = rest[1.min(rest.len())..]
+        .find("\n[[")
+        .map_or(rest.len(), |i| i + 1);
     let mut at = 0;
-    for line in slice.split_inclusive('\n') {
+    for line in rest[..end].split_inclusive('\n') {
         let trimmed = line.trim_start();
         let bare = trimmed
             .strip_prefix(key)
             .is_some_and(|rest| rest.trim_start().starts_with('='));
         if bare || trimmed.starts_with(&format!("[sources.{key}]")) {
-            return entry.start + at + (line.len() - trimmed.len());
+            return start + at + (line.len() - trimmed.len());
         }
         at += line.len();
     }
-    entry.start
+    start
 }
 
 /// A loaded, validated config with its vendor profiles.

@@ -564,6 +564,16 @@ fn bad_config_names_file_line_and_reason() {
     assert_eq!(err.line, 4, "{err}");
     assert!(err.reason.contains("unknown field `password`"), "{err}");
     assert!(!err.to_string().contains("hunter2"), "{err}");
+    // An engine the binary was not built with: named with its line and the engines known.
+    let text = "[[sources]]\nname = \"x\"\nprofile = \"p.toml\"\n\npostgres = { host = \"h\" }\n";
+    std::fs::write(&path, text).unwrap();
+    let err = escr_gateway::config::LoadedConfig::load(&path).unwrap_err();
+    assert_eq!(err.line, 5, "{err}");
+    assert!(err.reason.contains("unknown field `postgres`"), "{err}");
+    assert!(
+        err.reason.contains("`sqlite`, `mysql`, `mssql`, `odbc`"),
+        "{err}"
+    );
 
     // The shipped configs and profiles are valid, the real-engines example included.
     // (The embedded default has two councils, three sources each.)

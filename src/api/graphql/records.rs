@@ -536,16 +536,23 @@ impl AnyRecord {
 pub fn summary(r: &Sourced) -> String {
     let rec = &r.record;
     let t = |f: &str| rec.text(f).unwrap_or("").to_string();
+    // A code that is canonically OTHER reads as the source's own value.
+    let code = |f: &str| match (rec.text(f), escr_connector::catalog::other_field(f)) {
+        (Some(escr_connector::catalog::OTHER), Some(other)) if rec.text(other).is_some() => {
+            t(other)
+        }
+        _ => t(f),
+    };
     match rec.entity {
         EntityKind::Referral => format!("Referral ({})", t("route").to_lowercase()),
         EntityKind::Assessment if rec.text("title").is_some() => {
             format!("Assessment: {}", t("title"))
         }
-        EntityKind::Assessment => format!("Assessment {}", t("type").to_lowercase()),
+        EntityKind::Assessment => format!("Assessment {}", code("type").to_lowercase()),
         EntityKind::CarePlan => "Care plan".into(),
         EntityKind::Service => format!(
             "Service {} ({})",
-            t("type").to_lowercase(),
+            code("type").to_lowercase(),
             t("delivery_mechanism").to_lowercase()
         ),
         EntityKind::Episode => format!("Episode {}", t("kind").to_lowercase()),
