@@ -168,20 +168,18 @@ fn ruth_truth() -> Value {
 }
 
 /// The data-quality figures the fixture implies, as (measure, count).
-fn quality(gw: &Gateway) -> impl std::future::Future<Output = Value> + '_ {
-    async move {
-        let report = escr_gateway::identity::quality::build(&gw.index, &gw.fetcher.sources).await;
-        let q = &report.sources[0];
-        json!({
-            "available": q.available,
-            "people": q.people,
-            "placeholder_values": q.placeholder_values,
-            "open_end_sentinels": q.open_end_sentinels,
-            "end_before_start": q.end_before_start,
-            "orphans": q.orphan_records.iter().map(|o| json!([o.entity, o.count])).collect::<Vec<_>>(),
-            "unmapped": q.unmapped_codes.iter().map(|u| json!([u.entity, u.field, u.value, u.count])).collect::<Vec<_>>(),
-        })
-    }
+async fn quality(gw: &Gateway) -> Value {
+    let report = escr_gateway::identity::quality::build(&gw.index, &gw.fetcher.sources).await;
+    let q = &report.sources[0];
+    json!({
+        "available": q.available,
+        "people": q.people,
+        "placeholder_values": q.placeholder_values,
+        "open_end_sentinels": q.open_end_sentinels,
+        "end_before_start": q.end_before_start,
+        "orphans": q.orphan_records.iter().map(|o| json!([o.entity, o.count])).collect::<Vec<_>>(),
+        "unmapped": q.unmapped_codes.iter().map(|u| json!([u.entity, u.field, u.value, u.count])).collect::<Vec<_>>(),
+    })
 }
 
 #[tokio::test]

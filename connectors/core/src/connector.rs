@@ -71,6 +71,17 @@ impl StatementCounter {
     }
 }
 
+/// Make the files a config section names relative to the config file's folder (for
+/// [`ConnectorSettings::resolve_paths`]).
+pub fn resolve_files<'a>(
+    base: &Path,
+    files: impl IntoIterator<Item = &'a mut Option<std::path::PathBuf>>,
+) {
+    for file in files.into_iter().flatten() {
+        *file = base.join(&*file);
+    }
+}
+
 /// A connector's section of the gateway config (`[[sources]] <engine> = { ... }`),
 /// deserialized by the connector crate's own type (serde, `deny_unknown_fields`), that
 /// builds the connector. The gateway's connector registry maps engine names to these

@@ -1,4 +1,5 @@
-//! Vendor profiles: `config/vendors/<vendor>.toml`, the declarative connector.
+//! Vendor profiles: `config/vendors/<vendor>.toml`, the declarative connector. Every key
+//! is in `docs/vendor-profile-reference.md`, generated from [`crate::reference`].
 //!
 //! A profile says, for each ESCR entity the vendor holds, which SQL (in the vendor's
 //! dialect) loads it and how columns become fields. SQL may use two markers, expanded

@@ -605,13 +605,7 @@ impl Connector for MssqlConnector {
 
 impl escr_connector::ConnectorSettings for MssqlConfig {
     fn resolve_paths(&mut self, base: &std::path::Path) {
-        let join = |p: &mut Option<PathBuf>| {
-            if let Some(p) = p {
-                *p = base.join(&*p);
-            }
-        };
-        join(&mut self.password_file);
-        join(&mut self.ca_file);
+        escr_connector::resolve_files(base, [&mut self.password_file, &mut self.ca_file]);
     }
     fn connect(&self) -> Result<std::sync::Arc<dyn Connector>, ConnectorError> {
         MssqlConnector::new(self).map(|c| std::sync::Arc::new(c) as std::sync::Arc<dyn Connector>)

@@ -600,13 +600,7 @@ fn map_server_error(code: u16, state: &str) -> ConnectorError {
 
 impl escr_connector::ConnectorSettings for MysqlConfig {
     fn resolve_paths(&mut self, base: &std::path::Path) {
-        let join = |p: &mut Option<PathBuf>| {
-            if let Some(p) = p {
-                *p = base.join(&*p);
-            }
-        };
-        join(&mut self.password_file);
-        join(&mut self.tls_ca_file);
+        escr_connector::resolve_files(base, [&mut self.password_file, &mut self.tls_ca_file]);
     }
     fn connect(&self) -> Result<std::sync::Arc<dyn Connector>, ConnectorError> {
         MysqlConnector::new(self).map(|c| std::sync::Arc::new(c) as std::sync::Arc<dyn Connector>)

@@ -1027,13 +1027,10 @@ fn classify(state: &str, native: i32, message: &str, phase: Phase) -> (ErrorKind
 
 impl escr_connector::ConnectorSettings for OdbcConfig {
     fn resolve_paths(&mut self, base: &std::path::Path) {
-        let join = |p: &mut Option<PathBuf>| {
-            if let Some(p) = p {
-                *p = base.join(&*p);
-            }
-        };
-        join(&mut self.connection_string_file);
-        join(&mut self.password_file);
+        escr_connector::resolve_files(
+            base,
+            [&mut self.connection_string_file, &mut self.password_file],
+        );
     }
     fn connect(&self) -> Result<std::sync::Arc<dyn Connector>, ConnectorError> {
         OdbcConnector::new(self).map(|c| std::sync::Arc::new(c) as std::sync::Arc<dyn Connector>)

@@ -106,9 +106,7 @@ fn config_error(message: impl Into<String>) -> ConnectorError {
 
 impl ConnectorSettings for PostgresConfig {
     fn resolve_paths(&mut self, base: &Path) {
-        if let Some(p) = &mut self.password_file {
-            *p = base.join(&*p);
-        }
+        escr_connector::resolve_files(base, [&mut self.password_file]);
     }
     fn connect(&self) -> Result<Arc<dyn Connector>, ConnectorError> {
         PostgresConnector::new(self).map(|c| Arc::new(c) as Arc<dyn Connector>)

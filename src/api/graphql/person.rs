@@ -53,8 +53,11 @@ pub struct Identifier {
 
 pub const NHS_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
 
+/// Whether an identifier's value has its scheme's shape.
+type ShapeCheck = fn(&str) -> bool;
+
 /// Other identifiers a source may hold for a person: (catalog field, system, shape check).
-const OTHER_IDENTIFIERS: [(&str, &str, fn(&str) -> bool); 4] = [
+const OTHER_IDENTIFIERS: [(&str, &str, ShapeCheck); 4] = [
     ("la_reference", "urn:escr:la-reference", |_| true),
     // Unique Pupil Number: a letter and twelve characters, the last a digit or letter.
     ("upn", "urn:escr:upn", |v| {
