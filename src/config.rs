@@ -10,7 +10,7 @@ use escr_connector::{ConfigError, VendorProfile};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::record::build::ConnectorConfig;
+use crate::record::registry::ConnectorRegistry;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -178,8 +178,10 @@ fn default_demo_seed() -> u64 {
     42
 }
 
+/// A `[[sources]]` entry. Besides its own keys it has exactly one connector section,
+/// named by its engine (`sqlite`, `mysql`, `mssql`, `odbc`, or an engine a council's
+/// binary registers), read by that engine's settings type when the config is loaded.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// The source's name in provenance, errors and status ("casetrak").
     pub name: String,
@@ -188,54 +190,53 @@ pub struct SourceConfig {
     /// The council whose records these are (default: `default_authority` in
     /// `reports.toml`); must be one of its `[authorities]`.
     pub authority: Option<String>,
-    /// Exactly one connector section: `sqlite`, `mysql`, `mssql` or `odbc`.
-    pub sqlite: Option<escr_sqlite::SqliteConfig>,
-    pub mysql: Option<escr_mysql::MysqlConfig>,
-    pub mssql: Option<escr_mssql::MssqlConfig>,
-    pub odbc: Option<escr_odbc::OdbcConfig>,
+    /// Every other key: connector sections by engine name, as written.
+    #[serde(flatten)]
+    sections: std::collections::BTreeMap<String, toml::Value>,
+    /// The connector section, read by its engine's settings type (set at load).
+    #[serde(skip)]
+    pub connector: Option<ConnectorSection>,
+}
+
+/// A source's connector section: the engine's name and its settings.
+#[derive(Debug)]
+pub struct ConnectorSection {
+    pub engine: String,
+    pub settings: Box<dyn escr_connector::ConnectorSettings>,
 }
 
 impl SourceConfig {
-    pub fn connector(&self) -> Option<ConnectorConfig<'_>> {
-        let sections = [
-            self.sqlite.as_ref().map(ConnectorConfig::Sqlite),
-            self.mysql.as_ref().map(ConnectorConfig::Mysql),
-            self.mssql.as_ref().map(ConnectorConfig::Mssql),
-            self.odbc.as_ref().map(ConnectorConfig::Odbc),
-        ];
-        sections.into_iter().flatten().next()
+    /// The engine's name (`sqlite`, `mysql`, ...).
+    pub fn engine(&self) -> Option<&str> {
+        self.connector.as_ref().map(|c| c.engine.as_str())
     }
 
-    fn sections(&self) -> usize {
-        usize::from(self.sqlite.is_some())
-            + usize::from(self.mysql.is_some())
-            + usize::from(self.mssql.is_some())
-            + usize::from(self.odbc.is_some())
+    /// The local database file, for engines that read one.
+    pub fn local_file(&self) -> Option<&Path> {
+        self.connector.as_ref()?.settings.local_file()
     }
+}
 
-    /// Files named in connector sections are relative to the config file.
-    fn resolve_paths(&mut self, base: &Path) {
-        let join = |p: &mut Option<PathBuf>| {
-            if let Some(p) = p {
-                *p = base.join(&*p);
-            }
-        };
-        if let Some(c) = &mut self.sqlite {
-            c.path = base.join(&c.path);
+/// Where the key `key` of the `[[sources]]` entry starting at `entry` is written (its
+/// line): `key = ...` or a `[sources.key]` header, before the next `[[` header.
+fn key_offset(text: &str, entry: std::ops::Range<usize>, key: &str) -> usize {
+    let start = entry.start.min(text.len());
+    let rest = &text[start..];
+    let end = rest[1.min(rest.len())..]
+        .find("\n[[")
+        .map_or(rest.len(), |i| i + 1);
+    let mut at = 0;
+    for line in rest[..end].split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        let bare = trimmed
+            .strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with('='));
+        if bare || trimmed.starts_with(&format!("[sources.{key}]")) {
+            return start + at + (line.len() - trimmed.len());
         }
-        if let Some(c) = &mut self.mysql {
-            join(&mut c.password_file);
-            join(&mut c.tls_ca_file);
-        }
-        if let Some(c) = &mut self.mssql {
-            join(&mut c.password_file);
-            join(&mut c.ca_file);
-        }
-        if let Some(c) = &mut self.odbc {
-            join(&mut c.connection_string_file);
-            join(&mut c.password_file);
-        }
+        at += line.len();
     }
+    start
 }
 
 /// A loaded, validated config with its vendor profiles.
@@ -268,13 +269,30 @@ impl LoadedConfig {
 }
 
 impl LoadedConfig {
+    /// Load with the built-in connectors.
     pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
+        Self::load_with(path, &ConnectorRegistry::builtin())
+    }
+
+    /// Load with the connectors a binary was built with.
+    pub fn load_with(
+        path: &Path,
+        registry: &ConnectorRegistry,
+    ) -> Result<LoadedConfig, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::io(path, format!("cannot read: {e}")))?;
-        Self::parse(path, &text)
+        Self::parse_with(path, &text, registry)
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<LoadedConfig, ConfigError> {
+        Self::parse_with(path, text, &ConnectorRegistry::builtin())
+    }
+
+    pub fn parse_with(
+        path: &Path,
+        text: &str,
+        registry: &ConnectorRegistry,
+    ) -> Result<LoadedConfig, ConfigError> {
         let mut gateway: GatewayConfig = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
             ConfigError::at(path, line, e.message().to_string())
@@ -319,7 +337,8 @@ impl LoadedConfig {
         let mut profiles = Vec::new();
         let mut names = std::collections::BTreeSet::new();
         for source in &mut gateway.sources {
-            let at = source.span().start;
+            let span = source.span();
+            let at = span.start;
             let s = source.get_mut();
             if !names.insert(s.name.clone()) {
                 return Err(err(at, format!("source `{}` is configured twice", s.name)));
@@ -335,15 +354,38 @@ impl LoadedConfig {
                     format!("source name `{}`: use letters, digits, `-` and `_`", s.name),
                 ));
             }
-            if s.sections() != 1 {
+            let engines = registry.names().join("`, `");
+            if let Some(unknown) = s.sections.keys().find(|k| !registry.knows(k)) {
+                let offset = key_offset(text, span.clone(), unknown);
                 return Err(err(
-                    at,
+                    offset,
                     format!(
-                        "source `{}`: needs exactly one connector section (`sqlite`, `mysql`, `mssql` or `odbc`)",
+                        "source `{}`: unknown field `{unknown}` (expected `name`, `profile`, `authority` or a connector section: `{engines}`)",
                         s.name
                     ),
                 ));
             }
+            if s.sections.len() != 1 {
+                return Err(err(
+                    at,
+                    format!(
+                        "source `{}`: needs exactly one connector section (`{engines}`)",
+                        s.name
+                    ),
+                ));
+            }
+            let (engine, section) = s.sections.pop_first().expect("one section");
+            let settings = match registry.read(&engine, section) {
+                Some(Ok(settings)) => settings,
+                Some(Err(reason)) => {
+                    return Err(err(
+                        key_offset(text, span.clone(), &engine),
+                        format!("source `{}`, `{engine}`: {reason}", s.name),
+                    ))
+                }
+                None => unreachable!("the registry knows `{engine}`: checked above"),
+            };
+            s.connector = Some(ConnectorSection { engine, settings });
             if let (Some(authority), Some((r, _))) = (&s.authority, &reports) {
                 if !r.authorities.contains_key(authority) {
                     return Err(err(
@@ -355,7 +397,9 @@ impl LoadedConfig {
                     ));
                 }
             }
-            s.resolve_paths(&base);
+            if let Some(c) = &mut s.connector {
+                c.settings.resolve_paths(&base);
+            }
             s.profile = base.join(&s.profile);
             profiles.push(VendorProfile::load(&s.profile)?);
         }

@@ -1,4 +1,7 @@
 //! `escr`: the gateway's command line.
+//!
+//! Also compiled into the library as its `cli` module, so that a council's own binary
+//! runs the same CLI with its own connectors: `escr_gateway::main_with(registry)`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,6 +12,14 @@ use clap::{Parser, Subcommand};
 use escr_gateway::api::gateway::Gateway;
 use escr_gateway::config::LoadedConfig;
 use escr_gateway::demo::{self, FaultRates, GenerateOptions};
+use escr_gateway::record::registry::ConnectorRegistry;
+
+/// The connectors this binary was built with (set once, by `run`).
+static REGISTRY: std::sync::OnceLock<ConnectorRegistry> = std::sync::OnceLock::new();
+
+fn load_config(path: &Path) -> Result<LoadedConfig, escr_connector::ConfigError> {
+    LoadedConfig::load_with(path, REGISTRY.get_or_init(ConnectorRegistry::builtin))
+}
 
 #[derive(Parser)]
 #[command(
@@ -77,7 +88,11 @@ enum Command {
         json: bool,
     },
     /// Validate the config and every vendor profile; exit non-zero on the first error.
-    CheckConfig,
+    /// With profile files named, validate just those.
+    CheckConfig {
+        /// Vendor profiles to validate on their own (`config/vendors/casetrak.toml`).
+        profiles: Vec<PathBuf>,
+    },
     /// Print the GraphQL schema (SDL, Federation v2).
     PrintSchema,
     /// Mint a local HS256 token (demo and local use) with the policy's key.
@@ -120,7 +135,15 @@ enum Command {
     },
 }
 
+// The library compiles this file as a module too, where nothing calls `main`.
+#[allow(dead_code)]
 fn main() -> anyhow::Result<()> {
+    run(ConnectorRegistry::builtin())
+}
+
+/// The CLI, with the connectors `registry` names.
+pub fn run(registry: ConnectorRegistry) -> anyhow::Result<()> {
+    let _ = REGISTRY.set(registry);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -137,8 +160,24 @@ fn main() -> anyhow::Result<()> {
             print!("{}", escr_gateway::api::graphql::sdl());
             Ok(())
         }
-        Command::CheckConfig => {
-            let config = LoadedConfig::load(&cli.config)?;
+        Command::CheckConfig { profiles } if !profiles.is_empty() => {
+            for path in profiles {
+                let profile = escr_connector::VendorProfile::load(&path)?;
+                println!(
+                    "{}: ok (vendor `{}`, entities: {})",
+                    path.display(),
+                    profile.name(),
+                    profile
+                        .entities()
+                        .map(|(e, _)| e.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            Ok(())
+        }
+        Command::CheckConfig { .. } => {
+            let config = load_config(&cli.config)?;
             if let Some(policy) = &config.gateway.policy {
                 escr_gateway::consent::policy::PolicyConfig::load(policy)?;
                 println!("{}: ok", policy.display());
@@ -215,7 +254,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Index { incremental } => runtime.block_on(async {
-            let config = LoadedConfig::load(&cli.config)?;
+            let config = load_config(&cli.config)?;
             ensure_demo(&config)?;
             let gateway = Gateway::from_config(config)?;
             let report = gateway.refresh_index(incremental).await?;
@@ -227,7 +266,7 @@ fn main() -> anyhow::Result<()> {
                 Some(t) => t,
                 None => demo_dir(&cli.config)?.join("truth.json"),
             };
-            let config = LoadedConfig::load(&cli.config)?;
+            let config = load_config(&cli.config)?;
             ensure_demo(&config)?;
             let gateway = Gateway::from_config(config)?;
             let started = std::time::Instant::now();
@@ -343,7 +382,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn policy_config(config: &Path) -> anyhow::Result<escr_gateway::consent::policy::PolicyConfig> {
-    let loaded = LoadedConfig::load(config)?;
+    let loaded = load_config(config)?;
     let Some(path) = loaded.gateway.policy else {
         bail!("{}: no `policy` file configured", config.display());
     };
@@ -351,7 +390,7 @@ fn policy_config(config: &Path) -> anyhow::Result<escr_gateway::consent::policy:
 }
 
 fn demo_dir(config: &Path) -> anyhow::Result<PathBuf> {
-    let loaded = LoadedConfig::load(config)?;
+    let loaded = load_config(config)?;
     match loaded.gateway.demo {
         Some(d) => Ok(d.dir),
         None => bail!("{}: no [demo] section; pass --out", config.display()),
@@ -370,8 +409,8 @@ fn ensure_demo(config: &LoadedConfig) -> anyhow::Result<()> {
         .gateway
         .sources
         .iter()
-        .filter_map(|s| s.get_ref().sqlite.as_ref())
-        .any(|s| !s.path.exists());
+        .filter_map(|s| s.get_ref().local_file())
+        .any(|path| !path.exists());
     if missing {
         tracing::info!(people = demo.people, seed = demo.seed, dir = %demo.dir.display(), "generating demo data (first run)");
         let councils = std::iter::once((&demo.council, &demo.dir, demo.people)).chain(
@@ -408,7 +447,7 @@ fn ensure_demo(config: &LoadedConfig) -> anyhow::Result<()> {
 }
 
 async fn serve(config_path: &Path, listen: Option<String>) -> anyhow::Result<()> {
-    let config = LoadedConfig::load(config_path)?;
+    let config = load_config(config_path)?;
     ensure_demo(&config)?;
     let listen = listen.unwrap_or_else(|| config.gateway.server.listen.clone());
     let refresh_secs = config.gateway.index.refresh_secs;

@@ -49,7 +49,11 @@ impl Gateway {
             .zip(authorities)
             .map(|((s, profile), authority)| {
                 let s = s.get_ref();
-                let connector = connect(&s.name, s.connector());
+                let section = s
+                    .connector
+                    .as_ref()
+                    .expect("a loaded config has one connector section per source");
+                let connector = connect(&s.name, section.settings.as_ref());
                 Source {
                     name: s.name.clone(),
                     authority,

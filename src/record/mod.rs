@@ -4,5 +4,6 @@
 
 pub mod build;
 pub mod loader;
+pub mod registry;
 pub mod source;
 pub mod window;

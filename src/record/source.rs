@@ -202,6 +202,18 @@ impl Source {
         Ok(map_rows(&self.profile, EntityKind::Person, &rows)?)
     }
 
+    /// Rows of `entity` whose person does not exist, by the profile's `orphans`
+    /// statement (`None` without one); for the data-quality report, never served.
+    pub async fn orphans(&self, entity: EntityKind) -> Result<Option<Mapped>, SourceError> {
+        let Some(sql_text) = self.profile.entity(entity).and_then(|s| s.orphans.as_ref()) else {
+            return Ok(None);
+        };
+        let rows = self
+            .run_with(entity, sql_text.get_ref(), &[], self.timeout * 12)
+            .await?;
+        Ok(Some(map_rows(&self.profile, entity, &rows)?))
+    }
+
     /// Does the source answer now (within its time limit)? Errors as a query's would be.
     pub async fn check(&self) -> Result<(), SourceError> {
         self.limited(EntityKind::Person, self.timeout, self.connector.ping())

@@ -11,3 +11,4 @@ mod odbc;
 mod reports;
 #[path = "../support/mod.rs"]
 mod support;
+mod vendors;

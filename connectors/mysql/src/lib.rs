@@ -598,6 +598,15 @@ fn map_server_error(code: u16, state: &str) -> ConnectorError {
     )
 }
 
+impl escr_connector::ConnectorSettings for MysqlConfig {
+    fn resolve_paths(&mut self, base: &std::path::Path) {
+        escr_connector::resolve_files(base, [&mut self.password_file, &mut self.tls_ca_file]);
+    }
+    fn connect(&self) -> Result<std::sync::Arc<dyn Connector>, ConnectorError> {
+        MysqlConnector::new(self).map(|c| std::sync::Arc::new(c) as std::sync::Arc<dyn Connector>)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1025,6 +1025,18 @@ fn classify(state: &str, native: i32, message: &str, phase: Phase) -> (ErrorKind
     }
 }
 
+impl escr_connector::ConnectorSettings for OdbcConfig {
+    fn resolve_paths(&mut self, base: &std::path::Path) {
+        escr_connector::resolve_files(
+            base,
+            [&mut self.connection_string_file, &mut self.password_file],
+        );
+    }
+    fn connect(&self) -> Result<std::sync::Arc<dyn Connector>, ConnectorError> {
+        OdbcConnector::new(self).map(|c| std::sync::Arc::new(c) as std::sync::Arc<dyn Connector>)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

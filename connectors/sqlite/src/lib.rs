@@ -38,6 +38,18 @@ fn default_query_timeout_ms() -> u64 {
     5000
 }
 
+impl escr_connector::ConnectorSettings for SqliteConfig {
+    fn resolve_paths(&mut self, base: &std::path::Path) {
+        self.path = base.join(&self.path);
+    }
+    fn local_file(&self) -> Option<&std::path::Path> {
+        Some(&self.path)
+    }
+    fn connect(&self) -> Result<Arc<dyn Connector>, ConnectorError> {
+        Ok(Arc::new(SqliteConnector::new(self)))
+    }
+}
+
 pub struct SqliteConnector {
     path: PathBuf,
     pool: Arc<Mutex<Vec<Connection>>>,

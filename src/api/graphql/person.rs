@@ -36,6 +36,8 @@ pub struct SourceRecord {
 pub struct HumanName {
     pub family: Option<String>,
     pub given: Option<String>,
+    /// Middle names, where the source keeps them apart from the given name.
+    pub middle: Option<String>,
     /// The source this spelling comes from.
     pub source: String,
 }
@@ -50,6 +52,27 @@ pub struct Identifier {
 }
 
 pub const NHS_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
+
+/// Whether an identifier's value has its scheme's shape.
+type ShapeCheck = fn(&str) -> bool;
+
+/// Other identifiers a source may hold for a person: (catalog field, system, shape check).
+const OTHER_IDENTIFIERS: [(&str, &str, ShapeCheck); 4] = [
+    ("la_reference", "urn:escr:la-reference", |_| true),
+    // Unique Pupil Number: a letter and twelve characters, the last a digit or letter.
+    ("upn", "urn:escr:upn", |v| {
+        v.len() == 13 && v.chars().all(|c| c.is_ascii_alphanumeric())
+    }),
+    // National Insurance number: two letters, six digits, a letter A-D.
+    ("ni_number", "urn:escr:ni-number", |v| {
+        let v: Vec<char> = v.chars().filter(|c| !c.is_whitespace()).collect();
+        v.len() == 9
+            && v[..2].iter().all(char::is_ascii_alphabetic)
+            && v[2..8].iter().all(char::is_ascii_digit)
+            && matches!(v[8].to_ascii_uppercase(), 'A'..='D')
+    }),
+    ("vendor_uuid", "urn:escr:vendor-uuid", |_| true),
+];
 
 /// Load records of `entity` for `person` from every linked source that holds it,
 /// concurrently, and pass them through the consent hook. Sources that fail add a
@@ -400,9 +423,20 @@ impl Person {
         let family = self.surviving(ctx, "family_name").await;
         let given = self.surviving(ctx, "given_names").await;
         let source = family.as_ref().or(given.as_ref())?.source.clone();
+        // Middle names from the record the given names come from.
+        let middle = match &given {
+            Some(g) => self
+                .demographics(ctx)
+                .await
+                .iter()
+                .find(|r| r.source == g.source && r.record.local_id == g.local_id)
+                .and_then(|r| r.record.text("middle_names").map(str::to_string)),
+            None => None,
+        };
         Some(HumanName {
             family: family.map(|v| v.value),
             given: given.map(|v| v.value),
+            middle,
             source,
         })
     }
@@ -415,6 +449,7 @@ impl Person {
             .map(|r| HumanName {
                 family: r.record.text("family_name").map(str::to_string),
                 given: r.record.text("given_names").map(str::to_string),
+                middle: r.record.text("middle_names").map(str::to_string),
                 source: r.source,
             })
             .collect()
@@ -457,7 +492,9 @@ impl Person {
         })
     }
 
-    /// NHS numbers (valid or not, as recorded) and every source's local id.
+    /// NHS numbers (valid or not, as recorded), every source's local id, and the other
+    /// identifiers sources hold: local authority reference, UPN, NI number, vendor uuid
+    /// (`valid` checks their shape).
     async fn identifiers(&self, ctx: &Context<'_>) -> Vec<Identifier> {
         let mut out = Vec::new();
         let mut seen = BTreeSet::new();
@@ -466,13 +503,27 @@ impl Person {
         if demographics.is_empty() {
             return out;
         }
-        for r in demographics {
+        for r in &demographics {
             if let Some(n) = r.record.text("nhs_number") {
                 if seen.insert(n.to_string()) {
                     out.push(Identifier {
                         system: NHS_SYSTEM.into(),
                         value: n.to_string(),
                         valid: nhs::is_valid(n),
+                    });
+                }
+            }
+        }
+        for (field, system, valid) in OTHER_IDENTIFIERS {
+            for r in &demographics {
+                let Some(v) = r.record.text(field) else {
+                    continue;
+                };
+                if seen.insert(format!("{system}|{v}")) {
+                    out.push(Identifier {
+                        system: system.into(),
+                        value: v.to_string(),
+                        valid: valid(v),
                     });
                 }
             }
