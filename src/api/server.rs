@@ -153,7 +153,7 @@ async fn data_quality_csv(
         crate::identity::quality::build(&state.gateway.index, &state.gateway.fetcher.sources).await;
     (
         [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
-        crate::identity::quality::to_csv(&report),
+        crate::reports::csv::quality(&report),
     )
         .into_response()
 }
@@ -246,8 +246,40 @@ async fn mds_csv(
     {
         return report_error(&state.gateway, &caller, e).await;
     }
+    // The national data opt-out (the rows cannot say it): people without an NHS number
+    // summed over the authorities; unmatched listed numbers are the gateway's, once.
+    let mut notes = Vec::new();
+    for a in &authorities {
+        match crate::reports::run::mds_opt_out(&state.gateway.estate(), &caller, period, a) {
+            Ok(note) => notes.extend(note),
+            Err(e) => return report_error(&state.gateway, &caller, e).await,
+        }
+    }
+    let count = |f: fn(&crate::reports::suppress::OptOutNote) -> Option<u64>| {
+        notes.iter().try_fold(0, |sum, n| Some(sum + f(n)?)).map_or_else(
+            || crate::reports::suppress::MARKER.to_string(),
+            |n: u64| n.to_string(),
+        )
+    };
+    let opt_out = [
+        (
+            "x-opt-out-listed-unmatched",
+            notes.first().and_then(|n| n.listed_unmatched).map_or_else(
+                || crate::reports::suppress::MARKER.to_string(),
+                |n| n.to_string(),
+            ),
+        ),
+        ("x-without-nhs-number", count(|n| n.without_nhs_number)),
+        (
+            "x-without-nhs-number-left-out",
+            notes
+                .iter()
+                .any(|n| n.without_nhs_number_left_out)
+                .to_string(),
+        ),
+    ];
     let stream = crate::reports::run::mds_csv(state.gateway.estate(), caller, period, authorities);
-    (
+    let mut response = (
         [
             (
                 axum::http::header::CONTENT_TYPE,
@@ -260,7 +292,13 @@ async fn mds_csv(
         ],
         axum::body::Body::from_stream(stream),
     )
-        .into_response()
+        .into_response();
+    for (name, value) in opt_out {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, v);
+        }
+    }
+    response
 }
 
 async fn indicators_for(
@@ -300,8 +338,7 @@ async fn indicators_csv(
 ) -> axum::response::Response {
     match indicators_for(&state, &headers, &query).await {
         Ok(rows) => {
-            let mut text = crate::reports::suppress::csv_header().to_string();
-            text.extend(rows.iter().map(crate::reports::suppress::csv_row));
+            let text = crate::reports::suppress::csv(&rows);
             (
                 [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
                 text,

@@ -35,8 +35,15 @@ pub struct PersonFacts {
     pub source_consents: Vec<Record>,
     /// Active consents from the registry.
     pub registry_consents: Vec<RegistryConsent>,
-    /// A consent source (or the registry) could not be read: decide as if it denied.
+    /// Valid NHS numbers on the person's records as read now (the national data
+    /// opt-out is matched through these and through the identity index).
+    pub nhs_numbers: Vec<String>,
+    /// A consent source (or the registry) could not be read: nothing that consent
+    /// decides is released (CONSENT_UNKNOWN), but nobody is told it was refused.
     pub consent_unknown: bool,
+    /// The sources whose consents could not be read (named to the caller as
+    /// SOURCE_UNAVAILABLE next to CONSENT_UNKNOWN).
+    pub consent_failures: Vec<crate::record::source::SourceError>,
 }
 
 pub struct PolicyEngine {
@@ -50,10 +57,26 @@ pub struct PolicyEngine {
 
 type OptedOutCache = Option<(Arc<crate::identity::index::Snapshot>, Arc<HashSet<String>>)>;
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ConsentResult {
     Permit,
     Deny,
     NotApplicable,
+}
+
+/// The canonical scope of a source's national data opt-out record.
+const NATIONAL_OPT_OUT: &str = "NATIONAL_OPT_OUT";
+
+/// Whether the national data opt-out leaves a person out of a use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptOut {
+    /// The opt-out does not apply to this purpose, or the person has none.
+    Clear,
+    /// The file lists one of the person's NHS numbers, or a source records the opt-out.
+    OptedOut,
+    /// The person has no valid NHS number on any record: the file cannot be checked,
+    /// and the policy leaves such people out of this purpose.
+    Unchecked,
 }
 
 impl PolicyEngine {
@@ -64,9 +87,9 @@ impl PolicyEngine {
         index: Option<Arc<IdentityIndex>>,
     ) -> Result<PolicyEngine, ConfigError> {
         let mut opt_out = BTreeSet::new();
-        if let Some(o) = &config.national_opt_out {
-            let text = std::fs::read_to_string(&o.file)
-                .map_err(|e| ConfigError::io(&o.file, format!("national opt-out list: {e}")))?;
+        if let Some(file) = config.national_opt_out.as_ref().and_then(|o| o.file.as_ref()) {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| ConfigError::io(file, format!("national opt-out list: {e}")))?;
             for (n, line) in text.lines().enumerate() {
                 let line = line.split('#').next().unwrap_or("").trim();
                 if line.is_empty() {
@@ -76,7 +99,7 @@ impl PolicyEngine {
                     escr_connector::nhs::NhsNumber::Valid(d) => {
                         opt_out.insert(d);
                     }
-                    _ => return Err(ConfigError::at(&o.file, n + 1, "not a valid NHS number")),
+                    _ => return Err(ConfigError::at(file, n + 1, "not a valid NHS number")),
                 }
             }
         }
@@ -127,15 +150,84 @@ impl PolicyEngine {
         }
     }
 
-    fn opted_out(&self, ctx: &AccessContext, person_id: &str) -> bool {
+    /// Listed in the opt-out file, as far as the identity index knows (no facts read).
+    fn listed(&self, ctx: &AccessContext, person_id: &str) -> bool {
         self.opt_out_applies(ctx) && self.opted_out_people().contains(person_id)
     }
 
+    /// Planning and research (or the purposes `[national_opt_out]` names).
     fn opt_out_applies(&self, ctx: &AccessContext) -> bool {
-        self.config
-            .national_opt_out
+        let purpose = purpose_name(ctx.purpose);
+        match &self.config.national_opt_out {
+            Some(o) => o.purposes.iter().any(|p| p == purpose),
+            None => matches!(ctx.purpose, Purpose::Planning | Purpose::Research),
+        }
+    }
+
+    /// Does the national data opt-out leave this person out of the caller's use? Any
+    /// of the person's records (the index's and those read now) may carry the listed
+    /// NHS number; any source may record the opt-out (scope NATIONAL_OPT_OUT: its
+    /// latest active record decides, DENY meaning opted out).
+    pub fn opt_out(&self, ctx: &AccessContext, facts: &PersonFacts) -> OptOut {
+        if !self.opt_out_applies(ctx) {
+            return OptOut::Clear;
+        }
+        let today = Utc::now().date_naive();
+        let snapshot = self.index.as_ref().map(|i| i.snapshot());
+        let indexed = snapshot
             .as_ref()
-            .is_some_and(|o| o.purposes.iter().any(|p| p == purpose_name(ctx.purpose)))
+            .map(|s| s.nhs_numbers_of(&facts.person_id))
+            .unwrap_or(&[]);
+        let numbers = || facts.nhs_numbers.iter().chain(indexed);
+        let by_source = deciding_source_consents(&facts.source_consents, today)
+            .into_iter()
+            .any(|(scope, d)| scope == NATIONAL_OPT_OUT && d == ConsentDecision::Deny);
+        if by_source
+            || self.opted_out_people().contains(&facts.person_id)
+            || numbers().any(|n| self.opt_out.contains(n))
+        {
+            return OptOut::OptedOut;
+        }
+        if numbers().next().is_none() && self.unchecked_left_out(ctx) {
+            return OptOut::Unchecked;
+        }
+        OptOut::Clear
+    }
+
+    /// Are people whose opt-out cannot be checked (no NHS number) left out of this use?
+    fn unchecked_left_out(&self, ctx: &AccessContext) -> bool {
+        let purpose = purpose_name(ctx.purpose);
+        match &self.config.national_opt_out {
+            Some(o) => o.without_nhs_number_left_out_for.iter().any(|p| p == purpose),
+            None => ctx.purpose == Purpose::Research,
+        }
+    }
+
+    /// What the caller is told about the opt-out for a set of people (reports): how
+    /// many listed NHS numbers match nobody the index knows, and how many of these
+    /// people have no valid NHS number (their opt-out cannot be checked).
+    pub fn opt_out_counts<'a>(
+        &self,
+        ctx: &AccessContext,
+        people: impl Iterator<Item = &'a str>,
+    ) -> Option<super::access::OptOutCounts> {
+        if !self.opt_out_applies(ctx) {
+            return None;
+        }
+        let snapshot = self.index.as_ref()?.snapshot();
+        let listed_unmatched = self
+            .opt_out
+            .iter()
+            .filter(|n| snapshot.people_with_nhs_number(n).is_empty())
+            .count() as u64;
+        let without_nhs_number = people
+            .filter(|p| snapshot.nhs_numbers_of(p).is_empty())
+            .count() as u64;
+        Some(super::access::OptOutCounts {
+            listed_unmatched,
+            without_nhs_number,
+            without_nhs_number_left_out: self.unchecked_left_out(ctx),
+        })
     }
 
     /// Gateway ids of the people on the opt-out list, once per index snapshot.
@@ -156,7 +248,7 @@ impl PolicyEngine {
         let people: Arc<HashSet<String>> = Arc::new(
             self.opt_out
                 .iter()
-                .filter_map(|nhs| snapshot.by_nhs_number(nhs).map(str::to_string))
+                .flat_map(|nhs| snapshot.people_with_nhs_number(nhs).iter().cloned())
                 .collect(),
         );
         *cached = Some((snapshot, people.clone()));
@@ -214,6 +306,12 @@ impl PolicyEngine {
         Some(best)
     }
 
+    /// The consent stage for one data class and label set. The registry is the
+    /// person's latest word: its most recent applicable consent decides over the
+    /// sources (two recorded at the same instant that disagree: deny). Then the
+    /// sources, per consent scope, by their latest active record: a DENY denies
+    /// whatever the scope's provision covers (a refusal never grants more than no
+    /// consent); any deny decides, else any permit.
     fn consent(
         &self,
         ctx: &AccessContext,
@@ -222,38 +320,102 @@ impl PolicyEngine {
         labels: &BTreeSet<String>,
     ) -> ConsentResult {
         let today = Utc::now().date_naive();
-        // The registry is the person's latest word: the most recent applicable consent
-        // recorded there decides over the source systems.
         let mut registry: Vec<&RegistryConsent> = facts.registry_consents.iter().collect();
         registry.sort_by(|a, b| b.recorded_at.cmp(&a.recorded_at).then(b.id.cmp(&a.id)));
+        let mut decided: Option<(chrono::NaiveDateTime, ConsentResult)> = None;
         for c in registry {
+            if let Some((at, _)) = decided {
+                if c.recorded_at < at {
+                    break;
+                }
+            }
             if let Some((_, d)) = self.deepest(&c.provision, 0, ctx, class, labels, today) {
-                return match d {
+                let d = match d {
                     ConsentDecision::Permit => ConsentResult::Permit,
                     ConsentDecision::Deny => ConsentResult::Deny,
                 };
+                decided = Some(match decided {
+                    Some((at, prev)) if prev != d => (at, ConsentResult::Deny),
+                    Some(prev) => prev,
+                    None => (c.recorded_at, d),
+                });
             }
         }
+        if let Some((_, d)) = decided {
+            return d;
+        }
         let mut result = ConsentResult::NotApplicable;
-        for r in &facts.source_consents {
-            let active = r.date("given").is_none_or(|g| g <= today)
-                && r.date("withdrawn").is_none_or(|w| w > today);
-            if !active {
-                continue;
-            }
-            let Some(p) = r
-                .text("scope")
-                .and_then(|s| self.config.source_consents.get(s))
-            else {
+        for (scope, decision) in deciding_source_consents(&facts.source_consents, today) {
+            let Some(p) = self.config.source_consents.get(scope) else {
                 continue;
             };
-            match self.deepest(p.get_ref(), 0, ctx, class, labels, today) {
-                Some((_, ConsentDecision::Deny)) => return ConsentResult::Deny,
-                Some((_, ConsentDecision::Permit)) => result = ConsentResult::Permit,
-                None => {}
+            match (decision, self.deepest(p.get_ref(), 0, ctx, class, labels, today)) {
+                (_, None) => {}
+                (ConsentDecision::Deny, Some(_)) | (_, Some((_, ConsentDecision::Deny))) => {
+                    return ConsentResult::Deny
+                }
+                (ConsentDecision::Permit, Some((_, ConsentDecision::Permit))) => {
+                    result = ConsentResult::Permit
+                }
             }
         }
         result
+    }
+
+    /// Does the consent stage let this record class through for the caller (no
+    /// break-glass considered)?
+    fn consent_passes(
+        &self,
+        ctx: &AccessContext,
+        facts: &PersonFacts,
+        class: &str,
+        labels: &BTreeSet<String>,
+    ) -> bool {
+        match self.consent(ctx, facts, class, labels) {
+            ConsentResult::Permit => true,
+            ConsentResult::Deny => false,
+            ConsentResult::NotApplicable => !self.is_external(ctx),
+        }
+    }
+
+    /// Every (purpose, data class, label) the caller's role could reach that the
+    /// consents let through: what a registry write may not widen for its writer. Labels
+    /// are tried one at a time and none at all.
+    pub fn consent_reach(&self, ctx: &AccessContext, facts: &PersonFacts) -> BTreeSet<String> {
+        let mut reach = BTreeSet::new();
+        let Some(role) = self.role(&ctx.role) else {
+            return reach;
+        };
+        let label_sets: Vec<BTreeSet<String>> = std::iter::once(BTreeSet::new())
+            .chain(
+                escr_connector::profile::KNOWN_LABELS
+                    .iter()
+                    .map(|l| BTreeSet::from([l.to_string()])),
+            )
+            .collect();
+        for purpose_key in &role.purposes {
+            let Some(purpose) = super::context::purpose_from_name(purpose_key) else {
+                continue;
+            };
+            let config = self.purpose(purpose);
+            if config.consent_exempt {
+                continue;
+            }
+            let as_purpose = AccessContext {
+                purpose,
+                break_glass_reason: None,
+                ..ctx.clone()
+            };
+            for class in &config.classes {
+                for labels in &label_sets {
+                    if self.consent_passes(&as_purpose, facts, class, labels) {
+                        let label = labels.iter().next().map(String::as_str).unwrap_or("");
+                        reach.insert(format!("{purpose_key}/{class}/{label}"));
+                    }
+                }
+            }
+        }
+        reach
     }
 
     fn has_relationship(&self, ctx: &AccessContext, facts: &PersonFacts) -> bool {
@@ -272,6 +434,41 @@ impl PolicyEngine {
             current && (worker || team)
         })
     }
+}
+
+/// Per consent scope, the decision of the person's latest active source consent
+/// (given on or before today, not withdrawn by today; latest by the date given, a
+/// record without one the oldest). Records given on the same date that disagree deny;
+/// a record whose decision does not map counts as a refusal.
+fn deciding_source_consents(
+    records: &[Record],
+    today: NaiveDate,
+) -> Vec<(&str, ConsentDecision)> {
+    let mut latest: std::collections::BTreeMap<&str, (Option<NaiveDate>, ConsentDecision)> =
+        std::collections::BTreeMap::new();
+    for r in records {
+        let active = r.date("given").is_none_or(|g| g <= today)
+            && r.date("withdrawn").is_none_or(|w| w > today);
+        let Some(scope) = r.text("scope").filter(|_| active) else {
+            continue;
+        };
+        let decision = match r.text("decision") {
+            Some("PERMIT") => ConsentDecision::Permit,
+            _ => ConsentDecision::Deny,
+        };
+        let given = r.date("given");
+        latest
+            .entry(scope)
+            .and_modify(|(at, d)| {
+                if given > *at {
+                    (*at, *d) = (given, decision);
+                } else if given == *at && decision == ConsentDecision::Deny {
+                    *d = ConsentDecision::Deny;
+                }
+            })
+            .or_insert((given, decision));
+    }
+    latest.into_iter().map(|(s, (_, d))| (s, d)).collect()
 }
 
 fn withheld(code: &'static str, reason: impl Into<String>) -> Decision {
@@ -325,7 +522,15 @@ impl Policy for PolicyEngine {
         if role.own_record_only && !self.is_self(ctx, person_id) {
             return false;
         }
-        !self.opted_out(ctx, person_id)
+        !self.listed(ctx, person_id)
+    }
+
+    fn left_out(&self, ctx: &AccessContext, facts: &PersonFacts) -> bool {
+        self.opt_out(ctx, facts) != OptOut::Clear
+    }
+
+    fn opt_out_counts(&self, ctx: &AccessContext, people: &[String]) -> Option<super::access::OptOutCounts> {
+        PolicyEngine::opt_out_counts(self, ctx, people.iter().map(String::as_str))
     }
 
     fn decide(
@@ -348,8 +553,13 @@ impl Policy for PolicyEngine {
                 format!("role `{}` may not use purpose `{purpose_key}`", ctx.role),
             );
         }
-        if self.opted_out(ctx, &facts.person_id) {
-            return withheld(codes::OPTED_OUT, "the person has opted out of this use");
+        if self.opt_out(ctx, facts) != OptOut::Clear {
+            // One reason for both: which of the two it is would say whether the
+            // person has an NHS number.
+            return withheld(
+                codes::OPTED_OUT,
+                "left out of this use: a national data opt-out, or no NHS number to check one against",
+            );
         }
         let purpose = self.purpose(ctx.purpose);
         let class = data_class(record.entity);
@@ -395,8 +605,8 @@ impl Policy for PolicyEngine {
         if !purpose.consent_exempt {
             if facts.consent_unknown && !break_glass {
                 return withheld(
-                    codes::CONSENT_DENIED,
-                    "the person's consents cannot be read just now",
+                    codes::CONSENT_UNKNOWN,
+                    "the person's consents cannot be read just now (a source is unavailable): withheld until they can, not refused by the person",
                 );
             }
             match self.consent(ctx, facts, class, labels) {

@@ -125,10 +125,25 @@ pub struct StorageConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OptOutConfig {
-    /// One NHS number a line (spaces allowed; `#` comments).
-    pub file: PathBuf,
-    /// Purposes it applies to (never direct care).
+    /// One NHS number a line (spaces allowed; `#` comments). Without it only the
+    /// sources' opt-out records apply.
+    pub file: Option<PathBuf>,
+    /// Purposes it applies to: planning and research (both must be listed; never
+    /// direct care).
+    #[serde(default = "opt_out_purposes")]
     pub purposes: Vec<String>,
+    /// Purposes for which people with no valid NHS number on any record (whose
+    /// opt-out cannot be checked) are left out too.
+    #[serde(default = "unchecked_left_out_for")]
+    pub without_nhs_number_left_out_for: Vec<String>,
+}
+
+fn opt_out_purposes() -> Vec<String> {
+    vec!["planning".into(), "research".into()]
+}
+
+fn unchecked_left_out_for() -> Vec<String> {
+    vec!["research".into()]
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -398,18 +413,40 @@ impl PolicyConfig {
             ));
         }
         if let Some(o) = &mut c.national_opt_out {
-            o.file = base.join(&o.file);
+            if let Some(f) = &mut o.file {
+                *f = base.join(&*f);
+            }
             let at = text.find("[national_opt_out]").unwrap_or(0);
             check_purposes(at, "[national_opt_out] purposes", &o.purposes)?;
+            check_purposes(
+                at,
+                "[national_opt_out] without_nhs_number_left_out_for",
+                &o.without_nhs_number_left_out_for,
+            )?;
             if o.purposes.iter().any(|p| p == "direct_care") {
                 return Err(err(
                     at,
                     "[national_opt_out] purposes: the opt-out never applies to direct care".into(),
                 ));
             }
+            if let Some(missing) = ["planning", "research"]
+                .iter()
+                .find(|p| !o.purposes.iter().any(|x| x == *p))
+            {
+                return Err(err(
+                    at,
+                    format!("[national_opt_out] purposes: the national data opt-out covers planning and research; `{missing}` is missing"),
+                ));
+            }
         }
         for (scope, p) in &c.source_consents {
             let at = p.span().start;
+            if scope == "NATIONAL_OPT_OUT" {
+                return Err(err(
+                    at,
+                    "[source_consents] NATIONAL_OPT_OUT takes no provision: a source's opt-out record (DENY = opted out) applies as the national data opt-out, to the purposes of [national_opt_out]".into(),
+                ));
+            }
             if escr_connector::catalog::CodeSystem::ConsentScope
                 .values()
                 .iter()
