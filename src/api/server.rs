@@ -24,6 +24,7 @@ pub struct AppState {
 
 pub fn router(gateway: Arc<Gateway>) -> Router {
     let schema = crate::api::graphql::build(Some(gateway.clone()));
+    let limits = gateway.http;
     Router::new()
         .route("/graphql", get(graphiql).post(graphql))
         .route("/healthz", get(|| async { "ok" }))
@@ -33,16 +34,54 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/reports/indicators.csv", get(indicators_csv))
         .route("/reports/indicators.json", get(indicators_json))
         .with_state(AppState { gateway, schema })
+        // Bodies past the limit are refused (413) before they are read: before parsing
+        // and before the token is looked at.
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            limits.max_body_bytes,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            limits.max_header_bytes,
+            header_limit,
+        ))
 }
 
+/// Refuse requests whose headers (names and values) add up past the limit (431).
+async fn header_limit(
+    State(max): State<usize>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let size: usize = request
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if size > max {
+        let body = serde_json::json!({
+            "errors": [{"message": format!("request headers too large (at most {max} bytes)"), "extensions": {"code": "HEADERS_TOO_LARGE"}}]
+        });
+        return (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, Json(body)).into_response();
+    }
+    next.run(request).await
+}
+
+/// The token is checked before the body is parsed: an anonymous caller costs no more
+/// than reading its headers.
 async fn graphql(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    request: GraphQLRequest,
+    request: axum::extract::Request,
 ) -> axum::response::Response {
-    let caller = match caller(&state.gateway, &headers).await {
+    let caller = match caller(&state.gateway, request.headers()).await {
         Ok(caller) => caller,
         Err(refused) => return refused,
+    };
+    let request = match <GraphQLRequest as axum::extract::FromRequest<AppState>>::from_request(
+        request, &state,
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(rejection) => return rejection.into_response(),
     };
     let response = execute(&state.gateway, &state.schema, caller, request.into_inner()).await;
     GraphQLResponse::from(response).into_response()

@@ -198,6 +198,13 @@ pub struct BreakGlassConfig {
     pub max_minutes: i64,
     /// Shortest acceptable reason.
     pub min_reason_chars: usize,
+    /// Longest acceptable reason (it is stored with every audit event of the request).
+    #[serde(default = "default_max_reason_chars")]
+    pub max_reason_chars: usize,
+}
+
+fn default_max_reason_chars() -> usize {
+    500
 }
 
 /// A FHIR-Consent-shaped provision: a decision, criteria (empty = any) and nested
@@ -405,6 +412,13 @@ impl PolicyConfig {
                 e.reason,
             )
         })?;
+        if c.break_glass.max_reason_chars < c.break_glass.min_reason_chars.max(1) {
+            return Err(ConfigError::at(
+                path,
+                line_of(text, text.find("max_reason_chars").unwrap_or(0)),
+                "[break_glass] max_reason_chars must be at least min_reason_chars",
+            ));
+        }
         if c.break_glass.max_minutes <= 0 {
             return Err(ConfigError::at(
                 path,

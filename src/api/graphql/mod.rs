@@ -3,6 +3,7 @@
 
 pub mod codes;
 pub mod consent;
+pub mod guard;
 pub mod linkage;
 pub mod person;
 pub mod records;
@@ -31,10 +32,15 @@ pub struct Mutation(consent::ConsentMutation, linkage::LinkageMutation);
 /// Build the schema. Per request, the server adds a `RequestLoaders` and an
 /// `AccessContext` to the request data.
 pub fn build(gateway: Option<Arc<Gateway>>) -> EscrSchema {
+    let introspection = gateway.as_ref().is_none_or(|g| g.http.introspection);
     let mut builder = Schema::build(Query, Mutation::default(), EmptySubscription)
         .enable_federation()
-        .limit_depth(16)
-        .limit_complexity(20_000);
+        .extension(guard::RequestGuard { introspection })
+        .limit_depth(guard::MAX_DEPTH)
+        .limit_complexity(guard::MAX_COMPLEXITY);
+    if !introspection {
+        builder = builder.disable_introspection();
+    }
     if let Some(g) = gateway {
         builder = builder.data(g);
     }
