@@ -140,7 +140,8 @@ impl PolicyEngine {
                 .any(|p| p == purpose_name(ctx.purpose))
     }
 
-    fn is_self(&self, ctx: &AccessContext, person_id: &str) -> bool {
+    /// The caller is this person (a token with a `person` claim).
+    pub fn is_self(&self, ctx: &AccessContext, person_id: &str) -> bool {
         let Some(me) = ctx.person_id.as_deref() else {
             return false;
         };
@@ -362,6 +363,27 @@ impl PolicyEngine {
         result
     }
 
+    /// Is a refusal of the person's in force: an active registry consent or a deciding
+    /// source consent that denies anything? (Lifting one needs the person's authority.)
+    pub fn has_refusal(&self, facts: &PersonFacts) -> bool {
+        let today = Utc::now().date_naive();
+        let registry = facts
+            .registry_consents
+            .iter()
+            .any(|c| c.provision.denies_anything());
+        let sources = deciding_source_consents(&facts.source_consents, today)
+            .into_iter()
+            .any(|(scope, d)| {
+                d == ConsentDecision::Deny
+                    || self
+                        .config
+                        .source_consents
+                        .get(scope)
+                        .is_some_and(|p| p.get_ref().denies_anything())
+            });
+        registry || sources
+    }
+
     /// Does the consent stage let this record class through for the caller (no
     /// break-glass considered)?
     fn consent_passes(
@@ -418,7 +440,8 @@ impl PolicyEngine {
         reach
     }
 
-    fn has_relationship(&self, ctx: &AccessContext, facts: &PersonFacts) -> bool {
+    /// A current allocation of the caller (worker) or their team to the person.
+    pub fn has_relationship(&self, ctx: &AccessContext, facts: &PersonFacts) -> bool {
         let today = Utc::now().date_naive();
         facts.allocations.iter().any(|a| {
             let current = a.date("start").is_none_or(|s| s <= today)

@@ -180,8 +180,15 @@ pub struct RoleConfig {
     pub may_open_sealed: bool,
     #[serde(default)]
     pub may_break_glass: bool,
+    /// May record, withdraw and read registry consents of people the caller (or
+    /// their team) is allocated to.
     #[serde(default)]
     pub may_record_consent: bool,
+    /// A role made for the registry: records, withdraws and reads registry consents
+    /// of anyone (still never widening its own access, and lifting a refusal only with
+    /// an evidence reference).
+    #[serde(default)]
+    pub consent_registrar: bool,
     #[serde(default)]
     pub may_read_audit: bool,
     /// The caller is a person (token claim `person`): only their own record.
@@ -235,6 +242,19 @@ pub struct Provision {
     pub end: Option<NaiveDate>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub provisions: Vec<Provision>,
+}
+
+impl Provision {
+    /// This provision or one nested in it denies.
+    pub fn denies_anything(&self) -> bool {
+        self.decision == ConsentDecision::Deny || self.provisions.iter().any(Self::denies_anything)
+    }
+
+    /// This provision or one nested in it permits.
+    pub fn permits_anything(&self) -> bool {
+        self.decision == ConsentDecision::Permit
+            || self.provisions.iter().any(Self::permits_anything)
+    }
 }
 
 #[derive(Debug, Deserialize, Serialize, Clone, Copy, PartialEq, Eq, Default)]

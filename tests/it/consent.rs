@@ -26,7 +26,7 @@ pub fn test_policy_with(demo: &Demo, work: &Path, extra: &str) -> PolicyConfig {
     c.auth.hs256_key_file = Some(work.join("jwt.key"));
     c.auth.generate_key_if_missing = true;
     if let Some(o) = &mut c.national_opt_out {
-        o.file = demo.dir.join("national_opt_out.txt");
+        o.file = Some(demo.dir.join("national_opt_out.txt"));
     }
     c
 }
@@ -403,7 +403,7 @@ async fn decision_matrix() {
             let provision = serde_json::from_str(json).expect("registry provision parses");
             s.access()
                 .registry
-                .record(&who.id, &provision, "matrix", "test")
+                .record(&who.id, &provision, "matrix", "test", None, &[])
                 .unwrap()
                 .id
         });
@@ -412,7 +412,7 @@ async fn decision_matrix() {
         if let Some(id) = consent_id {
             s.access()
                 .registry
-                .withdraw(id, "test", "end of case")
+                .withdraw(id, "test", "end of case", None)
                 .unwrap();
         }
         let mut fail = |why: String| failures.push(format!("{}: {why}\n  got: {got}", case.name));

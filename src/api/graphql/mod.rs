@@ -318,7 +318,7 @@ impl Query {
         ctx: &Context<'_>,
         person_id: ID,
     ) -> async_graphql::Result<Vec<consent::RegistryConsentView>> {
-        consent::registry_consents(ctx, &person_id)
+        consent::registry_consents(ctx, &person_id).await
     }
 
     /// Candidate pairs of records that may be one person (data stewards).
