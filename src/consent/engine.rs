@@ -651,3 +651,256 @@ impl Policy for PolicyEngine {
         Decision::Release
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Properties of the decision, over generated callers, records and consents (the
+    //! shipped policy): nothing a deny covers is released, and adding a deny never
+    //! releases more.
+
+    use std::collections::BTreeMap;
+
+    use chrono::NaiveDateTime;
+    use escr_connector::mapping::FieldValue;
+    use escr_connector::EntityKind;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn engine() -> PolicyEngine {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/policy.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut config = PolicyConfig::parse(&path, &text).unwrap();
+        if let Some(o) = &mut config.national_opt_out {
+            o.file = None;
+        }
+        PolicyEngine::new(Arc::new(config), None).unwrap()
+    }
+
+    fn date(days: i64) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2020, 1, 1).unwrap() + chrono::Duration::days(days)
+    }
+
+    fn record(entity: EntityKind, fields: Vec<(&'static str, FieldValue)>) -> Record {
+        Record {
+            entity,
+            local_id: "1".into(),
+            person_id: Some("1".into()),
+            last_updated: None,
+            fields: fields.into_iter().collect::<BTreeMap<_, _>>(),
+            labels: Default::default(),
+        }
+    }
+
+    fn caller() -> impl Strategy<Value = AccessContext> {
+        let roles: Vec<String> = engine().config.roles.keys().cloned().collect();
+        (
+            proptest::sample::select(roles),
+            0usize..5,
+            proptest::option::of(proptest::sample::select(vec!["council", "nhs_trust", "university"])),
+            proptest::option::of(proptest::sample::select(vec!["1", "2"])),
+            proptest::option::of(proptest::sample::select(vec!["1", "2"])),
+            any::<bool>(),
+        )
+            .prop_map(|(role, p, org, worker, team, glass)| {
+                let e = engine();
+                let purposes = &e.role(&role).unwrap().purposes;
+                let purpose = super::super::context::purpose_from_name(&purposes[p % purposes.len()]).unwrap();
+                let mut ctx = AccessContext::for_role("u1", &role, purpose);
+                ctx.organisation = org.map(str::to_string);
+                ctx.worker_id = worker.map(str::to_string);
+                ctx.team = team.map(str::to_string);
+                ctx.break_glass_reason = glass.then(|| "an emergency, justified".to_string());
+                ctx
+            })
+    }
+
+    fn target() -> impl Strategy<Value = Record> {
+        (
+            proptest::sample::select(vec![
+                EntityKind::Person,
+                EntityKind::Service,
+                EntityKind::CaseNote,
+                EntityKind::Alert,
+                EntityKind::Consent,
+                EntityKind::Episode,
+            ]),
+            proptest::sample::subsequence(escr_connector::profile::KNOWN_LABELS.to_vec(), 0..2),
+        )
+            .prop_map(|(entity, labels)| {
+                let mut r = record(entity, vec![]);
+                r.labels = labels.into_iter().map(str::to_string).collect();
+                r
+            })
+    }
+
+    fn source_consent() -> impl Strategy<Value = Record> {
+        (
+            proptest::sample::select(vec!["SHARE_ALL", "SHARE_HEALTH", "NO_SHARING", "NATIONAL_OPT_OUT"]),
+            proptest::option::of(proptest::sample::select(vec!["PERMIT", "DENY"])),
+            proptest::option::of(0i64..2000),
+            proptest::option::of(0i64..4000),
+        )
+            .prop_map(|(scope, decision, given, withdrawn)| {
+                let mut f = vec![("scope", FieldValue::Text(scope.into()))];
+                if let Some(d) = decision {
+                    f.push(("decision", FieldValue::Text(d.into())));
+                }
+                if let Some(g) = given {
+                    f.push(("given", FieldValue::Date(date(g))));
+                }
+                if let Some(w) = withdrawn {
+                    f.push(("withdrawn", FieldValue::Date(date(w))));
+                }
+                record(EntityKind::Consent, f)
+            })
+    }
+
+    /// A provision tree; `deny_only` trees hold no permit anywhere.
+    fn provision(deny_only: bool) -> impl Strategy<Value = Provision> {
+        let leaf = (
+            any::<bool>(),
+            proptest::sample::subsequence(DATA_CLASS_NAMES.to_vec(), 0..2),
+            proptest::sample::subsequence(vec!["direct_care", "planning", "research", "care_management"], 0..2),
+            proptest::sample::subsequence(vec!["external", "health", "local_authority"], 0..2),
+            proptest::sample::subsequence(vec!["u1", "u2"], 0..2),
+        )
+            .prop_map(move |(permit, classes, purposes, kinds, actors)| Provision {
+                decision: if permit && !deny_only {
+                    ConsentDecision::Permit
+                } else {
+                    ConsentDecision::Deny
+                },
+                classes: classes.into_iter().map(str::to_string).collect(),
+                purposes: purposes.into_iter().map(str::to_string).collect(),
+                organisation_kinds: kinds.into_iter().map(str::to_string).collect(),
+                actors: actors.into_iter().map(str::to_string).collect(),
+                ..Provision::default()
+            });
+        leaf.prop_recursive(2, 4, 2, |inner| {
+            (inner.clone(), proptest::collection::vec(inner, 0..2)).prop_map(|(mut p, kids)| {
+                p.provisions = kids;
+                p
+            })
+        })
+    }
+
+    const DATA_CLASS_NAMES: [&str; 5] = super::super::context::DATA_CLASSES;
+
+    fn facts() -> impl Strategy<Value = PersonFacts> {
+        (
+            proptest::collection::vec(
+                (proptest::option::of(proptest::sample::select(vec!["1", "2"])), proptest::option::of(proptest::sample::select(vec!["1", "2"]))),
+                0..2,
+            ),
+            proptest::collection::vec(source_consent(), 0..4),
+            proptest::collection::vec((provision(false), 0i64..1000), 0..3),
+            any::<bool>(),
+        )
+            .prop_map(|(allocations, source_consents, registry, nhs)| PersonFacts {
+                person_id: "P1".into(),
+                allocations: allocations
+                    .into_iter()
+                    .map(|(w, t)| {
+                        let mut f = vec![];
+                        if let Some(w) = w {
+                            f.push(("worker_id", FieldValue::Text(w.into())));
+                        }
+                        if let Some(t) = t {
+                            f.push(("team_id", FieldValue::Text(t.into())));
+                        }
+                        record(EntityKind::Allocation, f)
+                    })
+                    .collect(),
+                source_consents,
+                registry_consents: registry
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (provision, at))| RegistryConsent {
+                        id: i as i64,
+                        provision,
+                        recorded_at: at_minutes(at),
+                    })
+                    .collect(),
+                nhs_numbers: if nhs { vec!["9434765919".into()] } else { vec![] },
+                ..PersonFacts::default()
+            })
+    }
+
+    fn at_minutes(m: i64) -> NaiveDateTime {
+        date(0).and_hms_opt(0, 0, 0).unwrap() + chrono::Duration::minutes(m)
+    }
+
+    fn released(e: &PolicyEngine, ctx: &AccessContext, facts: &PersonFacts, r: &Record) -> bool {
+        let mut r = r.clone();
+        r.labels.extend(e.implied_labels(&r));
+        matches!(e.decide(ctx, facts, "s", &r), Decision::Release)
+    }
+
+    /// The consent stage is in play: not a consent-exempt purpose, no break-glass.
+    fn consent_binds(e: &PolicyEngine, ctx: &AccessContext) -> bool {
+        !e.purpose(ctx.purpose).consent_exempt && !e.break_glass(ctx)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        /// A refusal of everything (the person's latest registry word, or a source
+        /// record refusing a scope that covers the caller) releases nothing.
+        #[test]
+        fn nothing_denied_is_released(ctx in caller(), mut facts in facts(), r in target(), scope_refusal in any::<bool>()) {
+            let e = engine();
+            if scope_refusal {
+                // SHARE_ALL covers every external caller; refused, later than any other record.
+                facts.source_consents.push(record(EntityKind::Consent, vec![
+                    ("scope", FieldValue::Text("SHARE_ALL".into())),
+                    ("decision", FieldValue::Text("DENY".into())),
+                    ("given", FieldValue::Date(date(2001))),
+                ]));
+                facts.registry_consents.clear();
+                if e.is_external(&ctx) && consent_binds(&e, &ctx) {
+                    prop_assert!(!released(&e, &ctx, &facts, &r));
+                }
+            } else {
+                facts.registry_consents.push(RegistryConsent {
+                    id: 99,
+                    provision: Provision { decision: ConsentDecision::Deny, ..Provision::default() },
+                    recorded_at: at_minutes(5000),
+                });
+                if consent_binds(&e, &ctx) {
+                    prop_assert!(!released(&e, &ctx, &facts, &r));
+                }
+            }
+        }
+
+        /// Adding a deny (a registry consent of denials only, newest; or a source
+        /// record refusing a scope, newest or tied) never releases what was withheld.
+        #[test]
+        fn adding_a_deny_never_releases_more(
+            ctx in caller(),
+            facts in facts(),
+            r in target(),
+            deny in provision(true),
+            source in source_consent(),
+            at in 0i64..6000,
+            into_registry in any::<bool>(),
+        ) {
+            let e = engine();
+            let before = released(&e, &ctx, &facts, &r);
+            let mut after = facts.clone();
+            if into_registry {
+                after.registry_consents.push(RegistryConsent { id: 99, provision: deny, recorded_at: at_minutes(at) });
+            } else {
+                let mut refusal = source;
+                refusal.fields.insert("decision", FieldValue::Text("DENY".into()));
+                refusal.fields.remove("withdrawn");
+                let latest = facts.source_consents.iter().filter_map(|c| c.date("given")).max().unwrap_or(date(0));
+                refusal.fields.insert("given", FieldValue::Date(latest.min(Utc::now().date_naive())));
+                after.source_consents.push(refusal);
+            }
+            if released(&e, &ctx, &after, &r) {
+                prop_assert!(before, "a deny released more");
+            }
+        }
+    }
+}

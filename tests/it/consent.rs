@@ -15,6 +15,9 @@ use serde_json::{json, Value};
 
 use crate::support::demo::{self, Demo, TestGateway};
 
+#[path = "consent_hostile.rs"]
+mod hostile;
+
 /// The shipped policy plus `extra` TOML, with storage and key moved into `work`.
 pub fn test_policy_with(demo: &Demo, work: &Path, extra: &str) -> PolicyConfig {
     let path = demo::repo().join("config/policy.toml");
@@ -45,10 +48,21 @@ pub async fn secured(demo: &'static Demo) -> Secured {
 
 /// A secured gateway whose policy is the shipped one plus `extra` TOML.
 pub async fn secured_with(demo: &'static Demo, extra: &str) -> Secured {
+    secured_config(demo, extra, |text, _| text).await
+}
+
+/// A secured gateway whose gateway config `edit` may change (it gets the text and the
+/// work folder, which lives as long as the gateway).
+pub async fn secured_config(
+    demo: &'static Demo,
+    extra: &str,
+    edit: impl FnOnce(String, &Path) -> String,
+) -> Secured {
     let plain = demo::gateway(demo).await;
     let work = tempfile::tempdir().unwrap();
     let path = work.path().join("escr.toml");
-    std::fs::write(&path, demo::config_text(demo, work.path(), &[])).unwrap();
+    let text = edit(demo::config_text(demo, work.path(), &[]), work.path());
+    std::fs::write(&path, text).unwrap();
     let config = escr_gateway::config::LoadedConfig::load(&path).unwrap();
     let gateway = Gateway::from_config(config).unwrap();
     gateway.refresh_index(false).await.unwrap();
@@ -92,7 +106,7 @@ impl Caller {
 }
 
 impl Secured {
-    fn access(&self) -> &AccessControl {
+    pub fn access(&self) -> &AccessControl {
         self.gateway.access.as_deref().unwrap()
     }
 
@@ -147,7 +161,7 @@ impl Secured {
     }
 }
 
-fn errors_at(r: &Value, path: &[&str]) -> Vec<String> {
+pub fn errors_at(r: &Value, path: &[&str]) -> Vec<String> {
     r["errors"]
         .as_array()
         .into_iter()
@@ -793,7 +807,7 @@ async fn concurrent_callers_never_see_each_others_results() {
 // Who is asking
 // --------------------------------------------------------------------------------
 
-async fn serve(s: &Secured) -> String {
+pub async fn serve(s: &Secured) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = escr_gateway::api::server::router(s.gateway.clone());

@@ -112,6 +112,11 @@ async fn identified(
             refs: snapshot.records(id).to_vec(),
             id: id.clone(),
         };
+        // Without a policy that decides per record, everything is visible.
+        if !gateway.policy.needs_facts() {
+            audit_id(ctx, id, "released");
+            return Some(person);
+        }
         let shown = person::visible_person_records(ctx, &person).await;
         if shown.iter().any(&carries) {
             audit_id(ctx, id, "released");
