@@ -711,16 +711,18 @@ async fn consent_recorded_and_withdrawn_through_graphql_applies_at_once() {
         ["CONSENT_DENIED"]
     );
 
-    let r = s
-        .run(
-            &worker,
-            r#"mutation($c: ID!) { withdrawConsent(id: $c, reason: "person changed their mind") { withdrawnAt withdrawnBy history { action by } } }"#,
-            json!({"c": consent_id}),
-        )
-        .await;
+    // The worker may not lift a refusal that binds them (not even on evidence); the
+    // person may.
+    let withdraw = r#"mutation($c: ID!) { withdrawConsent(id: $c, reason: "person changed their mind", evidence: "call of 2 March") { withdrawnAt withdrawnBy history { action by } } }"#;
+    let r = s.run(&worker, withdraw, json!({"c": consent_id})).await;
+    assert_eq!(r["errors"][0]["extensions"]["code"], "FORBIDDEN", "{r}");
+    let mut person = Caller::new("person", "direct_care");
+    person.user = "the-person".into();
+    person.person = Some(who.id.clone());
+    let r = s.run(&person, withdraw, json!({"c": consent_id})).await;
     assert_eq!(
         r["data"]["withdrawConsent"]["history"],
-        json!([{"action": "recorded", "by": "matrix-user"}, {"action": "withdrawn", "by": "matrix-user"}]),
+        json!([{"action": "recorded", "by": "matrix-user"}, {"action": "withdrawn", "by": "the-person"}]),
         "{r}"
     );
     let after = s.run(&worker, q, json!({"id": who.id})).await;
@@ -733,7 +735,7 @@ async fn consent_recorded_and_withdrawn_through_graphql_applies_at_once() {
     // Withdrawing twice is a clear error; roles without the right cannot record.
     let again = s
         .run(
-            &worker,
+            &person,
             r#"mutation($c: ID!) { withdrawConsent(id: $c, reason: "again") { id } }"#,
             json!({"c": consent_id}),
         )

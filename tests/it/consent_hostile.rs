@@ -56,7 +56,6 @@ struct World {
 struct Planted {
     id: String,
     team: Option<String>,
-    worker: Option<String>,
 }
 
 const PLANTED_CODES: [&str; 4] = [
@@ -119,7 +118,6 @@ async fn pick_for_planting(s: &Secured) -> (Planted, String, Planted, String) {
         let planted = |a: &Option<Value>| Planted {
             id: id.clone(),
             team: a.as_ref().and_then(|a| a["teamId"].as_str().map(str::to_string)),
-            worker: a.as_ref().and_then(|a| a["workerId"].as_str().map(str::to_string)),
         };
         if refused.is_none() && alloc.is_some() && no_consents && (unlabelled("services") || unlabelled("visits")) {
             refused = Some((planted(&alloc), oc.clone()));
@@ -568,7 +566,7 @@ async fn search_oracle(w: &World) -> Outcome {
         .s
         .run(
             &me,
-            "query($n: String!, $b: Date) { searchPeople(name: $n, birthDate: $b) { totalCount edges { node { id } } } }",
+            "query($n: String!, $b: NaiveDate) { searchPeople(name: $n, birthDate: $b) { totalCount edges { node { id } } } }",
             json!({"n": name, "b": birth}),
         )
         .await;
