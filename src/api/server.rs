@@ -295,10 +295,13 @@ async fn mds_csv(
         }
     }
     let count = |f: fn(&crate::reports::suppress::OptOutNote) -> Option<u64>| {
-        notes.iter().try_fold(0, |sum, n| Some(sum + f(n)?)).map_or_else(
-            || crate::reports::suppress::MARKER.to_string(),
-            |n: u64| n.to_string(),
-        )
+        notes
+            .iter()
+            .try_fold(0, |sum, n| Some(sum + f(n)?))
+            .map_or_else(
+                || crate::reports::suppress::MARKER.to_string(),
+                |n: u64| n.to_string(),
+            )
     };
     let opt_out = [
         (

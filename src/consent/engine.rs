@@ -87,7 +87,11 @@ impl PolicyEngine {
         index: Option<Arc<IdentityIndex>>,
     ) -> Result<PolicyEngine, ConfigError> {
         let mut opt_out = BTreeSet::new();
-        if let Some(file) = config.national_opt_out.as_ref().and_then(|o| o.file.as_ref()) {
+        if let Some(file) = config
+            .national_opt_out
+            .as_ref()
+            .and_then(|o| o.file.as_ref())
+        {
             let text = std::fs::read_to_string(file)
                 .map_err(|e| ConfigError::io(file, format!("national opt-out list: {e}")))?;
             for (n, line) in text.lines().enumerate() {
@@ -199,7 +203,10 @@ impl PolicyEngine {
     fn unchecked_left_out(&self, ctx: &AccessContext) -> bool {
         let purpose = purpose_name(ctx.purpose);
         match &self.config.national_opt_out {
-            Some(o) => o.without_nhs_number_left_out_for.iter().any(|p| p == purpose),
+            Some(o) => o
+                .without_nhs_number_left_out_for
+                .iter()
+                .any(|p| p == purpose),
             None => ctx.purpose == Purpose::Research,
         }
     }
@@ -350,7 +357,10 @@ impl PolicyEngine {
             let Some(p) = self.config.source_consents.get(scope) else {
                 continue;
             };
-            match (decision, self.deepest(p.get_ref(), 0, ctx, class, labels, today)) {
+            match (
+                decision,
+                self.deepest(p.get_ref(), 0, ctx, class, labels, today),
+            ) {
                 (_, None) => {}
                 (ConsentDecision::Deny, Some(_)) | (_, Some((_, ConsentDecision::Deny))) => {
                     return ConsentResult::Deny
@@ -463,10 +473,7 @@ impl PolicyEngine {
 /// (given on or before today, not withdrawn by today; latest by the date given, a
 /// record without one the oldest). Records given on the same date that disagree deny;
 /// a record whose decision does not map counts as a refusal.
-fn deciding_source_consents(
-    records: &[Record],
-    today: NaiveDate,
-) -> Vec<(&str, ConsentDecision)> {
+fn deciding_source_consents(records: &[Record], today: NaiveDate) -> Vec<(&str, ConsentDecision)> {
     let mut latest: std::collections::BTreeMap<&str, (Option<NaiveDate>, ConsentDecision)> =
         std::collections::BTreeMap::new();
     for r in records {
@@ -552,7 +559,11 @@ impl Policy for PolicyEngine {
         self.opt_out(ctx, facts) != OptOut::Clear
     }
 
-    fn opt_out_counts(&self, ctx: &AccessContext, people: &[String]) -> Option<super::access::OptOutCounts> {
+    fn opt_out_counts(
+        &self,
+        ctx: &AccessContext,
+        people: &[String],
+    ) -> Option<super::access::OptOutCounts> {
         PolicyEngine::opt_out_counts(self, ctx, people.iter().map(String::as_str))
     }
 
@@ -697,7 +708,11 @@ mod tests {
         (
             proptest::sample::select(roles),
             0usize..5,
-            proptest::option::of(proptest::sample::select(vec!["council", "nhs_trust", "university"])),
+            proptest::option::of(proptest::sample::select(vec![
+                "council",
+                "nhs_trust",
+                "university",
+            ])),
             proptest::option::of(proptest::sample::select(vec!["1", "2"])),
             proptest::option::of(proptest::sample::select(vec!["1", "2"])),
             any::<bool>(),
@@ -705,7 +720,9 @@ mod tests {
             .prop_map(|(role, p, org, worker, team, glass)| {
                 let e = engine();
                 let purposes = &e.role(&role).unwrap().purposes;
-                let purpose = super::super::context::purpose_from_name(&purposes[p % purposes.len()]).unwrap();
+                let purpose =
+                    super::super::context::purpose_from_name(&purposes[p % purposes.len()])
+                        .unwrap();
                 let mut ctx = AccessContext::for_role("u1", &role, purpose);
                 ctx.organisation = org.map(str::to_string);
                 ctx.worker_id = worker.map(str::to_string);
@@ -736,7 +753,12 @@ mod tests {
 
     fn source_consent() -> impl Strategy<Value = Record> {
         (
-            proptest::sample::select(vec!["SHARE_ALL", "SHARE_HEALTH", "NO_SHARING", "NATIONAL_OPT_OUT"]),
+            proptest::sample::select(vec![
+                "SHARE_ALL",
+                "SHARE_HEALTH",
+                "NO_SHARING",
+                "NATIONAL_OPT_OUT",
+            ]),
             proptest::option::of(proptest::sample::select(vec!["PERMIT", "DENY"])),
             proptest::option::of(0i64..2000),
             proptest::option::of(0i64..4000),
@@ -761,22 +783,27 @@ mod tests {
         let leaf = (
             any::<bool>(),
             proptest::sample::subsequence(DATA_CLASS_NAMES.to_vec(), 0..2),
-            proptest::sample::subsequence(vec!["direct_care", "planning", "research", "care_management"], 0..2),
+            proptest::sample::subsequence(
+                vec!["direct_care", "planning", "research", "care_management"],
+                0..2,
+            ),
             proptest::sample::subsequence(vec!["external", "health", "local_authority"], 0..2),
             proptest::sample::subsequence(vec!["u1", "u2"], 0..2),
         )
-            .prop_map(move |(permit, classes, purposes, kinds, actors)| Provision {
-                decision: if permit && !deny_only {
-                    ConsentDecision::Permit
-                } else {
-                    ConsentDecision::Deny
+            .prop_map(
+                move |(permit, classes, purposes, kinds, actors)| Provision {
+                    decision: if permit && !deny_only {
+                        ConsentDecision::Permit
+                    } else {
+                        ConsentDecision::Deny
+                    },
+                    classes: classes.into_iter().map(str::to_string).collect(),
+                    purposes: purposes.into_iter().map(str::to_string).collect(),
+                    organisation_kinds: kinds.into_iter().map(str::to_string).collect(),
+                    actors: actors.into_iter().map(str::to_string).collect(),
+                    ..Provision::default()
                 },
-                classes: classes.into_iter().map(str::to_string).collect(),
-                purposes: purposes.into_iter().map(str::to_string).collect(),
-                organisation_kinds: kinds.into_iter().map(str::to_string).collect(),
-                actors: actors.into_iter().map(str::to_string).collect(),
-                ..Provision::default()
-            });
+            );
         leaf.prop_recursive(2, 4, 2, |inner| {
             (inner.clone(), proptest::collection::vec(inner, 0..2)).prop_map(|(mut p, kids)| {
                 p.provisions = kids;
@@ -790,41 +817,50 @@ mod tests {
     fn facts() -> impl Strategy<Value = PersonFacts> {
         (
             proptest::collection::vec(
-                (proptest::option::of(proptest::sample::select(vec!["1", "2"])), proptest::option::of(proptest::sample::select(vec!["1", "2"]))),
+                (
+                    proptest::option::of(proptest::sample::select(vec!["1", "2"])),
+                    proptest::option::of(proptest::sample::select(vec!["1", "2"])),
+                ),
                 0..2,
             ),
             proptest::collection::vec(source_consent(), 0..4),
             proptest::collection::vec((provision(false), 0i64..1000), 0..3),
             any::<bool>(),
         )
-            .prop_map(|(allocations, source_consents, registry, nhs)| PersonFacts {
-                person_id: "P1".into(),
-                allocations: allocations
-                    .into_iter()
-                    .map(|(w, t)| {
-                        let mut f = vec![];
-                        if let Some(w) = w {
-                            f.push(("worker_id", FieldValue::Text(w.into())));
-                        }
-                        if let Some(t) = t {
-                            f.push(("team_id", FieldValue::Text(t.into())));
-                        }
-                        record(EntityKind::Allocation, f)
-                    })
-                    .collect(),
-                source_consents,
-                registry_consents: registry
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, (provision, at))| RegistryConsent {
-                        id: i as i64,
-                        provision,
-                        recorded_at: at_minutes(at),
-                    })
-                    .collect(),
-                nhs_numbers: if nhs { vec!["9434765919".into()] } else { vec![] },
-                ..PersonFacts::default()
-            })
+            .prop_map(
+                |(allocations, source_consents, registry, nhs)| PersonFacts {
+                    person_id: "P1".into(),
+                    allocations: allocations
+                        .into_iter()
+                        .map(|(w, t)| {
+                            let mut f = vec![];
+                            if let Some(w) = w {
+                                f.push(("worker_id", FieldValue::Text(w.into())));
+                            }
+                            if let Some(t) = t {
+                                f.push(("team_id", FieldValue::Text(t.into())));
+                            }
+                            record(EntityKind::Allocation, f)
+                        })
+                        .collect(),
+                    source_consents,
+                    registry_consents: registry
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, (provision, at))| RegistryConsent {
+                            id: i as i64,
+                            provision,
+                            recorded_at: at_minutes(at),
+                        })
+                        .collect(),
+                    nhs_numbers: if nhs {
+                        vec!["9434765919".into()]
+                    } else {
+                        vec![]
+                    },
+                    ..PersonFacts::default()
+                },
+            )
     }
 
     fn at_minutes(m: i64) -> NaiveDateTime {

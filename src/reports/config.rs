@@ -126,7 +126,8 @@ impl ReportsConfig {
         if c.indicator_periods.is_empty() {
             return Err(at(
                 "indicator_periods",
-                "indicator_periods is empty: name at least one of financial_year, quarter, month".into(),
+                "indicator_periods is empty: name at least one of financial_year, quarter, month"
+                    .into(),
             ));
         }
         if c.page_people == 0 {

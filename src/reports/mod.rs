@@ -232,7 +232,10 @@ impl Period {
             return Ok(self);
         }
         let kinds: Vec<&str> = allowed.iter().map(|k| k.describe()).collect();
-        Err(ReportError::NonStandardPeriod(self.label(), kinds.join(", ")))
+        Err(ReportError::NonStandardPeriod(
+            self.label(),
+            kinds.join(", "),
+        ))
     }
 }
 
@@ -282,26 +285,61 @@ mod tests {
         assert_eq!(q.label(), "2025-01-01..2025-12-31");
         assert_eq!(q.kind(), None);
         for (text, start, end, kind) in [
-            ("2025-26-Q1", "2025-04-01", "2025-06-30", PeriodKind::Quarter),
-            ("2025-26-Q4", "2026-01-01", "2026-03-31", PeriodKind::Quarter),
+            (
+                "2025-26-Q1",
+                "2025-04-01",
+                "2025-06-30",
+                PeriodKind::Quarter,
+            ),
+            (
+                "2025-26-Q4",
+                "2026-01-01",
+                "2026-03-31",
+                PeriodKind::Quarter,
+            ),
             ("2025-04", "2025-04-01", "2025-04-30", PeriodKind::Month),
             ("2024-02", "2024-02-01", "2024-02-29", PeriodKind::Month),
-            ("2025-04-01..2026-03-31", "2025-04-01", "2026-03-31", PeriodKind::FinancialYear),
+            (
+                "2025-04-01..2026-03-31",
+                "2025-04-01",
+                "2026-03-31",
+                PeriodKind::FinancialYear,
+            ),
         ] {
             let p = Period::parse(text).unwrap();
-            assert_eq!((p.start.to_string(), p.end.to_string()), (start.into(), end.into()));
+            assert_eq!(
+                (p.start.to_string(), p.end.to_string()),
+                (start.into(), end.into())
+            );
             assert_eq!(p.kind(), Some(kind), "{text}");
             assert_eq!(Period::parse(&p.label()).unwrap(), p, "{text}");
         }
-        for bad in ["2025-27", "2025", "x", "2026-01-01..2025-01-01", "1899-00", "2025-26-Q5", "2025-13"] {
+        for bad in [
+            "2025-27",
+            "2025",
+            "x",
+            "2026-01-01..2025-01-01",
+            "1899-00",
+            "2025-26-Q5",
+            "2025-13",
+        ] {
             assert!(Period::parse(bad).is_err(), "{bad}");
         }
         // The reviewer's differencing pair: neither is a standard period.
         for custom in ["2025-04-01..2026-03-09", "2025-04-01..2026-03-10"] {
             let p = Period::parse(custom).unwrap();
-            assert!(p.standard(&[PeriodKind::FinancialYear, PeriodKind::Quarter, PeriodKind::Month]).is_err());
+            assert!(p
+                .standard(&[
+                    PeriodKind::FinancialYear,
+                    PeriodKind::Quarter,
+                    PeriodKind::Month
+                ])
+                .is_err());
         }
-        assert!(Period::parse("2025-26-Q2").unwrap().standard(&[PeriodKind::FinancialYear]).is_err());
+        assert!(Period::parse("2025-26-Q2")
+            .unwrap()
+            .standard(&[PeriodKind::FinancialYear])
+            .is_err());
     }
 
     #[test]

@@ -10,9 +10,9 @@ use crate::consent::audit::RequestAudit;
 use crate::consent::context::purpose_name;
 use crate::identity::index::Snapshot;
 
+use super::extract::PersonData;
 use super::extract::{Demographics, Extractor};
 use super::indicators::{Tallies, INDICATORS};
-use super::extract::PersonData;
 use super::mds::{self, MdsRow, RowInput};
 use super::suppress::{self, IndicatorResult};
 use super::{Estate, Period, ReportError, Reports};

@@ -202,7 +202,12 @@ pub fn csv_cells(r: &IndicatorResult) -> [String; 13] {
         Some(o) => (
             cell(o.listed_unmatched),
             cell(o.without_nhs_number),
-            if o.without_nhs_number_left_out { "yes" } else { "no" }.to_string(),
+            if o.without_nhs_number_left_out {
+                "yes"
+            } else {
+                "no"
+            }
+            .to_string(),
         ),
         None => Default::default(),
     };
@@ -280,7 +285,10 @@ mod tests {
             5,
         );
         assert_eq!(r.excluded, None);
-        assert!(r.exclusions.iter().all(|e| e.count.is_none() && e.suppressed));
+        assert!(r
+            .exclusions
+            .iter()
+            .all(|e| e.count.is_none() && e.suppressed));
         // Only exclusion counts are withheld: the indicator itself is published.
         assert!(!r.suppressed && !r.numerator_suppressed && !r.value_suppressed);
         assert!(r.excluded_suppressed);

@@ -87,7 +87,15 @@ async fn pick_for_planting(s: &Secured) -> (Planted, String, Planted, String) {
     let q = "query($id: ID!) { person(id: $id) { sourceRecords { source localId }
       allocations { workerId teamId end } consents { scope }
       services { start end security { labels } } visits { security { labels } } } }";
-    let ids: Vec<String> = s.plain.gateway.index.snapshot().people.keys().cloned().collect();
+    let ids: Vec<String> = s
+        .plain
+        .gateway
+        .index
+        .snapshot()
+        .people
+        .keys()
+        .cloned()
+        .collect();
     let mut refused = None;
     let mut opted = None;
     for id in ids {
@@ -117,9 +125,15 @@ async fn pick_for_planting(s: &Secured) -> (Planted, String, Planted, String) {
         let no_consents = p["consents"].as_array().is_some_and(|c| c.is_empty());
         let planted = |a: &Option<Value>| Planted {
             id: id.clone(),
-            team: a.as_ref().and_then(|a| a["teamId"].as_str().map(str::to_string)),
+            team: a
+                .as_ref()
+                .and_then(|a| a["teamId"].as_str().map(str::to_string)),
         };
-        if refused.is_none() && alloc.is_some() && no_consents && (unlabelled("services") || unlabelled("visits")) {
+        if refused.is_none()
+            && alloc.is_some()
+            && no_consents
+            && (unlabelled("services") || unlabelled("visits"))
+        {
             refused = Some((planted(&alloc), oc.clone()));
             continue;
         }
@@ -142,7 +156,11 @@ async fn pick_for_planting(s: &Secured) -> (Planted, String, Planted, String) {
 /// The demo's databases copied into `work`, with planted rows.
 fn plant(demo: &Demo, work: &Path, refused_oc: &str, opted_oc: &str) {
     for v in ["casetrak", "opencare", "ssis"] {
-        std::fs::copy(demo.dir.join(format!("{v}.db")), work.join(format!("{v}.db"))).unwrap();
+        std::fs::copy(
+            demo.dir.join(format!("{v}.db")),
+            work.join(format!("{v}.db")),
+        )
+        .unwrap();
     }
     let oc = rusqlite::Connection::open(work.join("opencare.db")).unwrap();
     oc.execute(
@@ -192,7 +210,11 @@ async fn hostile_callers() {
     let text = std::fs::read_to_string(demo::repo().join("tests/consent/hostile.toml")).unwrap();
     let suite: Suite = toml::from_str(&text).expect("hostile.toml parses");
     let items: BTreeSet<u32> = suite.case.iter().map(|c| c.item).collect();
-    assert_eq!(items, (1..=12).collect(), "every item of the issue has a case");
+    assert_eq!(
+        items,
+        (1..=12).collect(),
+        "every item of the issue has a case"
+    );
     let mut failures = Vec::new();
     for case in &suite.case {
         let p = &case.params;
@@ -263,7 +285,11 @@ async fn source_refusal(w: &World, p: &toml::Table) -> Outcome {
     let plain = w.planted.plain.run(&q, json!({"id": w.refused.id})).await;
     let got = w
         .planted
-        .run(&health_practitioner(&w.refused), &q, json!({"id": w.refused.id}))
+        .run(
+            &health_practitioner(&w.refused),
+            &q,
+            json!({"id": w.refused.id}),
+        )
         .await;
     let mut withheld_something = false;
     for f in fields {
@@ -273,7 +299,10 @@ async fn source_refusal(w: &World, p: &toml::Table) -> Outcome {
             .flatten()
             .any(|r| r["security"]["labels"] == json!([]));
         let released = got["data"]["person"][f].as_array().map_or(0, Vec::len);
-        ensure!(released == 0, "{f}: {released} released to the practitioner: {got}");
+        ensure!(
+            released == 0,
+            "{f}: {released} released to the practitioner: {got}"
+        );
         if had {
             withheld_something = true;
             ensure!(
@@ -282,7 +311,10 @@ async fn source_refusal(w: &World, p: &toml::Table) -> Outcome {
             );
         }
     }
-    ensure!(withheld_something, "the planted person has records to withhold");
+    ensure!(
+        withheld_something,
+        "the planted person has records to withhold"
+    );
     Ok(())
 }
 
@@ -295,11 +327,16 @@ async fn refusal_no_more_than_none(w: &World) -> Outcome {
     let plain = &w.people["plain"];
     let mut none_caller = caller.clone();
     none_caller.team = plain.team.clone();
-    let none = w.planted.run(&none_caller, q, json!({"id": plain.id})).await;
+    let none = w
+        .planted
+        .run(&none_caller, q, json!({"id": plain.id}))
+        .await;
     for r in [&refused, &none] {
         for f in ["services", "visits"] {
             ensure!(
-                r["data"]["person"][f].as_array().is_some_and(|a| a.is_empty()),
+                r["data"]["person"][f]
+                    .as_array()
+                    .is_some_and(|a| a.is_empty()),
                 "{f} released: {r}"
             );
         }
@@ -379,9 +416,16 @@ async fn source_opt_out_in_reports(w: &World) -> Outcome {
     let mut after = None;
     let mut rows = 0;
     loop {
-        let (page, next) = run::mds_page(&estate, &planner(), period, "Northshire", 500, after.as_deref())
-            .await
-            .map_err(|e| e.to_string())?;
+        let (page, next) = run::mds_page(
+            &estate,
+            &planner(),
+            period,
+            "Northshire",
+            500,
+            after.as_deref(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         rows += page.len();
         ensure!(
             page.iter().all(|r| r.person != pseudonym),
@@ -398,7 +442,13 @@ async fn source_opt_out_in_reports(w: &World) -> Outcome {
     let t = run::tallies(&estate, reports, "Northshire", period, &excluded)
         .await
         .map_err(|e| e.to_string())?;
-    let want = run::published(reports, "Northshire", period, &t, reports.config.suppression_threshold);
+    let want = run::published(
+        reports,
+        "Northshire",
+        period,
+        &t,
+        reports.config.suppression_threshold,
+    );
     let got = run::indicators(&estate, &planner(), period, None)
         .await
         .map_err(|e| e.to_string())?;
@@ -416,9 +466,16 @@ async fn source_opt_out_in_reports(w: &World) -> Outcome {
     // The same person's records for planning: withheld as opted out.
     let r = w
         .planted
-        .run(&Caller::new("analyst", "planning"), "query($id: ID!) { person(id: $id) { services { id } } }", json!({"id": w.opted_out.id}))
+        .run(
+            &Caller::new("analyst", "planning"),
+            "query($id: ID!) { person(id: $id) { services { id } } }",
+            json!({"id": w.opted_out.id}),
+        )
         .await;
-    ensure!(r["data"]["person"].is_null(), "planning sees the person: {r}");
+    ensure!(
+        r["data"]["person"].is_null(),
+        "planning sees the person: {r}"
+    );
     Ok(())
 }
 
@@ -479,8 +536,14 @@ async fn opt_out_counts() -> Outcome {
             unmatched == Some(want) || (want < 5 && unmatched.is_none()),
             "listedUnmatched {note}, truth {want}"
         );
-        ensure!(note["withoutNhsNumber"].as_u64().is_some_and(|n| n > 0), "{note}");
-        ensure!(note["withoutNhsNumberLeftOut"] == false, "planning keeps them: {note}");
+        ensure!(
+            note["withoutNhsNumber"].as_u64().is_some_and(|n| n > 0),
+            "{note}"
+        );
+        ensure!(
+            note["withoutNhsNumberLeftOut"] == false,
+            "planning keeps them: {note}"
+        );
     }
     Ok(())
 }
@@ -506,10 +569,20 @@ async fn research_without_nhs_number() -> Outcome {
     for (i, ctx) in [planner(), researcher].iter().enumerate() {
         let mut after = None;
         loop {
-            let (page, next) = run::mds_page(&g.estate(), ctx, period, "Northshire", 1000, after.as_deref())
-                .await
-                .map_err(|e| e.to_string())?;
-            seen[i] += page.iter().filter(|r| unchecked.contains(&r.person)).count();
+            let (page, next) = run::mds_page(
+                &g.estate(),
+                ctx,
+                period,
+                "Northshire",
+                1000,
+                after.as_deref(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            seen[i] += page
+                .iter()
+                .filter(|r| unchecked.contains(&r.person))
+                .count();
             match next {
                 Some(c) => after = Some(c),
                 None => break,
@@ -517,7 +590,11 @@ async fn research_without_nhs_number() -> Outcome {
         }
     }
     ensure!(seen[0] > 0, "planning keeps people without an NHS number");
-    ensure!(seen[1] == 0, "research got {} rows of people it cannot check", seen[1]);
+    ensure!(
+        seen[1] == 0,
+        "research got {} rows of people it cannot check",
+        seen[1]
+    );
     Ok(())
 }
 
@@ -529,7 +606,11 @@ struct PlantedConsent<'a> {
 
 impl Drop for PlantedConsent<'_> {
     fn drop(&mut self) {
-        let _ = self.s.access().registry.withdraw(self.id, "test", "end of case", None);
+        let _ = self
+            .s
+            .access()
+            .registry
+            .withdraw(self.id, "test", "end of case", None);
     }
 }
 
@@ -548,20 +629,39 @@ fn registry<'a>(s: &'a Secured, person: &str, provision: &str) -> PlantedConsent
 async fn search_oracle(w: &World) -> Outcome {
     let p = &w.people["plain"];
     let me = worker_of(p);
-    let plain = w
-        .s
-        .plain
-        .run("query($id: ID!) { person(id: $id) { name { family given } birthDate } }", json!({"id": p.id}))
-        .await;
+    let plain =
+        w.s.plain
+            .run(
+                "query($id: ID!) { person(id: $id) { name { family given } birthDate } }",
+                json!({"id": p.id}),
+            )
+            .await;
     let name = format!(
         "{} {}",
-        plain["data"]["person"]["name"]["given"].as_str().unwrap_or(""),
-        plain["data"]["person"]["name"]["family"].as_str().unwrap_or("")
+        plain["data"]["person"]["name"]["given"]
+            .as_str()
+            .unwrap_or(""),
+        plain["data"]["person"]["name"]["family"]
+            .as_str()
+            .unwrap_or("")
     );
     let birth = plain["data"]["person"]["birthDate"].clone();
-    let _deny = registry(&w.s, &p.id, r#"{"decision":"deny","classes":["demographics"]}"#);
-    let r = w.s.run(&me, "query($id: ID!) { person(id: $id) { name { family } } }", json!({"id": p.id})).await;
-    ensure!(errors_at(&r, &["person", "name"]) == ["CONSENT_DENIED"], "{r}");
+    let _deny = registry(
+        &w.s,
+        &p.id,
+        r#"{"decision":"deny","classes":["demographics"]}"#,
+    );
+    let r =
+        w.s.run(
+            &me,
+            "query($id: ID!) { person(id: $id) { name { family } } }",
+            json!({"id": p.id}),
+        )
+        .await;
+    ensure!(
+        errors_at(&r, &["person", "name"]) == ["CONSENT_DENIED"],
+        "{r}"
+    );
     let r = w
         .s
         .run(
@@ -570,7 +670,10 @@ async fn search_oracle(w: &World) -> Outcome {
             json!({"n": name, "b": birth}),
         )
         .await;
-    ensure!(r["data"]["searchPeople"]["totalCount"] == 0, "found by withheld details: {r}");
+    ensure!(
+        r["data"]["searchPeople"]["totalCount"] == 0,
+        "found by withheld details: {r}"
+    );
     ensure!(!r.to_string().contains(&p.id), "{r}");
     Ok(())
 }
@@ -578,9 +681,12 @@ async fn search_oracle(w: &World) -> Outcome {
 /// Before: a search selecting only ids wrote no audit event.
 async fn search_ids_audited(w: &World) -> Outcome {
     let me = worker_of(&w.people["plain"]);
-    let r = w
-        .s
-        .run(&me, r#"{ searchPeople(name: "a", first: 3) { edges { node { id } } } }"#, json!({}))
+    let r =
+        w.s.run(
+            &me,
+            r#"{ searchPeople(name: "a", first: 3) { edges { node { id } } } }"#,
+            json!({}),
+        )
         .await;
     let ids: Vec<&str> = r["data"]["searchPeople"]["edges"]
         .as_array()
@@ -589,12 +695,11 @@ async fn search_ids_audited(w: &World) -> Outcome {
         .filter_map(|e| e["node"]["id"].as_str())
         .collect();
     ensure!(!ids.is_empty(), "{r}");
-    let events = w
-        .s
-        .access()
-        .audit
-        .for_request(r["extensions"]["auditRequestId"].as_str().unwrap_or(""))
-        .map_err(|e| e.to_string())?;
+    let events =
+        w.s.access()
+            .audit
+            .for_request(r["extensions"]["auditRequestId"].as_str().unwrap_or(""))
+            .map_err(|e| e.to_string())?;
     for id in ids {
         ensure!(
             events.iter().any(|e| e.person_id.as_deref() == Some(id)
@@ -628,9 +733,19 @@ fn unknown_nhs(s: &Secured) -> String {
 /// `null`.
 async fn nhs_lookup_indistinguishable(w: &World) -> Outcome {
     let p = &w.people["plain"];
-    let nhs = w.s.gateway.index.snapshot().nhs_numbers_of(&p.id).first().cloned();
+    let nhs =
+        w.s.gateway
+            .index
+            .snapshot()
+            .nhs_numbers_of(&p.id)
+            .first()
+            .cloned();
     let nhs = nhs.ok_or("the plain person has an NHS number")?;
-    let _deny = registry(&w.s, &p.id, r#"{"decision":"deny","classes":["demographics"]}"#);
+    let _deny = registry(
+        &w.s,
+        &p.id,
+        r#"{"decision":"deny","classes":["demographics"]}"#,
+    );
     let me = worker_of(p);
     let q = "query($n: String!) { personByNhsNumber(nhsNumber: $n) { id nhsNumber } }";
     let withheld = w.s.run(&me, q, json!({"n": nhs})).await;
@@ -669,7 +784,11 @@ fn readings(cursor: &str) -> Vec<String> {
     let mut out = vec![cursor.to_string()];
     let hex: Option<Vec<u8>> = (0..cursor.len())
         .step_by(2)
-        .map(|i| cursor.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .map(|i| {
+            cursor
+                .get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
         .collect();
     out.extend(hex.map(|b| String::from_utf8_lossy(&b).into_owned()));
     for engine in [
@@ -694,9 +813,12 @@ async fn cursors_opaque(w: &World) -> Outcome {
         .await;
     let p = &w.people["plain"];
     let me = worker_of(p);
-    let search = w
-        .s
-        .run(&me, r#"{ searchPeople(name: "a", first: 1) { pageInfo { endCursor } } }"#, json!({}))
+    let search =
+        w.s.run(
+            &me,
+            r#"{ searchPeople(name: "a", first: 1) { pageInfo { endCursor } } }"#,
+            json!({}),
+        )
         .await;
     let timeline = w
         .s
@@ -716,20 +838,32 @@ async fn cursors_opaque(w: &World) -> Outcome {
         &timeline["data"]["person"]["timeline"]["pageInfo"]["endCursor"],
     ];
     for c in cursors {
-        let c = c.as_str().ok_or(format!("a cursor: {mds} {search} {timeline}"))?;
+        let c = c
+            .as_str()
+            .ok_or(format!("a cursor: {mds} {search} {timeline}"))?;
         for text in readings(c) {
             ensure!(
                 !snapshot.people.keys().any(|id| text.contains(id.as_str())),
                 "cursor {c} reads as {text:?}, naming a person"
             );
-            ensure!(local.len() < 3 || !text.contains(&format!("\"{local}\"")), "cursor names a record: {text:?}");
+            ensure!(
+                local.len() < 3 || !text.contains(&format!("\"{local}\"")),
+                "cursor names a record: {text:?}"
+            );
         }
     }
     // A cursor still pages, and only for its own caller.
-    let c = mds["data"]["minimumDataSet"]["pageInfo"]["endCursor"].as_str().unwrap();
+    let c = mds["data"]["minimumDataSet"]["pageInfo"]["endCursor"]
+        .as_str()
+        .unwrap();
     let q = r#"query($c: String) { minimumDataSet(period: "2025-26", authority: "Northshire", first: 1, after: $c) { rows { person } } }"#;
     let next = w.s.run(&analyst, q, json!({"c": c})).await;
-    ensure!(next["data"]["minimumDataSet"]["rows"].as_array().is_some_and(|r| r.len() == 1), "{next}");
+    ensure!(
+        next["data"]["minimumDataSet"]["rows"]
+            .as_array()
+            .is_some_and(|r| r.len() == 1),
+        "{next}"
+    );
     let mut other = analyst.clone();
     other.user = "someone-else".into();
     let stolen = w.s.run(&other, q, json!({"c": c})).await;
@@ -744,16 +878,27 @@ async fn registry_read_unrelated(w: &World) -> Outcome {
     let mut stranger = Caller::new("social_worker", "direct_care");
     stranger.worker = Some("999".into());
     stranger.team = Some("999".into());
-    let r = w
-        .s
-        .run(&stranger, "query($id: ID!) { registryConsents(personId: $id) { id } }", json!({"id": p.id}))
+    let r =
+        w.s.run(
+            &stranger,
+            "query($id: ID!) { registryConsents(personId: $id) { id } }",
+            json!({"id": p.id}),
+        )
         .await;
     ensure!(code(&r) == Some("FORBIDDEN") && r["data"].is_null(), "{r}");
-    let mine = w
-        .s
-        .run(&worker_of(p), "query($id: ID!) { registryConsents(personId: $id) { id } }", json!({"id": p.id}))
+    let mine =
+        w.s.run(
+            &worker_of(p),
+            "query($id: ID!) { registryConsents(personId: $id) { id } }",
+            json!({"id": p.id}),
+        )
         .await;
-    ensure!(mine["data"]["registryConsents"].as_array().is_some_and(|a| !a.is_empty()), "{mine}");
+    ensure!(
+        mine["data"]["registryConsents"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty()),
+        "{mine}"
+    );
     Ok(())
 }
 
@@ -763,7 +908,11 @@ const SERVICES: &str = "query($id: ID!) { person(id: $id) { services { id } } }"
 async fn registry_withdraw_own_deny(w: &World) -> Outcome {
     let p = &w.people["plain"];
     let me = worker_of(p);
-    let c = registry(&w.s, &p.id, r#"{"decision":"permit","provisions":[{"decision":"deny","actors":["matrix-user"]}]}"#);
+    let c = registry(
+        &w.s,
+        &p.id,
+        r#"{"decision":"permit","provisions":[{"decision":"deny","actors":["matrix-user"]}]}"#,
+    );
     for evidence in [None, Some("form 2026/1")] {
         let r = w
             .s
@@ -773,10 +922,16 @@ async fn registry_withdraw_own_deny(w: &World) -> Outcome {
                 json!({"c": c.id.to_string(), "e": evidence}),
             )
             .await;
-        ensure!(r["errors"].is_array() && r["data"].is_null(), "withdrawn by its subject: {r}");
+        ensure!(
+            r["errors"].is_array() && r["data"].is_null(),
+            "withdrawn by its subject: {r}"
+        );
     }
     let r = w.s.run(&me, SERVICES, json!({"id": p.id})).await;
-    ensure!(errors_at(&r, &["person", "services"]) == ["CONSENT_DENIED"], "{r}");
+    ensure!(
+        errors_at(&r, &["person", "services"]) == ["CONSENT_DENIED"],
+        "{r}"
+    );
     Ok(())
 }
 
@@ -787,19 +942,34 @@ async fn registry_permit_over_refusal(w: &World) -> Outcome {
     let refusal = registry(&w.s, &p.id, r#"{"decision":"deny"}"#);
     let record = "mutation($id: ID!, $e: String) { recordConsent(personId: $id, source: \"phone\", evidence: $e, provision: { decision: PERMIT }) { id } }";
     for evidence in [None, Some("call of 3 March")] {
-        let r = w.s.run(&me, record, json!({"id": p.id, "e": evidence})).await;
+        let r =
+            w.s.run(&me, record, json!({"id": p.id, "e": evidence}))
+                .await;
         ensure!(code(&r) == Some("FORBIDDEN"), "evidence {evidence:?}: {r}");
     }
     let r = w.s.run(&me, SERVICES, json!({"id": p.id})).await;
-    ensure!(errors_at(&r, &["person", "services"]) == ["CONSENT_DENIED"], "{r}");
+    ensure!(
+        errors_at(&r, &["person", "services"]) == ["CONSENT_DENIED"],
+        "{r}"
+    );
     // The person themself may.
     let mut person = Caller::new("person", "direct_care");
     person.person = Some(p.id.clone());
-    let r = w.s.run(&person, record, json!({"id": p.id, "e": null})).await;
-    let id = r["data"]["recordConsent"]["id"].as_str().ok_or(format!("the person: {r}"))?;
-    let _own = PlantedConsent { s: &w.s, id: id.parse().unwrap() };
+    let r =
+        w.s.run(&person, record, json!({"id": p.id, "e": null}))
+            .await;
+    let id = r["data"]["recordConsent"]["id"]
+        .as_str()
+        .ok_or(format!("the person: {r}"))?;
+    let _own = PlantedConsent {
+        s: &w.s,
+        id: id.parse().unwrap(),
+    };
     let r = w.s.run(&me, SERVICES, json!({"id": p.id})).await;
-    ensure!(errors_at(&r, &["person", "services"]).is_empty(), "after the person's permit: {r}");
+    ensure!(
+        errors_at(&r, &["person", "services"]).is_empty(),
+        "after the person's permit: {r}"
+    );
     drop(refusal);
     Ok(())
 }
@@ -813,22 +983,34 @@ async fn registry_change_audited(w: &World) -> Outcome {
         .s
         .run(&me, "mutation($id: ID!) { recordConsent(personId: $id, source: \"paper form\", provision: { decision: DENY, dataClasses: [\"alerts\"] }) { id history { detail } } }", json!({"id": p.id}))
         .await;
-    let id = r["data"]["recordConsent"]["id"].as_str().ok_or(format!("{r}"))?;
-    let _second = PlantedConsent { s: &w.s, id: id.parse().unwrap() };
-    let events = w
-        .s
-        .access()
-        .audit
-        .for_request(r["extensions"]["auditRequestId"].as_str().unwrap())
-        .map_err(|e| e.to_string())?;
+    let id = r["data"]["recordConsent"]["id"]
+        .as_str()
+        .ok_or(format!("{r}"))?;
+    let _second = PlantedConsent {
+        s: &w.s,
+        id: id.parse().unwrap(),
+    };
+    let events =
+        w.s.access()
+            .audit
+            .for_request(r["extensions"]["auditRequestId"].as_str().unwrap())
+            .map_err(|e| e.to_string())?;
     let event = events
         .iter()
         .find(|e| e.decision == "consent_recorded")
         .ok_or(format!("{events:?}"))?;
     let reason = event.reason.clone().unwrap_or_default();
-    ensure!(reason.contains(&format!("over: [{} (deny)", first.id)), "{reason}");
-    let detail = r["data"]["recordConsent"]["history"][0]["detail"].as_str().unwrap_or("");
-    ensure!(detail.contains(&format!("\"replaces\":[{}", first.id)), "{detail}");
+    ensure!(
+        reason.contains(&format!("over: [{} (deny)", first.id)),
+        "{reason}"
+    );
+    let detail = r["data"]["recordConsent"]["history"][0]["detail"]
+        .as_str()
+        .unwrap_or("");
+    ensure!(
+        detail.contains(&format!("\"replaces\":[{}", first.id)),
+        "{detail}"
+    );
     Ok(())
 }
 
@@ -838,26 +1020,46 @@ async fn outage_is_not_refusal(w: &World) -> Outcome {
     let p = w.refused.clone();
     let g = secured_config(w.demo, "", |text, work| {
         for v in ["casetrak", "opencare", "ssis"] {
-            std::fs::copy(w.demo.dir.join(format!("{v}.db")), work.join(format!("{v}.db"))).unwrap();
+            std::fs::copy(
+                w.demo.dir.join(format!("{v}.db")),
+                work.join(format!("{v}.db")),
+            )
+            .unwrap();
         }
         with_copies(text, work)
     })
     .await;
     // The copies sit beside the gateway's index, in its work folder.
-    let path = g.gateway.index.path().parent().ok_or("work folder")?.join("casetrak.db");
+    let path = g
+        .gateway
+        .index
+        .path()
+        .parent()
+        .ok_or("work folder")?
+        .join("casetrak.db");
     let size = std::fs::metadata(&path).map_err(|e| e.to_string())?.len() as usize;
     std::fs::write(&path, vec![0x5a; size]).map_err(|e| e.to_string())?;
     g.gateway.fetcher.clear_cache();
     let mut manager = Caller::new("team_manager", "care_management");
     manager.team = p.team.clone();
     let r = g
-        .run(&manager, "query($id: ID!) { person(id: $id) { name { family given } services { id } } }", json!({"id": p.id}))
+        .run(
+            &manager,
+            "query($id: ID!) { person(id: $id) { name { family given } services { id } } }",
+            json!({"id": p.id}),
+        )
         .await;
     for field in ["name", "services"] {
         let errs = errors_at(&r, &["person", field]);
-        ensure!(!errs.contains(&"CONSENT_DENIED".to_string()), "{field} reads as a refusal: {r}");
+        ensure!(
+            !errs.contains(&"CONSENT_DENIED".to_string()),
+            "{field} reads as a refusal: {r}"
+        );
         let unavailable = errs.iter().filter(|c| *c == "SOURCE_UNAVAILABLE").count();
-        ensure!(unavailable == 1, "{field}: SOURCE_UNAVAILABLE {unavailable} times: {r}");
+        ensure!(
+            unavailable == 1,
+            "{field}: SOURCE_UNAVAILABLE {unavailable} times: {r}"
+        );
     }
     ensure!(
         errors_at(&r, &["person", "services"]).contains(&"CONSENT_UNKNOWN".to_string()),
@@ -868,7 +1070,9 @@ async fn outage_is_not_refusal(w: &World) -> Outcome {
 
 /// Before: the codes were written raw (`=HYPERLINK(...)` as a cell).
 async fn csv_formulas(w: &World) -> Outcome {
-    let url = serve(&w.planted).await.replace("/graphql", "/reports/data-quality.csv");
+    let url = serve(&w.planted)
+        .await
+        .replace("/graphql", "/reports/data-quality.csv");
     let steward = Caller::new("data_steward", "care_management");
     let response = reqwest::Client::new()
         .get(&url)
@@ -883,7 +1087,8 @@ async fn csv_formulas(w: &World) -> Outcome {
     for row in reader.records() {
         let row = row.map_err(|e| e.to_string())?;
         for cell in row.iter() {
-            let risky = cell.starts_with(['=', '+', '@']) || (cell.starts_with('-') && cell.parse::<f64>().is_err());
+            let risky = cell.starts_with(['=', '+', '@'])
+                || (cell.starts_with('-') && cell.parse::<f64>().is_err());
             ensure!(!risky, "a formula cell: {cell:?}");
             if let Some(code) = cell.strip_prefix('\'') {
                 found.insert(code.to_string());
@@ -891,7 +1096,10 @@ async fn csv_formulas(w: &World) -> Outcome {
         }
     }
     for code in PLANTED_CODES {
-        ensure!(found.contains(code), "{code} not in the report (neutralised): {text}");
+        ensure!(
+            found.contains(code),
+            "{code} not in the report (neutralised): {text}"
+        );
     }
     Ok(())
 }
@@ -899,7 +1107,11 @@ async fn csv_formulas(w: &World) -> Outcome {
 fn doubling_query(levels: usize) -> String {
     let mut q = format!("query($id: ID!) {{ person(id: $id) {{ ...F{levels} }} }}\nfragment F0 on Person {{ id }}\n");
     for i in 1..=levels {
-        q.push_str(&format!("fragment F{i} on Person {{ ...F{} ...F{} }}\n", i - 1, i - 1));
+        q.push_str(&format!(
+            "fragment F{i} on Person {{ ...F{} ...F{} }}\n",
+            i - 1,
+            i - 1
+        ));
     }
     q
 }
@@ -911,8 +1123,13 @@ async fn exponential_fragments(w: &World, p: &toml::Table) -> Outcome {
     let who = &w.people["plain"];
     let mut person = Caller::new("person", "direct_care");
     person.person = Some(who.id.clone());
-    let r = w.s.run(&person, &doubling_query(levels), json!({"id": who.id})).await;
-    ensure!(code(&r) == Some("QUERY_TOO_COSTLY") && r["data"].is_null(), "{r}");
+    let r =
+        w.s.run(&person, &doubling_query(levels), json!({"id": who.id}))
+            .await;
+    ensure!(
+        code(&r) == Some("QUERY_TOO_COSTLY") && r["data"].is_null(),
+        "{r}"
+    );
     Ok(())
 }
 
@@ -921,7 +1138,10 @@ async fn exponential_fragments(w: &World, p: &toml::Table) -> Outcome {
 async fn body_limit(w: &World, p: &toml::Table) -> Outcome {
     let url = serve(&w.s).await;
     let bytes = p["bytes"].as_integer().unwrap() as usize;
-    let body = format!("{{\"query\": \"{{ __typename }}\", \"x\": \"{}\"}}", "a".repeat(bytes));
+    let body = format!(
+        "{{\"query\": \"{{ __typename }}\", \"x\": \"{}\"}}",
+        "a".repeat(bytes)
+    );
     let r = reqwest::Client::new()
         .post(&url)
         .header("content-type", "application/json")
@@ -954,12 +1174,19 @@ async fn header_limits(w: &World) -> Outcome {
             .json(&json!({"query": "{ __typename }"}))
             .send()
     };
-    let r = post("x".repeat(64 * 1024)).await.map_err(|e| e.to_string())?;
+    let r = post("x".repeat(64 * 1024))
+        .await
+        .map_err(|e| e.to_string())?;
     ensure!(r.status() == 431, "64 KiB: {}", r.status());
-    let r = post(format!("Emergency: {}", "y".repeat(600))).await.map_err(|e| e.to_string())?;
+    let r = post(format!("Emergency: {}", "y".repeat(600)))
+        .await
+        .map_err(|e| e.to_string())?;
     let status = r.status();
     let body: Value = r.json().await.unwrap_or_default();
-    ensure!(status == 403 && code(&body) == Some("BREAK_GLASS_REFUSED"), "600 chars: {status} {body}");
+    ensure!(
+        status == 403 && code(&body) == Some("BREAK_GLASS_REFUSED"),
+        "600 chars: {status} {body}"
+    );
     Ok(())
 }
 
@@ -967,9 +1194,12 @@ async fn header_limits(w: &World) -> Outcome {
 async fn search_wildcards(w: &World, p: &toml::Table) -> Outcome {
     let me = worker_of(&w.people["plain"]);
     for name in p["names"].as_array().unwrap() {
-        let r = w
-            .s
-            .run(&me, "query($n: String!) { searchPeople(name: $n) { totalCount } }", json!({"n": name.as_str()}))
+        let r =
+            w.s.run(
+                &me,
+                "query($n: String!) { searchPeople(name: $n) { totalCount } }",
+                json!({"n": name.as_str()}),
+            )
             .await;
         ensure!(code(&r) == Some("BAD_USER_INPUT"), "{name}: {r}");
     }
@@ -980,11 +1210,17 @@ async fn search_wildcards(w: &World, p: &toml::Table) -> Outcome {
 async fn differencing_periods(w: &World, p: &toml::Table) -> Outcome {
     let analyst = Caller::new("analyst", "planning");
     for period in p["periods"].as_array().unwrap() {
-        let r = w
-            .s
-            .run(&analyst, "query($p: String!) { indicators(period: $p) { id denominator } }", json!({"p": period.as_str()}))
+        let r =
+            w.s.run(
+                &analyst,
+                "query($p: String!) { indicators(period: $p) { id denominator } }",
+                json!({"p": period.as_str()}),
+            )
             .await;
-        ensure!(code(&r) == Some("BAD_USER_INPUT") && r["data"].is_null(), "{period}: {r}");
+        ensure!(
+            code(&r) == Some("BAD_USER_INPUT") && r["data"].is_null(),
+            "{period}: {r}"
+        );
     }
     Ok(())
 }
@@ -1003,16 +1239,28 @@ async fn cell_flags(w: &World) -> Outcome {
     ensure!(!rows.is_empty(), "{r}");
     for row in rows {
         let flag = |k: &str| row[k].as_bool().unwrap_or(false);
-        ensure!(flag("numeratorSuppressed") == row["numerator"].is_null(), "{row}");
-        ensure!(flag("denominatorSuppressed") == row["denominator"].is_null(), "{row}");
-        ensure!(flag("excludedSuppressed") == row["excluded"].is_null(), "{row}");
+        ensure!(
+            flag("numeratorSuppressed") == row["numerator"].is_null(),
+            "{row}"
+        );
+        ensure!(
+            flag("denominatorSuppressed") == row["denominator"].is_null(),
+            "{row}"
+        );
+        ensure!(
+            flag("excludedSuppressed") == row["excluded"].is_null(),
+            "{row}"
+        );
         ensure!(
             flag("suppressed") == (flag("numeratorSuppressed") || flag("denominatorSuppressed")),
             "{row}"
         );
         ensure!(!flag("valueSuppressed") || row["value"].is_null(), "{row}");
         for e in row["exclusions"].as_array().into_iter().flatten() {
-            ensure!(e["suppressed"].as_bool() == Some(e["count"].is_null()), "{row}");
+            ensure!(
+                e["suppressed"].as_bool() == Some(e["count"].is_null()),
+                "{row}"
+            );
         }
     }
     Ok(())
@@ -1026,11 +1274,17 @@ async fn introspection_off(w: &World) -> Outcome {
         "query { ...Q } fragment Q on Query { __type(name: \"Person\") { name } }",
     ] {
         let r = w.s.run(&me, q, json!({})).await;
-        ensure!(code(&r) == Some("INTROSPECTION_DISABLED") && r["data"].is_null(), "{r}");
+        ensure!(
+            code(&r) == Some("INTROSPECTION_DISABLED") && r["data"].is_null(),
+            "{r}"
+        );
     }
     let demo_config =
         escr_gateway::config::LoadedConfig::load(&demo::repo().join("config/escr.toml"))
             .map_err(|e| e.to_string())?;
-    ensure!(demo_config.gateway.server.introspection, "the demo turns it on");
+    ensure!(
+        demo_config.gateway.server.introspection,
+        "the demo turns it on"
+    );
     Ok(())
 }

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use async_graphql::{Context, Enum, ErrorExtensions, InputObject, Object, SimpleObject, ID};
 use chrono::{NaiveDate, NaiveDateTime};
 
+use super::person::Person;
 use crate::api::error::GatewayError;
 use crate::api::gateway::Gateway;
-use super::person::Person;
 use crate::consent::access::{AccessContext, PersonFacts, RequestScope};
-use crate::consent::engine::RegistryConsent;
 use crate::consent::audit::AuditEvent;
+use crate::consent::engine::RegistryConsent;
 use crate::consent::policy::{validate_provision, ConsentDecision, Provision};
 use crate::consent::registry::StoredConsent;
 use crate::consent::AccessControl;
@@ -313,7 +313,9 @@ fn may_change(
 }
 
 fn evidence_of(evidence: Option<String>) -> async_graphql::Result<Option<String>> {
-    let evidence = evidence.map(|e| e.trim().to_string()).filter(|e| !e.is_empty());
+    let evidence = evidence
+        .map(|e| e.trim().to_string())
+        .filter(|e| !e.is_empty());
     if evidence.as_ref().is_some_and(|e| e.chars().count() > 200) {
         return Err(GatewayError::BadInput("evidence: at most 200 characters".into()).extend());
     }
@@ -348,9 +350,11 @@ impl ConsentMutation {
         evidence: Option<String>,
     ) -> async_graphql::Result<RegistryConsentView> {
         let (access, caller) = parts(ctx)?;
-        if !access.engine.role(&caller.role).is_some_and(|r| {
-            r.may_record_consent || r.consent_registrar || r.own_record_only
-        }) {
+        if !access
+            .engine
+            .role(&caller.role)
+            .is_some_and(|r| r.may_record_consent || r.consent_registrar || r.own_record_only)
+        {
             return Err(forbidden("your role may not record consents"));
         }
         let gateway = ctx.data_unchecked::<Arc<Gateway>>();
@@ -418,9 +422,11 @@ impl ConsentMutation {
         evidence: Option<String>,
     ) -> async_graphql::Result<RegistryConsentView> {
         let (access, caller) = parts(ctx)?;
-        if !access.engine.role(&caller.role).is_some_and(|r| {
-            r.may_record_consent || r.consent_registrar || r.own_record_only
-        }) {
+        if !access
+            .engine
+            .role(&caller.role)
+            .is_some_and(|r| r.may_record_consent || r.consent_registrar || r.own_record_only)
+        {
             return Err(forbidden("your role may not withdraw consents"));
         }
         let not_yours = || {

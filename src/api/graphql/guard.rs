@@ -192,7 +192,10 @@ mod tests {
         // 2^60 spreads: only a pass that costs each fragment once ever returns.
         let doc = async_graphql::parser::parse_query(doubling(60)).unwrap();
         let err = check(&doc, true).unwrap_err();
-        assert!(err.to_string().contains("every fragment at every spread"), "{err}");
+        assert!(
+            err.to_string().contains("every fragment at every spread"),
+            "{err}"
+        );
         // A few doublings are fine: 2^5 ids and the person.
         let doc = async_graphql::parser::parse_query(doubling(5)).unwrap();
         assert!(check(&doc, true).is_ok());
@@ -200,9 +203,13 @@ mod tests {
 
     #[test]
     fn introspection_through_a_fragment_is_seen() {
-        let q = "query { ...Q } fragment Q on Query { ... on Query { __schema { types { name } } } }";
+        let q =
+            "query { ...Q } fragment Q on Query { ... on Query { __schema { types { name } } } }";
         let doc = async_graphql::parser::parse_query(q).unwrap();
-        assert!(matches!(check(&doc, false), Err(GatewayError::IntrospectionOff)));
+        assert!(matches!(
+            check(&doc, false),
+            Err(GatewayError::IntrospectionOff)
+        ));
         assert!(check(&doc, true).is_ok());
         let doc = async_graphql::parser::parse_query("{ __typename }").unwrap();
         assert!(check(&doc, false).is_ok());

@@ -182,7 +182,9 @@ impl Query {
         ctx: &Context<'_>,
         nhs_number: String,
     ) -> async_graphql::Result<Option<Person>> {
-        person_by_nhs(ctx, &nhs_number).await.map_err(|e| e.extend())
+        person_by_nhs(ctx, &nhs_number)
+            .await
+            .map_err(|e| e.extend())
     }
 
     /// The person a source record belongs to (null unless the caller may see that
@@ -258,8 +260,9 @@ impl Query {
         let start = match after.as_deref() {
             None => 0,
             Some(cursor) => {
-                let not_ours =
-                    || GatewayError::BadInput("`after` is not a cursor of this search".into()).extend();
+                let not_ours = || {
+                    GatewayError::BadInput("`after` is not a cursor of this search".into()).extend()
+                };
                 let after_id = crate::consent::cursor::open(SEARCH_CURSOR, access, cursor)
                     .and_then(|b| String::from_utf8(b).ok())
                     .ok_or_else(not_ours)?;

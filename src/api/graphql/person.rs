@@ -618,9 +618,8 @@ impl Person {
         items.sort_by_key(sort_key);
         let total_count = items.len();
         let access = ctx.data_unchecked::<AccessContext>();
-        let not_ours = || {
-            GatewayError::BadInput("`after` is not a cursor of this timeline".into()).extend()
-        };
+        let not_ours =
+            || GatewayError::BadInput("`after` is not a cursor of this timeline".into()).extend();
         let start = match &after {
             None => 0,
             Some(cursor) => {
