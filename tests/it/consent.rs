@@ -213,24 +213,33 @@ fn labels(list: &Value) -> Vec<BTreeSet<String>> {
         .collect()
 }
 
-/// One person per selector, chosen from the unfiltered data.
-pub async fn choose(s: &Secured, demo: &Demo) -> BTreeMap<&'static str, Chosen> {
-    let opt_out: BTreeSet<String> = std::fs::read_to_string(demo.dir.join("national_opt_out.txt"))
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| l.trim().to_string())
-        .collect();
-    assert!(!opt_out.is_empty(), "the generator writes an opt-out list");
-    let ids: Vec<String> = s
-        .plain
+/// Every person the index knows, in id order.
+pub fn person_ids(s: &Secured) -> Vec<String> {
+    s.plain
         .gateway
         .index
         .snapshot()
         .people
         .keys()
         .cloned()
-        .collect();
+        .collect()
+}
+
+/// The NHS numbers on the demo's national opt-out list.
+pub fn opt_out_list(demo: &Demo) -> BTreeSet<String> {
+    std::fs::read_to_string(demo.dir.join("national_opt_out.txt"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+/// One person per selector, chosen from the unfiltered data.
+pub async fn choose(s: &Secured, demo: &Demo) -> BTreeMap<&'static str, Chosen> {
+    let opt_out = opt_out_list(demo);
+    assert!(!opt_out.is_empty(), "the generator writes an opt-out list");
+    let ids = person_ids(s);
     let sw_visible = ["restricted", "safeguarding", "third_party", "sealed"];
     let mut out: BTreeMap<&'static str, Chosen> = BTreeMap::new();
     for id in ids {
@@ -1451,15 +1460,7 @@ async fn first_allocated<T>(
     purpose: &str,
     pick: impl Fn(&Value) -> Option<T>,
 ) -> Option<(String, Caller, T)> {
-    let ids: Vec<String> = s
-        .plain
-        .gateway
-        .index
-        .snapshot()
-        .people
-        .keys()
-        .cloned()
-        .collect();
+    let ids = person_ids(s);
     for id in ids {
         let r = s.plain.run(query, json!({"id": id})).await;
         let p = &r["data"]["person"];

@@ -12,7 +12,10 @@ use escr_gateway::reports::{run, Period};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{choose, errors_at, secured, secured_config, serve, Caller, Chosen, Secured};
+use super::{
+    choose, errors_at, opt_out_list, person_ids, secured, secured_config, serve, Caller, Chosen,
+    Secured,
+};
 use crate::support::demo::{self, Demo};
 
 #[derive(Deserialize)]
@@ -87,15 +90,7 @@ async fn pick_for_planting(s: &Secured) -> (Planted, String, Planted, String) {
     let q = "query($id: ID!) { person(id: $id) { sourceRecords { source localId }
       allocations { workerId teamId end } consents { scope }
       services { start end security { labels } } visits { security { labels } } } }";
-    let ids: Vec<String> = s
-        .plain
-        .gateway
-        .index
-        .snapshot()
-        .people
-        .keys()
-        .cloned()
-        .collect();
+    let ids = person_ids(s);
     let mut refused = None;
     let mut opted = None;
     for id in ids {
@@ -479,15 +474,6 @@ async fn source_opt_out_in_reports(w: &World) -> Outcome {
     Ok(())
 }
 
-fn listed(demo: &Demo) -> BTreeSet<String> {
-    std::fs::read_to_string(demo.dir.join("national_opt_out.txt"))
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| l.trim().to_string())
-        .collect()
-}
-
 /// Listed people none of whose records carries their NHS number (ground truth: every
 /// record has an NHS-number fault).
 fn truly_unmatched(demo: &Demo) -> usize {
@@ -498,7 +484,7 @@ fn truly_unmatched(demo: &Demo) -> usize {
         .filter(|f| f.entity == "person" && f.kind.contains("nhs"))
         .map(|f| (f.source.clone(), f.local_id.clone()))
         .collect();
-    let listed = listed(demo);
+    let listed = opt_out_list(demo);
     demo.truth
         .people
         .iter()
