@@ -38,14 +38,36 @@ pub struct ServerConfig {
     /// Address to listen on (default 127.0.0.1:4000).
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// Largest request body accepted, in bytes (default 1 MiB); refused with 413
+    /// before it is read, parsed or its token checked.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Largest total of request header names and values, in bytes (default 16 KiB);
+    /// refused with 431.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Answer GraphQL introspection (`__schema`, `__type`) to any valid token (off by
+    /// default; the demo turns it on for GraphiQL).
+    #[serde(default)]
+    pub introspection: bool,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: default_listen(),
+            max_body_bytes: default_max_body_bytes(),
+            max_header_bytes: default_max_header_bytes(),
+            introspection: false,
         }
     }
+}
+
+fn default_max_body_bytes() -> usize {
+    1024 * 1024
+}
+fn default_max_header_bytes() -> usize {
+    16 * 1024
 }
 
 fn default_listen() -> String {
@@ -301,6 +323,17 @@ impl LoadedConfig {
         let err =
             |offset: usize, reason: String| ConfigError::at(path, line_of(text, offset), reason);
 
+        for (key, value) in [
+            ("max_body_bytes", gateway.server.max_body_bytes),
+            ("max_header_bytes", gateway.server.max_header_bytes),
+        ] {
+            if value < 1024 {
+                return Err(err(
+                    text.find(key).unwrap_or(0),
+                    format!("[server] {key}: at least 1024 (a request needs room for its token)"),
+                ));
+            }
+        }
         gateway.index.path = base.join(&gateway.index.path);
         if let Some(policy) = &mut gateway.policy {
             *policy = base.join(&*policy);

@@ -11,6 +11,8 @@ pub mod codes {
     pub const MAPPING_FAILED: &str = "MAPPING_FAILED";
     pub const NOT_FOUND: &str = "NOT_FOUND";
     pub const BAD_INPUT: &str = "BAD_USER_INPUT";
+    pub const QUERY_TOO_COSTLY: &str = "QUERY_TOO_COSTLY";
+    pub const INTROSPECTION_DISABLED: &str = "INTROSPECTION_DISABLED";
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +25,10 @@ pub enum GatewayError {
     Withheld(Withheld),
     #[error(transparent)]
     Report(#[from] crate::reports::ReportError),
+    #[error("refused before running: {0}")]
+    TooCostly(String),
+    #[error("introspection is turned off on this gateway ([server] introspection)")]
+    IntrospectionOff,
 }
 
 impl GatewayError {
@@ -61,6 +67,14 @@ impl GatewayError {
             GatewayError::Report(r) => {
                 ext.set("code", r.code());
                 r.to_string()
+            }
+            GatewayError::TooCostly(_) => {
+                ext.set("code", codes::QUERY_TOO_COSTLY);
+                self.to_string()
+            }
+            GatewayError::IntrospectionOff => {
+                ext.set("code", codes::INTROSPECTION_DISABLED);
+                self.to_string()
             }
         };
         let mut err = ServerError::new(message, pos);

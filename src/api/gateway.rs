@@ -19,8 +19,17 @@ pub enum BuildError {
     Config(#[from] escr_connector::ConfigError),
 }
 
+/// What the HTTP surface accepts (`[server]` in the gateway config).
+#[derive(Clone, Copy, Debug)]
+pub struct HttpLimits {
+    pub max_body_bytes: usize,
+    pub max_header_bytes: usize,
+    pub introspection: bool,
+}
+
 pub struct Gateway {
     pub fetcher: Arc<Fetcher>,
+    pub http: HttpLimits,
     pub index: Arc<IdentityIndex>,
     pub policy: Arc<dyn Policy>,
     pub batch_delay: Duration,
@@ -78,6 +87,11 @@ impl Gateway {
             None => None,
         };
         Ok(Gateway {
+            http: HttpLimits {
+                max_body_bytes: g.server.max_body_bytes,
+                max_header_bytes: g.server.max_header_bytes,
+                introspection: g.server.introspection,
+            },
             fetcher,
             index: Arc::new(IdentityIndex::open_with(
                 &g.index.path,

@@ -24,6 +24,7 @@ pub struct AppState {
 
 pub fn router(gateway: Arc<Gateway>) -> Router {
     let schema = crate::api::graphql::build(Some(gateway.clone()));
+    let limits = gateway.http;
     Router::new()
         .route("/graphql", get(graphiql).post(graphql))
         .route("/healthz", get(|| async { "ok" }))
@@ -33,16 +34,54 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/reports/indicators.csv", get(indicators_csv))
         .route("/reports/indicators.json", get(indicators_json))
         .with_state(AppState { gateway, schema })
+        // Bodies past the limit are refused (413) before they are read: before parsing
+        // and before the token is looked at.
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            limits.max_body_bytes,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            limits.max_header_bytes,
+            header_limit,
+        ))
 }
 
+/// Refuse requests whose headers (names and values) add up past the limit (431).
+async fn header_limit(
+    State(max): State<usize>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let size: usize = request
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if size > max {
+        let body = serde_json::json!({
+            "errors": [{"message": format!("request headers too large (at most {max} bytes)"), "extensions": {"code": "HEADERS_TOO_LARGE"}}]
+        });
+        return (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, Json(body)).into_response();
+    }
+    next.run(request).await
+}
+
+/// The token is checked before the body is parsed: an anonymous caller costs no more
+/// than reading its headers.
 async fn graphql(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    request: GraphQLRequest,
+    request: axum::extract::Request,
 ) -> axum::response::Response {
-    let caller = match caller(&state.gateway, &headers).await {
+    let caller = match caller(&state.gateway, request.headers()).await {
         Ok(caller) => caller,
         Err(refused) => return refused,
+    };
+    let request = match <GraphQLRequest as axum::extract::FromRequest<AppState>>::from_request(
+        request, &state,
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(rejection) => return rejection.into_response(),
     };
     let response = execute(&state.gateway, &state.schema, caller, request.into_inner()).await;
     GraphQLResponse::from(response).into_response()
@@ -153,7 +192,7 @@ async fn data_quality_csv(
         crate::identity::quality::build(&state.gateway.index, &state.gateway.fetcher.sources).await;
     (
         [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
-        crate::identity::quality::to_csv(&report),
+        crate::reports::csv::quality(&report),
     )
         .into_response()
 }
@@ -246,8 +285,43 @@ async fn mds_csv(
     {
         return report_error(&state.gateway, &caller, e).await;
     }
+    // The national data opt-out (the rows cannot say it): people without an NHS number
+    // summed over the authorities; unmatched listed numbers are the gateway's, once.
+    let mut notes = Vec::new();
+    for a in &authorities {
+        match crate::reports::run::mds_opt_out(&state.gateway.estate(), &caller, period, a) {
+            Ok(note) => notes.extend(note),
+            Err(e) => return report_error(&state.gateway, &caller, e).await,
+        }
+    }
+    let count = |f: fn(&crate::reports::suppress::OptOutNote) -> Option<u64>| {
+        notes
+            .iter()
+            .try_fold(0, |sum, n| Some(sum + f(n)?))
+            .map_or_else(
+                || crate::reports::suppress::MARKER.to_string(),
+                |n: u64| n.to_string(),
+            )
+    };
+    let opt_out = [
+        (
+            "x-opt-out-listed-unmatched",
+            notes.first().and_then(|n| n.listed_unmatched).map_or_else(
+                || crate::reports::suppress::MARKER.to_string(),
+                |n| n.to_string(),
+            ),
+        ),
+        ("x-without-nhs-number", count(|n| n.without_nhs_number)),
+        (
+            "x-without-nhs-number-left-out",
+            notes
+                .iter()
+                .any(|n| n.without_nhs_number_left_out)
+                .to_string(),
+        ),
+    ];
     let stream = crate::reports::run::mds_csv(state.gateway.estate(), caller, period, authorities);
-    (
+    let mut response = (
         [
             (
                 axum::http::header::CONTENT_TYPE,
@@ -260,7 +334,13 @@ async fn mds_csv(
         ],
         axum::body::Body::from_stream(stream),
     )
-        .into_response()
+        .into_response();
+    for (name, value) in opt_out {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, v);
+        }
+    }
+    response
 }
 
 async fn indicators_for(
@@ -300,8 +380,7 @@ async fn indicators_csv(
 ) -> axum::response::Response {
     match indicators_for(&state, &headers, &query).await {
         Ok(rows) => {
-            let mut text = crate::reports::suppress::csv_header().to_string();
-            text.extend(rows.iter().map(crate::reports::suppress::csv_row));
+            let text = crate::reports::suppress::csv(&rows);
             (
                 [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
                 text,

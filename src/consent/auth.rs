@@ -391,10 +391,11 @@ impl Auth {
                     claims.role
                 )));
             }
-            if reason.chars().count() < bg.min_reason_chars {
+            let chars = reason.chars().count();
+            if chars < bg.min_reason_chars || chars > bg.max_reason_chars {
                 return Err(AuthError::BreakGlass(format!(
-                    "give a reason of at least {} characters",
-                    bg.min_reason_chars
+                    "give a reason of {} to {} characters",
+                    bg.min_reason_chars, bg.max_reason_chars
                 )));
             }
             if role.may_break_glass

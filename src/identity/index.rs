@@ -131,6 +131,10 @@ pub struct Snapshot {
     pub people: BTreeMap<String, Vec<SourceRef>>,
     by_source: HashMap<(String, String), String>,
     by_nhs: HashMap<String, String>,
+    /// Every person holding a valid NHS number on any of their records, and each
+    /// person's valid NHS numbers (the national data opt-out is matched through these).
+    people_by_nhs: HashMap<String, Vec<String>>,
+    nhs_of_person: HashMap<String, Vec<String>>,
     aliases: HashMap<String, String>,
     search: Vec<SearchRow>,
     edges: HashMap<String, Vec<LinkEdge>>,
@@ -167,6 +171,23 @@ impl Snapshot {
 
     pub fn by_nhs_number(&self, digits: &str) -> Option<&str> {
         self.by_nhs.get(digits).map(String::as_str)
+    }
+
+    /// Every person any of whose records holds this valid NHS number (two people may,
+    /// when linkage kept them apart).
+    pub fn people_with_nhs_number(&self, digits: &str) -> &[String] {
+        self.people_by_nhs
+            .get(digits)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// The valid NHS numbers on any of this person's records.
+    pub fn nhs_numbers_of(&self, person_id: &str) -> &[String] {
+        self.nhs_of_person
+            .get(person_id)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     pub fn person_count(&self) -> usize {
@@ -232,14 +253,14 @@ impl Snapshot {
     }
 }
 
-fn normalise_name(s: &str) -> String {
+pub(crate) fn normalise_name(s: &str) -> String {
     s.chars()
         .filter(|c| c.is_alphanumeric())
         .flat_map(char::to_lowercase)
         .collect()
 }
 
-fn normalise_postcode(s: &str) -> String {
+pub(crate) fn normalise_postcode(s: &str) -> String {
     s.chars()
         .filter(|c| !c.is_whitespace())
         .flat_map(char::to_uppercase)
@@ -1449,6 +1470,14 @@ fn load_snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
             snap.by_nhs
                 .entry(nhs.clone())
                 .or_insert_with(|| r.person_id.clone());
+            let people = snap.people_by_nhs.entry(nhs.clone()).or_default();
+            if !people.contains(&r.person_id) {
+                people.push(r.person_id.clone());
+            }
+            let numbers = snap.nhs_of_person.entry(r.person_id.clone()).or_default();
+            if !numbers.contains(nhs) {
+                numbers.push(nhs.clone());
+            }
         }
         let entry = names.entry(r.person_id.clone()).or_default();
         for part in [&r.family_name, &r.given_names].into_iter().flatten() {

@@ -9,12 +9,12 @@ use serde::Deserialize;
 
 use super::config::PeerConfig;
 use super::indicators::{Unit, INDICATORS};
-use super::suppress::{Exclusion, IndicatorResult};
+use super::suppress::{Exclusion, IndicatorResult, OptOutNote};
 use super::{Period, ReportError};
 use crate::consent::access::AccessContext;
 use crate::consent::context::purpose_name;
 
-const QUERY: &str = "query($r: [_Any!]!, $p: String!) { _entities(representations: $r) { ... on Authority { indicators(period: $p) { authority period id name numerator denominator value suppressed excluded exclusions { reason count } } } } }";
+const QUERY: &str = "query($r: [_Any!]!, $p: String!) { _entities(representations: $r) { ... on Authority { indicators(period: $p) { authority period id name numerator denominator value suppressed numeratorSuppressed denominatorSuppressed valueSuppressed excluded excludedSuppressed exclusions { reason count suppressed } optOut { listedUnmatched withoutNhsNumber withoutNhsNumberLeftOut } } } } }";
 
 /// An indicator as a peer publishes it (the unit is known from the id).
 #[derive(Deserialize)]
@@ -28,8 +28,13 @@ struct PeerIndicator {
     denominator: Option<u64>,
     value: Option<f64>,
     suppressed: bool,
+    numerator_suppressed: bool,
+    denominator_suppressed: bool,
+    value_suppressed: bool,
     excluded: Option<u64>,
+    excluded_suppressed: bool,
     exclusions: Vec<Exclusion>,
+    opt_out: Option<OptOutNote>,
 }
 
 /// The peer's published indicators for `authority` and `period`.
@@ -92,8 +97,13 @@ pub async fn indicators(
             denominator: r.denominator,
             value: r.value,
             suppressed: r.suppressed,
+            numerator_suppressed: r.numerator_suppressed,
+            denominator_suppressed: r.denominator_suppressed,
+            value_suppressed: r.value_suppressed,
             excluded: r.excluded,
+            excluded_suppressed: r.excluded_suppressed,
             exclusions: r.exclusions,
+            opt_out: r.opt_out,
         })
         .collect())
 }

@@ -158,7 +158,7 @@ record_type!(
             let local_id = self.0.record.text("related_person_id")?;
             let gateway = ctx.data_unchecked::<Arc<Gateway>>();
             let id = gateway.index.snapshot().by_source(&self.0.source, local_id)?.to_string();
-            super::person_by_id(ctx, &id)
+            super::person_by_id(ctx, &id).await
         }
     }
 );
