@@ -10,6 +10,9 @@ use escr_gateway::api::gateway::Gateway;
 use escr_gateway::config::LoadedConfig;
 use escr_gateway::demo::{self, FaultRates, GenerateOptions};
 
+#[path = "main/check.rs"]
+mod check;
+
 #[derive(Parser)]
 #[command(
     name = "escr",
@@ -42,8 +45,10 @@ enum Command {
         /// Output folder (default: the config's [demo] dir).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// How many people to generate.
         #[arg(long, default_value_t = 2000)]
         people: usize,
+        /// Random seed (the same seed gives the same estate).
         #[arg(long, default_value_t = 42)]
         seed: u64,
         /// Council name (a second council gets different people from the same seed).
@@ -76,8 +81,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Validate the config and every vendor profile; exit non-zero on the first error.
-    CheckConfig,
+    /// Validate the config, the policy, every vendor profile and the files and secrets
+    /// they name; exit non-zero when anything would fail later.
+    CheckConfig {
+        /// Also connect to every source and run each profile statement once with no
+        /// keys, reporting per source and entity.
+        #[arg(long)]
+        connect: bool,
+    },
     /// Print the GraphQL schema (SDL, Federation v2).
     PrintSchema,
     /// Mint a local HS256 token (demo and local use) with the policy's key.
@@ -88,6 +99,7 @@ enum Command {
         /// User id (the `sub` claim).
         #[arg(long, default_value = "demo-user")]
         user: String,
+        /// Display name (the `name` claim).
         #[arg(long)]
         name: Option<String>,
         /// Organisation (a key of [organisations] in policy.toml).
@@ -105,7 +117,8 @@ enum Command {
         /// Break-glass reason (the token then lives at most the policy's limit).
         #[arg(long)]
         break_glass: Option<String>,
-        /// For the `person` role: the gateway person id of the caller.
+        /// For the `person` role: the gateway person id of the caller (it must be in the
+        /// identity index).
         #[arg(long)]
         person: Option<String>,
         /// Lifetime in minutes.
@@ -120,15 +133,35 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,escr_gateway=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+/// An ordinary error is one line (with its causes), whatever RUST_BACKTRACE says: the
+/// backtrace is for bugs, and a panic still prints one.
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    // `serve` sets up logs and traces from its config; the other commands log text.
+    let _telemetry = if matches!(cli.command, Command::Serve { .. }) {
+        let config = LoadedConfig::load(&cli.config)?;
+        let (subscriber, telemetry) =
+            escr_gateway::api::ops::telemetry::subscriber(&config.gateway.telemetry)
+                .map_err(|e| anyhow::anyhow!(e))?;
+        tracing::subscriber::set_global_default(subscriber)?;
+        Some(telemetry)
+    } else {
+        let (subscriber, telemetry) =
+            escr_gateway::api::ops::telemetry::subscriber(&Default::default())
+                .map_err(|e| anyhow::anyhow!(e))?;
+        tracing::subscriber::set_global_default(subscriber)?;
+        Some(telemetry)
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -137,25 +170,7 @@ fn main() -> anyhow::Result<()> {
             print!("{}", escr_gateway::api::graphql::sdl());
             Ok(())
         }
-        Command::CheckConfig => {
-            let config = LoadedConfig::load(&cli.config)?;
-            if let Some(policy) = &config.gateway.policy {
-                escr_gateway::consent::policy::PolicyConfig::load(policy)?;
-                println!("{}: ok", policy.display());
-            }
-            println!(
-                "{}: ok ({} sources: {})",
-                cli.config.display(),
-                config.profiles.len(),
-                config
-                    .profiles
-                    .iter()
-                    .map(|p| p.name())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            Ok(())
-        }
+        Command::CheckConfig { connect } => runtime.block_on(check::check_config(&cli.config, connect)),
         Command::GenerateDemo {
             out,
             people,
@@ -285,6 +300,20 @@ fn main() -> anyhow::Result<()> {
             minutes,
         } => {
             let policy = policy_config(&cli.config)?;
+            if let Some(id) = &person {
+                let loaded = LoadedConfig::load(&cli.config)?;
+                let index = &loaded.gateway.index.path;
+                anyhow::ensure!(
+                    index.exists(),
+                    "--person {id}: no identity index at {} yet (run `escr index` or `escr serve` first)",
+                    index.display()
+                );
+                let index = escr_gateway::identity::index::IdentityIndex::open_with(index, loaded.linkage)?;
+                anyhow::ensure!(
+                    index.snapshot().resolve(id).is_some(),
+                    "--person {id}: no such person in the identity index"
+                );
+            }
             let mut minutes = minutes;
             if break_glass.is_some() {
                 minutes = minutes.min(policy.break_glass.max_minutes);
@@ -352,9 +381,9 @@ fn policy_config(config: &Path) -> anyhow::Result<escr_gateway::consent::policy:
 
 fn demo_dir(config: &Path) -> anyhow::Result<PathBuf> {
     let loaded = LoadedConfig::load(config)?;
-    match loaded.gateway.demo {
-        Some(d) => Ok(d.dir),
-        None => bail!("{}: no [demo] section; pass --out", config.display()),
+    match loaded.gateway.demo.and_then(|d| d.dir) {
+        Some(dir) => Ok(dir),
+        None => bail!("{}: no [demo] dir; pass --out", config.display()),
     }
 }
 
@@ -363,9 +392,9 @@ fn ensure_demo(config: &LoadedConfig) -> anyhow::Result<()> {
     let Some(demo) = &config.gateway.demo else {
         return Ok(());
     };
-    if !demo.generate_if_missing {
+    let (true, Some(demo_dir)) = (demo.generate_if_missing, &demo.dir) else {
         return Ok(());
-    }
+    };
     let missing = config
         .gateway
         .sources
@@ -373,8 +402,8 @@ fn ensure_demo(config: &LoadedConfig) -> anyhow::Result<()> {
         .filter_map(|s| s.get_ref().sqlite.as_ref())
         .any(|s| !s.path.exists());
     if missing {
-        tracing::info!(people = demo.people, seed = demo.seed, dir = %demo.dir.display(), "generating demo data (first run)");
-        let councils = std::iter::once((&demo.council, &demo.dir, demo.people)).chain(
+        tracing::info!(people = demo.people, seed = demo.seed, dir = %demo_dir.display(), "generating demo data (first run)");
+        let councils = std::iter::once((&demo.council, demo_dir, demo.people)).chain(
             demo.other_councils
                 .iter()
                 .map(|c| (&c.name, &c.dir, c.people)),
@@ -390,7 +419,7 @@ fn ensure_demo(config: &LoadedConfig) -> anyhow::Result<()> {
                 .with_context(|| format!("generating the demo data of {council}"))?;
         }
         // One national opt-out list, whichever council a person lives in.
-        let list = demo.dir.join("national_opt_out.txt");
+        let list = demo_dir.join("national_opt_out.txt");
         let mut text = std::fs::read_to_string(&list)?;
         for other in &demo.other_councils {
             let more = std::fs::read_to_string(other.dir.join("national_opt_out.txt"))?;
@@ -409,15 +438,21 @@ fn ensure_demo(config: &LoadedConfig) -> anyhow::Result<()> {
 
 async fn serve(config_path: &Path, listen: Option<String>) -> anyhow::Result<()> {
     let config = LoadedConfig::load(config_path)?;
-    ensure_demo(&config)?;
     let listen = listen.unwrap_or_else(|| config.gateway.server.listen.clone());
     let refresh_secs = config.gateway.index.refresh_secs;
+    // What fails at once fails before the demo or the index is generated: the policy,
+    // then the port.
     let Some(policy_path) = config.gateway.policy.clone() else {
         bail!(
             "{}: no `policy` file configured; the gateway serves personal data only under a policy (see config/README.md)",
             config_path.display()
         );
     };
+    escr_gateway::consent::policy::PolicyConfig::load(&policy_path)?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    ensure_demo(&config)?;
     let gateway = Gateway::from_config(config)?;
     let access =
         escr_gateway::consent::AccessControl::load(&policy_path, Some(gateway.index.clone()))?;
@@ -449,11 +484,11 @@ async fn serve(config_path: &Path, listen: Option<String>) -> anyhow::Result<()>
         });
     }
 
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!("serving GraphQL on http://{listen}/graphql (GraphiQL in the browser)");
-    axum::serve(listener, escr_gateway::api::server::router(gateway))
+    // The peer's address is the per-address rate limit's key.
+    let app = escr_gateway::api::server::router(gateway)
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     tracing::info!("stopped");

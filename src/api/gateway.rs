@@ -29,6 +29,10 @@ pub struct Gateway {
     pub access: Option<Arc<crate::consent::AccessControl>>,
     /// Minimum data set and indicators; `None` when not configured.
     pub reports: Option<Arc<crate::reports::Reports>>,
+    /// The HTTP server's settings (GraphiQL, CORS, limits, metrics).
+    pub server: crate::config::ServerConfig,
+    /// The allowlist of persisted operations and how it is used.
+    pub documents: Arc<crate::api::ops::documents::TrustedDocuments>,
 }
 
 impl Gateway {
@@ -56,6 +60,7 @@ impl Gateway {
                     profile,
                     connector,
                     timeout,
+                    health: Default::default(),
                 }
             })
             .collect();
@@ -73,7 +78,12 @@ impl Gateway {
             }
             None => None,
         };
+        let documents = Arc::new(crate::api::ops::documents::TrustedDocuments::load(
+            &g.trusted_documents,
+        )?);
         Ok(Gateway {
+            server: g.server.clone(),
+            documents,
             fetcher,
             index: Arc::new(IdentityIndex::open_with(
                 &g.index.path,

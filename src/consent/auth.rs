@@ -26,6 +26,7 @@ pub mod codes {
     pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
     pub const PURPOSE_NOT_PERMITTED: &str = "PURPOSE_NOT_PERMITTED";
     pub const BREAK_GLASS_REFUSED: &str = "BREAK_GLASS_REFUSED";
+    pub const UNKNOWN_PURPOSE: &str = "UNKNOWN_PURPOSE";
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -48,8 +49,8 @@ pub enum AuthError {
     UnknownRole(String),
     #[error("no purpose of use: send the purpose header or a `purpose` claim")]
     NoPurpose,
-    #[error("unknown purpose of use `{0}`")]
-    UnknownPurpose(String),
+    #[error("unknown purpose of use `{given}`; this role may use: {}", .valid.join(", "))]
+    UnknownPurpose { given: String, valid: Vec<String> },
     #[error("role `{role}` may not use purpose `{purpose}`")]
     PurposeNotPermitted { role: String, purpose: String },
     #[error("break-glass refused: {0}")]
@@ -61,6 +62,7 @@ impl AuthError {
         match self {
             AuthError::PurposeNotPermitted { .. } => codes::PURPOSE_NOT_PERMITTED,
             AuthError::BreakGlass(_) => codes::BREAK_GLASS_REFUSED,
+            AuthError::UnknownPurpose { .. } => codes::UNKNOWN_PURPOSE,
             _ => codes::UNAUTHENTICATED,
         }
     }
@@ -374,7 +376,11 @@ impl Auth {
             .or(claims.purpose.clone())
             .ok_or(AuthError::NoPurpose)?;
         let purpose =
-            purpose_from_name(&purpose_text).ok_or(AuthError::UnknownPurpose(purpose_text))?;
+            purpose_from_name(&purpose_text).ok_or_else(|| AuthError::UnknownPurpose {
+                // Echoed to the caller and the audit: bounded.
+                given: purpose_text.chars().take(40).collect(),
+                valid: role.purposes.clone(),
+            })?;
         if !role.purposes.iter().any(|p| p == purpose_name(purpose)) {
             return Err(AuthError::PurposeNotPermitted {
                 role: claims.role.clone(),

@@ -517,7 +517,11 @@ fn parse_date_text(kind: ColumnType, text: &str) -> Value {
 fn map_error(e: &mysql_async::Error) -> ConnectorError {
     use mysql_async::{DriverError as D, Error as E, IoError};
     match e {
-        E::Server(server) => map_server_error(server.code, &server.state),
+        // The server's words go to the operator's log only (the detail): for a SELECT
+        // they name tables and columns of the profile's SQL.
+        E::Server(server) => {
+            map_server_error(server.code, &server.state).with_detail(server.message.clone())
+        }
         E::Io(IoError::Io(io)) => {
             ConnectorError::unavailable(format!("connection failed: {}", io_reason(io)))
         }

@@ -1,0 +1,305 @@
+//! `escr check-config [--connect]`: everything that would fail later, found now. Each
+//! finding names the file, the line of the key that led to it, and the reason; the
+//! exit status is non-zero when there is any.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::bail;
+use escr_gateway::config::{key_line, LoadedConfig};
+use escr_gateway::consent::policy::PolicyConfig;
+
+struct Findings {
+    lines: Vec<String>,
+}
+
+impl Findings {
+    fn add(&mut self, file: &Path, line: usize, reason: impl AsRef<str>) {
+        self.lines
+            .push(format!("{}:{line}: {}", file.display(), reason.as_ref()));
+    }
+}
+
+fn text(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// A file a key names must be there (`generated`: it will be made on first run).
+fn file_exists(f: &mut Findings, config: &Path, line: usize, key: &str, file: &Path) {
+    if !file.exists() {
+        f.add(
+            config,
+            line,
+            format!("`{key}` names {}, which does not exist", file.display()),
+        );
+    }
+}
+
+fn env_set(f: &mut Findings, config: &Path, line: usize, key: &str, var: &str) {
+    if std::env::var_os(var).is_none() {
+        f.add(
+            config,
+            line,
+            format!("`{key}` names the environment variable {var}, which is not set"),
+        );
+    }
+}
+
+pub async fn check_config(path: &Path, connect: bool) -> anyhow::Result<()> {
+    // Errors that stop reading (syntax, unknown keys, bad profiles) come first, alone.
+    let config = LoadedConfig::load(path)?;
+    let mut f = Findings { lines: Vec::new() };
+    let main_text = text(path);
+
+    match &config.gateway.policy {
+        None => f.add(
+            path,
+            1,
+            "no `policy`: `escr serve` refuses to start without one (see config/README.md)",
+        ),
+        Some(policy_path) => match PolicyConfig::load(policy_path) {
+            Err(e) => f.lines.push(e.to_string()),
+            Ok(policy) => check_policy(&mut f, policy_path, &policy),
+        },
+    }
+
+    let generated = config
+        .gateway
+        .demo
+        .as_ref()
+        .is_some_and(|d| d.generate_if_missing && d.dir.is_some());
+    for source in &config.gateway.sources {
+        let line = escr_connector::profile::line_of(&main_text, source.span().start);
+        let s = source.get_ref();
+        let key = |k: &str| format!("sources[{}].{k}", s.name);
+        if let Some(c) = &s.sqlite {
+            if !c.path.exists() && !generated {
+                f.add(
+                    path,
+                    line,
+                    format!(
+                        "`{}` names {}, which does not exist",
+                        key("sqlite.path"),
+                        c.path.display()
+                    ),
+                );
+            }
+        }
+        let secrets: Vec<(&str, Option<&String>, Option<&PathBuf>)> =
+            match (&s.mysql, &s.mssql, &s.odbc) {
+                (Some(c), _, _) => vec![(
+                    "password",
+                    c.password_env.as_ref(),
+                    c.password_file.as_ref(),
+                )],
+                (_, Some(c), _) => vec![(
+                    "password",
+                    c.password_env.as_ref(),
+                    c.password_file.as_ref(),
+                )],
+                (_, _, Some(c)) => vec![
+                    (
+                        "password",
+                        c.password_env.as_ref(),
+                        c.password_file.as_ref(),
+                    ),
+                    (
+                        "connection_string",
+                        c.connection_string_env.as_ref(),
+                        c.connection_string_file.as_ref(),
+                    ),
+                ],
+                _ => vec![],
+            };
+        let engine = if s.mysql.is_some() {
+            "mysql"
+        } else if s.mssql.is_some() {
+            "mssql"
+        } else {
+            "odbc"
+        };
+        for (secret, env, file) in secrets {
+            if let Some(var) = env {
+                env_set(
+                    &mut f,
+                    path,
+                    line,
+                    &key(&format!("{engine}.{secret}_env")),
+                    var,
+                );
+            }
+            if let Some(file) = file {
+                file_exists(
+                    &mut f,
+                    path,
+                    line,
+                    &key(&format!("{engine}.{secret}_file")),
+                    file,
+                );
+            }
+        }
+    }
+
+    if let Some(reports_path) = &config.gateway.reports {
+        if let Some((reports, _)) = &config.reports {
+            let rtext = text(reports_path);
+            let from_env = reports
+                .pseudonym_key_env
+                .as_ref()
+                .is_some_and(|v| std::env::var_os(v).is_some());
+            if let (false, Some(file)) = (from_env, &reports.pseudonym_key_file) {
+                if !file.exists() && !reports.generate_key_if_missing {
+                    file_exists(
+                        &mut f,
+                        reports_path,
+                        key_line(&rtext, "pseudonym_key_file"),
+                        "pseudonym_key_file",
+                        file,
+                    );
+                }
+            }
+        }
+    }
+    let names: Vec<String> = config
+        .gateway
+        .sources
+        .iter()
+        .map(|s| s.get_ref().name.clone())
+        .collect();
+    if connect {
+        check_sources(&mut f, config).await;
+    }
+    if f.lines.is_empty() {
+        println!(
+            "{}: ok ({} sources: {}){}",
+            path.display(),
+            names.len(),
+            names.join(", "),
+            if connect {
+                ", every source answered every statement"
+            } else {
+                ""
+            }
+        );
+        Ok(())
+    } else {
+        for line in &f.lines {
+            println!("{line}");
+        }
+        bail!(
+            "{}: {} problem{} ({} sources: {})",
+            path.display(),
+            f.lines.len(),
+            if f.lines.len() == 1 { "" } else { "s" },
+            names.len(),
+            names.join(", ")
+        )
+    }
+}
+
+fn check_policy(f: &mut Findings, path: &Path, policy: &PolicyConfig) {
+    let ptext = text(path);
+    if let Some(o) = &policy.national_opt_out {
+        file_exists(
+            f,
+            path,
+            key_line(&ptext, "national_opt_out.file"),
+            "national_opt_out.file",
+            &o.file,
+        );
+    }
+    let a = &policy.auth;
+    if let Some(file) = &a.jwks_file {
+        file_exists(
+            f,
+            path,
+            key_line(&ptext, "auth.jwks_file"),
+            "auth.jwks_file",
+            file,
+        );
+    }
+    let env_key = a
+        .hs256_key_env
+        .as_ref()
+        .is_some_and(|v| std::env::var_os(v).is_some());
+    if let (false, Some(file)) = (env_key, &a.hs256_key_file) {
+        if !file.exists() && !a.generate_key_if_missing {
+            file_exists(
+                f,
+                path,
+                key_line(&ptext, "auth.hs256_key_file"),
+                "auth.hs256_key_file",
+                file,
+            );
+        }
+    }
+    if a.hs256_key_file.is_none() && a.jwks_file.is_none() && a.jwks_url.is_none() {
+        if let Some(var) = &a.hs256_key_env {
+            env_set(
+                f,
+                path,
+                key_line(&ptext, "auth.hs256_key_env"),
+                "auth.hs256_key_env",
+                var,
+            );
+        }
+    }
+}
+
+/// Connect to every source and run each profile statement with no keys.
+async fn check_sources(f: &mut Findings, config: LoadedConfig) {
+    let main_text = text(&config.path);
+    for (source, profile) in config.gateway.sources.iter().zip(config.profiles) {
+        let line = escr_connector::profile::line_of(&main_text, source.span().start);
+        let s = source.get_ref();
+        let connector = escr_gateway::record::build::connect(&s.name, s.connector());
+        let source_obj = escr_gateway::record::source::Source {
+            name: s.name.clone(),
+            authority: String::new(),
+            profile,
+            connector,
+            timeout: std::time::Duration::from_millis(config.gateway.loader.source_timeout_ms),
+            health: Default::default(),
+        };
+        if let Err(e) = source_obj.check().await {
+            f.add(&config.path, line, format!("source `{}`: {e}", s.name));
+            continue;
+        }
+        let mut ok = 0;
+        for (entity, statement, result) in source_obj.check_statements().await {
+            match result {
+                Ok(()) => ok += 1,
+                Err(e) => {
+                    let profile_text = text(&s.profile);
+                    let at = source_obj
+                        .profile
+                        .entity(entity)
+                        .and_then(|spec| match statement {
+                            "by_key" => spec.by_key.as_ref(),
+                            "by_person" => spec.by_person.as_ref(),
+                            "by_person_between" => spec.by_person_between.as_ref(),
+                            "list" => spec.list.as_ref(),
+                            _ => spec.changed_since.as_ref(),
+                        })
+                        .map(|sql| {
+                            escr_connector::profile::line_of(&profile_text, sql.span().start)
+                        })
+                        .unwrap_or(1);
+                    f.add(
+                        &s.profile,
+                        at,
+                        format!(
+                            "source `{}`, entity `{}`, `{statement}`: {e}{}",
+                            s.name,
+                            entity.name(),
+                            e.detail
+                                .as_deref()
+                                .map(|d| format!(" ({d})"))
+                                .unwrap_or_default()
+                        ),
+                    );
+                }
+            }
+        }
+        println!("source `{}`: connected, {ok} statements ran", s.name);
+    }
+}
