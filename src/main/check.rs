@@ -49,6 +49,17 @@ pub async fn check_config(path: &Path, connect: bool) -> anyhow::Result<()> {
     let config = LoadedConfig::load(path)?;
     let mut f = Findings { lines: Vec::new() };
     let main_text = text(path);
+    // Folders `serve` generates on first run (the demo): what is to be made there is
+    // not missing.
+    let generated_dirs: Vec<PathBuf> = match &config.gateway.demo {
+        Some(d) if d.generate_if_missing => d
+            .dir
+            .iter()
+            .cloned()
+            .chain(d.other_councils.iter().map(|c| c.dir.clone()))
+            .collect(),
+        _ => Vec::new(),
+    };
 
     match &config.gateway.policy {
         None => f.add(
@@ -58,7 +69,7 @@ pub async fn check_config(path: &Path, connect: bool) -> anyhow::Result<()> {
         ),
         Some(policy_path) => match PolicyConfig::load(policy_path) {
             Err(e) => f.lines.push(e.to_string()),
-            Ok(policy) => check_policy(&mut f, policy_path, &policy),
+            Ok(policy) => check_policy(&mut f, policy_path, &policy, &generated_dirs),
         },
     }
 
@@ -196,9 +207,14 @@ pub async fn check_config(path: &Path, connect: bool) -> anyhow::Result<()> {
     }
 }
 
-fn check_policy(f: &mut Findings, path: &Path, policy: &PolicyConfig) {
+fn check_policy(f: &mut Findings, path: &Path, policy: &PolicyConfig, generated: &[PathBuf]) {
     let ptext = text(path);
-    if let Some(o) = &policy.national_opt_out {
+    let to_be_made = |file: &Path| generated.iter().any(|d| file.starts_with(d));
+    if let Some(o) = policy
+        .national_opt_out
+        .as_ref()
+        .filter(|o| !to_be_made(&o.file))
+    {
         file_exists(
             f,
             path,
