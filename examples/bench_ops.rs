@@ -156,17 +156,28 @@ async fn main() -> anyhow::Result<()> {
     for round in 0..rounds {
         for mode in ["off", "on"] {
             let out = std::process::Command::new(&me)
-                .args(["--child", work.path().to_str().unwrap_or_default(), mode, &requests.to_string()])
+                .args([
+                    "--child",
+                    work.path().to_str().unwrap_or_default(),
+                    mode,
+                    &requests.to_string(),
+                ])
                 .env("RUST_LOG", "warn")
                 .output()?;
             let stdout = String::from_utf8_lossy(&out.stdout);
             let rate: f64 = stdout
                 .lines()
                 .find_map(|l| l.strip_prefix("RESULT "))
-                .ok_or_else(|| anyhow::anyhow!("{mode}: {stdout}{}", String::from_utf8_lossy(&out.stderr)))?
+                .ok_or_else(|| {
+                    anyhow::anyhow!("{mode}: {stdout}{}", String::from_utf8_lossy(&out.stderr))
+                })?
                 .parse()?;
             println!("round {round}: {mode:<3} {rate:>8.0} req/s");
-            if mode == "off" { off.push(rate) } else { on.push(rate) }
+            if mode == "off" {
+                off.push(rate)
+            } else {
+                on.push(rate)
+            }
         }
     }
     let (off, on) = (median(off), median(on));

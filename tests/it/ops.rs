@@ -934,6 +934,11 @@ async fn traces_reach_an_otlp_receiver_and_continue_the_callers_trace() {
             ..Claims::default()
         })
         .unwrap();
+    // A statement the engine refuses: the operator's log gets the engine's words.
+    rusqlite::Connection::open(work.path().join("data/demo/casetrak.db"))
+        .unwrap()
+        .execute_batch("DROP TABLE SVC_PKG")
+        .unwrap();
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent = "00f067aa0ba902b7";
     let r: Value = client
@@ -973,6 +978,26 @@ async fn traces_reach_an_otlp_receiver_and_continue_the_callers_trace() {
     assert!(
         !logs.contains(&family) && !logs.contains(&id),
         "no personal data in logs"
+    );
+    let failed: Value = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["fields"]["message"] == "source call failed")
+        .unwrap_or_else(|| panic!("the failure is logged: {logs}"));
+    assert!(
+        failed["fields"]["engine_reason"]
+            .as_str()
+            .unwrap()
+            .contains("no such table: SVC_PKG"),
+        "{failed}"
+    );
+    assert!(
+        failed["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["request_id"] == "trace-test-1"),
+        "{failed}"
     );
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     let mut waited = 0;

@@ -50,8 +50,9 @@ pub fn subscriber(config: &TelemetryConfig) -> Result<(Subscriber, Telemetry), S
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
-            .with_current_span(true)
-            .with_span_list(false)
+            .with_current_span(false)
+            // The spans from the request down: each line has its request id.
+            .with_span_list(true)
             .with_writer(std::io::stderr)
             .with_filter(filter)
             .boxed(),
