@@ -175,7 +175,10 @@ async fn caller(
             }
         }
     };
-    state.limits.check_caller(&caller.user)?;
+    state
+        .limits
+        .check_caller(&caller.user)
+        .map_err(|wait| ops::limits::too_many("this caller", wait))?;
     Ok(caller)
 }
 

@@ -67,12 +67,11 @@ impl Limits {
         }
     }
 
-    /// The caller (a verified token's subject) over its limit: the 429 to send.
-    pub fn check_caller(&self, user: &str) -> Result<(), Response> {
+    /// The caller (a verified token's subject) over its limit: `Err(seconds to wait)`
+    /// (answer with [`too_many`]).
+    pub fn check_caller(&self, user: &str) -> Result<(), u64> {
         match &self.per_caller {
-            Some(l) => l
-                .check(&user.to_string())
-                .map_err(|wait| too_many("this caller", wait)),
+            Some(l) => l.check(&user.to_string()),
             None => Ok(()),
         }
     }
@@ -112,7 +111,8 @@ pub async fn per_address(
     next.run(request).await
 }
 
-fn too_many(who: &str, wait_secs: u64) -> Response {
+/// The 429 for `who` (`this caller`, `this address`), with `Retry-After`.
+pub fn too_many(who: &str, wait_secs: u64) -> Response {
     let wait = wait_secs.max(1);
     metrics::counter!("escr_rate_limited_total", "key" => if who == "this caller" { "caller" } else { "address" })
         .increment(1);
