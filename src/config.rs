@@ -23,6 +23,10 @@ pub struct GatewayConfig {
     pub cache: CacheConfig,
     #[serde(default)]
     pub loader: LoaderConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    #[serde(default)]
+    pub trusted_documents: TrustedDocumentsConfig,
     /// Demo data generated on first run (the embedded default).
     pub demo: Option<DemoConfig>,
     /// The consent and access policy (`policy.toml`); `serve` requires it.
@@ -32,7 +36,7 @@ pub struct GatewayConfig {
     pub sources: Vec<Spanned<SourceConfig>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address to listen on (default 127.0.0.1:4000).
@@ -50,6 +54,17 @@ pub struct ServerConfig {
     /// default; the demo turns it on for GraphiQL).
     #[serde(default)]
     pub introspection: bool,
+    /// Serve GraphiQL (from assets inside the binary) on `GET /graphql`.
+    #[serde(default = "yes")]
+    pub graphiql: bool,
+    /// Serve Prometheus metrics on `GET /metrics`.
+    #[serde(default = "yes")]
+    pub metrics: bool,
+    /// Origins whose web pages may call the API (CORS); none by default.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
+    #[serde(default)]
+    pub limits: LimitsConfig,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +74,10 @@ impl Default for ServerConfig {
             max_body_bytes: default_max_body_bytes(),
             max_header_bytes: default_max_header_bytes(),
             introspection: false,
+            graphiql: true,
+            metrics: true,
+            cors_origins: Vec::new(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -72,6 +91,101 @@ fn default_max_header_bytes() -> usize {
 
 fn default_listen() -> String {
     "127.0.0.1:4000".into()
+}
+
+/// Request limits of the HTTP API (the health, readiness and metrics routes are exempt).
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Requests per minute one caller (token subject) may make; 0 = no limit.
+    #[serde(default = "default_per_caller")]
+    pub per_caller_per_minute: u32,
+    /// Requests per minute from one client address; 0 = no limit.
+    #[serde(default = "default_per_address")]
+    pub per_address_per_minute: u32,
+    /// Requests a caller or address may make at once above its rate.
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+    /// The header holding the client's address, set by a reverse proxy in front (the
+    /// peer address otherwise). Only for a proxy that overwrites it.
+    pub client_address_header: Option<String>,
+    /// Longest time to answer a request, in seconds (a streamed CSV's first byte).
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: u64,
+    /// Requests served at once; more wait (within the time limit).
+    #[serde(default = "default_concurrency")]
+    pub max_concurrent_requests: usize,
+    /// Compress responses (gzip, brotli) for clients that accept it.
+    #[serde(default = "yes")]
+    pub compression: bool,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            per_caller_per_minute: default_per_caller(),
+            per_address_per_minute: default_per_address(),
+            burst: default_burst(),
+            client_address_header: None,
+            request_timeout_secs: default_request_timeout(),
+            max_concurrent_requests: default_concurrency(),
+            compression: true,
+        }
+    }
+}
+
+fn default_per_caller() -> u32 {
+    3000
+}
+fn default_per_address() -> u32 {
+    6000
+}
+fn default_burst() -> u32 {
+    100
+}
+fn default_request_timeout() -> u64 {
+    60
+}
+fn default_concurrency() -> usize {
+    256
+}
+
+/// Logs and traces.
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// `text` (default) or `json`: one JSON object a line.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// OpenTelemetry traces over OTLP/HTTP (protobuf) to this URL, e.g.
+    /// `http://127.0.0.1:4318/v1/traces`; none when absent.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` of the traces (default `escr-gateway`).
+    pub service_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Trusted documents: persisted operations by hash.
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedDocumentsConfig {
+    /// The allowlist: a JSON file (`{"<sha256>": "<document>"}`, or an Apollo persisted
+    /// query manifest) or a folder of `.graphql` files (each one document, its id the
+    /// SHA-256 of its text).
+    pub path: Option<PathBuf>,
+    /// Production: run only documents of the allowlist.
+    #[serde(default)]
+    pub require: bool,
+    /// Development: automatic persisted queries (clients register a document by hash).
+    #[serde(default)]
+    pub apq: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,7 +278,8 @@ pub struct DemoConfig {
     /// Generate the demo databases into `dir` when they are missing.
     #[serde(default = "yes")]
     pub generate_if_missing: bool,
-    pub dir: PathBuf,
+    /// Where the demo databases go; needed only to generate them.
+    pub dir: Option<PathBuf>,
     #[serde(default = "default_demo_people")]
     pub people: usize,
     #[serde(default = "default_demo_seed")]
@@ -261,6 +376,83 @@ fn key_offset(text: &str, entry: std::ops::Range<usize>, key: &str) -> usize {
     start
 }
 
+/// The line of `key` (`policy`, `demo.dir`, `server.limits.burst`), or of its table
+/// (`demo`, `trusted_documents`): the first line that sets it inside its table; line 1
+/// when it is not written (a default).
+pub fn key_line(text: &str, key: &str) -> usize {
+    let (table, name) = match key.rsplit_once('.') {
+        Some((t, n)) => (t, n),
+        None => ("", key),
+    };
+    let mut current = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if let Some(header) = l.strip_prefix('[') {
+            current = header
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string();
+            if current == key {
+                return i + 1;
+            }
+            continue;
+        }
+        let sets = l
+            .strip_prefix(name)
+            .is_some_and(|rest| rest.trim_start().starts_with('='));
+        if sets && current == table {
+            return i + 1;
+        }
+    }
+    1
+}
+
+/// The `[server]` options that can be wrong on their own.
+fn validate_server(
+    server: &ServerConfig,
+    err: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    for origin in &server.cors_origins {
+        let (scheme, rest) = origin.split_once("://").unwrap_or(("", ""));
+        let host_ok = !rest.is_empty() && !rest.contains('/') && !rest.contains(' ');
+        if !(matches!(scheme, "http" | "https") && host_ok)
+            || origin.parse::<axum::http::HeaderValue>().is_err()
+        {
+            return Err(err(
+                "server.cors_origins",
+                format!(
+                    "cors_origins: `{origin}` is not an origin (scheme://host[:port], no path)"
+                ),
+            ));
+        }
+    }
+    let limits = &server.limits;
+    if limits.request_timeout_secs == 0 {
+        return Err(err(
+            "server.limits.request_timeout_secs",
+            "request_timeout_secs: at least 1".into(),
+        ));
+    }
+    if limits.max_concurrent_requests == 0 {
+        return Err(err(
+            "server.limits.max_concurrent_requests",
+            "max_concurrent_requests: at least 1".into(),
+        ));
+    }
+    if limits.burst == 0 {
+        return Err(err("server.limits.burst", "burst: at least 1".into()));
+    }
+    if let Some(h) = &limits.client_address_header {
+        if h.parse::<axum::http::HeaderName>().is_err() {
+            return Err(err(
+                "server.limits.client_address_header",
+                format!("client_address_header: `{h}` is not a header name"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A loaded, validated config with its vendor profiles.
 #[derive(Debug)]
 pub struct LoadedConfig {
@@ -334,13 +526,31 @@ impl LoadedConfig {
                 ));
             }
         }
+        // The line of a key or table header, for errors about what it names.
+        let line_of_key = |key: &str| key_line(text, key);
+        // A file named by `key` that is not there: the error names the key and its line,
+        // not the missing file alone.
+        let must_exist = |key: &str, file: &Path| {
+            if file.exists() {
+                Ok(())
+            } else {
+                Err(ConfigError::at(
+                    path,
+                    line_of_key(key),
+                    format!("`{key}` names {}, which does not exist", file.display()),
+                ))
+            }
+        };
+
         gateway.index.path = base.join(&gateway.index.path);
         if let Some(policy) = &mut gateway.policy {
             *policy = base.join(&*policy);
+            must_exist("policy", policy)?;
         }
         let linkage = match &mut gateway.index.linkage {
             Some(p) => {
                 *p = base.join(&*p);
+                must_exist("index.linkage", p)?;
                 crate::identity::linkage::LinkageConfig::load(p)?
             }
             None => crate::identity::linkage::LinkageConfig::default(),
@@ -348,6 +558,7 @@ impl LoadedConfig {
         let reports = match &mut gateway.reports {
             Some(p) => {
                 *p = base.join(&*p);
+                must_exist("reports", p)?;
                 let config = crate::reports::ReportsConfig::load(p)?;
                 let calendar = crate::reports::calendar::BankHolidays::load(&config.bank_holidays)?;
                 Some((config, calendar))
@@ -355,10 +566,52 @@ impl LoadedConfig {
             None => None,
         };
         if let Some(demo) = &mut gateway.demo {
-            demo.dir = base.join(&demo.dir);
+            match &mut demo.dir {
+                Some(dir) => *dir = base.join(&*dir),
+                None if demo.generate_if_missing => {
+                    return Err(ConfigError::at(
+                        path,
+                        line_of_key("demo"),
+                        "[demo]: `dir` is needed to generate the demo data (or set generate_if_missing = false)",
+                    ))
+                }
+                None => {}
+            }
             for other in &mut demo.other_councils {
                 other.dir = base.join(&other.dir);
             }
+        }
+        validate_server(&gateway.server, &|key, reason| {
+            ConfigError::at(path, line_of_key(key), reason)
+        })?;
+        if let Some(endpoint) = &gateway.telemetry.otlp_endpoint {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                return Err(ConfigError::at(
+                    path,
+                    line_of_key("telemetry.otlp_endpoint"),
+                    format!("otlp_endpoint `{endpoint}`: an http:// or https:// URL (OTLP/HTTP)"),
+                ));
+            }
+        }
+        let docs = &mut gateway.trusted_documents;
+        if let Some(p) = &mut docs.path {
+            *p = base.join(&*p);
+            must_exist("trusted_documents.path", p)?;
+        }
+        let docs_line = line_of_key("trusted_documents");
+        if docs.require && docs.apq {
+            return Err(ConfigError::at(
+                path,
+                docs_line,
+                "[trusted_documents]: `apq` lets any client register a document, so it cannot go with `require`",
+            ));
+        }
+        if docs.require && docs.path.is_none() {
+            return Err(ConfigError::at(
+                path,
+                docs_line,
+                "[trusted_documents]: `require` needs the allowlist's `path`",
+            ));
         }
         if gateway.sources.is_empty() {
             return Err(ConfigError::at(
@@ -434,6 +687,16 @@ impl LoadedConfig {
                 c.settings.resolve_paths(&base);
             }
             s.profile = base.join(&s.profile);
+            if !s.profile.exists() {
+                return Err(err(
+                    at,
+                    format!(
+                        "source `{}`: `profile` names {}, which does not exist",
+                        s.name,
+                        s.profile.display()
+                    ),
+                ));
+            }
             profiles.push(VendorProfile::load(&s.profile)?);
         }
         Ok(LoadedConfig {

@@ -14,20 +14,6 @@ pub mod identity;
 pub mod record;
 pub mod reports;
 
-// The CLI (`src/main.rs`) is compiled here too, so that a council's own binary can run
-// it with its own connectors; it names this crate as the binary does.
-extern crate self as escr_gateway;
-#[path = "main.rs"]
-mod cli;
+pub mod cli;
 
-/// Run the `escr` command line with the connectors `registry` names: the whole of a
-/// council's own binary is `fn main() -> ExitCode { escr_gateway::main_with(...) }`.
-pub fn main_with(registry: record::registry::ConnectorRegistry) -> std::process::ExitCode {
-    match cli::run(registry) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("Error: {e:?}");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
+pub use cli::main_with;

@@ -19,17 +19,8 @@ pub enum BuildError {
     Config(#[from] escr_connector::ConfigError),
 }
 
-/// What the HTTP surface accepts (`[server]` in the gateway config).
-#[derive(Clone, Copy, Debug)]
-pub struct HttpLimits {
-    pub max_body_bytes: usize,
-    pub max_header_bytes: usize,
-    pub introspection: bool,
-}
-
 pub struct Gateway {
     pub fetcher: Arc<Fetcher>,
-    pub http: HttpLimits,
     pub index: Arc<IdentityIndex>,
     pub policy: Arc<dyn Policy>,
     pub batch_delay: Duration,
@@ -38,6 +29,10 @@ pub struct Gateway {
     pub access: Option<Arc<crate::consent::AccessControl>>,
     /// Minimum data set and indicators; `None` when not configured.
     pub reports: Option<Arc<crate::reports::Reports>>,
+    /// The HTTP server's settings (GraphiQL, CORS, limits, metrics).
+    pub server: crate::config::ServerConfig,
+    /// The allowlist of persisted operations and how it is used.
+    pub documents: Arc<crate::api::ops::documents::TrustedDocuments>,
 }
 
 impl Gateway {
@@ -69,6 +64,7 @@ impl Gateway {
                     profile,
                     connector,
                     timeout,
+                    health: Default::default(),
                 }
             })
             .collect();
@@ -86,12 +82,12 @@ impl Gateway {
             }
             None => None,
         };
+        let documents = Arc::new(crate::api::ops::documents::TrustedDocuments::load(
+            &g.trusted_documents,
+        )?);
         Ok(Gateway {
-            http: HttpLimits {
-                max_body_bytes: g.server.max_body_bytes,
-                max_header_bytes: g.server.max_header_bytes,
-                introspection: g.server.introspection,
-            },
+            server: g.server.clone(),
+            documents,
             fetcher,
             index: Arc::new(IdentityIndex::open_with(
                 &g.index.path,

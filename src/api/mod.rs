@@ -5,4 +5,5 @@
 pub mod error;
 pub mod gateway;
 pub mod graphql;
+pub mod ops;
 pub mod server;

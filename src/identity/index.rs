@@ -482,9 +482,12 @@ impl IdentityIndex {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(source = %source.name, error = %e, "index refresh: source skipped");
+                    // Answers from the index say so until a listing succeeds.
+                    source.health.listing(false);
                     continue;
                 }
             };
+            source.health.listing(true);
             for f in &mapped.findings {
                 *report.findings.entry(finding_name(f.kind)).or_default() += 1;
             }

@@ -3,6 +3,7 @@
 //! the config's source sections.
 
 pub mod build;
+pub mod health;
 pub mod loader;
 pub mod registry;
 pub mod source;

@@ -37,6 +37,27 @@ struct PeerIndicator {
     opt_out: Option<OptOutNote>,
 }
 
+/// The current span's W3C trace context as headers, so that the peer's spans join the
+/// caller's trace (empty when traces are off).
+fn trace_context() -> reqwest::header::HeaderMap {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    struct Headers(reqwest::header::HeaderMap);
+    impl opentelemetry::propagation::Injector for Headers {
+        fn set(&mut self, key: &str, value: String) {
+            if let (Ok(k), Ok(v)) = (
+                reqwest::header::HeaderName::try_from(key),
+                reqwest::header::HeaderValue::try_from(value),
+            ) {
+                self.0.insert(k, v);
+            }
+        }
+    }
+    let context = tracing::Span::current().context();
+    let mut headers = Headers(reqwest::header::HeaderMap::new());
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut headers));
+    headers.0
+}
+
 /// The peer's published indicators for `authority` and `period`.
 pub async fn indicators(
     authority: &str,
@@ -60,6 +81,7 @@ pub async fn indicators(
     if let Some(token) = peer.token_env.as_ref().and_then(|v| std::env::var(v).ok()) {
         request = request.bearer_auth(token);
     }
+    request = request.headers(trace_context());
     let response = request
         .send()
         .await

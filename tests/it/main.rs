@@ -8,6 +8,7 @@ mod linkage;
 mod mssql;
 mod mysql;
 mod odbc;
+mod ops;
 mod reports;
 #[path = "../support/mod.rs"]
 mod support;

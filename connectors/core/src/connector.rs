@@ -82,6 +82,15 @@ pub fn resolve_files<'a>(
     }
 }
 
+/// Where a connector section says a secret (or a file it needs) comes from.
+#[derive(Debug, Clone, Copy)]
+pub struct SecretRef<'a> {
+    /// The key without `_env`/`_file` (`password`, `connection_string`, `tls_ca`).
+    pub key: &'static str,
+    pub env: Option<&'a str>,
+    pub file: Option<&'a Path>,
+}
+
 /// A connector's section of the gateway config (`[[sources]] <engine> = { ... }`),
 /// deserialized by the connector crate's own type (serde, `deny_unknown_fields`), that
 /// builds the connector. The gateway's connector registry maps engine names to these
@@ -94,6 +103,13 @@ pub trait ConnectorSettings: std::fmt::Debug + Send + Sync + 'static {
     /// generates missing ones).
     fn local_file(&self) -> Option<&Path> {
         None
+    }
+
+    /// The secrets and files the section names, for `escr check-config` to find an
+    /// unset variable or a missing file before the connector needs it: (the key in the
+    /// section without its `_env`/`_file` suffix, the variable, the file).
+    fn secrets(&self) -> Vec<SecretRef<'_>> {
+        Vec::new()
     }
 
     /// Build the connector. Connect lazily: a server that is down now is a source that

@@ -21,7 +21,8 @@ mod value;
 
 pub use catalog::{CodeSystem, EntityKind, FieldType};
 pub use connector::{
-    resolve_files, Capabilities, Connector, ConnectorSettings, Placeholder, StatementCounter,
+    resolve_files, Capabilities, Connector, ConnectorSettings, Placeholder, SecretRef,
+    StatementCounter,
 };
 pub use error::{ConnectorError, ErrorKind};
 pub use error_config::ConfigError;

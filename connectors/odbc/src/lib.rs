@@ -1032,6 +1032,20 @@ impl escr_connector::ConnectorSettings for OdbcConfig {
             [&mut self.connection_string_file, &mut self.password_file],
         );
     }
+    fn secrets(&self) -> Vec<escr_connector::SecretRef<'_>> {
+        vec![
+            escr_connector::SecretRef {
+                key: "password",
+                env: self.password_env.as_deref(),
+                file: self.password_file.as_deref(),
+            },
+            escr_connector::SecretRef {
+                key: "connection_string",
+                env: self.connection_string_env.as_deref(),
+                file: self.connection_string_file.as_deref(),
+            },
+        ]
+    }
     fn connect(&self) -> Result<std::sync::Arc<dyn Connector>, ConnectorError> {
         OdbcConnector::new(self).map(|c| std::sync::Arc::new(c) as std::sync::Arc<dyn Connector>)
     }

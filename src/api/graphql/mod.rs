@@ -32,7 +32,14 @@ pub struct Mutation(consent::ConsentMutation, linkage::LinkageMutation);
 /// Build the schema. Per request, the server adds a `RequestLoaders` and an
 /// `AccessContext` to the request data.
 pub fn build(gateway: Option<Arc<Gateway>>) -> EscrSchema {
-    let introspection = gateway.as_ref().is_none_or(|g| g.http.introspection);
+    builder(gateway).finish()
+}
+
+/// The schema's builder, for the server to add its extensions (metrics, APQ).
+pub fn builder(
+    gateway: Option<Arc<Gateway>>,
+) -> async_graphql::SchemaBuilder<Query, Mutation, EmptySubscription> {
+    let introspection = gateway.as_ref().is_none_or(|g| g.server.introspection);
     let mut builder = Schema::build(Query, Mutation::default(), EmptySubscription)
         .enable_federation()
         .extension(guard::RequestGuard { introspection })
@@ -44,7 +51,7 @@ pub fn build(gateway: Option<Arc<Gateway>>) -> EscrSchema {
     if let Some(g) = gateway {
         builder = builder.data(g);
     }
-    builder.finish()
+    builder
 }
 
 /// The SDL written to `schema.graphql` (sorted, federation directives included).
@@ -182,6 +189,7 @@ impl Query {
         ctx: &Context<'_>,
         nhs_number: String,
     ) -> async_graphql::Result<Option<Person>> {
+        unlisted_sources(ctx, ctx.data_unchecked::<Arc<Gateway>>());
         person_by_nhs(ctx, &nhs_number)
             .await
             .map_err(|e| e.extend())
@@ -235,6 +243,7 @@ impl Query {
             .policy
             .may_identify(access)
             .map_err(|w| GatewayError::Withheld(w).extend())?;
+        unlisted_sources(ctx, gateway);
         let snapshot = gateway.index.snapshot();
         let mut ids = snapshot.search(name.as_deref(), birth_date, postcode.as_deref(), |id| {
             gateway.policy.may_see_person(access, id)
@@ -411,5 +420,19 @@ impl Query {
         nhs_number: String,
     ) -> Option<Person> {
         person_by_nhs(ctx, &nhs_number).await.ok().flatten()
+    }
+}
+
+/// Answers read from the identity index lack the people of a source whose listing
+/// failed at the last refresh: each such source adds a `SOURCE_UNAVAILABLE` error, so
+/// a short answer is never silent.
+fn unlisted_sources(ctx: &Context<'_>, gateway: &Gateway) {
+    for source in gateway.fetcher.sources.iter() {
+        if source.health.listing_failed() {
+            let e = crate::record::source::SourceError::NotIndexed {
+                source_name: source.name.clone(),
+            };
+            ctx.add_error(GatewayError::Source(e).to_server_error(Some(ctx.item.pos)));
+        }
     }
 }
