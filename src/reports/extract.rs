@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use chrono::{Datelike, NaiveDate};
+use chrono::NaiveDate;
 use escr_connector::{EntityKind, Mapped, Record};
 
 use super::{window_for, Estate, Period, ReportError};
@@ -38,7 +38,7 @@ pub struct PersonData {
 #[derive(Clone, Debug, Default)]
 pub struct Demographics {
     pub birth_date: Option<NaiveDate>,
-    /// The surviving birth date is estimated (flagged, or 1 January).
+    /// The surviving birth date is flagged as estimated by its vendor.
     pub birth_estimated: bool,
     pub death_date: Option<NaiveDate>,
     pub gender: Option<String>,
@@ -65,13 +65,14 @@ impl Demographics {
         let birth_date = birth
             .as_ref()
             .and_then(|b| NaiveDate::parse_from_str(&b.value, "%Y-%m-%d").ok());
+        // Estimated only when the vendor flags it: plenty of people are born on
+        // 1 January, and a vendor without a flag gives no way to tell.
         let birth_estimated = birth.as_ref().is_some_and(|b| {
-            let flagged = records.iter().any(|(s, r)| {
+            records.iter().any(|(s, r)| {
                 *s == b.source
                     && r.local_id == b.local_id
                     && r.bool("birth_date_estimated") == Some(true)
-            });
-            flagged || birth_date.is_some_and(|d| d.month() == 1 && d.day() == 1)
+            })
         });
         Demographics {
             birth_date,

@@ -73,7 +73,10 @@ pub struct Tally {
 
 const BIRTH_MISSING: &str = "birth date missing";
 const AGE_UNCERTAIN: &str = "birth date estimated: age band uncertain";
-const UNDER_REVIEW: &str = "identity awaiting a data steward (possible duplicate)";
+pub const UNDER_REVIEW: &str = "identity awaiting a data steward (possible duplicate)";
+const TYPE_UNMAPPED: &str = "service type not recorded or not mappable";
+const ENDS_BEFORE_START: &str = "service ends before it starts";
+const AFTER_DEATH: &str = "service starts after the person's death";
 
 /// The tallies of one authority for one period.
 #[derive(Debug, Default)]
@@ -90,10 +93,10 @@ impl Tallies {
     }
 
     /// Add one person's records. A person with a record in the linkage review queue
-    /// may be one person split in two, or two joined: what they would add to the
-    /// indicators that follow a person's history (earlier referrals, earlier plans,
-    /// first-ever admissions, one count per person) is excluded instead, until a data
-    /// steward decides.
+    /// may be one person split in two, or two joined: until a data steward decides,
+    /// they add nothing to any indicator, and what they would have added (each
+    /// indicator's denominator; 6a/6b's numerator) is counted as excluded under
+    /// [`UNDER_REVIEW`]. Their data-quality exclusions are counted as for anyone.
     pub fn add(
         &mut self,
         p: &PersonData,
@@ -116,11 +119,6 @@ impl Tallies {
                 *mine.excluded.entry(reason).or_default() += n;
             }
             let would_count = match id {
-                "2" | "3" => {
-                    mine.numerator += t.numerator;
-                    mine.denominator += t.denominator;
-                    0
-                }
                 "6a" | "6b" => t.numerator,
                 _ => t.denominator,
             };
@@ -288,14 +286,14 @@ impl Tallies {
                 Some(_) => continue,
                 None => {
                     for id in ["5", "5b"] {
-                        self.exclude(id, "service type not recorded or not mappable");
+                        self.exclude(id, TYPE_UNMAPPED);
                     }
                     continue;
                 }
             }
             if s.date("end").is_some_and(|e| e < start) {
                 for id in ["5", "5b"] {
-                    self.exclude(id, "service ends before it starts");
+                    self.exclude(id, ENDS_BEFORE_START);
                 }
                 continue;
             }
@@ -342,42 +340,82 @@ impl Tallies {
 
     /// 6a/6b: people whose first-ever residential or nursing service starts in the
     /// period, by age then (18-64, 65+). The denominator is the population (config).
+    ///
+    /// Records that cannot be placed (ending before they start, starting after the
+    /// person's death, a type that does not map) are left out, and counted as excluded
+    /// in each period where they could change the person's figure: with their start
+    /// date, or, for a start after the death (one of the two dates is wrong, so the
+    /// true start is no later than the one recorded), in each period up to the one it
+    /// is recorded in where the person has no earlier admission.
     fn admissions(&mut self, services: &[&Record], demo: &Demographics, period: Period) {
         let mut first: Option<NaiveDate> = None;
+        let mut doubtful: Vec<(NaiveDate, &'static str)> = Vec::new();
         for s in services {
-            if !matches!(s.text("type"), Some("RESIDENTIAL" | "NURSING")) {
-                continue;
-            }
             let Some(start) = s.date("start") else {
                 continue;
             };
-            if demo.death_date.is_some_and(|d| start > d) {
-                if start <= period.end {
-                    let band = if Self::under(demo, start, 65) == Ok(false) {
-                        "6b"
-                    } else {
-                        "6a"
-                    };
-                    self.exclude(band, "service starts after the person's death");
+            match s.text("type") {
+                Some("RESIDENTIAL" | "NURSING") => {}
+                Some(_) => continue,
+                None => {
+                    doubtful.push((start, TYPE_UNMAPPED));
+                    continue;
                 }
+            }
+            if s.date("end").is_some_and(|e| e < start) {
+                doubtful.push((start, ENDS_BEFORE_START));
+            } else if demo.death_date.is_some_and(|d| start > d) {
+                doubtful.push((start, AFTER_DEATH));
+            } else {
+                first = Some(first.map_or(start, |f| f.min(start)));
+            }
+        }
+        let counted = Self::admission_band(demo, first, period);
+        for (start, reason) in doubtful {
+            let decides = if reason == AFTER_DEATH {
+                period.start <= start && first.is_none_or(|f| f >= period.start)
+            } else {
+                Self::admission_band(demo, Some(first.map_or(start, |f| f.min(start))), period)
+                    != counted
+            };
+            if !decides {
                 continue;
             }
-            first = Some(first.map_or(start, |f| f.min(start)));
+            let on = start.min(period.end);
+            let band = match counted {
+                Ok(Some(band)) => band,
+                _ => match Self::under(demo, on, 65) {
+                    Ok(false) => "6b",
+                    _ => "6a",
+                },
+            };
+            self.exclude(band, reason);
         }
-        let Some(first) = first.filter(|d| period.contains(*d)) else {
-            return;
-        };
-        let band = match (Self::under(demo, first, 18), Self::under(demo, first, 65)) {
-            (Ok(true), _) => return,
-            (Ok(false), Ok(true)) => "6a",
-            (Ok(false), Ok(false)) => "6b",
-            (Err(reason), _) | (_, Err(reason)) => {
+        match counted {
+            Ok(Some(band)) => self.tally(band).numerator += 1,
+            Ok(None) => {}
+            Err(reason) => {
                 self.exclude("6a", reason);
                 self.exclude("6b", reason);
-                return;
             }
+        }
+    }
+
+    /// The band a first admission on `first` counts in for the period, if any; `Err`
+    /// when the age cannot be known.
+    fn admission_band(
+        demo: &Demographics,
+        first: Option<NaiveDate>,
+        period: Period,
+    ) -> Result<Option<&'static str>, &'static str> {
+        let Some(first) = first.filter(|d| period.contains(*d)) else {
+            return Ok(None);
         };
-        self.tally(band).numerator += 1;
+        match (Self::under(demo, first, 18)?, Self::under(demo, first, 65)?) {
+            (true, _) => Ok(None),
+            (false, true) => Ok(Some("6a")),
+            (false, false) => Ok(Some("6b")),
+        }
     }
 }
 
@@ -428,6 +466,59 @@ mod tests {
         let mut t = Tallies::default();
         t.add(&p, &demo, Period::parse("2025-26").unwrap(), &calendar());
         t
+    }
+
+    /// One person in `period`: born `birth`, maybe dead, maybe awaiting a steward.
+    fn run_in(
+        events: Vec<(String, Record)>,
+        demo: Demographics,
+        under_review: bool,
+        period: &str,
+    ) -> Tallies {
+        let p = PersonData {
+            person_id: "P1".into(),
+            events,
+            under_review,
+            ..PersonData::default()
+        };
+        let mut t = Tallies::default();
+        t.add(&p, &demo, Period::parse(period).unwrap(), &calendar());
+        t
+    }
+
+    fn born(birth: &str, death: Option<&str>) -> Demographics {
+        Demographics {
+            birth_date: Some(d(birth)),
+            death_date: death.map(d),
+            ..Demographics::default()
+        }
+    }
+
+    fn service(ty: Option<&str>, start: &str, end: Option<&str>) -> (String, Record) {
+        let mut f = vec![
+            ("delivery_mechanism", "COUNCIL_COMMISSIONED"),
+            ("start", start),
+        ];
+        f.extend(ty.map(|t| ("type", t)));
+        f.extend(end.map(|e| ("end", e)));
+        record(EntityKind::Service, &f)
+    }
+
+    /// (6a numerator, 6b numerator, 6a exclusions, 6b exclusions) for one period.
+    fn admissions(t: &Tallies) -> (u64, u64, Vec<(&str, u64)>, Vec<(&str, u64)>) {
+        let ex = |id: &str| {
+            t.by_id[id]
+                .excluded
+                .iter()
+                .map(|(k, v)| (*k, *v))
+                .collect::<Vec<_>>()
+        };
+        (
+            t.by_id["6a"].numerator,
+            t.by_id["6b"].numerator,
+            ex("6a"),
+            ex("6b"),
+        )
     }
 
     fn counts(t: &Tallies, id: &str) -> (u64, u64) {
@@ -532,5 +623,156 @@ mod tests {
             "1950-06-01",
         );
         assert_eq!((counts(&t, "6a").0, counts(&t, "6b").0), (0, 0));
+    }
+
+    #[test]
+    fn a_residential_record_ending_before_it_starts_is_not_the_first_admission() {
+        // The shape of CaseTrak package 618 (start 2020-06-06, end 2020-04-15) before
+        // the person's real first admission (2022-11-10), aged 52.
+        let events = || {
+            vec![
+                service(Some("RESIDENTIAL"), "2020-06-06", Some("2020-04-15")),
+                service(Some("RESIDENTIAL"), "2022-11-10", None),
+            ]
+        };
+        let person = || born("1970-03-15", None);
+        let t = run_in(events(), person(), false, "2022-23");
+        assert_eq!(admissions(&t), (1, 0, vec![(ENDS_BEFORE_START, 1)], vec![]));
+        // Where it would have been the first admission, it is counted as excluded.
+        let t = run_in(events(), person(), false, "2020-21");
+        assert_eq!(admissions(&t), (0, 0, vec![(ENDS_BEFORE_START, 1)], vec![]));
+        // Where it could change nothing, nothing is said.
+        let t = run_in(events(), person(), false, "2024-25");
+        assert_eq!(admissions(&t), (0, 0, vec![], vec![]));
+    }
+
+    #[test]
+    fn a_service_whose_type_does_not_map_is_excluded_where_it_decides() {
+        let events = vec![
+            service(None, "2021-01-05", None),
+            service(Some("NURSING"), "2022-11-10", None),
+        ];
+        let t = run_in(events, born("1950-07-01", None), false, "2022-23");
+        assert_eq!(admissions(&t), (0, 1, vec![], vec![(TYPE_UNMAPPED, 1)]));
+        // A home care service that maps decides nothing.
+        let events = vec![
+            service(Some("HOME_CARE"), "2021-01-05", None),
+            service(Some("NURSING"), "2022-11-10", None),
+        ];
+        let t = run_in(events, born("1950-07-01", None), false, "2022-23");
+        assert_eq!(admissions(&t), (0, 1, vec![], vec![]));
+    }
+
+    #[test]
+    fn a_start_after_death_is_counted_up_to_the_period_it_is_recorded_in() {
+        // Died 10 January 2024; nursing care recorded from 1 February 2024.
+        let events = || vec![service(Some("NURSING"), "2024-02-01", None)];
+        let person = || born("1940-02-01", Some("2024-01-10"));
+        for period in ["2022-23", "2023-24"] {
+            let t = run_in(events(), person(), false, period);
+            assert_eq!(
+                admissions(&t),
+                (0, 0, vec![], vec![(AFTER_DEATH, 1)]),
+                "{period}"
+            );
+        }
+        // Not in the periods after the one it is recorded in.
+        let t = run_in(events(), person(), false, "2024-25");
+        assert_eq!(admissions(&t), (0, 0, vec![], vec![]));
+        // Nor where an earlier admission already decided.
+        let mut with_earlier = events();
+        with_earlier.push(service(Some("RESIDENTIAL"), "2021-05-01", None));
+        let t = run_in(with_earlier, person(), false, "2023-24");
+        assert_eq!(admissions(&t), (0, 0, vec![], vec![]));
+    }
+
+    #[test]
+    fn a_person_awaiting_a_data_steward_is_left_out_of_every_indicator() {
+        let events = vec![
+            record(EntityKind::Referral, &[("received_at", "2025-06-10")]),
+            record(
+                EntityKind::Assessment,
+                &[
+                    ("type", "CHILD_AND_FAMILY"),
+                    ("started", "2025-05-01"),
+                    ("authorised", "2025-06-01"),
+                ],
+            ),
+            record(
+                EntityKind::Assessment,
+                &[
+                    ("type", "CHILD_AND_FAMILY"),
+                    ("started", "2025-07-01"),
+                    ("authorised", "2025-08-01"),
+                ],
+            ),
+            record(
+                EntityKind::Episode,
+                &[
+                    ("kind", "CHILD_PROTECTION_PLAN"),
+                    ("start", "2024-01-01"),
+                    ("end", "2025-09-01"),
+                ],
+            ),
+        ];
+        let child = || born("2015-05-05", None);
+        let counted = run_in(events.clone(), child(), false, "2025-26");
+        let left_out = run_in(events, child(), true, "2025-26");
+        for (id, n) in [("1", 1), ("2", 2), ("3", 1), ("4", 0)] {
+            assert_eq!(counted.by_id[id].denominator, n, "{id}");
+            assert_eq!(counts(&left_out, id), (0, 0), "{id}");
+            let excluded = left_out.by_id[id].excluded.get(UNDER_REVIEW).copied();
+            assert_eq!(excluded, (n > 0).then_some(n), "{id}");
+        }
+        let adult = vec![
+            service(Some("RESIDENTIAL"), "2025-06-01", None),
+            record(
+                EntityKind::Service,
+                &[
+                    ("type", "HOME_CARE"),
+                    ("delivery_mechanism", "DIRECT_PAYMENT"),
+                    ("start", "2025-01-01"),
+                ],
+            ),
+        ];
+        let t = run_in(adult, born("1980-05-05", None), true, "2025-26");
+        for id in ["5", "5b", "6a"] {
+            assert_eq!(counts(&t, id), (0, 0), "{id}");
+            assert_eq!(t.by_id[id].excluded[UNDER_REVIEW], 1, "{id}");
+        }
+    }
+
+    #[test]
+    fn only_a_birth_date_the_vendor_flags_is_estimated() {
+        let person = |flag: Option<&str>| {
+            let mut fields = vec![("birth_date", "2008-01-01")];
+            fields.extend(flag.map(|f| ("birth_date_estimated", f)));
+            let (source, mut r) = record(EntityKind::Person, &fields);
+            if let Some(f) = flag {
+                r.fields
+                    .insert("birth_date_estimated", FieldValue::Bool(f == "Y"));
+            }
+            (source, r)
+        };
+        let survivorship = crate::identity::linkage::config::Survivorship::default();
+        // Born on 1 January 2008 (not flagged): 18 on 1 January 2026, not a child.
+        let referral = || {
+            vec![record(
+                EntityKind::Referral,
+                &[("received_at", "2026-01-01")],
+            )]
+        };
+        let plain = Demographics::of(&[person(None)], &survivorship);
+        assert!(!plain.birth_estimated);
+        let t = run_in(referral(), plain, false, "2025-26");
+        assert_eq!(counts(&t, "1"), (0, 0));
+        assert!(t.by_id["1"].excluded.is_empty());
+        let unflagged = Demographics::of(&[person(Some("N"))], &survivorship);
+        assert!(!unflagged.birth_estimated);
+        // Flagged: any day of 2008, so the age band is uncertain.
+        let flagged = Demographics::of(&[person(Some("Y"))], &survivorship);
+        assert!(flagged.birth_estimated);
+        let t = run_in(referral(), flagged, false, "2025-26");
+        assert_eq!(t.by_id["1"].excluded[AGE_UNCERTAIN], 1);
     }
 }

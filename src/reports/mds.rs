@@ -124,15 +124,18 @@ pub fn age_band(birth: Option<NaiveDate>, on: Option<NaiveDate>) -> Option<Strin
 }
 
 /// Which event of the data set a record is in the period, if any: completed requests
-/// (an outcome recorded) received in it, assessments and reviews completed in it,
-/// services open at some time in it (not those ending before they start).
+/// (an outcome recorded) received in it, assessments and reviews completed in it (not
+/// those completed before they start), services open at some time in it (not those
+/// ending before they start).
 pub fn event_type(r: &Record, period: Period) -> Option<&'static str> {
     match r.entity {
         EntityKind::Referral => (r.date("received_at").is_some_and(|d| period.contains(d))
             && r.text("outcome").is_some())
         .then_some("REQUEST"),
         EntityKind::Assessment => {
-            if !r.date("completed").is_some_and(|d| period.contains(d)) {
+            let completed = r.date("completed").filter(|d| period.contains(*d))?;
+            // Completed before it started: not an event that can be placed.
+            if r.date("started").is_some_and(|s| completed < s) {
                 return None;
             }
             match r.text("type") {

@@ -659,3 +659,208 @@ async fn a_failing_source_fails_the_report_and_names_itself() {
     assert_eq!(r.status().as_u16(), 502);
     assert!(r.text().await.unwrap().contains("opencare"));
 }
+
+/// The truth report of `label` in a demo's truth file: (numerator, denominator) of `id`.
+fn truth_ratio(demo: &Demo, label: &str, id: &str) -> (u64, u64) {
+    let report = truth_reports(demo)
+        .into_iter()
+        .find(|r| r["period"] == label)
+        .unwrap();
+    let r = &report["all"]["indicators"][id];
+    (
+        r["numerator"].as_u64().unwrap(),
+        r["denominator"].as_u64().unwrap(),
+    )
+}
+
+async fn tallies_of(
+    gw: &crate::support::demo::TestGateway,
+    label: &str,
+) -> escr_gateway::reports::indicators::Tallies {
+    run::tallies(
+        &gw.gateway.estate(),
+        gw.gateway.reports.as_deref().unwrap(),
+        "Northshire",
+        Period::parse(label).unwrap(),
+        &HashSet::new(),
+    )
+    .await
+    .unwrap()
+}
+
+/// Invalid rows shaped unlike the generator's, written into a copy of the clean
+/// CaseTrak database: each is left out of what it would decide, and said so, in the
+/// period it decides; through the profile's date-range SQL (`by_person_between`).
+#[tokio::test]
+async fn rows_that_cannot_be_placed_are_counted_where_they_decide() {
+    let demo = demo::clean();
+    let work = tempfile::tempdir().unwrap();
+    let db = work.path().join("casetrak.db");
+    std::fs::copy(demo.dir.join("casetrak.db"), &db).unwrap();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let one = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    // People only CaseTrak knows: changing their rows changes no linkage.
+    let casetrak_only: HashSet<String> = demo
+        .truth
+        .people
+        .iter()
+        .filter(|p| p.records.iter().all(|r| r.source == "casetrak") && p.records.len() == 1)
+        .map(|p| p.records[0].local_id.clone())
+        .collect();
+    let only = |sql: &str| -> i64 {
+        let mut stmt = conn.prepare(sql).unwrap();
+        let ids: Vec<i64> = stmt
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        *ids.iter()
+            .find(|id| casetrak_only.contains(&id.to_string()))
+            .expect("a CaseTrak-only client")
+    };
+    // 1. A child's assessment authorised in 2025-26 but "started" after it.
+    let asmt = one(
+        "SELECT ASMT_ID FROM ASMT WHERE ASMT_TYP = 'CFA' AND AUTH_DT >= '2025-04-01' AND AUTH_DT < '2026-04-01' ORDER BY ASMT_ID LIMIT 1",
+    );
+    conn.execute(
+        "UPDATE ASMT SET ST_DT = '2026-05-04 00:00:00.000' WHERE ASMT_ID = ?1",
+        [asmt],
+    )
+    .unwrap();
+    // 2. A plan ending in 2025-26 that "starts" after it.
+    let plan = one(
+        "SELECT EPSD_ID FROM EPSD WHERE EPSD_TYP = 'CPP' AND END_DT >= '2025-04-01' AND END_DT < '2026-04-01' ORDER BY EPSD_ID LIMIT 1",
+    );
+    conn.execute(
+        "UPDATE EPSD SET ST_DT = '2026-06-01 00:00:00.000' WHERE EPSD_ID = ?1",
+        [plan],
+    )
+    .unwrap();
+    // 3. Before a first admission in 2025-26, a residential package ending before it
+    // starts (the shape of CaseTrak package 618), in 2023-24.
+    let admitted = only(
+        "SELECT s.CLNT_ID FROM SVC_PKG s JOIN CLNT p ON p.CLNT_ID = s.CLNT_ID WHERE s.SVC_CD IN ('RES', 'NUR') AND p.DOB < '1990-01-01' GROUP BY s.CLNT_ID HAVING MIN(s.ST_DT) >= '2025-04-01' AND MIN(s.ST_DT) < '2026-04-01' ORDER BY s.CLNT_ID",
+    );
+    conn.execute(
+        "INSERT INTO SVC_PKG (PKG_ID, CLNT_ID, SVC_CD, DLV_MECH, PRVDR, UNIT_CST, UNITS_WK, ST_DT, END_DT)
+         VALUES ((SELECT MAX(PKG_ID) + 1 FROM SVC_PKG), ?1, 'RES', 'CCS', 'Council', 700, 1, '2023-06-06 00:00:00.000', '2023-04-15 00:00:00.000')",
+        [admitted],
+    )
+    .unwrap();
+    // 4. Two children referred in 2025-26 now born on 1 January eighteen years before:
+    // adults that day. Only the one the vendor flags as estimated is uncertain.
+    let referred = |not: i64| {
+        only(&format!(
+            "SELECT c.CLNT_ID FROM CNTCT c JOIN CLNT p ON p.CLNT_ID = c.CLNT_ID WHERE c.RCVD_DTTM >= '2026-01-01' AND c.RCVD_DTTM < '2026-04-01' AND p.DOB > '2009-01-01' AND c.CLNT_ID <> {not} GROUP BY c.CLNT_ID HAVING MIN(c.RCVD_DTTM) >= '2025-04-01' ORDER BY c.CLNT_ID"
+        ))
+    };
+    let plain = referred(0);
+    let flagged = referred(plain);
+    // Referrals of the flagged child on or after 1 January 2026: 18 if born on 1
+    // January 2008, 17 if born later that year.
+    let uncertain = one(&format!(
+        "SELECT COUNT(*) FROM CNTCT WHERE CLNT_ID = {flagged} AND RCVD_DTTM >= '2026-01-01' AND RCVD_DTTM < '2026-04-01'"
+    ));
+    for (client, flag) in [(plain, "N"), (flagged, "Y")] {
+        conn.execute(
+            "UPDATE CLNT SET DOB = '2008-01-01 00:00:00.000', DOB_EST = ?2 WHERE CLNT_ID = ?1",
+            rusqlite::params![client, flag],
+        )
+        .unwrap();
+    }
+    drop(conn);
+
+    let gw = demo::gateway_with(demo, &[("casetrak", db.to_str().unwrap())], None).await;
+    let t = tallies_of(&gw, "2025-26").await;
+    let get = |id: &str| &t.by_id[id];
+    assert_eq!(
+        get("2").denominator + 1,
+        truth_ratio(demo, "2025-26", "2").1
+    );
+    assert_eq!(
+        get("2").excluded,
+        BTreeMap::from([("assessment authorised before it started", 1)])
+    );
+    assert_eq!(
+        get("3").denominator + 1,
+        truth_ratio(demo, "2025-26", "3").1
+    );
+    assert_eq!(
+        get("3").excluded,
+        BTreeMap::from([("plan ends before it starts", 1)])
+    );
+    // The real first admission still counts; the invalid one is said to matter.
+    let admissions = |t: &escr_gateway::reports::indicators::Tallies, reason: &str| {
+        let n = t.by_id["6a"].numerator + t.by_id["6b"].numerator;
+        let excluded: u64 = ["6a", "6b"]
+            .iter()
+            .filter_map(|id| t.by_id[*id].excluded.get(reason))
+            .sum();
+        (n, excluded)
+    };
+    let truth6 = |label: &str| truth_ratio(demo, label, "6a").0 + truth_ratio(demo, label, "6b").0;
+    assert_eq!(
+        admissions(&t, "service ends before it starts"),
+        (truth6("2025-26"), 1)
+    );
+    let earlier = tallies_of(&gw, "2023-24").await;
+    assert_eq!(
+        admissions(&earlier, "service ends before it starts"),
+        (truth6("2023-24"), 1)
+    );
+    let between = tallies_of(&gw, "2024-25").await;
+    assert_eq!(
+        admissions(&between, "service ends before it starts"),
+        (truth6("2024-25"), 0)
+    );
+    // The unflagged 1 January birth date is taken as given; the flagged one is not.
+    assert_eq!(
+        get("1").excluded,
+        BTreeMap::from([("birth date estimated: age band uncertain", uncertain as u64)])
+    );
+}
+
+/// The generator's own faults at high rates (services ending before they start or
+/// starting after a death): against its truth, every difference in indicator 6 is
+/// explained by exclusions named for them.
+#[tokio::test]
+async fn admissions_with_invalid_services_are_explained_against_the_truth() {
+    let demo = demo::with_faults(
+        "invalid-services",
+        1200,
+        escr_gateway::demo::FaultRates {
+            end_before_start: 0.3,
+            service_after_death: 0.6,
+            ..escr_gateway::demo::FaultRates::none()
+        },
+    );
+    let gw = demo::gateway(&demo).await;
+    let mut named = BTreeMap::<&str, u64>::new();
+    for truth in truth_reports(&demo) {
+        let label = truth["period"].as_str().unwrap();
+        let t = tallies_of(&gw, label).await;
+        for id in ["6a", "6b"] {
+            let got = &t.by_id[id];
+            let want = truth["all"]["indicators"][id]["numerator"]
+                .as_u64()
+                .unwrap();
+            let excluded: u64 = got.excluded.values().sum();
+            assert!(
+                got.numerator.abs_diff(want) <= excluded,
+                "{label} {id}: {} against {want}, {:?}",
+                got.numerator,
+                got.excluded
+            );
+            for (reason, n) in &got.excluded {
+                *named.entry(reason).or_default() += n;
+            }
+        }
+    }
+    for reason in [
+        "service ends before it starts",
+        "service starts after the person's death",
+    ] {
+        assert!(named.get(reason).is_some_and(|n| *n > 0), "{named:?}");
+    }
+    let _ = std::fs::remove_dir_all(&demo.dir);
+}

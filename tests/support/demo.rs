@@ -73,6 +73,11 @@ fn make(name: &str, people: usize, faults: FaultRates) -> Demo {
     Demo { dir, truth }
 }
 
+/// A demo of its own (not shared with other tests): `people` with these fault rates.
+pub fn with_faults(name: &str, people: usize, faults: FaultRates) -> Demo {
+    make(name, people, faults)
+}
+
 /// 600 people, no injected faults: linkage and counts must equal the truth exactly.
 pub fn clean() -> &'static Demo {
     static DEMO: OnceLock<Demo> = OnceLock::new();
