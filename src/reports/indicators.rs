@@ -74,9 +74,32 @@ pub struct Tally {
 const BIRTH_MISSING: &str = "birth date missing";
 const AGE_UNCERTAIN: &str = "birth date estimated: age band uncertain";
 pub const UNDER_REVIEW: &str = "identity awaiting a data steward (possible duplicate)";
+const ASSESSMENT_TYPE_UNMAPPED: &str = "assessment type not recorded or not mappable";
+const ASSESSMENT_START_MISSING: &str = "assessment start date missing";
+const AUTHORISED_BEFORE_START: &str = "assessment authorised before it started";
+const OUTSIDE_CALENDAR: &str = "date outside the bank-holiday calendar";
+const PLAN_ENDS_BEFORE_START: &str = "plan ends before it starts";
 const TYPE_UNMAPPED: &str = "service type not recorded or not mappable";
 const ENDS_BEFORE_START: &str = "service ends before it starts";
 const AFTER_DEATH: &str = "service starts after the person's death";
+const MECHANISM_UNMAPPED: &str = "delivery mechanism not recorded or not mappable";
+
+/// Every reason a record or person is excluded for, as published (each is listed in
+/// `config/README.md`).
+pub const EXCLUSION_REASONS: [&str; 12] = [
+    BIRTH_MISSING,
+    AGE_UNCERTAIN,
+    UNDER_REVIEW,
+    ASSESSMENT_TYPE_UNMAPPED,
+    ASSESSMENT_START_MISSING,
+    AUTHORISED_BEFORE_START,
+    OUTSIDE_CALENDAR,
+    PLAN_ENDS_BEFORE_START,
+    TYPE_UNMAPPED,
+    ENDS_BEFORE_START,
+    AFTER_DEATH,
+    MECHANISM_UNMAPPED,
+];
 
 /// The tallies of one authority for one period.
 #[derive(Debug, Default)]
@@ -206,20 +229,20 @@ impl Tallies {
                 Some("CHILD_AND_FAMILY") => {}
                 Some(_) => continue,
                 None => {
-                    self.exclude("2", "assessment type not recorded or not mappable");
+                    self.exclude("2", ASSESSMENT_TYPE_UNMAPPED);
                     continue;
                 }
             }
             let Some(started) = a.date("started") else {
-                self.exclude("2", "assessment start date missing");
+                self.exclude("2", ASSESSMENT_START_MISSING);
                 continue;
             };
             if authorised < started {
-                self.exclude("2", "assessment authorised before it started");
+                self.exclude("2", AUTHORISED_BEFORE_START);
                 continue;
             }
             match calendar.working_days_after(started, authorised) {
-                Err(_) => self.exclude("2", "date outside the bank-holiday calendar"),
+                Err(_) => self.exclude("2", OUTSIDE_CALENDAR),
                 Ok(days) => {
                     let t = self.tally("2");
                     t.denominator += 1;
@@ -239,7 +262,7 @@ impl Tallies {
                 continue;
             };
             if end < start {
-                self.exclude("3", "plan ends before it starts");
+                self.exclude("3", PLAN_ENDS_BEFORE_START);
                 continue;
             }
             let two_years = start
@@ -320,7 +343,7 @@ impl Tallies {
             .collect();
         if mechanisms.iter().any(Option::is_none) {
             for id in ["5", "5b"] {
-                self.exclude(id, "delivery mechanism not recorded or not mappable");
+                self.exclude(id, MECHANISM_UNMAPPED);
             }
             return;
         }
@@ -774,5 +797,119 @@ mod tests {
         assert!(flagged.birth_estimated);
         let t = run_in(referral(), flagged, false, "2025-26");
         assert_eq!(t.by_id["1"].excluded[AGE_UNCERTAIN], 1);
+    }
+
+    #[test]
+    fn every_exclusion_reason_is_produced_and_documented() {
+        let readme = include_str!("../../config/README.md");
+        let mut seen = std::collections::BTreeSet::new();
+        let mut note = |t: &Tallies| {
+            for x in t.by_id.values() {
+                seen.extend(x.excluded.keys().copied());
+            }
+        };
+        let adult = || born("1960-05-05", None);
+        let assessment = |fields: &[(&'static str, &str)]| record(EntityKind::Assessment, fields);
+        // Birth date missing, estimated across the age limit, awaiting a steward.
+        note(&run_in(
+            vec![record(
+                EntityKind::Referral,
+                &[("received_at", "2025-06-10")],
+            )],
+            Demographics::default(),
+            false,
+            "2025-26",
+        ));
+        note(&run_in(
+            vec![record(
+                EntityKind::Referral,
+                &[("received_at", "2026-01-01")],
+            )],
+            Demographics {
+                birth_estimated: true,
+                ..born("2008-01-01", None)
+            },
+            false,
+            "2025-26",
+        ));
+        note(&run_in(
+            vec![record(
+                EntityKind::Referral,
+                &[("received_at", "2025-06-10")],
+            )],
+            born("2015-01-01", None),
+            true,
+            "2025-26",
+        ));
+        // Assessments: no type, no start, authorised first, beyond the calendar.
+        note(&run_in(
+            vec![
+                assessment(&[("started", "2025-05-01"), ("authorised", "2025-06-01")]),
+                assessment(&[("type", "CHILD_AND_FAMILY"), ("authorised", "2025-06-01")]),
+                assessment(&[
+                    ("type", "CHILD_AND_FAMILY"),
+                    ("started", "2025-07-01"),
+                    ("authorised", "2025-06-01"),
+                ]),
+                assessment(&[
+                    ("type", "CHILD_AND_FAMILY"),
+                    ("started", "1990-07-01"),
+                    ("authorised", "2025-06-01"),
+                ]),
+            ],
+            born("2015-01-01", None),
+            false,
+            "2025-26",
+        ));
+        // A plan ending before it starts.
+        note(&run_in(
+            vec![record(
+                EntityKind::Episode,
+                &[
+                    ("kind", "CHILD_PROTECTION_PLAN"),
+                    ("start", "2025-09-01"),
+                    ("end", "2025-06-01"),
+                ],
+            )],
+            born("2015-01-01", None),
+            false,
+            "2025-26",
+        ));
+        // Services: no type, ending first, after death, no delivery mechanism.
+        note(&run_in(
+            vec![
+                service(None, "2025-06-01", None),
+                service(Some("HOME_CARE"), "2025-06-01", Some("2025-05-01")),
+            ],
+            adult(),
+            false,
+            "2025-26",
+        ));
+        note(&run_in(
+            vec![service(Some("NURSING"), "2025-06-01", None)],
+            born("1940-01-01", Some("2025-05-01")),
+            false,
+            "2025-26",
+        ));
+        note(&run_in(
+            vec![record(
+                EntityKind::Service,
+                &[("type", "DAY_CARE"), ("start", "2025-06-01")],
+            )],
+            adult(),
+            false,
+            "2025-26",
+        ));
+        assert_eq!(
+            seen,
+            EXCLUSION_REASONS.into_iter().collect(),
+            "every reason is produced"
+        );
+        for reason in EXCLUSION_REASONS {
+            assert!(
+                readme.contains(&format!("`{reason}`")),
+                "{reason} in config/README.md"
+            );
+        }
     }
 }
