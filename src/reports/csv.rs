@@ -133,9 +133,38 @@ pub fn quality(report: &crate::identity::quality::QualityReport) -> String {
     )
 }
 
+/// The columns `docs/report-columns.md` documents for `file` (`mds.csv`,
+/// `indicators.csv`): the first cell of each table row of its section, in order.
+pub fn documented_columns(doc: &str, file: &str) -> Vec<String> {
+    doc.split("\n## ")
+        .find(|section| section.starts_with(file))
+        .map(|section| {
+            section
+                .lines()
+                .filter_map(|l| l.strip_prefix("| `"))
+                .filter_map(|l| l.split_once('`'))
+                .map(|(name, _)| name.to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_files_have_the_documented_columns() {
+        let doc = include_str!("../../docs/report-columns.md");
+        assert_eq!(
+            documented_columns(doc, "mds.csv"),
+            crate::reports::mds::CSV_COLUMNS
+        );
+        assert_eq!(
+            documented_columns(doc, "indicators.csv"),
+            crate::reports::suppress::CSV_COLUMNS
+        );
+    }
 
     #[test]
     fn formulas_are_neutralised_and_fields_quoted() {

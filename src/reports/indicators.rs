@@ -13,6 +13,10 @@ use super::calendar::BankHolidays;
 use super::extract::{Demographics, PersonData};
 use super::{age_on, Period};
 
+/// The definitions of [`INDICATORS`], as named in outputs: the local measures of
+/// `config/README.md`. National methods are named for their own returns.
+pub const LOCAL_DEFINITION: &str = "escr-local-v1";
+
 /// (id, name, unit) of every indicator, in output order.
 pub const INDICATORS: [(&str, &str, Unit); 8] = [
     ("1", "Children re-referred within 12 months", Unit::Percent),

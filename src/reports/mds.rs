@@ -42,36 +42,43 @@ pub struct MdsRow {
     pub planned_units_per_week: Option<f64>,
 }
 
-pub const CSV_COLUMNS: [&str; 19] = [
-    "authority",
-    "person",
-    "nhs_number",
-    "birth_date",
-    "age_band",
-    "gender",
-    "ethnicity",
-    "support_reason",
-    "postcode_district",
-    "event_type",
-    "event_reference",
-    "event_start",
-    "event_end",
-    "event_outcome",
-    "service_type",
-    "service_component",
-    "delivery_mechanism",
-    "unit_cost",
-    "planned_units_per_week",
+/// The columns of `mds.csv`, named as in the adult social care Client Level Data
+/// return where they correspond (documented in `docs/report-columns.md`, tested).
+pub const CSV_COLUMNS: [&str; 21] = [
+    "LA_Name",
+    "Reporting_Period_Start_Date",
+    "Reporting_Period_End_Date",
+    "LA_Person_Unique_Identifier",
+    "NHS_Number",
+    "Date_of_Birth",
+    "Age_Band",
+    "Gender",
+    "Ethnicity",
+    "Primary_Support_Reason",
+    "Postcode_District",
+    "Event_Type",
+    "Event_Reference",
+    "Event_Start_Date",
+    "Event_End_Date",
+    "Event_Outcome",
+    "Service_Type",
+    "Service_Component",
+    "Delivery_Mechanism",
+    "Unit_Cost",
+    "Planned_units_per_week",
 ];
 
 impl MdsRow {
-    /// Its CSV cells, in [`CSV_COLUMNS`] order (written by [`super::csv::CsvWriter`]).
-    pub fn csv_cells(&self) -> [String; 19] {
+    /// Its CSV cells for `period`, in [`CSV_COLUMNS`] order (written by
+    /// [`super::csv::CsvWriter`]).
+    pub fn csv_cells(&self, period: Period) -> [String; 21] {
         let o = |v: &Option<String>| v.clone().unwrap_or_default();
         let d = |v: &Option<NaiveDate>| v.map(|d| d.to_string()).unwrap_or_default();
         let f = |v: &Option<f64>| v.map(|x| format!("{x:.2}")).unwrap_or_default();
         [
             self.authority.clone(),
+            period.start.to_string(),
+            period.end.to_string(),
             self.person.clone(),
             o(&self.nhs_number),
             d(&self.birth_date),

@@ -14,7 +14,7 @@ use super::{Period, ReportError};
 use crate::consent::access::AccessContext;
 use crate::consent::context::purpose_name;
 
-const QUERY: &str = "query($r: [_Any!]!, $p: String!) { _entities(representations: $r) { ... on Authority { indicators(period: $p) { authority period id name numerator denominator value suppressed numeratorSuppressed denominatorSuppressed valueSuppressed excluded excludedSuppressed exclusions { reason count suppressed } optOut { listedUnmatched withoutNhsNumber withoutNhsNumberLeftOut } } } } }";
+const QUERY: &str = "query($r: [_Any!]!, $p: String!) { _entities(representations: $r) { ... on Authority { indicators(period: $p) { authority period id definition name numerator denominator value suppressed numeratorSuppressed denominatorSuppressed valueSuppressed excluded excludedSuppressed exclusions { reason count suppressed } optOut { listedUnmatched withoutNhsNumber withoutNhsNumberLeftOut } } } } }";
 
 /// An indicator as a peer publishes it (the unit is known from the id).
 #[derive(Deserialize)]
@@ -23,6 +23,9 @@ struct PeerIndicator {
     authority: String,
     period: String,
     id: String,
+    /// Which definition the peer's figure follows: a comparison across definitions
+    /// is not like with like.
+    definition: String,
     name: String,
     numerator: Option<u64>,
     denominator: Option<u64>,
@@ -114,6 +117,7 @@ pub async fn indicators(
             authority: r.authority,
             period: r.period,
             id: r.id,
+            definition: r.definition,
             name: r.name,
             numerator: r.numerator,
             denominator: r.denominator,

@@ -497,7 +497,7 @@ pub fn mds_csv(
                     Ok(people) => {
                         for (_, rows) in &people {
                             for row in rows {
-                                csv.row(row.csv_cells().iter().map(String::as_str));
+                                csv.row(row.csv_cells(period).iter().map(String::as_str));
                             }
                         }
                         let text = csv.take();

@@ -57,6 +57,9 @@ pub struct IndicatorResult {
     pub authority: String,
     pub period: String,
     pub id: String,
+    /// The named, versioned definition the figure follows (`escr-local-v1`: the
+    /// definitions in `config/README.md`).
+    pub definition: String,
     pub name: String,
     pub unit: Unit,
     /// null when suppressed.
@@ -140,6 +143,7 @@ pub fn publish(
         authority: authority.to_string(),
         period: period.to_string(),
         id: id.to_string(),
+        definition: super::indicators::LOCAL_DEFINITION.to_string(),
         name: name.to_string(),
         unit,
         numerator: (!hide_numerator).then_some(numerator),
@@ -168,11 +172,13 @@ pub fn unsuppressed(
     publish(authority, period, id, tally, population, 0)
 }
 
-/// The columns of the indicators' CSV (suppressed cells as [`MARKER`]).
-pub const CSV_COLUMNS: [&str; 13] = [
+/// The columns of `indicators.csv` (suppressed cells as [`MARKER`]), documented in
+/// `docs/report-columns.md` (tested).
+pub const CSV_COLUMNS: [&str; 14] = [
     "authority",
     "period",
     "indicator",
+    "definition",
     "name",
     "unit",
     "numerator",
@@ -186,7 +192,7 @@ pub const CSV_COLUMNS: [&str; 13] = [
 ];
 
 /// A row's CSV cells, in [`CSV_COLUMNS`] order.
-pub fn csv_cells(r: &IndicatorResult) -> [String; 13] {
+pub fn csv_cells(r: &IndicatorResult) -> [String; 14] {
     let cell = |v: Option<u64>| v.map_or_else(|| MARKER.to_string(), |n| n.to_string());
     let exclusions = r
         .exclusions
@@ -215,6 +221,7 @@ pub fn csv_cells(r: &IndicatorResult) -> [String; 13] {
         r.authority.clone(),
         r.period.clone(),
         r.id.clone(),
+        r.definition.clone(),
         r.name.clone(),
         unit.to_string(),
         cell(r.numerator),
@@ -234,7 +241,7 @@ pub fn csv_cells(r: &IndicatorResult) -> [String; 13] {
 
 /// The indicators as a CSV file.
 pub fn csv(rows: &[IndicatorResult]) -> String {
-    let cells: Vec<[String; 13]> = rows.iter().map(csv_cells).collect();
+    let cells: Vec<[String; 14]> = rows.iter().map(csv_cells).collect();
     super::csv::file(
         &CSV_COLUMNS,
         cells.iter().map(|c| c.iter().map(String::as_str)),

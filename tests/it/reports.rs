@@ -323,6 +323,11 @@ async fn reporting_tools_get_suppressed_indicators_and_a_streamed_data_set_over_
     .await;
     assert_eq!(status, 200);
     assert_eq!(csv.lines().count(), 1 + want.len());
+    let doc = std::fs::read_to_string(demo::repo().join("docs/report-columns.md")).unwrap();
+    assert_eq!(
+        csv.lines().next().map(str::to_string),
+        Some(escr_gateway::reports::csv::documented_columns(&doc, "indicators.csv").join(","))
+    );
     if want.iter().any(|r| r.numerator.is_none()) {
         assert!(csv.contains("[c]"));
     }
@@ -333,7 +338,12 @@ async fn reporting_tools_get_suppressed_indicators_and_a_streamed_data_set_over_
     let ctx = s.context(&analyst).unwrap();
     let rows = all_rows(&s.gateway, &ctx, period).await;
     assert_eq!(csv.lines().count(), 1 + rows.len());
-    assert!(csv.starts_with("authority,person,nhs_number"));
+    // Headers as documented for reporting tools (docs/report-columns.md).
+    let doc = std::fs::read_to_string(demo::repo().join("docs/report-columns.md")).unwrap();
+    let documented =
+        |file: &str| escr_gateway::reports::csv::documented_columns(&doc, file).join(",");
+    assert_eq!(csv.lines().next(), Some(documented("mds.csv").as_str()));
+    assert!(csv.starts_with("LA_Name,Reporting_Period_Start_Date,"));
     // Opted-out people are not in it.
     let opted: HashSet<String> = opted_out(demo, &s.gateway)
         .iter()
@@ -375,10 +385,13 @@ async fn reporting_tools_get_suppressed_indicators_and_a_streamed_data_set_over_
     let researcher = Caller::new("researcher", "research");
     let (status, csv) = get("/reports/mds.csv?period=2025-26".into(), researcher).await;
     assert_eq!(status, 200);
-    assert!(csv
-        .lines()
-        .skip(1)
-        .all(|l| l.split(',').nth(2) == Some("") && l.split(',').nth(3) == Some("")));
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let column = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (nhs, birth) = (column("NHS_Number"), column("Date_of_Birth"));
+    assert!(csv.lines().skip(1).all(|l| {
+        let cells: Vec<&str> = l.split(',').collect();
+        cells[nhs].is_empty() && cells[birth].is_empty()
+    }));
     assert!(!csv.contains(demo.truth.people[0].nhs_number.as_deref().unwrap()));
 
     // Direct care may not use reports; bad periods and authorities are named.
