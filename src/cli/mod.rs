@@ -104,6 +104,11 @@ enum Command {
     },
     /// Print the GraphQL schema (SDL, Federation v2).
     PrintSchema,
+    /// Print the data-requirements report as CSV: per source, which catalog fields each
+    /// named indicator definition needs (local and national methods) its vendor
+    /// profile maps, and per authority whether its systems hold them all. Reads the
+    /// config and profiles only, no data.
+    DataRequirements,
     /// Mint a local HS256 token (demo and local use) with the policy's key.
     Token {
         /// A role from policy.toml (social_worker, team_manager, analyst, ...).
@@ -182,6 +187,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::PrintSchema => {
             print!("{}", crate::api::graphql::sdl());
+            Ok(())
+        }
+        Command::DataRequirements => {
+            let config = load_config(&cli.config)?;
+            let authorities: Vec<String> = config
+                .gateway
+                .sources
+                .iter()
+                .map(|s| config.authority_of(s.get_ref()))
+                .collect();
+            let sources = config
+                .gateway
+                .sources
+                .iter()
+                .zip(&authorities)
+                .zip(&config.profiles)
+                .map(|((s, a), p)| (s.get_ref().name.as_str(), a.as_str(), p));
+            let (rows, statuses) = crate::reports::definitions::requirements(sources);
+            print!(
+                "{}",
+                crate::reports::definitions::requirements_csv(&rows, &statuses)
+            );
             Ok(())
         }
         Command::CheckConfig { profiles, .. } if !profiles.is_empty() => {

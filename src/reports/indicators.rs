@@ -182,7 +182,11 @@ impl Tallies {
 
     /// Is the person's age at `on` below `threshold`? `Err` with the reason when it
     /// cannot be known.
-    fn under(demo: &Demographics, on: NaiveDate, threshold: i32) -> Result<bool, &'static str> {
+    pub(super) fn under(
+        demo: &Demographics,
+        on: NaiveDate,
+        threshold: i32,
+    ) -> Result<bool, &'static str> {
         let birth = demo.birth_date.ok_or(BIRTH_MISSING)?;
         if demo.birth_estimated {
             // Recorded as 1 January of the right year at best: the true birthday is

@@ -144,6 +144,9 @@ impl EntityKind {
                 f!("reason", Text),
                 f!("outcome", Code(CodeSystem::ReferralOutcome)),
                 f!("closed_at", DateTime),
+                // Children's or adults' social care: the CIN census counts children's
+                // referrals only, wherever a system records them.
+                f!("service_area", Code(CodeSystem::ServiceArea)),
             ],
             EntityKind::Assessment => &[
                 f!("type", Code(CodeSystem::AssessmentType)),
@@ -172,6 +175,10 @@ impl EntityKind {
                 f!("units_per_week", Decimal),
                 f!("start", Date),
                 f!("end", Date),
+                // What national returns ask of a service (ASCOF from Client Level Data).
+                f!("support_category", Code(CodeSystem::SupportCategory)),
+                f!("permanence", Code(CodeSystem::Permanence)),
+                f!("funding", Code(CodeSystem::Funding)),
             ],
             EntityKind::Episode => &[
                 f!("kind", Code(CodeSystem::EpisodeKind)),
@@ -271,6 +278,10 @@ pub fn other_field(code_field: &str) -> Option<&'static str> {
         "direction" => "direction_other",
         "scope" => "scope_other",
         "decision" => "decision_other",
+        "service_area" => "service_area_other",
+        "support_category" => "support_category_other",
+        "permanence" => "permanence_other",
+        "funding" => "funding_other",
         _ => return None,
     })
 }
@@ -319,6 +330,10 @@ pub enum CodeSystem {
     Direction,
     ConsentScope,
     ConsentDecision,
+    ServiceArea,
+    SupportCategory,
+    Permanence,
+    Funding,
 }
 
 impl CodeSystem {
@@ -340,10 +355,14 @@ impl CodeSystem {
             CodeSystem::Direction => "direction",
             CodeSystem::ConsentScope => "consent_scope",
             CodeSystem::ConsentDecision => "consent_decision",
+            CodeSystem::ServiceArea => "service_area",
+            CodeSystem::SupportCategory => "support_category",
+            CodeSystem::Permanence => "permanence",
+            CodeSystem::Funding => "funding",
         }
     }
 
-    pub const ALL: [CodeSystem; 16] = [
+    pub const ALL: [CodeSystem; 20] = [
         CodeSystem::Gender,
         CodeSystem::Ethnicity,
         CodeSystem::SupportReason,
@@ -360,6 +379,10 @@ impl CodeSystem {
         CodeSystem::Direction,
         CodeSystem::ConsentScope,
         CodeSystem::ConsentDecision,
+        CodeSystem::ServiceArea,
+        CodeSystem::SupportCategory,
+        CodeSystem::Permanence,
+        CodeSystem::Funding,
     ];
 
     pub fn from_name(name: &str) -> Option<CodeSystem> {
@@ -469,6 +492,29 @@ impl CodeSystem {
                 "OTHER",
             ],
             CodeSystem::ConsentDecision => &["PERMIT", "DENY"],
+            CodeSystem::ServiceArea => &["CHILDREN", "ADULTS", "OTHER"],
+            // The Client Level Data service types: long-term support by setting, and
+            // short-term support.
+            CodeSystem::SupportCategory => &[
+                "LONG_TERM_NURSING",
+                "LONG_TERM_RESIDENTIAL",
+                "LONG_TERM_COMMUNITY",
+                "LONG_TERM_PRISON",
+                "SHORT_TERM_TO_MAXIMISE_INDEPENDENCE",
+                "SHORT_TERM_ONGOING_LOW_LEVEL",
+                "SHORT_TERM_OTHER",
+                "OTHER",
+            ],
+            // A placement meant to last (permanent) or for a time (respite, a short stay).
+            CodeSystem::Permanence => &["PERMANENT", "TEMPORARY", "OTHER"],
+            // Who pays (Client Level Data's client funding status).
+            CodeSystem::Funding => &[
+                "LOCAL_AUTHORITY",
+                "JOINT_CLIENT_AND_LOCAL_AUTHORITY",
+                "CLIENT",
+                "NHS",
+                "OTHER",
+            ],
         }
     }
 }

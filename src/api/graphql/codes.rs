@@ -144,6 +144,35 @@ code_enum!(
     [SHARE_HEALTH, SHARE_ALL, NO_SHARING, NATIONAL_OPT_OUT, OTHER]
 );
 code_enum!(ConsentDecision, S::ConsentDecision, [PERMIT, DENY]);
+code_enum!(ServiceArea, S::ServiceArea, [CHILDREN, ADULTS, OTHER]);
+code_enum!(
+    /// The Client Level Data service type: long-term support by setting, or short-term.
+    SupportCategory,
+    S::SupportCategory,
+    [
+        LONG_TERM_NURSING,
+        LONG_TERM_RESIDENTIAL,
+        LONG_TERM_COMMUNITY,
+        LONG_TERM_PRISON,
+        SHORT_TERM_TO_MAXIMISE_INDEPENDENCE,
+        SHORT_TERM_ONGOING_LOW_LEVEL,
+        SHORT_TERM_OTHER,
+        OTHER
+    ]
+);
+code_enum!(Permanence, S::Permanence, [PERMANENT, TEMPORARY, OTHER]);
+code_enum!(
+    /// Who pays for a service.
+    Funding,
+    S::Funding,
+    [
+        LOCAL_AUTHORITY,
+        JOINT_CLIENT_AND_LOCAL_AUTHORITY,
+        CLIENT,
+        NHS,
+        OTHER
+    ]
+);
 
 #[cfg(test)]
 mod tests {
@@ -176,6 +205,10 @@ mod tests {
         check::<Direction>(Direction::SYSTEM);
         check::<ConsentScope>(ConsentScope::SYSTEM);
         check::<ConsentDecision>(ConsentDecision::SYSTEM);
-        assert_eq!(S::ALL.len(), 16);
+        check::<ServiceArea>(ServiceArea::SYSTEM);
+        check::<SupportCategory>(SupportCategory::SYSTEM);
+        check::<Permanence>(Permanence::SYSTEM);
+        check::<Funding>(Funding::SYSTEM);
+        assert_eq!(S::ALL.len(), 20);
     }
 }

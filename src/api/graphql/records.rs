@@ -175,6 +175,8 @@ record_type!(
         /// The source's own value when `outcome` is OTHER.
         outcome_other: Option<String> = s("outcome_other"),
         closed_at: Option<NaiveDateTime> = dt("closed_at"),
+        /// Children's or adults' social care.
+        service_area: Option<ServiceArea> = c("service_area"),
     }
 );
 
@@ -226,6 +228,10 @@ record_type!(
         units_per_week: Option<f64> = n("units_per_week"),
         start: Option<NaiveDate> = d("start"),
         end: Option<NaiveDate> = d("end"),
+        /// Long-term support by setting, or short-term support (Client Level Data).
+        support_category: Option<SupportCategory> = c("support_category"),
+        permanence: Option<Permanence> = c("permanence"),
+        funding: Option<Funding> = c("funding"),
     }
 );
 
