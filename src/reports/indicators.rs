@@ -109,6 +109,9 @@ pub const EXCLUSION_REASONS: [&str; 12] = [
 #[derive(Debug, Default)]
 pub struct Tallies {
     pub by_id: BTreeMap<&'static str, Tally>,
+    /// The national methods' measures (published where the authority's systems hold
+    /// what they need).
+    pub national: super::national::NationalTallies,
 }
 
 impl Tallies {
@@ -134,6 +137,7 @@ impl Tallies {
         for id in INDICATORS.map(|i| i.0) {
             self.tally(id);
         }
+        self.national.add(p, demo, period);
         if !p.under_review {
             self.add_records(p, demo, period, calendar);
             return;

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::config::PeerConfig;
 use super::indicators::{Unit, INDICATORS};
+use super::national::NATIONAL_MEASURES;
 use super::suppress::{Exclusion, IndicatorResult, OptOutNote};
 use super::{Period, ReportError};
 use crate::consent::access::AccessContext;
@@ -112,8 +113,10 @@ pub async fn indicators(
         .map(|r| IndicatorResult {
             unit: INDICATORS
                 .iter()
+                .map(|i| (i.0, i.2))
+                .chain(NATIONAL_MEASURES.iter().map(|m| (m.0, m.3)))
                 .find(|i| i.0 == r.id)
-                .map_or(Unit::Percent, |i| i.2),
+                .map_or(Unit::Percent, |i| i.1),
             authority: r.authority,
             period: r.period,
             id: r.id,

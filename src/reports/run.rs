@@ -173,9 +173,13 @@ pub async fn indicators(
         }
         let (t, people) = tally(gateway, reports, name, period, &excluded, Some(ctx)).await?;
         let note = suppress::opt_out_note(gateway.policy.opt_out_counts(ctx, &people), threshold);
+        let national = complete_definitions(gateway, name);
         out.extend(
             published(reports, name, period, &t, threshold)
                 .into_iter()
+                .chain(published_national(
+                    reports, name, period, &t, threshold, &national,
+                ))
                 .map(|mut r| {
                     r.opt_out = note.clone();
                     r
@@ -218,6 +222,54 @@ pub fn published(
             };
             let tally = t.by_id.get(id).cloned().unwrap_or_default();
             suppress::publish(authority, &period.label(), id, &tally, pop, threshold)
+        })
+        .collect()
+}
+
+/// The national definitions whose every need the authority's sources meet
+/// (`escr data-requirements` says what the others lack).
+pub fn complete_definitions(gateway: &Estate, authority: &str) -> Vec<&'static str> {
+    let sources = gateway
+        .fetcher
+        .sources
+        .iter()
+        .filter(|s| s.authority == authority)
+        .map(|s| (s.name.as_str(), s.authority.as_str(), &s.profile));
+    let (_, statuses) = super::definitions::requirements(sources);
+    statuses
+        .into_iter()
+        .filter(|s| s.complete && s.definition != super::indicators::LOCAL_DEFINITION)
+        .map(|s| s.definition)
+        .collect()
+}
+
+/// The national measures of the `complete` definitions, as published.
+pub fn published_national(
+    reports: &Reports,
+    authority: &str,
+    period: Period,
+    t: &Tallies,
+    threshold: u64,
+    complete: &[&str],
+) -> Vec<IndicatorResult> {
+    let population = reports.authority(authority);
+    super::national::NATIONAL_MEASURES
+        .iter()
+        .filter(|(_, definition, ..)| complete.contains(definition))
+        .map(|&(id, definition, name, unit)| {
+            let pop = match (id, population) {
+                ("2B", Some(a)) => a.population_18_64,
+                ("2C", Some(a)) => a.population_65_plus,
+                _ => 0,
+            };
+            let tally = t.national.by_id.get(id).cloned().unwrap_or_default();
+            let measure = suppress::Measure {
+                id,
+                definition,
+                name,
+                unit,
+            };
+            suppress::publish_measure(authority, &period.label(), measure, &tally, pop, threshold)
         })
         .collect()
 }

@@ -87,8 +87,17 @@ fn one_decimal(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
-/// The published row for a tally. `population` is the denominator of per-100,000
-/// indicators.
+/// What is published: a measure of a named definition.
+#[derive(Clone, Copy, Debug)]
+pub struct Measure<'a> {
+    pub id: &'a str,
+    pub definition: &'a str,
+    pub name: &'a str,
+    pub unit: Unit,
+}
+
+/// The published row for a tally of a local indicator. `population` is the
+/// denominator of per-100,000 indicators.
 pub fn publish(
     authority: &str,
     period: &str,
@@ -102,6 +111,30 @@ pub fn publish(
         .find(|i| i.0 == id)
         .map(|i| (i.1, i.2))
         .unwrap_or(("", Unit::Percent));
+    let measure = Measure {
+        id,
+        definition: super::indicators::LOCAL_DEFINITION,
+        name,
+        unit,
+    };
+    publish_measure(authority, period, measure, tally, population, threshold)
+}
+
+/// The published row for a tally of any measure.
+pub fn publish_measure(
+    authority: &str,
+    period: &str,
+    measure: Measure<'_>,
+    tally: &Tally,
+    population: u64,
+    threshold: u64,
+) -> IndicatorResult {
+    let Measure {
+        id,
+        definition,
+        name,
+        unit,
+    } = measure;
     let small = |n: u64| n > 0 && n < threshold;
     let (numerator, denominator) = match unit {
         Unit::Percent => (tally.numerator, tally.denominator),
@@ -143,7 +176,7 @@ pub fn publish(
         authority: authority.to_string(),
         period: period.to_string(),
         id: id.to_string(),
-        definition: super::indicators::LOCAL_DEFINITION.to_string(),
+        definition: definition.to_string(),
         name: name.to_string(),
         unit,
         numerator: (!hide_numerator).then_some(numerator),

@@ -877,3 +877,192 @@ async fn admissions_with_invalid_services_are_explained_against_the_truth() {
     }
     let _ = std::fs::remove_dir_all(&demo.dir);
 }
+
+/// A council whose system records what ASCOF from Client Level Data needs (a source
+/// shaped unlike the demo vendors: one table of people, one of services with support
+/// category, funding and delivery): its national measures are published beside the
+/// local ones, named for their definition; a council whose systems lack the fields
+/// gets none.
+#[tokio::test]
+async fn national_measures_are_published_where_the_systems_hold_their_fields() {
+    let north = demo::clean();
+    let work = tempfile::tempdir().unwrap();
+    let db = work.path().join("westshire.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE people (id TEXT PRIMARY KEY, dob TEXT, dod TEXT);
+         CREATE TABLE svc (id INTEGER PRIMARY KEY, pid TEXT, cat TEXT, fund TEXT, mech TEXT, s TEXT, e TEXT);",
+    )
+    .unwrap();
+    let people = [
+        ("W1", "1970-05-01"),
+        ("W2", "1950-01-01"),
+        ("W3", "1945-03-03"),
+        ("W4", "1940-02-02"),
+        ("W5", "1960-06-06"),
+        ("W6", "1961-07-07"),
+        ("W7", "1962-08-08"),
+        ("W8", "1944-09-09"),
+        ("W9", "1963-10-10"),
+        ("W10", "1964-11-11"),
+    ];
+    for (id, dob) in people {
+        conn.execute("INSERT INTO people VALUES (?1, ?2, NULL)", [id, dob])
+            .unwrap();
+    }
+    let services: [(&str, &str, &str, Option<&str>, &str, Option<&str>); 12] = [
+        // An admission aged 18-64 (2B).
+        ("W1", "LTR", "LA", None, "2025-06-01", None),
+        // A move from residential to nursing care: not an admission.
+        ("W2", "LTR", "LA", None, "2023-01-01", Some("2025-07-31")),
+        ("W2", "LTN", "LA", None, "2025-08-01", None),
+        // Self-funded: not counted.
+        ("W3", "LTN", "SF", None, "2025-05-01", None),
+        // Jointly funded, 65 and over (2C).
+        ("W4", "LTN", "JT", None, "2025-09-09", None),
+        // Community support over the year: direct payment (ended in June), managed
+        // budget, council-commissioned, part direct payment, unknown delivery.
+        (
+            "W5",
+            "LTC",
+            "LA",
+            Some("DP"),
+            "2024-01-01",
+            Some("2025-06-30"),
+        ),
+        ("W6", "LTC", "LA", Some("MPB"), "2025-01-01", None),
+        ("W7", "LTC", "LA", Some("CCS"), "2025-01-01", None),
+        ("W9", "LTC", "LA", Some("PDP"), "2025-01-01", None),
+        ("W10", "LTC", "LA", None, "2025-01-01", None),
+        // Community support, then a care home in the year: that setting (2C).
+        (
+            "W8",
+            "LTC",
+            "LA",
+            Some("DP"),
+            "2025-01-01",
+            Some("2025-09-01"),
+        ),
+        ("W8", "LTR", "LA", None, "2025-09-02", None),
+    ];
+    for (pid, cat, fund, mech, s, e) in services {
+        conn.execute(
+            "INSERT INTO svc (pid, cat, fund, mech, s, e) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            rusqlite::params![pid, cat, fund, mech, s, e],
+        )
+        .unwrap();
+    }
+    drop(conn);
+    let profile = work.path().join("westcare.toml");
+    std::fs::write(
+        &profile,
+        r#"[vendor]
+name = "westcare"
+[codes.cat]
+system = "support_category"
+map = { LTR = "LONG_TERM_RESIDENTIAL", LTN = "LONG_TERM_NURSING", LTC = "LONG_TERM_COMMUNITY" }
+[codes.fund]
+system = "funding"
+map = { LA = "LOCAL_AUTHORITY", JT = "JOINT_CLIENT_AND_LOCAL_AUTHORITY", SF = "CLIENT" }
+[codes.mech]
+system = "delivery_mechanism"
+map = { DP = "DIRECT_PAYMENT", PDP = "PART_DIRECT_PAYMENT", MPB = "MANAGED_PERSONAL_BUDGET", CCS = "COUNCIL_COMMISSIONED" }
+[entities.person]
+by_key = "SELECT id, dob, dod FROM people WHERE id IN ({keys})"
+list = "SELECT id, dob, dod FROM people"
+fields.local_id = { column = "id" }
+fields.birth_date = { column = "dob" }
+fields.death_date = { column = "dod" }
+[entities.service]
+by_key = "SELECT id, pid, cat, fund, mech, s, e FROM svc WHERE id IN ({keys})"
+by_person = "SELECT id, pid, cat, fund, mech, s, e FROM svc WHERE pid IN ({keys})"
+fields.local_id = { column = "id" }
+fields.person_id = { column = "pid" }
+fields.support_category = { column = "cat", codes = "cat" }
+fields.funding = { column = "fund", codes = "fund" }
+fields.delivery_mechanism = { column = "mech", codes = "mech" }
+fields.start = { column = "s" }
+fields.end = { column = "e" }
+"#,
+    )
+    .unwrap();
+    let mut text = demo::config_text(north, work.path(), &[]);
+    text.push_str(&format!(
+        "\n[[sources]]\nname = \"westcare\"\nauthority = \"Westshire\"\nprofile = {profile:?}\nsqlite = {{ path = {db:?} }}\n"
+    ));
+    let reports_toml = work.path().join("reports.toml");
+    let reports_text = std::fs::read_to_string(&reports_toml).unwrap();
+    std::fs::write(
+        &reports_toml,
+        format!("{reports_text}\n[authorities.Westshire]\npopulation_18_64 = 50000\npopulation_65_plus = 20000\n"),
+    )
+    .unwrap();
+    let path = work.path().join("escr.toml");
+    std::fs::write(&path, text).unwrap();
+    let gateway = Gateway::from_config(LoadedConfig::load(&path).unwrap()).unwrap();
+    gateway.refresh_index(false).await.unwrap();
+    let estate = gateway.estate();
+    let reports = gateway.reports.as_deref().unwrap();
+    let period = Period::parse("2025-26").unwrap();
+
+    assert_eq!(
+        run::complete_definitions(&estate, "Westshire"),
+        ["ascof-cld-2024-25"]
+    );
+    assert!(run::complete_definitions(&estate, "Northshire").is_empty());
+    let t = run::tallies(&estate, reports, "Westshire", period, &HashSet::new())
+        .await
+        .unwrap();
+    let rows = run::published_national(
+        reports,
+        "Westshire",
+        period,
+        &t,
+        0,
+        &run::complete_definitions(&estate, "Westshire"),
+    );
+    let got: Vec<(&str, &str, Option<u64>, Option<u64>, Option<f64>)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.id.as_str(),
+                r.definition.as_str(),
+                r.numerator,
+                r.denominator,
+                r.value,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("2B", "ascof-cld-2024-25", Some(1), Some(50000), Some(2.0)),
+            ("2C", "ascof-cld-2024-25", Some(2), Some(20000), Some(10.0)),
+            ("3D1", "ascof-cld-2024-25", Some(3), Some(4), Some(75.0)),
+            ("3D2", "ascof-cld-2024-25", Some(2), Some(4), Some(50.0)),
+        ]
+    );
+    assert_eq!(
+        rows[2]
+            .exclusions
+            .iter()
+            .map(|e| e.reason.as_str())
+            .collect::<Vec<_>>(),
+        ["delivery mechanism not recorded or not mappable"]
+    );
+    // Published to callers, suppressed, beside the local measures; Northshire's
+    // systems lack the fields, so it has none.
+    let published = run::indicators(&estate, &planner(), period, None)
+        .await
+        .unwrap();
+    let of = |authority: &str, definition: &str| {
+        published
+            .iter()
+            .filter(|r| r.authority == authority && r.definition == definition)
+            .count()
+    };
+    assert_eq!(of("Westshire", "ascof-cld-2024-25"), 4);
+    assert_eq!(of("Westshire", "escr-local-v1"), 8);
+    assert_eq!(of("Northshire", "ascof-cld-2024-25"), 0);
+    assert_eq!(of("Northshire", "escr-local-v1"), 8);
+}
