@@ -539,8 +539,10 @@ mod tests {
         record(EntityKind::Service, &f)
     }
 
+    type Reasons<'a> = Vec<(&'a str, u64)>;
+
     /// (6a numerator, 6b numerator, 6a exclusions, 6b exclusions) for one period.
-    fn admissions(t: &Tallies) -> (u64, u64, Vec<(&str, u64)>, Vec<(&str, u64)>) {
+    fn admissions(t: &Tallies) -> (u64, u64, Reasons<'_>, Reasons<'_>) {
         let ex = |id: &str| {
             t.by_id[id]
                 .excluded

@@ -260,7 +260,7 @@ fn valid(s: &Record, demo: &Demographics) -> bool {
     let Some(start) = s.date("start") else {
         return false;
     };
-    !s.date("end").is_some_and(|e| e < start) && !demo.death_date.is_some_and(|d| start > d)
+    s.date("end").is_none_or(|e| e >= start) && demo.death_date.is_none_or(|d| start <= d)
 }
 
 fn residential_type(s: &Record) -> bool {
