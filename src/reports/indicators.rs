@@ -455,7 +455,7 @@ impl Tallies {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use escr_connector::mapping::FieldValue;
 
@@ -463,7 +463,11 @@ mod tests {
         NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
     }
 
-    fn record(entity: EntityKind, fields: &[(&'static str, &str)]) -> (String, Record) {
+    /// A record of `entity` with these fields (dates where they parse, else text).
+    pub(in crate::reports) fn record(
+        entity: EntityKind,
+        fields: &[(&'static str, &str)],
+    ) -> (String, Record) {
         let mut r = Record {
             entity,
             local_id: "1".into(),

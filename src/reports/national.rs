@@ -301,28 +301,10 @@ fn overlaps(s: &Record, period: Period) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use escr_connector::mapping::FieldValue;
+    use crate::reports::indicators::tests::record;
 
     fn d(s: &str) -> NaiveDate {
         NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
-    }
-
-    fn record(entity: EntityKind, fields: &[(&'static str, &str)]) -> (String, Record) {
-        let mut r = Record {
-            entity,
-            local_id: "1".into(),
-            person_id: Some("1".into()),
-            last_updated: None,
-            fields: BTreeMap::new(),
-            labels: Default::default(),
-        };
-        for (k, v) in fields {
-            let value = NaiveDate::parse_from_str(v, "%Y-%m-%d")
-                .map(FieldValue::Date)
-                .unwrap_or_else(|_| FieldValue::Text(v.to_string()));
-            r.fields.insert(k, value);
-        }
-        ("carefirst".into(), r)
     }
 
     fn service(fields: &[(&'static str, &str)]) -> (String, Record) {
