@@ -9,6 +9,7 @@ mod mssql;
 mod mysql;
 mod odbc;
 mod ops;
+mod portal;
 mod readme;
 mod reports;
 #[path = "../support/mod.rs"]

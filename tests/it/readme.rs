@@ -29,13 +29,13 @@
 //! --target` (the test server of `scripts/test-servers.sh`) and its password.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 
 use serde_json::{json, Value};
 
-use crate::ops::free_port;
 use crate::support::demo;
+use crate::support::shipped::{escr_bin, free_port, merge_toml, serve, Shipped};
 
 #[derive(Debug)]
 struct Fence {
@@ -145,107 +145,23 @@ fn declared_variables(op: &str) -> Vec<String> {
 }
 
 struct Estate {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    base: String,
-    server: Child,
+    shipped: Shipped,
     saved: BTreeMap<String, Value>,
     last_token_args: Vec<String>,
 }
 
-impl Drop for Estate {
-    fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.server.wait();
-    }
-}
-
-fn escr_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_escr")
-}
-
-/// A copy of `config/` (the demo data goes to `data/` beside it, as `../data` says).
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
-/// `escr serve` over `config`; waits until `/healthz` answers at `addr`.
-fn serve(config: &Path, cwd: &Path, args: &[&str], addr: &str) -> Child {
-    let mut child = Command::new(escr_bin())
-        .arg("--config")
-        .arg(config)
-        .arg("serve")
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("ESCR_JWT_KEY")
-        .env_remove("ESCR_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = std::time::Instant::now();
-    loop {
-        if reqwest::blocking::get(format!("http://{addr}/healthz")).is_ok_and(|r| r.status() == 200)
-        {
-            return child;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "escr serve {args:?} exited"
-        );
-        assert!(started.elapsed().as_secs() < 180, "serve did not start");
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-}
-
 impl Estate {
     fn start() -> Estate {
-        let dir = tempfile::tempdir().unwrap();
-        copy_dir(&demo::repo().join("config"), &dir.path().join("config"));
-        let config = dir.path().join("config/escr.toml");
-        let addr = format!("127.0.0.1:{}", free_port());
-        let server = serve(&config, dir.path(), &["--listen", &addr], &addr);
         Estate {
-            config,
-            base: format!("http://{addr}"),
-            server,
-            dir,
+            shipped: Shipped::start(""),
             saved: BTreeMap::new(),
             last_token_args: Vec::new(),
         }
     }
 
-    fn escr(&self, args: &[String]) -> std::process::Output {
-        Command::new(escr_bin())
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .current_dir(self.dir.path())
-            .env_remove("ESCR_JWT_KEY")
-            .output()
-            .unwrap()
-    }
-
-    /// A token minted as a reader mints it: `escr token --role ...`.
     fn token(&self, args: &[String]) -> String {
-        let mut all = vec!["token".to_string()];
-        all.extend(args.iter().cloned());
-        let out = self.escr(&all);
-        assert!(
-            out.status.success(),
-            "escr {all:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.shipped.token(&args)
     }
 
     /// A saved value by its `$name` (for person ids in token commands).
@@ -285,7 +201,7 @@ impl Estate {
                 })
                 .collect();
             let response = reqwest::blocking::Client::new()
-                .post(format!("{}/graphql", self.base))
+                .post(format!("{}/graphql", self.shipped.base))
                 .bearer_auth(&token)
                 .header("X-Purpose-Of-Use", &purpose)
                 .json(&json!({"query": op, "variables": variables}))
@@ -342,7 +258,7 @@ impl Estate {
     }
 
     fn run_sh(&mut self, fence: &Fence) {
-        let addr = self.base.trim_start_matches("http://").to_string();
+        let addr = self.shipped.base.trim_start_matches("http://").to_string();
         let mut script = String::from(
             "set -euo pipefail\n\
              cargo() { [ \"$1\" = run ] || { echo \"cargo $*: only cargo run\" >&2; return 1; }; shift; [ \"$1\" = -q ] && shift; [ \"$1\" = -- ] && shift; \"$ESCR\" --config \"$ESCR_README_CONFIG\" \"$@\"; }\n\
@@ -372,9 +288,9 @@ impl Estate {
         let mut cmd = Command::new("bash");
         cmd.arg("-c")
             .arg(&script)
-            .current_dir(self.dir.path())
+            .current_dir(self.shipped.dir.path())
             .env("ESCR", escr_bin())
-            .env("ESCR_README_CONFIG", &self.config)
+            .env("ESCR_README_CONFIG", &self.shipped.config)
             .env_remove("ESCR_JWT_KEY");
         for (name, value) in &self.saved {
             if let Some(s) = value.as_str() {
@@ -416,7 +332,12 @@ impl Estate {
             fence.at()
         );
         let addr = format!("127.0.0.1:{}", free_port());
-        let mut child = serve(&self.config, self.dir.path(), &["--listen", &addr], &addr);
+        let mut child = serve(
+            &self.shipped.config,
+            self.shipped.dir.path(),
+            &["--listen", &addr],
+            &addr,
+        );
         let _ = child.kill();
         let _ = child.wait();
     }
@@ -432,7 +353,7 @@ impl Estate {
             serde_json::from_str(&fence.body.replace("<the token>", &token))
                 .unwrap_or_else(|e| panic!("{}: {e}", fence.at()));
         let mut request = reqwest::blocking::Client::new()
-            .post(format!("{}/graphql", self.base))
+            .post(format!("{}/graphql", self.shipped.base))
             .json(&json!({"query": "{ searchPeople(name: \"a\", first: 1) { totalCount } }"}));
         for (k, v) in &headers {
             request = request.header(k, v);
@@ -443,14 +364,14 @@ impl Estate {
     }
 
     fn check_config_fragment(&self, fence: &Fence) {
-        let text = std::fs::read_to_string(&self.config).unwrap();
-        let path = self.config.with_file_name("fragment.toml");
+        let text = std::fs::read_to_string(&self.shipped.config).unwrap();
+        let path = self.shipped.config.with_file_name("fragment.toml");
         std::fs::write(&path, merge_toml(&text, &fence.body)).unwrap();
         let out = Command::new(escr_bin())
             .arg("--config")
             .arg(&path)
             .arg("check-config")
-            .current_dir(self.dir.path())
+            .current_dir(self.shipped.dir.path())
             .output()
             .unwrap();
         assert!(
@@ -460,22 +381,6 @@ impl Estate {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-}
-
-/// The shipped config with a fragment's keys put in (a table the config has gets the
-/// fragment's keys in place of its own; other tables are added).
-fn merge_toml(config: &str, fragment: &str) -> String {
-    let mut config: toml::Table = config.parse().unwrap();
-    let fragment: toml::Table = fragment.parse().expect("the fragment is TOML");
-    for (key, value) in fragment {
-        match (config.get_mut(&key), value) {
-            (Some(toml::Value::Table(have)), toml::Value::Table(new)) => have.extend(new),
-            (_, value) => {
-                config.insert(key, value);
-            }
-        }
-    }
-    toml::to_string(&config).unwrap()
 }
 
 #[test]
