@@ -74,6 +74,21 @@ install_browser_checks() {
   (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund >/dev/null) || return 1
 }
 
+# The reporting example's virtualenv with its pinned requirements (examples/reporting).
+install_reporting_venv() {
+  local dir
+  dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/examples/reporting"
+  if [ -x "$dir/.venv/bin/python" ] &&
+    cmp -s "$dir/requirements.txt" "$dir/.venv/requirements.installed"; then
+    return 0
+  fi
+  _escr_log "installing examples/reporting's pip packages"
+  rm -rf "$dir/.venv"
+  python3 -m venv "$dir/.venv" || return 1
+  "$dir/.venv/bin/pip" install -q --disable-pip-version-check -r "$dir/requirements.txt" || return 1
+  cp "$dir/requirements.txt" "$dir/.venv/requirements.installed"
+}
+
 # True when something accepts TCP connections on 127.0.0.1:$1.
 _escr_port_open() {
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
@@ -293,6 +308,7 @@ start_test_servers() {
   started=$(date +%s%3N)
   install_test_packages || return 1
   install_browser_checks || return 1
+  install_reporting_venv || return 1
   base=$(mktemp -d /tmp/escr-test-servers.XXXXXX) || return 1
   # The postgres user must reach its data dir below this one.
   chmod 755 "$base"

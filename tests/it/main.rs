@@ -11,6 +11,7 @@ mod odbc;
 mod ops;
 mod portal;
 mod readme;
+mod reporting;
 mod reports;
 #[path = "../support/mod.rs"]
 mod support;

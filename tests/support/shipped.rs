@@ -93,16 +93,24 @@ pub fn serve(config: &Path, cwd: &Path, args: &[&str], addr: &str) -> Child {
 impl Shipped {
     /// The shipped config, with `extra` TOML merged into it (`""` for none), served.
     pub fn start(extra: &str) -> Shipped {
+        Shipped::start_edited(|config| {
+            if !extra.is_empty() {
+                *config = merge_toml(config, extra);
+            }
+        })
+    }
+
+    /// The shipped config, its text edited by `edit`, served.
+    pub fn start_edited(edit: impl FnOnce(&mut String)) -> Shipped {
         let dir = tempfile::tempdir().unwrap();
         copy_dir(
             &super::demo::repo().join("config"),
             &dir.path().join("config"),
         );
         let config = dir.path().join("config/escr.toml");
-        if !extra.is_empty() {
-            let text = std::fs::read_to_string(&config).unwrap();
-            std::fs::write(&config, merge_toml(&text, extra)).unwrap();
-        }
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        edit(&mut text);
+        std::fs::write(&config, text).unwrap();
         let addr = format!("127.0.0.1:{}", free_port());
         let server = serve(&config, dir.path(), &["--listen", &addr], &addr);
         Shipped {
