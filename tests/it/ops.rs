@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use crate::consent::test_policy_with;
 use crate::support::demo::{self, Demo};
+use crate::support::shipped::free_port;
 
 pub struct Served {
     pub url: String,
@@ -882,14 +883,6 @@ pub fn serve_folder(dir: &Path, port: u16, extra: &str) -> std::path::PathBuf {
     )
     .unwrap();
     dir.join("escr.toml")
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Spans go to the receiver from a real `escr serve`; the caller's `traceparent` is
