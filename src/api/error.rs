@@ -11,6 +11,10 @@ pub mod codes {
     pub const MAPPING_FAILED: &str = "MAPPING_FAILED";
     pub const NOT_FOUND: &str = "NOT_FOUND";
     pub const BAD_INPUT: &str = "BAD_USER_INPUT";
+    /// Documents' content (`GET /documents/{id}/content`).
+    pub const CONTENT_NOT_FOUND: &str = "CONTENT_NOT_FOUND";
+    pub const CONTENT_TOO_LARGE: &str = "CONTENT_TOO_LARGE";
+    pub const RANGE_NOT_SATISFIABLE: &str = "RANGE_NOT_SATISFIABLE";
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -29,6 +29,10 @@ pub struct Gateway {
     pub access: Option<Arc<crate::consent::AccessControl>>,
     /// Minimum data set and indicators; `None` when not configured.
     pub reports: Option<Arc<crate::reports::Reports>>,
+    /// The sources' document stores (letters' and scans' content).
+    pub documents: Arc<crate::record::documents::DocumentStores>,
+    /// Seals and opens the opaque ids of content links.
+    pub document_ids: Arc<crate::api::documents::DocumentIds>,
 }
 
 impl Gateway {
@@ -36,6 +40,9 @@ impl Gateway {
     /// in `/readyz` and in errors, and the others serve.
     pub fn from_config(config: LoadedConfig) -> Result<Gateway, BuildError> {
         let g = &config.gateway;
+        let documents = crate::api::documents::build_stores(g);
+        let document_ids = crate::api::documents::DocumentIds::from_config(&g.documents)
+            .map_err(|reason| escr_connector::ConfigError::io(&config.path, reason))?;
         let authorities: Vec<String> = g
             .sources
             .iter()
@@ -87,6 +94,8 @@ impl Gateway {
             batch_delay: Duration::from_millis(g.loader.batch_delay_ms),
             access: None,
             reports,
+            documents,
+            document_ids: Arc::new(document_ids),
         })
     }
 

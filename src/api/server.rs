@@ -1,4 +1,5 @@
-//! HTTP: `POST /graphql`, GraphiQL on `GET /graphql`, `/healthz`, `/readyz`.
+//! HTTP: `POST /graphql`, GraphiQL on `GET /graphql`, `/healthz`, `/readyz`, the
+//! reports, and documents' content (`api::documents`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/reports/mds.csv", get(mds_csv))
         .route("/reports/indicators.csv", get(indicators_csv))
         .route("/reports/indicators.json", get(indicators_json))
+        .merge(crate::api::documents::routes())
         .with_state(AppState { gateway, schema })
 }
 
@@ -49,7 +51,7 @@ async fn graphql(
 }
 
 /// Who is asking, from the request's token; a refusal (already audited) otherwise.
-async fn caller(
+pub(crate) async fn caller(
     gateway: &Gateway,
     headers: &HeaderMap,
 ) -> Result<AccessContext, axum::response::Response> {

@@ -1,0 +1,290 @@
+//! The demo's letters as real files: what the vendors' document records point at.
+//!
+//! CaseTrak names its documents `\\docs\ct\<DOC_ID>.pdf` on a file share; they are
+//! written as small PDF letters (forms and email printouts too) into
+//! `documents/casetrak/`. SSIS/90 names its letters `H:\LETTERS\<DOCREF>.DOC`; they
+//! are the plain text (CRLF, upper case) a 1990s system printed, in
+//! `documents/ssis/`. The demo config maps those prefixes onto these folders.
+//!
+//! The files are made from the vendor databases once they are written (read back from
+//! the SQLite files), and any choice of words comes from a random stream of their own,
+//! so the vendor data is the same with or without them.
+
+use std::path::Path;
+
+use pdf_writer::{Content, Finish, Name, Pdf, Rect, Ref, Str};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::GenerateOptions;
+
+/// The folder under the demo folder that holds each vendor's files.
+pub const FOLDER: &str = "documents";
+
+/// Write the files of every document record of the vendors in `out_dir` (those that
+/// keep files); how many were written.
+pub fn write(opts: &GenerateOptions, out_dir: &Path) -> Result<usize, String> {
+    let mut rng = ChaCha8Rng::seed_from_u64(stream_seed(opts.seed));
+    let mut written = 0;
+    let casetrak = out_dir.join("casetrak.db");
+    if casetrak.exists() {
+        written += casetrak_letters(
+            opts,
+            &casetrak,
+            &out_dir.join(FOLDER).join("casetrak"),
+            &mut rng,
+        )?;
+    }
+    let ssis = out_dir.join("ssis.db");
+    if ssis.exists() {
+        written += ssis_letters(opts, &ssis, &out_dir.join(FOLDER).join("ssis"), &mut rng)?;
+    }
+    Ok(written)
+}
+
+/// Whether `out_dir` has its document files (an estate generated before they were).
+pub fn present(out_dir: &Path) -> bool {
+    out_dir.join(FOLDER).is_dir()
+}
+
+/// The files' own random stream: the seed mixed with a constant, never a draw from
+/// the vendors' stream.
+fn stream_seed(seed: u64) -> u64 {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(format!("{seed}:documents").as_bytes());
+    u64::from_be_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]])
+}
+
+fn fail(path: &Path, e: impl std::fmt::Display) -> String {
+    format!("{}: {e}", path.display())
+}
+
+/// A document row as the letter needs it.
+struct Letter {
+    file: String,
+    kind: String,
+    incoming: bool,
+    title: String,
+    date: String,
+    reference: String,
+    addressee: String,
+}
+
+fn casetrak_letters(
+    opts: &GenerateOptions,
+    db: &Path,
+    dir: &Path,
+    rng: &mut ChaCha8Rng,
+) -> Result<usize, String> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| fail(db, e))?;
+    let mut stmt = conn
+        .prepare(
+            "SELECT d.DOC_ID, d.DOC_TYP, d.DIRN, d.TITLE, d.DOC_DT, d.FILE_PATH, c.FNAME, c.SNAME
+             FROM DOC d LEFT JOIN CLNT c ON c.CLNT_ID = d.CLNT_ID ORDER BY d.DOC_ID",
+        )
+        .map_err(|e| fail(db, e))?;
+    let letters: Vec<Letter> = stmt
+        .query_map([], |r| {
+            let path: String = r.get::<_, Option<String>>(5)?.unwrap_or_default();
+            let given: String = r.get::<_, Option<String>>(6)?.unwrap_or_default();
+            let family: String = r.get::<_, Option<String>>(7)?.unwrap_or_default();
+            Ok(Letter {
+                file: path
+                    .rsplit(['\\', '/'])
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+                kind: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                incoming: r.get::<_, Option<String>>(2)?.as_deref() == Some("I"),
+                title: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                date: r
+                    .get::<_, Option<String>>(4)?
+                    .unwrap_or_default()
+                    .chars()
+                    .take(10)
+                    .collect(),
+                reference: format!("CT/{}", r.get::<_, i64>(0)?),
+                addressee: format!("{given} {family}").trim().to_string(),
+            })
+        })
+        .map_err(|e| fail(db, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| fail(db, e))?;
+    std::fs::create_dir_all(dir).map_err(|e| fail(dir, e))?;
+    for letter in &letters {
+        if letter.file.is_empty() {
+            continue;
+        }
+        let path = dir.join(&letter.file);
+        std::fs::write(&path, pdf_letter(&opts.council, letter, rng))
+            .map_err(|e| fail(&path, e))?;
+    }
+    Ok(letters.len())
+}
+
+const BODIES: [&[&str]; 4] = [
+    &[
+        "Thank you for meeting with us. This letter confirms what we agreed:",
+        "your support will continue as set out in your plan, and we will",
+        "review it with you in the coming months.",
+    ],
+    &[
+        "We are writing to let you know that your assessment has been completed.",
+        "A copy of the outcome is enclosed. Please contact the team if anything",
+        "in it is not as you remember it.",
+    ],
+    &[
+        "This is to confirm the arrangements for your next review. If the date",
+        "does not suit you, please call the duty desk and we will arrange another.",
+    ],
+    &[
+        "We have received the information you sent us and added it to your record.",
+        "Your worker will be in touch about the next steps.",
+    ],
+];
+
+/// Helvetica's standard encoding covers ASCII: anything else is shown as `?`.
+fn ascii(s: &str) -> Vec<u8> {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii() && !c.is_ascii_control() {
+                c as u8
+            } else {
+                b'?'
+            }
+        })
+        .collect()
+}
+
+/// A one-page A4 PDF letter (Helvetica, no fonts embedded).
+fn pdf_letter(council: &str, letter: &Letter, rng: &mut ChaCha8Rng) -> Vec<u8> {
+    let (catalog, tree, page, content_id, regular, bold) = (
+        Ref::new(1),
+        Ref::new(2),
+        Ref::new(3),
+        Ref::new(4),
+        Ref::new(5),
+        Ref::new(6),
+    );
+    let mut pdf = Pdf::new();
+    pdf.catalog(catalog).pages(tree);
+    pdf.pages(tree).kids([page]).count(1);
+    let mut p = pdf.page(page);
+    p.media_box(Rect::new(0.0, 0.0, 595.0, 842.0))
+        .parent(tree)
+        .contents(content_id);
+    p.resources()
+        .fonts()
+        .pair(Name(b"F1"), regular)
+        .pair(Name(b"F2"), bold);
+    p.finish();
+    pdf.type1_font(regular).base_font(Name(b"Helvetica"));
+    pdf.type1_font(bold).base_font(Name(b"Helvetica-Bold"));
+
+    let heading = match letter.kind.as_str() {
+        "EML" => "Email (printed for the record)",
+        "FRM" => "Form",
+        _ if letter.incoming => "Letter received",
+        _ => "Letter",
+    };
+    let mut lines: Vec<(bool, String)> = vec![
+        (true, format!("{council} Council")),
+        (false, "Children's and Adult Social Care".into()),
+        (false, String::new()),
+        (
+            false,
+            format!("Date: {}    Our ref: {}", letter.date, letter.reference),
+        ),
+        (false, String::new()),
+        (true, format!("{heading}: {}", letter.title)),
+        (false, String::new()),
+    ];
+    if letter.kind == "EML" {
+        lines.push((false, "From: duty.team@council.example".into()));
+        lines.push((false, format!("To: {}", letter.addressee)));
+    } else {
+        lines.push((false, format!("Dear {},", letter.addressee)));
+    }
+    lines.push((false, String::new()));
+    let body = BODIES[rng.gen_range(0..BODIES.len())];
+    lines.extend(body.iter().map(|l| (false, l.to_string())));
+    lines.push((false, String::new()));
+    lines.push((false, "Yours sincerely,".into()));
+    lines.push((
+        false,
+        format!(
+            "The {} Team",
+            ["Duty", "Assessment", "Review"][rng.gen_range(0..3)]
+        ),
+    ));
+
+    let mut content = Content::new();
+    let mut y = 780.0;
+    for (strong, text) in &lines {
+        if !text.is_empty() {
+            content.begin_text();
+            content.set_font(Name(if *strong { b"F2" } else { b"F1" }), 11.0);
+            content.next_line(72.0, y);
+            content.show(Str(&ascii(text)));
+            content.end_text();
+        }
+        y -= 16.0;
+    }
+    pdf.stream(content_id, &content.finish());
+    pdf.finish()
+}
+
+fn ssis_letters(
+    opts: &GenerateOptions,
+    db: &Path,
+    dir: &Path,
+    rng: &mut ChaCha8Rng,
+) -> Result<usize, String> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| fail(db, e))?;
+    let mut stmt = conn
+        .prepare(
+            "SELECT l.DOCREF, l.LTRDATE, l.LTRTYPE, l.PATH, c.CLNAME
+             FROM CORRESP l LEFT JOIN CLIENT c ON c.CLNO = l.CLNO ORDER BY l.DOCREF",
+        )
+        .map_err(|e| fail(db, e))?;
+    let rows: Vec<[String; 5]> = stmt
+        .query_map([], |r| {
+            let text = |i| r.get::<_, Option<String>>(i).map(Option::unwrap_or_default);
+            Ok([text(0)?, text(1)?, text(2)?, text(3)?, text(4)?])
+        })
+        .map_err(|e| fail(db, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| fail(db, e))?;
+    std::fs::create_dir_all(dir).map_err(|e| fail(dir, e))?;
+    for [docref, date, kind, path, name] in &rows {
+        let file = path.trim().rsplit(['\\', '/']).next().unwrap_or_default();
+        if file.is_empty() {
+            continue;
+        }
+        let about = match kind.trim() {
+            "APP" => "APPOINTMENT",
+            "REV" => "REVIEW OF YOUR CARE PACKAGE",
+            _ => "YOUR CARE AND SUPPORT",
+        };
+        let body = BODIES[rng.gen_range(0..BODIES.len())];
+        let mut text = format!(
+            "{} COUNCIL - SOCIAL SERVICES DEPARTMENT\r\n\r\nREF: {}    DATE: {}\r\nTO: {}\r\n\r\nRE: {about}\r\n\r\n",
+            opts.council.to_uppercase(),
+            docref.trim(),
+            date.trim(),
+            name.trim().to_uppercase(),
+        );
+        for line in body {
+            text.push_str(&line.to_uppercase());
+            text.push_str("\r\n");
+        }
+        text.push_str("\r\nYOURS FAITHFULLY\r\n\r\nAREA OFFICE\r\n");
+        let path = dir.join(file);
+        std::fs::write(&path, text).map_err(|e| fail(&path, e))?;
+    }
+    Ok(rows.len())
+}
