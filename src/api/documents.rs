@@ -127,12 +127,12 @@ fn error(status: StatusCode, code: &str, message: String, extra: &[(&str, &str)]
 }
 
 /// What a caller gets for an id that names nothing, and for a document they may not
-/// see: the same status and body.
-fn no_document(id: &str) -> Response {
+/// see: the same status, headers and body, whatever the id.
+fn no_document() -> Response {
     error(
         StatusCode::NOT_FOUND,
         codes::NOT_FOUND,
-        format!("no document `{id}`"),
+        "no such document".into(),
         &[],
     )
 }
@@ -162,7 +162,7 @@ pub async fn content(
         Err(refused) => return refused,
     };
     let Some((source, local_id)) = gateway.document_ids.open(&id) else {
-        return no_document(&id);
+        return no_document();
     };
     let loaders = gateway.request_loaders();
     let fetcher = loaders.fetcher().clone();
@@ -170,7 +170,7 @@ pub async fn content(
         .source_index(&source)
         .filter(|i| fetcher.sources[*i].holds(EntityKind::Document))
     else {
-        return no_document(&id);
+        return no_document();
     };
     let record = match loaders
         .load(index, EntityKind::Document, Lookup::ByKey, &local_id)
@@ -192,13 +192,13 @@ pub async fn content(
         Some((id.to_string(), snapshot.records(id).to_vec()))
     });
     let (Some(record), Some((person_id, refs))) = (record, person) else {
-        return no_document(&id);
+        return no_document();
     };
     let audit = RequestAudit::new();
     if !gateway.policy.may_see_person(&caller, &person_id) {
         audit.note(Some(&person_id), "denied", None, None, AUDITED_KIND);
         audited(gateway, &audit, &caller).await;
-        return no_document(&id);
+        return no_document();
     }
     let facts =
         crate::api::graphql::person::load_person_facts(gateway, &loaders, &person_id, &refs).await;
@@ -224,7 +224,7 @@ pub async fn content(
     }
     let Some((_, record)) = released.records.into_iter().next() else {
         audited(gateway, &audit, &caller).await;
-        return no_document(&id);
+        return no_document();
     };
     let unreadable = |why: &str| {
         error(
@@ -329,9 +329,8 @@ fn respond(
         &mut headers,
         header::CONTENT_DISPOSITION,
         format!(
-            "attachment; filename=\"{}.{}\"",
-            file_name(title),
-            content.extension
+            "attachment; filename=\"{}\"",
+            file_name(title, &content.extension)
         ),
     );
     if let Some(length) = content.length() {
@@ -367,9 +366,10 @@ fn respond(
     (status, headers, axum::body::Body::from_stream(content.body)).into_response()
 }
 
-/// A download's name from the document's title: letters, digits, spaces and `-_.,()`
-/// only (a header value, and a name every file system takes), at most 80 characters.
-fn file_name(title: Option<&str>) -> String {
+/// A download's name from the document's title and the content's extension: letters,
+/// digits, spaces and `-_.,()` only (a header value, and a name every file system
+/// takes), at most 80 characters before the extension.
+fn file_name(title: Option<&str>, extension: &str) -> String {
     let cleaned: String = title
         .unwrap_or("")
         .chars()
@@ -382,13 +382,16 @@ fn file_name(title: Option<&str>) -> String {
         })
         .collect();
     let words: Vec<&str> = cleaned.split_whitespace().collect();
-    let name: String = words.join(" ").chars().take(80).collect();
-    let name = name.trim_matches(['.', ' ']).to_string();
-    if name.is_empty() {
-        "document".into()
-    } else {
-        name
+    let mut name = words.join(" ");
+    // A title that is a file name already keeps its own extension once.
+    let dotted = format!(".{extension}");
+    if name.len() > dotted.len() && name.to_ascii_lowercase().ends_with(&dotted) {
+        name.truncate(name.len() - dotted.len());
     }
+    let name: String = name.chars().take(80).collect();
+    let name = name.trim_matches(['.', ' ']);
+    let name = if name.is_empty() { "document" } else { name };
+    format!("{name}.{extension}")
 }
 
 /// The router's part: `GET /documents/{id}/content` (HEAD too).
@@ -446,11 +449,18 @@ mod tests {
 
     #[test]
     fn download_names_are_plain() {
-        assert_eq!(file_name(Some("Letter 12")), "Letter 12");
-        assert_eq!(file_name(Some("../../etc/passwd")), "etc passwd");
-        assert_eq!(file_name(Some("a\"b\r\nX-Evil: 1")), "a b X-Evil 1");
-        assert_eq!(file_name(Some("...")), "document");
-        assert_eq!(file_name(None), "document");
-        assert_eq!(file_name(Some(&"x".repeat(200))).len(), 80);
+        assert_eq!(file_name(Some("Letter 12"), "pdf"), "Letter 12.pdf");
+        assert_eq!(
+            file_name(Some("Care plan – signed.PDF"), "pdf"),
+            "Care plan signed.pdf"
+        );
+        assert_eq!(file_name(Some("../../etc/passwd"), "txt"), "etc passwd.txt");
+        assert_eq!(
+            file_name(Some("a\"b\r\nX-Evil: 1"), "pdf"),
+            "a b X-Evil 1.pdf"
+        );
+        assert_eq!(file_name(Some("..."), "bin"), "document.bin");
+        assert_eq!(file_name(None, "pdf"), "document.pdf");
+        assert_eq!(file_name(Some(&"x".repeat(200)), "pdf").len(), 84);
     }
 }

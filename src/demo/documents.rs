@@ -288,3 +288,87 @@ fn ssis_letters(
     }
     Ok(rows.len())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every document record has its file; the files are the same every time; making
+    /// them leaves the vendor databases as they were.
+    #[test]
+    fn a_file_for_every_document_record_and_the_databases_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = GenerateOptions {
+            people: 120,
+            ..GenerateOptions::default()
+        };
+        crate::demo::generate(&opts, dir.path()).unwrap();
+        let read = |name: &str| std::fs::read(dir.path().join(name)).unwrap();
+        let databases: Vec<Vec<u8>> = ["casetrak.db", "opencare.db", "ssis.db"]
+            .iter()
+            .map(|n| read(n))
+            .collect();
+        let files = |vendor: &str| -> Vec<(String, Vec<u8>)> {
+            let mut all: Vec<(String, Vec<u8>)> =
+                std::fs::read_dir(dir.path().join(FOLDER).join(vendor))
+                    .unwrap()
+                    .map(|e| {
+                        let e = e.unwrap();
+                        (
+                            e.file_name().to_string_lossy().into_owned(),
+                            std::fs::read(e.path()).unwrap(),
+                        )
+                    })
+                    .collect();
+            all.sort();
+            all
+        };
+        let first = (files("casetrak"), files("ssis"));
+        let column = |db: &str, sql: &str| -> Vec<String> {
+            let conn = rusqlite::Connection::open(dir.path().join(db)).unwrap();
+            let mut stmt = conn.prepare(sql).unwrap();
+            let mut names: Vec<String> = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .unwrap()
+                .map(|p| p.unwrap().trim().rsplit('\\').next().unwrap().to_string())
+                .collect();
+            names.sort();
+            names
+        };
+        let names =
+            |list: &[(String, Vec<u8>)]| list.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            names(&first.0),
+            column("casetrak.db", "SELECT FILE_PATH FROM DOC")
+        );
+        assert_eq!(
+            names(&first.1),
+            column("ssis.db", "SELECT PATH FROM CORRESP")
+        );
+        assert!(!first.0.is_empty() && !first.1.is_empty());
+        for (name, bytes) in &first.0 {
+            assert!(
+                bytes.starts_with(b"%PDF-") && bytes.ends_with(b"%%EOF"),
+                "{name}"
+            );
+        }
+        for (name, bytes) in &first.1 {
+            let text = std::str::from_utf8(bytes).unwrap();
+            assert!(
+                text.contains("\r\nTO: ") && text.contains("REF: D"),
+                "{name}"
+            );
+        }
+        // Again, into the same estate: the same files, the databases byte for byte.
+        std::fs::remove_dir_all(dir.path().join(FOLDER)).unwrap();
+        assert!(!present(dir.path()));
+        write(&opts, dir.path()).unwrap();
+        assert_eq!((files("casetrak"), files("ssis")), first);
+        for (n, bytes) in ["casetrak.db", "opencare.db", "ssis.db"]
+            .iter()
+            .zip(&databases)
+        {
+            assert_eq!(&read(n), bytes, "{n}");
+        }
+    }
+}
