@@ -145,6 +145,18 @@ const BODIES: [&[&str]; 4] = [
     ],
 ];
 
+/// What people write to the council.
+const INCOMING: [&[&str]; 2] = [
+    &[
+        "I am writing about the support at home. The carers have not come on",
+        "Tuesdays for three weeks now, and I would like someone to call me.",
+    ],
+    &[
+        "Please find enclosed the form you asked for, signed. I have also put",
+        "in a copy of the letter from the hospital.",
+    ],
+];
+
 /// Helvetica's standard encoding covers ASCII: anything else is shown as `?`.
 fn ascii(s: &str) -> Vec<u8> {
     s.chars()
@@ -201,24 +213,44 @@ fn pdf_letter(council: &str, letter: &Letter, rng: &mut ChaCha8Rng) -> Vec<u8> {
         (true, format!("{heading}: {}", letter.title)),
         (false, String::new()),
     ];
-    if letter.kind == "EML" {
-        lines.push((false, "From: duty.team@council.example".into()));
-        lines.push((false, format!("To: {}", letter.addressee)));
-    } else {
-        lines.push((false, format!("Dear {},", letter.addressee)));
-    }
+    let team = format!(
+        "The {} Team",
+        ["Duty", "Assessment", "Review"][rng.gen_range(0..3)]
+    );
+    let (opening, body, signature) = match (letter.kind.as_str(), letter.incoming) {
+        ("EML", true) => (
+            format!(
+                "From: {}    To: duty.team@council.example",
+                letter.addressee
+            ),
+            INCOMING[rng.gen_range(0..INCOMING.len())],
+            letter.addressee.clone(),
+        ),
+        ("EML", false) => (
+            format!(
+                "From: duty.team@council.example    To: {}",
+                letter.addressee
+            ),
+            BODIES[rng.gen_range(0..BODIES.len())],
+            team,
+        ),
+        (_, true) => (
+            format!("From: {}. Dear {team},", letter.addressee),
+            INCOMING[rng.gen_range(0..INCOMING.len())],
+            letter.addressee.clone(),
+        ),
+        (_, false) => (
+            format!("Dear {},", letter.addressee),
+            BODIES[rng.gen_range(0..BODIES.len())],
+            team,
+        ),
+    };
+    lines.push((false, opening));
     lines.push((false, String::new()));
-    let body = BODIES[rng.gen_range(0..BODIES.len())];
     lines.extend(body.iter().map(|l| (false, l.to_string())));
     lines.push((false, String::new()));
     lines.push((false, "Yours sincerely,".into()));
-    lines.push((
-        false,
-        format!(
-            "The {} Team",
-            ["Duty", "Assessment", "Review"][rng.gen_range(0..3)]
-        ),
-    ));
+    lines.push((false, signature));
 
     let mut content = Content::new();
     let mut y = 780.0;

@@ -411,7 +411,7 @@ async fn allowed_and_denied_callers_over_http() {
         .as_array()
         .unwrap_or_else(|| panic!("{text}"))
         .iter()
-        .find(|d| d["provenance"]["localId"] == doc.to_string())
+        .find(|d| d["provenance"]["localId"].as_str() == Some(doc.to_string().as_str()))
         .unwrap_or_else(|| panic!("letter {doc} listed: {text}"))
         .clone();
     let url = listed["contentUrl"].as_str().unwrap().to_string();
@@ -632,7 +632,7 @@ async fn no_path_leaves_the_store() {
     let url_in_record = |id: i64| {
         listed
             .iter()
-            .find(|d| d["provenance"]["localId"] == id.to_string())
+            .find(|d| d["provenance"]["localId"].as_str() == Some(id.to_string().as_str()))
             .unwrap_or_else(|| panic!("{id} listed: {r}"))["contentUrl"]
             .clone()
     };
