@@ -59,6 +59,35 @@ fn fail(path: &Path, e: impl std::fmt::Display) -> String {
     format!("{}: {e}", path.display())
 }
 
+/// The rows of `sql` on the vendor database `db`, every column as text (NULL empty).
+fn text_rows<const N: usize>(db: &Path, sql: &str) -> Result<Vec<[String; N]>, String> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| fail(db, e))?;
+    let mut stmt = conn.prepare(sql).map_err(|e| fail(db, e))?;
+    let rows = stmt
+        .query_map([], |r| {
+            let mut row: [String; N] = std::array::from_fn(|_| String::new());
+            for (i, cell) in row.iter_mut().enumerate() {
+                *cell = r.get::<_, Option<String>>(i)?.unwrap_or_default();
+            }
+            Ok(row)
+        })
+        .map_err(|e| fail(db, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| fail(db, e));
+    rows
+}
+
+/// The last part of a vendor's path (`\\docs\ct\2.pdf` -> `2.pdf`).
+fn file_name(path: &str) -> String {
+    path.trim()
+        .rsplit(['\\', '/'])
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// A document row as the letter needs it.
 struct Letter {
     file: String,
@@ -76,42 +105,25 @@ fn casetrak_letters(
     dir: &Path,
     rng: &mut ChaCha8Rng,
 ) -> Result<usize, String> {
-    let conn =
-        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(|e| fail(db, e))?;
-    let mut stmt = conn
-        .prepare(
-            "SELECT d.DOC_ID, d.DOC_TYP, d.DIRN, d.TITLE, d.DOC_DT, d.FILE_PATH, c.FNAME, c.SNAME
-             FROM DOC d LEFT JOIN CLNT c ON c.CLNT_ID = d.CLNT_ID ORDER BY d.DOC_ID",
-        )
-        .map_err(|e| fail(db, e))?;
-    let letters: Vec<Letter> = stmt
-        .query_map([], |r| {
-            let path: String = r.get::<_, Option<String>>(5)?.unwrap_or_default();
-            let given: String = r.get::<_, Option<String>>(6)?.unwrap_or_default();
-            let family: String = r.get::<_, Option<String>>(7)?.unwrap_or_default();
-            Ok(Letter {
-                file: path
-                    .rsplit(['\\', '/'])
-                    .next()
-                    .unwrap_or_default()
-                    .to_string(),
-                kind: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
-                incoming: r.get::<_, Option<String>>(2)?.as_deref() == Some("I"),
-                title: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
-                date: r
-                    .get::<_, Option<String>>(4)?
-                    .unwrap_or_default()
-                    .chars()
-                    .take(10)
-                    .collect(),
-                reference: format!("CT/{}", r.get::<_, i64>(0)?),
+    let rows = text_rows::<8>(
+        db,
+        "SELECT CAST(d.DOC_ID AS TEXT), d.DOC_TYP, d.DIRN, d.TITLE, d.DOC_DT, d.FILE_PATH, c.FNAME, c.SNAME
+         FROM DOC d LEFT JOIN CLNT c ON c.CLNT_ID = d.CLNT_ID ORDER BY d.DOC_ID",
+    )?;
+    let letters: Vec<Letter> = rows
+        .into_iter()
+        .map(
+            |[id, kind, direction, title, date, path, given, family]| Letter {
+                file: file_name(&path),
+                kind,
+                incoming: direction == "I",
+                title,
+                date: date.chars().take(10).collect(),
+                reference: format!("CT/{id}"),
                 addressee: format!("{given} {family}").trim().to_string(),
-            })
-        })
-        .map_err(|e| fail(db, e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| fail(db, e))?;
+            },
+        )
+        .collect();
     std::fs::create_dir_all(dir).map_err(|e| fail(dir, e))?;
     for letter in &letters {
         if letter.file.is_empty() {
@@ -274,26 +286,14 @@ fn ssis_letters(
     dir: &Path,
     rng: &mut ChaCha8Rng,
 ) -> Result<usize, String> {
-    let conn =
-        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(|e| fail(db, e))?;
-    let mut stmt = conn
-        .prepare(
-            "SELECT l.DOCREF, l.LTRDATE, l.LTRTYPE, l.PATH, c.CLNAME
-             FROM CORRESP l LEFT JOIN CLIENT c ON c.CLNO = l.CLNO ORDER BY l.DOCREF",
-        )
-        .map_err(|e| fail(db, e))?;
-    let rows: Vec<[String; 5]> = stmt
-        .query_map([], |r| {
-            let text = |i| r.get::<_, Option<String>>(i).map(Option::unwrap_or_default);
-            Ok([text(0)?, text(1)?, text(2)?, text(3)?, text(4)?])
-        })
-        .map_err(|e| fail(db, e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| fail(db, e))?;
+    let rows = text_rows::<5>(
+        db,
+        "SELECT l.DOCREF, l.LTRDATE, l.LTRTYPE, l.PATH, c.CLNAME
+         FROM CORRESP l LEFT JOIN CLIENT c ON c.CLNO = l.CLNO ORDER BY l.DOCREF",
+    )?;
     std::fs::create_dir_all(dir).map_err(|e| fail(dir, e))?;
     for [docref, date, kind, path, name] in &rows {
-        let file = path.trim().rsplit(['\\', '/']).next().unwrap_or_default();
+        let file = file_name(path);
         if file.is_empty() {
             continue;
         }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use futures::StreamExt;
 use tokio::io::AsyncReadExt;
 
-use super::{media, wanted_range, Content, ContentError};
+use super::{media, wanted_range, Ask, Content, ContentError};
 
 /// Bytes read from the file per chunk sent.
 const CHUNK: usize = 64 * 1024;
@@ -27,14 +27,14 @@ impl FileStore {
         FileStore { root }
     }
 
-    pub async fn open(
-        &self,
-        path: &[String],
-        name: &str,
-        media_hint: Option<&str>,
-        range: Option<&str>,
-        max_bytes: u64,
-    ) -> Result<Content, ContentError> {
+    pub async fn open(&self, ask: &Ask<'_>) -> Result<Content, ContentError> {
+        let Ask {
+            path,
+            name,
+            media_hint,
+            range,
+            max_bytes,
+        } = *ask;
         let root = self.root.clone();
         let relative: PathBuf = path.iter().collect();
         // Opening the root per request: a share mounted (or gone) after start is seen.

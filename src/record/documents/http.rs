@@ -10,7 +10,7 @@ use futures::{StreamExt, TryStreamExt};
 use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE};
 use reqwest::StatusCode;
 
-use super::{media, Content, ContentError, DocumentStoreConfig};
+use super::{media, Ask, Content, ContentError, DocumentStoreConfig};
 
 pub struct HttpStore {
     client: reqwest::Client,
@@ -106,14 +106,14 @@ impl HttpStore {
         })
     }
 
-    pub async fn open(
-        &self,
-        path: &[String],
-        name: &str,
-        media_hint: Option<&str>,
-        range: Option<&str>,
-        max_bytes: u64,
-    ) -> Result<Content, ContentError> {
+    pub async fn open(&self, ask: &Ask<'_>) -> Result<Content, ContentError> {
+        let Ask {
+            path,
+            name,
+            media_hint,
+            range,
+            max_bytes,
+        } = *ask;
         let mut url = self.base.clone();
         url.path_segments_mut()
             .map_err(|_| ContentError::Unavailable("its URL cannot take a path".into()))?

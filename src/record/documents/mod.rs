@@ -157,6 +157,19 @@ impl Content {
     }
 }
 
+/// What is asked of a store: which file, and how much of it.
+pub struct Ask<'a> {
+    /// The path under the store (checked segments).
+    pub path: &'a [String],
+    /// Its last segment, for the media type and the download's extension.
+    pub name: &'a str,
+    /// The media type the vendor's record declares.
+    pub media_hint: Option<&'a str>,
+    /// The caller's `Range` header value.
+    pub range: Option<&'a str>,
+    pub max_bytes: u64,
+}
+
 /// One configured store with its prefix rewriting and size limit.
 pub struct DocumentStore {
     kind: Kind,
@@ -257,18 +270,16 @@ impl DocumentStore {
         range: Option<&str>,
     ) -> Result<Content, ContentError> {
         let path = self.locate(link)?;
-        let name = path.last().cloned().unwrap_or_default();
+        let ask = Ask {
+            name: path.last().map_or("", String::as_str),
+            path: &path,
+            media_hint,
+            range,
+            max_bytes: self.max_bytes,
+        };
         match &self.kind {
-            Kind::Files(store) => {
-                store
-                    .open(&path, &name, media_hint, range, self.max_bytes)
-                    .await
-            }
-            Kind::Http(store) => {
-                store
-                    .open(&path, &name, media_hint, range, self.max_bytes)
-                    .await
-            }
+            Kind::Files(store) => store.open(&ask).await,
+            Kind::Http(store) => store.open(&ask).await,
             Kind::Down(why) => Err(ContentError::Unavailable(why.clone())),
         }
     }
