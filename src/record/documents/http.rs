@@ -107,25 +107,19 @@ impl HttpStore {
     }
 
     pub async fn open(&self, ask: &Ask<'_>) -> Result<Content, ContentError> {
-        let Ask {
-            path,
-            name,
-            media_hint,
-            range,
-            max_bytes,
-        } = *ask;
         let mut url = self.base.clone();
         url.path_segments_mut()
             .map_err(|_| ContentError::Unavailable("its URL cannot take a path".into()))?
             .pop_if_empty()
-            .extend(path);
+            .extend(ask.path);
         let mut request = self.client.get(url);
         if let Some(auth) = &self.authorization {
             request = request.header(AUTHORIZATION, auth);
         }
         // Only a single, well-formed range goes on (what the file store would honour).
-        let forwarded =
-            range.filter(|r| http_range_header::parse_range_header(r).is_ok_and(|p| p.len() == 1));
+        let forwarded = ask
+            .range
+            .filter(|r| http_range_header::parse_range_header(r).is_ok_and(|p| p.len() == 1));
         if let Some(r) = forwarded {
             request = request.header(RANGE, r);
         }
@@ -183,10 +177,10 @@ impl HttpStore {
                 )))
             }
         };
-        if let Some(size) = size.filter(|s| *s > max_bytes) {
+        if let Some(size) = size.filter(|s| *s > ask.max_bytes) {
             return Err(ContentError::TooLarge {
                 size,
-                limit: max_bytes,
+                limit: ask.max_bytes,
             });
         }
         let mut stream = response
@@ -208,11 +202,11 @@ impl HttpStore {
         }
         let (media_type, extension) = media::detect(
             range.is_none().then_some(&head[..]),
-            &[declared.as_deref(), media_hint],
-            name,
+            &[declared.as_deref(), ask.media_hint],
+            ask.name,
         );
         let first = futures::stream::iter((!head.is_empty()).then(|| Ok(bytes::Bytes::from(head))));
-        let body = first.chain(within_limit(stream, max_bytes)).boxed();
+        let body = first.chain(within_limit(stream, ask.max_bytes)).boxed();
         Ok(Content {
             size,
             range,
