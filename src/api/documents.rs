@@ -56,7 +56,7 @@ impl DocumentIds {
     }
 
     /// From `[documents]`: the key from the environment or the file; a random one when
-    /// neither is configured.
+    /// neither is configured (a key configured but not there is an error).
     pub fn from_config(config: &crate::config::DocumentsConfig) -> Result<DocumentIds, String> {
         let secret = crate::consent::auth::secret_key(
             config.id_key_env.as_deref(),
@@ -64,7 +64,14 @@ impl DocumentIds {
             config.generate_key_if_missing,
             "the document-id key",
         )?;
-        Ok(secret.map_or_else(DocumentIds::random, |s| DocumentIds::new(&s)))
+        match secret {
+            Some(s) => Ok(DocumentIds::new(&s)),
+            None if config.id_key_env.is_some() => Err(format!(
+                "[documents] id_key_env: {} is not set (and no id_key_file)",
+                config.id_key_env.as_deref().unwrap_or_default()
+            )),
+            None => Ok(DocumentIds::random()),
+        }
     }
 
     /// The opaque id of a source's document. The same document always gets the same id

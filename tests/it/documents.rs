@@ -930,4 +930,16 @@ fn bad_document_store_sections_name_file_line_and_reason() {
         err.contains(":6:") && err.contains("unknown field `salt`"),
         "{err}"
     );
+    // A key named but not there stops the gateway at startup (no silent random key).
+    let text = format!(
+        "[index]\npath = {:?}\n\n[documents]\nid_key_env = \"ESCR_TEST_DOCUMENT_KEY_NOT_SET\"\n\n[[sources]]\nname = \"casetrak\"\nprofile = {profile:?}\nsqlite = {{ path = \"c.db\" }}\n",
+        work.path().join("index.db")
+    );
+    let path = work.path().join("escr.toml");
+    let config = escr_gateway::config::LoadedConfig::parse(&path, &text).unwrap();
+    let err = Gateway::from_config(config).err().unwrap().to_string();
+    assert!(
+        err.contains("ESCR_TEST_DOCUMENT_KEY_NOT_SET is not set"),
+        "{err}"
+    );
 }
