@@ -158,39 +158,34 @@ async fn audited(gateway: &Gateway, audit: &RequestAudit, caller: &AccessContext
     }
 }
 
-pub async fn content(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let gateway = &state.gateway;
-    let caller = match crate::api::server::caller(gateway, &headers).await {
-        Ok(caller) => caller,
-        Err(refused) => return refused,
-    };
-    let Some((source, local_id)) = gateway.document_ids.open(&id) else {
-        return no_document();
-    };
+/// The document record `id` names, if this caller may see it: (source, local id,
+/// person id, record), with the decision noted in `audit`; otherwise the response to
+/// send (the same one for "no such document" and "not for you"), the decision audited.
+async fn released_document(
+    gateway: &Gateway,
+    caller: &AccessContext,
+    id: &str,
+    audit: &RequestAudit,
+) -> Result<(String, String, String, escr_connector::Record), Response> {
+    let (source, local_id) = gateway.document_ids.open(id).ok_or_else(no_document)?;
     let loaders = gateway.request_loaders();
     let fetcher = loaders.fetcher().clone();
-    let Some(index) = fetcher
+    let index = fetcher
         .source_index(&source)
         .filter(|i| fetcher.sources[*i].holds(EntityKind::Document))
-    else {
-        return no_document();
-    };
+        .ok_or_else(no_document)?;
     let record = match loaders
         .load(index, EntityKind::Document, Lookup::ByKey, &local_id)
         .await
     {
         Ok(records) => records.first().cloned(),
         Err(e) => {
-            return error(
+            return Err(error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 codes::SOURCE_UNAVAILABLE,
                 format!("document `{id}` cannot be looked up: {e}"),
-                &[("source", &source), ("document", &id)],
-            )
+                &[("source", &source), ("document", id)],
+            ))
         }
     };
     let snapshot = gateway.index.snapshot();
@@ -199,19 +194,18 @@ pub async fn content(
         Some((id.to_string(), snapshot.records(id).to_vec()))
     });
     let (Some(record), Some((person_id, refs))) = (record, person) else {
-        return no_document();
+        return Err(no_document());
     };
-    let audit = RequestAudit::new();
-    if !gateway.policy.may_see_person(&caller, &person_id) {
+    if !gateway.policy.may_see_person(caller, &person_id) {
         audit.note(Some(&person_id), "denied", None, None, AUDITED_KIND);
-        audited(gateway, &audit, &caller).await;
-        return no_document();
+        audited(gateway, audit, caller).await;
+        return Err(no_document());
     }
     let facts =
         crate::api::graphql::person::load_person_facts(gateway, &loaders, &person_id, &refs).await;
     let released = release(
         gateway.policy.as_ref(),
-        &caller,
+        caller,
         &facts,
         [(source.clone(), record)],
     );
@@ -229,60 +223,84 @@ pub async fn content(
             );
         }
     }
-    let Some((_, record)) = released.records.into_iter().next() else {
-        audited(gateway, &audit, &caller).await;
-        return no_document();
+    match released.records.into_iter().next() {
+        Some((_, record)) => Ok((source, local_id, person_id, record)),
+        None => {
+            audited(gateway, audit, caller).await;
+            Err(no_document())
+        }
+    }
+}
+
+/// What an allowed caller is told when the store cannot give the file. The
+/// operator's log names the record, never the path (it may name people).
+fn store_error(e: ContentError, id: &str, source: &str, local_id: &str) -> Response {
+    tracing::warn!(source = %source, document = %local_id, error = %e, "document content not served");
+    let detail = [("document", id)];
+    match e {
+        ContentError::Outside(_) | ContentError::Missing => unreadable(id, &e.to_string()),
+        ContentError::TooLarge { .. } => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            codes::CONTENT_TOO_LARGE,
+            format!("document `{id}`: {e}"),
+            &detail,
+        ),
+        ContentError::RangeNotSatisfiable { size } => {
+            let mut r = error(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                codes::RANGE_NOT_SATISFIABLE,
+                format!("document `{id}`: {e}"),
+                &detail,
+            );
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            r
+        }
+        ContentError::Unavailable(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            codes::SOURCE_UNAVAILABLE,
+            format!("the document store of source `{source}` cannot give document `{id}`: {e}"),
+            &[("source", source), ("document", id)],
+        ),
+    }
+}
+
+fn unreadable(id: &str, why: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        codes::CONTENT_NOT_FOUND,
+        format!("document `{id}` has no content the gateway can read: {why}"),
+        &[("document", id)],
+    )
+}
+
+pub async fn content(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let gateway = &state.gateway;
+    let caller = match crate::api::server::caller(gateway, &headers).await {
+        Ok(caller) => caller,
+        Err(refused) => return refused,
     };
-    let unreadable = |why: &str| {
-        error(
-            StatusCode::NOT_FOUND,
-            codes::CONTENT_NOT_FOUND,
-            format!("document `{id}` has no content the gateway can read: {why}"),
-            &[("document", &id)],
-        )
-    };
+    let audit = RequestAudit::new();
+    let (source, local_id, person_id, record) =
+        match released_document(gateway, &caller, &id, &audit).await {
+            Ok(released) => released,
+            Err(response) => return response,
+        };
     let Some(store) = gateway.documents.of(&source) else {
-        return unreadable("its source has no document store");
+        return unreadable(&id, "its source has no document store");
     };
     let Some(link) = record.text("link") else {
-        return unreadable("its record names no file");
+        return unreadable(&id, "its record names no file");
     };
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let content = match store.open(link, record.text("media_type"), range).await {
         Ok(content) => content,
-        Err(e) => {
-            // The operator's log names the record (never the path: it may name people).
-            tracing::warn!(source = %source, document = %local_id, error = %e, "document content not served");
-            return match e {
-                ContentError::Outside(_) | ContentError::Missing => unreadable(&e.to_string()),
-                ContentError::TooLarge { .. } => error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    codes::CONTENT_TOO_LARGE,
-                    format!("document `{id}`: {e}"),
-                    &[("document", &id)],
-                ),
-                ContentError::RangeNotSatisfiable { size } => {
-                    let mut r = error(
-                        StatusCode::RANGE_NOT_SATISFIABLE,
-                        codes::RANGE_NOT_SATISFIABLE,
-                        format!("document `{id}`: {e}"),
-                        &[("document", &id)],
-                    );
-                    if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
-                        r.headers_mut().insert(header::CONTENT_RANGE, v);
-                    }
-                    r
-                }
-                ContentError::Unavailable(_) => error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    codes::SOURCE_UNAVAILABLE,
-                    format!(
-                        "the document store of source `{source}` cannot give document `{id}`: {e}"
-                    ),
-                    &[("source", &source), ("document", &id)],
-                ),
-            };
-        }
+        Err(e) => return store_error(e, &id, &source, &local_id),
     };
     let what = match &content.range {
         Some(r) => format!(
