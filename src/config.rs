@@ -33,7 +33,24 @@ pub struct GatewayConfig {
     pub policy: Option<PathBuf>,
     /// Reports: authorities, populations, calendar, suppression (`reports.toml`).
     pub reports: Option<PathBuf>,
+    /// Documents' content links (`/documents/{id}/content`).
+    #[serde(default)]
+    pub documents: DocumentsConfig,
     pub sources: Vec<Spanned<SourceConfig>>,
+}
+
+/// `[documents]`: the key that makes document ids in content links opaque (they are
+/// sealed with AES-256-GCM-SIV: a link names no source, record or person).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentsConfig {
+    /// Environment variable holding the key (32 bytes or more); wins over the file.
+    pub id_key_env: Option<String>,
+    /// File holding the key.
+    pub id_key_file: Option<PathBuf>,
+    /// Create the key file with a random key (demo only).
+    #[serde(default)]
+    pub generate_key_if_missing: bool,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -327,6 +344,8 @@ pub struct SourceConfig {
     /// The council whose records these are (default: `default_authority` in
     /// `reports.toml`); must be one of its `[authorities]`.
     pub authority: Option<String>,
+    /// Where the source's documents live (a folder or an HTTP/WebDAV service).
+    pub documents: Option<Spanned<crate::record::documents::DocumentStoreConfig>>,
     /// Every other key: connector sections by engine name, as written.
     #[serde(flatten)]
     sections: std::collections::BTreeMap<String, toml::Value>,
@@ -547,6 +566,9 @@ impl LoadedConfig {
             *policy = base.join(&*policy);
             must_exist("policy", policy)?;
         }
+        if let Some(key) = &mut gateway.documents.id_key_file {
+            *key = base.join(&*key);
+        }
         let linkage = match &mut gateway.index.linkage {
             Some(p) => {
                 *p = base.join(&*p);
@@ -646,7 +668,7 @@ impl LoadedConfig {
                 return Err(err(
                     offset,
                     format!(
-                        "source `{}`: unknown field `{unknown}` (expected `name`, `profile`, `authority` or a connector section: `{engines}`)",
+                        "source `{}`: unknown field `{unknown}` (expected `name`, `profile`, `authority`, `documents` or a connector section: `{engines}`)",
                         s.name
                     ),
                 ));
@@ -685,6 +707,13 @@ impl LoadedConfig {
             }
             if let Some(c) = &mut s.connector {
                 c.settings.resolve_paths(&base);
+            }
+            if let Some(documents) = &mut s.documents {
+                let at = documents.span().start;
+                documents.get_ref().validate().map_err(|reason| {
+                    err(at, format!("source `{}`, `documents`: {reason}", s.name))
+                })?;
+                documents.get_mut().resolve_paths(&base);
             }
             s.profile = base.join(&s.profile);
             if !s.profile.exists() {

@@ -13,6 +13,10 @@ pub mod codes {
     pub const BAD_INPUT: &str = "BAD_USER_INPUT";
     pub const QUERY_TOO_COSTLY: &str = "QUERY_TOO_COSTLY";
     pub const INTROSPECTION_DISABLED: &str = "INTROSPECTION_DISABLED";
+    /// Documents' content (`GET /documents/{id}/content`).
+    pub const CONTENT_NOT_FOUND: &str = "CONTENT_NOT_FOUND";
+    pub const CONTENT_TOO_LARGE: &str = "CONTENT_TOO_LARGE";
+    pub const RANGE_NOT_SATISFIABLE: &str = "RANGE_NOT_SATISFIABLE";
 }
 
 #[derive(Debug, thiserror::Error)]

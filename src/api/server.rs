@@ -1,5 +1,6 @@
 //! HTTP: `POST /graphql` (and `GET` for persisted documents), GraphiQL on `GET
-//! /graphql`, `/healthz`, `/readyz`, `/metrics`, `/reports/*`. The operations concerns
+//! /graphql`, `/healthz`, `/readyz`, `/metrics`, `/reports/*`, and documents'
+//! content (`api::documents`). The operations concerns
 //! around them (request ids, CORS, limits, metrics, traces, trusted documents) are in
 //! `api/ops/`; this file wires them.
 
@@ -49,7 +50,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     }
     let mut schema =
         crate::api::graphql::builder(Some(gateway.clone())).extension(ops::metrics::Observe);
-    if gateway.documents.apq() {
+    if gateway.trusted_documents.apq() {
         schema = schema.extension(
             async_graphql::extensions::apollo_persisted_queries::ApolloPersistedQueries::new(
                 async_graphql::extensions::apollo_persisted_queries::LruCacheStorage::new(1024),
@@ -68,6 +69,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/reports/mds.csv", get(mds_csv))
         .route("/reports/indicators.csv", get(indicators_csv))
         .route("/reports/indicators.json", get(indicators_json))
+        .merge(crate::api::documents::routes())
         .with_state(state.clone())
         // Bodies past the limit are refused (413) before they are read: before parsing
         // and before the token is looked at.
@@ -166,7 +168,7 @@ async fn graphql(
         Err(refused) => return refused,
     };
     let request = match documents::parse(
-        &state.gateway.documents,
+        &state.gateway.trusted_documents,
         &method,
         &headers,
         uri.query(),
@@ -181,7 +183,7 @@ async fn graphql(
 
 /// Who is asking, from the request's token, within their rate limit; a refusal
 /// (already audited) otherwise.
-async fn caller(
+pub(crate) async fn caller(
     state: &AppState,
     headers: &HeaderMap,
     id: &RequestId,

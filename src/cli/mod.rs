@@ -433,6 +433,21 @@ fn ensure_demo(config: &LoadedConfig) -> anyhow::Result<()> {
         .iter()
         .filter_map(|s| s.get_ref().local_file())
         .any(|path| !path.exists());
+    if !missing {
+        // An estate generated before the demo had document files gets them now.
+        for (council, dir) in std::iter::once((&demo.council, demo_dir))
+            .chain(demo.other_councils.iter().map(|c| (&c.name, &c.dir)))
+        {
+            if !demo::documents::present(dir) {
+                let opts = GenerateOptions {
+                    seed: demo.seed,
+                    council: council.clone(),
+                    ..GenerateOptions::default()
+                };
+                demo::documents::write(&opts, dir).map_err(|e| anyhow::anyhow!(e))?;
+            }
+        }
+    }
     if missing {
         tracing::info!(people = demo.people, seed = demo.seed, dir = %demo_dir.display(), "generating demo data (first run)");
         let councils = std::iter::once((&demo.council, demo_dir, demo.people)).chain(

@@ -1,6 +1,7 @@
 //! Integration tests: one binary. Support servers live in `tests/support`.
 
 mod consent;
+mod documents;
 mod engines;
 mod gateway;
 mod layout;

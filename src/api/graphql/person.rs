@@ -215,11 +215,31 @@ pub async fn person_facts(ctx: &Context<'_>, person: &Person) -> Arc<PersonFacts
         return f;
     }
     let loaders = ctx.data_unchecked::<RequestLoaders>();
+    let facts = Arc::new(load_person_facts(gateway, loaders, &person.id, &person.refs).await);
+    if let Some(s) = scope {
+        if let Ok(mut m) = s.facts.lock() {
+            m.insert(person.id.clone(), facts.clone());
+        }
+    }
+    facts
+}
+
+/// The person's facts, read for one decision (GraphQL keeps them for its request;
+/// the document content route reads them for its one record).
+pub async fn load_person_facts(
+    gateway: &Gateway,
+    loaders: &RequestLoaders,
+    person_id: &str,
+    refs: &[SourceRef],
+) -> PersonFacts {
     let fetcher = loaders.fetcher();
     let mut facts = PersonFacts {
-        person_id: person.id.clone(),
+        person_id: person_id.to_string(),
         ..PersonFacts::default()
     };
+    if !gateway.policy.needs_facts() {
+        return facts;
+    }
     for entity in [
         EntityKind::Allocation,
         EntityKind::Consent,
@@ -230,7 +250,7 @@ pub async fn person_facts(ctx: &Context<'_>, person: &Person) -> Arc<PersonFacts
         } else {
             Lookup::ByPerson
         };
-        let loads = person.refs.iter().filter_map(|r| {
+        let loads = refs.iter().filter_map(|r| {
             let source = fetcher.source_index(&r.source)?;
             fetcher.sources[source]
                 .holds(entity)
@@ -262,18 +282,12 @@ pub async fn person_facts(ctx: &Context<'_>, person: &Person) -> Arc<PersonFacts
         }
     }
     if let Some(access) = &gateway.access {
-        match access.registry.active(&person.id) {
+        match access.registry.active(person_id) {
             Ok(c) => facts.registry_consents = c,
             Err(e) => {
                 tracing::warn!(error = %e, "consent registry unreadable");
                 facts.consent_unknown = true;
             }
-        }
-    }
-    let facts = Arc::new(facts);
-    if let Some(s) = scope {
-        if let Ok(mut m) = s.facts.lock() {
-            m.insert(person.id.clone(), facts.clone());
         }
     }
     facts
