@@ -7,6 +7,7 @@
 //! vendor encodes its share in its own naming, types and code lists. Faults are applied
 //! during encoding and every one is listed in the truth file.
 
+pub mod families;
 pub mod load;
 mod model;
 mod sink;

@@ -21,13 +21,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use crate::identity::linkage::{self, Class, FieldWeight, LinkageConfig, Subject};
+use crate::record::source::{Lookup, Source, SourceError};
 use chrono::{NaiveDate, NaiveDateTime};
 use escr_connector::{FindingKind, Record};
 use rusqlite::{params, Connection, OptionalExtension};
-use sha2::{Digest, Sha256};
-
-use crate::identity::linkage::{self, Class, FieldWeight, LinkageConfig, Subject};
-use crate::record::source::{Source, SourceError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -57,6 +55,11 @@ pub struct SourceRecord {
     pub labels: String,
     pub merged_into: Option<String>,
     pub updated: Option<NaiveDateTime>,
+    /// The council the record's source belongs to (`[[sources]] authority`).
+    pub authority: String,
+    /// Labels of the record's alerts and episodes, comma-separated, when looked at
+    /// (`None`: not known yet, which counts as protected).
+    pub related_labels: Option<String>,
     pub person_id: String,
     /// Why this record is in its person: "steward_link", "vendor_merge",
     /// "nhs_number+birth_date", "probabilistic" or "single" (the first link that joined it).
@@ -259,6 +262,11 @@ pub struct IndexReport {
     pub linkage_changed_records: usize,
     /// Rows of `source_record` inserted, replaced or deleted.
     pub rows_written: usize,
+    /// Records that left the index because their source no longer lists them or
+    /// reported them deleted.
+    pub deleted_records: usize,
+    /// Records that left the index because their source is no longer configured.
+    pub removed_source_records: usize,
 }
 
 /// What the probabilistic stage did.
@@ -279,11 +287,23 @@ pub struct LinkStats {
     pub weights: BTreeMap<String, BTreeMap<String, f64>>,
     pub estimated_match_share: f64,
     pub em_iterations: usize,
+    /// How the model in use was estimated: `anchor_pairs`, `em`, `priors`, or
+    /// `defaults` (the fitted model failed its checks; see `model_rejected`).
+    pub model: String,
+    /// Why the fitted model was not used (empty when it was).
+    pub model_rejected: Vec<String>,
+    /// Candidate pairs sharing a valid NHS number.
+    pub anchor_pairs: usize,
+    /// Records whose alerts and episodes were looked at for protected labels.
+    pub related_checked: usize,
 }
 
 pub struct IdentityIndex {
     path: PathBuf,
     linkage: LinkageConfig,
+    /// The installation namespace of new person ids (`index.namespace`).
+    namespace: String,
+    model: RwLock<Option<ModelStatus>>,
     snapshot: RwLock<Arc<Snapshot>>,
     write: tokio::sync::Mutex<()>,
 }
@@ -314,11 +334,16 @@ CREATE TABLE IF NOT EXISTS link_decision (
 ";
 
 /// Columns added to `source_record` after v1; an older index file gains them on open.
-const ADDED_COLUMNS: [(&str, &str); 3] = [
+const ADDED_COLUMNS: [(&str, &str); 5] = [
     ("gender", "TEXT"),
     ("birth_date_estimated", "INTEGER NOT NULL DEFAULT 0"),
     ("labels", "TEXT NOT NULL DEFAULT ''"),
+    ("authority", "TEXT NOT NULL DEFAULT ''"),
+    ("related_labels", "TEXT"),
 ];
+
+/// The namespace of person ids when the config names none.
+pub const DEFAULT_NAMESPACE: &str = "local";
 
 impl IdentityIndex {
     pub fn open(path: &Path) -> Result<IdentityIndex, IndexError> {
@@ -329,13 +354,28 @@ impl IdentityIndex {
         let index = IdentityIndex {
             path: path.to_path_buf(),
             linkage,
+            namespace: DEFAULT_NAMESPACE.into(),
+            model: RwLock::new(None),
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             write: tokio::sync::Mutex::new(()),
         };
         let conn = index.connect()?;
         let snapshot = load_snapshot(&conn).map_err(|e| index.store_err(e))?;
         *index.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
+        if let Some(model) = load_model(&conn).map_err(|e| index.store_err(e))? {
+            index.set_model_status(&model);
+        }
         Ok(index)
+    }
+
+    /// New person ids are minted in this namespace (see [`person_id`]).
+    pub fn with_namespace(mut self, namespace: &str) -> IdentityIndex {
+        self.namespace = namespace.to_string();
+        self
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
     }
 
     fn store_err(&self, e: impl std::fmt::Display) -> IndexError {
@@ -383,7 +423,34 @@ impl IdentityIndex {
         if a == b {
             return Err(bad("the two records are the same record".into()));
         }
-        {
+        if action == DecisionAction::Link {
+            let conn = self.connect()?;
+            let mut authorities = Vec::new();
+            for k in [&a, &b] {
+                let authority: Option<String> = conn
+                    .query_row(
+                        "SELECT authority FROM source_record WHERE source = ?1 AND local_id = ?2",
+                        params![k.0, k.1],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(|e| self.store_err(e))?;
+                match authority {
+                    Some(x) => authorities.push(x),
+                    None => return Err(bad(format!("no record {}/{} in the index", k.0, k.1))),
+                }
+            }
+            if !self
+                .linkage
+                .authorities
+                .allowed(&authorities[0], &authorities[1])
+            {
+                return Err(bad(format!(
+                    "the records belong to {} and {}: linkage between them is not enabled (linkage.toml [authorities] link)",
+                    authorities[0], authorities[1]
+                )));
+            }
+        } else {
             let snap = self.snapshot();
             for k in [&a, &b] {
                 if snap.by_source(&k.0, &k.1).is_none() {
@@ -408,7 +475,7 @@ impl IdentityIndex {
         };
         // Audit hook: the decision row (id, who, when, reason) is the audit record; the
         // audit log (src/audit.rs) can append it here.
-        self.refresh(&[], true).await?;
+        self.relink().await?;
         Ok(LinkDecision {
             id,
             action,
@@ -428,17 +495,31 @@ impl IdentityIndex {
     }
 
     /// Read people from every source (all of them, or since the last refresh where the
-    /// vendor has update timestamps), relink, and persist. Sources that fail keep their
-    /// previous records.
+    /// vendor has update timestamps, with the deletions it reports), relink, and
+    /// persist. Sources that fail keep their previous records; records of a source no
+    /// longer configured leave the index.
     pub async fn refresh(
         &self,
         sources: &[Source],
         incremental: bool,
     ) -> Result<IndexReport, IndexError> {
+        self.run(Some(sources), incremental).await
+    }
+
+    /// Relink what is stored (after a steward's decision), reading no source.
+    async fn relink(&self) -> Result<IndexReport, IndexError> {
+        self.run(None, true).await
+    }
+
+    async fn run(
+        &self,
+        sources: Option<&[Source]>,
+        incremental: bool,
+    ) -> Result<IndexReport, IndexError> {
         let _guard = self.write.lock().await;
         let mut conn = self.connect()?;
         let mut report = IndexReport::default();
-        let stored: BTreeMap<(String, String), SourceRecord> = load_records(&conn)
+        let stored: BTreeMap<RecordKey, SourceRecord> = load_records(&conn)
             .map_err(|e| self.store_err(e))?
             .into_iter()
             .map(|r| ((r.source.clone(), r.local_id.clone()), r))
@@ -446,17 +527,22 @@ impl IdentityIndex {
         let mut records = stored.clone();
 
         let mut source_marks = Vec::new();
-        for source in sources {
-            let since = if incremental
+        for source in sources.unwrap_or_default() {
+            let mut since = None;
+            if incremental
                 && source
                     .profile
                     .entity(escr_connector::EntityKind::Person)
                     .is_some_and(|p| p.changed_since.is_some())
             {
-                last_updated(&conn, &source.name).map_err(|e| self.store_err(e))?
-            } else {
-                None
-            };
+                since = last_updated(&conn, &source.name).map_err(|e| self.store_err(e))?;
+            }
+            // The config says which council a source's records belong to.
+            for r in source_records(&mut records, &source.name) {
+                if r.authority != source.authority {
+                    r.authority = source.authority.clone();
+                }
+            }
             let mapped = match source.list_people(since).await {
                 Ok(m) => m,
                 Err(e) => {
@@ -470,15 +556,32 @@ impl IdentityIndex {
             report
                 .records_read
                 .insert(source.name.clone(), mapped.records.len());
-            if since.is_none() {
-                // A full listing is the truth: records gone from the source leave the index.
-                let seen: BTreeSet<&str> =
-                    mapped.records.iter().map(|r| r.local_id.as_str()).collect();
-                records.retain(|(s, id), _| s != &source.name || seen.contains(id.as_str()));
+            match since {
+                None => {
+                    // A full listing is the truth: records gone from the source leave.
+                    let seen: BTreeSet<&str> =
+                        mapped.records.iter().map(|r| r.local_id.as_str()).collect();
+                    let before = records.len();
+                    records.retain(|(s, id), _| s != &source.name || seen.contains(id.as_str()));
+                    report.deleted_records += before - records.len();
+                }
+                Some(since) => match source.deleted_people(since).await {
+                    Ok(gone) => {
+                        for id in gone {
+                            let key = (source.name.clone(), id);
+                            report.deleted_records += usize::from(records.remove(&key).is_some());
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(source = %source.name, error = %e, "index refresh: deletions not read");
+                        continue;
+                    }
+                },
             }
             let mut newest = since;
             for record in &mapped.records {
-                let row = from_record(&source.name, record);
+                let mut row = from_record(&source.name, record);
+                row.authority = source.authority.clone();
                 newest = newest.max(row.updated);
                 records
                     .entry((row.source.clone(), row.local_id.clone()))
@@ -491,6 +594,13 @@ impl IdentityIndex {
                     .or_insert(row);
             }
             source_marks.push((source.name.clone(), newest));
+        }
+        if let Some(sources) = sources {
+            // A source taken out of the config: its records leave the index.
+            let configured: BTreeSet<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+            let before = records.len();
+            records.retain(|(s, _), _| configured.contains(s.as_str()));
+            report.removed_source_records = before - records.len();
         }
 
         let changed_keys: HashSet<RecordKey> = records
@@ -521,15 +631,22 @@ impl IdentityIndex {
             None => PairPlan::Full,
         };
         let full = matches!(plan, PairPlan::Full);
-        let outcome = link(
-            &mut records,
-            &LinkInput {
-                config: &self.linkage,
-                decisions: &decisions,
-                plan,
-            },
-        );
+        let input = LinkInput {
+            config: &self.linkage,
+            decisions: &decisions,
+            plan,
+            namespace: &self.namespace,
+        };
+        let scored = score(&records, &input);
+        if let Some(sources) = sources {
+            let wanted = scored.would_link(&self.linkage);
+            report.linkage.related_checked =
+                read_related_labels(sources, &mut records, &wanted, full).await;
+        }
+        let outcome = cluster(&mut records, &input, scored);
+        let related_checked = report.linkage.related_checked;
         report.linkage = outcome.stats;
+        report.linkage.related_checked = related_checked;
         let aliases = outcome.aliases;
         for r in records.values() {
             *report.links_by_rule.entry(r.link_rule.clone()).or_default() += 1;
@@ -547,11 +664,118 @@ impl IdentityIndex {
         persist_pairs(&tx, full, &changed_keys, &outcome.new_pairs, &outcome.model)
             .map_err(|e| self.store_err(e))?;
         tx.commit().map_err(|e| self.store_err(e))?;
+        if full {
+            self.set_model_status(&outcome.model);
+        }
 
         let snapshot = load_snapshot(&conn).map_err(|e| self.store_err(e))?;
         report.people = snapshot.person_count();
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
         Ok(report)
+    }
+
+    fn set_model_status(&self, model: &linkage::Model) {
+        *self.model.write().unwrap_or_else(|p| p.into_inner()) = Some(ModelStatus::of(model));
+    }
+
+    /// The linkage model of the last full build: how it was estimated, and why a
+    /// fitted model was rejected (the defaults are then in use). None before any build.
+    pub fn model_status(&self) -> Option<ModelStatus> {
+        self.model.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// The stored records of one source.
+fn source_records<'a>(
+    records: &'a mut BTreeMap<RecordKey, SourceRecord>,
+    source: &'a str,
+) -> impl Iterator<Item = &'a mut SourceRecord> {
+    let from = (source.to_string(), String::new());
+    records
+        .range_mut(from..)
+        .take_while(move |((s, _), _)| s == source)
+        .map(|(_, r)| r)
+}
+
+/// Entities whose labels stop a score-based link as the person record's own do.
+const RELATED_ENTITIES: [escr_connector::EntityKind; 2] = [
+    escr_connector::EntityKind::Alert,
+    escr_connector::EntityKind::Episode,
+];
+
+/// Reads the labels of the alerts and episodes of `wanted` records into their
+/// `related_labels`: on a full build all of them, else those not known yet (new or
+/// changed records). A source that does not answer leaves them unknown, which counts
+/// as protected. Returns how many records were looked at.
+async fn read_related_labels(
+    sources: &[Source],
+    records: &mut BTreeMap<RecordKey, SourceRecord>,
+    wanted: &BTreeSet<RecordKey>,
+    full: bool,
+) -> usize {
+    let mut checked = 0;
+    for source in sources {
+        let keys: Vec<String> = wanted
+            .iter()
+            .filter(|k| k.0 == source.name)
+            .filter(|k| full || records.get(*k).is_some_and(|r| r.related_labels.is_none()))
+            .map(|k| k.1.clone())
+            .collect();
+        if keys.is_empty() {
+            continue;
+        }
+        let mut labels: HashMap<String, BTreeSet<String>> = HashMap::new();
+        let mut answered = true;
+        for entity in RELATED_ENTITIES {
+            match source.fetch(entity, Lookup::ByPerson, &keys).await {
+                Ok(mapped) => {
+                    for r in mapped.records {
+                        if let Some(person) = r.person_id {
+                            labels.entry(person).or_default().extend(r.labels);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(source = %source.name, entity = entity.name(), error = %e, "index: related labels not read; the records count as protected");
+                    answered = false;
+                }
+            }
+        }
+        for key in keys {
+            if let Some(r) = records.get_mut(&(source.name.clone(), key.clone())) {
+                r.related_labels = answered.then(|| {
+                    labels
+                        .get(&key)
+                        .map(|l| l.iter().cloned().collect::<Vec<_>>().join(","))
+                        .unwrap_or_default()
+                });
+                checked += 1;
+            }
+        }
+    }
+    checked
+}
+
+/// How the linkage model in use came about (for `/readyz` and the CLI).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct ModelStatus {
+    /// `anchor_pairs`, `em`, `priors`, or `defaults` when a fitted model failed its
+    /// checks (or nothing could be fitted).
+    pub estimate: String,
+    /// True when the fitted model failed its checks and the documented default m and u
+    /// values are in use.
+    pub defaults_used: bool,
+    /// Why the fitted model was not used.
+    pub rejected: Vec<String>,
+}
+
+impl ModelStatus {
+    fn of(model: &linkage::Model) -> ModelStatus {
+        ModelStatus {
+            estimate: model.estimate.clone(),
+            defaults_used: !model.rejected.is_empty(),
+            rejected: model.rejected.clone(),
+        }
     }
 }
 
@@ -579,6 +803,8 @@ fn from_record(source: &str, r: &Record) -> SourceRecord {
         labels: r.labels.iter().cloned().collect::<Vec<_>>().join(","),
         merged_into: r.text("merged_into").map(str::to_string),
         updated: r.last_updated,
+        authority: String::new(),
+        related_labels: None,
         person_id: String::new(),
         link_rule: String::new(),
     }
@@ -588,6 +814,8 @@ pub struct LinkInput<'a> {
     pub config: &'a LinkageConfig,
     pub decisions: &'a [LinkDecision],
     pub plan: PairPlan<'a>,
+    /// The installation namespace new person ids are minted in (`index.namespace`).
+    pub namespace: &'a str,
 }
 
 /// Which pairs the probabilistic stage compares.
@@ -604,7 +832,8 @@ pub enum PairPlan<'a> {
 }
 
 pub struct LinkOutcome {
-    /// Old id -> surviving id, for ids that merges retired.
+    /// Old id -> surviving id, for ids that merges (or the move to the current id
+    /// format) retired.
     pub aliases: Vec<(String, String)>,
     pub edges: Vec<LinkEdge>,
     pub review: Vec<Candidate>,
@@ -618,23 +847,98 @@ pub struct LinkOutcome {
 /// A pair for review before ids exist: positions, score, reason, evidence.
 type PendingReview = (usize, usize, Option<f64>, String, Vec<FieldWeight>);
 
+/// Why the guard refused a union.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    NhsNumbers,
+    StewardUnlink,
+    /// Linkage between the two people's authorities is not enabled: not a question for
+    /// a data steward, so never queued.
+    Authorities,
+}
+
+impl Refusal {
+    fn reason(self) -> &'static str {
+        match self {
+            Refusal::NhsNumbers => "the records' people have different NHS numbers",
+            Refusal::StewardUnlink => "a data steward unlinked these people",
+            Refusal::Authorities => "linkage between these authorities is not enabled",
+        }
+    }
+}
+
+/// The authorities of a run's records and which of them may be linked to each other
+/// (`[authorities] link` in `linkage.toml`; an authority with itself always).
+struct AuthorityRules {
+    names: Vec<String>,
+    /// Per record position, its authority.
+    of: Vec<u16>,
+    allowed: Vec<Vec<bool>>,
+    /// Per authority, its linkage group (authorities joined by allowed pairs).
+    group: Vec<u16>,
+}
+
+impl AuthorityRules {
+    fn new(rows: &[&SourceRecord], config: &linkage::config::Authorities) -> AuthorityRules {
+        let mut names: Vec<String> = rows.iter().map(|r| r.authority.clone()).collect();
+        names.sort_unstable();
+        names.dedup();
+        let of = rows
+            .iter()
+            .map(|r| names.binary_search(&r.authority).unwrap_or(0) as u16)
+            .collect();
+        let allowed: Vec<Vec<bool>> = names
+            .iter()
+            .map(|a| names.iter().map(|b| config.allowed(a, b)).collect())
+            .collect();
+        let mut group: Vec<u16> = (0..names.len() as u16).collect();
+        // Few authorities: relabel until stable.
+        let mut moved = true;
+        while moved {
+            moved = false;
+            for a in 0..names.len() {
+                for b in 0..names.len() {
+                    if allowed[a][b] && group[b] > group[a] {
+                        group[b] = group[a];
+                        moved = true;
+                    }
+                }
+            }
+        }
+        AuthorityRules {
+            names,
+            of,
+            allowed,
+            group,
+        }
+    }
+
+    fn allowed(&self, a: u16, b: u16) -> bool {
+        self.allowed[a as usize][b as usize]
+    }
+}
+
 /// Union-find over record positions, with what the guard needs per cluster: its valid
-/// NHS numbers and the members a steward separated from someone.
-struct Clusters {
+/// NHS numbers, its authorities and the members a steward separated from someone.
+struct Clusters<'a> {
     parent: Vec<usize>,
     nhs: Vec<Vec<String>>,
+    authorities: Vec<Vec<u16>>,
+    rules: &'a AuthorityRules,
     guarded: Vec<Vec<usize>>,
     forbid: HashMap<usize, Vec<usize>>,
 }
 
-impl Clusters {
-    fn new(rows: &[&SourceRecord]) -> Clusters {
+impl<'a> Clusters<'a> {
+    fn new(rows: &[&SourceRecord], rules: &'a AuthorityRules) -> Clusters<'a> {
         Clusters {
             parent: (0..rows.len()).collect(),
             nhs: rows
                 .iter()
                 .map(|r| r.nhs_number.iter().cloned().collect())
                 .collect(),
+            authorities: rules.of.iter().map(|a| vec![*a]).collect(),
+            rules,
             guarded: vec![Vec::new(); rows.len()],
             forbid: HashMap::new(),
         }
@@ -657,9 +961,9 @@ impl Clusters {
     }
 
     /// Join the clusters of `a` and `b` unless that would put two different valid NHS
-    /// numbers in one person (`strong_ids`) or undo a steward's unlink. Ok(false): they
-    /// were one person already.
-    fn union(&mut self, a: usize, b: usize, strong_ids: bool) -> Result<bool, &'static str> {
+    /// numbers in one person (`strong_ids`), join authorities whose linkage is not
+    /// enabled, or undo a steward's unlink. Ok(false): they were one person already.
+    fn union(&mut self, a: usize, b: usize, strong_ids: bool) -> Result<bool, Refusal> {
         let (ra, rb) = (self.find(a), self.find(b));
         if ra == rb {
             return Ok(false);
@@ -669,7 +973,14 @@ impl Clusters {
             && !self.nhs[rb].is_empty()
             && self.nhs[ra].iter().any(|n| !self.nhs[rb].contains(n))
         {
-            return Err("the records' people have different NHS numbers");
+            return Err(Refusal::NhsNumbers);
+        }
+        if !self.authorities[ra].iter().all(|x| {
+            self.authorities[rb]
+                .iter()
+                .all(|y| self.rules.allowed(*x, *y))
+        }) {
+            return Err(Refusal::Authorities);
         }
         let guarded: Vec<usize> = self.guarded[ra]
             .iter()
@@ -682,7 +993,7 @@ impl Clusters {
             let forbidden = self.forbid.get(&x).cloned().unwrap_or_default();
             for y in forbidden {
                 if self.find(y) == other {
-                    return Err("a data steward unlinked these people");
+                    return Err(Refusal::StewardUnlink);
                 }
             }
         }
@@ -694,10 +1005,20 @@ impl Clusters {
                 self.nhs[lo].push(n);
             }
         }
+        let authorities = std::mem::take(&mut self.authorities[hi]);
+        for x in authorities {
+            if !self.authorities[lo].contains(&x) {
+                self.authorities[lo].push(x);
+            }
+        }
         let guarded = std::mem::take(&mut self.guarded[hi]);
         self.guarded[lo].extend(guarded);
         Ok(true)
     }
+}
+
+fn has_protected_label(labels: &str, protected: &[String]) -> bool {
+    labels.split(',').any(|l| protected.iter().any(|p| p == l))
 }
 
 fn subject(r: &SourceRecord, protected: &[String]) -> Subject {
@@ -709,27 +1030,205 @@ fn subject(r: &SourceRecord, protected: &[String]) -> Subject {
         r.birth_date_estimated,
         r.gender.as_deref(),
         r.postcode.as_deref(),
-        r.labels
-            .split(',')
-            .any(|l| protected.iter().any(|p| p == l)),
+        has_protected_label(&r.labels, protected),
     )
 }
 
-/// Links records into people; assigns `person_id` and `link_rule` in place.
-fn link(
-    records: &mut BTreeMap<(String, String), SourceRecord>,
+/// The probabilistic stage's comparisons, before any union: what [`cluster`] links.
+pub struct Scored {
+    keys: Vec<RecordKey>,
+    subjects: Vec<Subject>,
+    rules: AuthorityRules,
+    pairs: Vec<(u32, u32)>,
+    levels: Vec<linkage::Levels>,
+    /// (score, pair) of the pairs that can matter, best first.
+    ranked: Vec<(f64, usize)>,
+    model: linkage::Model,
+    new_pairs: Vec<(RecordKey, RecordKey, linkage::Levels)>,
+    stats: LinkStats,
+}
+
+impl Scored {
+    /// Records in a pair that would link on its score, unless its records are
+    /// protected: whose alerts and episodes must be looked at first.
+    fn would_link(&self, config: &LinkageConfig) -> BTreeSet<RecordKey> {
+        let mut out = BTreeSet::new();
+        for (score, k) in &self.ranked {
+            let (i, j) = (self.pairs[*k].0 as usize, self.pairs[*k].1 as usize);
+            let l = &self.levels[*k];
+            if l[0] != 1
+                && linkage::bar(l) == linkage::Bar::Clear
+                && linkage::classify(config, *score) == Class::Match
+                && !self.subjects[i].protected
+                && !self.subjects[j].protected
+            {
+                out.insert(self.keys[i].clone());
+                out.insert(self.keys[j].clone());
+            }
+        }
+        out
+    }
+}
+
+/// Blocks, compares and fits (or takes the kept model and comparisons).
+fn score(records: &BTreeMap<RecordKey, SourceRecord>, input: &LinkInput<'_>) -> Scored {
+    let config = input.config;
+    let keys: Vec<RecordKey> = records.keys().cloned().collect();
+    let rows: Vec<&SourceRecord> = records.values().collect();
+    let rules = AuthorityRules::new(&rows, &config.authorities);
+    let mut stats = LinkStats::default();
+    let subjects: Vec<Subject> = rows
+        .iter()
+        .zip(&rules.of)
+        .map(|(r, a)| Subject {
+            authority: *a,
+            group: rules.group[*a as usize],
+            ..subject(r, &config.protected.labels)
+        })
+        .collect();
+    let allowed = |a: u16, b: u16| rules.allowed(a, b);
+    let (pairs, levels, model, new_from) = match &input.plan {
+        PairPlan::Full => {
+            let (pairs, skipped) =
+                linkage::candidate_pairs(&subjects, config.blocking.max_block, None, allowed);
+            stats.candidate_pairs = pairs.len();
+            stats.skipped_blocks = skipped;
+            let levels: Vec<linkage::Levels> = pairs
+                .iter()
+                .map(|(a, b)| linkage::compare(&subjects[*a as usize], &subjects[*b as usize]))
+                .collect();
+            let model = linkage::fit(config, &subjects, &levels, allowed);
+            (pairs, levels, model, 0)
+        }
+        PairPlan::Incremental {
+            model,
+            kept,
+            changed,
+        } => {
+            stats.incremental = true;
+            let position: HashMap<&RecordKey, usize> =
+                keys.iter().enumerate().map(|(i, k)| (k, i)).collect();
+            let marks: Vec<bool> = keys.iter().map(|k| changed.contains(k)).collect();
+            let (fresh, skipped) = linkage::candidate_pairs(
+                &subjects,
+                config.blocking.max_block,
+                Some(&marks),
+                allowed,
+            );
+            stats.skipped_blocks = skipped;
+            let mut pairs = Vec::with_capacity(kept.len() + fresh.len());
+            let mut levels = Vec::with_capacity(kept.len() + fresh.len());
+            for (a, b, l) in kept {
+                if let (Some(&i), Some(&j)) = (position.get(a), position.get(b)) {
+                    if rules.allowed(rules.of[i], rules.of[j]) {
+                        pairs.push((i.min(j) as u32, i.max(j) as u32));
+                        levels.push(*l);
+                    }
+                }
+            }
+            let new_from = pairs.len();
+            for (a, b) in fresh {
+                pairs.push((a, b));
+                levels.push(linkage::compare(
+                    &subjects[a as usize],
+                    &subjects[b as usize],
+                ));
+            }
+            stats.candidate_pairs = pairs.len();
+            (pairs, levels, model.clone(), new_from)
+        }
+    };
+    stats.compared_pairs = pairs.len() - new_from;
+    let matters = |l: &linkage::Levels| {
+        linkage::bar(l) != linkage::Bar::Never
+            && (model.score(l) >= *config.thresholds.review.get_ref()
+                || (l[0] == 1
+                    && linkage::classify(config, model.score_without_nhs(l)) == Class::Match))
+    };
+    let new_pairs: Vec<(RecordKey, RecordKey, linkage::Levels)> = pairs[new_from..]
+        .iter()
+        .zip(&levels[new_from..])
+        .filter(|(_, l)| matters(l))
+        .map(|((a, b), l)| (keys[*a as usize].clone(), keys[*b as usize].clone(), *l))
+        .collect();
+    let mut ranked: Vec<(f64, usize)> = levels
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| matters(l))
+        .map(|(k, l)| (model.score(l), k))
+        .collect();
+    ranked.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
+    stats.weights = linkage::Field::ALL
+        .iter()
+        .enumerate()
+        .map(|(f, field)| {
+            (
+                field.name().to_string(),
+                field
+                    .levels()
+                    .iter()
+                    .zip(&model.weights[f])
+                    .map(|(l, w)| (l.to_string(), round2(*w)))
+                    .collect(),
+            )
+        })
+        .collect();
+    stats.estimated_match_share = model.match_share;
+    stats.em_iterations = model.em_iterations;
+    stats.model = model.estimate.clone();
+    stats.model_rejected = model.rejected.clone();
+    stats.anchor_pairs = model.anchor_pairs;
+    Scored {
+        keys,
+        subjects,
+        rules,
+        pairs,
+        levels,
+        ranked,
+        model,
+        new_pairs,
+        stats,
+    }
+}
+
+/// Links records into people; assigns `person_id` and `link_rule` in place. A pair
+/// that would link on its score is reviewed instead when either record, or one of its
+/// alerts or episodes (`related_labels`, unknown counting as protected), carries a
+/// protected label.
+fn cluster(
+    records: &mut BTreeMap<RecordKey, SourceRecord>,
     input: &LinkInput<'_>,
+    scored: Scored,
 ) -> LinkOutcome {
     let config = input.config;
-    let keys: Vec<(String, String)> = records.keys().cloned().collect();
-    let position: HashMap<&(String, String), usize> =
+    let Scored {
+        keys,
+        subjects,
+        rules,
+        pairs,
+        levels,
+        ranked,
+        model,
+        new_pairs,
+        mut stats,
+    } = scored;
+    let position: HashMap<&RecordKey, usize> =
         keys.iter().enumerate().map(|(i, k)| (k, i)).collect();
     let rows: Vec<&SourceRecord> = keys.iter().map(|k| &records[k]).collect();
-    let mut clusters = Clusters::new(&rows);
+    let protected: Vec<bool> = rows
+        .iter()
+        .zip(&subjects)
+        .map(|(r, s)| {
+            s.protected
+                || r.related_labels
+                    .as_deref()
+                    .is_none_or(|l| has_protected_label(l, &config.protected.labels))
+        })
+        .collect();
+    let mut clusters = Clusters::new(&rows, &rules);
     let mut rule: Vec<&'static str> = vec!["single"; rows.len()];
     let mut edges: Vec<(usize, usize, LinkEdge)> = Vec::new();
     let mut review: Vec<PendingReview> = Vec::new();
-    let mut stats = LinkStats::default();
     let edge = |i: usize,
                 j: usize,
                 rule: &str,
@@ -781,7 +1280,7 @@ fn link(
                         i,
                         j,
                         None,
-                        format!("steward link refused: {why}"),
+                        format!("steward link refused: {}", why.reason()),
                         Vec::new(),
                     ));
                 }
@@ -799,10 +1298,16 @@ fn link(
                 edges.push((i, j, edge(i, j, name, None, Vec::new(), None)));
                 set_rule(rule, i, j, name);
             }
-            Ok(false) => {}
+            Ok(false) | Err(Refusal::Authorities) => {}
             Err(why) => {
                 stats.refused_links += 1;
-                review.push((i, j, None, format!("{name} refused: {why}"), Vec::new()));
+                review.push((
+                    i,
+                    j,
+                    None,
+                    format!("{name} refused: {}", why.reason()),
+                    Vec::new(),
+                ));
             }
         }
     };
@@ -815,14 +1320,17 @@ fn link(
             }
         }
     }
-    // 3. Valid NHS number with agreeing birth dates. Records without a birth date join
-    //    the number's largest birth-date group; conflicting birth dates are left to the
-    //    probabilistic stage (a swapped or estimated date).
-    let mut by_nhs: BTreeMap<&str, BTreeMap<Option<NaiveDate>, Vec<usize>>> = BTreeMap::new();
+    // 3. Valid NHS number with agreeing birth dates, within each linkage group of
+    //    authorities. Records without a birth date join the number's largest
+    //    birth-date group; conflicting birth dates are left to the probabilistic stage
+    //    (a swapped or estimated date).
+    type NhsGroups<'r> = BTreeMap<(&'r str, u16), BTreeMap<Option<NaiveDate>, Vec<usize>>>;
+    let mut by_nhs: NhsGroups = BTreeMap::new();
     for (i, r) in rows.iter().enumerate() {
         if let Some(nhs) = &r.nhs_number {
+            let group = rules.group[rules.of[i] as usize];
             by_nhs
-                .entry(nhs)
+                .entry((nhs, group))
                 .or_default()
                 .entry(r.birth_date)
                 .or_default()
@@ -857,73 +1365,8 @@ fn link(
         }
     }
 
-    // 4. Fellegi-Sunter over blocked candidate pairs, best score first.
-    let subjects: Vec<Subject> = rows
-        .iter()
-        .map(|r| subject(r, &config.protected.labels))
-        .collect();
-    let (pairs, levels, model, new_from) = match &input.plan {
-        PairPlan::Full => {
-            let (pairs, skipped) =
-                linkage::candidate_pairs(&subjects, config.blocking.max_block, None);
-            stats.candidate_pairs = pairs.len();
-            stats.skipped_blocks = skipped;
-            let levels: Vec<linkage::Levels> = pairs
-                .iter()
-                .map(|(a, b)| linkage::compare(&subjects[*a as usize], &subjects[*b as usize]))
-                .collect();
-            let model = linkage::fit(config, &subjects, &levels);
-            (pairs, levels, model, 0)
-        }
-        PairPlan::Incremental {
-            model,
-            kept,
-            changed,
-        } => {
-            stats.incremental = true;
-            let marks: Vec<bool> = keys.iter().map(|k| changed.contains(k)).collect();
-            let (fresh, skipped) =
-                linkage::candidate_pairs(&subjects, config.blocking.max_block, Some(&marks));
-            stats.skipped_blocks = skipped;
-            let mut pairs = Vec::with_capacity(kept.len() + fresh.len());
-            let mut levels = Vec::with_capacity(kept.len() + fresh.len());
-            for (a, b, l) in kept {
-                if let (Some(&i), Some(&j)) = (position.get(a), position.get(b)) {
-                    pairs.push((i.min(j) as u32, i.max(j) as u32));
-                    levels.push(*l);
-                }
-            }
-            let new_from = pairs.len();
-            for (a, b) in fresh {
-                pairs.push((a, b));
-                levels.push(linkage::compare(
-                    &subjects[a as usize],
-                    &subjects[b as usize],
-                ));
-            }
-            stats.candidate_pairs = pairs.len();
-            (pairs, levels, model.clone(), new_from)
-        }
-    };
-    stats.compared_pairs = pairs.len() - new_from;
-    let matters = |l: &linkage::Levels| {
-        model.score(l) >= *config.thresholds.review.get_ref()
-            || (l[0] == 1 && linkage::classify(config, model.score_without_nhs(l)) == Class::Match)
-    };
-    let new_pairs: Vec<(RecordKey, RecordKey, linkage::Levels)> = pairs[new_from..]
-        .iter()
-        .zip(&levels[new_from..])
-        .filter(|(_, l)| matters(l))
-        .map(|((a, b), l)| (keys[*a as usize].clone(), keys[*b as usize].clone(), *l))
-        .collect();
-    let mut scored: Vec<(f64, usize)> = levels
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| matters(l))
-        .map(|(k, l)| (model.score(l), k))
-        .collect();
-    scored.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
-    for (score, k) in scored {
+    // 4. Fellegi-Sunter scores, best first.
+    for (score, k) in ranked {
         let (i, j) = (pairs[k].0 as usize, pairs[k].1 as usize);
         let l = &levels[k];
         if decided.contains_key(&(i, j)) || clusters.find(i) == clusters.find(j) {
@@ -945,17 +1388,15 @@ fn link(
             }
             continue;
         }
-        match linkage::classify(config, score) {
-            Class::Match if subjects[i].protected || subjects[j].protected => {
-                review.push((
-                    i,
-                    j,
-                    Some(score),
-                    "protected record: not linked on a score".into(),
-                    weights,
-                ));
+        let class = linkage::classify(config, score);
+        let reason = match (class, linkage::bar(l)) {
+            (Class::NonMatch, _) | (_, linkage::Bar::Never) => continue,
+            (Class::Review, _) => "score between the review and match thresholds",
+            (Class::Match, linkage::Bar::Review(why)) => why,
+            (Class::Match, linkage::Bar::Clear) if protected[i] || protected[j] => {
+                "protected record: not linked on a score"
             }
-            Class::Match => match clusters.union(i, j, true) {
+            (Class::Match, linkage::Bar::Clear) => match clusters.union(i, j, true) {
                 Ok(_) => {
                     stats.probabilistic_links += 1;
                     edges.push((
@@ -964,44 +1405,29 @@ fn link(
                         edge(i, j, "probabilistic", Some(round2(score)), weights, None),
                     ));
                     set_rule(&mut rule, i, j, "probabilistic");
+                    continue;
                 }
+                Err(Refusal::Authorities) => continue,
                 Err(why) => {
                     stats.refused_links += 1;
-                    review.push((i, j, Some(score), format!("match refused: {why}"), weights));
+                    review.push((
+                        i,
+                        j,
+                        Some(score),
+                        format!("match refused: {}", why.reason()),
+                        weights,
+                    ));
+                    continue;
                 }
             },
-            Class::Review => {
-                review.push((
-                    i,
-                    j,
-                    Some(score),
-                    "score between the review and match thresholds".into(),
-                    weights,
-                ));
-            }
-            Class::NonMatch => {}
-        }
+        };
+        review.push((i, j, Some(score), reason.into(), weights));
     }
-    stats.weights = linkage::Field::ALL
-        .iter()
-        .enumerate()
-        .map(|(f, field)| {
-            (
-                field.name().to_string(),
-                field
-                    .levels()
-                    .iter()
-                    .zip(&model.weights[f])
-                    .map(|(l, w)| (l.to_string(), round2(*w)))
-                    .collect(),
-            )
-        })
-        .collect();
-    stats.estimated_match_share = model.match_share;
-    stats.em_iterations = model.em_iterations;
 
     // 5. Ids: keep what the cluster's records already had (the most common; ties to the
-    //    smallest); otherwise derive one from the cluster's first record.
+    //    smallest), in the current format; otherwise derive one from the cluster's
+    //    first record. An id in the old format ("P" + 12 hex digits) moves into the
+    //    current one and stays as an alias.
     let mut members: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for i in 0..rows.len() {
         members.entry(clusters.find(i)).or_default().push(i);
@@ -1010,6 +1436,8 @@ fn link(
     let mut assigned: Vec<String> = vec![String::new(); rows.len()];
     let mut aliases = Vec::new();
     for group in members.values() {
+        let first = rows[group[0]];
+        let authority = &rules.names[rules.of[group[0]] as usize];
         let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
         for &i in group {
             if !rows[i].person_id.is_empty() {
@@ -1020,16 +1448,24 @@ fn link(
         existing.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
         let keep = existing
             .iter()
-            .map(|(id, _)| *id)
-            .find(|id| !taken.contains(*id));
+            .map(|(id, _)| person_id::current(id, input.namespace, authority))
+            .find(|id| !taken.contains(id));
         let id = match keep {
-            Some(id) => id.to_string(),
+            Some(id) => id,
             None => {
-                let first = rows[group[0]];
-                let mut id = person_id_for(&first.source, &first.local_id, 0);
-                let mut salt = 1;
-                while taken.contains(&id) {
-                    id = person_id_for(&first.source, &first.local_id, salt);
+                let mut salt = 0;
+                let mut id;
+                loop {
+                    id = person_id::mint(
+                        input.namespace,
+                        authority,
+                        &first.source,
+                        &first.local_id,
+                        salt,
+                    );
+                    if !taken.contains(&id) {
+                        break;
+                    }
                     salt += 1;
                 }
                 id
@@ -1069,6 +1505,7 @@ fn link(
             .then_with(|| x.b.cmp(&y.b))
     });
     stats.review_pairs = queue.len();
+    drop(rows);
     for (i, key) in keys.iter().enumerate() {
         let r = records.get_mut(key).expect("key from the same map");
         r.person_id = std::mem::take(&mut assigned[i]);
@@ -1084,6 +1521,17 @@ fn link(
     }
 }
 
+/// Links records into people in one go (no look at related records: what they do not
+/// say counts as unprotected). For tests of the linking rules.
+#[cfg(test)]
+fn link(records: &mut BTreeMap<RecordKey, SourceRecord>, input: &LinkInput<'_>) -> LinkOutcome {
+    for r in records.values_mut() {
+        r.related_labels.get_or_insert_with(String::new);
+    }
+    let scored = score(records, input);
+    cluster(records, input, scored)
+}
+
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
@@ -1096,17 +1544,81 @@ fn set_rule(rule: &mut [&'static str], i: usize, j: usize, name: &'static str) {
     }
 }
 
-/// "P" + 12 hex digits of SHA-256 over the anchor record: the same data indexes to the
-/// same ids on any machine.
-fn person_id_for(source: &str, local_id: &str, salt: u32) -> String {
-    let mut h = Sha256::new();
-    h.update(source.as_bytes());
-    h.update([0]);
-    h.update(local_id.as_bytes());
-    h.update(salt.to_be_bytes());
-    let digest = h.finalize();
-    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-    format!("P{hex}")
+/// Person ids: `escr:<namespace>:<authority>:P<12 hex digits>`, e.g.
+/// `escr:northshire.gov.uk:northshire:P31e9db5d5ed6`. The namespace is the
+/// installation's (`index.namespace`), the authority the council of the person's first
+/// record (lower case, other characters as `-`), and the hex digits the start of
+/// SHA-256 over that record's source and local id (and a salt, were two to meet in
+/// this installation). Globally unique as long as namespaces are (a council's domain);
+/// stable, because a person keeps the id it has. Ids of the old format ("P" + 12 hex
+/// digits, unique within one installation only) move into this one with the same
+/// digits and keep resolving as aliases.
+pub mod person_id {
+    use sha2::{Digest, Sha256};
+
+    pub const SCHEME: &str = "escr";
+
+    /// The authority's part of an id: lower-case letters and digits, `-` between words.
+    pub fn authority_part(authority: &str) -> String {
+        let mut out = String::new();
+        for c in authority.chars() {
+            if c.is_ascii_alphanumeric() {
+                out.push(c.to_ascii_lowercase());
+            } else if !out.is_empty() && !out.ends_with('-') {
+                out.push('-');
+            }
+        }
+        let out = out.trim_end_matches('-').to_string();
+        if out.is_empty() {
+            "local".into()
+        } else {
+            out
+        }
+    }
+
+    /// The id a record anchors (salt 0 unless an id was already taken).
+    pub fn mint(
+        namespace: &str,
+        authority: &str,
+        source: &str,
+        local_id: &str,
+        salt: u32,
+    ) -> String {
+        let mut h = Sha256::new();
+        h.update(source.as_bytes());
+        h.update([0]);
+        h.update(local_id.as_bytes());
+        h.update(salt.to_be_bytes());
+        let digest = h.finalize();
+        let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+        format!("{SCHEME}:{namespace}:{}:P{hex}", authority_part(authority))
+    }
+
+    /// Is this an id of the old format ("P" + 12 hex digits, no namespace)?
+    pub fn is_legacy(id: &str) -> bool {
+        id.len() == 13 && id.starts_with('P') && id[1..].bytes().all(|b| b.is_ascii_hexdigit())
+    }
+
+    /// The id a person keeps: its own, or an old-format id moved into this format.
+    pub fn current(id: &str, namespace: &str, authority: &str) -> String {
+        if is_legacy(id) {
+            format!("{SCHEME}:{namespace}:{}:{id}", authority_part(authority))
+        } else {
+            id.to_string()
+        }
+    }
+
+    /// Is `namespace` usable in ids: lower-case letters, digits, `.` and `-`, starting
+    /// and ending with a letter or digit, at most 100 characters.
+    pub fn valid_namespace(namespace: &str) -> bool {
+        let ok = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+        let bytes = namespace.as_bytes();
+        !bytes.is_empty()
+            && bytes.len() <= 100
+            && bytes.iter().all(|b| ok(*b) || *b == b'.' || *b == b'-')
+            && ok(bytes[0])
+            && ok(bytes[bytes.len() - 1])
+    }
 }
 
 /// Linkage sees the same record (the person id and rule are outputs, not inputs).
@@ -1120,6 +1632,7 @@ fn same_linkage_fields(a: &SourceRecord, b: &SourceRecord) -> bool {
         && a.birth_date_estimated == b.birth_date_estimated
         && a.labels == b.labels
         && a.merged_into == b.merged_into
+        && a.authority == b.authority
 }
 
 /// Writes only the rows that differ from what is stored; returns how many.
@@ -1139,8 +1652,9 @@ fn persist(
         }
         let mut insert = tx.prepare(
             "INSERT OR REPLACE INTO source_record (source, local_id, nhs_number, birth_date, family_name, given_names,
-             postcode, merged_into, updated, person_id, link_rule, gender, birth_date_estimated, labels)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+             postcode, merged_into, updated, person_id, link_rule, gender, birth_date_estimated, labels,
+             authority, related_labels)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         )?;
         for (k, r) in records {
             if stored.get(k) == Some(r) {
@@ -1162,7 +1676,9 @@ fn persist(
                 r.link_rule,
                 r.gender,
                 r.birth_date_estimated,
-                r.labels
+                r.labels,
+                r.authority,
+                r.related_labels
             ])?;
         }
     }
@@ -1273,7 +1789,8 @@ fn last_updated(conn: &Connection, source: &str) -> rusqlite::Result<Option<Naiv
 fn load_records(conn: &Connection) -> rusqlite::Result<Vec<SourceRecord>> {
     let mut stmt = conn.prepare(
         "SELECT source, local_id, nhs_number, birth_date, family_name, given_names, postcode, merged_into,
-                updated, person_id, link_rule, gender, birth_date_estimated, labels
+                updated, person_id, link_rule, gender, birth_date_estimated, labels, authority,
+                related_labels
          FROM source_record ORDER BY source, local_id",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -1294,6 +1811,8 @@ fn load_records(conn: &Connection) -> rusqlite::Result<Vec<SourceRecord>> {
             gender: r.get(11)?,
             birth_date_estimated: r.get(12)?,
             labels: r.get(13)?,
+            authority: r.get(14)?,
+            related_labels: r.get(15)?,
         })
     })?;
     rows.collect()
@@ -1503,6 +2022,8 @@ mod tests {
             labels: String::new(),
             merged_into: merged.map(Into::into),
             updated: None,
+            authority: "Northshire".into(),
+            related_labels: None,
             person_id: String::new(),
             link_rule: String::new(),
         }
@@ -1514,6 +2035,7 @@ mod tests {
             config: CONFIG.get_or_init(LinkageConfig::default),
             decisions: &[],
             plan: PairPlan::Full,
+            namespace: "test.example",
         }
     }
 
@@ -1701,6 +2223,7 @@ mod tests {
                 config: &config,
                 decisions: &decisions,
                 plan: PairPlan::Full,
+                namespace: "test.example",
             },
         );
         assert_ne!(pid(&m, "a", "1"), pid(&m, "b", "1"));

@@ -202,6 +202,48 @@ impl Source {
         Ok(map_rows(&self.profile, EntityKind::Person, &rows)?)
     }
 
+    /// Local ids of person records the source deleted (or soft-deleted) after `since`,
+    /// from the profile's `deleted_since`; none when the profile has no such SQL.
+    pub async fn deleted_people(
+        &self,
+        since: chrono::NaiveDateTime,
+    ) -> Result<Vec<String>, SourceError> {
+        let Some(spec) = self.profile.entity(EntityKind::Person) else {
+            return Ok(Vec::new());
+        };
+        let Some(deleted) = &spec.deleted_since else {
+            return Ok(Vec::new());
+        };
+        let caps = self.connector.capabilities();
+        let bound = sql::bind(
+            deleted.get_ref(),
+            &[],
+            Some(&Value::DateTime(since)),
+            caps.placeholder,
+        );
+        let rows = self
+            .run_with(
+                EntityKind::Person,
+                &bound.sql,
+                &bound.params,
+                self.timeout * 60,
+            )
+            .await?;
+        let column = spec
+            .fields
+            .iter()
+            .find(|(k, _)| k.get_ref() == "local_id")
+            .and_then(|(_, f)| rows.column_index(&f.get_ref().column));
+        Ok(column
+            .map(|c| {
+                rows.rows
+                    .iter()
+                    .filter_map(|row| row[c].as_key_text())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     /// Does the source answer now (within its time limit)? Errors as a query's would be.
     pub async fn check(&self) -> Result<(), SourceError> {
         self.limited(EntityKind::Person, self.timeout, self.connector.ping())

@@ -24,11 +24,17 @@ pub struct LinkageConfig {
     pub blocking: Blocking,
     #[serde(default)]
     pub protected: Protected,
+    #[serde(default)]
+    pub authorities: Authorities,
     /// Prior (or fixed, with `estimate.m = "priors"`) m and u per comparison level.
     #[serde(default)]
     pub fields: BTreeMap<String, Spanned<FieldParams>>,
     #[serde(default)]
     pub survivorship: Survivorship,
+    /// The file this came from, and the line of each `authorities.link` entry (for
+    /// errors found once the sources are known).
+    #[serde(skip)]
+    pub origin: Option<(std::path::PathBuf, Vec<usize>)>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -145,6 +151,27 @@ fn default_labels() -> Vec<String> {
         .to_vec()
 }
 
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Authorities {
+    /// Pairs of authorities whose records may be linked to each other (a regional
+    /// record). Without one, records of different authorities are never compared,
+    /// linked or queued for review together.
+    #[serde(default)]
+    pub link: Vec<Spanned<Vec<String>>>,
+}
+
+impl Authorities {
+    /// May records of these two authorities be linked?
+    pub fn allowed(&self, a: &str, b: &str) -> bool {
+        a == b
+            || self.link.iter().any(|pair| {
+                let p = pair.get_ref();
+                (p[0] == a && p[1] == b) || (p[0] == b && p[1] == a)
+            })
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FieldParams {
@@ -216,6 +243,30 @@ impl Survivorship {
 }
 
 impl LinkageConfig {
+    /// An `authorities.link` entry naming an authority no source belongs to.
+    pub fn unknown_authority(
+        &self,
+        known: &std::collections::BTreeSet<String>,
+    ) -> Option<ConfigError> {
+        for (n, pair) in self.authorities.link.iter().enumerate() {
+            if let Some(name) = pair.get_ref().iter().find(|a| !known.contains(*a)) {
+                let (path, line) = match &self.origin {
+                    Some((path, lines)) => (path.clone(), lines.get(n).copied().unwrap_or(0)),
+                    None => (std::path::PathBuf::from("linkage.toml"), 0),
+                };
+                return Some(ConfigError::at(
+                    &path,
+                    line,
+                    format!(
+                        "authorities.link: `{name}` is not the authority of any source (sources belong to {})",
+                        known.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+        }
+        None
+    }
+
     pub fn load(path: &Path) -> Result<LinkageConfig, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::io(path, format!("cannot read: {e}")))?;
@@ -229,6 +280,14 @@ impl LinkageConfig {
         })?;
         let at =
             |offset: usize, reason: String| ConfigError::at(path, line_of(text, offset), reason);
+        let mut config = config;
+        let lines = config
+            .authorities
+            .link
+            .iter()
+            .map(|p| line_of(text, p.span().start))
+            .collect();
+        config.origin = Some((path.to_path_buf(), lines));
         let t = &config.thresholds;
         if !t.match_score.get_ref().is_finite() || !t.review.get_ref().is_finite() {
             return Err(at(
@@ -286,6 +345,16 @@ impl LinkageConfig {
                         "survivorship.fields.{name}: not a person field (one of {})",
                         GOLDEN_FIELDS.join(", ")
                     ),
+                ));
+            }
+        }
+        for pair in &config.authorities.link {
+            let p = pair.get_ref();
+            if p.len() != 2 || p[0] == p[1] {
+                return Err(at(
+                    pair.span().start,
+                    "authorities.link: each entry is two different authorities, [\"A\", \"B\"]"
+                        .into(),
                 ));
             }
         }
