@@ -382,6 +382,16 @@ impl LoadedConfig {
             .iter()
             .map(|s| authority_of(s.get_ref(), reports.as_ref().map(|(r, _)| r)))
             .collect();
+        if authorities.len() > 128 {
+            return Err(ConfigError::at(
+                path,
+                1,
+                format!(
+                    "{} authorities: one gateway serves at most 128",
+                    authorities.len()
+                ),
+            ));
+        }
         if let Some(unknown) = linkage.unknown_authority(&authorities) {
             return Err(unknown);
         }

@@ -135,6 +135,8 @@ pub struct Snapshot {
     by_source: HashMap<(String, String), String>,
     by_nhs: HashMap<String, String>,
     aliases: HashMap<String, String>,
+    /// Current id -> the ids that resolve to it.
+    former: HashMap<String, Vec<String>>,
     search: Vec<SearchRow>,
     edges: HashMap<String, Vec<LinkEdge>>,
     review: Vec<Candidate>,
@@ -156,6 +158,16 @@ impl Snapshot {
             return self.people.get_key_value(id).map(|(k, _)| k.as_str());
         }
         self.aliases.get(id).map(String::as_str)
+    }
+
+    /// The ids that resolve to `person_id` (retired by merges or the move to the
+    /// current id format): what was recorded under them is the person's.
+    pub fn former_ids(&self, person_id: &str) -> impl Iterator<Item = &str> {
+        self.former
+            .get(person_id)
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
     }
 
     pub fn records(&self, person_id: &str) -> &[SourceRef] {
@@ -267,6 +279,8 @@ pub struct IndexReport {
     pub deleted_records: usize,
     /// Records that left the index because their source is no longer configured.
     pub removed_source_records: usize,
+    /// Milliseconds per phase of the run, in order.
+    pub phase_ms: Vec<(&'static str, u64)>,
 }
 
 /// What the probabilistic stage did.
@@ -296,6 +310,10 @@ pub struct LinkStats {
     pub anchor_pairs: usize,
     /// Records whose alerts and episodes were looked at for protected labels.
     pub related_checked: usize,
+    /// The thresholds in force (bits), raised with the population beyond
+    /// `thresholds.reference_records` (for the largest linkage group).
+    pub match_threshold: f64,
+    pub review_threshold: f64,
 }
 
 pub struct IdentityIndex {
@@ -304,6 +322,8 @@ pub struct IdentityIndex {
     /// The installation namespace of new person ids (`index.namespace`).
     namespace: String,
     model: RwLock<Option<ModelStatus>>,
+    /// The last run's state (None until a run, or after one failed): see [`State`].
+    state: std::sync::Mutex<Option<State>>,
     snapshot: RwLock<Arc<Snapshot>>,
     write: tokio::sync::Mutex<()>,
 }
@@ -320,6 +340,7 @@ CREATE TABLE IF NOT EXISTS source_state (source TEXT PRIMARY KEY, last_updated T
 CREATE TABLE IF NOT EXISTS link_edge (
   person_id TEXT NOT NULL, a_source TEXT NOT NULL, a_local TEXT NOT NULL, b_source TEXT NOT NULL,
   b_local TEXT NOT NULL, rule TEXT NOT NULL, score REAL, evidence TEXT NOT NULL, note TEXT);
+CREATE INDEX IF NOT EXISTS link_edge_person ON link_edge (person_id);
 CREATE TABLE IF NOT EXISTS review_pair (
   a_source TEXT NOT NULL, a_local TEXT NOT NULL, b_source TEXT NOT NULL, b_local TEXT NOT NULL,
   a_person TEXT NOT NULL, b_person TEXT NOT NULL, score REAL, reason TEXT NOT NULL, evidence TEXT NOT NULL);
@@ -356,6 +377,7 @@ impl IdentityIndex {
             linkage,
             namespace: DEFAULT_NAMESPACE.into(),
             model: RwLock::new(None),
+            state: std::sync::Mutex::new(None),
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             write: tokio::sync::Mutex::new(()),
         };
@@ -519,12 +541,29 @@ impl IdentityIndex {
         let _guard = self.write.lock().await;
         let mut conn = self.connect()?;
         let mut report = IndexReport::default();
-        let stored: BTreeMap<RecordKey, SourceRecord> = load_records(&conn)
-            .map_err(|e| self.store_err(e))?
-            .into_iter()
-            .map(|r| ((r.source.clone(), r.local_id.clone()), r))
-            .collect();
-        let mut records = stored.clone();
+        let mut clock = std::time::Instant::now();
+        let mut phase = |report: &mut IndexReport, name: &'static str| {
+            report
+                .phase_ms
+                .push((name, clock.elapsed().as_millis() as u64));
+            clock = std::time::Instant::now();
+        };
+        // What the last run left, from memory (or, after a start or a failed run, from
+        // the file). Taken: a run that fails leaves nothing half-changed behind.
+        let taken = self.state.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let state = match taken {
+            Some(state) => state,
+            None => State::load(&conn).map_err(|e| self.store_err(e))?,
+        };
+        let State {
+            mut records,
+            pairs: kept_pairs,
+            model: kept_model,
+            mut aliases,
+        } = state;
+        // The records as they were before this run, for those that changed (None: new).
+        let mut before: HashMap<RecordKey, Option<SourceRecord>> = HashMap::new();
+        phase(&mut report, "load");
 
         let mut source_marks = Vec::new();
         for source in sources.unwrap_or_default() {
@@ -538,8 +577,9 @@ impl IdentityIndex {
                 since = last_updated(&conn, &source.name).map_err(|e| self.store_err(e))?;
             }
             // The config says which council a source's records belong to.
-            for r in source_records(&mut records, &source.name) {
+            for (k, r) in source_records(&mut records, &source.name) {
                 if r.authority != source.authority {
+                    before.entry(k.clone()).or_insert_with(|| Some(r.clone()));
                     r.authority = source.authority.clone();
                 }
             }
@@ -556,79 +596,93 @@ impl IdentityIndex {
             report
                 .records_read
                 .insert(source.name.clone(), mapped.records.len());
-            match since {
+            let gone: Vec<String> = match since {
+                // A full listing is the truth: records gone from the source leave.
                 None => {
-                    // A full listing is the truth: records gone from the source leave.
-                    let seen: BTreeSet<&str> =
+                    let seen: HashSet<&str> =
                         mapped.records.iter().map(|r| r.local_id.as_str()).collect();
-                    let before = records.len();
-                    records.retain(|(s, id), _| s != &source.name || seen.contains(id.as_str()));
-                    report.deleted_records += before - records.len();
+                    source_records(&mut records, &source.name)
+                        .filter(|(k, _)| !seen.contains(k.1.as_str()))
+                        .map(|(k, _)| k.1.clone())
+                        .collect()
                 }
                 Some(since) => match source.deleted_people(since).await {
-                    Ok(gone) => {
-                        for id in gone {
-                            let key = (source.name.clone(), id);
-                            report.deleted_records += usize::from(records.remove(&key).is_some());
-                        }
-                    }
+                    Ok(gone) => gone,
                     Err(e) => {
                         tracing::warn!(source = %source.name, error = %e, "index refresh: deletions not read");
                         continue;
                     }
                 },
+            };
+            for id in gone {
+                let key = (source.name.clone(), id);
+                if let Some(old) = records.remove(&key) {
+                    report.deleted_records += 1;
+                    before.entry(key).or_insert(Some(old));
+                }
             }
             let mut newest = since;
             for record in &mapped.records {
                 let mut row = from_record(&source.name, record);
                 row.authority = source.authority.clone();
                 newest = newest.max(row.updated);
-                records
-                    .entry((row.source.clone(), row.local_id.clone()))
-                    .and_modify(|old| {
-                        let (pid, rule) = (old.person_id.clone(), old.link_rule.clone());
-                        *old = row.clone();
-                        old.person_id = pid;
-                        old.link_rule = rule;
-                    })
-                    .or_insert(row);
+                let key = (row.source.clone(), row.local_id.clone());
+                match records.get_mut(&key) {
+                    Some(old) if same_source_fields(old, &row) => {}
+                    Some(old) => {
+                        before.entry(key).or_insert_with(|| Some(old.clone()));
+                        row.person_id = std::mem::take(&mut old.person_id);
+                        row.link_rule = std::mem::take(&mut old.link_rule);
+                        *old = row;
+                    }
+                    None => {
+                        before.entry(key.clone()).or_insert(None);
+                        records.insert(key, row);
+                    }
+                }
             }
             source_marks.push((source.name.clone(), newest));
         }
         if let Some(sources) = sources {
             // A source taken out of the config: its records leave the index.
             let configured: BTreeSet<&str> = sources.iter().map(|s| s.name.as_str()).collect();
-            let before = records.len();
-            records.retain(|(s, _), _| configured.contains(s.as_str()));
-            report.removed_source_records = before - records.len();
+            let removed: Vec<RecordKey> = records
+                .keys()
+                .filter(|(s, _)| !configured.contains(s.as_str()))
+                .cloned()
+                .collect();
+            report.removed_source_records = removed.len();
+            for key in removed {
+                let old = records.remove(&key);
+                before.entry(key).or_insert(old);
+            }
         }
 
-        let changed_keys: HashSet<RecordKey> = records
+        phase(&mut report, "read_sources");
+        let changed_keys: HashSet<RecordKey> = before
             .iter()
-            .filter(|(k, r)| {
-                stored
-                    .get(*k)
-                    .is_none_or(|old| !same_linkage_fields(old, r))
+            .filter(|(k, old)| match (old, records.get(*k)) {
+                (Some(old), Some(new)) => !same_linkage_fields(old, new),
+                _ => true,
             })
             .map(|(k, _)| k.clone())
-            .chain(stored.keys().filter(|k| !records.contains_key(*k)).cloned())
             .collect();
         report.linkage_changed_records = changed_keys.len();
         let decisions = load_decisions(&conn).map_err(|e| self.store_err(e))?;
         // Incremental linkage when few records changed and a model was fitted before:
         // only pairs with a changed record are compared; the rest come from the last run.
-        let kept_model = if incremental && changed_keys.len() * 5 < records.len().max(1) {
-            load_model(&conn).map_err(|e| self.store_err(e))?
-        } else {
-            None
-        };
         let plan = match kept_model {
-            Some(model) => PairPlan::Incremental {
-                model,
-                kept: load_scored_pairs(&conn, &changed_keys).map_err(|e| self.store_err(e))?,
-                changed: &changed_keys,
-            },
-            None => PairPlan::Full,
+            Some(model) if incremental && changed_keys.len() * 5 < records.len().max(1) => {
+                PairPlan::Incremental {
+                    model,
+                    kept: kept_pairs
+                        .into_iter()
+                        .filter(|(a, b, _)| !changed_keys.contains(a) && !changed_keys.contains(b))
+                        .collect(),
+                    changed: &changed_keys,
+                }
+            }
+            _ => PairPlan::Full,
         };
         let full = matches!(plan, PairPlan::Full);
         let input = LinkInput {
@@ -637,40 +691,77 @@ impl IdentityIndex {
             plan,
             namespace: &self.namespace,
         };
+        phase(&mut report, "changes");
         let scored = score(&records, &input);
+        phase(&mut report, "score");
+        let (mut checked, mut relabelled) = (0, Vec::new());
         if let Some(sources) = sources {
-            let wanted = scored.would_link(&self.linkage);
-            report.linkage.related_checked =
-                read_related_labels(sources, &mut records, &wanted, full).await;
+            let wanted = scored.would_link();
+            let entities = self.linkage.protected.entity_kinds();
+            if !entities.is_empty() {
+                (checked, relabelled) =
+                    read_related_labels(&entities, sources, &mut records, &wanted, full).await;
+            }
         }
-        let outcome = cluster(&mut records, &input, scored);
-        let related_checked = report.linkage.related_checked;
-        report.linkage = outcome.stats;
-        report.linkage.related_checked = related_checked;
-        let aliases = outcome.aliases;
+        phase(&mut report, "related_labels");
+        let old_snapshot = self.snapshot();
+        let mut outcome = cluster(&mut records, &input, scored);
+        phase(&mut report, "cluster");
+        report.linkage = std::mem::take(&mut outcome.stats);
+        report.linkage.related_checked = checked;
         for r in records.values() {
             *report.links_by_rule.entry(r.link_rule.clone()).or_default() += 1;
         }
-        report.changed = records
-            .iter()
-            .filter(|(k, r)| stored.get(*k).map(|old| &old.person_id) != Some(&r.person_id))
-            .count();
+        report.changed = outcome.moved.len();
 
+        // Rows to write: records read or removed, records whose person or rule moved,
+        // records whose related labels were looked at.
+        let mut dirty: BTreeSet<&RecordKey> = before.keys().collect();
+        dirty.extend(outcome.moved.iter());
+        dirty.extend(relabelled.iter());
+        phase(&mut report, "report");
+        let edges_by_person = group_edges(&records, std::mem::take(&mut outcome.edges));
         let tx = conn.transaction().map_err(|e| self.store_err(e))?;
-        report.rows_written = persist(&tx, &stored, &records, &aliases, &source_marks)
+        report.rows_written = persist(&tx, &dirty, &records, &outcome.aliases, &source_marks)
             .map_err(|e| self.store_err(e))?;
-        persist_links(&tx, &records, &outcome.edges, &outcome.review)
+        persist_links(&tx, &old_snapshot, &edges_by_person, &outcome.review)
             .map_err(|e| self.store_err(e))?;
         persist_pairs(&tx, full, &changed_keys, &outcome.new_pairs, &outcome.model)
             .map_err(|e| self.store_err(e))?;
         tx.commit().map_err(|e| self.store_err(e))?;
+        let pairs = match input.plan {
+            PairPlan::Full => outcome.new_pairs,
+            PairPlan::Incremental { mut kept, .. } => {
+                kept.append(&mut outcome.new_pairs);
+                kept
+            }
+        };
+        drop(old_snapshot);
         if full {
             self.set_model_status(&outcome.model);
         }
+        for (old, new) in &outcome.aliases {
+            aliases.insert(old.clone(), new.clone());
+        }
+        follow_aliases(&mut aliases);
 
-        let snapshot = load_snapshot(&conn).map_err(|e| self.store_err(e))?;
+        phase(&mut report, "persist");
+        let snapshot = Snapshot::build(
+            records.values(),
+            &aliases,
+            edges_by_person,
+            outcome.review,
+            decisions,
+        );
         report.people = snapshot.person_count();
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = Some(State {
+            records,
+            pairs,
+            model: Some(outcome.model),
+            aliases,
+        });
+        phase(&mut report, "snapshot");
         Ok(report)
     }
 
@@ -685,35 +776,80 @@ impl IdentityIndex {
     }
 }
 
-/// The stored records of one source.
+/// The records of one source.
 fn source_records<'a>(
     records: &'a mut BTreeMap<RecordKey, SourceRecord>,
     source: &'a str,
-) -> impl Iterator<Item = &'a mut SourceRecord> {
+) -> impl Iterator<Item = (&'a RecordKey, &'a mut SourceRecord)> {
     let from = (source.to_string(), String::new());
     records
         .range_mut(from..)
         .take_while(move |((s, _), _)| s == source)
-        .map(|(_, r)| r)
 }
 
-/// Entities whose labels stop a score-based link as the person record's own do.
-const RELATED_ENTITIES: [escr_connector::EntityKind; 2] = [
-    escr_connector::EntityKind::Alert,
-    escr_connector::EntityKind::Episode,
-];
+/// What the last run left: the records as `source_record` holds them, the comparisons
+/// that can matter (`scored_pair`), the model (`linkage_model`) and the aliases
+/// (`person_alias`). Kept in memory between runs, so a refresh reads back nothing.
+struct State {
+    records: BTreeMap<RecordKey, SourceRecord>,
+    pairs: Vec<(RecordKey, RecordKey, linkage::Levels)>,
+    model: Option<linkage::Model>,
+    aliases: HashMap<String, String>,
+}
 
-/// Reads the labels of the alerts and episodes of `wanted` records into their
-/// `related_labels`: on a full build all of them, else those not known yet (new or
-/// changed records). A source that does not answer leaves them unknown, which counts
-/// as protected. Returns how many records were looked at.
+impl State {
+    fn load(conn: &Connection) -> rusqlite::Result<State> {
+        Ok(State {
+            records: load_records(conn)?
+                .into_iter()
+                .map(|r| ((r.source.clone(), r.local_id.clone()), r))
+                .collect(),
+            pairs: load_scored_pairs(conn)?,
+            model: load_model(conn)?,
+            aliases: load_aliases(conn)?,
+        })
+    }
+}
+
+/// An alias pointing at an id that itself became an alias follows it.
+fn follow_aliases(aliases: &mut HashMap<String, String>) {
+    let moved: Vec<(String, String)> = aliases
+        .iter()
+        .filter_map(|(old, new)| aliases.get(new).map(|next| (old.clone(), next.clone())))
+        .collect();
+    for (old, next) in moved {
+        aliases.insert(old, next);
+    }
+}
+
+/// Edges by the person they join.
+fn group_edges(
+    records: &BTreeMap<RecordKey, SourceRecord>,
+    edges: Vec<LinkEdge>,
+) -> HashMap<String, Vec<LinkEdge>> {
+    let mut out: HashMap<String, Vec<LinkEdge>> = HashMap::new();
+    for e in edges {
+        if let Some(r) = records.get(&e.a) {
+            out.entry(r.person_id.clone()).or_default().push(e);
+        }
+    }
+    out
+}
+
+/// Reads the labels of the related records (`protected.entities`: alerts and episodes)
+/// of `wanted` records into their `related_labels`: on a full build all of them, else
+/// those not known yet (new or changed records). A source that does not answer leaves
+/// them unknown, which counts as protected. Returns how many records were looked at,
+/// and those whose labels changed.
 async fn read_related_labels(
+    entities: &[escr_connector::EntityKind],
     sources: &[Source],
     records: &mut BTreeMap<RecordKey, SourceRecord>,
     wanted: &BTreeSet<RecordKey>,
     full: bool,
-) -> usize {
+) -> (usize, Vec<RecordKey>) {
     let mut checked = 0;
+    let mut changed = Vec::new();
     for source in sources {
         let keys: Vec<String> = wanted
             .iter()
@@ -726,7 +862,7 @@ async fn read_related_labels(
         }
         let mut labels: HashMap<String, BTreeSet<String>> = HashMap::new();
         let mut answered = true;
-        for entity in RELATED_ENTITIES {
+        for &entity in entities {
             match source.fetch(entity, Lookup::ByPerson, &keys).await {
                 Ok(mapped) => {
                     for r in mapped.records {
@@ -742,18 +878,23 @@ async fn read_related_labels(
             }
         }
         for key in keys {
-            if let Some(r) = records.get_mut(&(source.name.clone(), key.clone())) {
-                r.related_labels = answered.then(|| {
+            let key = (source.name.clone(), key);
+            if let Some(r) = records.get_mut(&key) {
+                let now = answered.then(|| {
                     labels
-                        .get(&key)
+                        .get(&key.1)
                         .map(|l| l.iter().cloned().collect::<Vec<_>>().join(","))
                         .unwrap_or_default()
                 });
                 checked += 1;
+                if r.related_labels != now {
+                    r.related_labels = now;
+                    changed.push(key);
+                }
             }
         }
     }
-    checked
+    (checked, changed)
 }
 
 /// How the linkage model in use came about (for `/readyz` and the CLI).
@@ -842,6 +983,8 @@ pub struct LinkOutcome {
     /// conflicting only on NHS numbers), kept for the next incremental run.
     pub new_pairs: Vec<(RecordKey, RecordKey, linkage::Levels)>,
     pub model: linkage::Model,
+    /// Records whose person id or link rule this run changed.
+    pub moved: Vec<RecordKey>,
 }
 
 /// A pair for review before ids exist: positions, score, reason, evidence.
@@ -923,7 +1066,8 @@ impl AuthorityRules {
 struct Clusters<'a> {
     parent: Vec<usize>,
     nhs: Vec<Vec<String>>,
-    authorities: Vec<Vec<u16>>,
+    /// Per cluster root, its authorities as bits (at most 128 per gateway).
+    authorities: Vec<u128>,
     rules: &'a AuthorityRules,
     guarded: Vec<Vec<usize>>,
     forbid: HashMap<usize, Vec<usize>>,
@@ -937,7 +1081,8 @@ impl<'a> Clusters<'a> {
                 .iter()
                 .map(|r| r.nhs_number.iter().cloned().collect())
                 .collect(),
-            authorities: rules.of.iter().map(|a| vec![*a]).collect(),
+            // The config allows at most 128 authorities (`config.rs`).
+            authorities: rules.of.iter().map(|a| 1u128 << (a % 128)).collect(),
             rules,
             guarded: vec![Vec::new(); rows.len()],
             forbid: HashMap::new(),
@@ -975,11 +1120,10 @@ impl<'a> Clusters<'a> {
         {
             return Err(Refusal::NhsNumbers);
         }
-        if !self.authorities[ra].iter().all(|x| {
-            self.authorities[rb]
-                .iter()
-                .all(|y| self.rules.allowed(*x, *y))
-        }) {
+        let bits = |set: u128| (0..128u16).filter(move |b| set & (1 << b) != 0);
+        if !bits(self.authorities[ra])
+            .all(|x| bits(self.authorities[rb]).all(|y| self.rules.allowed(x, y)))
+        {
             return Err(Refusal::Authorities);
         }
         let guarded: Vec<usize> = self.guarded[ra]
@@ -1005,12 +1149,7 @@ impl<'a> Clusters<'a> {
                 self.nhs[lo].push(n);
             }
         }
-        let authorities = std::mem::take(&mut self.authorities[hi]);
-        for x in authorities {
-            if !self.authorities[lo].contains(&x) {
-                self.authorities[lo].push(x);
-            }
-        }
+        self.authorities[lo] |= self.authorities[hi];
         let guarded = std::mem::take(&mut self.guarded[hi]);
         self.guarded[lo].extend(guarded);
         Ok(true)
@@ -1043,6 +1182,8 @@ pub struct Scored {
     levels: Vec<linkage::Levels>,
     /// (score, pair) of the pairs that can matter, best first.
     ranked: Vec<(f64, usize)>,
+    /// The thresholds in force per linkage group (by its number of records).
+    cuts: Vec<linkage::Cut>,
     model: linkage::Model,
     new_pairs: Vec<(RecordKey, RecordKey, linkage::Levels)>,
     stats: LinkStats,
@@ -1051,14 +1192,14 @@ pub struct Scored {
 impl Scored {
     /// Records in a pair that would link on its score, unless its records are
     /// protected: whose alerts and episodes must be looked at first.
-    fn would_link(&self, config: &LinkageConfig) -> BTreeSet<RecordKey> {
+    fn would_link(&self) -> BTreeSet<RecordKey> {
         let mut out = BTreeSet::new();
         for (score, k) in &self.ranked {
             let (i, j) = (self.pairs[*k].0 as usize, self.pairs[*k].1 as usize);
             let l = &self.levels[*k];
             if l[0] != 1
                 && linkage::bar(l) == linkage::Bar::Clear
-                && linkage::classify(config, *score) == Class::Match
+                && self.cuts[self.subjects[i].group as usize].classify(*score) == Class::Match
                 && !self.subjects[i].protected
                 && !self.subjects[j].protected
             {
@@ -1087,6 +1228,14 @@ fn score(records: &BTreeMap<RecordKey, SourceRecord>, input: &LinkInput<'_>) -> 
         })
         .collect();
     let allowed = |a: u16, b: u16| rules.allowed(a, b);
+    let mut per_group = vec![0usize; rules.names.len().max(1)];
+    for s in &subjects {
+        per_group[s.group as usize] += 1;
+    }
+    let cuts: Vec<linkage::Cut> = per_group
+        .iter()
+        .map(|n| linkage::Cut::for_population(config, *n))
+        .collect();
     let (pairs, levels, model, new_from) = match &input.plan {
         PairPlan::Full => {
             let (pairs, skipped) =
@@ -1139,22 +1288,22 @@ fn score(records: &BTreeMap<RecordKey, SourceRecord>, input: &LinkInput<'_>) -> 
         }
     };
     stats.compared_pairs = pairs.len() - new_from;
-    let matters = |l: &linkage::Levels| {
+    let matters = |pair: &(u32, u32), l: &linkage::Levels| {
+        let cut = &cuts[subjects[pair.0 as usize].group as usize];
         linkage::bar(l) != linkage::Bar::Never
-            && (model.score(l) >= *config.thresholds.review.get_ref()
-                || (l[0] == 1
-                    && linkage::classify(config, model.score_without_nhs(l)) == Class::Match))
+            && (model.score(l) >= cut.review
+                || (l[0] == 1 && cut.classify(model.score_without_nhs(l)) == Class::Match))
     };
     let new_pairs: Vec<(RecordKey, RecordKey, linkage::Levels)> = pairs[new_from..]
         .iter()
         .zip(&levels[new_from..])
-        .filter(|(_, l)| matters(l))
+        .filter(|(p, l)| matters(p, l))
         .map(|((a, b), l)| (keys[*a as usize].clone(), keys[*b as usize].clone(), *l))
         .collect();
     let mut ranked: Vec<(f64, usize)> = levels
         .iter()
         .enumerate()
-        .filter(|(_, l)| matters(l))
+        .filter(|(k, l)| matters(&pairs[*k], l))
         .map(|(k, l)| (model.score(l), k))
         .collect();
     ranked.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
@@ -1178,6 +1327,10 @@ fn score(records: &BTreeMap<RecordKey, SourceRecord>, input: &LinkInput<'_>) -> 
     stats.model = model.estimate.clone();
     stats.model_rejected = model.rejected.clone();
     stats.anchor_pairs = model.anchor_pairs;
+    if let Some(largest) = per_group.iter().zip(&cuts).max_by_key(|(n, _)| **n) {
+        stats.match_threshold = round2(largest.1.match_score);
+        stats.review_threshold = round2(largest.1.review);
+    }
     Scored {
         keys,
         subjects,
@@ -1185,6 +1338,7 @@ fn score(records: &BTreeMap<RecordKey, SourceRecord>, input: &LinkInput<'_>) -> 
         pairs,
         levels,
         ranked,
+        cuts,
         model,
         new_pairs,
         stats,
@@ -1208,6 +1362,7 @@ fn cluster(
         pairs,
         levels,
         ranked,
+        cuts,
         model,
         new_pairs,
         mut stats,
@@ -1215,14 +1370,16 @@ fn cluster(
     let position: HashMap<&RecordKey, usize> =
         keys.iter().enumerate().map(|(i, k)| (k, i)).collect();
     let rows: Vec<&SourceRecord> = keys.iter().map(|k| &records[k]).collect();
+    let related = !config.protected.entities.is_empty();
     let protected: Vec<bool> = rows
         .iter()
         .zip(&subjects)
         .map(|(r, s)| {
             s.protected
-                || r.related_labels
-                    .as_deref()
-                    .is_none_or(|l| has_protected_label(l, &config.protected.labels))
+                || (related
+                    && r.related_labels
+                        .as_deref()
+                        .is_none_or(|l| has_protected_label(l, &config.protected.labels)))
         })
         .collect();
     let mut clusters = Clusters::new(&rows, &rules);
@@ -1324,20 +1481,21 @@ fn cluster(
     //    authorities. Records without a birth date join the number's largest
     //    birth-date group; conflicting birth dates are left to the probabilistic stage
     //    (a swapped or estimated date).
-    type NhsGroups<'r> = BTreeMap<(&'r str, u16), BTreeMap<Option<NaiveDate>, Vec<usize>>>;
-    let mut by_nhs: NhsGroups = BTreeMap::new();
-    for (i, r) in rows.iter().enumerate() {
-        if let Some(nhs) = &r.nhs_number {
+    let mut by_nhs: Vec<(&str, u16, Option<NaiveDate>, usize)> = rows
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
             let group = rules.group[rules.of[i] as usize];
-            by_nhs
-                .entry((nhs, group))
-                .or_default()
-                .entry(r.birth_date)
-                .or_default()
-                .push(i);
-        }
-    }
-    for groups in by_nhs.values() {
+            r.nhs_number.as_deref().map(|n| (n, group, r.birth_date, i))
+        })
+        .collect();
+    by_nhs.sort_unstable();
+    for number in by_nhs.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
+        // Per birth date (no date first), the records' positions.
+        let groups: Vec<(Option<NaiveDate>, Vec<usize>)> = number
+            .chunk_by(|a, b| a.2 == b.2)
+            .map(|g| (g[0].2, g.iter().map(|e| e.3).collect()))
+            .collect();
         let dated: Vec<&Vec<usize>> = groups
             .iter()
             .filter(|(d, _)| d.is_some())
@@ -1345,7 +1503,7 @@ fn cluster(
             .collect();
         let largest = dated.iter().max_by_key(|g| g.len()).copied();
         let mut all_groups: Vec<Vec<usize>> = dated.iter().map(|g| g.to_vec()).collect();
-        if let Some(undated) = groups.get(&None) {
+        if let Some((None, undated)) = groups.first() {
             let mut all = undated.clone();
             if let Some(largest) = largest {
                 all.push(largest[0]);
@@ -1372,26 +1530,27 @@ fn cluster(
         if decided.contains_key(&(i, j)) || clusters.find(i) == clusters.find(j) {
             continue;
         }
-        let weights = model.evidence(l);
+        let weights = || model.evidence(l);
         if l[0] == 1 {
             // Two valid NHS numbers that differ: never linked on a score; a steward looks
             // if everything else says "same person".
             let rest = model.score_without_nhs(l);
-            if linkage::classify(config, rest) == Class::Match {
+            if cuts[subjects[i].group as usize].classify(rest) == Class::Match {
                 review.push((
                     i,
                     j,
                     Some(score),
                     "different NHS numbers, other fields agree".into(),
-                    weights,
+                    weights(),
                 ));
             }
             continue;
         }
-        let class = linkage::classify(config, score);
+        let class = cuts[subjects[i].group as usize].classify(score);
         let reason = match (class, linkage::bar(l)) {
             (Class::NonMatch, _) | (_, linkage::Bar::Never) => continue,
-            (Class::Review, _) => "score between the review and match thresholds",
+            (Class::Review, linkage::Bar::Review(_)) => continue,
+            (Class::Review, linkage::Bar::Clear) => "score between the review and match thresholds",
             (Class::Match, linkage::Bar::Review(why)) => why,
             (Class::Match, linkage::Bar::Clear) if protected[i] || protected[j] => {
                 "protected record: not linked on a score"
@@ -1402,7 +1561,7 @@ fn cluster(
                     edges.push((
                         i,
                         j,
-                        edge(i, j, "probabilistic", Some(round2(score)), weights, None),
+                        edge(i, j, "probabilistic", Some(round2(score)), weights(), None),
                     ));
                     set_rule(&mut rule, i, j, "probabilistic");
                     continue;
@@ -1415,31 +1574,32 @@ fn cluster(
                         j,
                         Some(score),
                         format!("match refused: {}", why.reason()),
-                        weights,
+                        weights(),
                     ));
                     continue;
                 }
             },
         };
-        review.push((i, j, Some(score), reason.into(), weights));
+        review.push((i, j, Some(score), reason.into(), weights()));
     }
 
     // 5. Ids: keep what the cluster's records already had (the most common; ties to the
     //    smallest), in the current format; otherwise derive one from the cluster's
     //    first record. An id in the old format ("P" + 12 hex digits) moves into the
     //    current one and stays as an alias.
-    let mut members: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for i in 0..rows.len() {
-        members.entry(clusters.find(i)).or_default().push(i);
-    }
-    let mut taken: BTreeSet<String> = BTreeSet::new();
-    let mut assigned: Vec<String> = vec![String::new(); rows.len()];
+    // Members by cluster, clusters in the order of their first record (the root).
+    let mut members: Vec<(usize, usize)> = (0..rows.len()).map(|i| (clusters.find(i), i)).collect();
+    members.sort_unstable();
+    let mut taken: HashSet<String> = HashSet::new();
+    let mut ids: Vec<String> = Vec::new();
+    let mut group_of: Vec<u32> = vec![0; rows.len()];
     let mut aliases = Vec::new();
-    for group in members.values() {
+    for cluster in members.chunk_by(|a, b| a.0 == b.0) {
+        let group: Vec<usize> = cluster.iter().map(|(_, i)| *i).collect();
         let first = rows[group[0]];
         let authority = &rules.names[rules.of[group[0]] as usize];
         let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-        for &i in group {
+        for &i in &group {
             if !rows[i].person_id.is_empty() {
                 *counts.entry(rows[i].person_id.as_str()).or_default() += 1;
             }
@@ -1477,21 +1637,23 @@ fn cluster(
             }
         }
         taken.insert(id.clone());
-        for &i in group {
-            assigned[i] = id.clone();
+        for &i in &group {
+            group_of[i] = ids.len() as u32;
         }
+        ids.push(id);
     }
+    let assigned = |i: usize| ids[group_of[i] as usize].as_str();
     // Pairs that ended up in one person anyway (through other links) need no review;
     // each pair is listed once.
     let mut seen = BTreeSet::new();
     let mut queue: Vec<Candidate> = review
         .into_iter()
-        .filter(|(i, j, ..)| assigned[*i] != assigned[*j] && seen.insert((*i.min(j), *i.max(j))))
+        .filter(|(i, j, ..)| group_of[*i] != group_of[*j] && seen.insert((*i.min(j), *i.max(j))))
         .map(|(i, j, score, reason, weights)| Candidate {
             a: keys[i].clone(),
             b: keys[j].clone(),
-            a_person: assigned[i].clone(),
-            b_person: assigned[j].clone(),
+            a_person: assigned(i).to_string(),
+            b_person: assigned(j).to_string(),
             score: score.map(round2),
             reason,
             weights,
@@ -1505,11 +1667,16 @@ fn cluster(
             .then_with(|| x.b.cmp(&y.b))
     });
     stats.review_pairs = queue.len();
+    drop(clusters);
     drop(rows);
-    for (i, key) in keys.iter().enumerate() {
-        let r = records.get_mut(key).expect("key from the same map");
-        r.person_id = std::mem::take(&mut assigned[i]);
-        r.link_rule = rule[i].to_string();
+    // `keys` is the map's order: walk both together.
+    let mut moved = Vec::new();
+    for ((i, r), key) in records.values_mut().enumerate().zip(&keys) {
+        if r.person_id != assigned(i) || r.link_rule != rule[i] {
+            r.person_id = assigned(i).to_string();
+            r.link_rule = rule[i].to_string();
+            moved.push(key.clone());
+        }
     }
     LinkOutcome {
         aliases,
@@ -1518,6 +1685,7 @@ fn cluster(
         stats,
         new_pairs,
         model,
+        moved,
     }
 }
 
@@ -1621,6 +1789,11 @@ pub mod person_id {
     }
 }
 
+/// The source says the same as before (linkage fields and the update time).
+fn same_source_fields(a: &SourceRecord, b: &SourceRecord) -> bool {
+    same_linkage_fields(a, b) && a.updated == b.updated
+}
+
 /// Linkage sees the same record (the person id and rule are outputs, not inputs).
 fn same_linkage_fields(a: &SourceRecord, b: &SourceRecord) -> bool {
     a.nhs_number == b.nhs_number
@@ -1636,10 +1809,11 @@ fn same_linkage_fields(a: &SourceRecord, b: &SourceRecord) -> bool {
 }
 
 /// Writes only the rows that differ from what is stored; returns how many.
+/// Writes the `dirty` rows (deleting those no longer in `records`); returns how many.
 fn persist(
     tx: &rusqlite::Transaction<'_>,
-    stored: &BTreeMap<(String, String), SourceRecord>,
-    records: &BTreeMap<(String, String), SourceRecord>,
+    dirty: &BTreeSet<&RecordKey>,
+    records: &BTreeMap<RecordKey, SourceRecord>,
     aliases: &[(String, String)],
     marks: &[(String, Option<NaiveDateTime>)],
 ) -> rusqlite::Result<usize> {
@@ -1647,7 +1821,7 @@ fn persist(
     {
         let mut delete =
             tx.prepare("DELETE FROM source_record WHERE source = ?1 AND local_id = ?2")?;
-        for (source, local) in stored.keys().filter(|k| !records.contains_key(*k)) {
+        for (source, local) in dirty.iter().filter(|k| !records.contains_key(**k)) {
             written += delete.execute(params![source, local])?;
         }
         let mut insert = tx.prepare(
@@ -1656,10 +1830,7 @@ fn persist(
              authority, related_labels)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         )?;
-        for (k, r) in records {
-            if stored.get(k) == Some(r) {
-                continue;
-            }
+        for r in dirty.iter().filter_map(|k| records.get(*k)) {
             written += 1;
             insert.execute(params![
                 r.source,
@@ -1751,7 +1922,6 @@ fn load_model(conn: &Connection) -> rusqlite::Result<Option<linkage::Model>> {
 /// Stored comparisons that involve none of the changed records.
 fn load_scored_pairs(
     conn: &Connection,
-    changed: &HashSet<RecordKey>,
 ) -> rusqlite::Result<Vec<(RecordKey, RecordKey, linkage::Levels)>> {
     let mut stmt =
         conn.prepare("SELECT a_source, a_local, b_source, b_local, levels FROM scored_pair")?;
@@ -1763,14 +1933,13 @@ fn load_scored_pairs(
         }
         Ok(((r.get(0)?, r.get(1)?), (r.get(2)?, r.get(3)?), levels))
     })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (a, b, l): (RecordKey, RecordKey, linkage::Levels) = row?;
-        if !changed.contains(&a) && !changed.contains(&b) {
-            out.push((a, b, l));
-        }
-    }
-    Ok(out)
+    rows.collect()
+}
+
+fn load_aliases(conn: &Connection) -> rusqlite::Result<HashMap<String, String>> {
+    let mut stmt = conn.prepare("SELECT old_id, person_id FROM person_alias")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    rows.collect()
 }
 
 fn last_updated(conn: &Connection, source: &str) -> rusqlite::Result<Option<NaiveDateTime>> {
@@ -1854,34 +2023,41 @@ fn load_decisions(conn: &Connection) -> rusqlite::Result<Vec<LinkDecision>> {
     rows.collect()
 }
 
+/// Writes the edges of the people whose edges differ from `old` (the snapshot the
+/// file holds), and the review queue.
 fn persist_links(
     tx: &rusqlite::Transaction<'_>,
-    records: &BTreeMap<(String, String), SourceRecord>,
-    edges: &[LinkEdge],
+    old: &Snapshot,
+    edges: &HashMap<String, Vec<LinkEdge>>,
     review: &[Candidate],
 ) -> rusqlite::Result<()> {
     let json = |w: &[FieldWeight]| serde_json::to_string(w).unwrap_or_else(|_| "[]".into());
-    tx.execute("DELETE FROM link_edge", [])?;
+    let mut delete = tx.prepare("DELETE FROM link_edge WHERE person_id = ?1")?;
+    for person in old.edges.keys().filter(|p| !edges.contains_key(*p)) {
+        delete.execute([person])?;
+    }
     let mut insert = tx.prepare(
         "INSERT INTO link_edge (person_id, a_source, a_local, b_source, b_local, rule, score, evidence, note)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
-    for e in edges {
-        let person = records
-            .get(&e.a)
-            .map(|r| r.person_id.as_str())
-            .unwrap_or_default();
-        insert.execute(params![
-            person,
-            e.a.0,
-            e.a.1,
-            e.b.0,
-            e.b.1,
-            e.rule,
-            e.score,
-            json(&e.weights),
-            e.note
-        ])?;
+    for (person, list) in edges {
+        if old.edges.get(person) == Some(list) {
+            continue;
+        }
+        delete.execute([person])?;
+        for e in list {
+            insert.execute(params![
+                person,
+                e.a.0,
+                e.a.1,
+                e.b.0,
+                e.b.1,
+                e.rule,
+                e.score,
+                json(&e.weights),
+                e.note
+            ])?;
+        }
     }
     tx.execute("DELETE FROM review_pair", [])?;
     let mut insert = tx.prepare(
@@ -1904,11 +2080,14 @@ fn persist_links(
     Ok(())
 }
 
-fn load_links(conn: &Connection, snap: &mut Snapshot) -> rusqlite::Result<()> {
+fn load_links(
+    conn: &Connection,
+) -> rusqlite::Result<(HashMap<String, Vec<LinkEdge>>, Vec<Candidate>)> {
     let weights =
         |text: String| -> Vec<FieldWeight> { serde_json::from_str(&text).unwrap_or_default() };
     let mut stmt = conn.prepare(
-        "SELECT person_id, a_source, a_local, b_source, b_local, rule, score, evidence, note FROM link_edge",
+        "SELECT person_id, a_source, a_local, b_source, b_local, rule, score, evidence, note
+         FROM link_edge ORDER BY rowid",
     )?;
     let rows = stmt.query_map([], |r| {
         Ok((
@@ -1923,9 +2102,10 @@ fn load_links(conn: &Connection, snap: &mut Snapshot) -> rusqlite::Result<()> {
             },
         ))
     })?;
+    let mut edges: HashMap<String, Vec<LinkEdge>> = HashMap::new();
     for row in rows {
         let (person, edge) = row?;
-        snap.edges.entry(person).or_default().push(edge);
+        edges.entry(person).or_default().push(edge);
     }
     let mut stmt = conn.prepare(
         "SELECT a_source, a_local, b_source, b_local, a_person, b_person, score, reason, evidence
@@ -1942,60 +2122,87 @@ fn load_links(conn: &Connection, snap: &mut Snapshot) -> rusqlite::Result<()> {
             weights: weights(r.get(8)?),
         })
     })?;
-    snap.review = rows.collect::<rusqlite::Result<_>>()?;
-    snap.decisions = load_decisions(conn)?;
-    Ok(())
+    let review = rows.collect::<rusqlite::Result<_>>()?;
+    Ok((edges, review))
 }
 
 /// Name words, birth date and postcode gathered for one person's search row.
 type SearchParts = (BTreeSet<String>, Option<NaiveDate>, Option<String>);
 
+impl Snapshot {
+    /// The snapshot of these records, aliases, edges (by person), review queue and
+    /// decisions.
+    fn build<'r>(
+        records: impl Iterator<Item = &'r SourceRecord>,
+        aliases: &HashMap<String, String>,
+        edges: HashMap<String, Vec<LinkEdge>>,
+        review: Vec<Candidate>,
+        decisions: Vec<LinkDecision>,
+    ) -> Snapshot {
+        let mut snap = Snapshot::default();
+        let mut names: HashMap<&str, SearchParts> = HashMap::new();
+        for r in records {
+            snap.people
+                .entry(r.person_id.clone())
+                .or_default()
+                .push(SourceRef {
+                    source: r.source.clone(),
+                    local_id: r.local_id.clone(),
+                    link_rule: r.link_rule.clone(),
+                });
+            snap.by_source
+                .insert((r.source.clone(), r.local_id.clone()), r.person_id.clone());
+            if let Some(nhs) = &r.nhs_number {
+                snap.by_nhs
+                    .entry(nhs.clone())
+                    .or_insert_with(|| r.person_id.clone());
+            }
+            let entry = names.entry(r.person_id.as_str()).or_default();
+            for part in [&r.family_name, &r.given_names].into_iter().flatten() {
+                entry.0.extend(part.split_whitespace().map(normalise_name));
+            }
+            entry.1 = entry.1.or(r.birth_date);
+            if entry.2.is_none() {
+                entry.2 = r.postcode.as_deref().map(normalise_postcode);
+            }
+        }
+        for (old, new) in aliases {
+            snap.former
+                .entry(new.clone())
+                .or_default()
+                .push(old.clone());
+            snap.aliases.insert(old.clone(), new.clone());
+        }
+        let mut search: Vec<SearchRow> = names
+            .into_iter()
+            .map(|(person_id, (names, birth_date, postcode))| SearchRow {
+                person_id: person_id.to_string(),
+                names: names.into_iter().collect(),
+                birth_date,
+                postcode,
+            })
+            .collect();
+        search.sort_by(|a, b| a.person_id.cmp(&b.person_id));
+        snap.search = search;
+        snap.edges = edges;
+        snap.review = review;
+        snap.decisions = decisions;
+        snap
+    }
+}
+
 fn load_snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
-    let mut snap = Snapshot::default();
-    let mut names: HashMap<String, SearchParts> = HashMap::new();
-    for r in load_records(conn)? {
-        snap.people
-            .entry(r.person_id.clone())
-            .or_default()
-            .push(SourceRef {
-                source: r.source.clone(),
-                local_id: r.local_id.clone(),
-                link_rule: r.link_rule.clone(),
-            });
-        snap.by_source
-            .insert((r.source.clone(), r.local_id.clone()), r.person_id.clone());
-        if let Some(nhs) = &r.nhs_number {
-            snap.by_nhs
-                .entry(nhs.clone())
-                .or_insert_with(|| r.person_id.clone());
-        }
-        let entry = names.entry(r.person_id.clone()).or_default();
-        for part in [&r.family_name, &r.given_names].into_iter().flatten() {
-            entry.0.extend(part.split_whitespace().map(normalise_name));
-        }
-        entry.1 = entry.1.or(r.birth_date);
-        if entry.2.is_none() {
-            entry.2 = r.postcode.as_deref().map(normalise_postcode);
-        }
-    }
-    let mut stmt = conn.prepare("SELECT old_id, person_id FROM person_alias")?;
-    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
-        let (old, new) = row?;
-        snap.aliases.insert(old, new);
-    }
-    let mut search: Vec<SearchRow> = names
-        .into_iter()
-        .map(|(person_id, (names, birth_date, postcode))| SearchRow {
-            person_id,
-            names: names.into_iter().collect(),
-            birth_date,
-            postcode,
-        })
-        .collect();
-    search.sort_by(|a, b| a.person_id.cmp(&b.person_id));
-    snap.search = search;
-    load_links(conn, &mut snap)?;
-    Ok(snap)
+    let records = load_records(conn)?;
+    let aliases = load_aliases(conn)?;
+    let (edges, review) = load_links(conn)?;
+    let decisions = load_decisions(conn)?;
+    Ok(Snapshot::build(
+        records.iter(),
+        &aliases,
+        edges,
+        review,
+        decisions,
+    ))
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use escr_connector::profile::line_of;
-use escr_connector::ConfigError;
+use escr_connector::{ConfigError, EntityKind};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -46,6 +46,10 @@ pub struct Thresholds {
     /// Total weight at or above which a pair goes to the data steward's review queue.
     #[serde(default = "default_review")]
     pub review: Spanned<f64>,
+    /// The population (records) the thresholds are set for: with more records both
+    /// rise by log2(records / reference_records) bits (`linkage::Cut`); 0 keeps them.
+    #[serde(default = "default_reference_records")]
+    pub reference_records: usize,
 }
 
 impl Default for Thresholds {
@@ -53,15 +57,20 @@ impl Default for Thresholds {
         Thresholds {
             match_score: default_match(),
             review: default_review(),
+            reference_records: default_reference_records(),
         }
     }
+}
+
+fn default_reference_records() -> usize {
+    4096
 }
 
 fn default_match() -> Spanned<f64> {
     Spanned::new(0..0, 14.0)
 }
 fn default_review() -> Spanned<f64> {
-    Spanned::new(0..0, 6.0)
+    Spanned::new(0..0, 9.0)
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -135,14 +144,34 @@ pub struct Protected {
     /// their candidate pairs go to review.
     #[serde(default = "default_labels")]
     pub labels: Vec<String>,
+    /// Person-scoped entities whose records' labels protect their person record too
+    /// (a safeguarding alert, a child protection episode).
+    #[serde(default = "default_protecting_entities")]
+    pub entities: Vec<Spanned<String>>,
 }
 
 impl Default for Protected {
     fn default() -> Self {
         Protected {
             labels: default_labels(),
+            entities: default_protecting_entities(),
         }
     }
+}
+
+impl Protected {
+    pub fn entity_kinds(&self) -> Vec<EntityKind> {
+        self.entities
+            .iter()
+            .filter_map(|e| EntityKind::from_name(e.get_ref()))
+            .collect()
+    }
+}
+
+fn default_protecting_entities() -> Vec<Spanned<String>> {
+    ["alert", "episode"]
+        .map(|e| Spanned::new(0..0, e.to_string()))
+        .to_vec()
 }
 
 fn default_labels() -> Vec<String> {
@@ -344,6 +373,17 @@ impl LinkageConfig {
                     format!(
                         "survivorship.fields.{name}: not a person field (one of {})",
                         GOLDEN_FIELDS.join(", ")
+                    ),
+                ));
+            }
+        }
+        for entity in &config.protected.entities {
+            if !EntityKind::from_name(entity.get_ref()).is_some_and(|k| k.is_person_scoped()) {
+                return Err(at(
+                    entity.span().start,
+                    format!(
+                        "protected.entities: `{}` is not a person-scoped entity",
+                        entity.get_ref()
                     ),
                 ));
             }

@@ -251,7 +251,8 @@ pub const ANCHOR_MIN: usize = 100;
 /// Random pairs that compare a field (both records have it) needed to count its u.
 const U_MIN: f64 = 100.0;
 /// A fitted level weight must be at least this far from zero, agreeing above and
-/// disagreeing below (a field that tells nothing either way is a broken fit).
+/// disagreeing below (a field that tells nothing either way is a broken fit), or half
+/// as far as the default's where that is less.
 const WEIGHT_MARGIN: f64 = 1.0;
 /// Bounds of a plausible match share among candidate pairs: an estimate of (almost)
 /// nothing or (almost) everything is EM run into a corner.
@@ -298,25 +299,30 @@ impl Model {
     }
 
     /// What is wrong with a fitted model, if anything: per field, the agreeing level
-    /// must weigh for a match and the disagreeing level against it; the match share
-    /// must be plausible.
+    /// must weigh for a match and the disagreeing level against it, each by at least
+    /// [`WEIGHT_MARGIN`] bits (or half the default's weight, for a field that never
+    /// tells much: sex agrees for half of all pairs); the match share must be plausible.
     pub fn problems(&self) -> Vec<String> {
+        let defaults = Model::default_weights();
         let mut out = Vec::new();
         for (f, field) in Field::ALL.iter().enumerate() {
             let levels = field.levels();
-            let (agree, disagree) = (self.weights[f][0], self.weights[f][levels.len() - 1]);
-            if agree.is_nan() || agree < WEIGHT_MARGIN {
+            let last = levels.len() - 1;
+            let (agree, disagree) = (self.weights[f][0], self.weights[f][last]);
+            let at_least = WEIGHT_MARGIN.min(defaults[f][0] / 2.0);
+            let at_most = (-WEIGHT_MARGIN).max(defaults[f][last] / 2.0);
+            if agree.is_nan() || agree < at_least {
                 out.push(format!(
-                    "{} `{}` weighs {agree:.2} bits (agreement must weigh at least +{WEIGHT_MARGIN})",
+                    "{} `{}` weighs {agree:.2} bits (agreement must weigh at least +{at_least:.2})",
                     field.name(),
                     levels[0]
                 ));
             }
-            if disagree.is_nan() || disagree > -WEIGHT_MARGIN {
+            if disagree.is_nan() || disagree > at_most {
                 out.push(format!(
-                    "{} `{}` weighs {disagree:.2} bits (disagreement must weigh at most -{WEIGHT_MARGIN})",
+                    "{} `{}` weighs {disagree:.2} bits (disagreement must weigh at most {at_most:.2})",
                     field.name(),
-                    levels[levels.len() - 1]
+                    levels[last]
                 ));
             }
         }
@@ -328,6 +334,10 @@ impl Model {
             ));
         }
         out
+    }
+
+    fn default_weights() -> Vec<Vec<f64>> {
+        Model::defaults(Vec::new()).weights
     }
 
     pub fn score(&self, levels: &Levels) -> f64 {
@@ -382,7 +392,8 @@ impl Model {
 /// day and month in either order (day and month swapped); the NHS number (birth dates
 /// that disagree); the postcode with the family sound (birth date missing or wrong).
 /// Both name sounds with the birth year pair a record only with one whose birth date
-/// is estimated ([`EstimatedYearBlock`]).
+/// is estimated (a real date against a 1 January guess, never two real dates that
+/// merely share a year).
 fn blocking_keys(s: &Subject, out: &mut Vec<u64>, estimated_year: &mut Option<u64>) {
     use std::hash::{Hash, Hasher};
     let key = |tag: u8, parts: &[&dyn HashPart]| {
@@ -428,15 +439,6 @@ impl<T: std::hash::Hash> HashPart for T {
     }
 }
 
-/// Records with the same name sounds and birth year, split by whether the birth date is
-/// estimated: only pairs with an estimated side are formed (a real date against a
-/// 1 January guess), never two real dates that merely share a year.
-#[derive(Default)]
-struct EstimatedYearBlock {
-    estimated: Vec<u32>,
-    real: Vec<u32>,
-}
-
 /// Candidate pairs (i < j), each once, and how many blocks were too big to pair. With
 /// `only`, just the pairs that include a marked record (incremental linkage). Pairs of
 /// records whose authorities may not be linked (`allowed`) are never formed.
@@ -459,24 +461,21 @@ pub fn candidate_pairs(
         set
     });
     let is_wanted = |k: &u64| wanted.as_ref().is_none_or(|w| w.contains(k));
-    let mut blocks: HashMap<u64, Vec<u32>> = HashMap::new();
-    let mut years: HashMap<u64, EstimatedYearBlock> = HashMap::new();
+    // Blocks as runs of a sorted list of (key, record): far less memory than a map of
+    // vectors when a million records give five keys each.
+    let mut entries: Vec<(u64, u32)> = Vec::with_capacity(subjects.len() * 5);
+    let mut years: Vec<(u64, bool, u32)> = Vec::new();
     for (i, s) in subjects.iter().enumerate() {
         keys.clear();
         year = None;
         blocking_keys(s, &mut keys, &mut year);
-        for k in keys.iter().filter(|k| is_wanted(k)) {
-            blocks.entry(*k).or_default().push(i as u32);
-        }
+        entries.extend(keys.iter().filter(|k| is_wanted(k)).map(|k| (*k, i as u32)));
         if let Some(k) = year.filter(|k| is_wanted(k)) {
-            let block = years.entry(k).or_default();
-            if s.birth_estimated {
-                block.estimated.push(i as u32);
-            } else {
-                block.real.push(i as u32);
-            }
+            years.push((k, s.birth_estimated, i as u32));
         }
     }
+    entries.sort_unstable();
+    years.sort_unstable();
     let mut skipped = 0;
     let mut pairs: Vec<(u32, u32)> = Vec::new();
     let mut push = |a: u32, b: u32| {
@@ -489,26 +488,29 @@ pub fn candidate_pairs(
             pairs.push((a.min(b), a.max(b)));
         }
     };
-    for members in blocks.values() {
-        if members.len() > max_block {
+    for block in entries.chunk_by(|x, y| x.0 == y.0) {
+        if block.len() > max_block {
             skipped += 1;
             continue;
         }
-        for (x, &a) in members.iter().enumerate() {
-            for &b in &members[x + 1..] {
+        for (x, &(_, a)) in block.iter().enumerate() {
+            for &(_, b) in &block[x + 1..] {
                 push(a, b);
             }
         }
     }
-    for block in years.values() {
+    for block in years.chunk_by(|x, y| x.0 == y.0) {
+        // Real dates first (false sorts first), then the estimated ones.
+        let split = block.partition_point(|e| !e.1);
+        let (real, estimated) = block.split_at(split);
         // As many pairs as a full block of `max_block` records would give, at most.
-        let (e, r) = (block.estimated.len(), block.real.len());
+        let (e, r) = (estimated.len(), real.len());
         if e * e.saturating_sub(1) / 2 + e * r > max_block * max_block.saturating_sub(1) / 2 {
             skipped += 1;
             continue;
         }
-        for (x, &a) in block.estimated.iter().enumerate() {
-            for &b in block.estimated[x + 1..].iter().chain(&block.real) {
+        for (x, &(_, _, a)) in estimated.iter().enumerate() {
+            for &(_, _, b) in estimated[x + 1..].iter().chain(real) {
                 push(a, b);
             }
         }
@@ -731,29 +733,58 @@ pub enum Class {
     NonMatch,
 }
 
-pub fn classify(config: &LinkageConfig, score: f64) -> Class {
-    if score >= *config.thresholds.match_score.get_ref() {
-        Class::Match
-    } else if score >= *config.thresholds.review.get_ref() {
-        Class::Review
-    } else {
-        Class::NonMatch
+/// The thresholds in force for a population of records. Scores weigh the evidence of
+/// one pair; whether it is enough depends on how many people it could otherwise be:
+/// the odds that two records drawn from a population are one person fall as the
+/// population grows (common names and birth dates meet more often), so beyond
+/// `thresholds.reference_records` both thresholds rise by log2(records / reference)
+/// bits, keeping the share of wrong links from growing with the council.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Cut {
+    pub match_score: f64,
+    pub review: f64,
+}
+
+impl Cut {
+    pub fn for_population(config: &LinkageConfig, records: usize) -> Cut {
+        let reference = config.thresholds.reference_records;
+        let shift = if reference == 0 || records <= reference {
+            0.0
+        } else {
+            (records as f64 / reference as f64).log2()
+        };
+        Cut {
+            match_score: config.thresholds.match_score.get_ref() + shift,
+            review: config.thresholds.review.get_ref() + shift,
+        }
+    }
+
+    pub fn classify(&self, score: f64) -> Class {
+        if score >= self.match_score {
+            Class::Match
+        } else if score >= self.review {
+            Class::Review
+        } else {
+            Class::NonMatch
+        }
     }
 }
 
 /// What a pair's comparison allows, whatever its score. A score adds up evidence that
 /// is not independent: a family name, a birth date and an address are what twins share,
 /// and what a father shares with his namesake son. So without an agreeing NHS number a
-/// score links only records that both have names and a birth date, whose given names
-/// agree (exactly or nearly), whose birth dates are in the same year and whose recorded
-/// sexes do not differ.
+/// score links only records that both have names and a birth date, whose given and
+/// family names agree (exactly or nearly), whose birth dates agree (exactly, swapped,
+/// or one of them estimated) and whose recorded sexes do not differ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bar {
     /// The score decides.
     Clear,
-    /// At most the review queue, with this reason.
+    /// A score that would link queues the pair for review instead, with this reason
+    /// (a score between the thresholds does not: two doubts make no candidate).
     Review(&'static str),
-    /// Not a candidate at all: given names that differ (twins, siblings).
+    /// Not a candidate at all: given names that differ (twins, siblings) or birth years
+    /// that differ (a parent and a child of one name).
     Never,
 }
 
@@ -763,6 +794,7 @@ pub fn bar(levels: &Levels) -> Bar {
     const DIFFERENT_NAME: u8 = 3;
     const SEX_DISAGREES: u8 = 1;
     const ESTIMATED: u8 = 2;
+    const SAME_YEAR: u8 = 3;
     const DIFFERENT_BIRTH_YEAR: u8 = 4;
     let field = |f: Field| levels[f as usize];
     let (given, dob) = (field(Field::GivenName), field(Field::BirthDate));
@@ -775,7 +807,7 @@ pub fn bar(levels: &Levels) -> Bar {
             Bar::Review("NHS numbers agree, but neither birth dates nor given names do")
         };
     }
-    if given == DIFFERENT_NAME {
+    if given == DIFFERENT_NAME || dob == DIFFERENT_BIRTH_YEAR {
         return Bar::Never;
     }
     if given == MISSING || field(Field::FamilyName) == MISSING {
@@ -784,12 +816,15 @@ pub fn bar(levels: &Levels) -> Bar {
     if given == PHONETIC_NAME {
         return Bar::Review("given names agree only in sound (twins are named alike)");
     }
+    if field(Field::FamilyName) >= PHONETIC_NAME {
+        return Bar::Review("family names differ: a change of name is for a steward to confirm");
+    }
     if field(Field::Sex) == SEX_DISAGREES {
         return Bar::Review("recorded sexes differ: a link needs an identifier");
     }
     match dob {
         MISSING => Bar::Review("a birth date is missing: not linked on a score"),
-        DIFFERENT_BIRTH_YEAR => Bar::Review("birth years differ: not linked on a score"),
+        SAME_YEAR => Bar::Review("birth dates differ in day and month: not linked on a score"),
         _ => Bar::Clear,
     }
 }
@@ -825,6 +860,100 @@ mod tests {
         let typo = s("Smiht", "Jean", "1950-03-07", None);
         let l = compare(&a, &typo);
         assert_eq!((l[1], l[2], l[5]), (1, 3, MISSING));
+    }
+
+    /// The degenerate fit: a birth date worth 14.5 bits, a different given name
+    /// nearly free, disagreeing sexes slightly for a match, everything a match.
+    #[test]
+    fn a_degenerate_model_fails_its_checks_and_the_defaults_pass() {
+        let mut m: Vec<Vec<f64>> = Field::ALL.iter().map(|f| f.default_m().to_vec()).collect();
+        let u: Vec<Vec<f64>> = Field::ALL.iter().map(|f| f.default_u().to_vec()).collect();
+        m[Field::GivenName as usize][3] = 0.85;
+        m[Field::Sex as usize] = vec![0.48, 0.52];
+        let model = Model::from_mu(m, u, 0.999_999, 25, "em");
+        let problems = model.problems();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("given_name `different`")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.starts_with("sex `disagree`")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.contains("match share")),
+            "{problems:?}"
+        );
+        assert!(Model::defaults(Vec::new())
+            .problems()
+            .iter()
+            .all(|p| p.contains("match share")));
+
+        // Fitting with nothing to anchor on gives the defaults, with the reason.
+        let subjects = vec![s("SMITH", "Mary", "1950-03-07", None); 3];
+        let fitted = fit(&LinkageConfig::default(), &subjects, &[], |_, _| true);
+        assert_eq!(fitted.estimate, "defaults");
+        assert!(
+            fitted.rejected[0].contains("share a valid NHS number"),
+            "{:?}",
+            fitted.rejected
+        );
+        assert_eq!(fitted.weights, Model::defaults(Vec::new()).weights);
+    }
+
+    #[test]
+    fn bars_keep_twins_siblings_and_namesakes_apart() {
+        let base = s("SMITH", "Mary", "1950-03-07", Some("NS1 2AB"));
+        let bar_of = |other: &Subject| bar(&compare(&base, other));
+        assert_eq!(bar_of(&base), Bar::Clear);
+        // A twin: another given name, everything else the same.
+        assert_eq!(
+            bar_of(&s("SMITH", "Joan", "1950-03-07", Some("NS1 2AB"))),
+            Bar::Never
+        );
+        // A mother and daughter of one name.
+        assert_eq!(
+            bar_of(&s("SMITH", "Mary", "1975-03-07", Some("NS1 2AB"))),
+            Bar::Never
+        );
+        // Named alike, a birth date a few days apart, a changed family name: review.
+        for other in [
+            s("SMITH", "Marie", "1950-03-07", Some("NS1 2AB")),
+            s("SMITH", "Mary", "1950-03-09", Some("NS1 2AB")),
+            s("JONES", "Mary", "1950-03-07", Some("NS1 2AB")),
+        ] {
+            assert!(
+                matches!(bar_of(&other), Bar::Review(_)),
+                "{:?}",
+                compare(&base, &other)
+            );
+        }
+        // Recorded sexes that differ need an identifier.
+        let mut male = base.clone();
+        male.sex = Some('M');
+        assert!(matches!(bar_of(&male), Bar::Review(_)));
+        male.nhs = Some("9434765919".into());
+        let mut with_nhs = base.clone();
+        with_nhs.nhs = Some("9434765919".into());
+        assert_eq!(bar(&compare(&with_nhs, &male)), Bar::Clear);
+        // A parent's NHS number on a child's record agrees with nothing else.
+        let child = Subject {
+            nhs: Some("9434765919".into()),
+            ..s("SMITH", "Leo", "1980-06-01", Some("NS1 2AB"))
+        };
+        assert!(matches!(bar(&compare(&with_nhs, &child)), Bar::Review(_)));
+    }
+
+    #[test]
+    fn thresholds_rise_with_the_population() {
+        let config = LinkageConfig::default();
+        let small = Cut::for_population(&config, 2_000);
+        assert_eq!((small.match_score, small.review), (14.0, 9.0));
+        let large = Cut::for_population(&config, 4096 * 256);
+        assert_eq!((large.match_score, large.review), (22.0, 17.0));
+        assert_eq!(large.classify(21.9), Class::Review);
     }
 
     #[test]
@@ -886,7 +1015,7 @@ mod tests {
         let mut true_matches = 0;
         for ((a, b), l) in pairs.iter().zip(&levels) {
             let same = who[*a as usize] == who[*b as usize];
-            let class = classify(&config, model.score(l));
+            let class = Cut::for_population(&config, 0).classify(model.score(l));
             if same {
                 assert_ne!(class, Class::NonMatch, "{l:?} {}", model.score(l));
                 true_matches += usize::from(class == Class::Match);
