@@ -133,13 +133,14 @@ async fn main() -> anyhow::Result<()> {
         100.0 * full.linkage.review_pairs as f64 / q.true_people.max(1) as f64
     );
     println!(
-        "quality: precision {:.3}%, recall {:.3}% ({} true pairs, {} linked, {} correct; {} of the review queue are true matches)",
+        "quality: precision {:.3}%, recall {:.3}% ({} true pairs, {} linked, {} correct; {} of the review queue are true matches, {} of them held back only because a record is protected)",
         q.precision * 100.0,
         q.recall * 100.0,
         q.true_pairs,
         q.linked_pairs,
         q.correct_pairs,
-        q.review_true_matches
+        q.review_true_matches,
+        q.review_protected_true_matches
     );
     println!(
         "model: {}{}; thresholds match {} review {} bits; alerts and episodes looked at for {} records",

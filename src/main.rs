@@ -258,8 +258,8 @@ fn main() -> anyhow::Result<()> {
                     quality.true_pairs
                 );
                 println!(
-                    "review queue: {} pairs ({} of them true matches)",
-                    quality.review_pairs, quality.review_true_matches
+                    "review queue: {} pairs ({} of them true matches, {} held back only because a record is protected)",
+                    quality.review_pairs, quality.review_true_matches, quality.review_protected_true_matches
                 );
                 println!(
                     "candidate pairs: {}, probabilistic links: {}, refused links: {}, indexing took {:.2} s",

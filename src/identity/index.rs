@@ -562,6 +562,8 @@ impl IdentityIndex {
             mut aliases,
         } = state;
         // The records as they were before this run, for those that changed (None: new).
+        // A fresh index has no before: every record is new, and all are written.
+        let fresh = records.is_empty();
         let mut before: HashMap<RecordKey, Option<SourceRecord>> = HashMap::new();
         phase(&mut report, "load");
 
@@ -636,7 +638,9 @@ impl IdentityIndex {
                         *old = row;
                     }
                     None => {
-                        before.entry(key.clone()).or_insert(None);
+                        if !fresh {
+                            before.entry(key.clone()).or_insert(None);
+                        }
                         records.insert(key, row);
                     }
                 }
@@ -668,6 +672,25 @@ impl IdentityIndex {
             .map(|(k, _)| k.clone())
             .collect();
         report.linkage_changed_records = changed_keys.len();
+        if incremental && sources.is_some() && changed_keys.is_empty() && kept_model.is_some() {
+            // Nothing linkage sees has changed: the people stand as they are. Only the
+            // rows read (new update times) and the sources' marks are written.
+            let dirty: BTreeSet<&RecordKey> = before.keys().collect();
+            let tx = conn.transaction().map_err(|e| self.store_err(e))?;
+            report.rows_written = persist(&tx, Some(&dirty), &records, &[], &source_marks)
+                .map_err(|e| self.store_err(e))?;
+            tx.commit().map_err(|e| self.store_err(e))?;
+            report.linkage.incremental = true;
+            report.people = self.snapshot().person_count();
+            *self.state.lock().unwrap_or_else(|p| p.into_inner()) = Some(State {
+                records,
+                pairs: kept_pairs,
+                model: kept_model,
+                aliases,
+            });
+            phase(&mut report, "persist");
+            return Ok(report);
+        }
         let decisions = load_decisions(&conn).map_err(|e| self.store_err(e))?;
         // Incremental linkage when few records changed and a model was fitted before:
         // only pairs with a changed record are compared; the rest come from the last run.
@@ -709,20 +732,35 @@ impl IdentityIndex {
         phase(&mut report, "cluster");
         report.linkage = std::mem::take(&mut outcome.stats);
         report.linkage.related_checked = checked;
+        let mut by_rule: HashMap<&str, usize> = HashMap::new();
         for r in records.values() {
-            *report.links_by_rule.entry(r.link_rule.clone()).or_default() += 1;
+            *by_rule.entry(r.link_rule.as_str()).or_default() += 1;
         }
+        report.links_by_rule = by_rule
+            .into_iter()
+            .map(|(rule, n)| (rule.to_string(), n))
+            .collect();
         report.changed = outcome.moved.len();
 
         // Rows to write: records read or removed, records whose person or rule moved,
         // records whose related labels were looked at.
-        let mut dirty: BTreeSet<&RecordKey> = before.keys().collect();
-        dirty.extend(outcome.moved.iter());
-        dirty.extend(relabelled.iter());
+        let dirty: Option<BTreeSet<&RecordKey>> = (!fresh).then(|| {
+            before
+                .keys()
+                .chain(&outcome.moved)
+                .chain(&relabelled)
+                .collect()
+        });
         phase(&mut report, "report");
         let edges_by_person = group_edges(&records, std::mem::take(&mut outcome.edges));
         let tx = conn.transaction().map_err(|e| self.store_err(e))?;
-        report.rows_written = persist(&tx, &dirty, &records, &outcome.aliases, &source_marks)
+        report.rows_written = persist(
+            &tx,
+            dirty.as_ref(),
+            &records,
+            &outcome.aliases,
+            &source_marks,
+        )
             .map_err(|e| self.store_err(e))?;
         persist_links(&tx, &old_snapshot, &edges_by_person, &outcome.review)
             .map_err(|e| self.store_err(e))?;
@@ -1809,10 +1847,11 @@ fn same_linkage_fields(a: &SourceRecord, b: &SourceRecord) -> bool {
 }
 
 /// Writes only the rows that differ from what is stored; returns how many.
-/// Writes the `dirty` rows (deleting those no longer in `records`); returns how many.
+/// Writes the `dirty` rows (deleting those no longer in `records`), or all of them;
+/// returns how many.
 fn persist(
     tx: &rusqlite::Transaction<'_>,
-    dirty: &BTreeSet<&RecordKey>,
+    dirty: Option<&BTreeSet<&RecordKey>>,
     records: &BTreeMap<RecordKey, SourceRecord>,
     aliases: &[(String, String)],
     marks: &[(String, Option<NaiveDateTime>)],
@@ -1821,7 +1860,11 @@ fn persist(
     {
         let mut delete =
             tx.prepare("DELETE FROM source_record WHERE source = ?1 AND local_id = ?2")?;
-        for (source, local) in dirty.iter().filter(|k| !records.contains_key(**k)) {
+        for (source, local) in dirty
+            .into_iter()
+            .flatten()
+            .filter(|k| !records.contains_key(**k))
+        {
             written += delete.execute(params![source, local])?;
         }
         let mut insert = tx.prepare(
@@ -1830,7 +1873,11 @@ fn persist(
              authority, related_labels)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         )?;
-        for r in dirty.iter().filter_map(|k| records.get(*k)) {
+        let rows: Box<dyn Iterator<Item = &SourceRecord>> = match dirty {
+            Some(dirty) => Box::new(dirty.iter().filter_map(|k| records.get(*k))),
+            None => Box::new(records.values()),
+        };
+        for r in rows {
             written += 1;
             insert.execute(params![
                 r.source,
@@ -2142,14 +2189,17 @@ impl Snapshot {
         let mut snap = Snapshot::default();
         let mut names: HashMap<&str, SearchParts> = HashMap::new();
         for r in records {
-            snap.people
-                .entry(r.person_id.clone())
-                .or_default()
-                .push(SourceRef {
-                    source: r.source.clone(),
-                    local_id: r.local_id.clone(),
-                    link_rule: r.link_rule.clone(),
-                });
+            let source_ref = SourceRef {
+                source: r.source.clone(),
+                local_id: r.local_id.clone(),
+                link_rule: r.link_rule.clone(),
+            };
+            match snap.people.get_mut(&r.person_id) {
+                Some(refs) => refs.push(source_ref),
+                None => {
+                    snap.people.insert(r.person_id.clone(), vec![source_ref]);
+                }
+            }
             snap.by_source
                 .insert((r.source.clone(), r.local_id.clone()), r.person_id.clone());
             if let Some(nhs) = &r.nhs_number {

@@ -179,27 +179,37 @@ impl Source {
         let Some(spec) = self.profile.entity(EntityKind::Person) else {
             return Ok(Mapped::default());
         };
-        let caps = self.connector.capabilities();
-        let bound = match (since, &spec.changed_since, &spec.list) {
-            (Some(since), Some(changed), _) => sql::bind(
-                changed.get_ref(),
-                &[],
-                Some(&Value::DateTime(since)),
-                caps.placeholder,
-            ),
-            (_, _, Some(list)) => sql::bind(list.get_ref(), &[], None, caps.placeholder),
+        let sql_text = match (since, &spec.changed_since, &spec.list) {
+            (Some(_), Some(changed), _) => changed.get_ref(),
+            (_, _, Some(list)) => list.get_ref(),
             _ => return Ok(Mapped::default()),
         };
-        // Listing a whole source is index work, not a request: give it longer.
-        let rows = self
-            .run_with(
-                EntityKind::Person,
-                &bound.sql,
-                &bound.params,
-                self.timeout * 60,
-            )
-            .await?;
+        let since = since.filter(|_| spec.changed_since.is_some());
+        let rows = self.list(sql_text, since).await?;
         Ok(map_rows(&self.profile, EntityKind::Person, &rows)?)
+    }
+
+    /// A person listing: all of them, or with `{since}` bound. Listing a whole source
+    /// is index work, not a request: it gets longer.
+    async fn list(
+        &self,
+        sql_text: &str,
+        since: Option<chrono::NaiveDateTime>,
+    ) -> Result<escr_connector::RowSet, SourceError> {
+        let since = since.map(Value::DateTime);
+        let bound = sql::bind(
+            sql_text,
+            &[],
+            since.as_ref(),
+            self.connector.capabilities().placeholder,
+        );
+        self.run_with(
+            EntityKind::Person,
+            &bound.sql,
+            &bound.params,
+            self.timeout * 60,
+        )
+        .await
     }
 
     /// Local ids of person records the source deleted (or soft-deleted) after `since`,
@@ -214,21 +224,7 @@ impl Source {
         let Some(deleted) = &spec.deleted_since else {
             return Ok(Vec::new());
         };
-        let caps = self.connector.capabilities();
-        let bound = sql::bind(
-            deleted.get_ref(),
-            &[],
-            Some(&Value::DateTime(since)),
-            caps.placeholder,
-        );
-        let rows = self
-            .run_with(
-                EntityKind::Person,
-                &bound.sql,
-                &bound.params,
-                self.timeout * 60,
-            )
-            .await?;
+        let rows = self.list(deleted.get_ref(), Some(since)).await?;
         let column = spec
             .fields
             .iter()

@@ -494,8 +494,17 @@ async fn incremental_refresh_touches_only_what_changed() {
         snap.by_source("opencare", "2")
     );
 
-    // The same answer as a full rebuild over the changed data.
+    // Nothing changed since: nothing is compared or written, and nothing moves.
     let incremental = partition(&snap);
+    let idle = gw.gateway.refresh_index(true).await.unwrap();
+    assert_eq!(
+        (idle.linkage_changed_records, idle.linkage.compared_pairs, idle.rows_written),
+        (0, 0, 0),
+        "{idle:?}"
+    );
+    assert_eq!(partition(&gw.gateway.index.snapshot()), incremental);
+
+    // The same answer as a full rebuild over the changed data.
     let rebuilt = gw.gateway.refresh_index(false).await.unwrap();
     assert!(!rebuilt.linkage.incremental);
     assert_eq!(rebuilt.changed, 0, "a full rebuild moved records");
