@@ -229,7 +229,7 @@ fn patterns(truth: &Path, snap: &Snapshot) -> anyhow::Result<()> {
     }
     for (title, counts) in [("false links", false_links), ("review queue", review)] {
         let mut v: Vec<_> = counts.into_iter().collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1));
+        v.sort_by_key(|e| std::cmp::Reverse(e.1));
         println!("{title} by pattern:");
         for (k, n) in v.iter().take(8) {
             println!("  {n:>7} {k}");

@@ -58,7 +58,7 @@ fn policy(work: &std::path::Path) -> anyhow::Result<PolicyConfig> {
     c.auth.hs256_key_file = Some(work.join("jwt.key"));
     c.auth.generate_key_if_missing = true;
     if let Some(o) = &mut c.national_opt_out {
-        o.file = work.join("national_opt_out.txt");
+        o.file = Some(work.join("national_opt_out.txt"));
     }
     Ok(c)
 }

@@ -11,6 +11,7 @@
 #   ESCR_TEST_MYSQL_URL           mysql://user:pass@127.0.0.1:port/db
 #   ESCR_TEST_MARIADB_ODBC        ODBC connection string to the MariaDB server
 #   ESCR_TEST_PG_ODBC             ODBC connection string to the PostgreSQL server
+#   ESCR_TEST_PG_URL              postgres://user:pass@127.0.0.1:port/db (native clients)
 #   ESCR_TEST_SQLITE_ODBC_DRIVER  the SQLite3 ODBC driver's name in odbcinst.ini
 #   ESCR_TEST_MYSQL_CTL           `$ESCR_TEST_MYSQL_CTL stop|start` restarts MariaDB mid-test
 #   ESCR_TEST_MYSQL_TLS_CA        PEM of the test CA that signed MariaDB's certificate (TLS is
@@ -296,6 +297,7 @@ start_test_servers() {
   export ESCR_TEST_MYSQL_TLS_CA="$base/tls/ca.pem"
   export ESCR_TEST_MARIADB_ODBC="Driver={MariaDB};Server=127.0.0.1;Port=$my_port;Database=escr_test;Uid=escr;Pwd=$my_pass;"
   export ESCR_TEST_PG_ODBC="Driver={PostgreSQL Unicode};Server=127.0.0.1;Port=$pg_port;Database=escr_test;Uid=escr;Pwd=$pg_pass;"
+  export ESCR_TEST_PG_URL="postgres://escr:$pg_pass@127.0.0.1:$pg_port/escr_test"
   export ESCR_TEST_SQLITE_ODBC_DRIVER="SQLite3"
   _escr_log "servers ready in $(($(date +%s%3N) - started)) ms (data in $base)"
 }
@@ -311,7 +313,7 @@ stop_test_servers() {
   fi
   rm -rf "$base"
   unset ESCR_TEST_SERVERS_DIR ESCR_TEST_MYSQL_PORT ESCR_TEST_PG_PORT ESCR_TEST_MYSQL_URL \
-    ESCR_TEST_MYSQL_CTL ESCR_TEST_MYSQL_TLS_CA ESCR_TEST_MARIADB_ODBC ESCR_TEST_PG_ODBC ESCR_TEST_SQLITE_ODBC_DRIVER \
+    ESCR_TEST_MYSQL_CTL ESCR_TEST_MYSQL_TLS_CA ESCR_TEST_MARIADB_ODBC ESCR_TEST_PG_ODBC ESCR_TEST_PG_URL ESCR_TEST_SQLITE_ODBC_DRIVER \
     ODBCSYSINI
   return 0
 }

@@ -13,3 +13,7 @@ pub mod demo;
 pub mod identity;
 pub mod record;
 pub mod reports;
+
+pub mod cli;
+
+pub use cli::main_with;

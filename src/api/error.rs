@@ -11,6 +11,12 @@ pub mod codes {
     pub const MAPPING_FAILED: &str = "MAPPING_FAILED";
     pub const NOT_FOUND: &str = "NOT_FOUND";
     pub const BAD_INPUT: &str = "BAD_USER_INPUT";
+    pub const QUERY_TOO_COSTLY: &str = "QUERY_TOO_COSTLY";
+    pub const INTROSPECTION_DISABLED: &str = "INTROSPECTION_DISABLED";
+    /// Documents' content (`GET /documents/{id}/content`).
+    pub const CONTENT_NOT_FOUND: &str = "CONTENT_NOT_FOUND";
+    pub const CONTENT_TOO_LARGE: &str = "CONTENT_TOO_LARGE";
+    pub const RANGE_NOT_SATISFIABLE: &str = "RANGE_NOT_SATISFIABLE";
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +29,10 @@ pub enum GatewayError {
     Withheld(Withheld),
     #[error(transparent)]
     Report(#[from] crate::reports::ReportError),
+    #[error("refused before running: {0}")]
+    TooCostly(String),
+    #[error("introspection is turned off on this gateway ([server] introspection)")]
+    IntrospectionOff,
 }
 
 impl GatewayError {
@@ -61,6 +71,14 @@ impl GatewayError {
             GatewayError::Report(r) => {
                 ext.set("code", r.code());
                 r.to_string()
+            }
+            GatewayError::TooCostly(_) => {
+                ext.set("code", codes::QUERY_TOO_COSTLY);
+                self.to_string()
+            }
+            GatewayError::IntrospectionOff => {
+                ext.set("code", codes::INTROSPECTION_DISABLED);
+                self.to_string()
             }
         };
         let mut err = ServerError::new(message, pos);

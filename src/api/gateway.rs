@@ -29,6 +29,14 @@ pub struct Gateway {
     pub access: Option<Arc<crate::consent::AccessControl>>,
     /// Minimum data set and indicators; `None` when not configured.
     pub reports: Option<Arc<crate::reports::Reports>>,
+    /// The HTTP server's settings (GraphiQL, CORS, limits, metrics).
+    pub server: crate::config::ServerConfig,
+    /// The allowlist of persisted operations and how it is used.
+    pub trusted_documents: Arc<crate::api::ops::documents::TrustedDocuments>,
+    /// The sources' document stores (letters' and scans' content).
+    pub documents: Arc<crate::record::documents::DocumentStores>,
+    /// Seals and opens the opaque ids of content links.
+    pub document_ids: Arc<crate::api::documents::DocumentIds>,
 }
 
 impl Gateway {
@@ -36,6 +44,9 @@ impl Gateway {
     /// in `/readyz` and in errors, and the others serve.
     pub fn from_config(config: LoadedConfig) -> Result<Gateway, BuildError> {
         let g = &config.gateway;
+        let documents = crate::api::documents::build_stores(g);
+        let document_ids = crate::api::documents::DocumentIds::from_config(&g.documents)
+            .map_err(|reason| escr_connector::ConfigError::io(&config.path, reason))?;
         let authorities: Vec<String> = g
             .sources
             .iter()
@@ -49,13 +60,18 @@ impl Gateway {
             .zip(authorities)
             .map(|((s, profile), authority)| {
                 let s = s.get_ref();
-                let connector = connect(&s.name, s.connector());
+                let section = s
+                    .connector
+                    .as_ref()
+                    .expect("a loaded config has one connector section per source");
+                let connector = connect(&s.name, section.settings.as_ref());
                 Source {
                     name: s.name.clone(),
                     authority,
                     profile,
                     connector,
                     timeout,
+                    health: Default::default(),
                 }
             })
             .collect();
@@ -73,7 +89,12 @@ impl Gateway {
             }
             None => None,
         };
+        let trusted_documents = Arc::new(crate::api::ops::documents::TrustedDocuments::load(
+            &g.trusted_documents,
+        )?);
         Ok(Gateway {
+            server: g.server.clone(),
+            trusted_documents,
             fetcher,
             index: Arc::new(
                 IdentityIndex::open_with(&g.index.path, config.linkage.clone())?
@@ -83,6 +104,8 @@ impl Gateway {
             batch_delay: Duration::from_millis(g.loader.batch_delay_ms),
             access: None,
             reports,
+            documents,
+            document_ids: Arc::new(document_ids),
         })
     }
 

@@ -1,59 +1,194 @@
-//! HTTP: `POST /graphql`, GraphiQL on `GET /graphql`, `/healthz`, `/readyz`.
+//! HTTP: `POST /graphql` (and `GET` for persisted documents), GraphiQL on `GET
+//! /graphql`, `/healthz`, `/readyz`, `/metrics`, `/reports/*`, and documents'
+//! content (`api::documents`). The operations concerns
+//! around them (request ids, CORS, limits, metrics, traces, trusted documents) are in
+//! `api/ops/`; this file wires them.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::http::GraphiQLSource;
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Json};
+use async_graphql_axum::GraphQLResponse;
+use axum::body::Bytes;
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Json};
 use axum::routing::get;
 use axum::Router;
 use serde::Serialize;
 
 use crate::api::gateway::Gateway;
 use crate::api::graphql::EscrSchema;
+use crate::api::ops::request::RequestId;
+use crate::api::ops::{self, documents, limits::Limits};
 use crate::consent::access::{AccessContext, RequestScope};
 
 #[derive(Clone)]
 pub struct AppState {
     pub gateway: Arc<Gateway>,
     pub schema: EscrSchema,
+    limits: Arc<Limits>,
 }
 
+/// The router's paths (metric labels and span names use only these).
+pub const ROUTES: &[&str] = &[
+    "/graphql",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/reports/data-quality.csv",
+    "/reports/mds.csv",
+    "/reports/indicators.csv",
+    "/reports/indicators.json",
+];
+
 pub fn router(gateway: Arc<Gateway>) -> Router {
-    let schema = crate::api::graphql::build(Some(gateway.clone()));
-    Router::new()
-        .route("/graphql", get(graphiql).post(graphql))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
+    let server = gateway.server.clone();
+
+    if server.metrics {
+        // Installed before the first request so that every count is kept.
+        let _ = ops::metrics::handle();
+    }
+    let mut schema =
+        crate::api::graphql::builder(Some(gateway.clone())).extension(ops::metrics::Observe);
+    if gateway.trusted_documents.apq() {
+        schema = schema.extension(
+            async_graphql::extensions::apollo_persisted_queries::ApolloPersistedQueries::new(
+                async_graphql::extensions::apollo_persisted_queries::LruCacheStorage::new(1024),
+            ),
+        );
+    }
+    let limits = Arc::new(Limits::new(&server.limits));
+    let state = AppState {
+        gateway: gateway.clone(),
+        schema: schema.finish(),
+        limits: limits.clone(),
+    };
+    let api = Router::new()
+        .route("/graphql", get(graphql_get).post(graphql))
         .route("/reports/data-quality.csv", get(data_quality_csv))
         .route("/reports/mds.csv", get(mds_csv))
         .route("/reports/indicators.csv", get(indicators_csv))
         .route("/reports/indicators.json", get(indicators_json))
-        .with_state(AppState { gateway, schema })
+        .merge(crate::api::documents::routes())
+        .with_state(state.clone())
+        // Bodies past the limit are refused (413) before they are read: before parsing
+        // and before the token is looked at.
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            server.max_body_bytes,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            server.max_header_bytes,
+            header_limit,
+        ));
+    let mut open = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz));
+    if server.metrics {
+        open = open.route("/metrics", get(metrics));
+    }
+    if server.graphiql {
+        open = open.route(
+            &format!("{}/{{name}}", ops::graphiql::ASSETS),
+            get(ops::graphiql::asset),
+        );
+    }
+    let headers: Vec<String> = match &gateway.access {
+        Some(a) => vec![
+            a.config.auth.purpose_header.clone(),
+            a.config.auth.break_glass_header.clone(),
+        ],
+        None => vec!["x-purpose-of-use".into()],
+    };
+    ops::layers(api, open.with_state(state), &server, limits, &headers)
 }
 
+fn json_error(status: StatusCode, code: &str, message: &str) -> axum::response::Response {
+    let body = serde_json::json!({
+        "data": null,
+        "errors": [{"message": message, "extensions": {"code": code}}]
+    });
+    (status, Json(body)).into_response()
+}
+
+/// `GET /graphql`: a persisted document when the query string names one, else the
+/// GraphiQL page (when it is on).
+async fn graphql_get(
+    state: State<AppState>,
+    id: Extension<RequestId>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> axum::response::Response {
+    if documents::is_graphql_get(uri.query()) {
+        return graphql(state, id, method, uri, headers, Bytes::new()).await;
+    }
+    if state.gateway.server.graphiql {
+        ops::graphiql::page()
+    } else {
+        json_error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "GraphiQL is switched off here ([server] graphiql = false); POST GraphQL requests to /graphql",
+        )
+    }
+}
+
+/// Refuse requests whose headers (names and values) add up past the limit (431).
+async fn header_limit(
+    State(max): State<usize>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let size: usize = request
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if size > max {
+        let body = serde_json::json!({
+            "errors": [{"message": format!("request headers too large (at most {max} bytes)"), "extensions": {"code": "HEADERS_TOO_LARGE"}}]
+        });
+        return (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, Json(body)).into_response();
+    }
+    next.run(request).await
+}
+
+/// The token is checked before the body is parsed: an anonymous caller costs no more
+/// than reading its headers.
 async fn graphql(
     State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
-    request: GraphQLRequest,
+    body: Bytes,
 ) -> axum::response::Response {
-    let caller = match caller(&state.gateway, &headers).await {
+    let caller = match caller(&state, &headers, &id).await {
         Ok(caller) => caller,
         Err(refused) => return refused,
     };
-    let response = execute(&state.gateway, &state.schema, caller, request.into_inner()).await;
+    let request = match documents::parse(
+        &state.gateway.trusted_documents,
+        &method,
+        &headers,
+        uri.query(),
+        &body,
+    ) {
+        Ok(request) => request,
+        Err(r) => return json_error(r.status, r.code, &r.message),
+    };
+    let response = execute_with(&state.gateway, &state.schema, caller, request, Some(&id)).await;
     GraphQLResponse::from(response).into_response()
 }
 
-/// Who is asking, from the request's token; a refusal (already audited) otherwise.
-async fn caller(
-    gateway: &Gateway,
+/// Who is asking, from the request's token, within their rate limit; a refusal
+/// (already audited) otherwise.
+pub(crate) async fn caller(
+    state: &AppState,
     headers: &HeaderMap,
+    id: &RequestId,
 ) -> Result<AccessContext, axum::response::Response> {
-    match &gateway.access {
+    let caller = match &state.gateway.access {
         // In-process tests and benches without a policy (`serve` always has one): the
         // demo caller, with the purpose the request names.
         None => {
@@ -65,37 +200,41 @@ async fn caller(
             {
                 demo.purpose = p;
             }
-            Ok(demo)
+            demo
         }
         Some(access) => {
             match crate::consent::auth::access_context_from_headers(headers, &access.auth) {
-                Ok(caller) => Ok(caller),
-                Err(e) => Err(refuse(access, e).await),
+                Ok(caller) => caller,
+                Err(e) => return Err(refuse(access, e, id).await),
             }
         }
-    }
+    };
+    state
+        .limits
+        .check_caller(&caller.user)
+        .map_err(|wait| ops::limits::too_many("this caller", wait))?;
+    Ok(caller)
 }
 
 /// A request without an acceptable token: no data, an error with a code, audited.
 async fn refuse(
     access: &crate::consent::AccessControl,
     e: crate::consent::auth::AuthError,
+    id: &RequestId,
 ) -> axum::response::Response {
     let request_id = crate::consent::audit::RequestAudit::new().request_id;
-    let event = crate::consent::audit::refusal(&request_id, "", e.code(), &e.to_string());
+    let mut event = crate::consent::audit::refusal(&request_id, "", e.code(), &e.to_string());
+    event.http_request_id = Some(id.0.clone());
     if let Err(err) = access.audit.append(vec![event]).await {
         tracing::warn!(error = %err, "audit write failed");
     }
+    use crate::consent::auth::AuthError;
     let status = match e {
-        crate::consent::auth::AuthError::PurposeNotPermitted { .. }
-        | crate::consent::auth::AuthError::BreakGlass(_) => StatusCode::FORBIDDEN,
+        AuthError::PurposeNotPermitted { .. } | AuthError::BreakGlass(_) => StatusCode::FORBIDDEN,
+        AuthError::UnknownPurpose { .. } => StatusCode::BAD_REQUEST,
         _ => StatusCode::UNAUTHORIZED,
     };
-    let body = serde_json::json!({
-        "data": null,
-        "errors": [{"message": e.to_string(), "extensions": {"code": e.code()}}]
-    });
-    (status, Json(body)).into_response()
+    json_error(status, e.code(), &e.to_string())
 }
 
 /// Run one GraphQL request for `caller` with fresh loaders and a fresh request scope,
@@ -107,14 +246,33 @@ pub async fn execute(
     caller: AccessContext,
     request: async_graphql::Request,
 ) -> async_graphql::Response {
-    let scope = Arc::new(RequestScope::default());
+    execute_with(gateway, schema, caller, request, None).await
+}
+
+/// As [`execute`], for a request that came over HTTP with its `X-Request-Id`, which
+/// goes into its audit events.
+pub async fn execute_with(
+    gateway: &Arc<Gateway>,
+    schema: &EscrSchema,
+    caller: AccessContext,
+    request: async_graphql::Request,
+    http_request_id: Option<&RequestId>,
+) -> async_graphql::Response {
+    let mut scope = RequestScope::default();
+    scope.audit.http_request_id = http_request_id.map(|id| id.0.clone());
+    let scope = Arc::new(scope);
     let request = request
         .data(gateway.request_loaders())
         .data(caller.clone())
         .data(scope.clone());
     let mut response = schema.execute(request).await;
     if let Some(access) = &gateway.access {
-        if let Err(e) = access.audit.append(scope.audit.events(&caller)).await {
+        let events = scope.audit.events(&caller);
+        ops::metrics::record_decisions(&events);
+        let started = std::time::Instant::now();
+        let written = access.audit.append(events).await;
+        metrics::histogram!("escr_audit_write_seconds").record(started.elapsed().as_secs_f64());
+        if let Err(e) = written {
             tracing::error!(error = %e, "audit write failed: response withheld");
             let mut err = async_graphql::ServerError::new(
                 "the audit log cannot be written: nothing is released",
@@ -133,13 +291,25 @@ pub async fn execute(
     response
 }
 
+async fn metrics(State(state): State<AppState>) -> axum::response::Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        ops::metrics::render(&state.gateway.fetcher),
+    )
+        .into_response()
+}
+
 /// The data-quality report as CSV (counts and vendor code values only).
 /// For data stewards only, like `dataQualityReport`.
 async fn data_quality_csv(
     State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
     headers: HeaderMap,
 ) -> axum::response::Response {
-    let caller = match caller(&state.gateway, &headers).await {
+    let caller = match caller(&state, &headers, &id).await {
         Ok(caller) => caller,
         Err(refused) => return refused,
     };
@@ -153,7 +323,7 @@ async fn data_quality_csv(
         crate::identity::quality::build(&state.gateway.index, &state.gateway.fetcher.sources).await;
     (
         [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
-        crate::identity::quality::to_csv(&report),
+        crate::reports::csv::quality(&report),
     )
         .into_response()
 }
@@ -208,11 +378,12 @@ async fn report_error(
 /// bad input get a status and a JSON error.
 async fn report_request(
     state: &AppState,
+    id: &RequestId,
     headers: &HeaderMap,
     query: &ReportQuery,
     peers: bool,
 ) -> Result<(AccessContext, crate::reports::Period, Vec<String>), axum::response::Response> {
-    let caller = caller(&state.gateway, headers).await?;
+    let caller = caller(state, headers, id).await?;
     let estate = state.gateway.estate();
     let checked = (|| {
         let reports = crate::reports::run::authorise(&estate, &caller)?;
@@ -234,20 +405,56 @@ async fn report_request(
 /// The minimum data set as CSV, streamed page by page.
 async fn mds_csv(
     State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
     headers: HeaderMap,
     axum::extract::Query(query): axum::extract::Query<ReportQuery>,
 ) -> axum::response::Response {
-    let (caller, period, authorities) = match report_request(&state, &headers, &query, false).await
-    {
-        Ok(r) => r,
-        Err(refused) => return refused,
-    };
+    let (caller, period, authorities) =
+        match report_request(&state, &id, &headers, &query, false).await {
+            Ok(r) => r,
+            Err(refused) => return refused,
+        };
     if let Err(e) = crate::reports::run::check_sources(&state.gateway.estate(), &authorities).await
     {
         return report_error(&state.gateway, &caller, e).await;
     }
+    // The national data opt-out (the rows cannot say it): people without an NHS number
+    // summed over the authorities; unmatched listed numbers are the gateway's, once.
+    let mut notes = Vec::new();
+    for a in &authorities {
+        match crate::reports::run::mds_opt_out(&state.gateway.estate(), &caller, period, a) {
+            Ok(note) => notes.extend(note),
+            Err(e) => return report_error(&state.gateway, &caller, e).await,
+        }
+    }
+    let count = |f: fn(&crate::reports::suppress::OptOutNote) -> Option<u64>| {
+        notes
+            .iter()
+            .try_fold(0, |sum, n| Some(sum + f(n)?))
+            .map_or_else(
+                || crate::reports::suppress::MARKER.to_string(),
+                |n: u64| n.to_string(),
+            )
+    };
+    let opt_out = [
+        (
+            "x-opt-out-listed-unmatched",
+            notes.first().and_then(|n| n.listed_unmatched).map_or_else(
+                || crate::reports::suppress::MARKER.to_string(),
+                |n| n.to_string(),
+            ),
+        ),
+        ("x-without-nhs-number", count(|n| n.without_nhs_number)),
+        (
+            "x-without-nhs-number-left-out",
+            notes
+                .iter()
+                .any(|n| n.without_nhs_number_left_out)
+                .to_string(),
+        ),
+    ];
     let stream = crate::reports::run::mds_csv(state.gateway.estate(), caller, period, authorities);
-    (
+    let mut response = (
         [
             (
                 axum::http::header::CONTENT_TYPE,
@@ -260,15 +467,22 @@ async fn mds_csv(
         ],
         axum::body::Body::from_stream(stream),
     )
-        .into_response()
+        .into_response();
+    for (name, value) in opt_out {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, v);
+        }
+    }
+    response
 }
 
 async fn indicators_for(
     state: &AppState,
+    id: &RequestId,
     headers: &HeaderMap,
     query: &ReportQuery,
 ) -> Result<Vec<crate::reports::suppress::IndicatorResult>, axum::response::Response> {
-    let (caller, period, authorities) = report_request(state, headers, query, true).await?;
+    let (caller, period, authorities) = report_request(state, id, headers, query, true).await?;
     match crate::reports::run::indicators(
         &state.gateway.estate(),
         &caller,
@@ -284,10 +498,11 @@ async fn indicators_for(
 
 async fn indicators_json(
     State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
     headers: HeaderMap,
     axum::extract::Query(query): axum::extract::Query<ReportQuery>,
 ) -> axum::response::Response {
-    match indicators_for(&state, &headers, &query).await {
+    match indicators_for(&state, &id, &headers, &query).await {
         Ok(rows) => Json(serde_json::json!({ "indicators": rows })).into_response(),
         Err(response) => response,
     }
@@ -295,13 +510,13 @@ async fn indicators_json(
 
 async fn indicators_csv(
     State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
     headers: HeaderMap,
     axum::extract::Query(query): axum::extract::Query<ReportQuery>,
 ) -> axum::response::Response {
-    match indicators_for(&state, &headers, &query).await {
+    match indicators_for(&state, &id, &headers, &query).await {
         Ok(rows) => {
-            let mut text = crate::reports::suppress::csv_header().to_string();
-            text.extend(rows.iter().map(crate::reports::suppress::csv_row));
+            let text = crate::reports::suppress::csv(&rows);
             (
                 [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
                 text,
@@ -312,48 +527,14 @@ async fn indicators_csv(
     }
 }
 
-const EXAMPLE_QUERY: &str = r#"# escr-gateway demo. Every request needs a token and a purpose of use:
-#   cargo run -- token --role team_manager --team 3 --worker 7 --purpose care_management
-# then open the Headers pane below and paste
-#   { "Authorization": "Bearer <the token>", "X-Purpose-Of-Use": "care_management" }
-# Try:
-query Demo {
-  searchPeople(name: "smi", first: 3) {
-    totalCount
-    edges { node { id name { family given } birthDate sourceRecords { source localId linkRule } } }
-  }
-}
-
-# Reports (a token from `cargo run -- token --role analyst --purpose planning`, and
-# "X-Purpose-Of-Use": "planning"): both demo councils side by side.
-query Indicators {
-  indicators(period: "2025-26") { authority id name numerator denominator value suppressed }
-}
-"#;
-
-async fn graphiql() -> impl IntoResponse {
-    let page = GraphiQLSource::build()
-        .endpoint("/graphql")
-        .title("escr-gateway")
-        .finish();
-    // Pre-fill the editor with a query that works on the demo data.
-    let page = page.replacen(
-        "</head>",
-        &format!(
-            "<script>if (!localStorage.getItem('graphiql:query')) localStorage.setItem('graphiql:query', {});</script></head>",
-            serde_json::to_string(EXAMPLE_QUERY).unwrap_or_default()
-        ),
-        1,
-    );
-    Html(page)
-}
-
 #[derive(Serialize)]
 struct SourceStatus {
     name: String,
     engine: &'static str,
+    /// It answers a ping.
     up: bool,
-    /// Why it is down (kind and a general reason; never SQL or credentials).
+    state: crate::record::health::SourceState,
+    /// Why it is down or degraded (kind and a general reason; never SQL or credentials).
     reason: Option<String>,
     latency_ms: u128,
 }
@@ -374,16 +555,20 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let checks = fetcher.sources.iter().map(|s| async move {
         let started = std::time::Instant::now();
         let result = tokio::time::timeout(Duration::from_secs(2), s.connector.ping()).await;
-        let reason = match result {
+        let down = match result {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e.to_string()),
             Err(_) => Some("no answer within 2 s".to_string()),
         };
+        // Answering a ping is not the whole story: a failing statement, or people the
+        // index could not list, make it degraded (with why).
+        let (state, degraded) = s.health.state(down.is_none());
         SourceStatus {
             name: s.name.clone(),
             engine: s.connector.engine(),
-            up: reason.is_none(),
-            reason,
+            up: down.is_none(),
+            state,
+            reason: down.or(degraded),
             latency_ms: started.elapsed().as_millis(),
         }
     });

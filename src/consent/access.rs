@@ -36,6 +36,17 @@ pub trait Policy: Send + Sync + 'static {
     ) -> std::sync::Arc<std::collections::HashSet<String>> {
         std::sync::Arc::default()
     }
+    /// Is the person left out of this caller's use altogether, from what is known of
+    /// them (the national data opt-out from the file or a source, or no NHS number to
+    /// check it against where the policy says so)? Reports ask per person.
+    fn left_out(&self, _ctx: &AccessContext, _facts: &PersonFacts) -> bool {
+        false
+    }
+    /// What a report tells its caller about the opt-out among `people` (None where the
+    /// opt-out does not apply to the caller's purpose).
+    fn opt_out_counts(&self, _ctx: &AccessContext, _people: &[String]) -> Option<OptOutCounts> {
+        None
+    }
     /// May this caller learn that the person exists at all (lookups, search)?
     fn may_see_person(&self, ctx: &AccessContext, person_id: &str) -> bool;
     /// Labels a record carries because of what it is (policy config), added to the
@@ -51,6 +62,20 @@ pub trait Policy: Send + Sync + 'static {
         source: &str,
         record: &Record,
     ) -> Decision;
+}
+
+/// The national data opt-out as a report states it (counts only, suppressed by the
+/// report like its other small numbers).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OptOutCounts {
+    /// Listed NHS numbers that no person known to the index holds: their people, if
+    /// any are here, could not be left out.
+    pub listed_unmatched: u64,
+    /// People of the report with no valid NHS number on any record: their opt-out
+    /// cannot be checked.
+    pub without_nhs_number: u64,
+    /// Whether those people are left out of this report (the policy's choice).
+    pub without_nhs_number_left_out: bool,
 }
 
 /// Everything is released (tests of other parts; no config).
@@ -96,10 +121,10 @@ pub fn release(
 
 /// Per-request state of the consent path: the audit of this request's decisions, the
 /// facts loaded for each person (never shared with another request), and which
-/// withheld-data errors were already reported at which path.
+/// errors were already reported at which path (path, code and what they name).
 #[derive(Default)]
 pub struct RequestScope {
     pub audit: crate::consent::audit::RequestAudit,
     pub facts: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<PersonFacts>>>,
-    pub reported: std::sync::Mutex<std::collections::HashSet<(String, &'static str)>>,
+    pub reported: std::sync::Mutex<std::collections::HashSet<String>>,
 }

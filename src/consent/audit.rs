@@ -44,12 +44,15 @@ pub struct AuditEvent {
     pub code: Option<String>,
     pub reason: Option<String>,
     pub break_glass_reason: Option<String>,
+    /// The HTTP request's `X-Request-Id` (a router's, or the gateway's own), joining
+    /// this event to the router's and the gateway's logs.
+    pub http_request_id: Option<String>,
 }
 
 impl AuditEvent {
     /// The text the chain hashes: every field but seq, in a fixed order.
     fn canonical(&self) -> String {
-        serde_json::json!([
+        let mut fields = serde_json::json!([
             self.request_id,
             self.at,
             self.user,
@@ -62,8 +65,12 @@ impl AuditEvent {
             self.code,
             self.reason,
             self.break_glass_reason
-        ])
-        .to_string()
+        ]);
+        // Added later: hashed only when present, so older chains still verify.
+        if let (Some(id), Some(list)) = (&self.http_request_id, fields.as_array_mut()) {
+            list.push(serde_json::Value::String(id.clone()));
+        }
+        fields.to_string()
     }
 }
 
@@ -98,6 +105,7 @@ CREATE TABLE IF NOT EXISTS audit (
   hash TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_person ON audit(person_id);
+-- (http_request_id is added by `add_columns` to logs made before it existed.)
 CREATE INDEX IF NOT EXISTS audit_request ON audit(request_id);
 CREATE TRIGGER IF NOT EXISTS audit_append_only_u BEFORE UPDATE ON audit
   BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
@@ -105,7 +113,18 @@ CREATE TRIGGER IF NOT EXISTS audit_append_only_d BEFORE DELETE ON audit
   BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 ";
 
-const COLUMNS: &str = "seq, request_id, at, user, role, organisation, purpose, person_id, kinds, decision, code, reason, break_glass_reason";
+const COLUMNS: &str = "seq, request_id, at, user, role, organisation, purpose, person_id, kinds, decision, code, reason, break_glass_reason, http_request_id";
+
+/// Columns added after the first schema, for logs written before them.
+fn add_columns(conn: &Connection) -> Result<(), AuditError> {
+    let has: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('audit') WHERE name = 'http_request_id'")?
+        .exists([])?;
+    if !has {
+        conn.execute_batch("ALTER TABLE audit ADD COLUMN http_request_id TEXT")?;
+    }
+    Ok(())
+}
 
 fn row_to_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEvent> {
     Ok(AuditEvent {
@@ -122,6 +141,7 @@ fn row_to_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEvent> {
         code: r.get(10)?,
         reason: r.get(11)?,
         break_glass_reason: r.get(12)?,
+        http_request_id: r.get(13)?,
     })
 }
 
@@ -147,6 +167,7 @@ impl AuditLog {
     pub fn open(path: &Path) -> Result<AuditLog, AuditError> {
         let conn = open_conn(path)?;
         conn.execute_batch(SCHEMA)?;
+        add_columns(&conn)?;
         let mut write_conn = open_conn(path)?;
         let (writer, batches) = std::sync::mpsc::channel::<(Vec<AuditEvent>, Reply)>();
         // Group commit: the writer takes every batch waiting, commits them in one
@@ -242,8 +263,8 @@ fn append_sync(conn: &mut Connection, events: Vec<AuditEvent>) -> Result<(), Aud
         .unwrap_or((0, GENESIS.to_string()));
     {
         let mut insert = tx.prepare_cached(
-            "INSERT INTO audit (seq, request_id, at, user, role, organisation, purpose, person_id, kinds, decision, code, reason, break_glass_reason, prev_hash, hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            "INSERT INTO audit (seq, request_id, at, user, role, organisation, purpose, person_id, kinds, decision, code, reason, break_glass_reason, prev_hash, hash, http_request_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         )?;
         for mut e in events {
             seq += 1;
@@ -264,7 +285,8 @@ fn append_sync(conn: &mut Connection, events: Vec<AuditEvent>) -> Result<(), Aud
                 e.reason,
                 e.break_glass_reason,
                 prev,
-                hash
+                hash,
+                e.http_request_id
             ])?;
             prev = hash;
         }
@@ -293,8 +315,8 @@ pub fn verify(path: &Path) -> Result<Verification, AuditError> {
     let mut events = 0;
     while let Some(r) = rows.next()? {
         let e = row_to_event(r)?;
-        let stored_prev: String = r.get(13)?;
-        let stored_hash: String = r.get(14)?;
+        let stored_prev: String = r.get(14)?;
+        let stored_hash: String = r.get(15)?;
         events += 1;
         let broken = if e.seq != expected_seq {
             Some(format!(
@@ -330,6 +352,8 @@ type EntryKey = (Option<String>, String, Option<String>, Option<String>);
 /// response is sent.
 pub struct RequestAudit {
     pub request_id: String,
+    /// The HTTP request's `X-Request-Id`, when it came over HTTP.
+    pub http_request_id: Option<String>,
     /// (person, decision, code, reason) -> kinds
     entries: Mutex<BTreeMap<EntryKey, BTreeSet<String>>>,
 }
@@ -341,6 +365,7 @@ impl RequestAudit {
         let _ = aws_lc_rs::rand::fill(&mut id);
         RequestAudit {
             request_id: id.iter().map(|b| format!("{b:02x}")).collect(),
+            http_request_id: None,
             entries: Mutex::new(BTreeMap::new()),
         }
     }
@@ -390,6 +415,7 @@ impl RequestAudit {
                 code: code.clone(),
                 reason: reason.clone(),
                 break_glass_reason: ctx.break_glass_reason.clone(),
+                http_request_id: self.http_request_id.clone(),
             })
             .collect()
     }
@@ -420,5 +446,6 @@ pub fn refusal(request_id: &str, user: &str, code: &str, reason: &str) -> AuditE
         code: Some(code.to_string()),
         reason: Some(reason.to_string()),
         break_glass_reason: None,
+        http_request_id: None,
     }
 }

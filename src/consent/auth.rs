@@ -1,6 +1,7 @@
-//! Who is asking: JWT bearer tokens. HS256 with a local key (the demo, `escr token`);
-//! RS256 and ES256 verified against the identity provider's JWKS (a file, cached and
-//! re-read when a token names a key id it does not hold: key rotation).
+//! Who is asking: JWT bearer tokens, verified by `jsonwebtoken`. HS256 with a local key
+//! (the demo, `escr token`); RS256 and ES256 against the identity provider's JWKS
+//! (`jsonwebtoken`'s JWK types; a file or URL, cached and re-read when a token names a
+//! key id it does not hold: key rotation).
 //!
 //! The purpose of use comes from a header (or the `purpose` claim) and must be one the
 //! caller's role may use. Break-glass comes from a header (or the `break_glass` claim),
@@ -12,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use aws_lc_rs::{hmac, signature};
 use axum::http::HeaderMap;
 use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::consent::access::AccessContext;
@@ -26,6 +27,7 @@ pub mod codes {
     pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
     pub const PURPOSE_NOT_PERMITTED: &str = "PURPOSE_NOT_PERMITTED";
     pub const BREAK_GLASS_REFUSED: &str = "BREAK_GLASS_REFUSED";
+    pub const UNKNOWN_PURPOSE: &str = "UNKNOWN_PURPOSE";
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -48,8 +50,8 @@ pub enum AuthError {
     UnknownRole(String),
     #[error("no purpose of use: send the purpose header or a `purpose` claim")]
     NoPurpose,
-    #[error("unknown purpose of use `{0}`")]
-    UnknownPurpose(String),
+    #[error("unknown purpose of use `{given}`; this role may use: {}", .valid.join(", "))]
+    UnknownPurpose { given: String, valid: Vec<String> },
     #[error("role `{role}` may not use purpose `{purpose}`")]
     PurposeNotPermitted { role: String, purpose: String },
     #[error("break-glass refused: {0}")]
@@ -61,6 +63,7 @@ impl AuthError {
         match self {
             AuthError::PurposeNotPermitted { .. } => codes::PURPOSE_NOT_PERMITTED,
             AuthError::BreakGlass(_) => codes::BREAK_GLASS_REFUSED,
+            AuthError::UnknownPurpose { .. } => codes::UNKNOWN_PURPOSE,
             _ => codes::UNAUTHENTICATED,
         }
     }
@@ -95,18 +98,6 @@ pub struct Claims {
     pub iss: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aud: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Header {
-    alg: String,
-    kid: Option<String>,
-}
-
-#[derive(Clone)]
-enum PublicKey {
-    Rsa { n: Vec<u8>, e: Vec<u8> },
-    P256 { point: Vec<u8> },
 }
 
 /// Where the identity provider's keys are published.
@@ -166,23 +157,7 @@ fn fetch(url: &str) -> Result<String, String> {
 /// JWKS keys by key id, read again when an unknown kid arrives (rate-limited).
 struct Jwks {
     source: JwksSource,
-    keys: RwLock<(HashMap<String, PublicKey>, Option<Instant>)>,
-}
-
-#[derive(Deserialize)]
-struct JwkSet {
-    keys: Vec<Jwk>,
-}
-
-#[derive(Deserialize)]
-struct Jwk {
-    kty: String,
-    kid: Option<String>,
-    n: Option<String>,
-    e: Option<String>,
-    crv: Option<String>,
-    x: Option<String>,
-    y: Option<String>,
+    keys: RwLock<(HashMap<String, DecodingKey>, Option<Instant>)>,
 }
 
 fn b64(s: &str) -> Result<Vec<u8>, AuthError> {
@@ -192,31 +167,33 @@ fn b64(s: &str) -> Result<Vec<u8>, AuthError> {
 }
 
 impl Jwks {
-    fn read(source: &JwksSource) -> Result<HashMap<String, PublicKey>, String> {
+    /// The set's signing keys by kid. A key this library cannot use (another key type,
+    /// an encryption key) is left out, not fatal: providers publish such keys too.
+    fn read(source: &JwksSource) -> Result<HashMap<String, DecodingKey>, String> {
         let text = source.text()?;
-        let set: JwkSet = serde_json::from_str(&text).map_err(|e| format!("not a JWKS: {e}"))?;
+        let set: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("not a JWKS: {e}"))?;
+        let list = set["keys"].as_array().ok_or("not a JWKS: no `keys` list")?;
         let mut keys = HashMap::new();
-        for k in set.keys {
-            let kid = k.kid.clone().unwrap_or_default();
-            let key = match (k.kty.as_str(), k.crv.as_deref()) {
-                ("RSA", _) => PublicKey::Rsa {
-                    n: b64(k.n.as_deref().unwrap_or("")).map_err(|e| e.to_string())?,
-                    e: b64(k.e.as_deref().unwrap_or("")).map_err(|e| e.to_string())?,
-                },
-                ("EC", Some("P-256")) => {
-                    let mut point = vec![4u8];
-                    point.extend(b64(k.x.as_deref().unwrap_or("")).map_err(|e| e.to_string())?);
-                    point.extend(b64(k.y.as_deref().unwrap_or("")).map_err(|e| e.to_string())?);
-                    PublicKey::P256 { point }
-                }
-                _ => continue,
+        for k in list {
+            if k["use"].as_str() == Some("enc") {
+                continue;
+            }
+            let Ok(jwk) = serde_json::from_value::<jsonwebtoken::jwk::Jwk>(k.clone()) else {
+                continue;
             };
-            keys.insert(kid, key);
+            let kid = jwk.common.key_id.clone().unwrap_or_default();
+            match DecodingKey::from_jwk(&jwk) {
+                Ok(key) => {
+                    keys.insert(kid, key);
+                }
+                Err(e) => tracing::warn!(kid = %kid, error = %e, "JWKS key left out"),
+            }
         }
         Ok(keys)
     }
 
-    fn get(&self, kid: &str) -> Option<PublicKey> {
+    fn get(&self, kid: &str) -> Option<DecodingKey> {
         if let Some(k) = self.keys.read().ok()?.0.get(kid) {
             return Some(k.clone());
         }
@@ -237,9 +214,17 @@ impl Jwks {
     }
 }
 
+/// The header fields read before verification: which key, which algorithm (only
+/// HS256, RS256 and ES256 are ever accepted; `none` never is).
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+    kid: Option<String>,
+}
+
 /// Verifies tokens and turns them into [`AccessContext`]s.
 pub struct Auth {
-    hs256: Option<hmac::Key>,
+    hs256: Option<(DecodingKey, EncodingKey)>,
     jwks: Option<Jwks>,
     policy: Arc<PolicyConfig>,
 }
@@ -247,7 +232,8 @@ pub struct Auth {
 impl Auth {
     pub fn new(policy: Arc<PolicyConfig>) -> Result<Auth, String> {
         let a = &policy.auth;
-        let hs256 = hs256_key(&policy)?.map(|k| hmac::Key::new(hmac::HMAC_SHA256, &k));
+        let hs256 = hs256_key(&policy)?
+            .map(|k| (DecodingKey::from_secret(&k), EncodingKey::from_secret(&k)));
         let source = match (&a.jwks_file, &a.jwks_url) {
             (Some(path), _) => Some(JwksSource::File(path.clone())),
             (None, Some(url)) => Some(JwksSource::Url {
@@ -276,72 +262,65 @@ impl Auth {
 
     /// Verify a compact JWS and return its claims.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
-        let mut parts = token.trim().split('.');
-        let (Some(h), Some(p), Some(s), None) =
+        let token = token.trim();
+        let mut parts = token.split('.');
+        let (Some(h), Some(_), Some(_), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(AuthError::Malformed("expected three parts"));
         };
         let header: Header = serde_json::from_slice(&b64(h)?)
             .map_err(|_| AuthError::Malformed("header is not JSON"))?;
-        let signed = &token.trim()[..h.len() + 1 + p.len()];
-        let sig = b64(s)?;
-        match header.alg.as_str() {
+        let (alg, key) = match header.alg.as_str() {
             "HS256" => {
-                let key = self.hs256.as_ref().ok_or(AuthError::UnknownKey(None))?;
-                hmac::verify(key, signed.as_bytes(), &sig).map_err(|_| AuthError::BadSignature)?;
+                let (key, _) = self.hs256.as_ref().ok_or(AuthError::UnknownKey(None))?;
+                (Algorithm::HS256, key.clone())
             }
             "RS256" | "ES256" => {
                 let jwks = self
                     .jwks
                     .as_ref()
                     .ok_or(AuthError::UnknownKey(header.kid.clone()))?;
-                let kid = header.kid.clone().unwrap_or_default();
                 let key = jwks
-                    .get(&kid)
+                    .get(header.kid.as_deref().unwrap_or_default())
                     .ok_or(AuthError::UnknownKey(header.kid.clone()))?;
-                let ok = match (header.alg.as_str(), &key) {
-                    ("RS256", PublicKey::Rsa { n, e }) => {
-                        signature::RsaPublicKeyComponents { n, e }
-                            .verify(
-                                &signature::RSA_PKCS1_2048_8192_SHA256,
-                                signed.as_bytes(),
-                                &sig,
-                            )
-                            .is_ok()
-                    }
-                    ("ES256", PublicKey::P256 { point }) => signature::UnparsedPublicKey::new(
-                        &signature::ECDSA_P256_SHA256_FIXED,
-                        point,
-                    )
-                    .verify(signed.as_bytes(), &sig)
-                    .is_ok(),
-                    _ => false,
+                let alg = if header.alg == "RS256" {
+                    Algorithm::RS256
+                } else {
+                    Algorithm::ES256
                 };
-                if !ok {
-                    return Err(AuthError::BadSignature);
-                }
+                (alg, key)
             }
             other => return Err(AuthError::Algorithm(other.to_string())),
+        };
+        let a = &self.policy.auth;
+        let mut validation = Validation::new(alg);
+        validation.leeway = u64::try_from(a.leeway_secs).unwrap_or(0);
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp"]);
+        match &a.issuer {
+            Some(iss) => validation.set_issuer(&[iss]),
+            None => validation.iss = None,
         }
-        let claims: Claims = serde_json::from_slice(&b64(p)?)
-            .map_err(|_| AuthError::Malformed("claims lack sub, role, iat or exp"))?;
-        let now = chrono::Utc::now().timestamp();
-        let leeway = self.policy.auth.leeway_secs;
-        if claims.exp + leeway < now || claims.nbf.is_some_and(|nbf| nbf - leeway > now) {
-            return Err(AuthError::Expired);
+        match &a.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
         }
-        if let Some(iss) = &self.policy.auth.issuer {
-            if claims.iss.as_ref() != Some(iss) {
-                return Err(AuthError::WrongIssuer);
-            }
-        }
-        if let Some(aud) = &self.policy.auth.audience {
-            if claims.aud.as_ref() != Some(aud) {
-                return Err(AuthError::WrongIssuer);
-            }
-        }
-        Ok(claims)
+        use jsonwebtoken::errors::ErrorKind as K;
+        jsonwebtoken::decode::<Claims>(token, &key, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| match e.kind() {
+                K::ExpiredSignature | K::ImmatureSignature => AuthError::Expired,
+                K::InvalidIssuer | K::InvalidAudience => AuthError::WrongIssuer,
+                K::MissingRequiredClaim(c) if c == "iss" || c == "aud" => AuthError::WrongIssuer,
+                K::Json(_) | K::MissingRequiredClaim(_) | K::InvalidClaimFormat(_) => {
+                    AuthError::Malformed("claims lack sub, role, iat or exp")
+                }
+                K::Base64(_) | K::Utf8(_) | K::InvalidToken => AuthError::Malformed("not a JWT"),
+                // A signature that does not verify, or a key of another kind than the
+                // algorithm (a forged header), alike.
+                _ => AuthError::BadSignature,
+            })
     }
 
     /// The caller of a request, from its headers. The same for `/graphql` and any other
@@ -374,7 +353,11 @@ impl Auth {
             .or(claims.purpose.clone())
             .ok_or(AuthError::NoPurpose)?;
         let purpose =
-            purpose_from_name(&purpose_text).ok_or(AuthError::UnknownPurpose(purpose_text))?;
+            purpose_from_name(&purpose_text).ok_or_else(|| AuthError::UnknownPurpose {
+                // Echoed to the caller and the audit: bounded.
+                given: purpose_text.chars().take(40).collect(),
+                valid: role.purposes.clone(),
+            })?;
         if !role.purposes.iter().any(|p| p == purpose_name(purpose)) {
             return Err(AuthError::PurposeNotPermitted {
                 role: claims.role.clone(),
@@ -391,10 +374,11 @@ impl Auth {
                     claims.role
                 )));
             }
-            if reason.chars().count() < bg.min_reason_chars {
+            let chars = reason.chars().count();
+            if chars < bg.min_reason_chars || chars > bg.max_reason_chars {
                 return Err(AuthError::BreakGlass(format!(
-                    "give a reason of at least {} characters",
-                    bg.min_reason_chars
+                    "give a reason of {} to {} characters",
+                    bg.min_reason_chars, bg.max_reason_chars
                 )));
             }
             if role.may_break_glass
@@ -430,11 +414,12 @@ impl Auth {
 
     /// Sign claims with the local HS256 key (`escr token`, tests).
     pub fn mint_hs256(&self, claims: &Claims) -> Result<String, String> {
-        let key = self
+        let (_, key) = self
             .hs256
             .as_ref()
             .ok_or("no HS256 key configured ([auth] hs256_key_env or hs256_key_file)")?;
-        Ok(sign_hs256(key, claims))
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::HS256), claims, key)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -448,14 +433,6 @@ pub fn access_context_from_headers(
 
 fn enc(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn sign_hs256(key: &hmac::Key, claims: &Claims) -> String {
-    let header = enc(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let body = enc(&serde_json::to_vec(claims).unwrap_or_default());
-    let signed = format!("{header}.{body}");
-    let tag = hmac::sign(key, signed.as_bytes());
-    format!("{signed}.{}", enc(tag.as_ref()))
 }
 
 /// Sign with an asymmetric key for tests and tools: `alg` is RS256 or ES256.

@@ -64,6 +64,8 @@ pub struct Withheld {
 /// GraphQL error codes of withheld data.
 pub mod codes {
     pub const CONSENT_DENIED: &str = "CONSENT_DENIED";
+    /// The person's consents could not be read (a source is down): withheld, not refused.
+    pub const CONSENT_UNKNOWN: &str = "CONSENT_UNKNOWN";
     pub const NO_RELATIONSHIP: &str = "NO_RELATIONSHIP";
     pub const SEALED: &str = "SEALED";
     pub const PURPOSE_NOT_PERMITTED: &str = "PURPOSE_NOT_PERMITTED";

@@ -35,8 +35,15 @@ pub struct PersonFacts {
     pub source_consents: Vec<Record>,
     /// Active consents from the registry.
     pub registry_consents: Vec<RegistryConsent>,
-    /// A consent source (or the registry) could not be read: decide as if it denied.
+    /// Valid NHS numbers on the person's records as read now (the national data
+    /// opt-out is matched through these and through the identity index).
+    pub nhs_numbers: Vec<String>,
+    /// A consent source (or the registry) could not be read: nothing that consent
+    /// decides is released (CONSENT_UNKNOWN), but nobody is told it was refused.
     pub consent_unknown: bool,
+    /// The sources whose consents could not be read (named to the caller as
+    /// SOURCE_UNAVAILABLE next to CONSENT_UNKNOWN).
+    pub consent_failures: Vec<crate::record::source::SourceError>,
 }
 
 pub struct PolicyEngine {
@@ -50,10 +57,26 @@ pub struct PolicyEngine {
 
 type OptedOutCache = Option<(Arc<crate::identity::index::Snapshot>, Arc<HashSet<String>>)>;
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ConsentResult {
     Permit,
     Deny,
     NotApplicable,
+}
+
+/// The canonical scope of a source's national data opt-out record.
+const NATIONAL_OPT_OUT: &str = "NATIONAL_OPT_OUT";
+
+/// Whether the national data opt-out leaves a person out of a use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptOut {
+    /// The opt-out does not apply to this purpose, or the person has none.
+    Clear,
+    /// The file lists one of the person's NHS numbers, or a source records the opt-out.
+    OptedOut,
+    /// The person has no valid NHS number on any record: the file cannot be checked,
+    /// and the policy leaves such people out of this purpose.
+    Unchecked,
 }
 
 impl PolicyEngine {
@@ -64,9 +87,13 @@ impl PolicyEngine {
         index: Option<Arc<IdentityIndex>>,
     ) -> Result<PolicyEngine, ConfigError> {
         let mut opt_out = BTreeSet::new();
-        if let Some(o) = &config.national_opt_out {
-            let text = std::fs::read_to_string(&o.file)
-                .map_err(|e| ConfigError::io(&o.file, format!("national opt-out list: {e}")))?;
+        if let Some(file) = config
+            .national_opt_out
+            .as_ref()
+            .and_then(|o| o.file.as_ref())
+        {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| ConfigError::io(file, format!("national opt-out list: {e}")))?;
             for (n, line) in text.lines().enumerate() {
                 let line = line.split('#').next().unwrap_or("").trim();
                 if line.is_empty() {
@@ -76,7 +103,7 @@ impl PolicyEngine {
                     escr_connector::nhs::NhsNumber::Valid(d) => {
                         opt_out.insert(d);
                     }
-                    _ => return Err(ConfigError::at(&o.file, n + 1, "not a valid NHS number")),
+                    _ => return Err(ConfigError::at(file, n + 1, "not a valid NHS number")),
                 }
             }
         }
@@ -117,7 +144,8 @@ impl PolicyEngine {
                 .any(|p| p == purpose_name(ctx.purpose))
     }
 
-    fn is_self(&self, ctx: &AccessContext, person_id: &str) -> bool {
+    /// The caller is this person (a token with a `person` claim).
+    pub fn is_self(&self, ctx: &AccessContext, person_id: &str) -> bool {
         let Some(me) = ctx.person_id.as_deref() else {
             return false;
         };
@@ -127,15 +155,87 @@ impl PolicyEngine {
         }
     }
 
-    fn opted_out(&self, ctx: &AccessContext, person_id: &str) -> bool {
+    /// Listed in the opt-out file, as far as the identity index knows (no facts read).
+    fn listed(&self, ctx: &AccessContext, person_id: &str) -> bool {
         self.opt_out_applies(ctx) && self.opted_out_people().contains(person_id)
     }
 
+    /// Planning and research (or the purposes `[national_opt_out]` names).
     fn opt_out_applies(&self, ctx: &AccessContext) -> bool {
-        self.config
-            .national_opt_out
+        let purpose = purpose_name(ctx.purpose);
+        match &self.config.national_opt_out {
+            Some(o) => o.purposes.iter().any(|p| p == purpose),
+            None => matches!(ctx.purpose, Purpose::Planning | Purpose::Research),
+        }
+    }
+
+    /// Does the national data opt-out leave this person out of the caller's use? Any
+    /// of the person's records (the index's and those read now) may carry the listed
+    /// NHS number; any source may record the opt-out (scope NATIONAL_OPT_OUT: its
+    /// latest active record decides, DENY meaning opted out).
+    pub fn opt_out(&self, ctx: &AccessContext, facts: &PersonFacts) -> OptOut {
+        if !self.opt_out_applies(ctx) {
+            return OptOut::Clear;
+        }
+        let today = Utc::now().date_naive();
+        let snapshot = self.index.as_ref().map(|i| i.snapshot());
+        let indexed = snapshot
             .as_ref()
-            .is_some_and(|o| o.purposes.iter().any(|p| p == purpose_name(ctx.purpose)))
+            .map(|s| s.nhs_numbers_of(&facts.person_id))
+            .unwrap_or(&[]);
+        let numbers = || facts.nhs_numbers.iter().chain(indexed);
+        let by_source = deciding_source_consents(&facts.source_consents, today)
+            .into_iter()
+            .any(|(scope, d)| scope == NATIONAL_OPT_OUT && d == ConsentDecision::Deny);
+        if by_source
+            || self.opted_out_people().contains(&facts.person_id)
+            || numbers().any(|n| self.opt_out.contains(n))
+        {
+            return OptOut::OptedOut;
+        }
+        if numbers().next().is_none() && self.unchecked_left_out(ctx) {
+            return OptOut::Unchecked;
+        }
+        OptOut::Clear
+    }
+
+    /// Are people whose opt-out cannot be checked (no NHS number) left out of this use?
+    fn unchecked_left_out(&self, ctx: &AccessContext) -> bool {
+        let purpose = purpose_name(ctx.purpose);
+        match &self.config.national_opt_out {
+            Some(o) => o
+                .without_nhs_number_left_out_for
+                .iter()
+                .any(|p| p == purpose),
+            None => ctx.purpose == Purpose::Research,
+        }
+    }
+
+    /// What the caller is told about the opt-out for a set of people (reports): how
+    /// many listed NHS numbers match nobody the index knows, and how many of these
+    /// people have no valid NHS number (their opt-out cannot be checked).
+    pub fn opt_out_counts<'a>(
+        &self,
+        ctx: &AccessContext,
+        people: impl Iterator<Item = &'a str>,
+    ) -> Option<super::access::OptOutCounts> {
+        if !self.opt_out_applies(ctx) {
+            return None;
+        }
+        let snapshot = self.index.as_ref()?.snapshot();
+        let listed_unmatched = self
+            .opt_out
+            .iter()
+            .filter(|n| snapshot.people_with_nhs_number(n).is_empty())
+            .count() as u64;
+        let without_nhs_number = people
+            .filter(|p| snapshot.nhs_numbers_of(p).is_empty())
+            .count() as u64;
+        Some(super::access::OptOutCounts {
+            listed_unmatched,
+            without_nhs_number,
+            without_nhs_number_left_out: self.unchecked_left_out(ctx),
+        })
     }
 
     /// Gateway ids of the people on the opt-out list, once per index snapshot.
@@ -156,7 +256,7 @@ impl PolicyEngine {
         let people: Arc<HashSet<String>> = Arc::new(
             self.opt_out
                 .iter()
-                .filter_map(|nhs| snapshot.by_nhs_number(nhs).map(str::to_string))
+                .flat_map(|nhs| snapshot.people_with_nhs_number(nhs).iter().cloned())
                 .collect(),
         );
         *cached = Some((snapshot, people.clone()));
@@ -214,6 +314,12 @@ impl PolicyEngine {
         Some(best)
     }
 
+    /// The consent stage for one data class and label set. The registry is the
+    /// person's latest word: its most recent applicable consent decides over the
+    /// sources (two recorded at the same instant that disagree: deny). Then the
+    /// sources, per consent scope, by their latest active record: a DENY denies
+    /// whatever the scope's provision covers (a refusal never grants more than no
+    /// consent); any deny decides, else any permit.
     fn consent(
         &self,
         ctx: &AccessContext,
@@ -222,41 +328,130 @@ impl PolicyEngine {
         labels: &BTreeSet<String>,
     ) -> ConsentResult {
         let today = Utc::now().date_naive();
-        // The registry is the person's latest word: the most recent applicable consent
-        // recorded there decides over the source systems.
         let mut registry: Vec<&RegistryConsent> = facts.registry_consents.iter().collect();
         registry.sort_by(|a, b| b.recorded_at.cmp(&a.recorded_at).then(b.id.cmp(&a.id)));
+        let mut decided: Option<(chrono::NaiveDateTime, ConsentResult)> = None;
         for c in registry {
+            if let Some((at, _)) = decided {
+                if c.recorded_at < at {
+                    break;
+                }
+            }
             if let Some((_, d)) = self.deepest(&c.provision, 0, ctx, class, labels, today) {
-                return match d {
+                let d = match d {
                     ConsentDecision::Permit => ConsentResult::Permit,
                     ConsentDecision::Deny => ConsentResult::Deny,
                 };
+                decided = Some(match decided {
+                    Some((at, prev)) if prev != d => (at, ConsentResult::Deny),
+                    Some(prev) => prev,
+                    None => (c.recorded_at, d),
+                });
             }
         }
+        if let Some((_, d)) = decided {
+            return d;
+        }
         let mut result = ConsentResult::NotApplicable;
-        for r in &facts.source_consents {
-            let active = r.date("given").is_none_or(|g| g <= today)
-                && r.date("withdrawn").is_none_or(|w| w > today);
-            if !active {
-                continue;
-            }
-            let Some(p) = r
-                .text("scope")
-                .and_then(|s| self.config.source_consents.get(s))
-            else {
+        for (scope, decision) in deciding_source_consents(&facts.source_consents, today) {
+            let Some(p) = self.config.source_consents.get(scope) else {
                 continue;
             };
-            match self.deepest(p.get_ref(), 0, ctx, class, labels, today) {
-                Some((_, ConsentDecision::Deny)) => return ConsentResult::Deny,
-                Some((_, ConsentDecision::Permit)) => result = ConsentResult::Permit,
-                None => {}
+            match (
+                decision,
+                self.deepest(p.get_ref(), 0, ctx, class, labels, today),
+            ) {
+                (_, None) => {}
+                (ConsentDecision::Deny, Some(_)) | (_, Some((_, ConsentDecision::Deny))) => {
+                    return ConsentResult::Deny
+                }
+                (ConsentDecision::Permit, Some((_, ConsentDecision::Permit))) => {
+                    result = ConsentResult::Permit
+                }
             }
         }
         result
     }
 
-    fn has_relationship(&self, ctx: &AccessContext, facts: &PersonFacts) -> bool {
+    /// Is a refusal of the person's in force: an active registry consent or a deciding
+    /// source consent that denies anything? (Lifting one needs the person's authority.)
+    pub fn has_refusal(&self, facts: &PersonFacts) -> bool {
+        let today = Utc::now().date_naive();
+        let registry = facts
+            .registry_consents
+            .iter()
+            .any(|c| c.provision.denies_anything());
+        let sources = deciding_source_consents(&facts.source_consents, today)
+            .into_iter()
+            .any(|(scope, d)| {
+                d == ConsentDecision::Deny
+                    || self
+                        .config
+                        .source_consents
+                        .get(scope)
+                        .is_some_and(|p| p.get_ref().denies_anything())
+            });
+        registry || sources
+    }
+
+    /// Does the consent stage let this record class through for the caller (no
+    /// break-glass considered)?
+    fn consent_passes(
+        &self,
+        ctx: &AccessContext,
+        facts: &PersonFacts,
+        class: &str,
+        labels: &BTreeSet<String>,
+    ) -> bool {
+        match self.consent(ctx, facts, class, labels) {
+            ConsentResult::Permit => true,
+            ConsentResult::Deny => false,
+            ConsentResult::NotApplicable => !self.is_external(ctx),
+        }
+    }
+
+    /// Every (purpose, data class, label) the caller's role could reach that the
+    /// consents let through: what a registry write may not widen for its writer. Labels
+    /// are tried one at a time and none at all.
+    pub fn consent_reach(&self, ctx: &AccessContext, facts: &PersonFacts) -> BTreeSet<String> {
+        let mut reach = BTreeSet::new();
+        let Some(role) = self.role(&ctx.role) else {
+            return reach;
+        };
+        let label_sets: Vec<BTreeSet<String>> = std::iter::once(BTreeSet::new())
+            .chain(
+                escr_connector::profile::KNOWN_LABELS
+                    .iter()
+                    .map(|l| BTreeSet::from([l.to_string()])),
+            )
+            .collect();
+        for purpose_key in &role.purposes {
+            let Some(purpose) = super::context::purpose_from_name(purpose_key) else {
+                continue;
+            };
+            let config = self.purpose(purpose);
+            if config.consent_exempt {
+                continue;
+            }
+            let as_purpose = AccessContext {
+                purpose,
+                break_glass_reason: None,
+                ..ctx.clone()
+            };
+            for class in &config.classes {
+                for labels in &label_sets {
+                    if self.consent_passes(&as_purpose, facts, class, labels) {
+                        let label = labels.iter().next().map(String::as_str).unwrap_or("");
+                        reach.insert(format!("{purpose_key}/{class}/{label}"));
+                    }
+                }
+            }
+        }
+        reach
+    }
+
+    /// A current allocation of the caller (worker) or their team to the person.
+    pub fn has_relationship(&self, ctx: &AccessContext, facts: &PersonFacts) -> bool {
         let today = Utc::now().date_naive();
         facts.allocations.iter().any(|a| {
             let current = a.date("start").is_none_or(|s| s <= today)
@@ -272,6 +467,38 @@ impl PolicyEngine {
             current && (worker || team)
         })
     }
+}
+
+/// Per consent scope, the decision of the person's latest active source consent
+/// (given on or before today, not withdrawn by today; latest by the date given, a
+/// record without one the oldest). Records given on the same date that disagree deny;
+/// a record whose decision does not map counts as a refusal.
+fn deciding_source_consents(records: &[Record], today: NaiveDate) -> Vec<(&str, ConsentDecision)> {
+    let mut latest: std::collections::BTreeMap<&str, (Option<NaiveDate>, ConsentDecision)> =
+        std::collections::BTreeMap::new();
+    for r in records {
+        let active = r.date("given").is_none_or(|g| g <= today)
+            && r.date("withdrawn").is_none_or(|w| w > today);
+        let Some(scope) = r.text("scope").filter(|_| active) else {
+            continue;
+        };
+        let decision = match r.text("decision") {
+            Some("PERMIT") => ConsentDecision::Permit,
+            _ => ConsentDecision::Deny,
+        };
+        let given = r.date("given");
+        latest
+            .entry(scope)
+            .and_modify(|(at, d)| {
+                if given > *at {
+                    (*at, *d) = (given, decision);
+                } else if given == *at && decision == ConsentDecision::Deny {
+                    *d = ConsentDecision::Deny;
+                }
+            })
+            .or_insert((given, decision));
+    }
+    latest.into_iter().map(|(s, (_, d))| (s, d)).collect()
 }
 
 fn withheld(code: &'static str, reason: impl Into<String>) -> Decision {
@@ -325,7 +552,19 @@ impl Policy for PolicyEngine {
         if role.own_record_only && !self.is_self(ctx, person_id) {
             return false;
         }
-        !self.opted_out(ctx, person_id)
+        !self.listed(ctx, person_id)
+    }
+
+    fn left_out(&self, ctx: &AccessContext, facts: &PersonFacts) -> bool {
+        self.opt_out(ctx, facts) != OptOut::Clear
+    }
+
+    fn opt_out_counts(
+        &self,
+        ctx: &AccessContext,
+        people: &[String],
+    ) -> Option<super::access::OptOutCounts> {
+        PolicyEngine::opt_out_counts(self, ctx, people.iter().map(String::as_str))
     }
 
     fn decide(
@@ -348,8 +587,13 @@ impl Policy for PolicyEngine {
                 format!("role `{}` may not use purpose `{purpose_key}`", ctx.role),
             );
         }
-        if self.opted_out(ctx, &facts.person_id) {
-            return withheld(codes::OPTED_OUT, "the person has opted out of this use");
+        if self.opt_out(ctx, facts) != OptOut::Clear {
+            // One reason for both: which of the two it is would say whether the
+            // person has an NHS number.
+            return withheld(
+                codes::OPTED_OUT,
+                "left out of this use: a national data opt-out, or no NHS number to check one against",
+            );
         }
         let purpose = self.purpose(ctx.purpose);
         let class = data_class(record.entity);
@@ -395,8 +639,8 @@ impl Policy for PolicyEngine {
         if !purpose.consent_exempt {
             if facts.consent_unknown && !break_glass {
                 return withheld(
-                    codes::CONSENT_DENIED,
-                    "the person's consents cannot be read just now",
+                    codes::CONSENT_UNKNOWN,
+                    "the person's consents cannot be read just now (a source is unavailable): withheld until they can, not refused by the person",
                 );
             }
             match self.consent(ctx, facts, class, labels) {
@@ -416,5 +660,283 @@ impl Policy for PolicyEngine {
             }
         }
         Decision::Release
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Properties of the decision, over generated callers, records and consents (the
+    //! shipped policy): nothing a deny covers is released, and adding a deny never
+    //! releases more.
+
+    use std::collections::BTreeMap;
+
+    use chrono::NaiveDateTime;
+    use escr_connector::mapping::FieldValue;
+    use escr_connector::EntityKind;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn engine() -> PolicyEngine {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/policy.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut config = PolicyConfig::parse(&path, &text).unwrap();
+        if let Some(o) = &mut config.national_opt_out {
+            o.file = None;
+        }
+        PolicyEngine::new(Arc::new(config), None).unwrap()
+    }
+
+    fn date(days: i64) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2020, 1, 1).unwrap() + chrono::Duration::days(days)
+    }
+
+    fn record(entity: EntityKind, fields: Vec<(&'static str, FieldValue)>) -> Record {
+        Record {
+            entity,
+            local_id: "1".into(),
+            person_id: Some("1".into()),
+            last_updated: None,
+            fields: fields.into_iter().collect::<BTreeMap<_, _>>(),
+            labels: Default::default(),
+        }
+    }
+
+    fn caller() -> impl Strategy<Value = AccessContext> {
+        let roles: Vec<String> = engine().config.roles.keys().cloned().collect();
+        (
+            proptest::sample::select(roles),
+            0usize..5,
+            proptest::option::of(proptest::sample::select(vec![
+                "council",
+                "nhs_trust",
+                "university",
+            ])),
+            proptest::option::of(proptest::sample::select(vec!["1", "2"])),
+            proptest::option::of(proptest::sample::select(vec!["1", "2"])),
+            any::<bool>(),
+        )
+            .prop_map(|(role, p, org, worker, team, glass)| {
+                let e = engine();
+                let purposes = &e.role(&role).unwrap().purposes;
+                let purpose =
+                    super::super::context::purpose_from_name(&purposes[p % purposes.len()])
+                        .unwrap();
+                let mut ctx = AccessContext::for_role("u1", &role, purpose);
+                ctx.organisation = org.map(str::to_string);
+                ctx.worker_id = worker.map(str::to_string);
+                ctx.team = team.map(str::to_string);
+                ctx.break_glass_reason = glass.then(|| "an emergency, justified".to_string());
+                ctx
+            })
+    }
+
+    fn target() -> impl Strategy<Value = Record> {
+        (
+            proptest::sample::select(vec![
+                EntityKind::Person,
+                EntityKind::Service,
+                EntityKind::CaseNote,
+                EntityKind::Alert,
+                EntityKind::Consent,
+                EntityKind::Episode,
+            ]),
+            proptest::sample::subsequence(escr_connector::profile::KNOWN_LABELS.to_vec(), 0..2),
+        )
+            .prop_map(|(entity, labels)| {
+                let mut r = record(entity, vec![]);
+                r.labels = labels.into_iter().map(str::to_string).collect();
+                r
+            })
+    }
+
+    fn source_consent() -> impl Strategy<Value = Record> {
+        (
+            proptest::sample::select(vec![
+                "SHARE_ALL",
+                "SHARE_HEALTH",
+                "NO_SHARING",
+                "NATIONAL_OPT_OUT",
+            ]),
+            proptest::option::of(proptest::sample::select(vec!["PERMIT", "DENY"])),
+            proptest::option::of(0i64..2000),
+            proptest::option::of(0i64..4000),
+        )
+            .prop_map(|(scope, decision, given, withdrawn)| {
+                let mut f = vec![("scope", FieldValue::Text(scope.into()))];
+                if let Some(d) = decision {
+                    f.push(("decision", FieldValue::Text(d.into())));
+                }
+                if let Some(g) = given {
+                    f.push(("given", FieldValue::Date(date(g))));
+                }
+                if let Some(w) = withdrawn {
+                    f.push(("withdrawn", FieldValue::Date(date(w))));
+                }
+                record(EntityKind::Consent, f)
+            })
+    }
+
+    /// A provision tree; `deny_only` trees hold no permit anywhere.
+    fn provision(deny_only: bool) -> impl Strategy<Value = Provision> {
+        let leaf = (
+            any::<bool>(),
+            proptest::sample::subsequence(DATA_CLASS_NAMES.to_vec(), 0..2),
+            proptest::sample::subsequence(
+                vec!["direct_care", "planning", "research", "care_management"],
+                0..2,
+            ),
+            proptest::sample::subsequence(vec!["external", "health", "local_authority"], 0..2),
+            proptest::sample::subsequence(vec!["u1", "u2"], 0..2),
+        )
+            .prop_map(
+                move |(permit, classes, purposes, kinds, actors)| Provision {
+                    decision: if permit && !deny_only {
+                        ConsentDecision::Permit
+                    } else {
+                        ConsentDecision::Deny
+                    },
+                    classes: classes.into_iter().map(str::to_string).collect(),
+                    purposes: purposes.into_iter().map(str::to_string).collect(),
+                    organisation_kinds: kinds.into_iter().map(str::to_string).collect(),
+                    actors: actors.into_iter().map(str::to_string).collect(),
+                    ..Provision::default()
+                },
+            );
+        leaf.prop_recursive(2, 4, 2, |inner| {
+            (inner.clone(), proptest::collection::vec(inner, 0..2)).prop_map(|(mut p, kids)| {
+                p.provisions = kids;
+                p
+            })
+        })
+    }
+
+    const DATA_CLASS_NAMES: [&str; 5] = super::super::context::DATA_CLASSES;
+
+    fn facts() -> impl Strategy<Value = PersonFacts> {
+        (
+            proptest::collection::vec(
+                (
+                    proptest::option::of(proptest::sample::select(vec!["1", "2"])),
+                    proptest::option::of(proptest::sample::select(vec!["1", "2"])),
+                ),
+                0..2,
+            ),
+            proptest::collection::vec(source_consent(), 0..4),
+            proptest::collection::vec((provision(false), 0i64..1000), 0..3),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(allocations, source_consents, registry, nhs)| PersonFacts {
+                    person_id: "P1".into(),
+                    allocations: allocations
+                        .into_iter()
+                        .map(|(w, t)| {
+                            let mut f = vec![];
+                            if let Some(w) = w {
+                                f.push(("worker_id", FieldValue::Text(w.into())));
+                            }
+                            if let Some(t) = t {
+                                f.push(("team_id", FieldValue::Text(t.into())));
+                            }
+                            record(EntityKind::Allocation, f)
+                        })
+                        .collect(),
+                    source_consents,
+                    registry_consents: registry
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, (provision, at))| RegistryConsent {
+                            id: i as i64,
+                            provision,
+                            recorded_at: at_minutes(at),
+                        })
+                        .collect(),
+                    nhs_numbers: if nhs {
+                        vec!["9434765919".into()]
+                    } else {
+                        vec![]
+                    },
+                    ..PersonFacts::default()
+                },
+            )
+    }
+
+    fn at_minutes(m: i64) -> NaiveDateTime {
+        date(0).and_hms_opt(0, 0, 0).unwrap() + chrono::Duration::minutes(m)
+    }
+
+    fn released(e: &PolicyEngine, ctx: &AccessContext, facts: &PersonFacts, r: &Record) -> bool {
+        let mut r = r.clone();
+        r.labels.extend(e.implied_labels(&r));
+        matches!(e.decide(ctx, facts, "s", &r), Decision::Release)
+    }
+
+    /// The consent stage is in play: not a consent-exempt purpose, no break-glass.
+    fn consent_binds(e: &PolicyEngine, ctx: &AccessContext) -> bool {
+        !e.purpose(ctx.purpose).consent_exempt && !e.break_glass(ctx)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        /// A refusal of everything (the person's latest registry word, or a source
+        /// record refusing a scope that covers the caller) releases nothing.
+        #[test]
+        fn nothing_denied_is_released(ctx in caller(), mut facts in facts(), r in target(), scope_refusal in any::<bool>()) {
+            let e = engine();
+            if scope_refusal {
+                // SHARE_ALL covers every external caller; refused, later than any other record.
+                facts.source_consents.push(record(EntityKind::Consent, vec![
+                    ("scope", FieldValue::Text("SHARE_ALL".into())),
+                    ("decision", FieldValue::Text("DENY".into())),
+                    ("given", FieldValue::Date(date(2001))),
+                ]));
+                facts.registry_consents.clear();
+                if e.is_external(&ctx) && consent_binds(&e, &ctx) {
+                    prop_assert!(!released(&e, &ctx, &facts, &r));
+                }
+            } else {
+                facts.registry_consents.push(RegistryConsent {
+                    id: 99,
+                    provision: Provision { decision: ConsentDecision::Deny, ..Provision::default() },
+                    recorded_at: at_minutes(5000),
+                });
+                if consent_binds(&e, &ctx) {
+                    prop_assert!(!released(&e, &ctx, &facts, &r));
+                }
+            }
+        }
+
+        /// Adding a deny (a registry consent of denials only, newest; or a source
+        /// record refusing a scope, newest or tied) never releases what was withheld.
+        #[test]
+        fn adding_a_deny_never_releases_more(
+            ctx in caller(),
+            facts in facts(),
+            r in target(),
+            deny in provision(true),
+            source in source_consent(),
+            at in 0i64..6000,
+            into_registry in any::<bool>(),
+        ) {
+            let e = engine();
+            let before = released(&e, &ctx, &facts, &r);
+            let mut after = facts.clone();
+            if into_registry {
+                after.registry_consents.push(RegistryConsent { id: 99, provision: deny, recorded_at: at_minutes(at) });
+            } else {
+                let mut refusal = source;
+                refusal.fields.insert("decision", FieldValue::Text("DENY".into()));
+                refusal.fields.remove("withdrawn");
+                let latest = facts.source_consents.iter().filter_map(|c| c.date("given")).max().unwrap_or(date(0));
+                refusal.fields.insert("given", FieldValue::Date(latest.min(Utc::now().date_naive())));
+                after.source_consents.push(refusal);
+            }
+            if released(&e, &ctx, &after, &r) {
+                prop_assert!(before, "a deny released more");
+            }
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! Who is asking, what they may see, and what they saw: tokens and purposes
 //! ([`auth`]), the shared vocabulary ([`context`]), the policy file ([`policy`]) and its
 //! decision engine ([`engine`]), the one release hook ([`access`]), the consent registry
-//! ([`registry`]) and the hash-chained audit log ([`audit`]).
+//! ([`registry`]), the hash-chained audit log ([`audit`]) and opaque cursors
+//! ([`cursor`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ pub mod access;
 pub mod audit;
 pub mod auth;
 pub mod context;
+pub mod cursor;
 pub mod engine;
 pub mod policy;
 pub mod registry;

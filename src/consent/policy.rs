@@ -125,10 +125,25 @@ pub struct StorageConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OptOutConfig {
-    /// One NHS number a line (spaces allowed; `#` comments).
-    pub file: PathBuf,
-    /// Purposes it applies to (never direct care).
+    /// One NHS number a line (spaces allowed; `#` comments). Without it only the
+    /// sources' opt-out records apply.
+    pub file: Option<PathBuf>,
+    /// Purposes it applies to: planning and research (both must be listed; never
+    /// direct care).
+    #[serde(default = "opt_out_purposes")]
     pub purposes: Vec<String>,
+    /// Purposes for which people with no valid NHS number on any record (whose
+    /// opt-out cannot be checked) are left out too.
+    #[serde(default = "unchecked_left_out_for")]
+    pub without_nhs_number_left_out_for: Vec<String>,
+}
+
+fn opt_out_purposes() -> Vec<String> {
+    vec!["planning".into(), "research".into()]
+}
+
+fn unchecked_left_out_for() -> Vec<String> {
+    vec!["research".into()]
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -165,8 +180,15 @@ pub struct RoleConfig {
     pub may_open_sealed: bool,
     #[serde(default)]
     pub may_break_glass: bool,
+    /// May record, withdraw and read registry consents of people the caller (or
+    /// their team) is allocated to.
     #[serde(default)]
     pub may_record_consent: bool,
+    /// A role made for the registry: records, withdraws and reads registry consents
+    /// of anyone (still never widening its own access, and lifting a refusal only with
+    /// an evidence reference).
+    #[serde(default)]
+    pub consent_registrar: bool,
     #[serde(default)]
     pub may_read_audit: bool,
     /// The caller is a person (token claim `person`): only their own record.
@@ -183,6 +205,13 @@ pub struct BreakGlassConfig {
     pub max_minutes: i64,
     /// Shortest acceptable reason.
     pub min_reason_chars: usize,
+    /// Longest acceptable reason (it is stored with every audit event of the request).
+    #[serde(default = "default_max_reason_chars")]
+    pub max_reason_chars: usize,
+}
+
+fn default_max_reason_chars() -> usize {
+    500
 }
 
 /// A FHIR-Consent-shaped provision: a decision, criteria (empty = any) and nested
@@ -213,6 +242,19 @@ pub struct Provision {
     pub end: Option<NaiveDate>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub provisions: Vec<Provision>,
+}
+
+impl Provision {
+    /// This provision or one nested in it denies.
+    pub fn denies_anything(&self) -> bool {
+        self.decision == ConsentDecision::Deny || self.provisions.iter().any(Self::denies_anything)
+    }
+
+    /// This provision or one nested in it permits.
+    pub fn permits_anything(&self) -> bool {
+        self.decision == ConsentDecision::Permit
+            || self.provisions.iter().any(Self::permits_anything)
+    }
 }
 
 #[derive(Debug, Deserialize, Serialize, Clone, Copy, PartialEq, Eq, Default)]
@@ -390,6 +432,13 @@ impl PolicyConfig {
                 e.reason,
             )
         })?;
+        if c.break_glass.max_reason_chars < c.break_glass.min_reason_chars.max(1) {
+            return Err(ConfigError::at(
+                path,
+                line_of(text, text.find("max_reason_chars").unwrap_or(0)),
+                "[break_glass] max_reason_chars must be at least min_reason_chars",
+            ));
+        }
         if c.break_glass.max_minutes <= 0 {
             return Err(ConfigError::at(
                 path,
@@ -398,18 +447,40 @@ impl PolicyConfig {
             ));
         }
         if let Some(o) = &mut c.national_opt_out {
-            o.file = base.join(&o.file);
+            if let Some(f) = &mut o.file {
+                *f = base.join(&*f);
+            }
             let at = text.find("[national_opt_out]").unwrap_or(0);
             check_purposes(at, "[national_opt_out] purposes", &o.purposes)?;
+            check_purposes(
+                at,
+                "[national_opt_out] without_nhs_number_left_out_for",
+                &o.without_nhs_number_left_out_for,
+            )?;
             if o.purposes.iter().any(|p| p == "direct_care") {
                 return Err(err(
                     at,
                     "[national_opt_out] purposes: the opt-out never applies to direct care".into(),
                 ));
             }
+            if let Some(missing) = ["planning", "research"]
+                .iter()
+                .find(|p| !o.purposes.iter().any(|x| x == *p))
+            {
+                return Err(err(
+                    at,
+                    format!("[national_opt_out] purposes: the national data opt-out covers planning and research; `{missing}` is missing"),
+                ));
+            }
         }
         for (scope, p) in &c.source_consents {
             let at = p.span().start;
+            if scope == "NATIONAL_OPT_OUT" {
+                return Err(err(
+                    at,
+                    "[source_consents] NATIONAL_OPT_OUT takes no provision: a source's opt-out record (DENY = opted out) applies as the national data opt-out, to the purposes of [national_opt_out]".into(),
+                ));
+            }
             if escr_connector::catalog::CodeSystem::ConsentScope
                 .values()
                 .iter()

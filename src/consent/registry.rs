@@ -35,6 +35,9 @@ pub struct StoredConsent {
     pub withdrawn_by: Option<String>,
     pub withdrawn_at: Option<NaiveDateTime>,
     pub withdrawal_reason: Option<String>,
+    /// The reference of what the person signed or said (a form, a call), required when
+    /// a change lifts the person's refusal and they did not make it themself.
+    pub evidence: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -109,12 +112,13 @@ fn row_to_consent(r: &rusqlite::Row<'_>) -> rusqlite::Result<(StoredConsent, Str
             withdrawn_by: r.get(6)?,
             withdrawn_at: opt_time(r, 7)?,
             withdrawal_reason: r.get(8)?,
+            evidence: r.get(9)?,
         },
         r.get::<_, String>(2)?,
     ))
 }
 
-const COLUMNS: &str = "id, person_id, provision, source, recorded_by, recorded_at, withdrawn_by, withdrawn_at, withdrawal_reason";
+const COLUMNS: &str = "id, person_id, provision, source, recorded_by, recorded_at, withdrawn_by, withdrawn_at, withdrawal_reason, evidence";
 
 impl Registry {
     pub fn open(path: &Path) -> Result<Registry, RegistryError> {
@@ -126,6 +130,13 @@ impl Registry {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        // Registries made before evidence was kept gain the column.
+        let has_evidence = conn
+            .prepare("SELECT name FROM pragma_table_info('consent') WHERE name = 'evidence'")?
+            .exists([])?;
+        if !has_evidence {
+            conn.execute_batch("ALTER TABLE consent ADD COLUMN evidence TEXT")?;
+        }
         Ok(Registry {
             conn: Mutex::new(conn),
         })
@@ -136,60 +147,79 @@ impl Registry {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Record a consent; `replaces` are the person's active consents it takes
+    /// precedence over (kept in its history, with the evidence).
     pub fn record(
         &self,
         person_id: &str,
         provision: &Provision,
         source: &str,
         by: &str,
+        evidence: Option<&str>,
+        replaces: &[i64],
     ) -> Result<StoredConsent, RegistryError> {
         let json =
             serde_json::to_string(provision).map_err(|e| RegistryError::Stored(e.to_string()))?;
+        let detail = serde_json::json!({
+            "provision": provision,
+            "evidence": evidence,
+            "replaces": replaces,
+        })
+        .to_string();
         let at = now();
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
-            "INSERT INTO consent (person_id, provision, source, recorded_by, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![person_id, json, source, by, at],
+            "INSERT INTO consent (person_id, provision, source, recorded_by, recorded_at, evidence) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![person_id, json, source, by, at, evidence],
         )?;
         let id = tx.last_insert_rowid();
         tx.execute(
             "INSERT INTO consent_history (consent_id, action, by, at, detail) VALUES (?1, 'recorded', ?2, ?3, ?4)",
-            params![id, by, at, json],
+            params![id, by, at, detail],
         )?;
         tx.commit()?;
         drop(conn);
         self.get(id)?.ok_or(RegistryError::NotFound(id))
     }
 
+    /// Withdraw a consent; the history keeps the reason, the evidence and the
+    /// provision it withdrew.
     pub fn withdraw(
         &self,
         id: i64,
         by: &str,
         reason: &str,
+        evidence: Option<&str>,
     ) -> Result<StoredConsent, RegistryError> {
         let at = now();
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let withdrawn: Option<Option<String>> = tx
+        let withdrawn: Option<(Option<String>, String)> = tx
             .query_row(
-                "SELECT withdrawn_at FROM consent WHERE id = ?1",
+                "SELECT withdrawn_at, provision FROM consent WHERE id = ?1",
                 [id],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        match withdrawn {
+        let provision = match withdrawn {
             None => return Err(RegistryError::NotFound(id)),
-            Some(Some(_)) => return Err(RegistryError::AlreadyWithdrawn(id)),
-            Some(None) => {}
-        }
+            Some((Some(_), _)) => return Err(RegistryError::AlreadyWithdrawn(id)),
+            Some((None, provision)) => provision,
+        };
+        let detail = serde_json::json!({
+            "reason": reason,
+            "evidence": evidence,
+            "withdrew": serde_json::from_str::<serde_json::Value>(&provision).unwrap_or_default(),
+        })
+        .to_string();
         tx.execute(
             "UPDATE consent SET withdrawn_by = ?2, withdrawn_at = ?3, withdrawal_reason = ?4 WHERE id = ?1",
             params![id, by, at, reason],
         )?;
         tx.execute(
             "INSERT INTO consent_history (consent_id, action, by, at, detail) VALUES (?1, 'withdrawn', ?2, ?3, ?4)",
-            params![id, by, at, reason],
+            params![id, by, at, detail],
         )?;
         tx.commit()?;
         drop(conn);

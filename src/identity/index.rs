@@ -134,6 +134,10 @@ pub struct Snapshot {
     pub people: BTreeMap<String, Vec<SourceRef>>,
     by_source: HashMap<(String, String), String>,
     by_nhs: HashMap<String, String>,
+    /// Every person holding a valid NHS number on any of their records, and each
+    /// person's valid NHS numbers (the national data opt-out is matched through these).
+    people_by_nhs: HashMap<String, Vec<String>>,
+    nhs_of_person: HashMap<String, Vec<String>>,
     aliases: HashMap<String, String>,
     /// Current id -> the ids that resolve to it.
     former: HashMap<String, Vec<String>>,
@@ -182,6 +186,23 @@ impl Snapshot {
 
     pub fn by_nhs_number(&self, digits: &str) -> Option<&str> {
         self.by_nhs.get(digits).map(String::as_str)
+    }
+
+    /// Every person any of whose records holds this valid NHS number (two people may,
+    /// when linkage kept them apart).
+    pub fn people_with_nhs_number(&self, digits: &str) -> &[String] {
+        self.people_by_nhs
+            .get(digits)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// The valid NHS numbers on any of this person's records.
+    pub fn nhs_numbers_of(&self, person_id: &str) -> &[String] {
+        self.nhs_of_person
+            .get(person_id)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     pub fn person_count(&self) -> usize {
@@ -247,14 +268,14 @@ impl Snapshot {
     }
 }
 
-fn normalise_name(s: &str) -> String {
+pub(crate) fn normalise_name(s: &str) -> String {
     s.chars()
         .filter(|c| c.is_alphanumeric())
         .flat_map(char::to_lowercase)
         .collect()
 }
 
-fn normalise_postcode(s: &str) -> String {
+pub(crate) fn normalise_postcode(s: &str) -> String {
     s.chars()
         .filter(|c| !c.is_whitespace())
         .flat_map(char::to_uppercase)
@@ -589,9 +610,12 @@ impl IdentityIndex {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(source = %source.name, error = %e, "index refresh: source skipped");
+                    // Answers from the index say so until a listing succeeds.
+                    source.health.listing(false);
                     continue;
                 }
             };
+            source.health.listing(true);
             for f in &mapped.findings {
                 *report.findings.entry(finding_name(f.kind)).or_default() += 1;
             }
@@ -761,7 +785,7 @@ impl IdentityIndex {
             &outcome.aliases,
             &source_marks,
         )
-            .map_err(|e| self.store_err(e))?;
+        .map_err(|e| self.store_err(e))?;
         persist_links(&tx, &old_snapshot, &edges_by_person, &outcome.review)
             .map_err(|e| self.store_err(e))?;
         persist_pairs(&tx, full, &changed_keys, &outcome.new_pairs, &outcome.model)
@@ -2127,9 +2151,10 @@ fn persist_links(
     Ok(())
 }
 
-fn load_links(
-    conn: &Connection,
-) -> rusqlite::Result<(HashMap<String, Vec<LinkEdge>>, Vec<Candidate>)> {
+/// The link edges by person, and the review queue.
+type StoredLinks = (HashMap<String, Vec<LinkEdge>>, Vec<Candidate>);
+
+fn load_links(conn: &Connection) -> rusqlite::Result<StoredLinks> {
     let weights =
         |text: String| -> Vec<FieldWeight> { serde_json::from_str(&text).unwrap_or_default() };
     let mut stmt = conn.prepare(
@@ -2206,6 +2231,14 @@ impl Snapshot {
                 snap.by_nhs
                     .entry(nhs.clone())
                     .or_insert_with(|| r.person_id.clone());
+                let people = snap.people_by_nhs.entry(nhs.clone()).or_default();
+                if !people.contains(&r.person_id) {
+                    people.push(r.person_id.clone());
+                }
+                let numbers = snap.nhs_of_person.entry(r.person_id.clone()).or_default();
+                if !numbers.contains(nhs) {
+                    numbers.push(nhs.clone());
+                }
             }
             let entry = names.entry(r.person_id.as_str()).or_default();
             for part in [&r.family_name, &r.given_names].into_iter().flatten() {

@@ -47,7 +47,20 @@ pub struct SourceQuality {
     /// Services starting after the person's recorded death.
     pub services_after_death: usize,
     pub bad_postcodes: usize,
+    /// Values the vendor profile declares mean "not known" (a 1900-01-01 birth date).
+    pub placeholder_values: usize,
+    /// End-of-time sentinels (4712-12-31) read as "still open".
+    pub open_end_sentinels: usize,
+    /// Rows whose person does not exist, per entity (the profile's `orphans` statements).
+    pub orphan_records: Vec<EntityCount>,
     pub unmapped_codes: Vec<UnmappedCode>,
+}
+
+/// How many records of an entity.
+#[derive(Clone, Debug, Serialize, SimpleObject)]
+pub struct EntityCount {
+    pub entity: String,
+    pub count: usize,
 }
 
 #[derive(Clone, Debug, Default, Serialize, SimpleObject)]
@@ -128,7 +141,11 @@ pub async fn build(index: &IdentityIndex, sources: &[Source]) -> QualityReport {
                     ))
                     .or_default() += 1
             }
-            FindingKind::UnparseableNumber | FindingKind::MissingKey => {}
+            FindingKind::PlaceholderValue => q.placeholder_values += 1,
+            FindingKind::OpenEndSentinel => q.open_end_sentinels += 1,
+            FindingKind::UnparseableNumber
+            | FindingKind::MissingKey
+            | FindingKind::OrphanRecord => {}
         };
         q.people = people.records.len();
         for f in &people.findings {
@@ -146,6 +163,17 @@ pub async fn build(index: &IdentityIndex, sources: &[Source]) -> QualityReport {
         for entity in EntityKind::ALL {
             if !entity.is_person_scoped() || !source.holds(entity) {
                 continue;
+            }
+            match source.orphans(entity).await {
+                Ok(Some(orphans)) => q.orphan_records.push(EntityCount {
+                    entity: entity.name().to_string(),
+                    count: orphans.records.len(),
+                }),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(source = %source.name, entity = %entity.name(), error = %e, "data-quality report: orphans skipped");
+                    q.available = false;
+                }
             }
             let mapped = match source.fetch(entity, Lookup::ByPerson, &keys).await {
                 Ok(m) => m,
@@ -188,48 +216,4 @@ pub async fn build(index: &IdentityIndex, sources: &[Source]) -> QualityReport {
         generated_at: Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
         sources: out,
     }
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
-/// One row per measure and source (`source,measure,entity,field,value,count`); unmapped
-/// codes one row per value.
-pub fn to_csv(report: &QualityReport) -> String {
-    let mut out = String::from("source,measure,entity,field,value,count\n");
-    for q in &report.sources {
-        let s = csv_field(&q.source);
-        let measures = [
-            ("available", usize::from(q.available)),
-            ("people", q.people),
-            ("missing_nhs_numbers", q.missing_nhs_numbers),
-            ("invalid_nhs_numbers", q.invalid_nhs_numbers),
-            ("placeholder_nhs_numbers", q.placeholder_nhs_numbers),
-            ("probable_duplicates", q.probable_duplicates),
-            ("estimated_birth_dates", q.estimated_birth_dates),
-            ("impossible_dates", q.impossible_dates),
-            ("unparseable_dates", q.unparseable_dates),
-            ("end_before_start", q.end_before_start),
-            ("services_after_death", q.services_after_death),
-            ("bad_postcodes", q.bad_postcodes),
-        ];
-        for (m, n) in measures {
-            out.push_str(&format!("{s},{m},,,,{n}\n"));
-        }
-        for u in &q.unmapped_codes {
-            out.push_str(&format!(
-                "{s},unmapped_code,{},{},{},{}\n",
-                csv_field(&u.entity),
-                csv_field(&u.field),
-                csv_field(&u.value),
-                u.count
-            ));
-        }
-    }
-    out
 }

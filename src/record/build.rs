@@ -2,35 +2,13 @@
 
 use std::sync::Arc;
 
-use escr_connector::{Connector, ConnectorError};
-
-/// A source's connector settings, whichever engine it is.
-#[derive(Debug)]
-pub enum ConnectorConfig<'a> {
-    Sqlite(&'a escr_sqlite::SqliteConfig),
-    Mysql(&'a escr_mysql::MysqlConfig),
-    Mssql(&'a escr_mssql::MssqlConfig),
-    Odbc(&'a escr_odbc::OdbcConfig),
-}
+use escr_connector::{Connector, ConnectorError, ConnectorSettings};
 
 /// The connector for a source's config section. Connectors connect lazily; one that
 /// cannot even be built (a secret file missing, say) stands in as a source that is down
 /// with that reason, so the gateway still starts and the other sources serve.
-pub fn connect(name: &str, config: Option<ConnectorConfig<'_>>) -> Arc<dyn Connector> {
-    let built: Result<Arc<dyn Connector>, ConnectorError> = match config {
-        Some(ConnectorConfig::Sqlite(c)) => Ok(Arc::new(escr_sqlite::SqliteConnector::new(c))),
-        Some(ConnectorConfig::Mysql(c)) => {
-            escr_mysql::MysqlConnector::new(c).map(|c| Arc::new(c) as Arc<dyn Connector>)
-        }
-        Some(ConnectorConfig::Mssql(c)) => {
-            escr_mssql::MssqlConnector::new(c).map(|c| Arc::new(c) as Arc<dyn Connector>)
-        }
-        Some(ConnectorConfig::Odbc(c)) => {
-            escr_odbc::OdbcConnector::new(c).map(|c| Arc::new(c) as Arc<dyn Connector>)
-        }
-        None => unreachable!("config validation requires one connector section"),
-    };
-    built.unwrap_or_else(|error| {
+pub fn connect(name: &str, settings: &dyn ConnectorSettings) -> Arc<dyn Connector> {
+    settings.connect().unwrap_or_else(|error| {
         tracing::warn!(source = name, error = %error, "source connector not available");
         Arc::new(Unavailable(error))
     })

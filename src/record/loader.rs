@@ -41,6 +41,8 @@ pub struct CacheStats {
     pub hits: u64,
     pub misses: u64,
     pub entries: u64,
+    /// Weighed size of the cached records.
+    pub bytes: u64,
 }
 
 impl Fetcher {
@@ -66,6 +68,24 @@ impl Fetcher {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
             entries: self.cache.entry_count(),
+            bytes: self.cache.weighted_size(),
+        }
+    }
+
+    /// Gauges read when metrics are scraped (cache size, each source's state as the
+    /// last calls found it).
+    pub fn record_gauges(&self) {
+        let stats = self.cache_stats();
+        metrics::gauge!("escr_cache_bytes").set(stats.bytes as f64);
+        metrics::gauge!("escr_cache_entries").set(stats.entries as f64);
+        for s in &self.sources {
+            let (state, _) = s.health.state(true);
+            let up = matches!(state, crate::record::health::SourceState::Up);
+            metrics::gauge!("escr_source_up", "source" => s.name.clone()).set(if up {
+                1.0
+            } else {
+                0.0
+            });
         }
     }
 
@@ -110,9 +130,17 @@ impl Fetcher {
                 None => missing.push(key.clone()),
             }
         }
+        let source_name = &self.sources[source].name;
+        let hits = (keys.len() - missing.len()) as u64;
+        if hits > 0 {
+            metrics::counter!("escr_cache_hits_total", "source" => source_name.clone())
+                .increment(hits);
+        }
         if missing.is_empty() {
             return Ok(out);
         }
+        metrics::counter!("escr_cache_misses_total", "source" => source_name.clone())
+            .increment(missing.len() as u64);
         self.misses
             .fetch_add(missing.len() as u64, Ordering::Relaxed);
 

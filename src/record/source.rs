@@ -29,6 +29,8 @@ pub enum SourceError {
     Timeout { source_name: String, millis: u128 },
     #[error(transparent)]
     Mapping(#[from] MappingError),
+    #[error("source `{source_name}` is unavailable: its people could not be read into the identity index, so some may be missing")]
+    NotIndexed { source_name: String },
 }
 
 /// What a client may read: the source, and for a statement the engine refused, which
@@ -52,7 +54,8 @@ impl SourceError {
     pub fn source_name(&self) -> &str {
         match self {
             SourceError::Connector { source_name, .. }
-            | SourceError::Timeout { source_name, .. } => source_name,
+            | SourceError::Timeout { source_name, .. }
+            | SourceError::NotIndexed { source_name } => source_name,
             SourceError::Mapping(m) => &m.profile,
         }
     }
@@ -65,6 +68,8 @@ pub struct Source {
     pub profile: VendorProfile,
     pub connector: Arc<dyn Connector>,
     pub timeout: Duration,
+    /// What the last calls found (for `/readyz`, metrics, and index-based answers).
+    pub health: Arc<super::health::SourceHealth>,
 }
 
 impl Source {
@@ -240,6 +245,73 @@ impl Source {
             .unwrap_or_default())
     }
 
+    /// Rows of `entity` whose person does not exist, by the profile's `orphans`
+    /// statement (`None` without one); for the data-quality report, never served.
+    pub async fn orphans(&self, entity: EntityKind) -> Result<Option<Mapped>, SourceError> {
+        let Some(sql_text) = self.profile.entity(entity).and_then(|s| s.orphans.as_ref()) else {
+            return Ok(None);
+        };
+        let rows = self
+            .run_with(entity, sql_text.get_ref(), &[], self.timeout * 12)
+            .await?;
+        Ok(Some(map_rows(&self.profile, entity, &rows)?))
+    }
+
+    /// Run every statement of the profile once with no keys (`{keys}` binds NULL, so
+    /// nothing matches) and the widest dates: what the engine thinks of each, per
+    /// entity (`escr check-config --connect`). The engine's words are in the error's
+    /// detail.
+    pub async fn check_statements(
+        &self,
+    ) -> Vec<(EntityKind, &'static str, Result<(), ConnectorError>)> {
+        let caps = self.connector.capabilities();
+        let day = |y| {
+            chrono::NaiveDate::from_ymd_opt(y, 1, 1)
+                .unwrap_or_default()
+                .and_time(chrono::NaiveTime::MIN)
+        };
+        let (from, to) = (Value::DateTime(day(1900)), Value::DateTime(day(2100)));
+        let mut out = Vec::new();
+        for entity in EntityKind::ALL {
+            let Some(spec) = self.profile.entity(entity) else {
+                continue;
+            };
+            let statements = [
+                ("by_key", &spec.by_key),
+                ("by_person", &spec.by_person),
+                ("by_person_between", &spec.by_person_between),
+                ("list", &spec.list),
+                ("changed_since", &spec.changed_since),
+                ("orphans", &spec.orphans),
+                ("deleted_since", &spec.deleted_since),
+            ];
+            for (name, sql_text) in statements {
+                let Some(sql_text) = sql_text else { continue };
+                let bound = sql::bind_named(
+                    sql_text.get_ref(),
+                    &[],
+                    &[("from", &from), ("to", &to), ("since", &to)],
+                    caps.placeholder,
+                );
+                let result = match tokio::time::timeout(
+                    self.timeout,
+                    self.connector.query(&bound.sql, &bound.params),
+                )
+                .await
+                {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(ConnectorError::timeout(format!(
+                        "no answer within {} ms",
+                        self.timeout.as_millis()
+                    ))),
+                };
+                out.push((entity, name, result));
+            }
+        }
+        out
+    }
+
     /// Does the source answer now (within its time limit)? Errors as a query's would be.
     pub async fn check(&self) -> Result<(), SourceError> {
         self.limited(EntityKind::Person, self.timeout, self.connector.ping())
@@ -257,31 +329,70 @@ impl Source {
             .await
     }
 
-    /// A connector call within `limit`, its failure as a [`SourceError`].
+    /// A connector call within `limit`, its failure as a [`SourceError`]. Each call is
+    /// a span (for traces), counted and timed per source and entity (metrics: source
+    /// and entity names only, never keys).
     async fn limited<T>(
         &self,
         entity: EntityKind,
         limit: Duration,
         call: impl std::future::Future<Output = Result<T, ConnectorError>>,
     ) -> Result<T, SourceError> {
-        match tokio::time::timeout(limit, call).await {
-            Ok(Ok(value)) => Ok(value),
+        use tracing::Instrument;
+        let span = tracing::info_span!(
+            "source call",
+            source = %self.name,
+            entity = entity.name(),
+            engine = self.connector.engine(),
+            outcome = tracing::field::Empty,
+        );
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(limit, call)
+            .instrument(span.clone())
+            .await;
+        let labels = [
+            ("source", self.name.clone()),
+            ("entity", entity.name().to_string()),
+        ];
+        metrics::counter!("escr_source_statements_total", &labels).increment(1);
+        metrics::histogram!("escr_source_call_seconds", &labels)
+            .record(started.elapsed().as_secs_f64());
+        let failure = match result {
+            Ok(Ok(value)) => {
+                span.record("outcome", "ok");
+                self.health.succeeded();
+                return Ok(value);
+            }
             Ok(Err(error)) => {
-                if error.kind == escr_connector::ErrorKind::Query {
-                    // For the operator: the engine's own words (no values: they are bound).
-                    tracing::warn!(source = %self.name, entity = entity.name(), error = %error, "profile SQL failed");
-                }
-                Err(SourceError::Connector {
+                // For the operator: the engine's own words (no values: they are bound).
+                tracing::warn!(
+                    parent: &span,
+                    source = %self.name,
+                    entity = entity.name(),
+                    error = %error,
+                    engine_reason = error.detail.as_deref().unwrap_or("none given"),
+                    "source call failed"
+                );
+                SourceError::Connector {
                     source_name: self.name.clone(),
                     profile: self.profile.name().to_string(),
                     entity,
                     error,
-                })
+                }
             }
-            Err(_) => Err(SourceError::Timeout {
+            Err(_) => SourceError::Timeout {
                 source_name: self.name.clone(),
                 millis: limit.as_millis(),
-            }),
-        }
+            },
+        };
+        let kind = match &failure {
+            SourceError::Connector { error, .. } => error.kind.to_string(),
+            _ => "timeout".to_string(),
+        };
+        span.record("outcome", kind.as_str());
+        metrics::counter!("escr_source_errors_total", "source" => self.name.clone(), "kind" => kind)
+            .increment(1);
+        self.health.failed(failure.to_string());
+        Err(failure)
     }
 }

@@ -21,6 +21,13 @@ pub struct ReportsConfig {
     /// Counts below this are suppressed in outputs (numerators and denominators too).
     #[serde(default = "default_threshold")]
     pub suppression_threshold: u64,
+    /// The standard periods indicators are published for (financial_year, quarter,
+    /// month). Any other range is refused: two overlapping periods could be
+    /// subtracted to give back a suppressed count. Nested kinds can still be
+    /// subtracted from each other (a year less three quarters is the fourth), so
+    /// the default is financial years alone.
+    #[serde(default = "default_indicator_periods")]
+    pub indicator_periods: Vec<super::PeriodKind>,
     /// People read per page (per source, one statement per entity per page).
     #[serde(default = "default_page_people")]
     pub page_people: usize,
@@ -60,6 +67,9 @@ pub struct AuthorityConfig {
 
 fn default_threshold() -> u64 {
     5
+}
+fn default_indicator_periods() -> Vec<super::PeriodKind> {
+    vec![super::PeriodKind::FinancialYear]
 }
 fn default_page_people() -> usize {
     1000
@@ -111,6 +121,13 @@ impl ReportsConfig {
             return Err(at(
                 "suppression_threshold",
                 "suppression_threshold must be at least 1".into(),
+            ));
+        }
+        if c.indicator_periods.is_empty() {
+            return Err(at(
+                "indicator_periods",
+                "indicator_periods is empty: name at least one of financial_year, quarter, month"
+                    .into(),
             ));
         }
         if c.page_people == 0 {

@@ -42,32 +42,37 @@ pub struct MdsRow {
     pub planned_units_per_week: Option<f64>,
 }
 
-pub const CSV_HEADER: &str = "authority,person,nhs_number,birth_date,age_band,gender,ethnicity,support_reason,postcode_district,event_type,event_reference,event_start,event_end,event_outcome,service_type,service_component,delivery_mechanism,unit_cost,planned_units_per_week\n";
-
-/// Quote a CSV field when it needs it; a leading formula character is neutralised so
-/// a spreadsheet does not run it.
-pub fn csv_field(s: &str) -> String {
-    let s = if s.starts_with(['=', '+', '-', '@']) {
-        format!("'{s}")
-    } else {
-        s.to_string()
-    };
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s
-    }
-}
+pub const CSV_COLUMNS: [&str; 19] = [
+    "authority",
+    "person",
+    "nhs_number",
+    "birth_date",
+    "age_band",
+    "gender",
+    "ethnicity",
+    "support_reason",
+    "postcode_district",
+    "event_type",
+    "event_reference",
+    "event_start",
+    "event_end",
+    "event_outcome",
+    "service_type",
+    "service_component",
+    "delivery_mechanism",
+    "unit_cost",
+    "planned_units_per_week",
+];
 
 impl MdsRow {
-    pub fn csv(&self) -> String {
-        let o = |v: &Option<String>| v.as_deref().map(csv_field).unwrap_or_default();
+    /// Its CSV cells, in [`CSV_COLUMNS`] order (written by [`super::csv::CsvWriter`]).
+    pub fn csv_cells(&self) -> [String; 19] {
+        let o = |v: &Option<String>| v.clone().unwrap_or_default();
         let d = |v: &Option<NaiveDate>| v.map(|d| d.to_string()).unwrap_or_default();
         let f = |v: &Option<f64>| v.map(|x| format!("{x:.2}")).unwrap_or_default();
-        format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
-            csv_field(&self.authority),
-            self.person,
+        [
+            self.authority.clone(),
+            self.person.clone(),
             o(&self.nhs_number),
             d(&self.birth_date),
             o(&self.age_band),
@@ -75,8 +80,8 @@ impl MdsRow {
             o(&self.ethnicity),
             o(&self.support_reason),
             o(&self.postcode_district),
-            self.event_type,
-            self.event_reference,
+            self.event_type.clone(),
+            self.event_reference.clone(),
             d(&self.event_start),
             d(&self.event_end),
             o(&self.event_outcome),
@@ -85,7 +90,7 @@ impl MdsRow {
             o(&self.delivery_mechanism),
             f(&self.unit_cost),
             f(&self.planned_units_per_week),
-        )
+        ]
     }
 }
 
@@ -209,14 +214,6 @@ pub fn row(input: RowInput<'_>, r: &Record, event: &'static str) -> MdsRow {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn csv_fields_are_quoted_and_formulas_neutralised() {
-        assert_eq!(csv_field("plain"), "plain");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_field("=cmd()"), "'=cmd()");
-    }
 
     #[test]
     fn postcode_districts_only_from_postcodes() {

@@ -15,6 +15,7 @@ pub use crate::record::window::{active_in, record_span, Window};
 
 pub mod calendar;
 pub mod config;
+pub mod csv;
 pub mod extract;
 pub mod indicators;
 pub mod mds;
@@ -49,9 +50,11 @@ pub struct Estate {
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     #[error(
-        "period `{0}`: use a financial year (`2025-26`) or two dates (`2025-04-01..2026-03-31`)"
+        "period `{0}`: use a financial year (`2025-26`), a quarter of one (`2025-26-Q1`, April to June), a month (`2025-04`) or two dates (`2025-04-01..2026-03-31`)"
     )]
     Period(String),
+    #[error("indicators are published for standard periods only ({1}), not `{0}`: two overlapping periods could be subtracted to give back a suppressed count")]
+    NonStandardPeriod(String, String),
     #[error("no authority `{0}` here (configured: {1})")]
     UnknownAuthority(String, String),
     #[error("reports need the purpose of use `planning` or `research` (this request: `{0}`)")]
@@ -76,9 +79,10 @@ impl ReportError {
     /// The GraphQL error code and HTTP status for this error.
     pub fn code(&self) -> &'static str {
         match self {
-            ReportError::Period(_) | ReportError::UnknownAuthority(..) | ReportError::Cursor => {
-                "BAD_USER_INPUT"
-            }
+            ReportError::Period(_)
+            | ReportError::NonStandardPeriod(..)
+            | ReportError::UnknownAuthority(..)
+            | ReportError::Cursor => "BAD_USER_INPUT",
             ReportError::Purpose(_) | ReportError::Role(_) => "PURPOSE_NOT_PERMITTED",
             ReportError::NotConfigured | ReportError::Calendar(_) => "NOT_CONFIGURED",
             ReportError::Source(_) => "SOURCE_UNAVAILABLE",
@@ -105,9 +109,43 @@ pub struct Period {
     pub end: NaiveDate,
 }
 
+/// The standard periods indicators may be published for (`reports.toml`
+/// `indicator_periods`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeriodKind {
+    /// 1 April to 31 March.
+    FinancialYear,
+    /// A quarter of a financial year (Q1 April to June ... Q4 January to March).
+    Quarter,
+    /// A calendar month.
+    Month,
+}
+
+impl PeriodKind {
+    pub fn describe(self) -> &'static str {
+        match self {
+            PeriodKind::FinancialYear => "financial years",
+            PeriodKind::Quarter => "quarters",
+            PeriodKind::Month => "months",
+        }
+    }
+}
+
+fn date(y: i32, m: u32, d: u32) -> Option<NaiveDate> {
+    NaiveDate::from_ymd_opt(y, m, d)
+}
+
+/// The last day of the month `months` after the first of (y, m).
+fn month_end(y: i32, m: u32, months: u32) -> Option<NaiveDate> {
+    date(y, m, 1)?
+        .checked_add_months(Months::new(months + 1))?
+        .pred_opt()
+}
+
 impl Period {
-    /// `2025-26` (the financial year 1 April 2025 - 31 March 2026) or
-    /// `2025-04-01..2026-03-31`.
+    /// `2025-26` (the financial year 1 April 2025 - 31 March 2026), `2025-26-Q1` (its
+    /// first quarter), `2025-04` (a month) or `2025-04-01..2026-03-31`.
     pub fn parse(text: &str) -> Result<Period, ReportError> {
         let bad = || ReportError::Period(text.chars().take(40).collect());
         let text = text.trim();
@@ -118,32 +156,86 @@ impl Period {
                 .then_some(Period { start, end })
                 .ok_or_else(bad);
         }
-        let (year, next) = text.split_once('-').ok_or_else(bad)?;
+        let (year_text, quarter) = match text.split_once("-Q") {
+            Some((y, q)) => (y, Some(q.parse::<u32>().map_err(|_| bad())?)),
+            None => (text, None),
+        };
+        let (year, next) = year_text.split_once('-').ok_or_else(bad)?;
         let year: i32 = year.parse().map_err(|_| bad())?;
-        let next: i32 = next.parse().map_err(|_| bad())?;
-        if !(1990..=2100).contains(&year) || next != (year + 1) % 100 || text.len() != 7 {
+        if !(1990..=2100).contains(&year) || year_text.len() != 7 {
             return Err(bad());
         }
-        let start = NaiveDate::from_ymd_opt(year, 4, 1).ok_or_else(bad)?;
-        let end = NaiveDate::from_ymd_opt(year + 1, 3, 31).ok_or_else(bad)?;
-        Ok(Period { start, end })
+        let next: u32 = next.parse().map_err(|_| bad())?;
+        if quarter.is_none() && (1..=12).contains(&next) && next != ((year + 1) % 100) as u32 {
+            // A month: 2025-04.
+            let start = date(year, next, 1).ok_or_else(bad)?;
+            let end = month_end(year, next, 0).ok_or_else(bad)?;
+            return Ok(Period { start, end });
+        }
+        if next != ((year + 1) % 100) as u32 {
+            return Err(bad());
+        }
+        match quarter {
+            None => Ok(Period {
+                start: date(year, 4, 1).ok_or_else(bad)?,
+                end: date(year + 1, 3, 31).ok_or_else(bad)?,
+            }),
+            Some(q @ 1..=4) => {
+                let start = date(year, 4, 1)
+                    .and_then(|d| d.checked_add_months(Months::new(3 * (q - 1))))
+                    .ok_or_else(bad)?;
+                let end = month_end(start.year(), start.month(), 2).ok_or_else(bad)?;
+                Ok(Period { start, end })
+            }
+            Some(_) => Err(bad()),
+        }
     }
 
     pub fn contains(&self, d: NaiveDate) -> bool {
         self.start <= d && d <= self.end
     }
 
-    /// The label used in outputs: `2025-26` for a financial year, else the two dates.
-    pub fn label(&self) -> String {
-        let financial = self.start.month() == 4
-            && self.start.day() == 1
-            && self.end
-                == NaiveDate::from_ymd_opt(self.start.year() + 1, 3, 31).unwrap_or(self.end);
-        if financial {
-            format!("{}-{:02}", self.start.year(), (self.start.year() + 1) % 100)
-        } else {
-            format!("{}..{}", self.start, self.end)
+    /// Which standard period this is, if it is one.
+    pub fn kind(&self) -> Option<PeriodKind> {
+        let (y, m) = (self.start.year(), self.start.month());
+        if self.start.day() != 1 {
+            return None;
         }
+        if m == 4 && Some(self.end) == date(y + 1, 3, 31) {
+            Some(PeriodKind::FinancialYear)
+        } else if matches!(m, 1 | 4 | 7 | 10) && Some(self.end) == month_end(y, m, 2) {
+            Some(PeriodKind::Quarter)
+        } else if Some(self.end) == month_end(y, m, 0) {
+            Some(PeriodKind::Month)
+        } else {
+            None
+        }
+    }
+
+    /// The label used in outputs: `2025-26`, `2025-26-Q1`, `2025-04`, else the two dates.
+    pub fn label(&self) -> String {
+        let (y, m) = (self.start.year(), self.start.month());
+        let financial_year = if m >= 4 { y } else { y - 1 };
+        let fy = format!("{financial_year}-{:02}", (financial_year + 1) % 100);
+        match self.kind() {
+            Some(PeriodKind::FinancialYear) => fy,
+            Some(PeriodKind::Quarter) => format!("{fy}-Q{}", (m + 8) % 12 / 3 + 1),
+            Some(PeriodKind::Month) => format!("{y}-{m:02}"),
+            None => format!("{}..{}", self.start, self.end),
+        }
+    }
+
+    /// This period if indicators may be published for it (`allowed` kinds only): any
+    /// other range could be differenced against a standard one.
+    pub fn standard(self, allowed: &[PeriodKind]) -> Result<Period, ReportError> {
+        if self.kind().is_some_and(|k| allowed.contains(&k)) {
+            return Ok(self);
+        }
+        let kinds: Vec<&str> = allowed.iter().map(|k| k.describe()).collect();
+        Err(ReportError::NonStandardPeriod(
+            self.label(),
+            kinds.join(", "),
+        ))
     }
 }
 
@@ -191,9 +283,63 @@ mod tests {
         assert_eq!(p.label(), "2025-26");
         let q = Period::parse("2025-01-01..2025-12-31").unwrap();
         assert_eq!(q.label(), "2025-01-01..2025-12-31");
-        for bad in ["2025-27", "2025", "x", "2026-01-01..2025-01-01", "1899-00"] {
+        assert_eq!(q.kind(), None);
+        for (text, start, end, kind) in [
+            (
+                "2025-26-Q1",
+                "2025-04-01",
+                "2025-06-30",
+                PeriodKind::Quarter,
+            ),
+            (
+                "2025-26-Q4",
+                "2026-01-01",
+                "2026-03-31",
+                PeriodKind::Quarter,
+            ),
+            ("2025-04", "2025-04-01", "2025-04-30", PeriodKind::Month),
+            ("2024-02", "2024-02-01", "2024-02-29", PeriodKind::Month),
+            (
+                "2025-04-01..2026-03-31",
+                "2025-04-01",
+                "2026-03-31",
+                PeriodKind::FinancialYear,
+            ),
+        ] {
+            let p = Period::parse(text).unwrap();
+            assert_eq!(
+                (p.start.to_string(), p.end.to_string()),
+                (start.into(), end.into())
+            );
+            assert_eq!(p.kind(), Some(kind), "{text}");
+            assert_eq!(Period::parse(&p.label()).unwrap(), p, "{text}");
+        }
+        for bad in [
+            "2025-27",
+            "2025",
+            "x",
+            "2026-01-01..2025-01-01",
+            "1899-00",
+            "2025-26-Q5",
+            "2025-13",
+        ] {
             assert!(Period::parse(bad).is_err(), "{bad}");
         }
+        // The reviewer's differencing pair: neither is a standard period.
+        for custom in ["2025-04-01..2026-03-09", "2025-04-01..2026-03-10"] {
+            let p = Period::parse(custom).unwrap();
+            assert!(p
+                .standard(&[
+                    PeriodKind::FinancialYear,
+                    PeriodKind::Quarter,
+                    PeriodKind::Month
+                ])
+                .is_err());
+        }
+        assert!(Period::parse("2025-26-Q2")
+            .unwrap()
+            .standard(&[PeriodKind::FinancialYear])
+            .is_err());
     }
 
     #[test]

@@ -9,12 +9,12 @@ use serde::Deserialize;
 
 use super::config::PeerConfig;
 use super::indicators::{Unit, INDICATORS};
-use super::suppress::{Exclusion, IndicatorResult};
+use super::suppress::{Exclusion, IndicatorResult, OptOutNote};
 use super::{Period, ReportError};
 use crate::consent::access::AccessContext;
 use crate::consent::context::purpose_name;
 
-const QUERY: &str = "query($r: [_Any!]!, $p: String!) { _entities(representations: $r) { ... on Authority { indicators(period: $p) { authority period id name numerator denominator value suppressed excluded exclusions { reason count } } } } }";
+const QUERY: &str = "query($r: [_Any!]!, $p: String!) { _entities(representations: $r) { ... on Authority { indicators(period: $p) { authority period id name numerator denominator value suppressed numeratorSuppressed denominatorSuppressed valueSuppressed excluded excludedSuppressed exclusions { reason count suppressed } optOut { listedUnmatched withoutNhsNumber withoutNhsNumberLeftOut } } } } }";
 
 /// An indicator as a peer publishes it (the unit is known from the id).
 #[derive(Deserialize)]
@@ -28,8 +28,34 @@ struct PeerIndicator {
     denominator: Option<u64>,
     value: Option<f64>,
     suppressed: bool,
+    numerator_suppressed: bool,
+    denominator_suppressed: bool,
+    value_suppressed: bool,
     excluded: Option<u64>,
+    excluded_suppressed: bool,
     exclusions: Vec<Exclusion>,
+    opt_out: Option<OptOutNote>,
+}
+
+/// The current span's W3C trace context as headers, so that the peer's spans join the
+/// caller's trace (empty when traces are off).
+fn trace_context() -> reqwest::header::HeaderMap {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    struct Headers(reqwest::header::HeaderMap);
+    impl opentelemetry::propagation::Injector for Headers {
+        fn set(&mut self, key: &str, value: String) {
+            if let (Ok(k), Ok(v)) = (
+                reqwest::header::HeaderName::try_from(key),
+                reqwest::header::HeaderValue::try_from(value),
+            ) {
+                self.0.insert(k, v);
+            }
+        }
+    }
+    let context = tracing::Span::current().context();
+    let mut headers = Headers(reqwest::header::HeaderMap::new());
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut headers));
+    headers.0
 }
 
 /// The peer's published indicators for `authority` and `period`.
@@ -55,6 +81,7 @@ pub async fn indicators(
     if let Some(token) = peer.token_env.as_ref().and_then(|v| std::env::var(v).ok()) {
         request = request.bearer_auth(token);
     }
+    request = request.headers(trace_context());
     let response = request
         .send()
         .await
@@ -92,8 +119,13 @@ pub async fn indicators(
             denominator: r.denominator,
             value: r.value,
             suppressed: r.suppressed,
+            numerator_suppressed: r.numerator_suppressed,
+            denominator_suppressed: r.denominator_suppressed,
+            value_suppressed: r.value_suppressed,
             excluded: r.excluded,
+            excluded_suppressed: r.excluded_suppressed,
             exclusions: r.exclusions,
+            opt_out: r.opt_out,
         })
         .collect())
 }

@@ -10,6 +10,7 @@ use crate::consent::audit::RequestAudit;
 use crate::consent::context::purpose_name;
 use crate::identity::index::Snapshot;
 
+use super::extract::PersonData;
 use super::extract::{Demographics, Extractor};
 use super::indicators::{Tallies, INDICATORS};
 use super::mds::{self, MdsRow, RowInput};
@@ -80,11 +81,47 @@ pub async fn tallies(
     period: Period,
     excluded: &HashSet<String>,
 ) -> Result<Tallies, ReportError> {
+    Ok(tally(gateway, reports, authority, period, excluded, None)
+        .await?
+        .0)
+}
+
+/// What the policy knows of a person from a page read: their consents and allocations
+/// and the NHS numbers on their records (the registry is read by the caller when it
+/// decides records).
+fn facts_of(p: &PersonData) -> PersonFacts {
+    PersonFacts {
+        person_id: p.person_id.clone(),
+        allocations: p.allocations.clone(),
+        source_consents: p.consents.clone(),
+        nhs_numbers: p
+            .person_records
+            .iter()
+            .filter(|(_, r)| r.bool("nhs_number_valid") == Some(true))
+            .filter_map(|(_, r)| r.text("nhs_number").map(str::to_string))
+            .collect(),
+        ..PersonFacts::default()
+    }
+}
+
+/// The tallies, and every person of the authority (before anyone is left out). With a
+/// `caller`, the policy leaves people out from what their records say too (the
+/// national data opt-out recorded in a source, NHS numbers the index lacks).
+async fn tally(
+    gateway: &Estate,
+    reports: &Reports,
+    authority: &str,
+    period: Period,
+    excluded: &HashSet<String>,
+    caller: Option<&AccessContext>,
+) -> Result<(Tallies, Vec<String>), ReportError> {
     let snapshot = gateway.index.snapshot();
-    let ex = Extractor::new(gateway, authority, period, false);
+    let with_facts = caller.is_some() && gateway.policy.needs_facts();
+    let ex = Extractor::new(gateway, authority, period, with_facts);
     super::extract::check_sources(gateway, authority).await?;
     let survivorship = &gateway.index.linkage_config().survivorship;
     let mut tallies = Tallies::default();
+    let mut everyone = Vec::new();
     let mut from: Bound<String> = Bound::Unbounded;
     loop {
         let ids = ex.people(
@@ -95,22 +132,28 @@ pub async fn tallies(
         let Some(last) = ids.last().cloned() else {
             break;
         };
+        everyone.extend(ids.iter().cloned());
         let ids: Vec<String> = ids
             .into_iter()
             .filter(|id| !excluded.contains(id))
             .collect();
         for p in ex.page(&snapshot, &ids).await? {
+            if caller.is_some_and(|c| gateway.policy.left_out(c, &facts_of(&p))) {
+                continue;
+            }
             let demo = Demographics::of(&p.person_records, survivorship);
             tallies.add(&p, &demo, period, &reports.calendar);
         }
         from = Bound::Excluded(last);
     }
-    Ok(tallies)
+    Ok((tallies, everyone))
 }
 
-/// Indicators for the caller: people the policy leaves out of this purpose (the
-/// national data opt-out) are not counted; outputs are suppressed; the release is
-/// audited (aggregates: no person in the event).
+/// Indicators for the caller, for standard periods only (`indicator_periods`): people
+/// the policy leaves out of this purpose (the national data opt-out, from the file or
+/// a source) are not counted; outputs are suppressed; each authority's answer says how
+/// many listed people could not be matched and how many cannot be checked; the
+/// release is audited (aggregates: no person in the event).
 pub async fn indicators(
     gateway: &Estate,
     ctx: &AccessContext,
@@ -118,22 +161,26 @@ pub async fn indicators(
     named: Option<&[String]>,
 ) -> Result<Vec<IndicatorResult>, ReportError> {
     let reports = authorise(gateway, ctx)?;
+    let period = period.standard(&reports.config.indicator_periods)?;
     let names = authorities(gateway, reports, named, true)?;
     let excluded = gateway.policy.excluded_people(ctx);
+    let threshold = reports.config.suppression_threshold;
     let mut out = Vec::new();
     for name in &names {
         if let Some(peer) = reports.peer(name) {
             out.extend(super::peers::indicators(name, peer, ctx, period).await?);
             continue;
         }
-        let t = tallies(gateway, reports, name, period, &excluded).await?;
-        out.extend(published(
-            reports,
-            name,
-            period,
-            &t,
-            reports.config.suppression_threshold,
-        ));
+        let (t, people) = tally(gateway, reports, name, period, &excluded, Some(ctx)).await?;
+        let note = suppress::opt_out_note(gateway.policy.opt_out_counts(ctx, &people), threshold);
+        out.extend(
+            published(reports, name, period, &t, threshold)
+                .into_iter()
+                .map(|mut r| {
+                    r.opt_out = note.clone();
+                    r
+                }),
+        );
     }
     let audit = RequestAudit::new();
     audit.note(
@@ -247,12 +294,7 @@ impl<'a> MdsJob<'a> {
         let audit = RequestAudit::new();
         let mut out = Vec::new();
         for p in ex.page(snapshot, &ids).await? {
-            let mut facts = PersonFacts {
-                person_id: p.person_id.clone(),
-                allocations: p.allocations.clone(),
-                source_consents: p.consents.clone(),
-                ..PersonFacts::default()
-            };
+            let mut facts = facts_of(&p);
             if let Some(access) = &gateway.access {
                 match access.registry.active(&p.person_id) {
                     Ok(c) => facts.registry_consents = c,
@@ -328,26 +370,41 @@ impl<'a> MdsJob<'a> {
     }
 }
 
-/// An opaque cursor: the person to resume at and how many of their rows were given.
-fn cursor(person: &str, skip: usize) -> String {
-    format!("{skip}:{person}")
-        .bytes()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+/// The data set's cursors name a list: one authority and period.
+fn cursor_kind(authority: &str, period: Period) -> String {
+    format!("mds|{authority}|{}", period.label())
 }
 
-fn parse_cursor(c: &str) -> Result<(String, usize), ReportError> {
-    let bytes: Option<Vec<u8>> = (0..c.len())
-        .step_by(2)
-        .map(|i| c.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-        .collect();
-    let text = bytes
+/// An opaque cursor: the person to resume at and how many of their rows were given,
+/// sealed (it would otherwise map pseudonyms back to gateway ids).
+fn cursor(ctx: &AccessContext, kind: &str, person: &str, skip: usize) -> String {
+    crate::consent::cursor::seal(kind, ctx, format!("{skip}:{person}").as_bytes())
+}
+
+fn parse_cursor(ctx: &AccessContext, kind: &str, c: &str) -> Result<(String, usize), ReportError> {
+    let text = crate::consent::cursor::open(kind, ctx, c)
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or(ReportError::Cursor)?;
     let (skip, person) = text.split_once(':').ok_or(ReportError::Cursor)?;
     Ok((
         person.to_string(),
         skip.parse().map_err(|_| ReportError::Cursor)?,
+    ))
+}
+
+/// What the data set for one authority says about the national data opt-out.
+pub fn mds_opt_out(
+    gateway: &Estate,
+    ctx: &AccessContext,
+    period: Period,
+    authority: &str,
+) -> Result<Option<suppress::OptOutNote>, ReportError> {
+    let reports = authorise(gateway, ctx)?;
+    let ex = Extractor::new(gateway, authority, period, false);
+    let people = ex.people(&gateway.index.snapshot(), Bound::Unbounded, usize::MAX);
+    Ok(suppress::opt_out_note(
+        gateway.policy.opt_out_counts(ctx, &people),
+        reports.config.suppression_threshold,
     ))
 }
 
@@ -363,9 +420,10 @@ pub async fn mds_page(
 ) -> Result<(Vec<MdsRow>, Option<String>), ReportError> {
     let reports = authorise(gateway, ctx)?;
     let authority = authorities(gateway, reports, Some(&[authority.to_string()]), false)?.remove(0);
+    let kind = cursor_kind(&authority, period);
     let (mut from, mut skip) = match after {
         Some(c) => {
-            let (person, skip) = parse_cursor(c)?;
+            let (person, skip) = parse_cursor(ctx, &kind, c)?;
             (Bound::Included(person), skip)
         }
         None => (Bound::Unbounded, 0),
@@ -382,7 +440,7 @@ pub async fn mds_page(
         for (person, person_rows) in job.rows(&ids).await? {
             for (i, row) in person_rows.into_iter().enumerate().skip(skip) {
                 if rows.len() == first {
-                    return Ok((rows, Some(cursor(&person, i))));
+                    return Ok((rows, Some(cursor(ctx, &kind, &person, i))));
                 }
                 rows.push(row);
             }
@@ -416,7 +474,9 @@ pub fn mds_csv(
             let tx = tx.clone();
             async move { tx.send(Ok(axum::body::Bytes::from(text))).await.is_ok() }
         };
-        if !send(mds::CSV_HEADER.to_string()).await {
+        let mut csv = super::csv::CsvWriter::new();
+        csv.row(mds::CSV_COLUMNS);
+        if !send(csv.take()).await {
             return;
         }
         let Some(reports) = gateway.reports.clone() else {
@@ -435,10 +495,12 @@ pub fn mds_csv(
                 };
                 match job.rows(&ids).await {
                     Ok(people) => {
-                        let text: String = people
-                            .iter()
-                            .flat_map(|(_, rows)| rows.iter().map(MdsRow::csv))
-                            .collect();
+                        for (_, rows) in &people {
+                            for row in rows {
+                                csv.row(row.csv_cells().iter().map(String::as_str));
+                            }
+                        }
+                        let text = csv.take();
                         if !text.is_empty() && !send(text).await {
                             return; // the client went away
                         }

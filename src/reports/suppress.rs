@@ -17,6 +17,37 @@ pub struct Exclusion {
     pub reason: String,
     /// null when suppressed.
     pub count: Option<u64>,
+    /// This count is withheld for small numbers.
+    #[serde(default)]
+    pub suppressed: bool,
+}
+
+/// What an answer says about the national data opt-out (small numbers withheld).
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize, async_graphql::SimpleObject)]
+#[serde(rename_all = "camelCase")]
+pub struct OptOutNote {
+    /// Listed NHS numbers that no person known here holds: if their people are here,
+    /// they could not be left out. null when suppressed.
+    pub listed_unmatched: Option<u64>,
+    /// People in the answer's population with no valid NHS number on any record: their
+    /// opt-out cannot be checked. null when suppressed.
+    pub without_nhs_number: Option<u64>,
+    /// Whether those people are left out of the answer (the policy's choice per purpose).
+    pub without_nhs_number_left_out: bool,
+}
+
+/// The opt-out counts as published.
+pub fn opt_out_note(
+    counts: Option<crate::consent::access::OptOutCounts>,
+    threshold: u64,
+) -> Option<OptOutNote> {
+    let c = counts?;
+    let shown = |n: u64| (n == 0 || n >= threshold).then_some(n);
+    Some(OptOutNote {
+        listed_unmatched: shown(c.listed_unmatched),
+        without_nhs_number: shown(c.without_nhs_number),
+        without_nhs_number_left_out: c.without_nhs_number_left_out,
+    })
 }
 
 /// One indicator for one authority and period, as published.
@@ -35,11 +66,18 @@ pub struct IndicatorResult {
     /// Percent, or per 100,000, to one decimal place; null when suppressed or
     /// undefined (denominator 0).
     pub value: Option<f64>,
-    /// Some cell of this row is withheld for small numbers.
+    /// The indicator's own figures are withheld for small numbers: its numerator,
+    /// denominator or value (each cell says which; exclusion counts have their own).
     pub suppressed: bool,
+    pub numerator_suppressed: bool,
+    pub denominator_suppressed: bool,
+    pub value_suppressed: bool,
     /// Records or people left out for data quality; null when suppressed.
     pub excluded: Option<u64>,
+    pub excluded_suppressed: bool,
     pub exclusions: Vec<Exclusion>,
+    /// The national data opt-out in this authority's answer.
+    pub opt_out: Option<OptOutNote>,
 }
 
 fn one_decimal(x: f64) -> f64 {
@@ -84,6 +122,7 @@ pub fn publish(
         .map(|(reason, n)| Exclusion {
             reason: reason.to_string(),
             count: (!small(*n)).then_some(*n),
+            suppressed: small(*n),
         })
         .collect();
     let any_hidden_reason = exclusions.iter().any(|e| e.count.is_none());
@@ -93,8 +132,10 @@ pub fn publish(
         // With the total withheld, a lone visible reason is the total: withhold all.
         for e in &mut exclusions {
             e.count = None;
+            e.suppressed = true;
         }
     }
+    let value_shown = !hide_numerator && value.is_some();
     IndicatorResult {
         authority: authority.to_string(),
         period: period.to_string(),
@@ -104,9 +145,14 @@ pub fn publish(
         numerator: (!hide_numerator).then_some(numerator),
         denominator: (!hide_denominator).then_some(denominator),
         value: if hide_numerator { None } else { value },
-        suppressed: hide_numerator || hide_denominator || excluded.is_none() && total > 0,
+        suppressed: hide_numerator || hide_denominator,
+        numerator_suppressed: hide_numerator,
+        denominator_suppressed: hide_denominator,
+        value_suppressed: !value_shown && value.is_some(),
+        excluded_suppressed: excluded.is_none(),
         excluded,
         exclusions,
+        opt_out: None,
     }
 }
 
@@ -122,39 +168,76 @@ pub fn unsuppressed(
     publish(authority, period, id, tally, population, 0)
 }
 
-/// CSV of published rows (suppressed cells as [`MARKER`]).
-pub fn csv_header() -> &'static str {
-    "authority,period,indicator,name,unit,numerator,denominator,value,excluded,exclusions\n"
-}
+/// The columns of the indicators' CSV (suppressed cells as [`MARKER`]).
+pub const CSV_COLUMNS: [&str; 13] = [
+    "authority",
+    "period",
+    "indicator",
+    "name",
+    "unit",
+    "numerator",
+    "denominator",
+    "value",
+    "excluded",
+    "exclusions",
+    "opt_out_listed_unmatched",
+    "without_nhs_number",
+    "without_nhs_number_left_out",
+];
 
-pub fn csv_row(r: &IndicatorResult) -> String {
-    let cell = |v: Option<String>| v.unwrap_or_else(|| MARKER.to_string());
+/// A row's CSV cells, in [`CSV_COLUMNS`] order.
+pub fn csv_cells(r: &IndicatorResult) -> [String; 13] {
+    let cell = |v: Option<u64>| v.map_or_else(|| MARKER.to_string(), |n| n.to_string());
     let exclusions = r
         .exclusions
         .iter()
-        .map(|e| format!("{}: {}", e.reason, cell(e.count.map(|c| c.to_string()))))
+        .map(|e| format!("{}: {}", e.reason, cell(e.count)))
         .collect::<Vec<_>>()
         .join("; ");
     let unit = match r.unit {
         Unit::Percent => "percent",
         Unit::Per100k => "per 100,000",
     };
-    format!(
-        "{},{},{},{},{},{},{},{},{},{}\n",
-        super::mds::csv_field(&r.authority),
-        r.period,
-        r.id,
-        super::mds::csv_field(&r.name),
-        super::mds::csv_field(unit),
-        cell(r.numerator.map(|n| n.to_string())),
-        cell(r.denominator.map(|n| n.to_string())),
-        match (r.value, r.numerator) {
+    let (unmatched, without, left_out) = match &r.opt_out {
+        Some(o) => (
+            cell(o.listed_unmatched),
+            cell(o.without_nhs_number),
+            if o.without_nhs_number_left_out {
+                "yes"
+            } else {
+                "no"
+            }
+            .to_string(),
+        ),
+        None => Default::default(),
+    };
+    [
+        r.authority.clone(),
+        r.period.clone(),
+        r.id.clone(),
+        r.name.clone(),
+        unit.to_string(),
+        cell(r.numerator),
+        cell(r.denominator),
+        match (r.value, r.value_suppressed) {
             (Some(v), _) => format!("{v:.1}"),
-            (None, Some(_)) => String::new(),
-            (None, None) => MARKER.to_string(),
+            (None, false) => String::new(),
+            (None, true) => MARKER.to_string(),
         },
-        cell(r.excluded.map(|n| n.to_string())),
-        super::mds::csv_field(&exclusions),
+        cell(r.excluded),
+        exclusions,
+        unmatched,
+        without,
+        left_out,
+    ]
+}
+
+/// The indicators as a CSV file.
+pub fn csv(rows: &[IndicatorResult]) -> String {
+    let cells: Vec<[String; 13]> = rows.iter().map(csv_cells).collect();
+    super::csv::file(
+        &CSV_COLUMNS,
+        cells.iter().map(|c| c.iter().map(String::as_str)),
     )
 }
 
@@ -202,7 +285,13 @@ mod tests {
             5,
         );
         assert_eq!(r.excluded, None);
-        assert!(r.exclusions.iter().all(|e| e.count.is_none()));
+        assert!(r
+            .exclusions
+            .iter()
+            .all(|e| e.count.is_none() && e.suppressed));
+        // Only exclusion counts are withheld: the indicator itself is published.
+        assert!(!r.suppressed && !r.numerator_suppressed && !r.value_suppressed);
+        assert!(r.excluded_suppressed);
         let r = publish(
             "A",
             "2025-26",

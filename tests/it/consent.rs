@@ -15,6 +15,9 @@ use serde_json::{json, Value};
 
 use crate::support::demo::{self, Demo, TestGateway};
 
+#[path = "consent_hostile.rs"]
+mod hostile;
+
 /// The shipped policy plus `extra` TOML, with storage and key moved into `work`.
 pub fn test_policy_with(demo: &Demo, work: &Path, extra: &str) -> PolicyConfig {
     let path = demo::repo().join("config/policy.toml");
@@ -26,7 +29,7 @@ pub fn test_policy_with(demo: &Demo, work: &Path, extra: &str) -> PolicyConfig {
     c.auth.hs256_key_file = Some(work.join("jwt.key"));
     c.auth.generate_key_if_missing = true;
     if let Some(o) = &mut c.national_opt_out {
-        o.file = demo.dir.join("national_opt_out.txt");
+        o.file = Some(demo.dir.join("national_opt_out.txt"));
     }
     c
 }
@@ -45,10 +48,21 @@ pub async fn secured(demo: &'static Demo) -> Secured {
 
 /// A secured gateway whose policy is the shipped one plus `extra` TOML.
 pub async fn secured_with(demo: &'static Demo, extra: &str) -> Secured {
+    secured_config(demo, extra, |text, _| text).await
+}
+
+/// A secured gateway whose gateway config `edit` may change (it gets the text and the
+/// work folder, which lives as long as the gateway).
+pub async fn secured_config(
+    demo: &'static Demo,
+    extra: &str,
+    edit: impl FnOnce(String, &Path) -> String,
+) -> Secured {
     let plain = demo::gateway(demo).await;
     let work = tempfile::tempdir().unwrap();
     let path = work.path().join("escr.toml");
-    std::fs::write(&path, demo::config_text(demo, work.path(), &[])).unwrap();
+    let text = edit(demo::config_text(demo, work.path(), &[]), work.path());
+    std::fs::write(&path, text).unwrap();
     let config = escr_gateway::config::LoadedConfig::load(&path).unwrap();
     let gateway = Gateway::from_config(config).unwrap();
     gateway.refresh_index(false).await.unwrap();
@@ -92,7 +106,7 @@ impl Caller {
 }
 
 impl Secured {
-    fn access(&self) -> &AccessControl {
+    pub fn access(&self) -> &AccessControl {
         self.gateway.access.as_deref().unwrap()
     }
 
@@ -147,7 +161,7 @@ impl Secured {
     }
 }
 
-fn errors_at(r: &Value, path: &[&str]) -> Vec<String> {
+pub fn errors_at(r: &Value, path: &[&str]) -> Vec<String> {
     r["errors"]
         .as_array()
         .into_iter()
@@ -199,24 +213,33 @@ fn labels(list: &Value) -> Vec<BTreeSet<String>> {
         .collect()
 }
 
-/// One person per selector, chosen from the unfiltered data.
-pub async fn choose(s: &Secured, demo: &Demo) -> BTreeMap<&'static str, Chosen> {
-    let opt_out: BTreeSet<String> = std::fs::read_to_string(demo.dir.join("national_opt_out.txt"))
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| l.trim().to_string())
-        .collect();
-    assert!(!opt_out.is_empty(), "the generator writes an opt-out list");
-    let ids: Vec<String> = s
-        .plain
+/// Every person the index knows, in id order.
+pub fn person_ids(s: &Secured) -> Vec<String> {
+    s.plain
         .gateway
         .index
         .snapshot()
         .people
         .keys()
         .cloned()
-        .collect();
+        .collect()
+}
+
+/// The NHS numbers on the demo's national opt-out list.
+pub fn opt_out_list(demo: &Demo) -> BTreeSet<String> {
+    std::fs::read_to_string(demo.dir.join("national_opt_out.txt"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+/// One person per selector, chosen from the unfiltered data.
+pub async fn choose(s: &Secured, demo: &Demo) -> BTreeMap<&'static str, Chosen> {
+    let opt_out = opt_out_list(demo);
+    assert!(!opt_out.is_empty(), "the generator writes an opt-out list");
+    let ids = person_ids(s);
     let sw_visible = ["restricted", "safeguarding", "third_party", "sealed"];
     let mut out: BTreeMap<&'static str, Chosen> = BTreeMap::new();
     for id in ids {
@@ -403,7 +426,7 @@ async fn decision_matrix() {
             let provision = serde_json::from_str(json).expect("registry provision parses");
             s.access()
                 .registry
-                .record(&who.id, &provision, "matrix", "test")
+                .record(&who.id, &provision, "matrix", "test", None, &[])
                 .unwrap()
                 .id
         });
@@ -412,7 +435,7 @@ async fn decision_matrix() {
         if let Some(id) = consent_id {
             s.access()
                 .registry
-                .withdraw(id, "test", "end of case")
+                .withdraw(id, "test", "end of case", None)
                 .unwrap();
         }
         let mut fail = |why: String| failures.push(format!("{}: {why}\n  got: {got}", case.name));
@@ -697,16 +720,18 @@ async fn consent_recorded_and_withdrawn_through_graphql_applies_at_once() {
         ["CONSENT_DENIED"]
     );
 
-    let r = s
-        .run(
-            &worker,
-            r#"mutation($c: ID!) { withdrawConsent(id: $c, reason: "person changed their mind") { withdrawnAt withdrawnBy history { action by } } }"#,
-            json!({"c": consent_id}),
-        )
-        .await;
+    // The worker may not lift a refusal that binds them (not even on evidence); the
+    // person may.
+    let withdraw = r#"mutation($c: ID!) { withdrawConsent(id: $c, reason: "person changed their mind", evidence: "call of 2 March") { withdrawnAt withdrawnBy history { action by } } }"#;
+    let r = s.run(&worker, withdraw, json!({"c": consent_id})).await;
+    assert_eq!(r["errors"][0]["extensions"]["code"], "FORBIDDEN", "{r}");
+    let mut person = Caller::new("person", "direct_care");
+    person.user = "the-person".into();
+    person.person = Some(who.id.clone());
+    let r = s.run(&person, withdraw, json!({"c": consent_id})).await;
     assert_eq!(
         r["data"]["withdrawConsent"]["history"],
-        json!([{"action": "recorded", "by": "matrix-user"}, {"action": "withdrawn", "by": "matrix-user"}]),
+        json!([{"action": "recorded", "by": "matrix-user"}, {"action": "withdrawn", "by": "the-person"}]),
         "{r}"
     );
     let after = s.run(&worker, q, json!({"id": who.id})).await;
@@ -719,7 +744,7 @@ async fn consent_recorded_and_withdrawn_through_graphql_applies_at_once() {
     // Withdrawing twice is a clear error; roles without the right cannot record.
     let again = s
         .run(
-            &worker,
+            &person,
             r#"mutation($c: ID!) { withdrawConsent(id: $c, reason: "again") { id } }"#,
             json!({"c": consent_id}),
         )
@@ -793,7 +818,7 @@ async fn concurrent_callers_never_see_each_others_results() {
 // Who is asking
 // --------------------------------------------------------------------------------
 
-async fn serve(s: &Secured) -> String {
+pub async fn serve(s: &Secured) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = escr_gateway::api::server::router(s.gateway.clone());
@@ -1435,15 +1460,7 @@ async fn first_allocated<T>(
     purpose: &str,
     pick: impl Fn(&Value) -> Option<T>,
 ) -> Option<(String, Caller, T)> {
-    let ids: Vec<String> = s
-        .plain
-        .gateway
-        .index
-        .snapshot()
-        .people
-        .keys()
-        .cloned()
-        .collect();
+    let ids = person_ids(s);
     for id in ids {
         let r = s.plain.run(query, json!({"id": id})).await;
         let p = &r["data"]["person"];

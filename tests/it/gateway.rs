@@ -564,6 +564,16 @@ fn bad_config_names_file_line_and_reason() {
     assert_eq!(err.line, 4, "{err}");
     assert!(err.reason.contains("unknown field `password`"), "{err}");
     assert!(!err.to_string().contains("hunter2"), "{err}");
+    // An engine the binary was not built with: named with its line and the engines known.
+    let text = "[[sources]]\nname = \"x\"\nprofile = \"p.toml\"\n\npostgres = { host = \"h\" }\n";
+    std::fs::write(&path, text).unwrap();
+    let err = escr_gateway::config::LoadedConfig::load(&path).unwrap_err();
+    assert_eq!(err.line, 5, "{err}");
+    assert!(err.reason.contains("unknown field `postgres`"), "{err}");
+    assert!(
+        err.reason.contains("`sqlite`, `mysql`, `mssql`, `odbc`"),
+        "{err}"
+    );
 
     // The shipped configs and profiles are valid, the real-engines example included.
     // (The embedded default has two councils, three sources each.)
@@ -583,14 +593,49 @@ fn bad_config_names_file_line_and_reason() {
         .gateway
         .sources
         .iter()
-        .map(|s| match s.get_ref().connector() {
-            Some(escr_gateway::record::build::ConnectorConfig::Mssql(_)) => "mssql",
-            Some(escr_gateway::record::build::ConnectorConfig::Mysql(_)) => "mysql",
-            Some(escr_gateway::record::build::ConnectorConfig::Odbc(_)) => "odbc",
-            _ => "other",
-        })
+        .map(|s| s.get_ref().engine().unwrap_or("none"))
         .collect();
     assert_eq!(engines, ["mssql", "mysql", "odbc"]);
+}
+
+/// `escr check-config <profile>` validates single profiles: the shipped ones pass, a
+/// bad one fails naming its file, line and reason.
+#[test]
+fn check_config_validates_a_single_profile() {
+    let escr = |args: &[&std::path::Path]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_escr"))
+            .arg("check-config")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let repo = demo::repo();
+    let shipped = [
+        repo.join("config/vendors/casetrak.toml"),
+        repo.join("config/vendors/opencare.toml"),
+        repo.join("config/vendors/ssis.toml"),
+        repo.join("tests/fixtures/vendors/meridian.toml"),
+    ];
+    let refs: Vec<&std::path::Path> = shipped.iter().map(|p| p.as_path()).collect();
+    let out = escr(&refs);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.matches(": ok (vendor `").count(), 4, "{stdout}");
+    let bad = repo.join("tests/fixtures/vendors/cases/bad-time-zone.toml");
+    let out = escr(&[&bad]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:4: `Europe/Londres` is not an IANA time zone",
+            bad.display()
+        )),
+        "{stderr}"
+    );
 }
 
 /// Golden cases: `tests/golden/<name>.graphql` run on the clean demo must give

@@ -17,6 +17,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["config", "reports", "consent", "identity", "record", "demo"],
     ),
     ("config", &["reports", "consent", "identity", "record"]),
+    (
+        "cli",
+        &[
+            "config", "api", "reports", "consent", "identity", "record", "demo",
+        ],
+    ),
     ("main", &[]),
     ("lib", &[]),
 ];

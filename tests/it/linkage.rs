@@ -498,7 +498,11 @@ async fn incremental_refresh_touches_only_what_changed() {
     let incremental = partition(&snap);
     let idle = gw.gateway.refresh_index(true).await.unwrap();
     assert_eq!(
-        (idle.linkage_changed_records, idle.linkage.compared_pairs, idle.rows_written),
+        (
+            idle.linkage_changed_records,
+            idle.linkage.compared_pairs,
+            idle.rows_written
+        ),
         (0, 0, 0),
         "{idle:?}"
     );

@@ -1,6 +1,7 @@
 //! Integration tests: one binary. Support servers live in `tests/support`.
 
 mod consent;
+mod documents;
 mod engines;
 mod gateway;
 mod layout;
@@ -8,6 +9,8 @@ mod linkage;
 mod mssql;
 mod mysql;
 mod odbc;
+mod ops;
 mod reports;
 #[path = "../support/mod.rs"]
 mod support;
+mod vendors;

@@ -100,6 +100,7 @@ impl EntityKind {
             EntityKind::Person => &[
                 f!("family_name", Text),
                 f!("given_names", Text),
+                f!("middle_names", Text),
                 // "SMITH, John" in one column; split into family and given names.
                 f!("full_name", Text),
                 f!("birth_date", Date),
@@ -113,6 +114,11 @@ impl EntityKind {
                 // The local id of the record this one was merged into by the vendor.
                 f!("merged_into", Text),
                 f!("restricted", Bool),
+                // Other identifiers the person is known by (shown under `identifiers`).
+                f!("la_reference", Text),
+                f!("upn", Text),
+                f!("ni_number", Text),
+                f!("vendor_uuid", Text),
             ],
             EntityKind::Address => &[
                 f!("use", Code(CodeSystem::AddressUse)),
@@ -141,9 +147,11 @@ impl EntityKind {
             ],
             EntityKind::Assessment => &[
                 f!("type", Code(CodeSystem::AssessmentType)),
-                f!("started", Date),
-                f!("completed", Date),
-                f!("authorised", Date),
+                f!("title", Text),
+                // Date-times: vendors that keep the time of day keep the timeline in order.
+                f!("started", DateTime),
+                f!("completed", DateTime),
+                f!("authorised", DateTime),
                 f!("eligible", Bool),
                 f!("outcome", Text),
                 f!("worker_id", Text),
@@ -173,8 +181,11 @@ impl EntityKind {
             ],
             EntityKind::Visit => &[
                 f!("type", Text),
+                f!("title", Text),
                 f!("planned", DateTime),
                 f!("actual", DateTime),
+                // When the visit ended.
+                f!("end", DateTime),
                 f!("seen", Bool),
                 f!("seen_alone", Bool),
                 f!("worker_id", Text),
@@ -191,11 +202,14 @@ impl EntityKind {
                 f!("type", Code(CodeSystem::DocumentType)),
                 f!("direction", Code(CodeSystem::Direction)),
                 f!("title", Text),
-                f!("date", Date),
+                f!("date", DateTime),
                 f!("media_type", Text),
                 f!("link", Text),
+                // The email (communication local id) the document is attached to.
+                f!("communication_id", Text),
             ],
             EntityKind::Communication => &[
+                f!("direction", Code(CodeSystem::Direction)),
                 f!("sender", Text),
                 f!("recipients", TextList),
                 f!("subject", Text),
@@ -235,6 +249,32 @@ impl fmt::Display for EntityKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// The canonical value of a code that the system does not list (see
+/// [`CodeSystem::has_other`]); the value itself is kept in the field named by
+/// [`other_field`].
+pub const OTHER: &str = "OTHER";
+
+/// Where a code field's own value goes when its canonical value is `OTHER`: the
+/// vendor's raw code, or the name of a value the deployment added (`extend`).
+pub fn other_field(code_field: &str) -> Option<&'static str> {
+    Some(match code_field {
+        "gender" => "gender_other",
+        "ethnicity" => "ethnicity_other",
+        "support_reason" => "support_reason_other",
+        "use" => "use_other",
+        "type" => "type_other",
+        "route" => "route_other",
+        "outcome" => "outcome_other",
+        "delivery_mechanism" => "delivery_mechanism_other",
+        "kind" => "kind_other",
+        "category" => "category_other",
+        "direction" => "direction_other",
+        "scope" => "scope_other",
+        "decision" => "decision_other",
+        _ => return None,
+    })
 }
 
 /// Fields every entity has besides its own.
@@ -328,12 +368,36 @@ impl CodeSystem {
         CodeSystem::ALL.into_iter().find(|c| c.name() == name)
     }
 
+    /// Does the system have an `OTHER` value (a vendor value with no canonical match,
+    /// kept as the vendor wrote it, or a value a deployment adds)?
+    pub fn has_other(self) -> bool {
+        self.values().contains(&OTHER)
+    }
+
     /// The canonical values. Ethnicity uses the NHS ethnic category letters.
     pub fn values(self) -> &'static [&'static str] {
         match self {
             CodeSystem::Gender => &["MALE", "FEMALE", "INDETERMINATE", "UNKNOWN"],
             CodeSystem::Ethnicity => &[
-                "A", "B", "C", "D", "E", "F", "G", "H", "J", "K", "L", "M", "N", "P", "R", "S", "Z",
+                "A",
+                "B",
+                "C",
+                "D",
+                "E",
+                "F",
+                "G",
+                "H",
+                "J",
+                "K",
+                "L",
+                "M",
+                "N",
+                "P",
+                "R",
+                "S",
+                "Z",
+                // NHS code 99: not known (Z is "not stated": asked, and declined).
+                "NOT_KNOWN",
             ],
             CodeSystem::SupportReason => &[
                 "PHYSICAL_SUPPORT",
@@ -342,8 +406,9 @@ impl CodeSystem {
                 "LEARNING_DISABILITY",
                 "MENTAL_HEALTH",
                 "SOCIAL_SUPPORT",
+                "OTHER",
             ],
-            CodeSystem::AddressUse => &["HOME", "TEMPORARY", "CORRESPONDENCE", "PREVIOUS"],
+            CodeSystem::AddressUse => &["HOME", "TEMPORARY", "CORRESPONDENCE", "PREVIOUS", "OTHER"],
             CodeSystem::RelationshipType => &["MOTHER", "FATHER", "CARER", "SIBLING", "OTHER"],
             CodeSystem::ReferralRoute => &[
                 "SELF", "FAMILY", "HEALTH", "POLICE", "SCHOOL", "HOUSING", "OTHER_LA", "OTHER",
@@ -354,6 +419,7 @@ impl CodeSystem {
                 "NO_FURTHER_ACTION",
                 "SERVICE_PROVIDED",
                 "OPEN",
+                "OTHER",
             ],
             CodeSystem::AssessmentType => &[
                 "CHILD_AND_FAMILY",
@@ -361,6 +427,7 @@ impl CodeSystem {
                 "CARER",
                 "REVIEW",
                 "MENTAL_HEALTH",
+                "OTHER",
             ],
             CodeSystem::ServiceType => &[
                 "RESIDENTIAL",
@@ -376,6 +443,7 @@ impl CodeSystem {
                 "PART_DIRECT_PAYMENT",
                 "MANAGED_PERSONAL_BUDGET",
                 "COUNCIL_COMMISSIONED",
+                "OTHER",
             ],
             CodeSystem::EpisodeKind => &[
                 "CHILD_IN_NEED",
@@ -383,17 +451,24 @@ impl CodeSystem {
                 "LOOKED_AFTER",
                 "ADULT_CASE",
                 "MENTAL_HEALTH",
+                "OTHER",
             ],
-            CodeSystem::AbuseCategory => {
-                &["NEGLECT", "PHYSICAL", "EMOTIONAL", "SEXUAL", "MULTIPLE"]
-            }
-            CodeSystem::DocumentType => &["LETTER", "EMAIL", "FORM", "SCAN"],
+            CodeSystem::AbuseCategory => &[
+                "NEGLECT",
+                "PHYSICAL",
+                "EMOTIONAL",
+                "SEXUAL",
+                "MULTIPLE",
+                "OTHER",
+            ],
+            CodeSystem::DocumentType => &["LETTER", "EMAIL", "FORM", "SCAN", "OTHER"],
             CodeSystem::Direction => &["INCOMING", "OUTGOING"],
             CodeSystem::ConsentScope => &[
                 "SHARE_HEALTH",
                 "SHARE_ALL",
                 "NO_SHARING",
                 "NATIONAL_OPT_OUT",
+                "OTHER",
             ],
             CodeSystem::ConsentDecision => &["PERMIT", "DENY"],
         }

@@ -1,6 +1,8 @@
 //! The trait every legacy source implements.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -67,4 +69,51 @@ impl StatementCounter {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+}
+
+/// Make the files a config section names relative to the config file's folder (for
+/// [`ConnectorSettings::resolve_paths`]).
+pub fn resolve_files<'a>(
+    base: &Path,
+    files: impl IntoIterator<Item = &'a mut Option<std::path::PathBuf>>,
+) {
+    for file in files.into_iter().flatten() {
+        *file = base.join(&*file);
+    }
+}
+
+/// Where a connector section says a secret (or a file it needs) comes from.
+#[derive(Debug, Clone, Copy)]
+pub struct SecretRef<'a> {
+    /// The key without `_env`/`_file` (`password`, `connection_string`, `tls_ca`).
+    pub key: &'static str,
+    pub env: Option<&'a str>,
+    pub file: Option<&'a Path>,
+}
+
+/// A connector's section of the gateway config (`[[sources]] <engine> = { ... }`),
+/// deserialized by the connector crate's own type (serde, `deny_unknown_fields`), that
+/// builds the connector. The gateway's connector registry maps engine names to these
+/// types, so a council's own connector needs no gateway source edited.
+pub trait ConnectorSettings: std::fmt::Debug + Send + Sync + 'static {
+    /// Files the section names are relative to the config file's folder.
+    fn resolve_paths(&mut self, _base: &Path) {}
+
+    /// The local database file a source reads, if it reads one (the embedded demo
+    /// generates missing ones).
+    fn local_file(&self) -> Option<&Path> {
+        None
+    }
+
+    /// The secrets and files the section names, for `escr check-config` to find an
+    /// unset variable or a missing file before the connector needs it: (the key in the
+    /// section without its `_env`/`_file` suffix, the variable, the file).
+    fn secrets(&self) -> Vec<SecretRef<'_>> {
+        Vec::new()
+    }
+
+    /// Build the connector. Connect lazily: a server that is down now is a source that
+    /// is down, not a failure to start; an error here (a secret file missing) stands in
+    /// as a source that is down with that reason.
+    fn connect(&self) -> Result<Arc<dyn Connector>, ConnectorError>;
 }

@@ -35,6 +35,10 @@ impl fmt::Display for ErrorKind {
 pub struct ConnectorError {
     pub kind: ErrorKind,
     pub message: String,
+    /// The engine's own words (e.g. "no such table: CLIENT"), for the operator's log
+    /// only, never a client: they may name tables and columns of the profile's SQL, but
+    /// never values (values are bound parameters).
+    pub detail: Option<String>,
 }
 
 impl ConnectorError {
@@ -42,7 +46,13 @@ impl ConnectorError {
         ConnectorError {
             kind,
             message: message.into(),
+            detail: None,
         }
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
     }
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Unavailable, message)

@@ -15,11 +15,15 @@ mod error_config;
 pub mod mapping;
 pub mod nhs;
 pub mod profile;
+pub mod reference;
 pub mod sql;
 mod value;
 
 pub use catalog::{CodeSystem, EntityKind, FieldType};
-pub use connector::{Capabilities, Connector, Placeholder, StatementCounter};
+pub use connector::{
+    resolve_files, Capabilities, Connector, ConnectorSettings, Placeholder, SecretRef,
+    StatementCounter,
+};
 pub use error::{ConnectorError, ErrorKind};
 pub use error_config::ConfigError;
 pub use mapping::{FieldValue, Finding, FindingKind, Mapped, MappingError, Record};

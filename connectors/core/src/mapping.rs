@@ -112,6 +112,12 @@ pub enum FindingKind {
     EndBeforeStart,
     InvalidPostcode,
     MissingKey,
+    /// A value the profile declares means "not known" (`placeholders`).
+    PlaceholderValue,
+    /// An end-of-time sentinel read as "still open" (`open_values`).
+    OpenEndSentinel,
+    /// A row whose person does not exist in the source (`orphans`).
+    OrphanRecord,
 }
 
 /// A data-quality finding. It names the record and field, and, for codes only, the raw
@@ -163,11 +169,7 @@ pub fn map_rows(
         return Err(fail("the profile does not map this entity".into()));
     };
     let columns = resolve_columns(spec, entity, rows).map_err(fail)?;
-    let pivot = profile
-        .file
-        .vendor
-        .two_digit_year_pivot
-        .unwrap_or_else(dates::default_pivot);
+    let rules = profile.date_rules;
     let placeholders = &profile.file.vendor.nhs_placeholders;
     let local_id_col = columns
         .iter()
@@ -223,7 +225,9 @@ pub fn map_rows(
                     continue;
                 }
                 "last_updated" => {
-                    record.last_updated = dates::parse_date_time(value, &[], pivot).ok().flatten();
+                    let formats = col.spec.formats.as_deref().unwrap_or_default();
+                    record.last_updated =
+                        dates::parse_date_time(value, formats, rules).ok().flatten();
                     continue;
                 }
                 _ => {}
@@ -232,7 +236,7 @@ pub fn map_rows(
                 profile,
                 col,
                 value,
-                pivot,
+                rules,
                 placeholders,
                 &mut record,
                 &mut out.findings,
@@ -317,11 +321,32 @@ fn finding(
     }
 }
 
+/// A declared "not known" value or end-of-time sentinel: the finding it gives, if any.
+fn sentinel(col: &Column<'_>, value: &Value, parsed: Option<NaiveDate>) -> Option<FindingKind> {
+    let is = |list: &Option<Vec<String>>| {
+        list.as_ref().is_some_and(|list| {
+            list.iter().any(|want| match parsed {
+                Some(date) => NaiveDate::parse_from_str(want, "%Y-%m-%d").ok() == Some(date),
+                None => value
+                    .as_key_text()
+                    .is_some_and(|v| v.eq_ignore_ascii_case(want.trim())),
+            })
+        })
+    };
+    if is(&col.spec.placeholders) {
+        Some(FindingKind::PlaceholderValue)
+    } else if is(&col.spec.open_values) {
+        Some(FindingKind::OpenEndSentinel)
+    } else {
+        None
+    }
+}
+
 fn map_field(
     profile: &VendorProfile,
     col: &Column<'_>,
     value: &Value,
-    pivot: u32,
+    rules: dates::DateRules,
     placeholders: &[String],
     record: &mut Record,
     findings: &mut Vec<Finding>,
@@ -330,6 +355,12 @@ fn map_field(
     let local_id = record.local_id.as_str();
     let no_formats = Vec::new();
     let formats = col.spec.formats.as_ref().unwrap_or(&no_formats);
+    if !matches!(col.ty, FieldType::Date | FieldType::DateTime) {
+        if let Some(kind) = sentinel(col, value, None) {
+            findings.push(finding(entity, local_id, col.name, kind, None));
+            return;
+        }
+    }
     let mapped = match col.ty {
         FieldType::Text => {
             let text = text_of(value);
@@ -374,8 +405,14 @@ fn map_field(
                 None
             }
         },
-        FieldType::Bool => bool_of(value, col.spec.true_values.as_deref()).map(FieldValue::Bool),
-        FieldType::Date => match dates::parse_date(value, formats, pivot) {
+        FieldType::Bool => bool_of(value, col.spec.true_values.as_deref())
+            .map(|b| FieldValue::Bool(b != col.spec.invert)),
+        FieldType::Date => match dates::parse_date(value, formats, rules) {
+            Ok(Some(d)) if sentinel(col, value, Some(d)).is_some() => {
+                let kind = sentinel(col, value, Some(d)).unwrap_or(FindingKind::PlaceholderValue);
+                findings.push(finding(entity, local_id, col.name, kind, None));
+                None
+            }
             Ok(d) => d.map(FieldValue::Date),
             Err(_) => {
                 findings.push(finding(
@@ -388,7 +425,13 @@ fn map_field(
                 None
             }
         },
-        FieldType::DateTime => match dates::parse_date_time(value, formats, pivot) {
+        FieldType::DateTime => match dates::parse_date_time(value, formats, rules) {
+            Ok(Some(t)) if sentinel(col, value, Some(t.date())).is_some() => {
+                let kind =
+                    sentinel(col, value, Some(t.date())).unwrap_or(FindingKind::PlaceholderValue);
+                findings.push(finding(entity, local_id, col.name, kind, None));
+                None
+            }
             Ok(t) => t.map(FieldValue::DateTime),
             Err(_) => {
                 findings.push(finding(
@@ -431,43 +474,56 @@ fn map_field(
                 .codes
                 .as_deref()
                 .and_then(|name| profile.code_list(name));
-            match (value.as_key_text(), list) {
-                (None, _) => None,
+            let raw = value.as_key_text();
+            let hit = match (&raw, list) {
                 (Some(raw), Some(list)) => {
-                    let hit = if list.case_insensitive {
-                        list.map.iter().find(|(k, _)| k.eq_ignore_ascii_case(&raw))
+                    if list.case_insensitive {
+                        list.map.iter().find(|(k, _)| k.eq_ignore_ascii_case(raw))
                     } else {
-                        list.map.get_key_value(&raw)
-                    };
-                    match hit {
-                        Some((_, canonical)) => Some(FieldValue::Text(canonical.get_ref().clone())),
-                        None => {
-                            findings.push(finding(
-                                entity,
-                                local_id,
-                                col.name,
-                                FindingKind::UnmappedCode,
-                                Some(raw),
-                            ));
-                            None
-                        }
+                        list.map.get_key_value(raw)
                     }
                 }
-                (Some(raw), None) => {
+                _ => None,
+            };
+            match (raw, hit, list) {
+                (None, _, _) => None,
+                (Some(_), Some((_, canonical)), Some(list)) => {
+                    let canonical = canonical.get_ref();
+                    if list.extend.iter().any(|a| a.get_ref() == canonical) {
+                        // A value the deployment added: OTHER, and the added value's name.
+                        keep_other(record, col.name, canonical.clone());
+                        Some(FieldValue::Text(crate::catalog::OTHER.to_string()))
+                    } else {
+                        Some(FieldValue::Text(canonical.clone()))
+                    }
+                }
+                (Some(raw), _, list) => {
                     findings.push(finding(
                         entity,
                         local_id,
                         col.name,
                         FindingKind::UnmappedCode,
-                        Some(raw),
+                        Some(raw.clone()),
                     ));
-                    None
+                    if list.is_some_and(|l| l.other) {
+                        keep_other(record, col.name, raw);
+                        Some(FieldValue::Text(crate::catalog::OTHER.to_string()))
+                    } else {
+                        None
+                    }
                 }
             }
         }
     };
     if let Some(v) = mapped {
         record.fields.insert(col.name, v);
+    }
+}
+
+/// The vendor's (or the deployment's) own value of a code that is canonically OTHER.
+fn keep_other(record: &mut Record, field: &'static str, value: String) {
+    if let Some(other) = crate::catalog::other_field(field) {
+        record.fields.insert(other, FieldValue::Text(value));
     }
 }
 
@@ -521,6 +577,8 @@ fn finish(record: &mut Record, findings: &mut Vec<Finding>) {
         ("start", "end"),
         ("started", "completed"),
         ("started", "authorised"),
+        ("received_at", "closed_at"),
+        ("actual", "end"),
     ] {
         if let (Some(s), Some(e)) = (record.date(start), record.date(end)) {
             if e < s {
@@ -541,6 +599,7 @@ fn end_field(name: &str) -> &'static str {
     match name {
         "completed" => "completed",
         "authorised" => "authorised",
+        "closed_at" => "closed_at",
         _ => "end",
     }
 }

@@ -1,4 +1,5 @@
-//! Vendor profiles: `config/vendors/<vendor>.toml`, the declarative connector.
+//! Vendor profiles: `config/vendors/<vendor>.toml`, the declarative connector. Every key
+//! is in `docs/vendor-profile-reference.md`, generated from [`crate::reference`].
 //!
 //! A profile says, for each ESCR entity the vendor holds, which SQL (in the vendor's
 //! dialect) loads it and how columns become fields. SQL may use two markers, expanded
@@ -42,7 +43,7 @@ use crate::catalog::{EntityKind, FieldType, COMMON_FIELDS};
 use crate::error_config::ConfigError;
 
 /// Sensitivity labels a profile may attach (design section 5).
-pub const KNOWN_LABELS: [&str; 7] = [
+pub const KNOWN_LABELS: [&str; 8] = [
     "safeguarding",
     "mental_health",
     "sexual_health",
@@ -50,6 +51,8 @@ pub const KNOWN_LABELS: [&str; 7] = [
     "third_party",
     "restricted",
     "sealed",
+    // Visible to the record's own team only (a vendor's note visibility "team").
+    "team_only",
 ];
 
 #[derive(Debug, Deserialize)]
@@ -76,6 +79,10 @@ pub struct VendorSection {
     /// year's last two digits (no date in the future).
     #[serde(default)]
     pub two_digit_year_pivot: Option<u32>,
+    /// The IANA time zone of the vendor's wall-clock date-times; epoch values are shown
+    /// in it. Default `Europe/London`.
+    #[serde(default)]
+    pub time_zone: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -86,6 +93,14 @@ pub struct CodeList {
     #[serde(default)]
     pub case_insensitive: bool,
     pub map: BTreeMap<String, Spanned<String>>,
+    /// Vendor values the map does not name become the canonical `OTHER`, keeping the
+    /// vendor's value (still reported as unmapped). The system must have `OTHER`.
+    #[serde(default)]
+    pub other: bool,
+    /// Values this deployment adds to the code system (`MEALS`, `RESPITE`): the map may
+    /// name them; a record then holds `OTHER` with the added value's name beside it.
+    #[serde(default)]
+    pub extend: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,6 +122,16 @@ pub struct EntitySpec {
     /// Person records deleted or soft-deleted after `{since}`: the `local_id` column of
     /// each (incremental index refresh; they leave the index). Person only.
     pub deleted_since: Option<Spanned<String>>,
+    /// One statement for the entity, without markers, to which the gateway adds the
+    /// look-up: `by_key` and `by_person` (and `list` for people) that are not written
+    /// out become `SELECT * FROM (<base>) escr_base WHERE escr_base.<column> IN ({keys})`,
+    /// the column being `local_id`'s or `person_id`'s. No `ORDER BY` in it (SQL Server
+    /// refuses one in a derived table): `concat` entities write their statements out.
+    pub base: Option<Spanned<String>>,
+    /// Rows of this entity whose person does not exist (a statement without markers,
+    /// returning the entity's columns): counted in the data-quality report, never
+    /// served.
+    pub orphans: Option<Spanned<String>>,
     pub fields: BTreeMap<Spanned<String>, Spanned<FieldSpec>>,
     #[serde(default)]
     pub labels: Vec<Spanned<LabelRule>>,
@@ -118,10 +143,23 @@ pub struct FieldSpec {
     pub column: String,
     /// Code list name (for code fields).
     pub codes: Option<String>,
-    /// chrono formats tried in order (for date and date-time fields given as text).
+    /// chrono formats tried in order (for date and date-time fields given as text), and
+    /// `epoch_seconds` / `epoch_millis` for numbers since 1970-01-01 UTC.
     pub formats: Option<Vec<String>>,
     /// Values meaning true (for bool fields given as text); compared trimmed, any case.
     pub true_values: Option<Vec<String>>,
+    /// The column says the opposite of the field (an opt-out flag mapped to an opt-in
+    /// field, `N` meaning restricted): the bool read is negated, after `true_values`.
+    #[serde(default)]
+    pub invert: bool,
+    /// Values meaning "not known" (a birth date of 1900-01-01, `UNKNOWN`): the field is
+    /// left empty and a `PLACEHOLDER_VALUE` finding names it. Compared as dates for date
+    /// fields (write them `YYYY-MM-DD`), else as trimmed text, any case.
+    pub placeholders: Option<Vec<String>>,
+    /// End-of-time sentinels meaning "still open" (4712-12-31): the end is left empty
+    /// (open) and an `OPEN_END_SENTINEL` finding names it. Date and date-time fields;
+    /// written `YYYY-MM-DD`.
+    pub open_values: Option<Vec<String>>,
     /// Split text on this separator (for list fields not stored as a JSON array).
     pub separator: Option<String>,
     /// Multiply numbers by this (pence to pounds: 0.01).
@@ -147,6 +185,8 @@ pub struct LabelRule {
 pub struct VendorProfile {
     pub path: PathBuf,
     pub file: ProfileFile,
+    /// The pivot and time zone its dates are read with.
+    pub date_rules: crate::dates::DateRules,
 }
 
 impl VendorProfile {
@@ -181,16 +221,89 @@ impl VendorProfile {
 
     /// Parse and validate; every error names the file, the line and the reason.
     pub fn parse(path: &Path, text: &str) -> Result<VendorProfile, ConfigError> {
-        let file: ProfileFile = toml::from_str(text).map_err(|e| {
+        let mut file: ProfileFile = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
             ConfigError::at(path, line, e.message().to_string())
         })?;
+        derive_from_base(path, text, &mut file)?;
         validate(path, text, &file)?;
+        let zone = match &file.vendor.time_zone {
+            Some(name) => crate::dates::parse_zone(name.get_ref()).map_err(|reason| {
+                ConfigError::at(path, line_of(text, name.span().start), reason)
+            })?,
+            None => crate::dates::DateRules::default().zone,
+        };
+        let date_rules = crate::dates::DateRules {
+            pivot: file
+                .vendor
+                .two_digit_year_pivot
+                .unwrap_or_else(crate::dates::default_pivot),
+            zone,
+        };
         Ok(VendorProfile {
             path: path.to_path_buf(),
             file,
+            date_rules,
         })
     }
+}
+
+/// The alias of the derived table a `base` statement is wrapped in.
+pub const BASE_ALIAS: &str = "escr_base";
+
+/// Write out the statements an entity's `base` implies and the profile leaves out.
+fn derive_from_base(path: &Path, text: &str, file: &mut ProfileFile) -> Result<(), ConfigError> {
+    for (entity_name, spec) in file.entities.iter_mut() {
+        let spec = spec.get_mut();
+        let Some(base) = spec.base.clone() else {
+            continue;
+        };
+        let at = |reason: String| ConfigError::at(path, line_of(text, base.span().start), reason);
+        let entity = entity_name.get_ref();
+        if let Err(reason) = crate::sql::check_markers(base.get_ref(), &[]) {
+            return Err(at(format!("entity `{entity}`, `base`: {reason}")));
+        }
+        if base.get_ref().to_ascii_uppercase().contains("ORDER BY") {
+            return Err(at(format!(
+                "entity `{entity}`, `base`: no ORDER BY in a base statement (it becomes a derived table)"
+            )));
+        }
+        let column_of = |field: &str| {
+            spec.fields
+                .iter()
+                .find(|(k, _)| k.get_ref() == field)
+                .map(|(_, f)| f.get_ref().column.clone())
+        };
+        let wrap = |column: &str| {
+            format!(
+                "SELECT * FROM ({}) {BASE_ALIAS} WHERE {BASE_ALIAS}.{column} IN ({{keys}})",
+                base.get_ref()
+            )
+        };
+        let derived = |sql: String| Spanned::new(base.span(), sql);
+        let concat = spec.fields.values().any(|f| f.get_ref().concat.is_some());
+        let local_id = column_of("local_id");
+        let person_id = column_of("person_id");
+        if concat && (spec.by_key.is_none() || (person_id.is_some() && spec.by_person.is_none())) {
+            return Err(at(format!(
+                "entity `{entity}`: `concat` joins rows in order; write `by_key` and `by_person` out with ORDER BY"
+            )));
+        }
+        if spec.by_key.is_none() {
+            if let Some(c) = &local_id {
+                spec.by_key = Some(derived(wrap(c)));
+            }
+        }
+        if spec.by_person.is_none() {
+            if let Some(c) = &person_id {
+                spec.by_person = Some(derived(wrap(c)));
+            }
+        }
+        if entity == "person" && spec.list.is_none() {
+            spec.list = Some(derived(base.get_ref().clone()));
+        }
+    }
+    Ok(())
 }
 
 /// 1-based line of a byte offset.
@@ -209,12 +322,54 @@ fn validate(path: &Path, text: &str, file: &ProfileFile) -> Result<(), ConfigErr
                 format!("code list `{name}`: unknown code system `{system_name}`"),
             ));
         };
-        for (from, to) in &list.get_ref().map {
-            if !system.values().contains(&to.get_ref().as_str()) {
+        let list_ref = list.get_ref();
+        if list_ref.other && !system.has_other() {
+            return Err(err(
+                list.span().start,
+                format!(
+                    "code list `{name}`: `other` needs an OTHER value, and `{}` has none",
+                    system.name()
+                ),
+            ));
+        }
+        for added in &list_ref.extend {
+            let v = added.get_ref();
+            if system.values().contains(&v.as_str()) {
+                return Err(err(
+                    added.span().start,
+                    format!(
+                        "code list `{name}`: `{v}` is already a `{}` code",
+                        system.name()
+                    ),
+                ));
+            }
+            if !system.has_other() {
+                return Err(err(
+                    added.span().start,
+                    format!(
+                        "code list `{name}`: `{}` has no OTHER value to extend",
+                        system.name()
+                    ),
+                ));
+            }
+            let shape = !v.is_empty()
+                && v.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                && v.starts_with(|c: char| c.is_ascii_uppercase());
+            if !shape {
+                return Err(err(
+                    added.span().start,
+                    format!("code list `{name}`: `{v}`: added values are written LIKE_THIS"),
+                ));
+            }
+        }
+        for (from, to) in &list_ref.map {
+            let added = list_ref.extend.iter().any(|a| a.get_ref() == to.get_ref());
+            if !added && !system.values().contains(&to.get_ref().as_str()) {
                 return Err(err(
                     to.span().start,
                     format!(
-                        "code list `{name}`: `{from}` maps to `{}`, which is not a `{}` code (expected one of {})",
+                        "code list `{name}`: `{from}` maps to `{}`, which is not a `{}` code (expected one of {}, or a value of `extend`)",
                         to.get_ref(),
                         system.name(),
                         system.values().join(", ")
@@ -283,8 +438,15 @@ fn validate(path: &Path, text: &str, file: &ProfileFile) -> Result<(), ConfigErr
             ("list", &spec_ref.list),
             ("changed_since", &spec_ref.changed_since),
             ("deleted_since", &spec_ref.deleted_since),
+            ("orphans", &spec_ref.orphans),
         ] {
             let Some(sql) = sql else { continue };
+            if label == "orphans" && !kind.is_person_scoped() {
+                return Err(err(
+                    sql.span().start,
+                    format!("entity `{kind}` is not person-scoped: no `orphans`"),
+                ));
+            }
             let expected: &[&str] = match label {
                 "by_key" | "by_person" => &["keys"],
                 "changed_since" | "deleted_since" => &["since"],
@@ -388,6 +550,41 @@ fn validate(path: &Path, text: &str, file: &ProfileFile) -> Result<(), ConfigErr
                     at,
                     format!("field `{kind}.{name}` is not a bool: drop `true_values`"),
                 ));
+            }
+            if field_ref.invert && ty != FieldType::Bool {
+                return Err(err(
+                    at,
+                    format!("field `{kind}.{name}` is not a bool: drop `invert`"),
+                ));
+            }
+            let is_date = matches!(ty, FieldType::Date | FieldType::DateTime);
+            for (option, values) in [
+                ("placeholders", &field_ref.placeholders),
+                ("open_values", &field_ref.open_values),
+            ] {
+                let Some(values) = values else { continue };
+                if option == "open_values" && !is_date {
+                    return Err(err(
+                        at,
+                        format!("field `{kind}.{name}` is not a date: drop `open_values`"),
+                    ));
+                }
+                if values.is_empty() {
+                    return Err(err(
+                        at,
+                        format!("field `{kind}.{name}`: `{option}` is empty"),
+                    ));
+                }
+                for v in values {
+                    if is_date && chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").is_err() {
+                        return Err(err(
+                            at,
+                            format!(
+                                "field `{kind}.{name}`: `{option}` value `{v}` is not a date (write YYYY-MM-DD)"
+                            ),
+                        ));
+                    }
+                }
             }
             if field_ref.concat.is_some() && ty != FieldType::Text {
                 return Err(err(

@@ -603,6 +603,29 @@ impl Connector for MssqlConnector {
     }
 }
 
+impl escr_connector::ConnectorSettings for MssqlConfig {
+    fn resolve_paths(&mut self, base: &std::path::Path) {
+        escr_connector::resolve_files(base, [&mut self.password_file, &mut self.ca_file]);
+    }
+    fn secrets(&self) -> Vec<escr_connector::SecretRef<'_>> {
+        vec![
+            escr_connector::SecretRef {
+                key: "password",
+                env: self.password_env.as_deref(),
+                file: self.password_file.as_deref(),
+            },
+            escr_connector::SecretRef {
+                key: "ca",
+                env: None,
+                file: self.ca_file.as_deref(),
+            },
+        ]
+    }
+    fn connect(&self) -> Result<std::sync::Arc<dyn Connector>, ConnectorError> {
+        MssqlConnector::new(self).map(|c| std::sync::Arc::new(c) as std::sync::Arc<dyn Connector>)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -517,7 +517,11 @@ fn parse_date_text(kind: ColumnType, text: &str) -> Value {
 fn map_error(e: &mysql_async::Error) -> ConnectorError {
     use mysql_async::{DriverError as D, Error as E, IoError};
     match e {
-        E::Server(server) => map_server_error(server.code, &server.state),
+        // The server's words go to the operator's log only (the detail): for a SELECT
+        // they name tables and columns of the profile's SQL.
+        E::Server(server) => {
+            map_server_error(server.code, &server.state).with_detail(server.message.clone())
+        }
         E::Io(IoError::Io(io)) => {
             ConnectorError::unavailable(format!("connection failed: {}", io_reason(io)))
         }
@@ -596,6 +600,29 @@ fn map_server_error(code: u16, state: &str) -> ConnectorError {
         kind,
         format!("{what} (server error {code}, SQLSTATE {state})"),
     )
+}
+
+impl escr_connector::ConnectorSettings for MysqlConfig {
+    fn resolve_paths(&mut self, base: &std::path::Path) {
+        escr_connector::resolve_files(base, [&mut self.password_file, &mut self.tls_ca_file]);
+    }
+    fn secrets(&self) -> Vec<escr_connector::SecretRef<'_>> {
+        vec![
+            escr_connector::SecretRef {
+                key: "password",
+                env: self.password_env.as_deref(),
+                file: self.password_file.as_deref(),
+            },
+            escr_connector::SecretRef {
+                key: "tls_ca",
+                env: None,
+                file: self.tls_ca_file.as_deref(),
+            },
+        ]
+    }
+    fn connect(&self) -> Result<std::sync::Arc<dyn Connector>, ConnectorError> {
+        MysqlConnector::new(self).map(|c| std::sync::Arc::new(c) as std::sync::Arc<dyn Connector>)
+    }
 }
 
 #[cfg(test)]

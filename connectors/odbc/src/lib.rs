@@ -1025,6 +1025,32 @@ fn classify(state: &str, native: i32, message: &str, phase: Phase) -> (ErrorKind
     }
 }
 
+impl escr_connector::ConnectorSettings for OdbcConfig {
+    fn resolve_paths(&mut self, base: &std::path::Path) {
+        escr_connector::resolve_files(
+            base,
+            [&mut self.connection_string_file, &mut self.password_file],
+        );
+    }
+    fn secrets(&self) -> Vec<escr_connector::SecretRef<'_>> {
+        vec![
+            escr_connector::SecretRef {
+                key: "password",
+                env: self.password_env.as_deref(),
+                file: self.password_file.as_deref(),
+            },
+            escr_connector::SecretRef {
+                key: "connection_string",
+                env: self.connection_string_env.as_deref(),
+                file: self.connection_string_file.as_deref(),
+            },
+        ]
+    }
+    fn connect(&self) -> Result<std::sync::Arc<dyn Connector>, ConnectorError> {
+        OdbcConnector::new(self).map(|c| std::sync::Arc::new(c) as std::sync::Arc<dyn Connector>)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

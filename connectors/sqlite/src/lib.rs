@@ -38,6 +38,18 @@ fn default_query_timeout_ms() -> u64 {
     5000
 }
 
+impl escr_connector::ConnectorSettings for SqliteConfig {
+    fn resolve_paths(&mut self, base: &std::path::Path) {
+        self.path = base.join(&self.path);
+    }
+    fn local_file(&self) -> Option<&std::path::Path> {
+        Some(&self.path)
+    }
+    fn connect(&self) -> Result<Arc<dyn Connector>, ConnectorError> {
+        Ok(Arc::new(SqliteConnector::new(self)))
+    }
+}
+
 pub struct SqliteConnector {
     path: PathBuf,
     pool: Arc<Mutex<Vec<Connection>>>,
@@ -81,6 +93,17 @@ impl SqliteConnector {
 
 /// The engine's reason, without SQL text (rusqlite puts none in its errors, but the
 /// message of a prepare error can quote a fragment: keep only the first clause).
+/// The engine's message goes to the detail (the operator's log): for a prepare or
+/// step failure it names tables and columns of the profile's SQL, never bound values.
+fn query_error(e: &rusqlite::Error) -> ConnectorError {
+    let error = ConnectorError::query(sqlite_reason(e));
+    match e {
+        rusqlite::Error::SqliteFailure(_, Some(message)) => error.with_detail(message.clone()),
+        rusqlite::Error::SqlInputError { msg, .. } => error.with_detail(msg.clone()),
+        _ => error,
+    }
+}
+
 fn sqlite_reason(e: &rusqlite::Error) -> String {
     match e {
         rusqlite::Error::SqliteFailure(err, _) => format!("{:?}", err.code),
@@ -123,7 +146,7 @@ fn run(conn: &Connection, sql: &str, params: &[Value]) -> Result<RowSet, Connect
         {
             ConnectorError::timeout("statement interrupted")
         }
-        other => ConnectorError::query(sqlite_reason(&other)),
+        other => query_error(&other),
     })?;
     let columns: Vec<String> = stmt
         .column_names()
@@ -133,7 +156,7 @@ fn run(conn: &Connection, sql: &str, params: &[Value]) -> Result<RowSet, Connect
     let bound: Vec<rusqlite::types::Value> = params.iter().map(to_sql).collect();
     let mut rows = stmt
         .query(rusqlite::params_from_iter(bound.iter()))
-        .map_err(|e| ConnectorError::query(sqlite_reason(&e)))?;
+        .map_err(|e| query_error(&e))?;
     let mut out = RowSet {
         columns,
         rows: Vec::new(),

@@ -35,8 +35,9 @@ use escr_connector::CodeSystem as S;
 
 code_enum!(Gender, S::Gender, [MALE, FEMALE, INDETERMINATE, UNKNOWN]);
 code_enum!(
-    /// NHS ethnic category (Data Dictionary letters A-S, Z = not stated).
-    EthnicCategory, S::Ethnicity, [A, B, C, D, E, F, G, H, J, K, L, M, N, P, R, S, Z]
+    /// NHS ethnic category (Data Dictionary letters A-S, Z = not stated, NOT_KNOWN =
+    /// code 99).
+    EthnicCategory, S::Ethnicity, [A, B, C, D, E, F, G, H, J, K, L, M, N, P, R, S, Z, NOT_KNOWN]
 );
 code_enum!(
     SupportReason,
@@ -47,13 +48,14 @@ code_enum!(
         MEMORY_AND_COGNITION,
         LEARNING_DISABILITY,
         MENTAL_HEALTH,
-        SOCIAL_SUPPORT
+        SOCIAL_SUPPORT,
+        OTHER
     ]
 );
 code_enum!(
     AddressUse,
     S::AddressUse,
-    [HOME, TEMPORARY, CORRESPONDENCE, PREVIOUS]
+    [HOME, TEMPORARY, CORRESPONDENCE, PREVIOUS, OTHER]
 );
 code_enum!(
     RelationshipType,
@@ -73,13 +75,21 @@ code_enum!(
         SIGNPOSTED,
         NO_FURTHER_ACTION,
         SERVICE_PROVIDED,
-        OPEN
+        OPEN,
+        OTHER
     ]
 );
 code_enum!(
     AssessmentType,
     S::AssessmentType,
-    [CHILD_AND_FAMILY, ADULT_NEEDS, CARER, REVIEW, MENTAL_HEALTH]
+    [
+        CHILD_AND_FAMILY,
+        ADULT_NEEDS,
+        CARER,
+        REVIEW,
+        MENTAL_HEALTH,
+        OTHER
+    ]
 );
 code_enum!(
     ServiceType,
@@ -101,7 +111,8 @@ code_enum!(
         DIRECT_PAYMENT,
         PART_DIRECT_PAYMENT,
         MANAGED_PERSONAL_BUDGET,
-        COUNCIL_COMMISSIONED
+        COUNCIL_COMMISSIONED,
+        OTHER
     ]
 );
 code_enum!(
@@ -112,20 +123,25 @@ code_enum!(
         CHILD_PROTECTION_PLAN,
         LOOKED_AFTER,
         ADULT_CASE,
-        MENTAL_HEALTH
+        MENTAL_HEALTH,
+        OTHER
     ]
 );
 code_enum!(
     AbuseCategory,
     S::AbuseCategory,
-    [NEGLECT, PHYSICAL, EMOTIONAL, SEXUAL, MULTIPLE]
+    [NEGLECT, PHYSICAL, EMOTIONAL, SEXUAL, MULTIPLE, OTHER]
 );
-code_enum!(DocumentType, S::DocumentType, [LETTER, EMAIL, FORM, SCAN]);
+code_enum!(
+    DocumentType,
+    S::DocumentType,
+    [LETTER, EMAIL, FORM, SCAN, OTHER]
+);
 code_enum!(Direction, S::Direction, [INCOMING, OUTGOING]);
 code_enum!(
     ConsentScope,
     S::ConsentScope,
-    [SHARE_HEALTH, SHARE_ALL, NO_SHARING, NATIONAL_OPT_OUT]
+    [SHARE_HEALTH, SHARE_ALL, NO_SHARING, NATIONAL_OPT_OUT, OTHER]
 );
 code_enum!(ConsentDecision, S::ConsentDecision, [PERMIT, DENY]);
 

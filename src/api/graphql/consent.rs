@@ -6,10 +6,12 @@ use std::sync::Arc;
 use async_graphql::{Context, Enum, ErrorExtensions, InputObject, Object, SimpleObject, ID};
 use chrono::{NaiveDate, NaiveDateTime};
 
+use super::person::Person;
 use crate::api::error::GatewayError;
 use crate::api::gateway::Gateway;
-use crate::consent::access::{AccessContext, RequestScope};
+use crate::consent::access::{AccessContext, PersonFacts, RequestScope};
 use crate::consent::audit::AuditEvent;
+use crate::consent::engine::RegistryConsent;
 use crate::consent::policy::{validate_provision, ConsentDecision, Provision};
 use crate::consent::registry::StoredConsent;
 use crate::consent::AccessControl;
@@ -108,6 +110,10 @@ impl RegistryConsentView {
     }
     async fn withdrawal_reason(&self) -> Option<&str> {
         self.0.withdrawal_reason.as_deref()
+    }
+    /// The reference of what the person signed or said, when one was given.
+    async fn evidence(&self) -> Option<&str> {
+        self.0.evidence.as_deref()
     }
     /// Every change, oldest first.
     async fn history(&self) -> async_graphql::Result<Vec<ConsentHistoryEntry>> {
@@ -220,66 +226,241 @@ fn note(ctx: &Context<'_>, person: &str, decision: &str, reason: Option<&str>) {
     }
 }
 
+/// On whose authority a caller changes a person's registry consents.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Authority {
+    /// The person themself (a `person` token for their own record).
+    Person,
+    /// A role made for the registry (`consent_registrar`).
+    Registrar,
+    /// A worker allocated (or whose team is) to the person, in a role that records
+    /// consents.
+    Allocated,
+    /// Reads only: the Caldicott guardian (`may_read_audit`).
+    Reader,
+}
+
+/// The caller's authority over a person's registry consents, or the refusal.
+async fn authority(
+    ctx: &Context<'_>,
+    person: &Person,
+    reading: bool,
+) -> async_graphql::Result<(Authority, Arc<PersonFacts>)> {
+    let (access, caller) = parts(ctx)?;
+    let engine = &access.engine;
+    let role = engine
+        .role(&caller.role)
+        .ok_or_else(|| forbidden("unknown role"))?;
+    let facts = super::person::person_facts(ctx, person).await;
+    let found = if role.own_record_only {
+        engine
+            .is_self(caller, &person.id)
+            .then_some(Authority::Person)
+    } else if role.consent_registrar {
+        Some(Authority::Registrar)
+    } else if role.may_record_consent && engine.has_relationship(caller, &facts) {
+        Some(Authority::Allocated)
+    } else if reading && role.may_read_audit {
+        Some(Authority::Reader)
+    } else {
+        None
+    };
+    match found {
+        Some(a) => Ok((a, facts)),
+        None if role.may_record_consent => Err(forbidden(
+            "you may change the consents only of people you or your team are allocated to",
+        )),
+        None => Err(forbidden(if reading {
+            "your role may not read the consent registry"
+        } else {
+            "your role may not record or withdraw consents"
+        })),
+    }
+}
+
+/// Refuse a registry change the caller may not make: lifting the person's refusal
+/// needs the person or an evidence reference; nobody but the person may widen their
+/// own access to the person. `after` is what the person's facts would be.
+fn may_change(
+    ctx: &Context<'_>,
+    who: Authority,
+    before: &PersonFacts,
+    after: &PersonFacts,
+    lifts_refusal: bool,
+    evidence: Option<&str>,
+) -> async_graphql::Result<()> {
+    let (access, caller) = parts(ctx)?;
+    if who == Authority::Person {
+        return Ok(());
+    }
+    if lifts_refusal && evidence.is_none() {
+        return Err(forbidden(
+            "this lifts the person's refusal: it needs the person themself, or an `evidence` reference to what they signed or said",
+        ));
+    }
+    let engine = &access.engine;
+    let widened = engine
+        .consent_reach(caller, after)
+        .difference(&engine.consent_reach(caller, before))
+        .next()
+        .is_some();
+    if widened {
+        return Err(forbidden(
+            "this change would widen your own access to the person: someone it does not concern must make it",
+        ));
+    }
+    Ok(())
+}
+
+fn evidence_of(evidence: Option<String>) -> async_graphql::Result<Option<String>> {
+    let evidence = evidence
+        .map(|e| e.trim().to_string())
+        .filter(|e| !e.is_empty());
+    if evidence.as_ref().is_some_and(|e| e.chars().count() > 200) {
+        return Err(GatewayError::BadInput("evidence: at most 200 characters".into()).extend());
+    }
+    Ok(evidence)
+}
+
+fn summary(p: &Provision) -> &'static str {
+    match (p.permits_anything(), p.denies_anything()) {
+        (true, true) => "permit and deny",
+        (true, false) => "permit",
+        _ => "deny",
+    }
+}
+
 #[derive(Default)]
 pub struct ConsentMutation;
 
 #[Object]
 impl ConsentMutation {
-    /// Record a consent given by a person (roles with `may_record_consent`). It applies
-    /// from the next request on.
+    /// Record a consent given by a person: by the person themself, a registrar, or a
+    /// worker allocated to them (roles with `may_record_consent`). Lifting the person's
+    /// refusal needs the person or an `evidence` reference; nobody may widen their own
+    /// access. It applies from the next request on; the change is audited with what it
+    /// takes precedence over.
     async fn record_consent(
         &self,
         ctx: &Context<'_>,
         person_id: ID,
         provision: ProvisionInput,
         #[graphql(desc = "Where it was given: portal, paper form, phone, ...")] source: String,
+        #[graphql(desc = "Reference of what the person signed or said (a form, a call)")]
+        evidence: Option<String>,
     ) -> async_graphql::Result<RegistryConsentView> {
         let (access, caller) = parts(ctx)?;
         if !access
             .engine
             .role(&caller.role)
-            .is_some_and(|r| r.may_record_consent)
+            .is_some_and(|r| r.may_record_consent || r.consent_registrar || r.own_record_only)
         {
             return Err(forbidden("your role may not record consents"));
         }
         let gateway = ctx.data_unchecked::<Arc<Gateway>>();
-        let person = gateway
-            .index
-            .snapshot()
+        let snapshot = gateway.index.snapshot();
+        let id = snapshot
             .resolve(&person_id)
             .map(str::to_string)
             .ok_or_else(|| GatewayError::BadInput("no such person".into()).extend())?;
+        let person = Person {
+            refs: snapshot.records(&id).to_vec(),
+            id,
+        };
         let provision = provision.into_provision();
         validate_provision(&provision).map_err(|e| GatewayError::BadInput(e).extend())?;
+        let evidence = evidence_of(evidence)?;
+        let (who, before) = authority(ctx, &person, false).await?;
+        let mut after = (*before).clone();
+        after.registry_consents.push(RegistryConsent {
+            id: i64::MAX,
+            provision: provision.clone(),
+            recorded_at: chrono::Utc::now().naive_utc(),
+        });
+        let lifts = provision.permits_anything() && access.engine.has_refusal(&before);
+        may_change(ctx, who, &before, &after, lifts, evidence.as_deref())?;
+        let replaces: Vec<i64> = before.registry_consents.iter().map(|c| c.id).collect();
         let stored = access
             .registry
-            .record(&person, &provision, &source, &caller.user)
+            .record(
+                &person.id,
+                &provision,
+                &source,
+                &caller.user,
+                evidence.as_deref(),
+                &replaces,
+            )
             .map_err(internal)?;
-        note(ctx, &person, "consent_recorded", Some(&source));
+        let replaced = before
+            .registry_consents
+            .iter()
+            .map(|c| format!("{} ({})", c.id, summary(&c.provision)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        note(
+            ctx,
+            &person.id,
+            "consent_recorded",
+            Some(&format!(
+                "consent {} ({}) from {source}; over: [{replaced}]; evidence: {}",
+                stored.id,
+                summary(&provision),
+                evidence.as_deref().unwrap_or("none")
+            )),
+        );
         Ok(RegistryConsentView(stored, gateway.clone()))
     }
 
-    /// Withdraw a registry consent; the next request is decided without it.
+    /// Withdraw a registry consent (the same authority as recording; withdrawing a
+    /// refusal lifts it); the next request is decided without it.
     async fn withdraw_consent(
         &self,
         ctx: &Context<'_>,
         id: ID,
         reason: String,
+        #[graphql(desc = "Reference of what the person signed or said (a form, a call)")]
+        evidence: Option<String>,
     ) -> async_graphql::Result<RegistryConsentView> {
         let (access, caller) = parts(ctx)?;
         if !access
             .engine
             .role(&caller.role)
-            .is_some_and(|r| r.may_record_consent)
+            .is_some_and(|r| r.may_record_consent || r.consent_registrar || r.own_record_only)
         {
             return Err(forbidden("your role may not withdraw consents"));
         }
-        let id: i64 = id
-            .parse()
-            .map_err(|_| GatewayError::BadInput("not a consent id".into()).extend())?;
+        let not_yours = || {
+            GatewayError::BadInput(format!("no consent {} that you may withdraw", id.as_str()))
+                .extend()
+        };
+        let consent_id: i64 = id.parse().map_err(|_| not_yours())?;
         let stored = access
             .registry
-            .withdraw(id, &caller.user, &reason)
+            .get(consent_id)
+            .map_err(internal)?
+            .ok_or_else(not_yours)?;
+        let gateway = ctx.data_unchecked::<Arc<Gateway>>();
+        let snapshot = gateway.index.snapshot();
+        let person_id = snapshot
+            .resolve(&stored.person_id)
+            .unwrap_or(&stored.person_id)
+            .to_string();
+        let person = Person {
+            refs: snapshot.records(&person_id).to_vec(),
+            id: person_id,
+        };
+        // Someone without authority over the person learns nothing of their consents.
+        let (who, before) = authority(ctx, &person, false)
+            .await
+            .map_err(|_| not_yours())?;
+        let evidence = evidence_of(evidence)?;
+        let mut after = (*before).clone();
+        after.registry_consents.retain(|c| c.id != consent_id);
+        let lifts = stored.provision.denies_anything();
+        may_change(ctx, who, &before, &after, lifts, evidence.as_deref())?;
+        let withdrawn = access
+            .registry
+            .withdraw(consent_id, &caller.user, &reason, evidence.as_deref())
             .map_err(|e| match e {
                 crate::consent::registry::RegistryError::NotFound(_)
                 | crate::consent::registry::RegistryError::AlreadyWithdrawn(_) => {
@@ -287,29 +468,41 @@ impl ConsentMutation {
                 }
                 e => internal(e),
             })?;
-        note(ctx, &stored.person_id, "consent_withdrawn", Some(&reason));
-        Ok(RegistryConsentView(
-            stored,
-            ctx.data_unchecked::<Arc<Gateway>>().clone(),
-        ))
+        note(
+            ctx,
+            &person.id,
+            "consent_withdrawn",
+            Some(&format!(
+                "consent {consent_id} ({}) withdrawn: {reason}; evidence: {}",
+                summary(&stored.provision),
+                evidence.as_deref().unwrap_or("none")
+            )),
+        );
+        Ok(RegistryConsentView(withdrawn, gateway.clone()))
     }
 }
 
-/// `registryConsents(personId)`: roles that record consents see them all, with history.
-pub fn registry_consents(
+/// `registryConsents(personId)`: the person, a registrar, a worker allocated to them,
+/// or the Caldicott guardian.
+pub async fn registry_consents(
     ctx: &Context<'_>,
     person_id: &str,
 ) -> async_graphql::Result<Vec<RegistryConsentView>> {
-    let (access, caller) = parts(ctx)?;
-    let role = access.engine.role(&caller.role);
-    if !role.is_some_and(|r| r.may_record_consent || r.may_read_audit) {
-        return Err(forbidden("your role may not read the consent registry"));
-    }
+    let (access, _) = parts(ctx)?;
     let gateway = ctx.data_unchecked::<Arc<Gateway>>();
-    note(ctx, person_id, "registry_read", None);
+    let snapshot = gateway.index.snapshot();
+    let Some(id) = snapshot.resolve(person_id).map(str::to_string) else {
+        return Ok(Vec::new());
+    };
+    let person = Person {
+        refs: snapshot.records(&id).to_vec(),
+        id,
+    };
+    authority(ctx, &person, true).await?;
+    note(ctx, &person.id, "registry_read", None);
     Ok(access
         .registry
-        .for_person(person_id)
+        .for_person(&person.id)
         .map_err(internal)?
         .into_iter()
         .map(|c| RegistryConsentView(c, gateway.clone()))

@@ -3,6 +3,7 @@
 
 pub mod codes;
 pub mod consent;
+pub mod guard;
 pub mod linkage;
 pub mod person;
 pub mod records;
@@ -13,13 +14,13 @@ use std::sync::Arc;
 use async_graphql::{
     Context, EmptySubscription, ErrorExtensions, MergedObject, Object, Schema, SimpleObject, ID,
 };
-use base64::Engine;
 use chrono::NaiveDate;
 use escr_connector::nhs::{self, NhsNumber};
 
 use crate::api::error::GatewayError;
 use crate::api::gateway::Gateway;
-use crate::consent::access::AccessContext;
+use crate::consent::access::{AccessContext, RequestScope};
+use crate::identity::search::SearchCriteria;
 use person::Person;
 
 pub type EscrSchema = Schema<Query, Mutation, EmptySubscription>;
@@ -31,14 +32,26 @@ pub struct Mutation(consent::ConsentMutation, linkage::LinkageMutation);
 /// Build the schema. Per request, the server adds a `RequestLoaders` and an
 /// `AccessContext` to the request data.
 pub fn build(gateway: Option<Arc<Gateway>>) -> EscrSchema {
+    builder(gateway).finish()
+}
+
+/// The schema's builder, for the server to add its extensions (metrics, APQ).
+pub fn builder(
+    gateway: Option<Arc<Gateway>>,
+) -> async_graphql::SchemaBuilder<Query, Mutation, EmptySubscription> {
+    let introspection = gateway.as_ref().is_none_or(|g| g.server.introspection);
     let mut builder = Schema::build(Query, Mutation::default(), EmptySubscription)
         .enable_federation()
-        .limit_depth(16)
-        .limit_complexity(20_000);
+        .extension(guard::RequestGuard { introspection })
+        .limit_depth(guard::MAX_DEPTH)
+        .limit_complexity(guard::MAX_COMPLEXITY);
+    if !introspection {
+        builder = builder.disable_introspection();
+    }
     if let Some(g) = gateway {
         builder = builder.data(g);
     }
-    builder.finish()
+    builder
 }
 
 /// The SDL written to `schema.graphql` (sorted, federation directives included).
@@ -53,24 +66,75 @@ pub fn sdl() -> String {
 
 pub struct Query;
 
-fn person_by_id(ctx: &Context<'_>, id: &str) -> Option<Person> {
+/// Note in the audit that an answer names this person (an id alone says they are
+/// known here).
+fn audit_id(ctx: &Context<'_>, person_id: &str, decision: &str) {
+    if let Some(scope) = ctx.data_opt::<Arc<RequestScope>>() {
+        scope
+            .audit
+            .note(Some(person_id), decision, None, None, "person_id");
+    }
+}
+
+async fn person_by_id(ctx: &Context<'_>, id: &str) -> Option<Person> {
     let gateway = ctx.data_unchecked::<Arc<Gateway>>();
     let access = ctx.data_unchecked::<AccessContext>();
     let snapshot = gateway.index.snapshot();
     let id = snapshot.resolve(id)?.to_string();
-    if !gateway.policy.may_see_person(access, &id) {
-        if let Some(scope) = ctx.data_opt::<Arc<crate::consent::access::RequestScope>>() {
-            scope.audit.note(Some(&id), "denied", None, None, "person");
-        }
-        return None;
-    }
-    Some(Person {
+    let person = Person {
         refs: snapshot.records(&id).to_vec(),
         id,
-    })
+    };
+    let mut visible = gateway.policy.may_see_person(access, &person.id);
+    if visible && gateway.policy.needs_facts() {
+        // Left out altogether (the opt-out as the sources record it): not there.
+        let facts = person::person_facts(ctx, &person).await;
+        visible = !gateway.policy.left_out(access, &facts);
+    }
+    if !visible {
+        audit_id(ctx, &person.id, "denied");
+        return None;
+    }
+    audit_id(ctx, &person.id, "released");
+    Some(person)
 }
 
-fn person_by_nhs(ctx: &Context<'_>, raw: &str) -> Result<Option<Person>, GatewayError> {
+/// A person found by an identifier the caller gave, only where a person record the
+/// caller may see carries it: a withheld match answers as no match does (null, no
+/// error), so a lookup never confirms an identifier it would not show.
+async fn identified(
+    ctx: &Context<'_>,
+    candidates: &[String],
+    carries: impl Fn(&escr_connector::Record) -> bool,
+) -> Option<Person> {
+    let gateway = ctx.data_unchecked::<Arc<Gateway>>();
+    let access = ctx.data_unchecked::<AccessContext>();
+    let snapshot = gateway.index.snapshot();
+    for id in candidates {
+        if !gateway.policy.may_see_person(access, id) {
+            audit_id(ctx, id, "denied");
+            continue;
+        }
+        let person = Person {
+            refs: snapshot.records(id).to_vec(),
+            id: id.clone(),
+        };
+        // Without a policy that decides per record, everything is visible.
+        if !gateway.policy.needs_facts() {
+            audit_id(ctx, id, "released");
+            return Some(person);
+        }
+        let shown = person::visible_person_records(ctx, &person).await;
+        if shown.iter().any(&carries) {
+            audit_id(ctx, id, "released");
+            return Some(person);
+        }
+        audit_id(ctx, id, "denied");
+    }
+    None
+}
+
+async fn person_by_nhs(ctx: &Context<'_>, raw: &str) -> Result<Option<Person>, GatewayError> {
     let digits = match nhs::classify(raw, &[]) {
         NhsNumber::Valid(d) => d,
         NhsNumber::InvalidCheckDigit(_) => {
@@ -85,12 +149,15 @@ fn person_by_nhs(ctx: &Context<'_>, raw: &str) -> Result<Option<Person>, Gateway
         .policy
         .may_identify(ctx.data_unchecked::<AccessContext>())
         .map_err(GatewayError::Withheld)?;
-    let id = gateway
+    let candidates = gateway
         .index
         .snapshot()
-        .by_nhs_number(&digits)
-        .map(str::to_string);
-    Ok(id.and_then(|id| person_by_id(ctx, &id)))
+        .people_with_nhs_number(&digits)
+        .to_vec();
+    Ok(identified(ctx, &candidates, |r| {
+        r.bool("nhs_number_valid") == Some(true) && r.text("nhs_number") == Some(digits.as_str())
+    })
+    .await)
 }
 
 #[derive(SimpleObject)]
@@ -107,22 +174,13 @@ pub struct PersonConnection {
     pub total_count: usize,
 }
 
-fn b64(s: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
-}
-
-fn unb64(s: &str) -> Option<String> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(s)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-}
+const SEARCH_CURSOR: &str = "search";
 
 #[Object]
 impl Query {
     /// A person by gateway id (ids merged away still resolve to the survivor).
     async fn person(&self, ctx: &Context<'_>, id: ID) -> Option<Person> {
-        person_by_id(ctx, &id)
+        person_by_id(ctx, &id).await
     }
 
     /// A person by NHS number (spaces allowed; the check digit is verified).
@@ -131,23 +189,34 @@ impl Query {
         ctx: &Context<'_>,
         nhs_number: String,
     ) -> async_graphql::Result<Option<Person>> {
-        person_by_nhs(ctx, &nhs_number).map_err(|e| e.extend())
+        unlisted_sources(ctx, ctx.data_unchecked::<Arc<Gateway>>());
+        person_by_nhs(ctx, &nhs_number)
+            .await
+            .map_err(|e| e.extend())
     }
 
-    /// The person a source record belongs to.
+    /// The person a source record belongs to (null unless the caller may see that
+    /// record; purposes without demographics may not look people up by local ids).
     async fn person_by_source_record(
         &self,
         ctx: &Context<'_>,
         source: String,
         local_id: String,
-    ) -> Option<Person> {
+    ) -> async_graphql::Result<Option<Person>> {
         let gateway = ctx.data_unchecked::<Arc<Gateway>>();
-        let id = gateway
+        gateway
+            .policy
+            .may_identify(ctx.data_unchecked::<AccessContext>())
+            .map_err(|w| GatewayError::Withheld(w).extend())?;
+        let Some(id) = gateway
             .index
             .snapshot()
-            .by_source(&source, &local_id)?
-            .to_string();
-        person_by_id(ctx, &id)
+            .by_source(&source, &local_id)
+            .map(str::to_string)
+        else {
+            return Ok(None);
+        };
+        Ok(identified(ctx, &[id], |r| r.local_id == local_id).await)
     }
 
     /// Find people by name (every word a prefix of a name), birth date and postcode
@@ -161,28 +230,51 @@ impl Query {
         #[graphql(default = 20, validator(minimum = 0, maximum = 200))] first: i32,
         after: Option<String>,
     ) -> async_graphql::Result<PersonConnection> {
-        let blank = |s: &Option<String>| s.as_deref().is_none_or(|s| s.trim().is_empty());
-        if blank(&name) && birth_date.is_none() && blank(&postcode) {
-            return Err(
-                GatewayError::BadInput("give a name, a birth date or a postcode".into()).extend(),
-            );
-        }
+        let criteria = SearchCriteria::new(name.as_deref(), birth_date, postcode.as_deref())
+            .ok_or_else(|| {
+                GatewayError::BadInput(
+                    "give a name, a birth date or a postcode (with letters or digits: `%` or `_` alone is no name)".into(),
+                )
+                .extend()
+            })?;
         let gateway = ctx.data_unchecked::<Arc<Gateway>>();
         let access = ctx.data_unchecked::<AccessContext>();
         gateway
             .policy
             .may_identify(access)
             .map_err(|w| GatewayError::Withheld(w).extend())?;
+        unlisted_sources(ctx, gateway);
         let snapshot = gateway.index.snapshot();
-        let ids = snapshot.search(name.as_deref(), birth_date, postcode.as_deref(), |id| {
+        let mut ids = snapshot.search(name.as_deref(), birth_date, postcode.as_deref(), |id| {
             gateway.policy.may_see_person(access, id)
         });
+        if gateway.policy.needs_facts() {
+            // A hit counts only on the person records this caller may see: a match on
+            // a withheld name or birth date would give it away.
+            let checks = ids.iter().map(|id| {
+                let person = Person {
+                    id: id.clone(),
+                    refs: snapshot.records(id).to_vec(),
+                };
+                let criteria = &criteria;
+                async move {
+                    let shown = person::visible_person_records(ctx, &person).await;
+                    criteria.matches(shown.iter())
+                }
+            });
+            let keep = futures::future::join_all(checks).await;
+            let mut keep = keep.into_iter();
+            ids.retain(|_| keep.next().unwrap_or(false));
+        }
         let start = match after.as_deref() {
             None => 0,
             Some(cursor) => {
-                let after_id = unb64(cursor).ok_or_else(|| {
-                    GatewayError::BadInput("`after` is not a cursor".into()).extend()
-                })?;
+                let not_ours = || {
+                    GatewayError::BadInput("`after` is not a cursor of this search".into()).extend()
+                };
+                let after_id = crate::consent::cursor::open(SEARCH_CURSOR, access, cursor)
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(not_ours)?;
                 ids.partition_point(|id| id.as_str() <= after_id.as_str())
             }
         };
@@ -191,12 +283,15 @@ impl Query {
             .iter()
             .skip(start)
             .take(first)
-            .map(|id| PersonEdge {
-                cursor: b64(id),
-                node: Person {
-                    id: id.clone(),
-                    refs: snapshot.records(id).to_vec(),
-                },
+            .map(|id| {
+                audit_id(ctx, id, "released");
+                PersonEdge {
+                    cursor: crate::consent::cursor::seal(SEARCH_CURSOR, access, id.as_bytes()),
+                    node: Person {
+                        id: id.clone(),
+                        refs: snapshot.records(id).to_vec(),
+                    },
+                }
             })
             .collect();
         Ok(PersonConnection {
@@ -240,7 +335,7 @@ impl Query {
         ctx: &Context<'_>,
         person_id: ID,
     ) -> async_graphql::Result<Vec<consent::RegistryConsentView>> {
-        consent::registry_consents(ctx, &person_id)
+        consent::registry_consents(ctx, &person_id).await
     }
 
     /// Candidate pairs of records that may be one person (data stewards).
@@ -315,7 +410,7 @@ impl Query {
 
     #[graphql(entity)]
     async fn find_person_by_id(&self, ctx: &Context<'_>, id: ID) -> Option<Person> {
-        person_by_id(ctx, &id)
+        person_by_id(ctx, &id).await
     }
 
     #[graphql(entity)]
@@ -324,6 +419,20 @@ impl Query {
         ctx: &Context<'_>,
         nhs_number: String,
     ) -> Option<Person> {
-        person_by_nhs(ctx, &nhs_number).ok().flatten()
+        person_by_nhs(ctx, &nhs_number).await.ok().flatten()
+    }
+}
+
+/// Answers read from the identity index lack the people of a source whose listing
+/// failed at the last refresh: each such source adds a `SOURCE_UNAVAILABLE` error, so
+/// a short answer is never silent.
+fn unlisted_sources(ctx: &Context<'_>, gateway: &Gateway) {
+    for source in gateway.fetcher.sources.iter() {
+        if source.health.listing_failed() {
+            let e = crate::record::source::SourceError::NotIndexed {
+                source_name: source.name.clone(),
+            };
+            ctx.add_error(GatewayError::Source(e).to_server_error(Some(ctx.item.pos)));
+        }
     }
 }

@@ -4,7 +4,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use async_graphql::{Context, ErrorExtensions, InputObject, Object, SimpleObject, ID};
-use base64::Engine;
 use chrono::{NaiveDate, NaiveDateTime};
 use escr_connector::{nhs, EntityKind, Record};
 
@@ -13,6 +12,7 @@ use super::records::*;
 use crate::api::error::GatewayError;
 use crate::api::gateway::Gateway;
 use crate::consent::access::{release, AccessContext, PersonFacts, RequestScope};
+use crate::consent::context::codes;
 use crate::identity::index::SourceRef;
 use crate::record::loader::RequestLoaders;
 use crate::record::source::Lookup;
@@ -36,6 +36,8 @@ pub struct SourceRecord {
 pub struct HumanName {
     pub family: Option<String>,
     pub given: Option<String>,
+    /// Middle names, where the source keeps them apart from the given name.
+    pub middle: Option<String>,
     /// The source this spelling comes from.
     pub source: String,
 }
@@ -51,6 +53,27 @@ pub struct Identifier {
 
 pub const NHS_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
 
+/// Whether an identifier's value has its scheme's shape.
+type ShapeCheck = fn(&str) -> bool;
+
+/// Other identifiers a source may hold for a person: (catalog field, system, shape check).
+const OTHER_IDENTIFIERS: [(&str, &str, ShapeCheck); 4] = [
+    ("la_reference", "urn:escr:la-reference", |_| true),
+    // Unique Pupil Number: a letter and twelve characters, the last a digit or letter.
+    ("upn", "urn:escr:upn", |v| {
+        v.len() == 13 && v.chars().all(|c| c.is_ascii_alphanumeric())
+    }),
+    // National Insurance number: two letters, six digits, a letter A-D.
+    ("ni_number", "urn:escr:ni-number", |v| {
+        let v: Vec<char> = v.chars().filter(|c| !c.is_whitespace()).collect();
+        v.len() == 9
+            && v[..2].iter().all(char::is_ascii_alphabetic)
+            && v[2..8].iter().all(char::is_ascii_digit)
+            && matches!(v[8].to_ascii_uppercase(), 'A'..='D')
+    }),
+    ("vendor_uuid", "urn:escr:vendor-uuid", |_| true),
+];
+
 /// Load records of `entity` for `person` from every linked source that holds it,
 /// concurrently, and pass them through the consent hook. Sources that fail add a
 /// SOURCE_UNAVAILABLE error to the response; the others' records are still returned.
@@ -63,8 +86,7 @@ pub async fn person_records(
 ) -> Vec<Sourced> {
     let gateway = ctx.data_unchecked::<Arc<Gateway>>();
     let access = ctx.data_unchecked::<AccessContext>();
-    let mut failed = BTreeSet::new();
-    let loaded = load_person_entity(ctx, person, entity, &mut failed).await;
+    let loaded = load_person_entity(ctx, person, entity, true).await;
     let facts = person_facts(ctx, person).await;
     let released = release(gateway.policy.as_ref(), access, &facts, loaded);
     let scope = ctx.data_opt::<Arc<RequestScope>>();
@@ -94,14 +116,12 @@ pub async fn person_records(
         if !told.insert(why.code) {
             continue;
         }
-        let err = ctx.set_error_path(
-            GatewayError::Withheld(why.clone()).to_server_error(Some(ctx.item.pos)),
-        );
-        let key = (format!("{:?}", err.path), why.code);
-        let fresh =
-            scope.is_none_or(|s| s.reported.lock().map(|mut r| r.insert(key)).unwrap_or(true));
-        if fresh {
-            ctx.add_error(err);
+        report_once(ctx, GatewayError::Withheld(why.clone()), why.code);
+        // Say what happened: the consents' source is down, not a refusal.
+        if why.code == codes::CONSENT_UNKNOWN {
+            for e in &facts.consent_failures {
+                report_once(ctx, GatewayError::Source(e.clone()), e.source_name());
+            }
         }
     }
     released
@@ -111,12 +131,46 @@ pub async fn person_records(
         .collect()
 }
 
+/// Add an error at the current field unless the same one (code and `what`) is already
+/// there: a field that loads twice (name: family and given) reports once.
+fn report_once(ctx: &Context<'_>, error: GatewayError, what: &str) {
+    let err = ctx.set_error_path(error.to_server_error(Some(ctx.item.pos)));
+    let code = err
+        .extensions
+        .as_ref()
+        .and_then(|e| e.get("code"))
+        .map(|c| c.to_string())
+        .unwrap_or_default();
+    let key = format!("{:?}|{code}|{what}", err.path);
+    let fresh = ctx
+        .data_opt::<Arc<RequestScope>>()
+        .is_none_or(|s| s.reported.lock().map(|mut r| r.insert(key)).unwrap_or(true));
+    if fresh {
+        ctx.add_error(err);
+    }
+}
+
+/// The person records this caller may see, decided without a word to the caller (a
+/// lookup or search that does not find someone says nothing about why).
+pub async fn visible_person_records(ctx: &Context<'_>, person: &Person) -> Vec<Record> {
+    let gateway = ctx.data_unchecked::<Arc<Gateway>>();
+    let access = ctx.data_unchecked::<AccessContext>();
+    let loaded = load_person_entity(ctx, person, EntityKind::Person, false).await;
+    let facts = person_facts(ctx, person).await;
+    release(gateway.policy.as_ref(), access, &facts, loaded)
+        .records
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect()
+}
+
 /// Unfiltered records of one entity for a person (input to the hook, never returned).
+/// With `report`, a source that fails adds SOURCE_UNAVAILABLE at the field, once.
 async fn load_person_entity(
     ctx: &Context<'_>,
     person: &Person,
     entity: EntityKind,
-    failed: &mut BTreeSet<String>,
+    report: bool,
 ) -> Vec<(String, Record)> {
     let loaders = ctx.data_unchecked::<RequestLoaders>();
     let fetcher = loaders.fetcher();
@@ -138,13 +192,8 @@ async fn load_person_entity(
     for (source, result) in futures::future::join_all(loads).await {
         match result {
             Ok(records) => loaded.extend(records.iter().map(|r| (source.clone(), r.clone()))),
-            Err(e) => {
-                if failed.insert(source) {
-                    let err =
-                        GatewayError::Source((*e).clone()).to_server_error(Some(ctx.item.pos));
-                    ctx.add_error(ctx.set_error_path(err));
-                }
-            }
+            Err(e) if report => report_once(ctx, GatewayError::Source((*e).clone()), &source),
+            Err(_) => {}
         }
     }
     loaded
@@ -153,7 +202,7 @@ async fn load_person_entity(
 /// What the policy needs to know about the person: allocations and consents from the
 /// sources (through the shared cache: they are unfiltered inputs) and active consents
 /// from the registry (read fresh). Kept for this request only.
-async fn person_facts(ctx: &Context<'_>, person: &Person) -> Arc<PersonFacts> {
+pub async fn person_facts(ctx: &Context<'_>, person: &Person) -> Arc<PersonFacts> {
     let gateway = ctx.data_unchecked::<Arc<Gateway>>();
     if !gateway.policy.needs_facts() {
         return Arc::new(PersonFacts {
@@ -166,30 +215,69 @@ async fn person_facts(ctx: &Context<'_>, person: &Person) -> Arc<PersonFacts> {
         return f;
     }
     let loaders = ctx.data_unchecked::<RequestLoaders>();
+    let facts = Arc::new(load_person_facts(gateway, loaders, &person.id, &person.refs).await);
+    if let Some(s) = scope {
+        if let Ok(mut m) = s.facts.lock() {
+            m.insert(person.id.clone(), facts.clone());
+        }
+    }
+    facts
+}
+
+/// The person's facts, read for one decision (GraphQL keeps them for its request;
+/// the document content route reads them for its one record).
+pub async fn load_person_facts(
+    gateway: &Gateway,
+    loaders: &RequestLoaders,
+    person_id: &str,
+    refs: &[SourceRef],
+) -> PersonFacts {
     let fetcher = loaders.fetcher();
     let mut facts = PersonFacts {
-        person_id: person.id.clone(),
+        person_id: person_id.to_string(),
         ..PersonFacts::default()
     };
-    for entity in [EntityKind::Allocation, EntityKind::Consent] {
-        let loads = person.refs.iter().filter_map(|r| {
+    if !gateway.policy.needs_facts() {
+        return facts;
+    }
+    for entity in [
+        EntityKind::Allocation,
+        EntityKind::Consent,
+        EntityKind::Person,
+    ] {
+        let lookup = if entity == EntityKind::Person {
+            Lookup::ByKey
+        } else {
+            Lookup::ByPerson
+        };
+        let loads = refs.iter().filter_map(|r| {
             let source = fetcher.source_index(&r.source)?;
             fetcher.sources[source]
                 .holds(entity)
-                .then_some(loaders.load(source, entity, Lookup::ByPerson, &r.local_id))
+                .then_some(loaders.load(source, entity, lookup, &r.local_id))
         });
         for result in futures::future::join_all(loads).await {
-            match result {
-                Ok(records) => {
-                    let target = if entity == EntityKind::Allocation {
-                        &mut facts.allocations
-                    } else {
-                        &mut facts.source_consents
-                    };
-                    target.extend(records.iter().cloned());
+            match (entity, result) {
+                (EntityKind::Allocation, Ok(records)) => {
+                    facts.allocations.extend(records.iter().cloned())
                 }
+                (EntityKind::Consent, Ok(records)) => {
+                    facts.source_consents.extend(records.iter().cloned())
+                }
+                (_, Ok(records)) => facts.nhs_numbers.extend(
+                    records
+                        .iter()
+                        .filter(|r| r.bool("nhs_number_valid") == Some(true))
+                        .filter_map(|r| r.text("nhs_number").map(str::to_string)),
+                ),
                 // Fail closed: an unread consent might have been a refusal.
-                Err(_) => facts.consent_unknown |= entity == EntityKind::Consent,
+                (EntityKind::Consent, Err(e)) => {
+                    facts.consent_unknown = true;
+                    facts.consent_failures.push((*e).clone());
+                }
+                // Unread allocations grant nothing; unread NHS numbers leave the
+                // index's for the opt-out.
+                (_, Err(_)) => {}
             }
         }
     }
@@ -197,7 +285,7 @@ async fn person_facts(ctx: &Context<'_>, person: &Person) -> Arc<PersonFacts> {
         // Consents recorded under an id the person had before (a merge, the earlier id
         // format) are the person's too.
         let snapshot = gateway.index.snapshot();
-        for id in std::iter::once(person.id.as_str()).chain(snapshot.former_ids(&person.id)) {
+        for id in std::iter::once(person_id).chain(snapshot.former_ids(person_id)) {
             match access.registry.active(id) {
                 Ok(c) => facts.registry_consents.extend(c),
                 Err(e) => {
@@ -205,12 +293,6 @@ async fn person_facts(ctx: &Context<'_>, person: &Person) -> Arc<PersonFacts> {
                     facts.consent_unknown = true;
                 }
             }
-        }
-    }
-    let facts = Arc::new(facts);
-    if let Some(s) = scope {
-        if let Ok(mut m) = s.facts.lock() {
-            m.insert(person.id.clone(), facts.clone());
         }
     }
     facts
@@ -335,23 +417,23 @@ fn sort_key(
     )
 }
 
-fn encode_cursor(item: &TimelineItem) -> String {
+/// What a timeline cursor resumes after: the item's place in the order (sealed: it
+/// names a record).
+fn cursor_position(item: &TimelineItem) -> String {
     let at = item
         .at
         .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.f").to_string())
         .unwrap_or_default();
-    let raw = serde_json::json!([
+    serde_json::json!([
         at,
         format!("{:?}", item.kind),
         item.record.source,
         item.record.record.local_id
-    ]);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw.to_string())
+    ])
+    .to_string()
 }
 
-fn cursor_matches(item: &TimelineItem, cursor: &str) -> bool {
-    encode_cursor(item) == cursor
-}
+const TIMELINE_CURSOR: &str = "timeline";
 
 #[Object]
 impl Person {
@@ -405,9 +487,20 @@ impl Person {
         let family = self.surviving(ctx, "family_name").await;
         let given = self.surviving(ctx, "given_names").await;
         let source = family.as_ref().or(given.as_ref())?.source.clone();
+        // Middle names from the record the given names come from.
+        let middle = match &given {
+            Some(g) => self
+                .demographics(ctx)
+                .await
+                .iter()
+                .find(|r| r.source == g.source && r.record.local_id == g.local_id)
+                .and_then(|r| r.record.text("middle_names").map(str::to_string)),
+            None => None,
+        };
         Some(HumanName {
             family: family.map(|v| v.value),
             given: given.map(|v| v.value),
+            middle,
             source,
         })
     }
@@ -420,6 +513,7 @@ impl Person {
             .map(|r| HumanName {
                 family: r.record.text("family_name").map(str::to_string),
                 given: r.record.text("given_names").map(str::to_string),
+                middle: r.record.text("middle_names").map(str::to_string),
                 source: r.source,
             })
             .collect()
@@ -462,7 +556,9 @@ impl Person {
         })
     }
 
-    /// NHS numbers (valid or not, as recorded) and every source's local id.
+    /// NHS numbers (valid or not, as recorded), every source's local id, and the other
+    /// identifiers sources hold: local authority reference, UPN, NI number, vendor uuid
+    /// (`valid` checks their shape).
     async fn identifiers(&self, ctx: &Context<'_>) -> Vec<Identifier> {
         let mut out = Vec::new();
         let mut seen = BTreeSet::new();
@@ -471,13 +567,27 @@ impl Person {
         if demographics.is_empty() {
             return out;
         }
-        for r in demographics {
+        for r in &demographics {
             if let Some(n) = r.record.text("nhs_number") {
                 if seen.insert(n.to_string()) {
                     out.push(Identifier {
                         system: NHS_SYSTEM.into(),
                         value: n.to_string(),
                         valid: nhs::is_valid(n),
+                    });
+                }
+            }
+        }
+        for (field, system, valid) in OTHER_IDENTIFIERS {
+            for r in &demographics {
+                let Some(v) = r.record.text(field) else {
+                    continue;
+                };
+                if seen.insert(format!("{system}|{v}")) {
+                    out.push(Identifier {
+                        system: system.into(),
+                        value: v.to_string(),
+                        valid: valid(v),
                     });
                 }
             }
@@ -577,17 +687,18 @@ impl Person {
             .collect();
         items.sort_by_key(sort_key);
         let total_count = items.len();
+        let access = ctx.data_unchecked::<AccessContext>();
+        let not_ours =
+            || GatewayError::BadInput("`after` is not a cursor of this timeline".into()).extend();
         let start = match &after {
             None => 0,
-            Some(cursor) => match items.iter().position(|i| cursor_matches(i, cursor)) {
-                Some(p) => p + 1,
-                None => {
-                    return Err(GatewayError::BadInput(
-                        "`after` is not a cursor of this timeline".into(),
-                    )
-                    .extend())
-                }
-            },
+            Some(cursor) => {
+                let position = crate::consent::cursor::open(TIMELINE_CURSOR, access, cursor)
+                    .and_then(|p| String::from_utf8(p).ok())
+                    .ok_or_else(not_ours)?;
+                let found = items.iter().position(|i| cursor_position(i) == position);
+                found.ok_or_else(not_ours)? + 1
+            }
         };
         let first = first as usize;
         let has_next_page = items.len() > start + first;
@@ -596,7 +707,11 @@ impl Person {
             .skip(start)
             .take(first)
             .map(|node| TimelineEdge {
-                cursor: encode_cursor(&node),
+                cursor: crate::consent::cursor::seal(
+                    TIMELINE_CURSOR,
+                    access,
+                    cursor_position(&node).as_bytes(),
+                ),
                 node,
             })
             .collect();

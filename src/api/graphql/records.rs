@@ -125,6 +125,8 @@ record_type!(
     Address {
         #[graphql(name = "use")]
         address_use: Option<AddressUse> = c("use"),
+        /// The source's own value when `use` is OTHER.
+        use_other: Option<String> = s("use_other"),
         line1: Option<String> = s("line1"),
         line2: Option<String> = s("line2"),
         line3: Option<String> = s("line3"),
@@ -140,6 +142,8 @@ record_type!(
     Relationship {
         #[graphql(name = "type")]
         relationship_type: Option<RelationshipType> = c("type"),
+        /// The source's own value when `type` is OTHER.
+        type_other: Option<String> = s("type_other"),
         /// The related person's id in the same source.
         related_local_id: Option<String> = s("related_person_id"),
         parental_responsibility: Option<bool> = b("parental_responsibility"),
@@ -154,7 +158,7 @@ record_type!(
             let local_id = self.0.record.text("related_person_id")?;
             let gateway = ctx.data_unchecked::<Arc<Gateway>>();
             let id = gateway.index.snapshot().by_source(&self.0.source, local_id)?.to_string();
-            super::person_by_id(ctx, &id)
+            super::person_by_id(ctx, &id).await
         }
     }
 );
@@ -164,8 +168,12 @@ record_type!(
     Referral {
         received_at: Option<NaiveDateTime> = dt("received_at"),
         route: Option<ReferralRoute> = c("route"),
+        /// The source's own value when `route` is OTHER.
+        route_other: Option<String> = s("route_other"),
         reason: Option<String> = s("reason"),
         outcome: Option<ReferralOutcome> = c("outcome"),
+        /// The source's own value when `outcome` is OTHER.
+        outcome_other: Option<String> = s("outcome_other"),
         closed_at: Option<NaiveDateTime> = dt("closed_at"),
     }
 );
@@ -175,9 +183,16 @@ record_type!(
     Assessment {
         #[graphql(name = "type")]
         assessment_type: Option<AssessmentType> = c("type"),
+        /// The source's own value (or the deployment's added one) when `type` is OTHER.
+        type_other: Option<String> = s("type_other"),
+        title: Option<String> = s("title"),
         started: Option<NaiveDate> = d("started"),
         completed: Option<NaiveDate> = d("completed"),
         authorised: Option<NaiveDate> = d("authorised"),
+        /// `started` with its time of day, where the source keeps one (else midnight).
+        started_at: Option<NaiveDateTime> = dt("started"),
+        completed_at: Option<NaiveDateTime> = dt("completed"),
+        authorised_at: Option<NaiveDateTime> = dt("authorised"),
         eligible: Option<bool> = b("eligible"),
         outcome: Option<String> = s("outcome"),
         worker_id: Option<String> = s("worker_id"),
@@ -200,8 +215,11 @@ record_type!(
     Service {
         #[graphql(name = "type")]
         service_type: Option<ServiceType> = c("type"),
+        /// The source's own value (or the deployment's added one) when `type` is OTHER.
+        type_other: Option<String> = s("type_other"),
         component: Option<String> = s("component"),
         delivery_mechanism: Option<DeliveryMechanism> = c("delivery_mechanism"),
+        delivery_mechanism_other: Option<String> = s("delivery_mechanism_other"),
         provider: Option<String> = s("provider"),
         /// In pounds.
         unit_cost: Option<f64> = n("unit_cost"),
@@ -215,8 +233,10 @@ record_type!(
     /// A statutory episode: child in need, protection plan, looked after, adult case.
     Episode {
         kind: Option<EpisodeKind> = c("kind"),
+        kind_other: Option<String> = s("kind_other"),
         /// Category of abuse (child protection plans).
         category: Option<AbuseCategory> = c("category"),
+        category_other: Option<String> = s("category_other"),
         start: Option<NaiveDate> = d("start"),
         end: Option<NaiveDate> = d("end"),
     }
@@ -227,8 +247,11 @@ record_type!(
     Visit {
         #[graphql(name = "type")]
         visit_type: Option<String> = s("type"),
+        title: Option<String> = s("title"),
         planned: Option<NaiveDateTime> = dt("planned"),
         actual: Option<NaiveDateTime> = dt("actual"),
+        /// When the visit ended.
+        end: Option<NaiveDateTime> = dt("end"),
         seen: Option<bool> = b("seen"),
         seen_alone: Option<bool> = b("seen_alone"),
         worker_id: Option<String> = s("worker_id"),
@@ -264,22 +287,64 @@ record_type!(
     Document {
         #[graphql(name = "type")]
         document_type: Option<DocumentType> = c("type"),
+        type_other: Option<String> = s("type_other"),
         direction: Option<Direction> = c("direction"),
         title: Option<String> = s("title"),
         date: Option<NaiveDate> = d("date"),
+        /// `date` with its time of day, where the source keeps one (else midnight).
+        date_time: Option<NaiveDateTime> = dt("date"),
+        /// The media type the source declares (the content's own type is in its
+        /// `Content-Type`).
         media_type: Option<String> = s("media_type"),
-        link: Option<String> = s("link"),
+    }
+    resolvers {
+        /// Where to `GET` the document's file (relative to the gateway, with the same
+        /// token and purpose as this request): the same decision as this record, audited
+        /// as a release; ranges allowed. Null when the source has no document store or
+        /// the record names no file the store can hold. The vendor's own path is never
+        /// given out.
+        async fn content_url(&self, ctx: &Context<'_>) -> Option<String> {
+            let gateway = ctx.data_opt::<Arc<Gateway>>()?;
+            crate::api::documents::content_url(gateway, &self.0)
+        }
     }
 );
 
 record_type!(
     /// An email.
     Communication {
+        /// Received (INCOMING) or sent (OUTGOING) by the council.
+        direction: Option<Direction> = c("direction"),
         sender: Option<String> = s("sender"),
         recipients: Vec<String> = l("recipients"),
         subject: Option<String> = s("subject"),
         sent_at: Option<NaiveDateTime> = dt("sent_at"),
         body: Option<String> = s("body"),
+    }
+    resolvers {
+        /// Files attached to the email, where the source keeps them: documents of the
+        /// same person and source, each with its own access decision.
+        async fn attachments(&self, ctx: &Context<'_>) -> Vec<Document> {
+            let gateway = ctx.data_unchecked::<Arc<Gateway>>();
+            let Some(id) = self.0.record.person_id.as_deref().and_then(|local| {
+                Some(gateway.index.snapshot().by_source(&self.0.source, local)?.to_string())
+            }) else {
+                return Vec::new();
+            };
+            let Some(person) = super::person_by_id(ctx, &id).await else {
+                return Vec::new();
+            };
+            let mut attached: Vec<Sourced> = super::person::person_records(ctx, &person, EntityKind::Document)
+                .await
+                .into_iter()
+                .filter(|d| {
+                    d.source == self.0.source
+                        && d.record.text("communication_id") == Some(self.0.record.local_id.as_str())
+                })
+                .collect();
+            attached.sort_by(|a, b| a.record.local_id.cmp(&b.record.local_id));
+            attached.into_iter().map(Document).collect()
+        }
     }
 );
 
@@ -298,6 +363,8 @@ record_type!(
     /// A consent (or refusal) recorded in a source system.
     Consent {
         scope: Option<ConsentScope> = c("scope"),
+        /// The source's own value (partner agency, research) when `scope` is OTHER.
+        scope_other: Option<String> = s("scope_other"),
         decision: Option<ConsentDecision> = c("decision"),
         given: Option<NaiveDate> = d("given"),
         withdrawn: Option<NaiveDate> = d("withdrawn"),
@@ -506,16 +573,27 @@ impl AnyRecord {
 pub fn summary(r: &Sourced) -> String {
     let rec = &r.record;
     let t = |f: &str| rec.text(f).unwrap_or("").to_string();
+    // A code that is canonically OTHER reads as the source's own value.
+    let code = |f: &str| match (rec.text(f), escr_connector::catalog::other_field(f)) {
+        (Some(escr_connector::catalog::OTHER), Some(other)) if rec.text(other).is_some() => {
+            t(other)
+        }
+        _ => t(f),
+    };
     match rec.entity {
         EntityKind::Referral => format!("Referral ({})", t("route").to_lowercase()),
-        EntityKind::Assessment => format!("Assessment {}", t("type").to_lowercase()),
+        EntityKind::Assessment if rec.text("title").is_some() => {
+            format!("Assessment: {}", t("title"))
+        }
+        EntityKind::Assessment => format!("Assessment {}", code("type").to_lowercase()),
         EntityKind::CarePlan => "Care plan".into(),
         EntityKind::Service => format!(
             "Service {} ({})",
-            t("type").to_lowercase(),
+            code("type").to_lowercase(),
             t("delivery_mechanism").to_lowercase()
         ),
         EntityKind::Episode => format!("Episode {}", t("kind").to_lowercase()),
+        EntityKind::Visit if rec.text("title").is_some() => format!("Visit: {}", t("title")),
         EntityKind::Visit => format!("Visit {}", t("type")),
         EntityKind::CaseNote => format!("Case note: {}", t("subject")),
         EntityKind::Document => format!("{}: {}", t("type").to_lowercase(), t("title")),

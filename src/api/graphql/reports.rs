@@ -16,6 +16,8 @@ use crate::reports::{run, Period};
 pub struct MdsPage {
     pub rows: Vec<MdsRow>,
     pub page_info: super::person::PageInfo,
+    /// The national data opt-out in this authority's data set.
+    pub opt_out: Option<crate::reports::suppress::OptOutNote>,
 }
 
 /// A council this gateway reports on.
@@ -64,8 +66,9 @@ pub async fn minimum_data_set(
     let gateway = ctx.data_unchecked::<Arc<Gateway>>();
     let caller = ctx.data_unchecked::<AccessContext>();
     let period = Period::parse(period).map_err(err)?;
+    let estate = gateway.estate();
     let (rows, next) = run::mds_page(
-        &gateway.estate(),
+        &estate,
         caller,
         period,
         authority,
@@ -75,6 +78,7 @@ pub async fn minimum_data_set(
     .await
     .map_err(err)?;
     Ok(MdsPage {
+        opt_out: run::mds_opt_out(&estate, caller, period, authority).map_err(err)?,
         rows,
         page_info: super::person::PageInfo {
             has_next_page: next.is_some(),
