@@ -66,9 +66,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn mysql_opts() -> anyhow::Result<mysql_async::Opts> {
-    let url = std::env::var("ESCR_TEST_MYSQL_URL").map_err(|_| {
-        anyhow::anyhow!("set ESCR_TEST_MYSQL_URL (scripts/bench-peers.sh does it)")
-    })?;
+    let url = std::env::var("ESCR_TEST_MYSQL_URL")
+        .map_err(|_| anyhow::anyhow!("set ESCR_TEST_MYSQL_URL (scripts/bench-peers.sh does it)"))?;
     Ok(
         mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(&url)?)
             .db_name(Some("escr_opencare"))
@@ -143,7 +142,11 @@ async fn run(people: usize, connections: &[usize], seconds: u64) -> anyhow::Resu
     let direct_body = serde_json::json!({ "ids": ids }).to_string();
 
     let mut results: Vec<(&'static str, usize, Measured, u64)> = Vec::new();
-    for label in ["direct SQL (mysql_async)", "gateway, cache off", "gateway, warm cache"] {
+    for label in [
+        "direct SQL (mysql_async)",
+        "gateway, cache off",
+        "gateway, warm cache",
+    ] {
         let port = free_port()?;
         let target = if label.starts_with("direct") {
             let me = std::env::current_exe()?;
@@ -280,7 +283,11 @@ fn gateway_query(ids: &[String]) -> String {
     serde_json::json!({ "query": q }).to_string()
 }
 
-fn gateway_config(work: &Path, opts: &mysql_async::Opts, cache_mib: u64) -> anyhow::Result<PathBuf> {
+fn gateway_config(
+    work: &Path,
+    opts: &mysql_async::Opts,
+    cache_mib: u64,
+) -> anyhow::Result<PathBuf> {
     let dir = work.join(format!("gateway-cache-{cache_mib}"));
     std::fs::create_dir_all(&dir)?;
     // The demo's policy, with its opt-out list and token key here.
@@ -304,7 +311,9 @@ fn gateway_config(work: &Path, opts: &mysql_async::Opts, cache_mib: u64) -> anyh
 }
 
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 async fn post(target: &Target, body: &str) -> anyhow::Result<serde_json::Value> {
@@ -356,7 +365,12 @@ async fn answer_rows(target: &Target) -> anyhow::Result<[usize; 4]> {
         ]);
     }
     let count = |k: &str| answer[k].as_array().map_or(0, Vec::len);
-    Ok([count("person"), count("visit"), count("case_note"), count("service")])
+    Ok([
+        count("person"),
+        count("visit"),
+        count("case_note"),
+        count("service"),
+    ])
 }
 
 /// The gateway's rows are the direct program's: the same counts of each kind.
@@ -372,7 +386,12 @@ async fn check_same_rows(
     let opts = mysql_opts()?;
     let truth = direct::read(&mysql_async::Pool::new(opts), &direct::statements()?, ids).await?;
     let count = |k: &str| truth[k].as_array().map_or(0, Vec::len);
-    let direct = [count("person"), count("visit"), count("case_note"), count("service")];
+    let direct = [
+        count("person"),
+        count("visit"),
+        count("case_note"),
+        count("service"),
+    ];
     let _ = direct_body;
     anyhow::ensure!(
         rows == direct,
@@ -387,9 +406,16 @@ fn wrk_script(work: &Path, target: &Target) -> anyhow::Result<PathBuf> {
     lua.push_str(&format!("wrk.body = {}\n", lua_string(&target.body)));
     lua.push_str("wrk.headers[\"Content-Type\"] = \"application/json\"\n");
     for (k, v) in &target.headers {
-        lua.push_str(&format!("wrk.headers[{}] = {}\n", lua_string(k), lua_string(v)));
+        lua.push_str(&format!(
+            "wrk.headers[{}] = {}\n",
+            lua_string(k),
+            lua_string(v)
+        ));
     }
-    let path = work.join(format!("{}.lua", target.label.replace([' ', ',', '(', ')'], "_")));
+    let path = work.join(format!(
+        "{}.lua",
+        target.label.replace([' ', ',', '(', ')'], "_")
+    ));
     std::fs::write(&path, lua)?;
     Ok(path)
 }
@@ -399,7 +425,12 @@ fn lua_string(s: &str) -> String {
 }
 
 /// Requests/s, p50 and p99 in ms, requests.
-fn wrk(url: &str, script: &Path, connections: usize, seconds: u64) -> anyhow::Result<(f64, f64, f64, u64)> {
+fn wrk(
+    url: &str,
+    script: &Path,
+    connections: usize,
+    seconds: u64,
+) -> anyhow::Result<(f64, f64, f64, u64)> {
     let out = Command::new("wrk")
         .args([
             "-t2",
@@ -464,7 +495,12 @@ fn cpu_seconds(pid: u32) -> f64 {
     // Fields after the command name (which may hold spaces) start at the last ')'.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after ')'.
     (ticks(11) + ticks(12)) / 100.0
 }
@@ -568,9 +604,12 @@ mod direct {
                 mysql_async::Value::Date(y, mo, d, h, mi, s, _) => {
                     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}").into()
                 }
-                mysql_async::Value::Time(neg, d, h, mi, s, _) => {
-                    format!("{}{}:{mi:02}:{s:02}", if neg { "-" } else { "" }, d * 24 + u32::from(h)).into()
-                }
+                mysql_async::Value::Time(neg, d, h, mi, s, _) => format!(
+                    "{}{}:{mi:02}:{s:02}",
+                    if neg { "-" } else { "" },
+                    d * 24 + u32::from(h)
+                )
+                .into(),
             };
             object.insert(column.name_str().into_owned(), json);
         }
@@ -591,15 +630,14 @@ mod direct {
         let app = Arc::new(App {
             pool: mysql_async::Pool::new(
                 mysql_async::OptsBuilder::from_opts(mysql_opts()?).pool_opts(
-                    mysql_async::PoolOpts::default()
-                        .with_constraints(mysql_async::PoolConstraints::new(4, 32).unwrap_or_default()),
+                    mysql_async::PoolOpts::default().with_constraints(
+                        mysql_async::PoolConstraints::new(4, 32).unwrap_or_default(),
+                    ),
                 ),
             ),
             statements: statements()?,
         });
-        let router = Router::new()
-            .route("/people", post(people))
-            .with_state(app);
+        let router = Router::new().route("/people", post(people)).with_state(app);
         let listener = tokio::net::TcpListener::bind(listen).await?;
         axum::serve(listener, router).await?;
         Ok(())
