@@ -17,7 +17,7 @@ use axum::Router;
 use serde::Serialize;
 
 use crate::api::gateway::Gateway;
-use crate::api::graphql::EscrSchema;
+use crate::api::graphql::{EscrSchema, SubgraphSchema};
 use crate::api::ops::request::RequestId;
 use crate::api::ops::{self, documents, limits::Limits};
 use crate::consent::access::{AccessContext, RequestScope};
@@ -26,12 +26,15 @@ use crate::consent::access::{AccessContext, RequestScope};
 pub struct AppState {
     pub gateway: Arc<Gateway>,
     pub schema: EscrSchema,
+    /// The regional subgraph (`/subgraph`), for a federation router.
+    pub subgraph: SubgraphSchema,
     limits: Arc<Limits>,
 }
 
 /// The router's paths (metric labels and span names use only these).
 pub const ROUTES: &[&str] = &[
     "/graphql",
+    "/subgraph",
     "/healthz",
     "/readyz",
     "/metrics",
@@ -58,13 +61,18 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         );
     }
     let limits = Arc::new(Limits::new(&server.limits));
+    let subgraph = crate::api::graphql::subgraph_builder(Some(gateway.clone()))
+        .extension(ops::metrics::Observe)
+        .finish();
     let state = AppState {
         gateway: gateway.clone(),
         schema: schema.finish(),
+        subgraph,
         limits: limits.clone(),
     };
     let api = Router::new()
         .route("/graphql", get(graphql_get).post(graphql))
+        .route("/subgraph", get(subgraph_request).post(subgraph_request))
         .route("/reports/data-quality.csv", get(data_quality_csv))
         .route("/reports/mds.csv", get(mds_csv))
         .route("/reports/indicators.csv", get(indicators_csv))
@@ -181,6 +189,34 @@ async fn graphql(
     GraphQLResponse::from(response).into_response()
 }
 
+/// `/subgraph`: the regional subgraph a federation router plans over, with the same
+/// caller checks as `/graphql`.
+async fn subgraph_request(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    let caller = match caller(&state, &headers, &id).await {
+        Ok(caller) => caller,
+        Err(refused) => return refused,
+    };
+    let request = match documents::parse(
+        &state.gateway.trusted_documents,
+        &method,
+        &headers,
+        uri.query(),
+        &body,
+    ) {
+        Ok(request) => request,
+        Err(r) => return json_error(r.status, r.code, &r.message),
+    };
+    let response = execute_with(&state.gateway, &state.subgraph, caller, request, Some(&id)).await;
+    GraphQLResponse::from(response).into_response()
+}
+
 /// Who is asking, from the request's token, within their rate limit; a refusal
 /// (already audited) otherwise.
 pub(crate) async fn caller(
@@ -251,20 +287,25 @@ pub async fn execute(
 
 /// As [`execute`], for a request that came over HTTP with its `X-Request-Id`, which
 /// goes into its audit events.
-pub async fn execute_with(
+pub async fn execute_with<Q, M>(
     gateway: &Arc<Gateway>,
-    schema: &EscrSchema,
+    schema: &async_graphql::Schema<Q, M, async_graphql::EmptySubscription>,
     caller: AccessContext,
     request: async_graphql::Request,
     http_request_id: Option<&RequestId>,
-) -> async_graphql::Response {
+) -> async_graphql::Response
+where
+    Q: async_graphql::ObjectType + 'static,
+    M: async_graphql::ObjectType + 'static,
+{
     let mut scope = RequestScope::default();
     scope.audit.http_request_id = http_request_id.map(|id| id.0.clone());
     let scope = Arc::new(scope);
     let request = request
         .data(gateway.request_loaders())
         .data(caller.clone())
-        .data(scope.clone());
+        .data(scope.clone())
+        .data(crate::api::graphql::entities::EntityIndexes::default());
     let mut response = schema.execute(request).await;
     if let Some(access) = &gateway.access {
         let events = scope.audit.events(&caller);

@@ -3,8 +3,8 @@
 //! the config's source sections; the document stores their letters and scans live in.
 
 pub mod build;
-pub mod health;
 pub mod documents;
+pub mod health;
 pub mod loader;
 pub mod registry;
 pub mod source;

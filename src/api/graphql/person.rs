@@ -25,6 +25,7 @@ pub struct Person {
 
 /// A source person record linked into this person, and why.
 #[derive(SimpleObject)]
+#[graphql(shareable)]
 pub struct SourceRecord {
     pub source: String,
     pub local_id: String,
@@ -33,6 +34,7 @@ pub struct SourceRecord {
 }
 
 #[derive(SimpleObject)]
+#[graphql(shareable)]
 pub struct HumanName {
     pub family: Option<String>,
     pub given: Option<String>,
@@ -43,6 +45,7 @@ pub struct HumanName {
 }
 
 #[derive(SimpleObject)]
+#[graphql(shareable)]
 pub struct Identifier {
     /// "https://fhir.nhs.uk/Id/nhs-number", or "urn:escr:source:<name>" for local ids.
     pub system: String,
@@ -351,7 +354,7 @@ pub struct TimelineItem {
     record: Sourced,
 }
 
-#[Object]
+#[Object(shareable)]
 impl TimelineItem {
     async fn kind(&self) -> RecordKind {
         self.kind
@@ -376,18 +379,21 @@ impl TimelineItem {
 }
 
 #[derive(SimpleObject)]
+#[graphql(shareable)]
 pub struct TimelineEdge {
     pub cursor: String,
     pub node: TimelineItem,
 }
 
 #[derive(SimpleObject)]
+#[graphql(shareable)]
 pub struct PageInfo {
     pub has_next_page: bool,
     pub end_cursor: Option<String>,
 }
 
 #[derive(SimpleObject)]
+#[graphql(shareable)]
 pub struct TimelineConnection {
     pub edges: Vec<TimelineEdge>,
     pub page_info: PageInfo,
@@ -430,7 +436,7 @@ fn cursor_position(item: &TimelineItem) -> String {
 
 const TIMELINE_CURSOR: &str = "timeline";
 
-#[Object]
+#[Object(shareable)]
 impl Person {
     /// The gateway's person id (stable across restarts and re-indexing).
     async fn id(&self) -> ID {
