@@ -648,8 +648,9 @@ async fn withheld_is_data_and_says_what_the_errors_say() {
     let lists = "addresses { id } relationships { id } referrals { id } assessments { id } \
         carePlans { id } services { id } episodes { id } visits { id } caseNotes { id } \
         documents { id } communications { id } alerts { id } consents { id } allocations { id }";
-    let query =
-        format!("query($id: ID!) {{ person(id: $id) {{ {lists} withheld {{ field code reason }} }} }}");
+    let query = format!(
+        "query($id: ID!) {{ person(id: $id) {{ {lists} withheld {{ field code reason }} }} }}"
+    );
     let r = s.run(&denied, &query, json!({"id": who.id})).await;
     let from_errors: BTreeSet<(String, String)> = r["errors"]
         .as_array()
@@ -663,7 +664,10 @@ async fn withheld_is_data_and_says_what_the_errors_say() {
             )
         })
         .collect();
-    let withheld = r["data"]["person"]["withheld"].as_array().expect("a list").clone();
+    let withheld = r["data"]["person"]["withheld"]
+        .as_array()
+        .expect("a list")
+        .clone();
     let from_data: BTreeSet<(String, String)> = withheld
         .iter()
         .filter(|w| w["field"] != "demographics")

@@ -247,3 +247,113 @@ async fn two_councils_compose_in_both_composers() {
         );
     }
 }
+
+/// Some people of a council's gateway: (id, NHS number) pairs, with and without one.
+async fn people(council: &Council) -> Vec<(String, Option<String>)> {
+    let (_, _, body) = post(
+        &format!("{}/graphql", council.url),
+        json!({"query": "{ searchPeople(name: \"a\", first: 200) { edges { node { id nhsNumber } } } }"}),
+        &[],
+    )
+    .await;
+    body["data"]["searchPeople"]["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"))
+        .iter()
+        .map(|e| {
+            (
+                e["node"]["id"].as_str().unwrap().to_string(),
+                e["node"]["nhsNumber"].as_str().map(str::to_string),
+            )
+        })
+        .collect()
+}
+
+/// `_entities` per the federation spec: one answer per representation, in order; a
+/// representation that cannot be resolved is null with an error at its own index, the
+/// others are unaffected; a null key or an unknown id is null without an error; errors
+/// inside an entity carry its index.
+#[tokio::test]
+async fn entities_answer_per_representation() {
+    // With the default faults, some people have no NHS number.
+    let north = council("Northshire", demo::dirty(), "").await;
+    let known = people(&north).await;
+    let (with_nhs, nhs) = known
+        .iter()
+        .find_map(|(id, n)| n.clone().map(|n| (id.clone(), n)))
+        .expect("someone with an NHS number");
+    let (without_nhs, _) = known
+        .iter()
+        .find(|(_, n)| n.is_none())
+        .expect("someone without");
+    let representations = json!([
+        {"__typename": "Person", "id": without_nhs},
+        {"__typename": "Person", "nhsNumber": null},
+        {"__typename": "Nobody", "id": "x"},
+        {"__typename": "Person", "id": "Pnot-a-person"},
+        {"__typename": "Person", "nhsNumber": nhs},
+        {"__typename": "Person", "id": without_nhs},
+        {"__typename": "Person", "nhsNumber": 12},
+    ]);
+    let query = "query($r: [_Any!]!) { _entities(representations: $r) { ... on Person { id timeline(after: \"not-a-cursor\") { totalCount } } } }";
+    let (status, _, body) = post(
+        &format!("{}/subgraph", north.url),
+        json!({"query": query, "variables": {"r": representations}}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let answers = body["data"]["_entities"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"));
+    let ids: Vec<Value> = answers.iter().map(|a| a["id"].clone()).collect();
+    assert_eq!(
+        ids,
+        [
+            json!(without_nhs),
+            Value::Null,
+            Value::Null,
+            Value::Null,
+            json!(with_nhs),
+            json!(without_nhs),
+            Value::Null
+        ],
+        "{body}"
+    );
+    // A bad timeline cursor fails that field of each resolved entity, at its index.
+    for i in [0, 4, 5] {
+        assert_eq!(answers[i]["timeline"], Value::Null, "{body}");
+    }
+    let mut paths: Vec<(Value, String)> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["path"].clone(),
+                e["extensions"]["code"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    paths.sort_by_key(|(p, _)| p.to_string());
+    assert_eq!(
+        paths,
+        [
+            (
+                json!(["_entities", 0, "timeline"]),
+                "BAD_USER_INPUT".to_string()
+            ),
+            (json!(["_entities", 2]), "BAD_USER_INPUT".to_string()),
+            (
+                json!(["_entities", 4, "timeline"]),
+                "BAD_USER_INPUT".to_string()
+            ),
+            (
+                json!(["_entities", 5, "timeline"]),
+                "BAD_USER_INPUT".to_string()
+            ),
+            (json!(["_entities", 6]), "BAD_USER_INPUT".to_string()),
+        ],
+        "{body}"
+    );
+}
