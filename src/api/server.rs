@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql_axum::GraphQLResponse;
 use axum::body::Bytes;
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
@@ -186,7 +185,7 @@ async fn graphql(
         Err(r) => return json_error(r.status, r.code, &r.message),
     };
     let response = execute_with(&state.gateway, &state.schema, caller, request, Some(&id)).await;
-    GraphQLResponse::from(response).into_response()
+    documents::respond(&headers, response)
 }
 
 /// `/subgraph`: the regional subgraph a federation router plans over, with the same
@@ -214,7 +213,7 @@ async fn subgraph_request(
         Err(r) => return json_error(r.status, r.code, &r.message),
     };
     let response = execute_with(&state.gateway, &state.subgraph, caller, request, Some(&id)).await;
-    GraphQLResponse::from(response).into_response()
+    documents::respond(&headers, response)
 }
 
 /// Who is asking, from the request's token, within their rate limit; a refusal
@@ -320,7 +319,7 @@ where
                 None,
             );
             let mut ext = async_graphql::ErrorExtensionValues::default();
-            ext.set("code", "AUDIT_UNAVAILABLE");
+            ext.set("code", crate::api::error::codes::AUDIT_UNAVAILABLE);
             err.extensions = Some(ext);
             return async_graphql::Response::from_errors(vec![err]);
         }
