@@ -1,6 +1,7 @@
 // Composes subgraph SDL files with both federation composers and prints one JSON
 // object: per composer, its errors (code and message) and whether a supergraph came out.
-//   node compose.mjs name=file.graphql name2=file2.graphql [--supergraph out.graphql]
+//   node compose.mjs name=file.graphql[=url] name2=file2.graphql[=url] [--supergraph out.graphql]
+// (the url is where a router sends the subgraph's requests)
 import { readFileSync, writeFileSync } from "node:fs";
 import { parse } from "graphql";
 import { composeServices as composeApollo } from "@apollo/composition";
@@ -14,8 +15,9 @@ for (let i = 0; i < args.length; i++) {
     supergraphOut = args[++i];
     continue;
   }
-  const [name, file] = args[i].split("=");
-  services.push({ name, url: `http://${name}.invalid/graphql`, typeDefs: parse(readFileSync(file, "utf8")) });
+  const [name, file, ...url] = args[i].split("=");
+  const at = url.length ? url.join("=") : `http://${name}.invalid/subgraph`;
+  services.push({ name, url: at, typeDefs: parse(readFileSync(file, "utf8")) });
 }
 
 const report = (result) => ({

@@ -77,8 +77,19 @@ pub fn southborough_demo() -> &'static Demo {
     })
 }
 
-/// Serve `name`'s gateway over `estate` on a loopback port.
+/// Serve `name`'s gateway over `estate` on a loopback port (no policy: the demo caller).
 pub async fn council(name: &'static str, estate: &'static Demo, extra: &str) -> Council {
+    council_with(name, estate, extra, None).await
+}
+
+/// As [`council`], secured by the shipped policy with the HS256 key in `key` (one key
+/// for the region, standing in for its identity provider).
+pub async fn council_with(
+    name: &'static str,
+    estate: &'static Demo,
+    extra: &str,
+    key: Option<&Path>,
+) -> Council {
     let work = tempfile::tempdir().unwrap();
     let mut text = demo::config_text(estate, work.path(), &[]);
     // Each source belongs to this council, under a council-qualified source name.
@@ -100,8 +111,16 @@ pub async fn council(name: &'static str, estate: &'static Demo, extra: &str) -> 
     }
     let path = work.path().join("escr.toml");
     std::fs::write(&path, text).unwrap();
-    let gateway = Gateway::from_config(LoadedConfig::load(&path).unwrap()).unwrap();
+    let mut gateway = Gateway::from_config(LoadedConfig::load(&path).unwrap()).unwrap();
     gateway.refresh_index(false).await.unwrap();
+    if let Some(key) = key {
+        let mut policy = crate::consent::test_policy_with(estate, work.path(), "");
+        policy.auth.hs256_key_file = Some(key.to_path_buf());
+        let access =
+            escr_gateway::consent::AccessControl::from_config(policy, Some(gateway.index.clone()))
+                .unwrap();
+        gateway = gateway.with_access_control(access);
+    }
     let gateway = Arc::new(gateway);
     let url = demo::serve_http(gateway.clone()).await;
     Council {
@@ -132,11 +151,11 @@ pub async fn post(url: &str, body: Value, headers: &[(&str, &str)]) -> (u16, Str
 }
 
 /// What a router asks a subgraph for first.
-async fn service_sdl(council: &Council) -> String {
+async fn service_sdl(council: &Council, headers: &[(&str, &str)]) -> String {
     let (status, _, body) = post(
         &format!("{}/subgraph", council.url),
         json!({"query": "{ _service { sdl } }"}),
-        &[],
+        headers,
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -148,13 +167,22 @@ async fn service_sdl(council: &Council) -> String {
 
 /// Compose the subgraphs with both composers; their report and the supergraph SDL.
 fn compose(subgraphs: &[(&str, &str)]) -> (Value, String) {
+    let named: Vec<(&str, &str, String)> = subgraphs
+        .iter()
+        .map(|(n, sdl)| (*n, *sdl, format!("http://{n}.invalid/subgraph")))
+        .collect();
+    compose_at(&named)
+}
+
+/// As [`compose`], each subgraph served at its URL.
+fn compose_at(subgraphs: &[(&str, &str, String)]) -> (Value, String) {
     let dir = npm_packages();
     let work = tempfile::tempdir().unwrap();
     let mut args = vec!["compose.mjs".to_string()];
-    for (name, sdl) in subgraphs {
+    for (name, sdl, url) in subgraphs {
         let file = work.path().join(format!("{name}.graphql"));
         std::fs::write(&file, sdl).unwrap();
-        args.push(format!("{name}={}", file.display()));
+        args.push(format!("{name}={}={url}", file.display()));
     }
     let supergraph = work.path().join("supergraph.graphql");
     args.push("--supergraph".into());
@@ -183,7 +211,10 @@ fn compose(subgraphs: &[(&str, &str)]) -> (Value, String) {
 async fn two_councils_compose_in_both_composers() {
     let north = council("Northshire", demo::clean(), "").await;
     let south = council("Southborough", southborough_demo(), "").await;
-    let (n, s) = (service_sdl(&north).await, service_sdl(&south).await);
+    let (n, s) = (
+        service_sdl(&north, &[]).await,
+        service_sdl(&south, &[]).await,
+    );
     let (report, supergraph) = compose(&[("northshire", &n), ("southborough", &s)]);
     for composer in ["apollo", "guild"] {
         assert_eq!(
@@ -355,5 +386,263 @@ async fn entities_answer_per_representation() {
             (json!(["_entities", 6]), "BAD_USER_INPUT".to_string()),
         ],
         "{body}"
+    );
+}
+
+/// A token of the region's shared key.
+fn token(council: &Council, role: &str, user: &str, worker: Option<&str>) -> String {
+    let now = chrono::Utc::now().timestamp();
+    council
+        .gateway
+        .access
+        .as_ref()
+        .expect("secured")
+        .auth
+        .mint_hs256(&escr_gateway::consent::auth::Claims {
+            sub: user.into(),
+            role: role.into(),
+            org: Some("region".into()),
+            worker: worker.map(str::to_string),
+            team: worker.map(str::to_string),
+            iat: now,
+            exp: now + 600,
+            ..Default::default()
+        })
+        .unwrap()
+}
+
+/// Hive Gateway on a loopback port over a supergraph; stopped (by its id) when dropped.
+struct Router {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn hive_gateway(supergraph: &str) -> (Router, tempfile::TempDir) {
+    let dir = npm_packages();
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("supergraph.graphql");
+    std::fs::write(&file, supergraph).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = std::fs::File::create(work.path().join("router.log")).unwrap();
+    let child = Command::new("node")
+        .arg("node_modules/@graphql-hive/gateway/dist/bin.js")
+        .args(["supergraph", &file.display().to_string()])
+        .args(["--config-path", "gateway.config.mjs"])
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .current_dir(dir)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("Hive Gateway starts");
+    let router = Router {
+        child,
+        url: format!("http://127.0.0.1:{port}/graphql"),
+    };
+    // Ready once it answers; its start takes a few seconds (at most a minute here).
+    for _ in 0..600 {
+        if let Ok(r) = reqwest::Client::new()
+            .post(&router.url)
+            .json(&json!({"query": "{ __typename }"}))
+            .send()
+            .await
+        {
+            if r.status().is_success() {
+                return (router, work);
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!(
+        "Hive Gateway did not answer: {}",
+        std::fs::read_to_string(work.path().join("router.log")).unwrap_or_default()
+    );
+}
+
+/// Two secured council gateways under Hive Gateway (a stock router): the caller's
+/// token, purpose and break-glass reason reach the council that answers, which decides
+/// consent and audits the end user; withheld data survives the router as data; a caller
+/// without a token gets nothing; and the router sends a root field to one council
+/// whatever the id (a router plans by type and field, never by key value): the other
+/// council's person is null, never someone else.
+#[tokio::test]
+async fn hive_gateway_over_two_councils() {
+    let region = tempfile::tempdir().unwrap();
+    let key = region.path().join("region-jwt.key");
+    let north = council_with("Northshire", demo::clean(), "", Some(&key)).await;
+    let south = council_with("Southborough", southborough_demo(), "", Some(&key)).await;
+    let lead = token(&north, "safeguarding_lead", "lead@region", None);
+    let lead_headers = [
+        ("authorization", format!("Bearer {lead}")),
+        ("x-purpose-of-use", "safeguarding".to_string()),
+    ];
+    let as_lead: Vec<(&str, &str)> = lead_headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let subgraphs = [
+        (
+            "northshire",
+            service_sdl(&north, &as_lead).await,
+            format!("{}/subgraph", north.url),
+        ),
+        (
+            "southborough",
+            service_sdl(&south, &as_lead).await,
+            format!("{}/subgraph", south.url),
+        ),
+    ];
+    let named: Vec<(&str, &str, String)> = subgraphs
+        .iter()
+        .map(|(n, s, u)| (*n, s.as_str(), u.clone()))
+        .collect();
+    let (report, supergraph) = compose_at(&named);
+    assert_eq!(report["apollo"]["errors"], json!([]), "{report}");
+    let (router, _work) = hive_gateway(&supergraph).await;
+
+    // One person of each council, as each council's own gateway gives them.
+    let direct = |c: &Council| {
+        let url = format!("{}/graphql", c.url);
+        let headers = as_lead.clone();
+        async move {
+            let (_, _, body) = post(
+                &url,
+                json!({"query": "{ searchPeople(name: \"a\", first: 50) { edges { node { id name { family } services { id } } } } }"}),
+                &headers,
+            )
+            .await;
+            // Someone with services, so that a refusal has something to withhold.
+            let mut node = body["data"]["searchPeople"]["edges"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{body}"))
+                .iter()
+                .map(|e| e["node"].clone())
+                .find(|p| p["services"].as_array().is_some_and(|s| !s.is_empty()))
+                .expect("someone with services");
+            node.as_object_mut().unwrap().remove("services");
+            node
+        }
+    };
+    let (n, s) = (direct(&north).await, direct(&south).await);
+    assert!(n["id"].is_string() && s["id"].is_string(), "{n} {s}");
+    assert_ne!(n["id"], s["id"], "ids are the council's own");
+
+    let both = "query($a: ID!, $b: ID!) { a: person(id: $a) { id name { family } } b: person(id: $b) { id name { family } } }";
+    let vars = json!({"a": n["id"], "b": s["id"]});
+    // No token: the council refuses, nothing personal passes the router.
+    let (_, _, r) = post(&router.url, json!({"query": both, "variables": vars}), &[]).await;
+    assert!(r["data"]["a"].is_null() && r["data"]["b"].is_null(), "{r}");
+    assert!(r["errors"].as_array().is_some_and(|e| !e.is_empty()), "{r}");
+    assert!(
+        !r.to_string()
+            .contains(n["name"]["family"].as_str().unwrap()),
+        "{r}"
+    );
+
+    let (status, _, r) = post(
+        &router.url,
+        json!({"query": both, "variables": vars}),
+        &[("x-request-id", "region-1"), as_lead[0], as_lead[1]],
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    let answered: Vec<&Value> = [&r["data"]["a"], &r["data"]["b"]]
+        .into_iter()
+        .filter(|p| !p.is_null())
+        .collect();
+    assert_eq!(
+        answered.len(),
+        1,
+        "one council answers both root fields: {r}"
+    );
+    let (answering, person) = if r["data"]["a"].is_null() {
+        (&south, &s)
+    } else {
+        (&north, &n)
+    };
+    assert_eq!(
+        answered[0], person,
+        "the council's own answer, unchanged: {r}"
+    );
+    // The council that answered audited the end user, with the router's request id.
+    let audit = &answering.gateway.access.as_ref().unwrap().audit;
+    let events = audit.for_person(person["id"].as_str().unwrap()).unwrap();
+    assert!(
+        events.iter().any(|e| e.user == "lead@region"
+            && e.purpose == "safeguarding"
+            && e.http_request_id.as_deref() == Some("region-1")),
+        "{events:?}"
+    );
+
+    // Consent is the answering council's: a worker with no relationship sees no
+    // services, and `withheld` says why through the router; with a break-glass reason
+    // (propagated) the same worker sees them, and the council audits the break-glass.
+    let worker = token(answering, "social_worker", "worker@region", Some("999"));
+    let auth = format!("Bearer {worker}");
+    let query = "query($id: ID!) { person(id: $id) { services { id } withheld { field code } } }";
+    let id_vars = json!({"id": person["id"]});
+    let (_, _, r) = post(
+        &router.url,
+        json!({"query": query, "variables": id_vars}),
+        &[
+            ("authorization", &auth),
+            ("x-purpose-of-use", "direct_care"),
+        ],
+    )
+    .await;
+    assert_eq!(r["data"]["person"]["services"], json!([]), "{r}");
+    assert!(
+        r["data"]["person"]["withheld"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"field": "services", "code": "NO_RELATIONSHIP"})),
+        "{r}"
+    );
+    let reason = "Strategy meeting, child at risk";
+    let (_, _, r) = post(
+        &router.url,
+        json!({"query": query, "variables": id_vars}),
+        &[
+            ("authorization", &auth),
+            ("x-purpose-of-use", "direct_care"),
+            ("x-break-glass-reason", reason),
+        ],
+    )
+    .await;
+    let direct_services = post(
+        &format!("{}/graphql", answering.url),
+        json!({"query": query, "variables": id_vars}),
+        &[
+            ("authorization", &auth),
+            ("x-purpose-of-use", "direct_care"),
+            ("x-break-glass-reason", reason),
+        ],
+    )
+    .await
+    .2;
+    assert!(
+        r["data"]["person"]["services"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty()),
+        "{r}"
+    );
+    assert_eq!(
+        r["data"]["person"]["services"], direct_services["data"]["person"]["services"],
+        "{r}"
+    );
+    assert!(
+        audit
+            .break_glass()
+            .unwrap()
+            .iter()
+            .any(|e| e.user == "worker@region" && e.break_glass_reason.as_deref() == Some(reason)),
+        "break-glass through the router is audited"
     );
 }
