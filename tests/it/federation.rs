@@ -47,8 +47,6 @@ fn npm_packages() -> &'static Path {
 
 /// A council's own gateway: its three vendor databases, nothing of another council.
 pub struct Council {
-    pub name: &'static str,
-    pub demo: &'static Demo,
     pub gateway: Arc<Gateway>,
     pub url: String,
     _work: tempfile::TempDir,
@@ -124,8 +122,6 @@ pub async fn council_with(
     let gateway = Arc::new(gateway);
     let url = demo::serve_http(gateway.clone()).await;
     Council {
-        name,
-        demo: estate,
         gateway,
         url,
         _work: work,
