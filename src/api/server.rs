@@ -1,5 +1,5 @@
-//! HTTP: `POST /graphql` (and `GET` for persisted documents), GraphiQL on `GET
-//! /graphql`, `/healthz`, `/readyz`, `/metrics`, `/reports/*`, and documents'
+//! HTTP: `POST /graphql` (and `GET` for queries), `/subgraph` (the regional subgraph
+//! a federation router is given), GraphiQL on `GET /graphql`, `/healthz`, `/readyz`, `/metrics`, `/reports/*`, and documents'
 //! content (`api::documents`). The operations concerns
 //! around them (request ids, CORS, limits, metrics, traces, trusted documents) are in
 //! `api/ops/`; this file wires them.
