@@ -577,6 +577,23 @@ async fn hive_gateway_over_two_councils() {
         "{events:?}"
     );
 
+    // What failed stays an error through the router: a malformed NHS number.
+    let (_, _, r) = post(
+        &router.url,
+        json!({"query": "{ personByNhsNumber(nhsNumber: \"123\") { id } }"}),
+        &[as_lead[0], as_lead[1]],
+    )
+    .await;
+    assert!(r["data"]["personByNhsNumber"].is_null(), "{r}");
+    assert_eq!(
+        r["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{r}"
+    );
+    assert_eq!(
+        r["errors"][0]["message"], "an NHS number has 10 digits",
+        "{r}"
+    );
+
     // Consent is the answering council's: a worker with no relationship sees no
     // services, and `withheld` says why through the router; with a break-glass reason
     // (propagated) the same worker sees them, and the council audits the break-glass.
