@@ -216,6 +216,10 @@ pub struct IndexConfig {
     pub refresh_secs: u64,
     /// Record-linkage settings (`linkage.toml`); built-in defaults when absent.
     pub linkage: Option<PathBuf>,
+    /// The installation's namespace in person ids (`escr:<namespace>:<authority>:P...`):
+    /// unique to this gateway, such as the council's domain. Ids already given keep it.
+    #[serde(default = "default_namespace")]
+    pub namespace: Spanned<String>,
 }
 
 impl Default for IndexConfig {
@@ -224,6 +228,7 @@ impl Default for IndexConfig {
             path: default_index_path(),
             refresh_secs: default_refresh_secs(),
             linkage: None,
+            namespace: default_namespace(),
         }
     }
 }
@@ -233,6 +238,9 @@ fn default_index_path() -> PathBuf {
 }
 fn default_refresh_secs() -> u64 {
     60
+}
+fn default_namespace() -> Spanned<String> {
+    Spanned::new(0..0, crate::identity::index::DEFAULT_NAMESPACE.to_string())
 }
 
 #[derive(Debug, Deserialize)]
@@ -489,16 +497,16 @@ pub struct LoadedConfig {
 impl LoadedConfig {
     /// A source's authority: its own, else the reports' default, else "local".
     pub fn authority_of(&self, source: &SourceConfig) -> String {
-        source
-            .authority
-            .clone()
-            .or_else(|| {
-                self.reports
-                    .as_ref()
-                    .map(|(r, _)| r.default_authority.clone())
-            })
-            .unwrap_or_else(|| "local".into())
+        authority_of(source, self.reports.as_ref().map(|(r, _)| r))
     }
+}
+
+fn authority_of(source: &SourceConfig, reports: Option<&crate::reports::ReportsConfig>) -> String {
+    source
+        .authority
+        .clone()
+        .or_else(|| reports.map(|r| r.default_authority.clone()))
+        .unwrap_or_else(|| "local".into())
 }
 
 impl LoadedConfig {
@@ -562,6 +570,16 @@ impl LoadedConfig {
         };
 
         gateway.index.path = base.join(&gateway.index.path);
+        let namespace = &gateway.index.namespace;
+        if !crate::identity::index::person_id::valid_namespace(namespace.get_ref()) {
+            return Err(err(
+                namespace.span().start,
+                format!(
+                    "index.namespace `{}`: use lower-case letters, digits, `.` and `-` (such as the council's domain)",
+                    namespace.get_ref()
+                ),
+            ));
+        }
         if let Some(policy) = &mut gateway.policy {
             *policy = base.join(&*policy);
             must_exist("policy", policy)?;
@@ -727,6 +745,24 @@ impl LoadedConfig {
                 ));
             }
             profiles.push(VendorProfile::load(&s.profile)?);
+        }
+        let authorities: std::collections::BTreeSet<String> = gateway
+            .sources
+            .iter()
+            .map(|s| authority_of(s.get_ref(), reports.as_ref().map(|(r, _)| r)))
+            .collect();
+        if authorities.len() > 128 {
+            return Err(ConfigError::at(
+                path,
+                1,
+                format!(
+                    "{} authorities: one gateway serves at most 128",
+                    authorities.len()
+                ),
+            ));
+        }
+        if let Some(unknown) = linkage.unknown_authority(&authorities) {
+            return Err(unknown);
         }
         Ok(LoadedConfig {
             path: path.to_path_buf(),

@@ -96,10 +96,10 @@ impl Gateway {
             server: g.server.clone(),
             trusted_documents,
             fetcher,
-            index: Arc::new(IdentityIndex::open_with(
-                &g.index.path,
-                config.linkage.clone(),
-            )?),
+            index: Arc::new(
+                IdentityIndex::open_with(&g.index.path, config.linkage.clone())?
+                    .with_namespace(g.index.namespace.get_ref()),
+            ),
             policy: Arc::new(AllowAll),
             batch_delay: Duration::from_millis(g.loader.batch_delay_ms),
             access: None,

@@ -583,6 +583,9 @@ struct SourceStatus {
 struct Ready {
     ready: bool,
     people: usize,
+    /// The identity index's linkage model: how it was estimated, and whether a fitted
+    /// model failed its checks so that the default m and u values are in use.
+    linkage: Option<crate::identity::index::ModelStatus>,
     sources: Vec<SourceStatus>,
     cache: crate::record::loader::CacheStats,
 }
@@ -615,6 +618,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let body = Ready {
         ready,
         people: state.gateway.index.snapshot().person_count(),
+        linkage: state.gateway.index.model_status(),
         sources,
         cache: fetcher.cache_stats(),
     };

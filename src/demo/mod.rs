@@ -8,6 +8,7 @@
 //! during encoding and every one is listed in the truth file.
 
 pub mod documents;
+pub mod families;
 pub mod load;
 mod model;
 mod sink;

@@ -11,6 +11,9 @@ mod mssql;
 mod mysql;
 mod odbc;
 mod ops;
+mod portal;
+mod readme;
+mod reporting;
 mod reports;
 #[path = "../support/mod.rs"]
 mod support;

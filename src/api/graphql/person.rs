@@ -362,11 +362,16 @@ pub async fn load_person_facts(
         }
     }
     if let Some(access) = &gateway.access {
-        match access.registry.active(person_id) {
-            Ok(c) => facts.registry_consents = c,
-            Err(e) => {
-                tracing::warn!(error = %e, "consent registry unreadable");
-                facts.consent_unknown = true;
+        // Consents recorded under an id the person had before (a merge, the earlier id
+        // format) are the person's too.
+        let snapshot = gateway.index.snapshot();
+        for id in std::iter::once(person_id).chain(snapshot.former_ids(person_id)) {
+            match access.registry.active(id) {
+                Ok(c) => facts.registry_consents.extend(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "consent registry unreadable");
+                    facts.consent_unknown = true;
+                }
             }
         }
     }
