@@ -8,6 +8,8 @@ use crate::record::source::SourceError;
 /// GraphQL `extensions.code` values the gateway emits.
 pub mod codes {
     pub const SOURCE_UNAVAILABLE: &str = "SOURCE_UNAVAILABLE";
+    /// The audit log cannot be written: nothing is released.
+    pub const AUDIT_UNAVAILABLE: &str = "AUDIT_UNAVAILABLE";
     pub const MAPPING_FAILED: &str = "MAPPING_FAILED";
     pub const NOT_FOUND: &str = "NOT_FOUND";
     pub const BAD_INPUT: &str = "BAD_USER_INPUT";

@@ -1,5 +1,5 @@
-//! HTTP: `POST /graphql` (and `GET` for persisted documents), GraphiQL on `GET
-//! /graphql`, `/healthz`, `/readyz`, `/metrics`, `/reports/*`, and documents'
+//! HTTP: `POST /graphql` (and `GET` for queries), `/subgraph` (the regional subgraph
+//! a federation router is given), GraphiQL on `GET /graphql`, `/healthz`, `/readyz`, `/metrics`, `/reports/*`, and documents'
 //! content (`api::documents`). The operations concerns
 //! around them (request ids, CORS, limits, metrics, traces, trusted documents) are in
 //! `api/ops/`; this file wires them.
@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql_axum::GraphQLResponse;
 use axum::body::Bytes;
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
@@ -17,7 +16,7 @@ use axum::Router;
 use serde::Serialize;
 
 use crate::api::gateway::Gateway;
-use crate::api::graphql::EscrSchema;
+use crate::api::graphql::{EscrSchema, SubgraphSchema};
 use crate::api::ops::request::RequestId;
 use crate::api::ops::{self, documents, limits::Limits};
 use crate::consent::access::{AccessContext, RequestScope};
@@ -26,12 +25,15 @@ use crate::consent::access::{AccessContext, RequestScope};
 pub struct AppState {
     pub gateway: Arc<Gateway>,
     pub schema: EscrSchema,
+    /// The regional subgraph (`/subgraph`), for a federation router.
+    pub subgraph: SubgraphSchema,
     limits: Arc<Limits>,
 }
 
 /// The router's paths (metric labels and span names use only these).
 pub const ROUTES: &[&str] = &[
     "/graphql",
+    "/subgraph",
     "/healthz",
     "/readyz",
     "/metrics",
@@ -58,13 +60,18 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         );
     }
     let limits = Arc::new(Limits::new(&server.limits));
+    let subgraph = crate::api::graphql::subgraph_builder(Some(gateway.clone()))
+        .extension(ops::metrics::Observe)
+        .finish();
     let state = AppState {
         gateway: gateway.clone(),
         schema: schema.finish(),
+        subgraph,
         limits: limits.clone(),
     };
     let api = Router::new()
         .route("/graphql", get(graphql_get).post(graphql))
+        .route("/subgraph", get(subgraph_request).post(subgraph_request))
         .route("/reports/data-quality.csv", get(data_quality_csv))
         .route("/reports/mds.csv", get(mds_csv))
         .route("/reports/indicators.csv", get(indicators_csv))
@@ -178,7 +185,35 @@ async fn graphql(
         Err(r) => return json_error(r.status, r.code, &r.message),
     };
     let response = execute_with(&state.gateway, &state.schema, caller, request, Some(&id)).await;
-    GraphQLResponse::from(response).into_response()
+    documents::respond(&headers, response)
+}
+
+/// `/subgraph`: the regional subgraph a federation router plans over, with the same
+/// caller checks as `/graphql`.
+async fn subgraph_request(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    let caller = match caller(&state, &headers, &id).await {
+        Ok(caller) => caller,
+        Err(refused) => return refused,
+    };
+    let request = match documents::parse(
+        &state.gateway.trusted_documents,
+        &method,
+        &headers,
+        uri.query(),
+        &body,
+    ) {
+        Ok(request) => request,
+        Err(r) => return json_error(r.status, r.code, &r.message),
+    };
+    let response = execute_with(&state.gateway, &state.subgraph, caller, request, Some(&id)).await;
+    documents::respond(&headers, response)
 }
 
 /// Who is asking, from the request's token, within their rate limit; a refusal
@@ -251,20 +286,25 @@ pub async fn execute(
 
 /// As [`execute`], for a request that came over HTTP with its `X-Request-Id`, which
 /// goes into its audit events.
-pub async fn execute_with(
+pub async fn execute_with<Q, M>(
     gateway: &Arc<Gateway>,
-    schema: &EscrSchema,
+    schema: &async_graphql::Schema<Q, M, async_graphql::EmptySubscription>,
     caller: AccessContext,
     request: async_graphql::Request,
     http_request_id: Option<&RequestId>,
-) -> async_graphql::Response {
+) -> async_graphql::Response
+where
+    Q: async_graphql::ObjectType + 'static,
+    M: async_graphql::ObjectType + 'static,
+{
     let mut scope = RequestScope::default();
     scope.audit.http_request_id = http_request_id.map(|id| id.0.clone());
     let scope = Arc::new(scope);
     let request = request
         .data(gateway.request_loaders())
         .data(caller.clone())
-        .data(scope.clone());
+        .data(scope.clone())
+        .data(crate::api::graphql::entities::EntityIndexes::default());
     let mut response = schema.execute(request).await;
     if let Some(access) = &gateway.access {
         let events = scope.audit.events(&caller);
@@ -279,7 +319,7 @@ pub async fn execute_with(
                 None,
             );
             let mut ext = async_graphql::ErrorExtensionValues::default();
-            ext.set("code", "AUDIT_UNAVAILABLE");
+            ext.set("code", crate::api::error::codes::AUDIT_UNAVAILABLE);
             err.extensions = Some(ext);
             return async_graphql::Response::from_errors(vec![err]);
         }

@@ -3,6 +3,7 @@
 mod consent;
 mod documents;
 mod engines;
+mod federation;
 mod gateway;
 mod layout;
 mod linkage;

@@ -70,6 +70,7 @@ impl Sourced {
 
 /// Where a record lives in the legacy estate.
 #[derive(SimpleObject)]
+#[graphql(shareable)]
 pub struct Provenance {
     /// The configured source name ("casetrak").
     pub source: String,
@@ -80,6 +81,7 @@ pub struct Provenance {
 
 /// Sensitivity labels (safeguarding, mental_health, sealed, ...).
 #[derive(SimpleObject)]
+#[graphql(shareable)]
 pub struct Security {
     pub labels: Vec<String>,
 }
@@ -93,7 +95,7 @@ macro_rules! record_type {
         $(#[$doc])*
         pub struct $name(pub Sourced);
 
-        #[Object]
+        #[Object(shareable)]
         impl $name {
             /// Gateway-wide id of this record: source, entity and local id.
             async fn id(&self) -> ID {
@@ -427,7 +429,7 @@ impl Worker {
     }
 }
 
-#[Object]
+#[Object(shareable)]
 impl Worker {
     /// Gateway-wide id: source, entity and local id.
     async fn id(&self) -> ID {
@@ -456,7 +458,7 @@ impl Team {
     }
 }
 
-#[Object]
+#[Object(shareable)]
 impl Team {
     /// Gateway-wide id: source, entity and local id.
     async fn id(&self) -> ID {
