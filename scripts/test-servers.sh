@@ -20,7 +20,9 @@
 # Sourced by scripts/test-all.sh under `set -euo pipefail`: every function returns
 # instead of exiting and tolerates that shell option set.
 
-ESCR_TEST_PACKAGES="mariadb-server-core mariadb-client-core postgresql unixodbc odbc-mariadb odbc-postgresql libsqliteodbc freetds-bin openssl"
+# chromium: the browser checks of tests/browser (GraphiQL, examples/portal; node and npm
+# come with the machine); python3-venv: the reporting example's pinned pip packages.
+ESCR_TEST_PACKAGES="mariadb-server-core mariadb-client-core postgresql unixodbc odbc-mariadb odbc-postgresql libsqliteodbc freetds-bin openssl chromium python3-venv"
 
 _escr_log() { echo "test-servers: $*" >&2; }
 
@@ -56,6 +58,35 @@ install_test_packages() {
     # shellcheck disable=SC2086
     apt-get install -y -qq --no-install-recommends $missing >/dev/null || return 1
   fi
+}
+
+# playwright-core for the browser checks, from tests/browser's lockfile (no browser
+# download: they drive /usr/bin/chromium).
+install_browser_checks() {
+  local dir
+  dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/browser"
+  [ -d "$dir/node_modules/playwright-core" ] && return 0
+  if ! command -v npm >/dev/null; then
+    _escr_log "npm not found: the browser checks need node (20 or later) and npm"
+    return 1
+  fi
+  _escr_log "installing tests/browser's npm packages"
+  (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund >/dev/null) || return 1
+}
+
+# The reporting example's virtualenv with its pinned requirements (examples/reporting).
+install_reporting_venv() {
+  local dir
+  dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/examples/reporting"
+  if [ -x "$dir/.venv/bin/python" ] &&
+    cmp -s "$dir/requirements.txt" "$dir/.venv/requirements.installed"; then
+    return 0
+  fi
+  _escr_log "installing examples/reporting's pip packages"
+  rm -rf "$dir/.venv"
+  python3 -m venv "$dir/.venv" || return 1
+  "$dir/.venv/bin/pip" install -q --disable-pip-version-check -r "$dir/requirements.txt" || return 1
+  cp "$dir/requirements.txt" "$dir/.venv/requirements.installed"
 }
 
 # True when something accepts TCP connections on 127.0.0.1:$1.
@@ -276,6 +307,8 @@ start_test_servers() {
   local started base my_port pg_port my_pass pg_pass
   started=$(date +%s%3N)
   install_test_packages || return 1
+  install_browser_checks || return 1
+  install_reporting_venv || return 1
   base=$(mktemp -d /tmp/escr-test-servers.XXXXXX) || return 1
   # The postgres user must reach its data dir below this one.
   chmod 755 "$base"

@@ -33,7 +33,24 @@ pub struct GatewayConfig {
     pub policy: Option<PathBuf>,
     /// Reports: authorities, populations, calendar, suppression (`reports.toml`).
     pub reports: Option<PathBuf>,
+    /// Documents' content links (`/documents/{id}/content`).
+    #[serde(default)]
+    pub documents: DocumentsConfig,
     pub sources: Vec<Spanned<SourceConfig>>,
+}
+
+/// `[documents]`: the key that makes document ids in content links opaque (they are
+/// sealed with AES-256-GCM-SIV: a link names no source, record or person).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentsConfig {
+    /// Environment variable holding the key (32 bytes or more); wins over the file.
+    pub id_key_env: Option<String>,
+    /// File holding the key.
+    pub id_key_file: Option<PathBuf>,
+    /// Create the key file with a random key (demo only).
+    #[serde(default)]
+    pub generate_key_if_missing: bool,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -199,6 +216,10 @@ pub struct IndexConfig {
     pub refresh_secs: u64,
     /// Record-linkage settings (`linkage.toml`); built-in defaults when absent.
     pub linkage: Option<PathBuf>,
+    /// The installation's namespace in person ids (`escr:<namespace>:<authority>:P...`):
+    /// unique to this gateway, such as the council's domain. Ids already given keep it.
+    #[serde(default = "default_namespace")]
+    pub namespace: Spanned<String>,
 }
 
 impl Default for IndexConfig {
@@ -207,6 +228,7 @@ impl Default for IndexConfig {
             path: default_index_path(),
             refresh_secs: default_refresh_secs(),
             linkage: None,
+            namespace: default_namespace(),
         }
     }
 }
@@ -216,6 +238,9 @@ fn default_index_path() -> PathBuf {
 }
 fn default_refresh_secs() -> u64 {
     60
+}
+fn default_namespace() -> Spanned<String> {
+    Spanned::new(0..0, crate::identity::index::DEFAULT_NAMESPACE.to_string())
 }
 
 #[derive(Debug, Deserialize)]
@@ -327,6 +352,8 @@ pub struct SourceConfig {
     /// The council whose records these are (default: `default_authority` in
     /// `reports.toml`); must be one of its `[authorities]`.
     pub authority: Option<String>,
+    /// Where the source's documents live (a folder or an HTTP/WebDAV service).
+    pub documents: Option<Spanned<crate::record::documents::DocumentStoreConfig>>,
     /// Every other key: connector sections by engine name, as written.
     #[serde(flatten)]
     sections: std::collections::BTreeMap<String, toml::Value>,
@@ -470,16 +497,16 @@ pub struct LoadedConfig {
 impl LoadedConfig {
     /// A source's authority: its own, else the reports' default, else "local".
     pub fn authority_of(&self, source: &SourceConfig) -> String {
-        source
-            .authority
-            .clone()
-            .or_else(|| {
-                self.reports
-                    .as_ref()
-                    .map(|(r, _)| r.default_authority.clone())
-            })
-            .unwrap_or_else(|| "local".into())
+        authority_of(source, self.reports.as_ref().map(|(r, _)| r))
     }
+}
+
+fn authority_of(source: &SourceConfig, reports: Option<&crate::reports::ReportsConfig>) -> String {
+    source
+        .authority
+        .clone()
+        .or_else(|| reports.map(|r| r.default_authority.clone()))
+        .unwrap_or_else(|| "local".into())
 }
 
 impl LoadedConfig {
@@ -543,9 +570,22 @@ impl LoadedConfig {
         };
 
         gateway.index.path = base.join(&gateway.index.path);
+        let namespace = &gateway.index.namespace;
+        if !crate::identity::index::person_id::valid_namespace(namespace.get_ref()) {
+            return Err(err(
+                namespace.span().start,
+                format!(
+                    "index.namespace `{}`: use lower-case letters, digits, `.` and `-` (such as the council's domain)",
+                    namespace.get_ref()
+                ),
+            ));
+        }
         if let Some(policy) = &mut gateway.policy {
             *policy = base.join(&*policy);
             must_exist("policy", policy)?;
+        }
+        if let Some(key) = &mut gateway.documents.id_key_file {
+            *key = base.join(&*key);
         }
         let linkage = match &mut gateway.index.linkage {
             Some(p) => {
@@ -646,7 +686,7 @@ impl LoadedConfig {
                 return Err(err(
                     offset,
                     format!(
-                        "source `{}`: unknown field `{unknown}` (expected `name`, `profile`, `authority` or a connector section: `{engines}`)",
+                        "source `{}`: unknown field `{unknown}` (expected `name`, `profile`, `authority`, `documents` or a connector section: `{engines}`)",
                         s.name
                     ),
                 ));
@@ -686,6 +726,13 @@ impl LoadedConfig {
             if let Some(c) = &mut s.connector {
                 c.settings.resolve_paths(&base);
             }
+            if let Some(documents) = &mut s.documents {
+                let at = documents.span().start;
+                documents.get_ref().validate().map_err(|reason| {
+                    err(at, format!("source `{}`, `documents`: {reason}", s.name))
+                })?;
+                documents.get_mut().resolve_paths(&base);
+            }
             s.profile = base.join(&s.profile);
             if !s.profile.exists() {
                 return Err(err(
@@ -698,6 +745,24 @@ impl LoadedConfig {
                 ));
             }
             profiles.push(VendorProfile::load(&s.profile)?);
+        }
+        let authorities: std::collections::BTreeSet<String> = gateway
+            .sources
+            .iter()
+            .map(|s| authority_of(s.get_ref(), reports.as_ref().map(|(r, _)| r)))
+            .collect();
+        if authorities.len() > 128 {
+            return Err(ConfigError::at(
+                path,
+                1,
+                format!(
+                    "{} authorities: one gateway serves at most 128",
+                    authorities.len()
+                ),
+            ));
+        }
+        if let Some(unknown) = linkage.unknown_authority(&authorities) {
+            return Err(unknown);
         }
         Ok(LoadedConfig {
             path: path.to_path_buf(),

@@ -8,11 +8,17 @@ use crate::record::source::SourceError;
 /// GraphQL `extensions.code` values the gateway emits.
 pub mod codes {
     pub const SOURCE_UNAVAILABLE: &str = "SOURCE_UNAVAILABLE";
+    /// The audit log cannot be written: nothing is released.
+    pub const AUDIT_UNAVAILABLE: &str = "AUDIT_UNAVAILABLE";
     pub const MAPPING_FAILED: &str = "MAPPING_FAILED";
     pub const NOT_FOUND: &str = "NOT_FOUND";
     pub const BAD_INPUT: &str = "BAD_USER_INPUT";
     pub const QUERY_TOO_COSTLY: &str = "QUERY_TOO_COSTLY";
     pub const INTROSPECTION_DISABLED: &str = "INTROSPECTION_DISABLED";
+    /// Documents' content (`GET /documents/{id}/content`).
+    pub const CONTENT_NOT_FOUND: &str = "CONTENT_NOT_FOUND";
+    pub const CONTENT_TOO_LARGE: &str = "CONTENT_TOO_LARGE";
+    pub const RANGE_NOT_SATISFIABLE: &str = "RANGE_NOT_SATISFIABLE";
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -32,7 +32,11 @@ pub struct Gateway {
     /// The HTTP server's settings (GraphiQL, CORS, limits, metrics).
     pub server: crate::config::ServerConfig,
     /// The allowlist of persisted operations and how it is used.
-    pub documents: Arc<crate::api::ops::documents::TrustedDocuments>,
+    pub trusted_documents: Arc<crate::api::ops::documents::TrustedDocuments>,
+    /// The sources' document stores (letters' and scans' content).
+    pub documents: Arc<crate::record::documents::DocumentStores>,
+    /// Seals and opens the opaque ids of content links.
+    pub document_ids: Arc<crate::api::documents::DocumentIds>,
 }
 
 impl Gateway {
@@ -40,6 +44,9 @@ impl Gateway {
     /// in `/readyz` and in errors, and the others serve.
     pub fn from_config(config: LoadedConfig) -> Result<Gateway, BuildError> {
         let g = &config.gateway;
+        let documents = crate::api::documents::build_stores(g);
+        let document_ids = crate::api::documents::DocumentIds::from_config(&g.documents)
+            .map_err(|reason| escr_connector::ConfigError::io(&config.path, reason))?;
         let authorities: Vec<String> = g
             .sources
             .iter()
@@ -82,21 +89,23 @@ impl Gateway {
             }
             None => None,
         };
-        let documents = Arc::new(crate::api::ops::documents::TrustedDocuments::load(
+        let trusted_documents = Arc::new(crate::api::ops::documents::TrustedDocuments::load(
             &g.trusted_documents,
         )?);
         Ok(Gateway {
             server: g.server.clone(),
-            documents,
+            trusted_documents,
             fetcher,
-            index: Arc::new(IdentityIndex::open_with(
-                &g.index.path,
-                config.linkage.clone(),
-            )?),
+            index: Arc::new(
+                IdentityIndex::open_with(&g.index.path, config.linkage.clone())?
+                    .with_namespace(g.index.namespace.get_ref()),
+            ),
             policy: Arc::new(AllowAll),
             batch_delay: Duration::from_millis(g.loader.batch_delay_ms),
             access: None,
             reports,
+            documents,
+            document_ids: Arc::new(document_ids),
         })
     }
 

@@ -2,6 +2,7 @@
 //! its resolvers, the one mapping of errors to GraphQL codes, and the gateway state the
 //! API serves (assembled from config out of every other subsystem).
 
+pub mod documents;
 pub mod error;
 pub mod gateway;
 pub mod graphql;

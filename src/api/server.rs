@@ -1,12 +1,12 @@
-//! HTTP: `POST /graphql` (and `GET` for persisted documents), GraphiQL on `GET
-//! /graphql`, `/healthz`, `/readyz`, `/metrics`, `/reports/*`. The operations concerns
+//! HTTP: `POST /graphql` (and `GET` for queries), `/subgraph` (the regional subgraph
+//! a federation router is given), GraphiQL on `GET /graphql`, `/healthz`, `/readyz`, `/metrics`, `/reports/*`, and documents'
+//! content (`api::documents`). The operations concerns
 //! around them (request ids, CORS, limits, metrics, traces, trusted documents) are in
 //! `api/ops/`; this file wires them.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql_axum::GraphQLResponse;
 use axum::body::Bytes;
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
@@ -16,7 +16,7 @@ use axum::Router;
 use serde::Serialize;
 
 use crate::api::gateway::Gateway;
-use crate::api::graphql::EscrSchema;
+use crate::api::graphql::{EscrSchema, SubgraphSchema};
 use crate::api::ops::request::RequestId;
 use crate::api::ops::{self, documents, limits::Limits};
 use crate::consent::access::{AccessContext, RequestScope};
@@ -25,12 +25,15 @@ use crate::consent::access::{AccessContext, RequestScope};
 pub struct AppState {
     pub gateway: Arc<Gateway>,
     pub schema: EscrSchema,
+    /// The regional subgraph (`/subgraph`), for a federation router.
+    pub subgraph: SubgraphSchema,
     limits: Arc<Limits>,
 }
 
 /// The router's paths (metric labels and span names use only these).
 pub const ROUTES: &[&str] = &[
     "/graphql",
+    "/subgraph",
     "/healthz",
     "/readyz",
     "/metrics",
@@ -49,7 +52,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     }
     let mut schema =
         crate::api::graphql::builder(Some(gateway.clone())).extension(ops::metrics::Observe);
-    if gateway.documents.apq() {
+    if gateway.trusted_documents.apq() {
         schema = schema.extension(
             async_graphql::extensions::apollo_persisted_queries::ApolloPersistedQueries::new(
                 async_graphql::extensions::apollo_persisted_queries::LruCacheStorage::new(1024),
@@ -57,17 +60,23 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         );
     }
     let limits = Arc::new(Limits::new(&server.limits));
+    let subgraph = crate::api::graphql::subgraph_builder(Some(gateway.clone()))
+        .extension(ops::metrics::Observe)
+        .finish();
     let state = AppState {
         gateway: gateway.clone(),
         schema: schema.finish(),
+        subgraph,
         limits: limits.clone(),
     };
     let api = Router::new()
         .route("/graphql", get(graphql_get).post(graphql))
+        .route("/subgraph", get(subgraph_request).post(subgraph_request))
         .route("/reports/data-quality.csv", get(data_quality_csv))
         .route("/reports/mds.csv", get(mds_csv))
         .route("/reports/indicators.csv", get(indicators_csv))
         .route("/reports/indicators.json", get(indicators_json))
+        .merge(crate::api::documents::routes())
         .with_state(state.clone())
         // Bodies past the limit are refused (413) before they are read: before parsing
         // and before the token is looked at.
@@ -166,7 +175,7 @@ async fn graphql(
         Err(refused) => return refused,
     };
     let request = match documents::parse(
-        &state.gateway.documents,
+        &state.gateway.trusted_documents,
         &method,
         &headers,
         uri.query(),
@@ -176,12 +185,40 @@ async fn graphql(
         Err(r) => return json_error(r.status, r.code, &r.message),
     };
     let response = execute_with(&state.gateway, &state.schema, caller, request, Some(&id)).await;
-    GraphQLResponse::from(response).into_response()
+    documents::respond(&headers, response)
+}
+
+/// `/subgraph`: the regional subgraph a federation router plans over, with the same
+/// caller checks as `/graphql`.
+async fn subgraph_request(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    let caller = match caller(&state, &headers, &id).await {
+        Ok(caller) => caller,
+        Err(refused) => return refused,
+    };
+    let request = match documents::parse(
+        &state.gateway.trusted_documents,
+        &method,
+        &headers,
+        uri.query(),
+        &body,
+    ) {
+        Ok(request) => request,
+        Err(r) => return json_error(r.status, r.code, &r.message),
+    };
+    let response = execute_with(&state.gateway, &state.subgraph, caller, request, Some(&id)).await;
+    documents::respond(&headers, response)
 }
 
 /// Who is asking, from the request's token, within their rate limit; a refusal
 /// (already audited) otherwise.
-async fn caller(
+pub(crate) async fn caller(
     state: &AppState,
     headers: &HeaderMap,
     id: &RequestId,
@@ -249,20 +286,25 @@ pub async fn execute(
 
 /// As [`execute`], for a request that came over HTTP with its `X-Request-Id`, which
 /// goes into its audit events.
-pub async fn execute_with(
+pub async fn execute_with<Q, M>(
     gateway: &Arc<Gateway>,
-    schema: &EscrSchema,
+    schema: &async_graphql::Schema<Q, M, async_graphql::EmptySubscription>,
     caller: AccessContext,
     request: async_graphql::Request,
     http_request_id: Option<&RequestId>,
-) -> async_graphql::Response {
+) -> async_graphql::Response
+where
+    Q: async_graphql::ObjectType + 'static,
+    M: async_graphql::ObjectType + 'static,
+{
     let mut scope = RequestScope::default();
     scope.audit.http_request_id = http_request_id.map(|id| id.0.clone());
     let scope = Arc::new(scope);
     let request = request
         .data(gateway.request_loaders())
         .data(caller.clone())
-        .data(scope.clone());
+        .data(scope.clone())
+        .data(crate::api::graphql::entities::EntityIndexes::default());
     let mut response = schema.execute(request).await;
     if let Some(access) = &gateway.access {
         let events = scope.audit.events(&caller);
@@ -277,7 +319,7 @@ pub async fn execute_with(
                 None,
             );
             let mut ext = async_graphql::ErrorExtensionValues::default();
-            ext.set("code", "AUDIT_UNAVAILABLE");
+            ext.set("code", crate::api::error::codes::AUDIT_UNAVAILABLE);
             err.extensions = Some(ext);
             return async_graphql::Response::from_errors(vec![err]);
         }
@@ -541,6 +583,9 @@ struct SourceStatus {
 struct Ready {
     ready: bool,
     people: usize,
+    /// The identity index's linkage model: how it was estimated, and whether a fitted
+    /// model failed its checks so that the default m and u values are in use.
+    linkage: Option<crate::identity::index::ModelStatus>,
     sources: Vec<SourceStatus>,
     cache: crate::record::loader::CacheStats,
 }
@@ -573,6 +618,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let body = Ready {
         ready,
         people: state.gateway.index.snapshot().person_count(),
+        linkage: state.gateway.index.model_status(),
         sources,
         cache: fetcher.cache_stats(),
     };

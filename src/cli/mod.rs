@@ -294,6 +294,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let gateway = Gateway::from_config(config)?;
             let report = gateway.refresh_index(incremental).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
+            warn_if_defaults(&report.linkage);
             Ok(())
         }),
         Command::LinkageReport { truth, json } => runtime.block_on(async {
@@ -331,8 +332,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     quality.true_pairs
                 );
                 println!(
-                    "review queue: {} pairs ({} of them true matches)",
-                    quality.review_pairs, quality.review_true_matches
+                    "review queue: {} pairs ({} of them true matches, {} held back only because a record is protected)",
+                    quality.review_pairs, quality.review_true_matches, quality.review_protected_true_matches
                 );
                 println!(
                     "candidate pairs: {}, probabilistic links: {}, refused links: {}, indexing took {:.2} s",
@@ -342,7 +343,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     elapsed.as_secs_f64()
                 );
                 println!("records by link rule: {:?}", report.links_by_rule);
+                println!("linkage model: {}", report.linkage.model);
             }
+            warn_if_defaults(&report.linkage);
             Ok(())
         }),
         Command::Serve { listen } => runtime.block_on(serve(&cli.config, listen)),
@@ -460,6 +463,21 @@ fn ensure_demo(config: &LoadedConfig) -> anyhow::Result<()> {
         .iter()
         .filter_map(|s| s.get_ref().local_file())
         .any(|path| !path.exists());
+    if !missing {
+        // An estate generated before the demo had document files gets them now.
+        for (council, dir) in std::iter::once((&demo.council, demo_dir))
+            .chain(demo.other_councils.iter().map(|c| (&c.name, &c.dir)))
+        {
+            if !demo::documents::present(dir) {
+                let opts = GenerateOptions {
+                    seed: demo.seed,
+                    council: council.clone(),
+                    ..GenerateOptions::default()
+                };
+                demo::documents::write(&opts, dir).map_err(|e| anyhow::anyhow!(e))?;
+            }
+        }
+    }
     if missing {
         tracing::info!(people = demo.people, seed = demo.seed, dir = %demo_dir.display(), "generating demo data (first run)");
         let councils = std::iter::once((&demo.council, demo_dir, demo.people)).chain(
@@ -522,6 +540,9 @@ async fn serve(config_path: &Path, listen: Option<String>) -> anyhow::Result<()>
         changed = report.changed,
         "identity index ready"
     );
+    if let Some(status) = gateway.index.model_status().filter(|m| m.defaults_used) {
+        tracing::warn!(reasons = %status.rejected.join("; "), "the fitted linkage model failed its checks: the default m and u values are in use");
+    }
 
     if refresh_secs > 0 {
         let g = gateway.clone();
@@ -531,7 +552,7 @@ async fn serve(config_path: &Path, listen: Option<String>) -> anyhow::Result<()>
             loop {
                 tick.tick().await;
                 match g.refresh_index(true).await {
-                    Ok(r) if r.changed > 0 => {
+                    Ok(r) if r.changed > 0 || r.deleted_records > 0 => {
                         g.fetcher.clear_cache();
                         tracing::info!(changed = r.changed, "identity index refreshed");
                     }
@@ -571,6 +592,17 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+/// Says on stderr when the fitted linkage model failed its checks and the documented
+/// defaults were used instead (the JSON report carries the same reasons).
+fn warn_if_defaults(stats: &crate::identity::index::LinkStats) {
+    if !stats.model_rejected.is_empty() {
+        eprintln!(
+            "warning: the fitted linkage model failed its checks, so the default m and u values (config/README.md) were used: {}",
+            stats.model_rejected.join("; ")
+        );
     }
 }
 

@@ -7,6 +7,8 @@
 //! vendor encodes its share in its own naming, types and code lists. Faults are applied
 //! during encoding and every one is listed in the truth file.
 
+pub mod documents;
+pub mod families;
 pub mod load;
 mod model;
 mod sink;
@@ -149,7 +151,8 @@ pub struct TruthFault {
     pub kind: String,
 }
 
-/// Write `casetrak.db`, `opencare.db`, `ssis.db` and `truth.json` into `out_dir`.
+/// Write `casetrak.db`, `opencare.db`, `ssis.db`, `truth.json` and the documents'
+/// files (`documents/`) into `out_dir`.
 pub fn generate(opts: &GenerateOptions, out_dir: &Path) -> Result<GenerateSummary, GenerateError> {
     let started = Instant::now();
     let werr = |path: &Path, e: &dyn std::fmt::Display| GenerateError::Write {
@@ -200,6 +203,11 @@ pub fn generate(opts: &GenerateOptions, out_dir: &Path) -> Result<GenerateSummar
         })
         .collect();
     truth.reports = truth_reports::reports(opts.reference_date, &subjects, &truth.events);
+    // The files the document records point at (read back from the databases).
+    documents::write(opts, out_dir).map_err(|reason| GenerateError::Write {
+        path: out_dir.join(documents::FOLDER).display().to_string(),
+        reason,
+    })?;
     let truth_path = out_dir.join("truth.json");
     let file = std::fs::File::create(&truth_path).map_err(|e| werr(&truth_path, &e))?;
     serde_json::to_writer(std::io::BufWriter::new(file), &truth)

@@ -1073,13 +1073,9 @@ impl Counter {
     }
 }
 
-fn opencare(
-    opts: &GenerateOptions,
-    pop: &[TruePerson],
-    out: &mut Out<'_>,
-    rng: &mut ChaCha8Rng,
-) -> Result<(), String> {
-    out.table(
+/// OpenCare's tables (also the schema of the independent families estate).
+pub(super) fn opencare_tables(sink: &mut dyn TableSink) -> Result<(), String> {
+    sink.create_table(
         "people",
         &[
             ("id", "INTEGER PRIMARY KEY"),
@@ -1094,7 +1090,7 @@ fn opencare(
             ("updated_at", "DATETIME"),
         ],
     )?;
-    out.table(
+    sink.create_table(
         "person_identifiers",
         &[
             ("id", "INTEGER PRIMARY KEY"),
@@ -1104,8 +1100,8 @@ fn opencare(
         ],
     )?;
     // OpenCare looks NHS numbers up by person for every person it lists.
-    out.sink.create_index("person_identifiers", "person_id")?;
-    out.table(
+    sink.create_index("person_identifiers", "person_id")?;
+    sink.create_table(
         "referrals",
         &[
             ("id", "INTEGER PRIMARY KEY"),
@@ -1116,7 +1112,7 @@ fn opencare(
             ("outcome", "VARCHAR(20)"),
         ],
     )?;
-    out.table(
+    sink.create_table(
         "assessments",
         &[
             ("id", "INTEGER PRIMARY KEY"),
@@ -1127,7 +1123,7 @@ fn opencare(
             ("eligible", "TINYINT"),
         ],
     )?;
-    out.table(
+    sink.create_table(
         "care_plans",
         &[
             ("id", "INTEGER PRIMARY KEY"),
@@ -1138,7 +1134,7 @@ fn opencare(
             ("budget_pence", "INT"),
         ],
     )?;
-    out.table(
+    sink.create_table(
         "service_agreements",
         &[
             ("id", "INTEGER PRIMARY KEY"),
@@ -1153,7 +1149,7 @@ fn opencare(
             ("deleted_at", "DATETIME"),
         ],
     )?;
-    out.table(
+    sink.create_table(
         "appointments",
         &[
             ("id", "INTEGER PRIMARY KEY"),
@@ -1165,7 +1161,7 @@ fn opencare(
             ("carer_id", "INTEGER"),
         ],
     )?;
-    out.table(
+    sink.create_table(
         "notes",
         &[
             ("id", "INTEGER PRIMARY KEY"),
@@ -1177,7 +1173,7 @@ fn opencare(
             ("deleted_at", "DATETIME"),
         ],
     )?;
-    out.table(
+    sink.create_table(
         "messages",
         &[
             ("id", "INTEGER PRIMARY KEY"),
@@ -1189,7 +1185,7 @@ fn opencare(
             ("sent_at", "DATETIME"),
         ],
     )?;
-    out.table(
+    sink.create_table(
         "flags",
         &[
             ("id", "INTEGER PRIMARY KEY"),
@@ -1200,7 +1196,7 @@ fn opencare(
             ("cleared_on", "DATE"),
         ],
     )?;
-    out.table(
+    sink.create_table(
         "consents",
         &[
             ("id", "INTEGER PRIMARY KEY"),
@@ -1211,6 +1207,16 @@ fn opencare(
             ("withdrawn_on", "DATE"),
         ],
     )?;
+    Ok(())
+}
+
+fn opencare(
+    opts: &GenerateOptions,
+    pop: &[TruePerson],
+    out: &mut Out<'_>,
+    rng: &mut ChaCha8Rng,
+) -> Result<(), String> {
+    opencare_tables(out.sink)?;
 
     let f = &opts.faults;
     let mut ids = Counter::default();

@@ -21,13 +21,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use crate::identity::linkage::{self, Class, FieldWeight, LinkageConfig, Subject};
+use crate::record::source::{Lookup, Source, SourceError};
 use chrono::{NaiveDate, NaiveDateTime};
 use escr_connector::{FindingKind, Record};
 use rusqlite::{params, Connection, OptionalExtension};
-use sha2::{Digest, Sha256};
-
-use crate::identity::linkage::{self, Class, FieldWeight, LinkageConfig, Subject};
-use crate::record::source::{Source, SourceError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -57,6 +55,11 @@ pub struct SourceRecord {
     pub labels: String,
     pub merged_into: Option<String>,
     pub updated: Option<NaiveDateTime>,
+    /// The council the record's source belongs to (`[[sources]] authority`).
+    pub authority: String,
+    /// Labels of the record's alerts and episodes, comma-separated, when looked at
+    /// (`None`: not known yet, which counts as protected).
+    pub related_labels: Option<String>,
     pub person_id: String,
     /// Why this record is in its person: "steward_link", "vendor_merge",
     /// "nhs_number+birth_date", "probabilistic" or "single" (the first link that joined it).
@@ -136,6 +139,8 @@ pub struct Snapshot {
     people_by_nhs: HashMap<String, Vec<String>>,
     nhs_of_person: HashMap<String, Vec<String>>,
     aliases: HashMap<String, String>,
+    /// Current id -> the ids that resolve to it.
+    former: HashMap<String, Vec<String>>,
     search: Vec<SearchRow>,
     edges: HashMap<String, Vec<LinkEdge>>,
     review: Vec<Candidate>,
@@ -157,6 +162,16 @@ impl Snapshot {
             return self.people.get_key_value(id).map(|(k, _)| k.as_str());
         }
         self.aliases.get(id).map(String::as_str)
+    }
+
+    /// The ids that resolve to `person_id` (retired by merges or the move to the
+    /// current id format): what was recorded under them is the person's.
+    pub fn former_ids(&self, person_id: &str) -> impl Iterator<Item = &str> {
+        self.former
+            .get(person_id)
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
     }
 
     pub fn records(&self, person_id: &str) -> &[SourceRef] {
@@ -280,6 +295,13 @@ pub struct IndexReport {
     pub linkage_changed_records: usize,
     /// Rows of `source_record` inserted, replaced or deleted.
     pub rows_written: usize,
+    /// Records that left the index because their source no longer lists them or
+    /// reported them deleted.
+    pub deleted_records: usize,
+    /// Records that left the index because their source is no longer configured.
+    pub removed_source_records: usize,
+    /// Milliseconds per phase of the run, in order.
+    pub phase_ms: Vec<(&'static str, u64)>,
 }
 
 /// What the probabilistic stage did.
@@ -300,11 +322,29 @@ pub struct LinkStats {
     pub weights: BTreeMap<String, BTreeMap<String, f64>>,
     pub estimated_match_share: f64,
     pub em_iterations: usize,
+    /// How the model in use was estimated: `anchor_pairs`, `em`, `priors`, or
+    /// `defaults` (the fitted model failed its checks; see `model_rejected`).
+    pub model: String,
+    /// Why the fitted model was not used (empty when it was).
+    pub model_rejected: Vec<String>,
+    /// Candidate pairs sharing a valid NHS number.
+    pub anchor_pairs: usize,
+    /// Records whose alerts and episodes were looked at for protected labels.
+    pub related_checked: usize,
+    /// The thresholds in force (bits), raised with the population beyond
+    /// `thresholds.reference_records` (for the largest linkage group).
+    pub match_threshold: f64,
+    pub review_threshold: f64,
 }
 
 pub struct IdentityIndex {
     path: PathBuf,
     linkage: LinkageConfig,
+    /// The installation namespace of new person ids (`index.namespace`).
+    namespace: String,
+    model: RwLock<Option<ModelStatus>>,
+    /// The last run's state (None until a run, or after one failed): see [`State`].
+    state: std::sync::Mutex<Option<State>>,
     snapshot: RwLock<Arc<Snapshot>>,
     write: tokio::sync::Mutex<()>,
 }
@@ -321,6 +361,7 @@ CREATE TABLE IF NOT EXISTS source_state (source TEXT PRIMARY KEY, last_updated T
 CREATE TABLE IF NOT EXISTS link_edge (
   person_id TEXT NOT NULL, a_source TEXT NOT NULL, a_local TEXT NOT NULL, b_source TEXT NOT NULL,
   b_local TEXT NOT NULL, rule TEXT NOT NULL, score REAL, evidence TEXT NOT NULL, note TEXT);
+CREATE INDEX IF NOT EXISTS link_edge_person ON link_edge (person_id);
 CREATE TABLE IF NOT EXISTS review_pair (
   a_source TEXT NOT NULL, a_local TEXT NOT NULL, b_source TEXT NOT NULL, b_local TEXT NOT NULL,
   a_person TEXT NOT NULL, b_person TEXT NOT NULL, score REAL, reason TEXT NOT NULL, evidence TEXT NOT NULL);
@@ -335,11 +376,16 @@ CREATE TABLE IF NOT EXISTS link_decision (
 ";
 
 /// Columns added to `source_record` after v1; an older index file gains them on open.
-const ADDED_COLUMNS: [(&str, &str); 3] = [
+const ADDED_COLUMNS: [(&str, &str); 5] = [
     ("gender", "TEXT"),
     ("birth_date_estimated", "INTEGER NOT NULL DEFAULT 0"),
     ("labels", "TEXT NOT NULL DEFAULT ''"),
+    ("authority", "TEXT NOT NULL DEFAULT ''"),
+    ("related_labels", "TEXT"),
 ];
+
+/// The namespace of person ids when the config names none.
+pub const DEFAULT_NAMESPACE: &str = "local";
 
 impl IdentityIndex {
     pub fn open(path: &Path) -> Result<IdentityIndex, IndexError> {
@@ -350,13 +396,29 @@ impl IdentityIndex {
         let index = IdentityIndex {
             path: path.to_path_buf(),
             linkage,
+            namespace: DEFAULT_NAMESPACE.into(),
+            model: RwLock::new(None),
+            state: std::sync::Mutex::new(None),
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             write: tokio::sync::Mutex::new(()),
         };
         let conn = index.connect()?;
         let snapshot = load_snapshot(&conn).map_err(|e| index.store_err(e))?;
         *index.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
+        if let Some(model) = load_model(&conn).map_err(|e| index.store_err(e))? {
+            index.set_model_status(&model);
+        }
         Ok(index)
+    }
+
+    /// New person ids are minted in this namespace (see [`person_id`]).
+    pub fn with_namespace(mut self, namespace: &str) -> IdentityIndex {
+        self.namespace = namespace.to_string();
+        self
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
     }
 
     fn store_err(&self, e: impl std::fmt::Display) -> IndexError {
@@ -404,7 +466,34 @@ impl IdentityIndex {
         if a == b {
             return Err(bad("the two records are the same record".into()));
         }
-        {
+        if action == DecisionAction::Link {
+            let conn = self.connect()?;
+            let mut authorities = Vec::new();
+            for k in [&a, &b] {
+                let authority: Option<String> = conn
+                    .query_row(
+                        "SELECT authority FROM source_record WHERE source = ?1 AND local_id = ?2",
+                        params![k.0, k.1],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(|e| self.store_err(e))?;
+                match authority {
+                    Some(x) => authorities.push(x),
+                    None => return Err(bad(format!("no record {}/{} in the index", k.0, k.1))),
+                }
+            }
+            if !self
+                .linkage
+                .authorities
+                .allowed(&authorities[0], &authorities[1])
+            {
+                return Err(bad(format!(
+                    "the records belong to {} and {}: linkage between them is not enabled (linkage.toml [authorities] link)",
+                    authorities[0], authorities[1]
+                )));
+            }
+        } else {
             let snap = self.snapshot();
             for k in [&a, &b] {
                 if snap.by_source(&k.0, &k.1).is_none() {
@@ -429,7 +518,7 @@ impl IdentityIndex {
         };
         // Audit hook: the decision row (id, who, when, reason) is the audit record; the
         // audit log (src/audit.rs) can append it here.
-        self.refresh(&[], true).await?;
+        self.relink().await?;
         Ok(LinkDecision {
             id,
             action,
@@ -449,35 +538,74 @@ impl IdentityIndex {
     }
 
     /// Read people from every source (all of them, or since the last refresh where the
-    /// vendor has update timestamps), relink, and persist. Sources that fail keep their
-    /// previous records.
+    /// vendor has update timestamps, with the deletions it reports), relink, and
+    /// persist. Sources that fail keep their previous records; records of a source no
+    /// longer configured leave the index.
     pub async fn refresh(
         &self,
         sources: &[Source],
         incremental: bool,
     ) -> Result<IndexReport, IndexError> {
+        self.run(Some(sources), incremental).await
+    }
+
+    /// Relink what is stored (after a steward's decision), reading no source.
+    async fn relink(&self) -> Result<IndexReport, IndexError> {
+        self.run(None, true).await
+    }
+
+    async fn run(
+        &self,
+        sources: Option<&[Source]>,
+        incremental: bool,
+    ) -> Result<IndexReport, IndexError> {
         let _guard = self.write.lock().await;
         let mut conn = self.connect()?;
         let mut report = IndexReport::default();
-        let stored: BTreeMap<(String, String), SourceRecord> = load_records(&conn)
-            .map_err(|e| self.store_err(e))?
-            .into_iter()
-            .map(|r| ((r.source.clone(), r.local_id.clone()), r))
-            .collect();
-        let mut records = stored.clone();
+        let mut clock = std::time::Instant::now();
+        let mut phase = |report: &mut IndexReport, name: &'static str| {
+            report
+                .phase_ms
+                .push((name, clock.elapsed().as_millis() as u64));
+            clock = std::time::Instant::now();
+        };
+        // What the last run left, from memory (or, after a start or a failed run, from
+        // the file). Taken: a run that fails leaves nothing half-changed behind.
+        let taken = self.state.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let state = match taken {
+            Some(state) => state,
+            None => State::load(&conn).map_err(|e| self.store_err(e))?,
+        };
+        let State {
+            mut records,
+            pairs: kept_pairs,
+            model: kept_model,
+            mut aliases,
+        } = state;
+        // The records as they were before this run, for those that changed (None: new).
+        // A fresh index has no before: every record is new, and all are written.
+        let fresh = records.is_empty();
+        let mut before: HashMap<RecordKey, Option<SourceRecord>> = HashMap::new();
+        phase(&mut report, "load");
 
         let mut source_marks = Vec::new();
-        for source in sources {
-            let since = if incremental
+        for source in sources.unwrap_or_default() {
+            let mut since = None;
+            if incremental
                 && source
                     .profile
                     .entity(escr_connector::EntityKind::Person)
                     .is_some_and(|p| p.changed_since.is_some())
             {
-                last_updated(&conn, &source.name).map_err(|e| self.store_err(e))?
-            } else {
-                None
-            };
+                since = last_updated(&conn, &source.name).map_err(|e| self.store_err(e))?;
+            }
+            // The config says which council a source's records belong to.
+            for (k, r) in source_records(&mut records, &source.name) {
+                if r.authority != source.authority {
+                    before.entry(k.clone()).or_insert_with(|| Some(r.clone()));
+                    r.authority = source.authority.clone();
+                }
+            }
             let mapped = match source.list_people(since).await {
                 Ok(m) => m,
                 Err(e) => {
@@ -494,88 +622,363 @@ impl IdentityIndex {
             report
                 .records_read
                 .insert(source.name.clone(), mapped.records.len());
-            if since.is_none() {
-                // A full listing is the truth: records gone from the source leave the index.
-                let seen: BTreeSet<&str> =
-                    mapped.records.iter().map(|r| r.local_id.as_str()).collect();
-                records.retain(|(s, id), _| s != &source.name || seen.contains(id.as_str()));
+            let gone: Vec<String> = match since {
+                // A full listing is the truth: records gone from the source leave.
+                None => {
+                    let seen: HashSet<&str> =
+                        mapped.records.iter().map(|r| r.local_id.as_str()).collect();
+                    source_records(&mut records, &source.name)
+                        .filter(|(k, _)| !seen.contains(k.1.as_str()))
+                        .map(|(k, _)| k.1.clone())
+                        .collect()
+                }
+                Some(since) => match source.deleted_people(since).await {
+                    Ok(gone) => gone,
+                    Err(e) => {
+                        tracing::warn!(source = %source.name, error = %e, "index refresh: deletions not read");
+                        continue;
+                    }
+                },
+            };
+            for id in gone {
+                let key = (source.name.clone(), id);
+                if let Some(old) = records.remove(&key) {
+                    report.deleted_records += 1;
+                    before.entry(key).or_insert(Some(old));
+                }
             }
             let mut newest = since;
             for record in &mapped.records {
-                let row = from_record(&source.name, record);
+                let mut row = from_record(&source.name, record);
+                row.authority = source.authority.clone();
                 newest = newest.max(row.updated);
-                records
-                    .entry((row.source.clone(), row.local_id.clone()))
-                    .and_modify(|old| {
-                        let (pid, rule) = (old.person_id.clone(), old.link_rule.clone());
-                        *old = row.clone();
-                        old.person_id = pid;
-                        old.link_rule = rule;
-                    })
-                    .or_insert(row);
+                let key = (row.source.clone(), row.local_id.clone());
+                match records.get_mut(&key) {
+                    Some(old) if same_source_fields(old, &row) => {}
+                    Some(old) => {
+                        before.entry(key).or_insert_with(|| Some(old.clone()));
+                        row.person_id = std::mem::take(&mut old.person_id);
+                        row.link_rule = std::mem::take(&mut old.link_rule);
+                        *old = row;
+                    }
+                    None => {
+                        if !fresh {
+                            before.entry(key.clone()).or_insert(None);
+                        }
+                        records.insert(key, row);
+                    }
+                }
             }
             source_marks.push((source.name.clone(), newest));
         }
+        if let Some(sources) = sources {
+            // A source taken out of the config: its records leave the index.
+            let configured: BTreeSet<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+            let removed: Vec<RecordKey> = records
+                .keys()
+                .filter(|(s, _)| !configured.contains(s.as_str()))
+                .cloned()
+                .collect();
+            report.removed_source_records = removed.len();
+            for key in removed {
+                let old = records.remove(&key);
+                before.entry(key).or_insert(old);
+            }
+        }
 
-        let changed_keys: HashSet<RecordKey> = records
+        phase(&mut report, "read_sources");
+        let changed_keys: HashSet<RecordKey> = before
             .iter()
-            .filter(|(k, r)| {
-                stored
-                    .get(*k)
-                    .is_none_or(|old| !same_linkage_fields(old, r))
+            .filter(|(k, old)| match (old, records.get(*k)) {
+                (Some(old), Some(new)) => !same_linkage_fields(old, new),
+                _ => true,
             })
             .map(|(k, _)| k.clone())
-            .chain(stored.keys().filter(|k| !records.contains_key(*k)).cloned())
             .collect();
         report.linkage_changed_records = changed_keys.len();
+        if incremental && sources.is_some() && changed_keys.is_empty() && kept_model.is_some() {
+            // Nothing linkage sees has changed: the people stand as they are. Only the
+            // rows read (new update times) and the sources' marks are written.
+            let dirty: BTreeSet<&RecordKey> = before.keys().collect();
+            let tx = conn.transaction().map_err(|e| self.store_err(e))?;
+            report.rows_written = persist(&tx, Some(&dirty), &records, &[], &source_marks)
+                .map_err(|e| self.store_err(e))?;
+            tx.commit().map_err(|e| self.store_err(e))?;
+            report.linkage.incremental = true;
+            report.people = self.snapshot().person_count();
+            *self.state.lock().unwrap_or_else(|p| p.into_inner()) = Some(State {
+                records,
+                pairs: kept_pairs,
+                model: kept_model,
+                aliases,
+            });
+            phase(&mut report, "persist");
+            return Ok(report);
+        }
         let decisions = load_decisions(&conn).map_err(|e| self.store_err(e))?;
         // Incremental linkage when few records changed and a model was fitted before:
         // only pairs with a changed record are compared; the rest come from the last run.
-        let kept_model = if incremental && changed_keys.len() * 5 < records.len().max(1) {
-            load_model(&conn).map_err(|e| self.store_err(e))?
-        } else {
-            None
-        };
         let plan = match kept_model {
-            Some(model) => PairPlan::Incremental {
-                model,
-                kept: load_scored_pairs(&conn, &changed_keys).map_err(|e| self.store_err(e))?,
-                changed: &changed_keys,
-            },
-            None => PairPlan::Full,
+            Some(model) if incremental && changed_keys.len() * 5 < records.len().max(1) => {
+                PairPlan::Incremental {
+                    model,
+                    kept: kept_pairs
+                        .into_iter()
+                        .filter(|(a, b, _)| !changed_keys.contains(a) && !changed_keys.contains(b))
+                        .collect(),
+                    changed: &changed_keys,
+                }
+            }
+            _ => PairPlan::Full,
         };
         let full = matches!(plan, PairPlan::Full);
-        let outcome = link(
-            &mut records,
-            &LinkInput {
-                config: &self.linkage,
-                decisions: &decisions,
-                plan,
-            },
-        );
-        report.linkage = outcome.stats;
-        let aliases = outcome.aliases;
-        for r in records.values() {
-            *report.links_by_rule.entry(r.link_rule.clone()).or_default() += 1;
+        let input = LinkInput {
+            config: &self.linkage,
+            decisions: &decisions,
+            plan,
+            namespace: &self.namespace,
+        };
+        phase(&mut report, "changes");
+        let scored = score(&records, &input);
+        phase(&mut report, "score");
+        let (mut checked, mut relabelled) = (0, Vec::new());
+        if let Some(sources) = sources {
+            let wanted = scored.would_link();
+            let entities = self.linkage.protected.entity_kinds();
+            if !entities.is_empty() {
+                (checked, relabelled) =
+                    read_related_labels(&entities, sources, &mut records, &wanted, full).await;
+            }
         }
-        report.changed = records
-            .iter()
-            .filter(|(k, r)| stored.get(*k).map(|old| &old.person_id) != Some(&r.person_id))
-            .count();
+        phase(&mut report, "related_labels");
+        let old_snapshot = self.snapshot();
+        let mut outcome = cluster(&mut records, &input, scored);
+        phase(&mut report, "cluster");
+        report.linkage = std::mem::take(&mut outcome.stats);
+        report.linkage.related_checked = checked;
+        let mut by_rule: HashMap<&str, usize> = HashMap::new();
+        for r in records.values() {
+            *by_rule.entry(r.link_rule.as_str()).or_default() += 1;
+        }
+        report.links_by_rule = by_rule
+            .into_iter()
+            .map(|(rule, n)| (rule.to_string(), n))
+            .collect();
+        report.changed = outcome.moved.len();
 
+        // Rows to write: records read or removed, records whose person or rule moved,
+        // records whose related labels were looked at.
+        let dirty: Option<BTreeSet<&RecordKey>> = (!fresh).then(|| {
+            before
+                .keys()
+                .chain(&outcome.moved)
+                .chain(&relabelled)
+                .collect()
+        });
+        phase(&mut report, "report");
+        let edges_by_person = group_edges(&records, std::mem::take(&mut outcome.edges));
         let tx = conn.transaction().map_err(|e| self.store_err(e))?;
-        report.rows_written = persist(&tx, &stored, &records, &aliases, &source_marks)
-            .map_err(|e| self.store_err(e))?;
-        persist_links(&tx, &records, &outcome.edges, &outcome.review)
+        report.rows_written = persist(
+            &tx,
+            dirty.as_ref(),
+            &records,
+            &outcome.aliases,
+            &source_marks,
+        )
+        .map_err(|e| self.store_err(e))?;
+        persist_links(&tx, &old_snapshot, &edges_by_person, &outcome.review)
             .map_err(|e| self.store_err(e))?;
         persist_pairs(&tx, full, &changed_keys, &outcome.new_pairs, &outcome.model)
             .map_err(|e| self.store_err(e))?;
         tx.commit().map_err(|e| self.store_err(e))?;
+        let pairs = match input.plan {
+            PairPlan::Full => outcome.new_pairs,
+            PairPlan::Incremental { mut kept, .. } => {
+                kept.append(&mut outcome.new_pairs);
+                kept
+            }
+        };
+        drop(old_snapshot);
+        if full {
+            self.set_model_status(&outcome.model);
+        }
+        for (old, new) in &outcome.aliases {
+            aliases.insert(old.clone(), new.clone());
+        }
+        follow_aliases(&mut aliases);
 
-        let snapshot = load_snapshot(&conn).map_err(|e| self.store_err(e))?;
+        phase(&mut report, "persist");
+        let snapshot = Snapshot::build(
+            records.values(),
+            &aliases,
+            edges_by_person,
+            outcome.review,
+            decisions,
+        );
         report.people = snapshot.person_count();
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = Some(State {
+            records,
+            pairs,
+            model: Some(outcome.model),
+            aliases,
+        });
+        phase(&mut report, "snapshot");
         Ok(report)
+    }
+
+    fn set_model_status(&self, model: &linkage::Model) {
+        *self.model.write().unwrap_or_else(|p| p.into_inner()) = Some(ModelStatus::of(model));
+    }
+
+    /// The linkage model of the last full build: how it was estimated, and why a
+    /// fitted model was rejected (the defaults are then in use). None before any build.
+    pub fn model_status(&self) -> Option<ModelStatus> {
+        self.model.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// The records of one source.
+fn source_records<'a>(
+    records: &'a mut BTreeMap<RecordKey, SourceRecord>,
+    source: &'a str,
+) -> impl Iterator<Item = (&'a RecordKey, &'a mut SourceRecord)> {
+    let from = (source.to_string(), String::new());
+    records
+        .range_mut(from..)
+        .take_while(move |((s, _), _)| s == source)
+}
+
+/// What the last run left: the records as `source_record` holds them, the comparisons
+/// that can matter (`scored_pair`), the model (`linkage_model`) and the aliases
+/// (`person_alias`). Kept in memory between runs, so a refresh reads back nothing.
+struct State {
+    records: BTreeMap<RecordKey, SourceRecord>,
+    pairs: Vec<(RecordKey, RecordKey, linkage::Levels)>,
+    model: Option<linkage::Model>,
+    aliases: HashMap<String, String>,
+}
+
+impl State {
+    fn load(conn: &Connection) -> rusqlite::Result<State> {
+        Ok(State {
+            records: load_records(conn)?
+                .into_iter()
+                .map(|r| ((r.source.clone(), r.local_id.clone()), r))
+                .collect(),
+            pairs: load_scored_pairs(conn)?,
+            model: load_model(conn)?,
+            aliases: load_aliases(conn)?,
+        })
+    }
+}
+
+/// An alias pointing at an id that itself became an alias follows it.
+fn follow_aliases(aliases: &mut HashMap<String, String>) {
+    let moved: Vec<(String, String)> = aliases
+        .iter()
+        .filter_map(|(old, new)| aliases.get(new).map(|next| (old.clone(), next.clone())))
+        .collect();
+    for (old, next) in moved {
+        aliases.insert(old, next);
+    }
+}
+
+/// Edges by the person they join.
+fn group_edges(
+    records: &BTreeMap<RecordKey, SourceRecord>,
+    edges: Vec<LinkEdge>,
+) -> HashMap<String, Vec<LinkEdge>> {
+    let mut out: HashMap<String, Vec<LinkEdge>> = HashMap::new();
+    for e in edges {
+        if let Some(r) = records.get(&e.a) {
+            out.entry(r.person_id.clone()).or_default().push(e);
+        }
+    }
+    out
+}
+
+/// Reads the labels of the related records (`protected.entities`: alerts and episodes)
+/// of `wanted` records into their `related_labels`: on a full build all of them, else
+/// those not known yet (new or changed records). A source that does not answer leaves
+/// them unknown, which counts as protected. Returns how many records were looked at,
+/// and those whose labels changed.
+async fn read_related_labels(
+    entities: &[escr_connector::EntityKind],
+    sources: &[Source],
+    records: &mut BTreeMap<RecordKey, SourceRecord>,
+    wanted: &BTreeSet<RecordKey>,
+    full: bool,
+) -> (usize, Vec<RecordKey>) {
+    let mut checked = 0;
+    let mut changed = Vec::new();
+    for source in sources {
+        let keys: Vec<String> = wanted
+            .iter()
+            .filter(|k| k.0 == source.name)
+            .filter(|k| full || records.get(*k).is_some_and(|r| r.related_labels.is_none()))
+            .map(|k| k.1.clone())
+            .collect();
+        if keys.is_empty() {
+            continue;
+        }
+        let mut labels: HashMap<String, BTreeSet<String>> = HashMap::new();
+        let mut answered = true;
+        for &entity in entities {
+            match source.fetch(entity, Lookup::ByPerson, &keys).await {
+                Ok(mapped) => {
+                    for r in mapped.records {
+                        if let Some(person) = r.person_id {
+                            labels.entry(person).or_default().extend(r.labels);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(source = %source.name, entity = entity.name(), error = %e, "index: related labels not read; the records count as protected");
+                    answered = false;
+                }
+            }
+        }
+        for key in keys {
+            let key = (source.name.clone(), key);
+            if let Some(r) = records.get_mut(&key) {
+                let now = answered.then(|| {
+                    labels
+                        .get(&key.1)
+                        .map(|l| l.iter().cloned().collect::<Vec<_>>().join(","))
+                        .unwrap_or_default()
+                });
+                checked += 1;
+                if r.related_labels != now {
+                    r.related_labels = now;
+                    changed.push(key);
+                }
+            }
+        }
+    }
+    (checked, changed)
+}
+
+/// How the linkage model in use came about (for `/readyz` and the CLI).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct ModelStatus {
+    /// `anchor_pairs`, `em`, `priors`, or `defaults` when a fitted model failed its
+    /// checks (or nothing could be fitted).
+    pub estimate: String,
+    /// True when the fitted model failed its checks and the documented default m and u
+    /// values are in use.
+    pub defaults_used: bool,
+    /// Why the fitted model was not used.
+    pub rejected: Vec<String>,
+}
+
+impl ModelStatus {
+    fn of(model: &linkage::Model) -> ModelStatus {
+        ModelStatus {
+            estimate: model.estimate.clone(),
+            defaults_used: !model.rejected.is_empty(),
+            rejected: model.rejected.clone(),
+        }
     }
 }
 
@@ -603,6 +1006,8 @@ fn from_record(source: &str, r: &Record) -> SourceRecord {
         labels: r.labels.iter().cloned().collect::<Vec<_>>().join(","),
         merged_into: r.text("merged_into").map(str::to_string),
         updated: r.last_updated,
+        authority: String::new(),
+        related_labels: None,
         person_id: String::new(),
         link_rule: String::new(),
     }
@@ -612,6 +1017,8 @@ pub struct LinkInput<'a> {
     pub config: &'a LinkageConfig,
     pub decisions: &'a [LinkDecision],
     pub plan: PairPlan<'a>,
+    /// The installation namespace new person ids are minted in (`index.namespace`).
+    pub namespace: &'a str,
 }
 
 /// Which pairs the probabilistic stage compares.
@@ -628,7 +1035,8 @@ pub enum PairPlan<'a> {
 }
 
 pub struct LinkOutcome {
-    /// Old id -> surviving id, for ids that merges retired.
+    /// Old id -> surviving id, for ids that merges (or the move to the current id
+    /// format) retired.
     pub aliases: Vec<(String, String)>,
     pub edges: Vec<LinkEdge>,
     pub review: Vec<Candidate>,
@@ -637,28 +1045,107 @@ pub struct LinkOutcome {
     /// conflicting only on NHS numbers), kept for the next incremental run.
     pub new_pairs: Vec<(RecordKey, RecordKey, linkage::Levels)>,
     pub model: linkage::Model,
+    /// Records whose person id or link rule this run changed.
+    pub moved: Vec<RecordKey>,
 }
 
 /// A pair for review before ids exist: positions, score, reason, evidence.
 type PendingReview = (usize, usize, Option<f64>, String, Vec<FieldWeight>);
 
+/// Why the guard refused a union.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    NhsNumbers,
+    StewardUnlink,
+    /// Linkage between the two people's authorities is not enabled: not a question for
+    /// a data steward, so never queued.
+    Authorities,
+}
+
+impl Refusal {
+    fn reason(self) -> &'static str {
+        match self {
+            Refusal::NhsNumbers => "the records' people have different NHS numbers",
+            Refusal::StewardUnlink => "a data steward unlinked these people",
+            Refusal::Authorities => "linkage between these authorities is not enabled",
+        }
+    }
+}
+
+/// The authorities of a run's records and which of them may be linked to each other
+/// (`[authorities] link` in `linkage.toml`; an authority with itself always).
+struct AuthorityRules {
+    names: Vec<String>,
+    /// Per record position, its authority.
+    of: Vec<u16>,
+    allowed: Vec<Vec<bool>>,
+    /// Per authority, its linkage group (authorities joined by allowed pairs).
+    group: Vec<u16>,
+}
+
+impl AuthorityRules {
+    fn new(rows: &[&SourceRecord], config: &linkage::config::Authorities) -> AuthorityRules {
+        let mut names: Vec<String> = rows.iter().map(|r| r.authority.clone()).collect();
+        names.sort_unstable();
+        names.dedup();
+        let of = rows
+            .iter()
+            .map(|r| names.binary_search(&r.authority).unwrap_or(0) as u16)
+            .collect();
+        let allowed: Vec<Vec<bool>> = names
+            .iter()
+            .map(|a| names.iter().map(|b| config.allowed(a, b)).collect())
+            .collect();
+        let mut group: Vec<u16> = (0..names.len() as u16).collect();
+        // Few authorities: relabel until stable.
+        let mut moved = true;
+        while moved {
+            moved = false;
+            for a in 0..names.len() {
+                for b in 0..names.len() {
+                    if allowed[a][b] && group[b] > group[a] {
+                        group[b] = group[a];
+                        moved = true;
+                    }
+                }
+            }
+        }
+        AuthorityRules {
+            names,
+            of,
+            allowed,
+            group,
+        }
+    }
+
+    fn allowed(&self, a: u16, b: u16) -> bool {
+        self.allowed[a as usize][b as usize]
+    }
+}
+
 /// Union-find over record positions, with what the guard needs per cluster: its valid
-/// NHS numbers and the members a steward separated from someone.
-struct Clusters {
+/// NHS numbers, its authorities and the members a steward separated from someone.
+struct Clusters<'a> {
     parent: Vec<usize>,
     nhs: Vec<Vec<String>>,
+    /// Per cluster root, its authorities as bits (at most 128 per gateway).
+    authorities: Vec<u128>,
+    rules: &'a AuthorityRules,
     guarded: Vec<Vec<usize>>,
     forbid: HashMap<usize, Vec<usize>>,
 }
 
-impl Clusters {
-    fn new(rows: &[&SourceRecord]) -> Clusters {
+impl<'a> Clusters<'a> {
+    fn new(rows: &[&SourceRecord], rules: &'a AuthorityRules) -> Clusters<'a> {
         Clusters {
             parent: (0..rows.len()).collect(),
             nhs: rows
                 .iter()
                 .map(|r| r.nhs_number.iter().cloned().collect())
                 .collect(),
+            // The config allows at most 128 authorities (`config.rs`).
+            authorities: rules.of.iter().map(|a| 1u128 << (a % 128)).collect(),
+            rules,
             guarded: vec![Vec::new(); rows.len()],
             forbid: HashMap::new(),
         }
@@ -681,9 +1168,9 @@ impl Clusters {
     }
 
     /// Join the clusters of `a` and `b` unless that would put two different valid NHS
-    /// numbers in one person (`strong_ids`) or undo a steward's unlink. Ok(false): they
-    /// were one person already.
-    fn union(&mut self, a: usize, b: usize, strong_ids: bool) -> Result<bool, &'static str> {
+    /// numbers in one person (`strong_ids`), join authorities whose linkage is not
+    /// enabled, or undo a steward's unlink. Ok(false): they were one person already.
+    fn union(&mut self, a: usize, b: usize, strong_ids: bool) -> Result<bool, Refusal> {
         let (ra, rb) = (self.find(a), self.find(b));
         if ra == rb {
             return Ok(false);
@@ -693,7 +1180,13 @@ impl Clusters {
             && !self.nhs[rb].is_empty()
             && self.nhs[ra].iter().any(|n| !self.nhs[rb].contains(n))
         {
-            return Err("the records' people have different NHS numbers");
+            return Err(Refusal::NhsNumbers);
+        }
+        let bits = |set: u128| (0..128u16).filter(move |b| set & (1 << b) != 0);
+        if !bits(self.authorities[ra])
+            .all(|x| bits(self.authorities[rb]).all(|y| self.rules.allowed(x, y)))
+        {
+            return Err(Refusal::Authorities);
         }
         let guarded: Vec<usize> = self.guarded[ra]
             .iter()
@@ -706,7 +1199,7 @@ impl Clusters {
             let forbidden = self.forbid.get(&x).cloned().unwrap_or_default();
             for y in forbidden {
                 if self.find(y) == other {
-                    return Err("a data steward unlinked these people");
+                    return Err(Refusal::StewardUnlink);
                 }
             }
         }
@@ -718,10 +1211,15 @@ impl Clusters {
                 self.nhs[lo].push(n);
             }
         }
+        self.authorities[lo] |= self.authorities[hi];
         let guarded = std::mem::take(&mut self.guarded[hi]);
         self.guarded[lo].extend(guarded);
         Ok(true)
     }
+}
+
+fn has_protected_label(labels: &str, protected: &[String]) -> bool {
+    labels.split(',').any(|l| protected.iter().any(|p| p == l))
 }
 
 fn subject(r: &SourceRecord, protected: &[String]) -> Subject {
@@ -733,27 +1231,223 @@ fn subject(r: &SourceRecord, protected: &[String]) -> Subject {
         r.birth_date_estimated,
         r.gender.as_deref(),
         r.postcode.as_deref(),
-        r.labels
-            .split(',')
-            .any(|l| protected.iter().any(|p| p == l)),
+        has_protected_label(&r.labels, protected),
     )
 }
 
-/// Links records into people; assigns `person_id` and `link_rule` in place.
-fn link(
-    records: &mut BTreeMap<(String, String), SourceRecord>,
+/// The probabilistic stage's comparisons, before any union: what [`cluster`] links.
+pub struct Scored {
+    keys: Vec<RecordKey>,
+    subjects: Vec<Subject>,
+    rules: AuthorityRules,
+    pairs: Vec<(u32, u32)>,
+    levels: Vec<linkage::Levels>,
+    /// (score, pair) of the pairs that can matter, best first.
+    ranked: Vec<(f64, usize)>,
+    /// The thresholds in force per linkage group (by its number of records).
+    cuts: Vec<linkage::Cut>,
+    model: linkage::Model,
+    new_pairs: Vec<(RecordKey, RecordKey, linkage::Levels)>,
+    stats: LinkStats,
+}
+
+impl Scored {
+    /// Records in a pair that would link on its score, unless its records are
+    /// protected: whose alerts and episodes must be looked at first.
+    fn would_link(&self) -> BTreeSet<RecordKey> {
+        let mut out = BTreeSet::new();
+        for (score, k) in &self.ranked {
+            let (i, j) = (self.pairs[*k].0 as usize, self.pairs[*k].1 as usize);
+            let l = &self.levels[*k];
+            if l[0] != 1
+                && linkage::bar(l) == linkage::Bar::Clear
+                && self.cuts[self.subjects[i].group as usize].classify(*score) == Class::Match
+                && !self.subjects[i].protected
+                && !self.subjects[j].protected
+            {
+                out.insert(self.keys[i].clone());
+                out.insert(self.keys[j].clone());
+            }
+        }
+        out
+    }
+}
+
+/// Blocks, compares and fits (or takes the kept model and comparisons).
+fn score(records: &BTreeMap<RecordKey, SourceRecord>, input: &LinkInput<'_>) -> Scored {
+    let config = input.config;
+    let keys: Vec<RecordKey> = records.keys().cloned().collect();
+    let rows: Vec<&SourceRecord> = records.values().collect();
+    let rules = AuthorityRules::new(&rows, &config.authorities);
+    let mut stats = LinkStats::default();
+    let subjects: Vec<Subject> = rows
+        .iter()
+        .zip(&rules.of)
+        .map(|(r, a)| Subject {
+            authority: *a,
+            group: rules.group[*a as usize],
+            ..subject(r, &config.protected.labels)
+        })
+        .collect();
+    let allowed = |a: u16, b: u16| rules.allowed(a, b);
+    let mut per_group = vec![0usize; rules.names.len().max(1)];
+    for s in &subjects {
+        per_group[s.group as usize] += 1;
+    }
+    let cuts: Vec<linkage::Cut> = per_group
+        .iter()
+        .map(|n| linkage::Cut::for_population(config, *n))
+        .collect();
+    let (pairs, levels, model, new_from) = match &input.plan {
+        PairPlan::Full => {
+            let (pairs, skipped) =
+                linkage::candidate_pairs(&subjects, config.blocking.max_block, None, allowed);
+            stats.candidate_pairs = pairs.len();
+            stats.skipped_blocks = skipped;
+            let levels: Vec<linkage::Levels> = pairs
+                .iter()
+                .map(|(a, b)| linkage::compare(&subjects[*a as usize], &subjects[*b as usize]))
+                .collect();
+            let model = linkage::fit(config, &subjects, &levels, allowed);
+            (pairs, levels, model, 0)
+        }
+        PairPlan::Incremental {
+            model,
+            kept,
+            changed,
+        } => {
+            stats.incremental = true;
+            let position: HashMap<&RecordKey, usize> =
+                keys.iter().enumerate().map(|(i, k)| (k, i)).collect();
+            let marks: Vec<bool> = keys.iter().map(|k| changed.contains(k)).collect();
+            let (fresh, skipped) = linkage::candidate_pairs(
+                &subjects,
+                config.blocking.max_block,
+                Some(&marks),
+                allowed,
+            );
+            stats.skipped_blocks = skipped;
+            let mut pairs = Vec::with_capacity(kept.len() + fresh.len());
+            let mut levels = Vec::with_capacity(kept.len() + fresh.len());
+            for (a, b, l) in kept {
+                if let (Some(&i), Some(&j)) = (position.get(a), position.get(b)) {
+                    if rules.allowed(rules.of[i], rules.of[j]) {
+                        pairs.push((i.min(j) as u32, i.max(j) as u32));
+                        levels.push(*l);
+                    }
+                }
+            }
+            let new_from = pairs.len();
+            for (a, b) in fresh {
+                pairs.push((a, b));
+                levels.push(linkage::compare(
+                    &subjects[a as usize],
+                    &subjects[b as usize],
+                ));
+            }
+            stats.candidate_pairs = pairs.len();
+            (pairs, levels, model.clone(), new_from)
+        }
+    };
+    stats.compared_pairs = pairs.len() - new_from;
+    let matters = |pair: &(u32, u32), l: &linkage::Levels| {
+        let cut = &cuts[subjects[pair.0 as usize].group as usize];
+        linkage::bar(l) != linkage::Bar::Never
+            && (model.score(l) >= cut.review
+                || (l[0] == 1 && cut.classify(model.score_without_nhs(l)) == Class::Match))
+    };
+    let new_pairs: Vec<(RecordKey, RecordKey, linkage::Levels)> = pairs[new_from..]
+        .iter()
+        .zip(&levels[new_from..])
+        .filter(|(p, l)| matters(p, l))
+        .map(|((a, b), l)| (keys[*a as usize].clone(), keys[*b as usize].clone(), *l))
+        .collect();
+    let mut ranked: Vec<(f64, usize)> = levels
+        .iter()
+        .enumerate()
+        .filter(|(k, l)| matters(&pairs[*k], l))
+        .map(|(k, l)| (model.score(l), k))
+        .collect();
+    ranked.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
+    stats.weights = linkage::Field::ALL
+        .iter()
+        .enumerate()
+        .map(|(f, field)| {
+            (
+                field.name().to_string(),
+                field
+                    .levels()
+                    .iter()
+                    .zip(&model.weights[f])
+                    .map(|(l, w)| (l.to_string(), round2(*w)))
+                    .collect(),
+            )
+        })
+        .collect();
+    stats.estimated_match_share = model.match_share;
+    stats.em_iterations = model.em_iterations;
+    stats.model = model.estimate.clone();
+    stats.model_rejected = model.rejected.clone();
+    stats.anchor_pairs = model.anchor_pairs;
+    if let Some(largest) = per_group.iter().zip(&cuts).max_by_key(|(n, _)| **n) {
+        stats.match_threshold = round2(largest.1.match_score);
+        stats.review_threshold = round2(largest.1.review);
+    }
+    Scored {
+        keys,
+        subjects,
+        rules,
+        pairs,
+        levels,
+        ranked,
+        cuts,
+        model,
+        new_pairs,
+        stats,
+    }
+}
+
+/// Links records into people; assigns `person_id` and `link_rule` in place. A pair
+/// that would link on its score is reviewed instead when either record, or one of its
+/// alerts or episodes (`related_labels`, unknown counting as protected), carries a
+/// protected label.
+fn cluster(
+    records: &mut BTreeMap<RecordKey, SourceRecord>,
     input: &LinkInput<'_>,
+    scored: Scored,
 ) -> LinkOutcome {
     let config = input.config;
-    let keys: Vec<(String, String)> = records.keys().cloned().collect();
-    let position: HashMap<&(String, String), usize> =
+    let Scored {
+        keys,
+        subjects,
+        rules,
+        pairs,
+        levels,
+        ranked,
+        cuts,
+        model,
+        new_pairs,
+        mut stats,
+    } = scored;
+    let position: HashMap<&RecordKey, usize> =
         keys.iter().enumerate().map(|(i, k)| (k, i)).collect();
     let rows: Vec<&SourceRecord> = keys.iter().map(|k| &records[k]).collect();
-    let mut clusters = Clusters::new(&rows);
+    let related = !config.protected.entities.is_empty();
+    let protected: Vec<bool> = rows
+        .iter()
+        .zip(&subjects)
+        .map(|(r, s)| {
+            s.protected
+                || (related
+                    && r.related_labels
+                        .as_deref()
+                        .is_none_or(|l| has_protected_label(l, &config.protected.labels)))
+        })
+        .collect();
+    let mut clusters = Clusters::new(&rows, &rules);
     let mut rule: Vec<&'static str> = vec!["single"; rows.len()];
     let mut edges: Vec<(usize, usize, LinkEdge)> = Vec::new();
     let mut review: Vec<PendingReview> = Vec::new();
-    let mut stats = LinkStats::default();
     let edge = |i: usize,
                 j: usize,
                 rule: &str,
@@ -805,7 +1499,7 @@ fn link(
                         i,
                         j,
                         None,
-                        format!("steward link refused: {why}"),
+                        format!("steward link refused: {}", why.reason()),
                         Vec::new(),
                     ));
                 }
@@ -823,10 +1517,16 @@ fn link(
                 edges.push((i, j, edge(i, j, name, None, Vec::new(), None)));
                 set_rule(rule, i, j, name);
             }
-            Ok(false) => {}
+            Ok(false) | Err(Refusal::Authorities) => {}
             Err(why) => {
                 stats.refused_links += 1;
-                review.push((i, j, None, format!("{name} refused: {why}"), Vec::new()));
+                review.push((
+                    i,
+                    j,
+                    None,
+                    format!("{name} refused: {}", why.reason()),
+                    Vec::new(),
+                ));
             }
         }
     };
@@ -839,21 +1539,25 @@ fn link(
             }
         }
     }
-    // 3. Valid NHS number with agreeing birth dates. Records without a birth date join
-    //    the number's largest birth-date group; conflicting birth dates are left to the
-    //    probabilistic stage (a swapped or estimated date).
-    let mut by_nhs: BTreeMap<&str, BTreeMap<Option<NaiveDate>, Vec<usize>>> = BTreeMap::new();
-    for (i, r) in rows.iter().enumerate() {
-        if let Some(nhs) = &r.nhs_number {
-            by_nhs
-                .entry(nhs)
-                .or_default()
-                .entry(r.birth_date)
-                .or_default()
-                .push(i);
-        }
-    }
-    for groups in by_nhs.values() {
+    // 3. Valid NHS number with agreeing birth dates, within each linkage group of
+    //    authorities. Records without a birth date join the number's largest
+    //    birth-date group; conflicting birth dates are left to the probabilistic stage
+    //    (a swapped or estimated date).
+    let mut by_nhs: Vec<(&str, u16, Option<NaiveDate>, usize)> = rows
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let group = rules.group[rules.of[i] as usize];
+            r.nhs_number.as_deref().map(|n| (n, group, r.birth_date, i))
+        })
+        .collect();
+    by_nhs.sort_unstable();
+    for number in by_nhs.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
+        // Per birth date (no date first), the records' positions.
+        let groups: Vec<(Option<NaiveDate>, Vec<usize>)> = number
+            .chunk_by(|a, b| a.2 == b.2)
+            .map(|g| (g[0].2, g.iter().map(|e| e.3).collect()))
+            .collect();
         let dated: Vec<&Vec<usize>> = groups
             .iter()
             .filter(|(d, _)| d.is_some())
@@ -861,7 +1565,7 @@ fn link(
             .collect();
         let largest = dated.iter().max_by_key(|g| g.len()).copied();
         let mut all_groups: Vec<Vec<usize>> = dated.iter().map(|g| g.to_vec()).collect();
-        if let Some(undated) = groups.get(&None) {
+        if let Some((None, undated)) = groups.first() {
             let mut all = undated.clone();
             if let Some(largest) = largest {
                 all.push(largest[0]);
@@ -881,161 +1585,83 @@ fn link(
         }
     }
 
-    // 4. Fellegi-Sunter over blocked candidate pairs, best score first.
-    let subjects: Vec<Subject> = rows
-        .iter()
-        .map(|r| subject(r, &config.protected.labels))
-        .collect();
-    let (pairs, levels, model, new_from) = match &input.plan {
-        PairPlan::Full => {
-            let (pairs, skipped) =
-                linkage::candidate_pairs(&subjects, config.blocking.max_block, None);
-            stats.candidate_pairs = pairs.len();
-            stats.skipped_blocks = skipped;
-            let levels: Vec<linkage::Levels> = pairs
-                .iter()
-                .map(|(a, b)| linkage::compare(&subjects[*a as usize], &subjects[*b as usize]))
-                .collect();
-            let model = linkage::fit(config, &subjects, &levels);
-            (pairs, levels, model, 0)
-        }
-        PairPlan::Incremental {
-            model,
-            kept,
-            changed,
-        } => {
-            stats.incremental = true;
-            let marks: Vec<bool> = keys.iter().map(|k| changed.contains(k)).collect();
-            let (fresh, skipped) =
-                linkage::candidate_pairs(&subjects, config.blocking.max_block, Some(&marks));
-            stats.skipped_blocks = skipped;
-            let mut pairs = Vec::with_capacity(kept.len() + fresh.len());
-            let mut levels = Vec::with_capacity(kept.len() + fresh.len());
-            for (a, b, l) in kept {
-                if let (Some(&i), Some(&j)) = (position.get(a), position.get(b)) {
-                    pairs.push((i.min(j) as u32, i.max(j) as u32));
-                    levels.push(*l);
-                }
-            }
-            let new_from = pairs.len();
-            for (a, b) in fresh {
-                pairs.push((a, b));
-                levels.push(linkage::compare(
-                    &subjects[a as usize],
-                    &subjects[b as usize],
-                ));
-            }
-            stats.candidate_pairs = pairs.len();
-            (pairs, levels, model.clone(), new_from)
-        }
-    };
-    stats.compared_pairs = pairs.len() - new_from;
-    let matters = |l: &linkage::Levels| {
-        model.score(l) >= *config.thresholds.review.get_ref()
-            || (l[0] == 1 && linkage::classify(config, model.score_without_nhs(l)) == Class::Match)
-    };
-    let new_pairs: Vec<(RecordKey, RecordKey, linkage::Levels)> = pairs[new_from..]
-        .iter()
-        .zip(&levels[new_from..])
-        .filter(|(_, l)| matters(l))
-        .map(|((a, b), l)| (keys[*a as usize].clone(), keys[*b as usize].clone(), *l))
-        .collect();
-    let mut scored: Vec<(f64, usize)> = levels
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| matters(l))
-        .map(|(k, l)| (model.score(l), k))
-        .collect();
-    scored.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
-    for (score, k) in scored {
+    // 4. Fellegi-Sunter scores, best first.
+    for (score, k) in ranked {
         let (i, j) = (pairs[k].0 as usize, pairs[k].1 as usize);
         let l = &levels[k];
         if decided.contains_key(&(i, j)) || clusters.find(i) == clusters.find(j) {
             continue;
         }
-        let weights = model.evidence(l);
+        let weights = || model.evidence(l);
         if l[0] == 1 {
             // Two valid NHS numbers that differ: never linked on a score; a steward looks
             // if everything else says "same person".
             let rest = model.score_without_nhs(l);
-            if linkage::classify(config, rest) == Class::Match {
+            if cuts[subjects[i].group as usize].classify(rest) == Class::Match {
                 review.push((
                     i,
                     j,
                     Some(score),
                     "different NHS numbers, other fields agree".into(),
-                    weights,
+                    weights(),
                 ));
             }
             continue;
         }
-        match linkage::classify(config, score) {
-            Class::Match if subjects[i].protected || subjects[j].protected => {
-                review.push((
-                    i,
-                    j,
-                    Some(score),
-                    "protected record: not linked on a score".into(),
-                    weights,
-                ));
+        let class = cuts[subjects[i].group as usize].classify(score);
+        let reason = match (class, linkage::bar(l)) {
+            (Class::NonMatch, _) | (_, linkage::Bar::Never) => continue,
+            (Class::Review, linkage::Bar::Review(_)) => continue,
+            (Class::Review, linkage::Bar::Clear) => "score between the review and match thresholds",
+            (Class::Match, linkage::Bar::Review(why)) => why,
+            (Class::Match, linkage::Bar::Clear) if protected[i] || protected[j] => {
+                "protected record: not linked on a score"
             }
-            Class::Match => match clusters.union(i, j, true) {
+            (Class::Match, linkage::Bar::Clear) => match clusters.union(i, j, true) {
                 Ok(_) => {
                     stats.probabilistic_links += 1;
                     edges.push((
                         i,
                         j,
-                        edge(i, j, "probabilistic", Some(round2(score)), weights, None),
+                        edge(i, j, "probabilistic", Some(round2(score)), weights(), None),
                     ));
                     set_rule(&mut rule, i, j, "probabilistic");
+                    continue;
                 }
+                Err(Refusal::Authorities) => continue,
                 Err(why) => {
                     stats.refused_links += 1;
-                    review.push((i, j, Some(score), format!("match refused: {why}"), weights));
+                    review.push((
+                        i,
+                        j,
+                        Some(score),
+                        format!("match refused: {}", why.reason()),
+                        weights(),
+                    ));
+                    continue;
                 }
             },
-            Class::Review => {
-                review.push((
-                    i,
-                    j,
-                    Some(score),
-                    "score between the review and match thresholds".into(),
-                    weights,
-                ));
-            }
-            Class::NonMatch => {}
-        }
+        };
+        review.push((i, j, Some(score), reason.into(), weights()));
     }
-    stats.weights = linkage::Field::ALL
-        .iter()
-        .enumerate()
-        .map(|(f, field)| {
-            (
-                field.name().to_string(),
-                field
-                    .levels()
-                    .iter()
-                    .zip(&model.weights[f])
-                    .map(|(l, w)| (l.to_string(), round2(*w)))
-                    .collect(),
-            )
-        })
-        .collect();
-    stats.estimated_match_share = model.match_share;
-    stats.em_iterations = model.em_iterations;
 
     // 5. Ids: keep what the cluster's records already had (the most common; ties to the
-    //    smallest); otherwise derive one from the cluster's first record.
-    let mut members: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for i in 0..rows.len() {
-        members.entry(clusters.find(i)).or_default().push(i);
-    }
-    let mut taken: BTreeSet<String> = BTreeSet::new();
-    let mut assigned: Vec<String> = vec![String::new(); rows.len()];
+    //    smallest), in the current format; otherwise derive one from the cluster's
+    //    first record. An id in the old format ("P" + 12 hex digits) moves into the
+    //    current one and stays as an alias.
+    // Members by cluster, clusters in the order of their first record (the root).
+    let mut members: Vec<(usize, usize)> = (0..rows.len()).map(|i| (clusters.find(i), i)).collect();
+    members.sort_unstable();
+    let mut taken: HashSet<String> = HashSet::new();
+    let mut ids: Vec<String> = Vec::new();
+    let mut group_of: Vec<u32> = vec![0; rows.len()];
     let mut aliases = Vec::new();
-    for group in members.values() {
+    for cluster in members.chunk_by(|a, b| a.0 == b.0) {
+        let group: Vec<usize> = cluster.iter().map(|(_, i)| *i).collect();
+        let first = rows[group[0]];
+        let authority = &rules.names[rules.of[group[0]] as usize];
         let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-        for &i in group {
+        for &i in &group {
             if !rows[i].person_id.is_empty() {
                 *counts.entry(rows[i].person_id.as_str()).or_default() += 1;
             }
@@ -1044,16 +1670,24 @@ fn link(
         existing.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
         let keep = existing
             .iter()
-            .map(|(id, _)| *id)
-            .find(|id| !taken.contains(*id));
+            .map(|(id, _)| person_id::current(id, input.namespace, authority))
+            .find(|id| !taken.contains(id));
         let id = match keep {
-            Some(id) => id.to_string(),
+            Some(id) => id,
             None => {
-                let first = rows[group[0]];
-                let mut id = person_id_for(&first.source, &first.local_id, 0);
-                let mut salt = 1;
-                while taken.contains(&id) {
-                    id = person_id_for(&first.source, &first.local_id, salt);
+                let mut salt = 0;
+                let mut id;
+                loop {
+                    id = person_id::mint(
+                        input.namespace,
+                        authority,
+                        &first.source,
+                        &first.local_id,
+                        salt,
+                    );
+                    if !taken.contains(&id) {
+                        break;
+                    }
                     salt += 1;
                 }
                 id
@@ -1065,21 +1699,23 @@ fn link(
             }
         }
         taken.insert(id.clone());
-        for &i in group {
-            assigned[i] = id.clone();
+        for &i in &group {
+            group_of[i] = ids.len() as u32;
         }
+        ids.push(id);
     }
+    let assigned = |i: usize| ids[group_of[i] as usize].as_str();
     // Pairs that ended up in one person anyway (through other links) need no review;
     // each pair is listed once.
     let mut seen = BTreeSet::new();
     let mut queue: Vec<Candidate> = review
         .into_iter()
-        .filter(|(i, j, ..)| assigned[*i] != assigned[*j] && seen.insert((*i.min(j), *i.max(j))))
+        .filter(|(i, j, ..)| group_of[*i] != group_of[*j] && seen.insert((*i.min(j), *i.max(j))))
         .map(|(i, j, score, reason, weights)| Candidate {
             a: keys[i].clone(),
             b: keys[j].clone(),
-            a_person: assigned[i].clone(),
-            b_person: assigned[j].clone(),
+            a_person: assigned(i).to_string(),
+            b_person: assigned(j).to_string(),
             score: score.map(round2),
             reason,
             weights,
@@ -1093,10 +1729,16 @@ fn link(
             .then_with(|| x.b.cmp(&y.b))
     });
     stats.review_pairs = queue.len();
-    for (i, key) in keys.iter().enumerate() {
-        let r = records.get_mut(key).expect("key from the same map");
-        r.person_id = std::mem::take(&mut assigned[i]);
-        r.link_rule = rule[i].to_string();
+    drop(clusters);
+    drop(rows);
+    // `keys` is the map's order: walk both together.
+    let mut moved = Vec::new();
+    for ((i, r), key) in records.values_mut().enumerate().zip(&keys) {
+        if r.person_id != assigned(i) || r.link_rule != rule[i] {
+            r.person_id = assigned(i).to_string();
+            r.link_rule = rule[i].to_string();
+            moved.push(key.clone());
+        }
     }
     LinkOutcome {
         aliases,
@@ -1105,7 +1747,19 @@ fn link(
         stats,
         new_pairs,
         model,
+        moved,
     }
+}
+
+/// Links records into people in one go (no look at related records: what they do not
+/// say counts as unprotected). For tests of the linking rules.
+#[cfg(test)]
+fn link(records: &mut BTreeMap<RecordKey, SourceRecord>, input: &LinkInput<'_>) -> LinkOutcome {
+    for r in records.values_mut() {
+        r.related_labels.get_or_insert_with(String::new);
+    }
+    let scored = score(records, input);
+    cluster(records, input, scored)
 }
 
 fn round2(x: f64) -> f64 {
@@ -1120,17 +1774,86 @@ fn set_rule(rule: &mut [&'static str], i: usize, j: usize, name: &'static str) {
     }
 }
 
-/// "P" + 12 hex digits of SHA-256 over the anchor record: the same data indexes to the
-/// same ids on any machine.
-fn person_id_for(source: &str, local_id: &str, salt: u32) -> String {
-    let mut h = Sha256::new();
-    h.update(source.as_bytes());
-    h.update([0]);
-    h.update(local_id.as_bytes());
-    h.update(salt.to_be_bytes());
-    let digest = h.finalize();
-    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-    format!("P{hex}")
+/// Person ids: `escr:<namespace>:<authority>:P<12 hex digits>`, e.g.
+/// `escr:northshire.gov.uk:northshire:P31e9db5d5ed6`. The namespace is the
+/// installation's (`index.namespace`), the authority the council of the person's first
+/// record (lower case, other characters as `-`), and the hex digits the start of
+/// SHA-256 over that record's source and local id (and a salt, were two to meet in
+/// this installation). Globally unique as long as namespaces are (a council's domain);
+/// stable, because a person keeps the id it has. Ids of the old format ("P" + 12 hex
+/// digits, unique within one installation only) move into this one with the same
+/// digits and keep resolving as aliases.
+pub mod person_id {
+    use sha2::{Digest, Sha256};
+
+    pub const SCHEME: &str = "escr";
+
+    /// The authority's part of an id: lower-case letters and digits, `-` between words.
+    pub fn authority_part(authority: &str) -> String {
+        let mut out = String::new();
+        for c in authority.chars() {
+            if c.is_ascii_alphanumeric() {
+                out.push(c.to_ascii_lowercase());
+            } else if !out.is_empty() && !out.ends_with('-') {
+                out.push('-');
+            }
+        }
+        let out = out.trim_end_matches('-').to_string();
+        if out.is_empty() {
+            "local".into()
+        } else {
+            out
+        }
+    }
+
+    /// The id a record anchors (salt 0 unless an id was already taken).
+    pub fn mint(
+        namespace: &str,
+        authority: &str,
+        source: &str,
+        local_id: &str,
+        salt: u32,
+    ) -> String {
+        let mut h = Sha256::new();
+        h.update(source.as_bytes());
+        h.update([0]);
+        h.update(local_id.as_bytes());
+        h.update(salt.to_be_bytes());
+        let digest = h.finalize();
+        let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+        format!("{SCHEME}:{namespace}:{}:P{hex}", authority_part(authority))
+    }
+
+    /// Is this an id of the old format ("P" + 12 hex digits, no namespace)?
+    pub fn is_legacy(id: &str) -> bool {
+        id.len() == 13 && id.starts_with('P') && id[1..].bytes().all(|b| b.is_ascii_hexdigit())
+    }
+
+    /// The id a person keeps: its own, or an old-format id moved into this format.
+    pub fn current(id: &str, namespace: &str, authority: &str) -> String {
+        if is_legacy(id) {
+            format!("{SCHEME}:{namespace}:{}:{id}", authority_part(authority))
+        } else {
+            id.to_string()
+        }
+    }
+
+    /// Is `namespace` usable in ids: lower-case letters, digits, `.` and `-`, starting
+    /// and ending with a letter or digit, at most 100 characters.
+    pub fn valid_namespace(namespace: &str) -> bool {
+        let ok = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+        let bytes = namespace.as_bytes();
+        !bytes.is_empty()
+            && bytes.len() <= 100
+            && bytes.iter().all(|b| ok(*b) || *b == b'.' || *b == b'-')
+            && ok(bytes[0])
+            && ok(bytes[bytes.len() - 1])
+    }
+}
+
+/// The source says the same as before (linkage fields and the update time).
+fn same_source_fields(a: &SourceRecord, b: &SourceRecord) -> bool {
+    same_linkage_fields(a, b) && a.updated == b.updated
 }
 
 /// Linkage sees the same record (the person id and rule are outputs, not inputs).
@@ -1144,13 +1867,16 @@ fn same_linkage_fields(a: &SourceRecord, b: &SourceRecord) -> bool {
         && a.birth_date_estimated == b.birth_date_estimated
         && a.labels == b.labels
         && a.merged_into == b.merged_into
+        && a.authority == b.authority
 }
 
 /// Writes only the rows that differ from what is stored; returns how many.
+/// Writes the `dirty` rows (deleting those no longer in `records`), or all of them;
+/// returns how many.
 fn persist(
     tx: &rusqlite::Transaction<'_>,
-    stored: &BTreeMap<(String, String), SourceRecord>,
-    records: &BTreeMap<(String, String), SourceRecord>,
+    dirty: Option<&BTreeSet<&RecordKey>>,
+    records: &BTreeMap<RecordKey, SourceRecord>,
     aliases: &[(String, String)],
     marks: &[(String, Option<NaiveDateTime>)],
 ) -> rusqlite::Result<usize> {
@@ -1158,18 +1884,24 @@ fn persist(
     {
         let mut delete =
             tx.prepare("DELETE FROM source_record WHERE source = ?1 AND local_id = ?2")?;
-        for (source, local) in stored.keys().filter(|k| !records.contains_key(*k)) {
+        for (source, local) in dirty
+            .into_iter()
+            .flatten()
+            .filter(|k| !records.contains_key(**k))
+        {
             written += delete.execute(params![source, local])?;
         }
         let mut insert = tx.prepare(
             "INSERT OR REPLACE INTO source_record (source, local_id, nhs_number, birth_date, family_name, given_names,
-             postcode, merged_into, updated, person_id, link_rule, gender, birth_date_estimated, labels)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+             postcode, merged_into, updated, person_id, link_rule, gender, birth_date_estimated, labels,
+             authority, related_labels)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         )?;
-        for (k, r) in records {
-            if stored.get(k) == Some(r) {
-                continue;
-            }
+        let rows: Box<dyn Iterator<Item = &SourceRecord>> = match dirty {
+            Some(dirty) => Box::new(dirty.iter().filter_map(|k| records.get(*k))),
+            None => Box::new(records.values()),
+        };
+        for r in rows {
             written += 1;
             insert.execute(params![
                 r.source,
@@ -1186,7 +1918,9 @@ fn persist(
                 r.link_rule,
                 r.gender,
                 r.birth_date_estimated,
-                r.labels
+                r.labels,
+                r.authority,
+                r.related_labels
             ])?;
         }
     }
@@ -1259,7 +1993,6 @@ fn load_model(conn: &Connection) -> rusqlite::Result<Option<linkage::Model>> {
 /// Stored comparisons that involve none of the changed records.
 fn load_scored_pairs(
     conn: &Connection,
-    changed: &HashSet<RecordKey>,
 ) -> rusqlite::Result<Vec<(RecordKey, RecordKey, linkage::Levels)>> {
     let mut stmt =
         conn.prepare("SELECT a_source, a_local, b_source, b_local, levels FROM scored_pair")?;
@@ -1271,14 +2004,13 @@ fn load_scored_pairs(
         }
         Ok(((r.get(0)?, r.get(1)?), (r.get(2)?, r.get(3)?), levels))
     })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (a, b, l): (RecordKey, RecordKey, linkage::Levels) = row?;
-        if !changed.contains(&a) && !changed.contains(&b) {
-            out.push((a, b, l));
-        }
-    }
-    Ok(out)
+    rows.collect()
+}
+
+fn load_aliases(conn: &Connection) -> rusqlite::Result<HashMap<String, String>> {
+    let mut stmt = conn.prepare("SELECT old_id, person_id FROM person_alias")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    rows.collect()
 }
 
 fn last_updated(conn: &Connection, source: &str) -> rusqlite::Result<Option<NaiveDateTime>> {
@@ -1297,7 +2029,8 @@ fn last_updated(conn: &Connection, source: &str) -> rusqlite::Result<Option<Naiv
 fn load_records(conn: &Connection) -> rusqlite::Result<Vec<SourceRecord>> {
     let mut stmt = conn.prepare(
         "SELECT source, local_id, nhs_number, birth_date, family_name, given_names, postcode, merged_into,
-                updated, person_id, link_rule, gender, birth_date_estimated, labels
+                updated, person_id, link_rule, gender, birth_date_estimated, labels, authority,
+                related_labels
          FROM source_record ORDER BY source, local_id",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -1318,6 +2051,8 @@ fn load_records(conn: &Connection) -> rusqlite::Result<Vec<SourceRecord>> {
             gender: r.get(11)?,
             birth_date_estimated: r.get(12)?,
             labels: r.get(13)?,
+            authority: r.get(14)?,
+            related_labels: r.get(15)?,
         })
     })?;
     rows.collect()
@@ -1359,34 +2094,41 @@ fn load_decisions(conn: &Connection) -> rusqlite::Result<Vec<LinkDecision>> {
     rows.collect()
 }
 
+/// Writes the edges of the people whose edges differ from `old` (the snapshot the
+/// file holds), and the review queue.
 fn persist_links(
     tx: &rusqlite::Transaction<'_>,
-    records: &BTreeMap<(String, String), SourceRecord>,
-    edges: &[LinkEdge],
+    old: &Snapshot,
+    edges: &HashMap<String, Vec<LinkEdge>>,
     review: &[Candidate],
 ) -> rusqlite::Result<()> {
     let json = |w: &[FieldWeight]| serde_json::to_string(w).unwrap_or_else(|_| "[]".into());
-    tx.execute("DELETE FROM link_edge", [])?;
+    let mut delete = tx.prepare("DELETE FROM link_edge WHERE person_id = ?1")?;
+    for person in old.edges.keys().filter(|p| !edges.contains_key(*p)) {
+        delete.execute([person])?;
+    }
     let mut insert = tx.prepare(
         "INSERT INTO link_edge (person_id, a_source, a_local, b_source, b_local, rule, score, evidence, note)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
-    for e in edges {
-        let person = records
-            .get(&e.a)
-            .map(|r| r.person_id.as_str())
-            .unwrap_or_default();
-        insert.execute(params![
-            person,
-            e.a.0,
-            e.a.1,
-            e.b.0,
-            e.b.1,
-            e.rule,
-            e.score,
-            json(&e.weights),
-            e.note
-        ])?;
+    for (person, list) in edges {
+        if old.edges.get(person) == Some(list) {
+            continue;
+        }
+        delete.execute([person])?;
+        for e in list {
+            insert.execute(params![
+                person,
+                e.a.0,
+                e.a.1,
+                e.b.0,
+                e.b.1,
+                e.rule,
+                e.score,
+                json(&e.weights),
+                e.note
+            ])?;
+        }
     }
     tx.execute("DELETE FROM review_pair", [])?;
     let mut insert = tx.prepare(
@@ -1409,11 +2151,15 @@ fn persist_links(
     Ok(())
 }
 
-fn load_links(conn: &Connection, snap: &mut Snapshot) -> rusqlite::Result<()> {
+/// The link edges by person, and the review queue.
+type StoredLinks = (HashMap<String, Vec<LinkEdge>>, Vec<Candidate>);
+
+fn load_links(conn: &Connection) -> rusqlite::Result<StoredLinks> {
     let weights =
         |text: String| -> Vec<FieldWeight> { serde_json::from_str(&text).unwrap_or_default() };
     let mut stmt = conn.prepare(
-        "SELECT person_id, a_source, a_local, b_source, b_local, rule, score, evidence, note FROM link_edge",
+        "SELECT person_id, a_source, a_local, b_source, b_local, rule, score, evidence, note
+         FROM link_edge ORDER BY rowid",
     )?;
     let rows = stmt.query_map([], |r| {
         Ok((
@@ -1428,9 +2174,10 @@ fn load_links(conn: &Connection, snap: &mut Snapshot) -> rusqlite::Result<()> {
             },
         ))
     })?;
+    let mut edges: HashMap<String, Vec<LinkEdge>> = HashMap::new();
     for row in rows {
         let (person, edge) = row?;
-        snap.edges.entry(person).or_default().push(edge);
+        edges.entry(person).or_default().push(edge);
     }
     let mut stmt = conn.prepare(
         "SELECT a_source, a_local, b_source, b_local, a_person, b_person, score, reason, evidence
@@ -1447,68 +2194,98 @@ fn load_links(conn: &Connection, snap: &mut Snapshot) -> rusqlite::Result<()> {
             weights: weights(r.get(8)?),
         })
     })?;
-    snap.review = rows.collect::<rusqlite::Result<_>>()?;
-    snap.decisions = load_decisions(conn)?;
-    Ok(())
+    let review = rows.collect::<rusqlite::Result<_>>()?;
+    Ok((edges, review))
 }
 
 /// Name words, birth date and postcode gathered for one person's search row.
 type SearchParts = (BTreeSet<String>, Option<NaiveDate>, Option<String>);
 
-fn load_snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
-    let mut snap = Snapshot::default();
-    let mut names: HashMap<String, SearchParts> = HashMap::new();
-    for r in load_records(conn)? {
-        snap.people
-            .entry(r.person_id.clone())
-            .or_default()
-            .push(SourceRef {
+impl Snapshot {
+    /// The snapshot of these records, aliases, edges (by person), review queue and
+    /// decisions.
+    fn build<'r>(
+        records: impl Iterator<Item = &'r SourceRecord>,
+        aliases: &HashMap<String, String>,
+        edges: HashMap<String, Vec<LinkEdge>>,
+        review: Vec<Candidate>,
+        decisions: Vec<LinkDecision>,
+    ) -> Snapshot {
+        let mut snap = Snapshot::default();
+        let mut names: HashMap<&str, SearchParts> = HashMap::new();
+        for r in records {
+            let source_ref = SourceRef {
                 source: r.source.clone(),
                 local_id: r.local_id.clone(),
                 link_rule: r.link_rule.clone(),
-            });
-        snap.by_source
-            .insert((r.source.clone(), r.local_id.clone()), r.person_id.clone());
-        if let Some(nhs) = &r.nhs_number {
-            snap.by_nhs
-                .entry(nhs.clone())
-                .or_insert_with(|| r.person_id.clone());
-            let people = snap.people_by_nhs.entry(nhs.clone()).or_default();
-            if !people.contains(&r.person_id) {
-                people.push(r.person_id.clone());
+            };
+            match snap.people.get_mut(&r.person_id) {
+                Some(refs) => refs.push(source_ref),
+                None => {
+                    snap.people.insert(r.person_id.clone(), vec![source_ref]);
+                }
             }
-            let numbers = snap.nhs_of_person.entry(r.person_id.clone()).or_default();
-            if !numbers.contains(nhs) {
-                numbers.push(nhs.clone());
+            snap.by_source
+                .insert((r.source.clone(), r.local_id.clone()), r.person_id.clone());
+            if let Some(nhs) = &r.nhs_number {
+                snap.by_nhs
+                    .entry(nhs.clone())
+                    .or_insert_with(|| r.person_id.clone());
+                let people = snap.people_by_nhs.entry(nhs.clone()).or_default();
+                if !people.contains(&r.person_id) {
+                    people.push(r.person_id.clone());
+                }
+                let numbers = snap.nhs_of_person.entry(r.person_id.clone()).or_default();
+                if !numbers.contains(nhs) {
+                    numbers.push(nhs.clone());
+                }
+            }
+            let entry = names.entry(r.person_id.as_str()).or_default();
+            for part in [&r.family_name, &r.given_names].into_iter().flatten() {
+                entry.0.extend(part.split_whitespace().map(normalise_name));
+            }
+            entry.1 = entry.1.or(r.birth_date);
+            if entry.2.is_none() {
+                entry.2 = r.postcode.as_deref().map(normalise_postcode);
             }
         }
-        let entry = names.entry(r.person_id.clone()).or_default();
-        for part in [&r.family_name, &r.given_names].into_iter().flatten() {
-            entry.0.extend(part.split_whitespace().map(normalise_name));
+        for (old, new) in aliases {
+            snap.former
+                .entry(new.clone())
+                .or_default()
+                .push(old.clone());
+            snap.aliases.insert(old.clone(), new.clone());
         }
-        entry.1 = entry.1.or(r.birth_date);
-        if entry.2.is_none() {
-            entry.2 = r.postcode.as_deref().map(normalise_postcode);
-        }
+        let mut search: Vec<SearchRow> = names
+            .into_iter()
+            .map(|(person_id, (names, birth_date, postcode))| SearchRow {
+                person_id: person_id.to_string(),
+                names: names.into_iter().collect(),
+                birth_date,
+                postcode,
+            })
+            .collect();
+        search.sort_by(|a, b| a.person_id.cmp(&b.person_id));
+        snap.search = search;
+        snap.edges = edges;
+        snap.review = review;
+        snap.decisions = decisions;
+        snap
     }
-    let mut stmt = conn.prepare("SELECT old_id, person_id FROM person_alias")?;
-    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
-        let (old, new) = row?;
-        snap.aliases.insert(old, new);
-    }
-    let mut search: Vec<SearchRow> = names
-        .into_iter()
-        .map(|(person_id, (names, birth_date, postcode))| SearchRow {
-            person_id,
-            names: names.into_iter().collect(),
-            birth_date,
-            postcode,
-        })
-        .collect();
-    search.sort_by(|a, b| a.person_id.cmp(&b.person_id));
-    snap.search = search;
-    load_links(conn, &mut snap)?;
-    Ok(snap)
+}
+
+fn load_snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
+    let records = load_records(conn)?;
+    let aliases = load_aliases(conn)?;
+    let (edges, review) = load_links(conn)?;
+    let decisions = load_decisions(conn)?;
+    Ok(Snapshot::build(
+        records.iter(),
+        &aliases,
+        edges,
+        review,
+        decisions,
+    ))
 }
 
 #[cfg(test)]
@@ -1535,6 +2312,8 @@ mod tests {
             labels: String::new(),
             merged_into: merged.map(Into::into),
             updated: None,
+            authority: "Northshire".into(),
+            related_labels: None,
             person_id: String::new(),
             link_rule: String::new(),
         }
@@ -1546,6 +2325,7 @@ mod tests {
             config: CONFIG.get_or_init(LinkageConfig::default),
             decisions: &[],
             plan: PairPlan::Full,
+            namespace: "test.example",
         }
     }
 
@@ -1733,6 +2513,7 @@ mod tests {
                 config: &config,
                 decisions: &decisions,
                 plan: PairPlan::Full,
+                namespace: "test.example",
             },
         );
         assert_ne!(pid(&m, "a", "1"), pid(&m, "b", "1"));

@@ -17,6 +17,7 @@ use crate::record::source::{Lookup, Source};
 
 /// A vendor code that maps to nothing, how often.
 #[derive(Clone, Debug, Serialize, SimpleObject)]
+#[graphql(shareable)]
 pub struct UnmappedCode {
     pub entity: String,
     pub field: String,
@@ -25,6 +26,7 @@ pub struct UnmappedCode {
 }
 
 #[derive(Clone, Debug, Default, Serialize, SimpleObject)]
+#[graphql(shareable)]
 pub struct SourceQuality {
     pub source: String,
     /// False when the source could not be read (the counts are then incomplete).
@@ -58,12 +60,14 @@ pub struct SourceQuality {
 
 /// How many records of an entity.
 #[derive(Clone, Debug, Serialize, SimpleObject)]
+#[graphql(shareable)]
 pub struct EntityCount {
     pub entity: String,
     pub count: usize,
 }
 
 #[derive(Clone, Debug, Default, Serialize, SimpleObject)]
+#[graphql(shareable)]
 pub struct QualityReport {
     pub generated_at: String,
     pub sources: Vec<SourceQuality>,

@@ -184,27 +184,65 @@ impl Source {
         let Some(spec) = self.profile.entity(EntityKind::Person) else {
             return Ok(Mapped::default());
         };
-        let caps = self.connector.capabilities();
-        let bound = match (since, &spec.changed_since, &spec.list) {
-            (Some(since), Some(changed), _) => sql::bind(
-                changed.get_ref(),
-                &[],
-                Some(&Value::DateTime(since)),
-                caps.placeholder,
-            ),
-            (_, _, Some(list)) => sql::bind(list.get_ref(), &[], None, caps.placeholder),
+        let sql_text = match (since, &spec.changed_since, &spec.list) {
+            (Some(_), Some(changed), _) => changed.get_ref(),
+            (_, _, Some(list)) => list.get_ref(),
             _ => return Ok(Mapped::default()),
         };
-        // Listing a whole source is index work, not a request: give it longer.
-        let rows = self
-            .run_with(
-                EntityKind::Person,
-                &bound.sql,
-                &bound.params,
-                self.timeout * 60,
-            )
-            .await?;
+        let since = since.filter(|_| spec.changed_since.is_some());
+        let rows = self.list(sql_text, since).await?;
         Ok(map_rows(&self.profile, EntityKind::Person, &rows)?)
+    }
+
+    /// A person listing: all of them, or with `{since}` bound. Listing a whole source
+    /// is index work, not a request: it gets longer.
+    async fn list(
+        &self,
+        sql_text: &str,
+        since: Option<chrono::NaiveDateTime>,
+    ) -> Result<escr_connector::RowSet, SourceError> {
+        let since = since.map(Value::DateTime);
+        let bound = sql::bind(
+            sql_text,
+            &[],
+            since.as_ref(),
+            self.connector.capabilities().placeholder,
+        );
+        self.run_with(
+            EntityKind::Person,
+            &bound.sql,
+            &bound.params,
+            self.timeout * 60,
+        )
+        .await
+    }
+
+    /// Local ids of person records the source deleted (or soft-deleted) after `since`,
+    /// from the profile's `deleted_since`; none when the profile has no such SQL.
+    pub async fn deleted_people(
+        &self,
+        since: chrono::NaiveDateTime,
+    ) -> Result<Vec<String>, SourceError> {
+        let Some(spec) = self.profile.entity(EntityKind::Person) else {
+            return Ok(Vec::new());
+        };
+        let Some(deleted) = &spec.deleted_since else {
+            return Ok(Vec::new());
+        };
+        let rows = self.list(deleted.get_ref(), Some(since)).await?;
+        let column = spec
+            .fields
+            .iter()
+            .find(|(k, _)| k.get_ref() == "local_id")
+            .and_then(|(_, f)| rows.column_index(&f.get_ref().column));
+        Ok(column
+            .map(|c| {
+                rows.rows
+                    .iter()
+                    .filter_map(|row| row[c].as_key_text())
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     /// Rows of `entity` whose person does not exist, by the profile's `orphans`
@@ -245,6 +283,7 @@ impl Source {
                 ("list", &spec.list),
                 ("changed_since", &spec.changed_since),
                 ("orphans", &spec.orphans),
+                ("deleted_since", &spec.deleted_since),
             ];
             for (name, sql_text) in statements {
                 let Some(sql_text) = sql_text else { continue };

@@ -11,6 +11,7 @@ use super::extract::Demographics;
 use super::{age_on, Period};
 
 #[derive(Clone, Debug, PartialEq, Serialize, async_graphql::SimpleObject)]
+#[graphql(shareable)]
 #[serde(rename_all = "camelCase")]
 pub struct MdsRow {
     pub authority: String,

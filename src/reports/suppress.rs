@@ -12,6 +12,7 @@ use super::indicators::{Tally, Unit, INDICATORS};
 pub const MARKER: &str = "[c]";
 
 #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize, async_graphql::SimpleObject)]
+#[graphql(shareable)]
 #[serde(rename_all = "camelCase")]
 pub struct Exclusion {
     pub reason: String,
@@ -24,6 +25,7 @@ pub struct Exclusion {
 
 /// What an answer says about the national data opt-out (small numbers withheld).
 #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize, async_graphql::SimpleObject)]
+#[graphql(shareable)]
 #[serde(rename_all = "camelCase")]
 pub struct OptOutNote {
     /// Listed NHS numbers that no person known here holds: if their people are here,
@@ -52,6 +54,7 @@ pub fn opt_out_note(
 
 /// One indicator for one authority and period, as published.
 #[derive(Clone, Debug, PartialEq, Serialize, async_graphql::SimpleObject)]
+#[graphql(shareable)]
 #[serde(rename_all = "camelCase")]
 pub struct IndicatorResult {
     pub authority: String,

@@ -633,6 +633,63 @@ async fn the_same_decision_on_every_path() {
     }
 }
 
+/// Withheld data as data: `Person.withheld` lists per field and code exactly what the
+/// fields' errors say (a federation router passes data on where it drops errors), and
+/// nothing where nothing is withheld.
+#[tokio::test]
+async fn withheld_is_data_and_says_what_the_errors_say() {
+    let demo = demo::clean();
+    let s = secured(demo).await;
+    let people = choose(&s, demo).await;
+    let who = &people["plain"];
+    let mut denied = Caller::new("social_worker", "direct_care");
+    denied.worker = Some("999".into());
+    denied.team = Some("999".into());
+    let lists = "addresses { id } relationships { id } referrals { id } assessments { id } \
+        carePlans { id } services { id } episodes { id } visits { id } caseNotes { id } \
+        documents { id } communications { id } alerts { id } consents { id } allocations { id }";
+    let query = format!(
+        "query($id: ID!) {{ person(id: $id) {{ {lists} withheld {{ field code reason }} }} }}"
+    );
+    let r = s.run(&denied, &query, json!({"id": who.id})).await;
+    let from_errors: BTreeSet<(String, String)> = r["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["path"][0] == "person" && e["path"].as_array().map(Vec::len) == Some(2))
+        .map(|e| {
+            (
+                e["path"][1].as_str().unwrap().to_string(),
+                e["extensions"]["code"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let withheld = r["data"]["person"]["withheld"]
+        .as_array()
+        .expect("a list")
+        .clone();
+    let from_data: BTreeSet<(String, String)> = withheld
+        .iter()
+        .filter(|w| w["field"] != "demographics")
+        .map(|w| {
+            assert!(!w["reason"].as_str().unwrap().is_empty(), "{w}");
+            (
+                w["field"].as_str().unwrap().to_string(),
+                w["code"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        from_data.contains(&("services".to_string(), "NO_RELATIONSHIP".to_string())),
+        "{r}"
+    );
+    assert_eq!(from_data, from_errors, "{r}");
+
+    let open = s.plain.run(&query, json!({"id": who.id})).await;
+    assert_eq!(open["data"]["person"]["withheld"], json!([]), "{open}");
+    assert!(open["errors"].is_null(), "{open}");
+}
+
 // --------------------------------------------------------------------------------
 // Cache safety
 // --------------------------------------------------------------------------------

@@ -494,8 +494,21 @@ async fn incremental_refresh_touches_only_what_changed() {
         snap.by_source("opencare", "2")
     );
 
-    // The same answer as a full rebuild over the changed data.
+    // Nothing changed since: nothing is compared or written, and nothing moves.
     let incremental = partition(&snap);
+    let idle = gw.gateway.refresh_index(true).await.unwrap();
+    assert_eq!(
+        (
+            idle.linkage_changed_records,
+            idle.linkage.compared_pairs,
+            idle.rows_written
+        ),
+        (0, 0, 0),
+        "{idle:?}"
+    );
+    assert_eq!(partition(&gw.gateway.index.snapshot()), incremental);
+
+    // The same answer as a full rebuild over the changed data.
     let rebuilt = gw.gateway.refresh_index(false).await.unwrap();
     assert!(!rebuilt.linkage.incremental);
     assert_eq!(rebuilt.changed, 0, "a full rebuild moved records");
@@ -727,4 +740,463 @@ async fn steward_decisions_are_audited() {
             && e.reason.as_deref() == Some(why)),
         "{events:#?}"
     );
+}
+
+/// The families estate (one OpenCare-like source, no NHS numbers, households with
+/// twins, siblings and fathers and sons of one name, UK surname frequencies, double
+/// registrations), generated once per test binary.
+fn families() -> &'static (
+    tempfile::TempDir,
+    escr_gateway::demo::families::FamilySummary,
+) {
+    static ESTATE: std::sync::OnceLock<(
+        tempfile::TempDir,
+        escr_gateway::demo::families::FamilySummary,
+    )> = std::sync::OnceLock::new();
+    ESTATE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let summary = escr_gateway::demo::families::generate_families(
+            &escr_gateway::demo::families::FamilyOptions::default(),
+            dir.path(),
+        )
+        .unwrap();
+        (dir, summary)
+    })
+}
+
+/// A gateway over the families estate alone, with the shipped linkage settings or
+/// (`linkage = false`) the built-in ones.
+async fn families_gateway(linkage: bool) -> demo::TestGateway {
+    let (estate, _) = families();
+    let work = tempfile::tempdir().unwrap();
+    let mut text = format!(
+        "[index]\npath = {:?}\nrefresh_secs = 0\n",
+        work.path().join("index.db")
+    );
+    if linkage {
+        text.push_str(&format!(
+            "linkage = {:?}\n",
+            demo::repo().join("config/linkage.toml")
+        ));
+    }
+    text.push_str(&format!(
+        "\n[[sources]]\nname = \"opencare\"\nprofile = {:?}\nsqlite = {{ path = {:?} }}\n",
+        demo::repo().join("config/vendors/opencare.toml"),
+        estate.path().join("opencare.db")
+    ));
+    demo::gateway_from(work, &text, None).await
+}
+
+/// With nothing to learn from (no NHS numbers), the fitted model fails its checks and
+/// the defaults are used, and say so; no two people are linked, twins, siblings and
+/// namesakes included; the vendor's own double registrations are found.
+#[tokio::test]
+async fn families_estate_links_no_two_people() {
+    let (estate, summary) = families();
+    assert!(
+        summary.twins >= 50,
+        "twins in the estate: {}",
+        summary.twins
+    );
+    assert!(summary.namesakes >= 20, "namesakes: {}", summary.namesakes);
+    let truth: Value =
+        serde_json::from_slice(&std::fs::read(estate.path().join("truth.json")).unwrap()).unwrap();
+    for shipped in [false, true] {
+        let gw = families_gateway(shipped).await;
+        let report = gw.gateway.refresh_index(false).await.unwrap();
+        let q = evaluate(
+            &estate.path().join("truth.json"),
+            &gw.gateway.index.snapshot(),
+        )
+        .unwrap();
+        assert_eq!(q.records, summary.records, "{q:?}");
+        assert_eq!(
+            q.correct_pairs, q.linked_pairs,
+            "shipped config {shipped}: false links {q:?}"
+        );
+        // Double registrations are found: at least 90% of them (a name spelt apart and a
+        // guessed birth date together, or a protected record, go to review).
+        assert!(q.recall >= 0.9, "shipped config {shipped}: {q:?}");
+        assert!(
+            report.linkage.probabilistic_links > 300,
+            "{:?}",
+            report.linkage
+        );
+        assert_eq!(report.linkage.model, "defaults", "{:?}", report.linkage);
+        assert!(
+            report.linkage.model_rejected[0].contains("share a valid NHS number"),
+            "{:?}",
+            report.linkage.model_rejected
+        );
+        let status = gw.gateway.index.model_status().unwrap();
+        assert!(status.defaults_used);
+        // The steward's queue stays workable.
+        assert!(q.review_pairs * 100 < q.true_people, "{q:?}");
+
+        let snap = gw.gateway.index.snapshot();
+        let person_of_truth = |id: &str| -> BTreeSet<String> {
+            let p = truth["people"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["truth_id"] == id)
+                .unwrap();
+            p["records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    snap.by_source("opencare", r["local_id"].as_str().unwrap())
+                        .unwrap()
+                        .to_string()
+                })
+                .collect()
+        };
+        for group in truth["twins"].as_array().unwrap() {
+            let ids: Vec<BTreeSet<String>> = group
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| person_of_truth(t.as_str().unwrap()))
+                .collect();
+            for (x, a) in ids.iter().enumerate() {
+                for b in &ids[x + 1..] {
+                    assert!(a.is_disjoint(b), "twins {group} share a person");
+                }
+            }
+        }
+        for pair in truth["namesakes"].as_array().unwrap() {
+            let (a, b) = (
+                person_of_truth(pair[0].as_str().unwrap()),
+                person_of_truth(pair[1].as_str().unwrap()),
+            );
+            assert!(a.is_disjoint(&b), "father and son {pair} share a person");
+        }
+    }
+
+    // `/readyz` says the defaults are in use, and why.
+    let gw = families_gateway(true).await;
+    let base = demo::serve_http(gw.gateway.clone()).await;
+    let ready: Value = reqwest::get(format!("{base}/readyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["linkage"]["estimate"], "defaults", "{ready}");
+    assert_eq!(ready["linkage"]["defaults_used"], true, "{ready}");
+    assert!(ready["linkage"]["rejected"][0].is_string(), "{ready}");
+}
+
+/// Person ids name the installation's namespace and the authority: two councils whose
+/// sources have the same names give the same source record different ids. Ids of the
+/// old format move into the new one and keep resolving.
+#[tokio::test]
+async fn person_ids_are_global_and_old_ids_keep_resolving() {
+    let demo = demo::clean();
+    let one = demo::gateway(demo).await;
+    let snap = one.gateway.index.snapshot();
+    let id = snap.by_source("casetrak", "1002").unwrap().to_string();
+    assert!(
+        id.starts_with("escr:local:northshire:P")
+            && id.len() == "escr:local:northshire:P".len() + 12,
+        "{id}"
+    );
+
+    // The same source names at another council and in another installation.
+    let work = tempfile::tempdir().unwrap();
+    let text = demo::config_text(demo, work.path(), &[])
+        .replace(
+            "[index]\n",
+            "[index]\nnamespace = \"southborough.gov.example\"\n",
+        )
+        .replace(
+            "\n[[sources]]\n",
+            "\n[[sources]]\nauthority = \"Southborough\"\n",
+        );
+    let reports = demo::write_reports_config(work.path(), 1000);
+    let text_reports = std::fs::read_to_string(&reports)
+        .unwrap()
+        .replace("Northshire", "Southborough");
+    std::fs::write(&reports, text_reports).unwrap();
+    let two = demo::gateway_from(work, &text, None).await;
+    let other = two
+        .gateway
+        .index
+        .snapshot()
+        .by_source("casetrak", "1002")
+        .unwrap()
+        .to_string();
+    assert!(
+        other.starts_with("escr:southborough.gov.example:southborough:P"),
+        "{other}"
+    );
+    assert_ne!(id, other);
+
+    // An index from before: its ids are the old format. The next run moves them into
+    // the current one (same digits) and the old ones resolve to them.
+    let conn = rusqlite::Connection::open(one.gateway.index.path()).unwrap();
+    conn.execute(
+        "UPDATE source_record SET person_id = substr(person_id, length('escr:local:northshire:') + 1)",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let reopened =
+        escr_gateway::identity::index::IdentityIndex::open(one.gateway.index.path()).unwrap();
+    let legacy = reopened
+        .snapshot()
+        .by_source("casetrak", "1002")
+        .unwrap()
+        .to_string();
+    assert_eq!(format!("escr:local:northshire:{legacy}"), id);
+    reopened
+        .refresh(&one.gateway.fetcher.sources, false)
+        .await
+        .unwrap();
+    let snap = reopened.snapshot();
+    assert_eq!(snap.by_source("casetrak", "1002"), Some(id.as_str()));
+    assert_eq!(snap.resolve(&legacy), Some(id.as_str()));
+    assert!(snap.people.keys().all(|p| p.starts_with("escr:local:")));
+
+    // A bad namespace fails at load with the file and line.
+    let err = escr_gateway::config::LoadedConfig::parse(
+        Path::new("escr.toml"),
+        "[index]\nnamespace = \"North Shire\"\n\n[[sources]]\nname = \"x\"\nprofile = \"p.toml\"\nsqlite = { path = \"x.db\" }\n",
+    )
+    .unwrap_err();
+    assert_eq!(err.line, 2, "{err}");
+    assert!(err.to_string().contains("index.namespace"), "{err}");
+}
+
+/// Two councils in one gateway, the second holding the very same people: records of
+/// different authorities are never linked or queued together, unless linkage.toml
+/// enables that pair of authorities.
+#[tokio::test]
+async fn linkage_across_authorities_is_opt_in() {
+    let demo = demo::dirty();
+    let two_councils = |work: &Path, linkage: &Path| {
+        let mut text = format!(
+            "[index]\npath = {:?}\nrefresh_secs = 0\nlinkage = {linkage:?}\n",
+            work.join("index.db")
+        );
+        for (council, prefix) in [("Northshire", ""), ("Southborough", "sb-")] {
+            for source in ["casetrak", "opencare", "ssis"] {
+                text.push_str(&format!(
+                    "\n[[sources]]\nname = \"{prefix}{source}\"\nauthority = \"{council}\"\nprofile = {:?}\nsqlite = {{ path = {:?} }}\n",
+                    demo::repo().join(format!("config/vendors/{source}.toml")),
+                    demo.dir.join(format!("{source}.db")),
+                ));
+            }
+        }
+        text
+    };
+    let shipped = std::fs::read_to_string(demo::repo().join("config/linkage.toml")).unwrap();
+    for opt_in in [false, true] {
+        let work = tempfile::tempdir().unwrap();
+        let linkage = work.path().join("linkage.toml");
+        let mut text = shipped.clone();
+        if opt_in {
+            text.push_str("\n[authorities]\nlink = [[\"Northshire\", \"Southborough\"]]\n");
+        }
+        std::fs::write(&linkage, text).unwrap();
+        let config = two_councils(work.path(), &linkage);
+        let gw = demo::gateway_from(work, &config, None).await;
+        let snap = gw.gateway.index.snapshot();
+        let council = |source: &str| source.starts_with("sb-");
+        let mixed = snap
+            .people
+            .values()
+            .filter(|refs| {
+                refs.iter().any(|r| council(&r.source)) && refs.iter().any(|r| !council(&r.source))
+            })
+            .count();
+        let mixed_review = snap
+            .review_queue()
+            .iter()
+            .filter(|c| council(&c.a.0) != council(&c.b.0))
+            .count();
+        if opt_in {
+            assert!(mixed > 300, "the same people in both councils: {mixed}");
+        } else {
+            assert_eq!((mixed, mixed_review), (0, 0));
+            let id = snap.by_source("sb-casetrak", "1002").unwrap();
+            assert!(id.contains(":southborough:"), "{id}");
+            // A steward cannot link them either.
+            let err = gw
+                .gateway
+                .index
+                .decide(
+                    escr_gateway::identity::index::DecisionAction::Link,
+                    ("casetrak".into(), "1002".into()),
+                    ("sb-casetrak".into(), "1002".into()),
+                    "same child",
+                    "steward.sam",
+                )
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("not enabled"), "{err}");
+        }
+    }
+    // An unknown authority in linkage.toml names the file and line.
+    let work = tempfile::tempdir().unwrap();
+    let linkage = work.path().join("linkage.toml");
+    std::fs::write(
+        &linkage,
+        "[authorities]\nlink = [[\"Northshire\", \"Eastmoor\"]]\n",
+    )
+    .unwrap();
+    let path = work.path().join("escr.toml");
+    std::fs::write(&path, two_councils(work.path(), &linkage)).unwrap();
+    let err = escr_gateway::config::LoadedConfig::load(&path).unwrap_err();
+    assert_eq!(err.line, 2, "{err}");
+    assert!(err.to_string().contains("`Eastmoor`"), "{err}");
+    assert!(err.to_string().contains("linkage.toml"), "{err}");
+}
+
+/// A person the vendor soft-deletes leaves the index at the next incremental refresh
+/// (the profile's `deleted_since`), and is no longer found; a source taken out of the
+/// config loses its records at the next run.
+#[tokio::test]
+async fn deletions_and_removed_sources_leave_the_index() {
+    let demo = demo::dirty();
+    let own = tempfile::tempdir().unwrap();
+    let opencare = own.path().join("opencare.db");
+    std::fs::copy(demo.dir.join("opencare.db"), &opencare).unwrap();
+    let gw = demo::gateway_with(demo, &[("opencare", opencare.to_str().unwrap())], None).await;
+    let conn = rusqlite::Connection::open(&opencare).unwrap();
+    // A person known only to OpenCare (one record, one person).
+    let snap = gw.gateway.index.snapshot();
+    let (local, person) = (1..200)
+        .map(|i| i.to_string())
+        .find_map(|id| {
+            let p = snap.by_source("opencare", &id)?;
+            (snap.records(p).len() == 1).then(|| (id, p.to_string()))
+        })
+        .unwrap();
+    let (family, given): (String, String) = conn
+        .query_row(
+            "SELECT family_name, given_name FROM people WHERE id = ?1",
+            [&local],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let before = snap.person_count();
+    conn.execute(
+        "UPDATE people SET deleted_at = '2026-04-03 09:00:00.000', updated_at = '2026-04-03 09:00:00.000' WHERE id = ?1",
+        [&local],
+    )
+    .unwrap();
+    drop(conn);
+    let inc = gw.gateway.refresh_index(true).await.unwrap();
+    assert!(inc.linkage.incremental, "{:?}", inc.linkage);
+    assert_eq!(inc.deleted_records, 1, "{inc:?}");
+    let snap = gw.gateway.index.snapshot();
+    assert_eq!(snap.by_source("opencare", &local), None);
+    assert_eq!(snap.person_count(), before - 1);
+    assert!(snap.resolve(&person).is_none());
+    let r = gw
+        .run(
+            "query($n: String!) { searchPeople(name: $n, first: 200) { edges { node { id } } } }",
+            json!({ "n": format!("{given} {family}") }),
+        )
+        .await;
+    assert!(r["errors"].is_null(), "{r}");
+    let found: Vec<&str> = r["data"]["searchPeople"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["id"].as_str().unwrap())
+        .collect();
+    assert!(!found.contains(&person.as_str()), "{r}");
+
+    // Without SSIS/90 in the config, its records are gone after the next run.
+    let work = tempfile::tempdir().unwrap();
+    let text = demo::config_text(demo, work.path(), &[]);
+    let without: String = text
+        .split("\n[[sources]]")
+        .filter(|section| !section.contains("name = \"ssis\""))
+        .collect::<Vec<_>>()
+        .join("\n[[sources]]");
+    let index = gw.gateway.index.path().to_path_buf();
+    let without = without.replace(
+        &format!("{:?}", work.path().join("index.db")),
+        &format!("{index:?}"),
+    );
+    let smaller = demo::gateway_from(work, &without, None).await;
+    let snap = smaller.gateway.index.snapshot();
+    assert!(snap
+        .people
+        .values()
+        .all(|refs| refs.iter().all(|r| r.source != "ssis")));
+    assert!(snap.by_source("ssis", "0000001A").is_none());
+}
+
+/// A safeguarding alert on a record stops the score-based link it had: the pair goes
+/// to review instead.
+#[tokio::test]
+async fn safeguarding_alerts_stop_score_links() {
+    let demo = demo::dirty();
+    let gw = demo::gateway(demo).await;
+    let snap = gw.gateway.index.snapshot();
+    // A person of two records joined by one probabilistic link, one of them OpenCare's.
+    let edge = snap
+        .people
+        .keys()
+        .filter(|p| snap.records(p).len() == 2)
+        .flat_map(|p| snap.link_evidence(p))
+        .find(|e| e.rule == "probabilistic" && (e.a.0 == "opencare" || e.b.0 == "opencare"))
+        .expect("a probabilistic link with an OpenCare record")
+        .clone();
+    let local = if edge.a.0 == "opencare" {
+        &edge.a.1
+    } else {
+        &edge.b.1
+    };
+    let own = tempfile::tempdir().unwrap();
+    let opencare = own.path().join("opencare.db");
+    std::fs::copy(demo.dir.join("opencare.db"), &opencare).unwrap();
+    let conn = rusqlite::Connection::open(&opencare).unwrap();
+    conn.execute(
+        "INSERT INTO flags (id, person_id, code, description, raised_on, cleared_on)
+         VALUES (900001, ?1, 'safeguarding', 'Concern raised', '2025-01-01', NULL)",
+        [local],
+    )
+    .unwrap();
+    drop(conn);
+    let flagged = demo::gateway_with(demo, &[("opencare", opencare.to_str().unwrap())], None).await;
+    let snap = flagged.gateway.index.snapshot();
+    assert_ne!(
+        snap.by_source(&edge.a.0, &edge.a.1),
+        snap.by_source(&edge.b.0, &edge.b.1),
+        "{edge:?}"
+    );
+    assert!(
+        snap.review_queue()
+            .iter()
+            .any(|c| (c.a == edge.a && c.b == edge.b) && c.reason.starts_with("protected")),
+        "{edge:?}"
+    );
+}
+
+/// `deleted_since` is a person statement with `{since}`; elsewhere, or without the
+/// marker, the profile fails to load with its line.
+#[test]
+fn deleted_since_is_checked_in_profiles() {
+    let shipped =
+        std::fs::read_to_string(demo::repo().join("config/vendors/opencare.toml")).unwrap();
+    let path = Path::new("opencare.toml");
+    escr_connector::VendorProfile::parse(path, &shipped).unwrap();
+    let line_of =
+        |text: &str, needle: &str| text[..text.find(needle).unwrap()].matches('\n').count() + 1;
+    let no_marker = shipped.replace("deleted_at > {since}", "deleted_at > NOW()");
+    let err = escr_connector::VendorProfile::parse(path, &no_marker).unwrap_err();
+    assert_eq!(err.line, line_of(&no_marker, "deleted_since ="), "{err}");
+    assert!(err.to_string().contains("deleted_since"), "{err}");
+    let on_referrals = shipped.replace(
+        "[entities.referral]\n",
+        "[entities.referral]\ndeleted_since = \"SELECT id FROM referrals WHERE id > {since}\"\n",
+    );
+    let err = escr_connector::VendorProfile::parse(path, &on_referrals).unwrap_err();
+    assert!(err.to_string().contains("for `person` only"), "{err}");
 }

@@ -1,7 +1,9 @@
 //! Integration tests: one binary. Support servers live in `tests/support`.
 
 mod consent;
+mod documents;
 mod engines;
+mod federation;
 mod gateway;
 mod layout;
 mod linkage;
@@ -9,6 +11,9 @@ mod mssql;
 mod mysql;
 mod odbc;
 mod ops;
+mod portal;
+mod readme;
+mod reporting;
 mod reports;
 #[path = "../support/mod.rs"]
 mod support;

@@ -231,7 +231,8 @@ pub async fn gateway_on_engines(
     }
 }
 
-async fn gateway_from(
+/// A gateway from a config text written into `work` (which it keeps), its index built.
+pub async fn gateway_from(
     work: tempfile::TempDir,
     text: &str,
     policy: Option<Arc<dyn Policy>>,

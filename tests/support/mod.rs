@@ -1,3 +1,4 @@
 //! Test support: servers and fixtures shared by the integration tests.
 pub mod demo;
+pub mod shipped;
 pub mod tds;

@@ -212,6 +212,8 @@ impl EntityKind {
                 f!("date", DateTime),
                 f!("media_type", Text),
                 f!("link", Text),
+                // The email (communication local id) the document is attached to.
+                f!("communication_id", Text),
             ],
             EntityKind::Communication => &[
                 f!("direction", Code(CodeSystem::Direction)),

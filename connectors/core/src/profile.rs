@@ -25,6 +25,7 @@
 //! by_key = "SELECT ... FROM CLNT WHERE CLNT_ID IN ({keys})"
 //! list = "SELECT ... FROM CLNT"
 //! changed_since = "SELECT ... FROM CLNT WHERE UPD_DTTM > {since}"
+//! deleted_since = "SELECT CLNT_ID FROM CLNT_DEL WHERE DEL_DTTM > {since}"  # optional
 //! fields.local_id = { column = "CLNT_ID" }
 //! fields.gender = { column = "SEX", codes = "sex" }
 //! fields.birth_date = { column = "DOB", formats = ["%Y-%m-%d %H:%M:%S%.f"] }
@@ -118,6 +119,9 @@ pub struct EntitySpec {
     pub list: Option<Spanned<String>>,
     /// Records changed after `{since}` (incremental index refresh).
     pub changed_since: Option<Spanned<String>>,
+    /// Person records deleted or soft-deleted after `{since}`: the `local_id` column of
+    /// each (incremental index refresh; they leave the index). Person only.
+    pub deleted_since: Option<Spanned<String>>,
     /// One statement for the entity, without markers, to which the gateway adds the
     /// look-up: `by_key` and `by_person` (and `list` for people) that are not written
     /// out become `SELECT * FROM (<base>) escr_base WHERE escr_base.<column> IN ({keys})`,
@@ -410,6 +414,16 @@ fn validate(path: &Path, text: &str, file: &ProfileFile) -> Result<(), ConfigErr
                 ));
             }
         }
+        if let Some(sql) = spec_ref
+            .deleted_since
+            .as_ref()
+            .filter(|_| kind != EntityKind::Person)
+        {
+            return Err(err(
+                sql.span().start,
+                format!("entity `{kind}`: `deleted_since` is for `person` only"),
+            ));
+        }
         if kind == EntityKind::Person && (spec_ref.by_key.is_none() || spec_ref.list.is_none()) {
             return Err(err(
                 at_entity,
@@ -423,6 +437,7 @@ fn validate(path: &Path, text: &str, file: &ProfileFile) -> Result<(), ConfigErr
             ("by_person_between", &spec_ref.by_person_between),
             ("list", &spec_ref.list),
             ("changed_since", &spec_ref.changed_since),
+            ("deleted_since", &spec_ref.deleted_since),
             ("orphans", &spec_ref.orphans),
         ] {
             let Some(sql) = sql else { continue };
@@ -434,7 +449,7 @@ fn validate(path: &Path, text: &str, file: &ProfileFile) -> Result<(), ConfigErr
             }
             let expected: &[&str] = match label {
                 "by_key" | "by_person" => &["keys"],
-                "changed_since" => &["since"],
+                "changed_since" | "deleted_since" => &["since"],
                 "by_person_between" => &["keys", "from", "to"],
                 _ => &[],
             };

@@ -53,6 +53,7 @@ pub const ENTITY: &[KeyDoc] = keys! {
     "by_person_between": "SQL with `{keys}`, `{from}`, `{to}`" = "none", "the people's records active between the dates, for reports (a record ending before it starts spans both its dates, the earlier first); may return more, never less (the gateway widens the range by a day and filters exactly); leave it out where dates cannot be compared in SQL";
     "list": "SQL" = "`base` (person)", "every record (the identity index reads people with it); required for `person`";
     "changed_since": "SQL with `{since}`" = "none", "records changed after a time (incremental index refresh)";
+    "deleted_since": "SQL with `{since}`" = "none", "local ids of person records deleted or soft-deleted after a time (incremental index refresh takes them out); person only";
     "base": "SQL" = "none", "one statement for the entity, no markers and no ORDER BY: `by_key`, `by_person` and `list` left out become `SELECT * FROM (<base>) escr_base WHERE escr_base.<local_id or person_id column> IN ({keys})`";
     "orphans": "SQL" = "none", "rows whose person does not exist (no markers; the entity's columns): counted in the data-quality report, never served; person-scoped entities";
     "fields": "table of field specs" = "required", "`fields.<field> = { ... }`: how columns become the catalog's fields (below); `local_id` always, `person_id` for person-scoped entities";

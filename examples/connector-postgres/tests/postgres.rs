@@ -324,10 +324,18 @@ async fn serves_the_meridian_profile_end_to_end_as_sqlite_does() {
 fn the_council_binary_knows_its_connector() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("escr.toml");
+    // `escr serve` refuses to start without a policy: the demo's, with its opt-out list here.
+    let policy = std::fs::read_to_string(repo().join("config/policy.toml"))
+        .unwrap()
+        .replace("../data/demo/national_opt_out.txt", "national_opt_out.txt")
+        .replace("../data/jwt-hs256.key", "jwt-hs256.key");
+    std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
+    std::fs::write(dir.path().join("national_opt_out.txt"), "").unwrap();
     std::fs::write(
         &path,
         format!(
-            "[[sources]]\nname = \"meridian\"\nprofile = {:?}\npostgres = {{ host = \"127.0.0.1\", database = \"d\", user = \"u\" }}\n",
+            "policy = {:?}\n[[sources]]\nname = \"meridian\"\nprofile = {:?}\npostgres = {{ host = \"127.0.0.1\", database = \"d\", user = \"u\" }}\n",
+            dir.path().join("policy.toml"),
             repo().join("tests/fixtures/vendors/meridian.toml"),
         ),
     )

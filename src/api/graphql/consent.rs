@@ -80,7 +80,7 @@ impl ProvisionInput {
 /// A consent in the gateway's registry.
 pub struct RegistryConsentView(StoredConsent, Arc<Gateway>);
 
-#[Object(name = "RegistryConsent")]
+#[Object(name = "RegistryConsent", shareable)]
 impl RegistryConsentView {
     async fn id(&self) -> ID {
         ID(self.0.id.to_string())
@@ -134,6 +134,7 @@ impl RegistryConsentView {
 }
 
 #[derive(SimpleObject)]
+#[graphql(shareable)]
 pub struct ConsentHistoryEntry {
     pub action: String,
     pub by: String,
@@ -143,6 +144,7 @@ pub struct ConsentHistoryEntry {
 
 /// One audit event (FHIR AuditEvent shaped).
 #[derive(SimpleObject)]
+#[graphql(shareable)]
 pub struct AuditEntry {
     pub seq: i64,
     pub at: String,
@@ -186,6 +188,7 @@ impl From<AuditEvent> for AuditEntry {
 
 /// Who saw a person's record (the person's own view: no denials, no reasons).
 #[derive(SimpleObject)]
+#[graphql(shareable)]
 pub struct RecordAccess {
     pub at: String,
     pub user: String,

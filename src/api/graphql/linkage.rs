@@ -30,6 +30,7 @@ fn require_steward(ctx: &Context<'_>) -> async_graphql::Result<()> {
 
 /// A source person record.
 #[derive(SimpleObject, Clone)]
+#[graphql(shareable)]
 pub struct RecordRef {
     pub source: String,
     pub local_id: String,
@@ -58,6 +59,7 @@ impl RecordRefInput {
 
 /// One compared field's contribution to a score: log2(m/u) bits for its level.
 #[derive(SimpleObject, Clone)]
+#[graphql(shareable)]
 pub struct FieldWeight {
     /// nhs_number, family_name, given_name, birth_date, sex, postcode.
     pub field: String,
@@ -79,6 +81,7 @@ fn weights(w: &[crate::identity::linkage::FieldWeight]) -> Vec<FieldWeight> {
 
 /// A link between two of a person's records: the rule or score that made it.
 #[derive(SimpleObject)]
+#[graphql(shareable)]
 pub struct LinkEvidence {
     pub a: RecordRef,
     pub b: RecordRef,
@@ -118,6 +121,7 @@ pub fn person_evidence(ctx: &Context<'_>, person_id: &str) -> Vec<LinkEvidence> 
 
 /// A pair of records that may be one person, waiting for a data steward.
 #[derive(SimpleObject)]
+#[graphql(shareable)]
 pub struct ReviewCandidate {
     pub a: RecordRef,
     pub b: RecordRef,
@@ -130,6 +134,7 @@ pub struct ReviewCandidate {
 }
 
 #[derive(SimpleObject)]
+#[graphql(shareable)]
 pub struct ReviewQueue {
     pub total_count: usize,
     pub items: Vec<ReviewCandidate>,
@@ -143,6 +148,7 @@ pub enum LinkAction {
 
 /// A data steward's decision, kept across re-indexing.
 #[derive(SimpleObject)]
+#[graphql(shareable)]
 pub struct LinkDecision {
     pub id: i64,
     pub action: LinkAction,
@@ -172,6 +178,7 @@ impl From<&index::LinkDecision> for LinkDecision {
 
 /// What a decision did: the decision and the two records' people afterwards.
 #[derive(SimpleObject)]
+#[graphql(shareable)]
 pub struct LinkDecisionResult {
     pub decision: LinkDecision,
     pub a_person_id: Option<String>,
@@ -305,6 +312,7 @@ impl LinkageMutation {
 
 /// One source's value of a person field.
 #[derive(SimpleObject)]
+#[graphql(shareable)]
 pub struct SourcedValue {
     pub value: String,
     pub source: String,
@@ -326,6 +334,7 @@ impl From<&crate::identity::linkage::golden::SourcedValue> for SourcedValue {
 /// A golden-record field: the surviving value, where it came from, and the values other
 /// records hold.
 #[derive(SimpleObject)]
+#[graphql(shareable)]
 pub struct GoldenField {
     /// family_name, given_names, birth_date, death_date, gender, ethnicity, nhs_number,
     /// postcode.

@@ -3,6 +3,7 @@
 
 pub mod codes;
 pub mod consent;
+pub mod entities;
 pub mod guard;
 pub mod linkage;
 pub mod person;
@@ -12,7 +13,8 @@ pub mod reports;
 use std::sync::Arc;
 
 use async_graphql::{
-    Context, EmptySubscription, ErrorExtensions, MergedObject, Object, Schema, SimpleObject, ID,
+    Context, EmptyMutation, EmptySubscription, ErrorExtensions, MergedObject, Object, Schema,
+    SimpleObject, ID,
 };
 use chrono::NaiveDate;
 use escr_connector::nhs::{self, NhsNumber};
@@ -21,9 +23,24 @@ use crate::api::error::GatewayError;
 use crate::api::gateway::Gateway;
 use crate::consent::access::{AccessContext, RequestScope};
 use crate::identity::search::SearchCriteria;
+pub use entities::FederatedRoot;
 use person::Person;
 
-pub type EscrSchema = Schema<Query, Mutation, EmptySubscription>;
+/// The council's whole API (`/graphql`).
+pub type EscrSchema = Schema<FederatedRoot<Query>, Mutation, EmptySubscription>;
+
+/// The regional subgraph (`/subgraph`): no council-internal query, no mutation.
+pub type SubgraphSchema = Schema<FederatedRoot<SubgraphQuery>, EmptyMutation, EmptySubscription>;
+
+/// The query root of `/subgraph`: the regional fields only.
+#[derive(MergedObject, Default)]
+#[graphql(name = "Query")]
+pub struct SubgraphQuery(RegionalQuery);
+
+/// The query root of `/graphql`: the regional fields and the council's own.
+#[derive(MergedObject, Default)]
+#[graphql(name = "Query")]
+pub struct Query(RegionalQuery, CouncilQuery);
 
 /// Mutation roots, one object per area (merged).
 #[derive(MergedObject, Default)]
@@ -38,9 +55,48 @@ pub fn build(gateway: Option<Arc<Gateway>>) -> EscrSchema {
 /// The schema's builder, for the server to add its extensions (metrics, APQ).
 pub fn builder(
     gateway: Option<Arc<Gateway>>,
-) -> async_graphql::SchemaBuilder<Query, Mutation, EmptySubscription> {
+) -> async_graphql::SchemaBuilder<FederatedRoot<Query>, Mutation, EmptySubscription> {
+    configure(
+        Schema::build(
+            FederatedRoot(Query::default()),
+            Mutation::default(),
+            EmptySubscription,
+        ),
+        gateway,
+    )
+}
+
+/// The regional subgraph's builder.
+pub fn subgraph_builder(
+    gateway: Option<Arc<Gateway>>,
+) -> async_graphql::SchemaBuilder<FederatedRoot<SubgraphQuery>, EmptyMutation, EmptySubscription> {
+    configure(
+        Schema::build(
+            FederatedRoot(SubgraphQuery::default()),
+            EmptyMutation,
+            EmptySubscription,
+        ),
+        gateway,
+    )
+}
+
+/// The regional subgraph's SDL, as `_service { sdl }` gives it to a router.
+pub fn subgraph_sdl() -> String {
+    subgraph_builder(None)
+        .finish()
+        .sdl_with_options(async_graphql::SDLExportOptions::new().federation())
+}
+
+fn configure<Q, M>(
+    builder: async_graphql::SchemaBuilder<Q, M, EmptySubscription>,
+    gateway: Option<Arc<Gateway>>,
+) -> async_graphql::SchemaBuilder<Q, M, EmptySubscription>
+where
+    Q: async_graphql::ObjectType + 'static,
+    M: async_graphql::ObjectType + 'static,
+{
     let introspection = gateway.as_ref().is_none_or(|g| g.server.introspection);
-    let mut builder = Schema::build(Query, Mutation::default(), EmptySubscription)
+    let mut builder = builder
         .enable_federation()
         .extension(guard::RequestGuard { introspection })
         .limit_depth(guard::MAX_DEPTH)
@@ -63,8 +119,6 @@ pub fn sdl() -> String {
         .sorted_arguments();
     build(None).sdl_with_options(options)
 }
-
-pub struct Query;
 
 /// Note in the audit that an answer names this person (an id alone says they are
 /// known here).
@@ -161,12 +215,14 @@ async fn person_by_nhs(ctx: &Context<'_>, raw: &str) -> Result<Option<Person>, G
 }
 
 #[derive(SimpleObject)]
+#[graphql(shareable)]
 pub struct PersonEdge {
     pub cursor: String,
     pub node: Person,
 }
 
 #[derive(SimpleObject)]
+#[graphql(shareable)]
 pub struct PersonConnection {
     pub edges: Vec<PersonEdge>,
     pub page_info: person::PageInfo,
@@ -176,14 +232,30 @@ pub struct PersonConnection {
 
 const SEARCH_CURSOR: &str = "search";
 
+/// What a regional router may plan over (`POST /subgraph`): finding people and the
+/// federation entities. Every field is `@shareable`, as each council's gateway has
+/// them; a router sends each to one council (it routes by type and field, never by key
+/// value), so the same answer must mean the same person anywhere (ids are
+/// council-qualified, NHS numbers national).
+#[derive(Default)]
+pub struct RegionalQuery;
+
+/// The council's own operations (audit trail, break-glass review, consent registry,
+/// linkage queue and decisions, data quality, reports, local ids): on `/graphql` only,
+/// never in the regional subgraph.
+#[derive(Default)]
+pub struct CouncilQuery;
+
 #[Object]
-impl Query {
+impl RegionalQuery {
     /// A person by gateway id (ids merged away still resolve to the survivor).
+    #[graphql(shareable)]
     async fn person(&self, ctx: &Context<'_>, id: ID) -> Option<Person> {
         person_by_id(ctx, &id).await
     }
 
     /// A person by NHS number (spaces allowed; the check digit is verified).
+    #[graphql(shareable)]
     async fn person_by_nhs_number(
         &self,
         ctx: &Context<'_>,
@@ -195,32 +267,9 @@ impl Query {
             .map_err(|e| e.extend())
     }
 
-    /// The person a source record belongs to (null unless the caller may see that
-    /// record; purposes without demographics may not look people up by local ids).
-    async fn person_by_source_record(
-        &self,
-        ctx: &Context<'_>,
-        source: String,
-        local_id: String,
-    ) -> async_graphql::Result<Option<Person>> {
-        let gateway = ctx.data_unchecked::<Arc<Gateway>>();
-        gateway
-            .policy
-            .may_identify(ctx.data_unchecked::<AccessContext>())
-            .map_err(|w| GatewayError::Withheld(w).extend())?;
-        let Some(id) = gateway
-            .index
-            .snapshot()
-            .by_source(&source, &local_id)
-            .map(str::to_string)
-        else {
-            return Ok(None);
-        };
-        Ok(identified(ctx, &[id], |r| r.local_id == local_id).await)
-    }
-
     /// Find people by name (every word a prefix of a name), birth date and postcode
     /// (prefix). At least one criterion is required.
+    #[graphql(shareable)]
     async fn search_people(
         &self,
         ctx: &Context<'_>,
@@ -302,6 +351,60 @@ impl Query {
             edges,
             total_count: ids.len(),
         })
+    }
+
+    /// An authority's indicators as a federation entity: a regional supergraph asks
+    /// each council's gateway for its own (aggregates only; no person data moves).
+    #[graphql(entity)]
+    async fn find_authority_by_name(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+    ) -> Option<reports::Authority> {
+        reports::authority(ctx, name)
+    }
+
+    #[graphql(entity)]
+    async fn find_person_by_id(&self, ctx: &Context<'_>, id: ID) -> Option<Person> {
+        person_by_id(ctx, &id).await
+    }
+
+    #[graphql(entity)]
+    async fn find_person_by_nhs_number(
+        &self,
+        ctx: &Context<'_>,
+        nhs_number: String,
+    ) -> async_graphql::Result<Option<Person>> {
+        person_by_nhs(ctx, &nhs_number)
+            .await
+            .map_err(|e| e.extend())
+    }
+}
+
+#[Object]
+impl CouncilQuery {
+    /// The person a source record belongs to (null unless the caller may see that
+    /// record; purposes without demographics may not look people up by local ids).
+    async fn person_by_source_record(
+        &self,
+        ctx: &Context<'_>,
+        source: String,
+        local_id: String,
+    ) -> async_graphql::Result<Option<Person>> {
+        let gateway = ctx.data_unchecked::<Arc<Gateway>>();
+        gateway
+            .policy
+            .may_identify(ctx.data_unchecked::<AccessContext>())
+            .map_err(|w| GatewayError::Withheld(w).extend())?;
+        let Some(id) = gateway
+            .index
+            .snapshot()
+            .by_source(&source, &local_id)
+            .map(str::to_string)
+        else {
+            return Ok(None);
+        };
+        Ok(identified(ctx, &[id], |r| r.local_id == local_id).await)
     }
 
     /// Every access decision about a person (Caldicott guardian).
@@ -395,31 +498,6 @@ impl Query {
         after: Option<String>,
     ) -> async_graphql::Result<reports::MdsPage> {
         reports::minimum_data_set(ctx, &period, &authority, first, after).await
-    }
-
-    /// An authority's indicators as a federation entity: a regional supergraph asks
-    /// each council's gateway for its own (aggregates only; no person data moves).
-    #[graphql(entity)]
-    async fn find_authority_by_name(
-        &self,
-        ctx: &Context<'_>,
-        name: String,
-    ) -> Option<reports::Authority> {
-        reports::authority(ctx, name)
-    }
-
-    #[graphql(entity)]
-    async fn find_person_by_id(&self, ctx: &Context<'_>, id: ID) -> Option<Person> {
-        person_by_id(ctx, &id).await
-    }
-
-    #[graphql(entity)]
-    async fn find_person_by_nhs_number(
-        &self,
-        ctx: &Context<'_>,
-        nhs_number: String,
-    ) -> Option<Person> {
-        person_by_nhs(ctx, &nhs_number).await.ok().flatten()
     }
 }
 

@@ -25,6 +25,7 @@ pub struct Person {
 
 /// A source person record linked into this person, and why.
 #[derive(SimpleObject)]
+#[graphql(shareable)]
 pub struct SourceRecord {
     pub source: String,
     pub local_id: String,
@@ -33,6 +34,7 @@ pub struct SourceRecord {
 }
 
 #[derive(SimpleObject)]
+#[graphql(shareable)]
 pub struct HumanName {
     pub family: Option<String>,
     pub given: Option<String>,
@@ -43,6 +45,7 @@ pub struct HumanName {
 }
 
 #[derive(SimpleObject)]
+#[graphql(shareable)]
 pub struct Identifier {
     /// "https://fhir.nhs.uk/Id/nhs-number", or "urn:escr:source:<name>" for local ids.
     pub system: String,
@@ -89,28 +92,7 @@ pub async fn person_records(
     let loaded = load_person_entity(ctx, person, entity, true).await;
     let facts = person_facts(ctx, person).await;
     let released = release(gateway.policy.as_ref(), access, &facts, loaded);
-    let scope = ctx.data_opt::<Arc<RequestScope>>();
-    if let Some(scope) = scope {
-        for (_, r) in &released.records {
-            scope
-                .audit
-                .note(Some(&person.id), "released", None, None, r.entity.name());
-        }
-        for (decision, list) in [
-            ("withheld", &released.withheld),
-            ("hidden", &released.hidden),
-        ] {
-            for (_, r, why) in list {
-                scope.audit.note(
-                    Some(&person.id),
-                    decision,
-                    Some(why.code),
-                    Some(&why.reason),
-                    r.entity.name(),
-                );
-            }
-        }
-    }
+    audit_decisions(ctx, person, &released, true);
     let mut told = BTreeSet::new();
     for (_, _, why) in &released.withheld {
         if !told.insert(why.code) {
@@ -128,6 +110,104 @@ pub async fn person_records(
         .records
         .into_iter()
         .map(|(source, record)| Sourced { source, record })
+        .collect()
+}
+
+/// Note the request's decisions about `person`'s records in its audit (`released` ones
+/// only where they are returned).
+fn audit_decisions(
+    ctx: &Context<'_>,
+    person: &Person,
+    released: &crate::consent::access::Released,
+    returned: bool,
+) {
+    let Some(scope) = ctx.data_opt::<Arc<RequestScope>>() else {
+        return;
+    };
+    if returned {
+        for (_, r) in &released.records {
+            scope
+                .audit
+                .note(Some(&person.id), "released", None, None, r.entity.name());
+        }
+    }
+    for (decision, list) in [
+        ("withheld", &released.withheld),
+        ("hidden", &released.hidden),
+    ] {
+        for (_, r, why) in list {
+            scope.audit.note(
+                Some(&person.id),
+                decision,
+                Some(why.code),
+                Some(&why.reason),
+                r.entity.name(),
+            );
+        }
+    }
+}
+
+/// What is withheld from a caller, as data: a federation router passes data through
+/// where it drops or masks errors on fields that answered, so behind one a worker can
+/// still tell "nothing recorded" from "withheld". Sealed records are not listed (their
+/// existence is itself sensitive), nor are counts.
+#[derive(SimpleObject, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[graphql(shareable, name = "Withheld")]
+pub struct WithheldField {
+    /// The Person field whose records are left out (`caseNotes`, `alerts`, ...);
+    /// `demographics` for the person records behind `name`, `birthDate`,
+    /// `identifiers` and the other person fields.
+    pub field: String,
+    /// The same code as the field's error (`CONSENT_DENIED`, `NO_RELATIONSHIP`, ...).
+    pub code: String,
+    pub reason: String,
+}
+
+/// The Person field that lists an entity's records.
+fn person_field(entity: EntityKind) -> Option<&'static str> {
+    Some(match entity {
+        EntityKind::Person => "demographics",
+        EntityKind::Address => "addresses",
+        EntityKind::Relationship => "relationships",
+        EntityKind::Referral => "referrals",
+        EntityKind::Assessment => "assessments",
+        EntityKind::CarePlan => "carePlans",
+        EntityKind::Service => "services",
+        EntityKind::Episode => "episodes",
+        EntityKind::Visit => "visits",
+        EntityKind::CaseNote => "caseNotes",
+        EntityKind::Document => "documents",
+        EntityKind::Communication => "communications",
+        EntityKind::Alert => "alerts",
+        EntityKind::Consent => "consents",
+        EntityKind::Allocation => "allocations",
+        EntityKind::Worker | EntityKind::Team => return None,
+    })
+}
+
+/// The withheld entries of one entity of `person`, decided as its field decides them
+/// (the same loads, shared with the field through the request loaders).
+async fn withheld_of(ctx: &Context<'_>, person: &Person, entity: EntityKind) -> Vec<WithheldField> {
+    let Some(field) = person_field(entity) else {
+        return Vec::new();
+    };
+    let gateway = ctx.data_unchecked::<Arc<Gateway>>();
+    let access = ctx.data_unchecked::<AccessContext>();
+    let loaded = load_person_entity(ctx, person, entity, false).await;
+    if loaded.is_empty() {
+        return Vec::new();
+    }
+    let facts = person_facts(ctx, person).await;
+    let released = release(gateway.policy.as_ref(), access, &facts, loaded);
+    audit_decisions(ctx, person, &released, false);
+    released
+        .withheld
+        .iter()
+        .map(|(_, _, why)| WithheldField {
+            field: field.to_string(),
+            code: why.code.to_string(),
+            reason: why.reason.clone(),
+        })
         .collect()
 }
 
@@ -215,11 +295,31 @@ pub async fn person_facts(ctx: &Context<'_>, person: &Person) -> Arc<PersonFacts
         return f;
     }
     let loaders = ctx.data_unchecked::<RequestLoaders>();
+    let facts = Arc::new(load_person_facts(gateway, loaders, &person.id, &person.refs).await);
+    if let Some(s) = scope {
+        if let Ok(mut m) = s.facts.lock() {
+            m.insert(person.id.clone(), facts.clone());
+        }
+    }
+    facts
+}
+
+/// The person's facts, read for one decision (GraphQL keeps them for its request;
+/// the document content route reads them for its one record).
+pub async fn load_person_facts(
+    gateway: &Gateway,
+    loaders: &RequestLoaders,
+    person_id: &str,
+    refs: &[SourceRef],
+) -> PersonFacts {
     let fetcher = loaders.fetcher();
     let mut facts = PersonFacts {
-        person_id: person.id.clone(),
+        person_id: person_id.to_string(),
         ..PersonFacts::default()
     };
+    if !gateway.policy.needs_facts() {
+        return facts;
+    }
     for entity in [
         EntityKind::Allocation,
         EntityKind::Consent,
@@ -230,7 +330,7 @@ pub async fn person_facts(ctx: &Context<'_>, person: &Person) -> Arc<PersonFacts
         } else {
             Lookup::ByPerson
         };
-        let loads = person.refs.iter().filter_map(|r| {
+        let loads = refs.iter().filter_map(|r| {
             let source = fetcher.source_index(&r.source)?;
             fetcher.sources[source]
                 .holds(entity)
@@ -262,18 +362,17 @@ pub async fn person_facts(ctx: &Context<'_>, person: &Person) -> Arc<PersonFacts
         }
     }
     if let Some(access) = &gateway.access {
-        match access.registry.active(&person.id) {
-            Ok(c) => facts.registry_consents = c,
-            Err(e) => {
-                tracing::warn!(error = %e, "consent registry unreadable");
-                facts.consent_unknown = true;
+        // Consents recorded under an id the person had before (a merge, the earlier id
+        // format) are the person's too.
+        let snapshot = gateway.index.snapshot();
+        for id in std::iter::once(person_id).chain(snapshot.former_ids(person_id)) {
+            match access.registry.active(id) {
+                Ok(c) => facts.registry_consents.extend(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "consent registry unreadable");
+                    facts.consent_unknown = true;
+                }
             }
-        }
-    }
-    let facts = Arc::new(facts);
-    if let Some(s) = scope {
-        if let Ok(mut m) = s.facts.lock() {
-            m.insert(person.id.clone(), facts.clone());
         }
     }
     facts
@@ -337,7 +436,7 @@ pub struct TimelineItem {
     record: Sourced,
 }
 
-#[Object]
+#[Object(shareable)]
 impl TimelineItem {
     async fn kind(&self) -> RecordKind {
         self.kind
@@ -362,18 +461,21 @@ impl TimelineItem {
 }
 
 #[derive(SimpleObject)]
+#[graphql(shareable)]
 pub struct TimelineEdge {
     pub cursor: String,
     pub node: TimelineItem,
 }
 
 #[derive(SimpleObject)]
+#[graphql(shareable)]
 pub struct PageInfo {
     pub has_next_page: bool,
     pub end_cursor: Option<String>,
 }
 
 #[derive(SimpleObject)]
+#[graphql(shareable)]
 pub struct TimelineConnection {
     pub edges: Vec<TimelineEdge>,
     pub page_info: PageInfo,
@@ -416,7 +518,7 @@ fn cursor_position(item: &TimelineItem) -> String {
 
 const TIMELINE_CURSOR: &str = "timeline";
 
-#[Object]
+#[Object(shareable)]
 impl Person {
     /// The gateway's person id (stable across restarts and re-indexing).
     async fn id(&self) -> ID {
@@ -625,6 +727,21 @@ impl Person {
     }
     async fn allocations(&self, ctx: &Context<'_>) -> Vec<Allocation> {
         self.list(ctx, EntityKind::Allocation, Allocation).await
+    }
+
+    /// What this caller is not shown of this person's record, per field and reason
+    /// (the errors on those fields say the same; this survives a federation router).
+    /// Empty when nothing is withheld.
+    async fn withheld(&self, ctx: &Context<'_>) -> Vec<WithheldField> {
+        let loads = EntityKind::ALL.iter().map(|e| withheld_of(ctx, self, *e));
+        let mut all: Vec<WithheldField> = futures::future::join_all(loads)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        all.sort();
+        all.dedup();
+        all
     }
 
     /// Every record of the person, newest first, cursor-paginated.

@@ -70,6 +70,7 @@ impl Sourced {
 
 /// Where a record lives in the legacy estate.
 #[derive(SimpleObject)]
+#[graphql(shareable)]
 pub struct Provenance {
     /// The configured source name ("casetrak").
     pub source: String,
@@ -80,6 +81,7 @@ pub struct Provenance {
 
 /// Sensitivity labels (safeguarding, mental_health, sealed, ...).
 #[derive(SimpleObject)]
+#[graphql(shareable)]
 pub struct Security {
     pub labels: Vec<String>,
 }
@@ -93,7 +95,7 @@ macro_rules! record_type {
         $(#[$doc])*
         pub struct $name(pub Sourced);
 
-        #[Object]
+        #[Object(shareable)]
         impl $name {
             /// Gateway-wide id of this record: source, entity and local id.
             async fn id(&self) -> ID {
@@ -299,8 +301,20 @@ record_type!(
         date: Option<NaiveDate> = d("date"),
         /// `date` with its time of day, where the source keeps one (else midnight).
         date_time: Option<NaiveDateTime> = dt("date"),
+        /// The media type the source declares (the content's own type is in its
+        /// `Content-Type`).
         media_type: Option<String> = s("media_type"),
-        link: Option<String> = s("link"),
+    }
+    resolvers {
+        /// Where to `GET` the document's file (relative to the gateway, with the same
+        /// token and purpose as this request): the same decision as this record, audited
+        /// as a release; ranges allowed. Null when the source has no document store or
+        /// the record names no file the store can hold. The vendor's own path is never
+        /// given out.
+        async fn content_url(&self, ctx: &Context<'_>) -> Option<String> {
+            let gateway = ctx.data_opt::<Arc<Gateway>>()?;
+            crate::api::documents::content_url(gateway, &self.0)
+        }
     }
 );
 
@@ -314,6 +328,31 @@ record_type!(
         subject: Option<String> = s("subject"),
         sent_at: Option<NaiveDateTime> = dt("sent_at"),
         body: Option<String> = s("body"),
+    }
+    resolvers {
+        /// Files attached to the email, where the source keeps them: documents of the
+        /// same person and source, each with its own access decision.
+        async fn attachments(&self, ctx: &Context<'_>) -> Vec<Document> {
+            let gateway = ctx.data_unchecked::<Arc<Gateway>>();
+            let Some(id) = self.0.record.person_id.as_deref().and_then(|local| {
+                Some(gateway.index.snapshot().by_source(&self.0.source, local)?.to_string())
+            }) else {
+                return Vec::new();
+            };
+            let Some(person) = super::person_by_id(ctx, &id).await else {
+                return Vec::new();
+            };
+            let mut attached: Vec<Sourced> = super::person::person_records(ctx, &person, EntityKind::Document)
+                .await
+                .into_iter()
+                .filter(|d| {
+                    d.source == self.0.source
+                        && d.record.text("communication_id") == Some(self.0.record.local_id.as_str())
+                })
+                .collect();
+            attached.sort_by(|a, b| a.record.local_id.cmp(&b.record.local_id));
+            attached.into_iter().map(Document).collect()
+        }
     }
 );
 
@@ -396,7 +435,7 @@ impl Worker {
     }
 }
 
-#[Object]
+#[Object(shareable)]
 impl Worker {
     /// Gateway-wide id: source, entity and local id.
     async fn id(&self) -> ID {
@@ -425,7 +464,7 @@ impl Team {
     }
 }
 
-#[Object]
+#[Object(shareable)]
 impl Team {
     /// Gateway-wide id: source, entity and local id.
     async fn id(&self) -> ID {

@@ -13,6 +13,7 @@ use crate::reports::suppress::IndicatorResult;
 use crate::reports::{run, Period};
 
 #[derive(SimpleObject)]
+#[graphql(shareable)]
 pub struct MdsPage {
     pub rows: Vec<MdsRow>,
     pub page_info: super::person::PageInfo,
@@ -22,6 +23,7 @@ pub struct MdsPage {
 
 /// A council this gateway reports on.
 #[derive(SimpleObject)]
+#[graphql(shareable)]
 #[graphql(complex)]
 pub struct Authority {
     pub name: String,

@@ -1,7 +1,7 @@
 //! GraphQL requests as they arrive over HTTP, and trusted documents.
 //!
-//! A request is a JSON body (`POST`) or a query string (`GET`, persisted documents
-//! only, never a mutation) with `query`, or `documentId` (a trusted document's id:
+//! A request is a JSON body (`POST`) or a query string (`GET`: queries, never a
+//! mutation) with `query`, or `documentId` (a trusted document's id:
 //! `sha256:<hex>` or `<hex>`), or Apollo's `extensions.persistedQuery.sha256Hash`.
 //! The allowlist is a JSON file (`{"<id>": "<document>"}` or an Apollo persisted
 //! query manifest) or a folder of `.graphql` files (id: the SHA-256 of the text). With
@@ -217,6 +217,111 @@ fn serde_urlencoded_pairs(query: &str) -> HashMap<String, String> {
     .unwrap_or_default()
 }
 
+/// Whether the operation a request selects is a query (a document that does not parse
+/// is left to execution, which answers it as a parse error).
+fn runs_a_query(text: &str, operation_name: Option<&str>) -> bool {
+    let Ok(document) = async_graphql::parser::parse_query(text) else {
+        return true;
+    };
+    let mut operations = document.operations.iter();
+    let chosen = match operation_name {
+        Some(name) => operations.find(|(n, _)| n.is_some_and(|n| n.as_str() == name)),
+        None => operations.next(),
+    };
+    chosen.is_none_or(|(_, op)| op.node.ty == OperationType::Query)
+}
+
+/// The media types of a GraphQL response (GraphQL over HTTP).
+pub const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
+pub const JSON: &str = "application/json";
+
+/// The response's media type by the request's `Accept`: the GraphQL response type when
+/// the client names it, JSON when it names JSON, anything or nothing (older clients);
+/// `None` when it accepts neither.
+pub fn response_media(headers: &HeaderMap) -> Option<&'static str> {
+    let Some(accept) = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Some(JSON);
+    };
+    let accepted: Vec<(String, f32)> = accept
+        .split(',')
+        .map(|part| {
+            let mut pieces = part.split(';');
+            let media = pieces
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase();
+            let q = pieces
+                .filter_map(|p| p.trim().strip_prefix("q=").and_then(|q| q.parse().ok()))
+                .next()
+                .unwrap_or(1.0);
+            (media, q)
+        })
+        .filter(|(_, q)| *q > 0.0)
+        .collect();
+    let q = |m: &str| {
+        accepted
+            .iter()
+            .filter(|(a, _)| a == m)
+            .map(|(_, q)| *q)
+            .fold(None, |best: Option<f32>, q| {
+                Some(best.map_or(q, |b| b.max(q)))
+            })
+    };
+    let any = q("*/*").or(q("application/*"));
+    match (q(GRAPHQL_RESPONSE), q(JSON).or(any)) {
+        (Some(g), Some(j)) if j > g => Some(JSON),
+        (Some(_), _) => Some(GRAPHQL_RESPONSE),
+        (None, Some(_)) => Some(JSON),
+        (None, None) => None,
+    }
+}
+
+/// A GraphQL response over HTTP, as GraphQL over HTTP has it: a request error (the
+/// document did not parse or validate, or was refused before it ran: no data, no error
+/// with a path) has no `data` entry and, as `application/graphql-response+json`, a 4xx
+/// status (5xx when the gateway could not answer); `application/json` keeps 200.
+pub fn respond(headers: &HeaderMap, response: async_graphql::Response) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Some(media) = response_media(headers) else {
+        let body = serde_json::json!({"errors": [{"message": format!("this endpoint answers {GRAPHQL_RESPONSE} or {JSON}: name one in Accept"), "extensions": {"code": "NOT_ACCEPTABLE"}}]});
+        return (StatusCode::NOT_ACCEPTABLE, axum::Json(body)).into_response();
+    };
+    let request_error = response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|e| e.path.is_empty());
+    let unavailable = response.errors.iter().any(|e| {
+        e.extensions
+            .as_ref()
+            .and_then(|x| x.get("code"))
+            .is_some_and(|c| {
+                *c == async_graphql::Value::from(crate::api::error::codes::AUDIT_UNAVAILABLE)
+            })
+    });
+    let status = match (media, request_error) {
+        (GRAPHQL_RESPONSE, true) if unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        (GRAPHQL_RESPONSE, true) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::OK,
+    };
+    let mut body = serde_json::to_value(&response).unwrap_or_default();
+    if request_error {
+        if let Some(map) = body.as_object_mut() {
+            map.remove("data");
+        }
+    }
+    let mut http = (
+        status,
+        [(axum::http::header::CONTENT_TYPE, media)],
+        body.to_string(),
+    )
+        .into_response();
+    http.headers_mut().extend(response.http_headers);
+    http
+}
+
 /// True when a GET carries a GraphQL request (else it asks for GraphiQL).
 pub fn is_graphql_get(query: Option<&str>) -> bool {
     query.is_some_and(|q| {
@@ -248,10 +353,18 @@ pub fn parse(
                     || t.starts_with("application/graphql-response+json")
             });
         if !json_type {
+            let graphql_body = headers
+                .get(axum::http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|t| t.to_ascii_lowercase().starts_with("application/graphql"));
             return Err(refuse(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "BAD_REQUEST",
-                "send the request as JSON (Content-Type: application/json)",
+                if graphql_body {
+                    "a bare GraphQL document (Content-Type: application/graphql) is not accepted: send JSON (Content-Type: application/json) as {\"query\": \"...\", \"variables\": {...}}"
+                } else {
+                    "send the request as JSON (Content-Type: application/json)"
+                },
             ));
         }
         match serde_json::from_slice::<Value>(body) {
@@ -327,11 +440,11 @@ pub fn parse(
             }
         },
         (None, Some(query)) => {
-            if method == Method::GET {
+            if method == Method::GET && !runs_a_query(query, wire.operation_name.as_deref()) {
                 return Err(refuse(
                     StatusCode::METHOD_NOT_ALLOWED,
                     "BAD_REQUEST",
-                    "GET runs persisted documents only (`documentId`): send queries with POST",
+                    "a mutation cannot be sent with GET: use POST",
                 ));
             }
             if docs.require && docs.get(&sha256_hex(query)).is_none() {

@@ -66,6 +66,10 @@ fn route_label(path: &str) -> &'static str {
     if path.starts_with(super::graphiql::ASSETS) {
         return super::graphiql::ASSETS;
     }
+    if path.starts_with("/documents/") {
+        // The id is sealed, but a label is a template, never a value.
+        return crate::api::documents::CONTENT_ROUTE;
+    }
     "other"
 }
 

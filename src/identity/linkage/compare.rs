@@ -1,6 +1,7 @@
-//! Field normalisation and string comparators for linkage: Soundex, Jaro-Winkler and a
-//! UK postcode shape check. Written here (not a crate) so that the behaviour on the
-//! dirty shapes legacy systems produce is ours to test.
+//! Field normalisation and comparators for linkage: Soundex, Jaro-Winkler (the strsim
+//! crate's) and a UK postcode shape check. Soundex and the postcode check are written
+//! here: they are a few lines each, and their behaviour on the dirty shapes legacy
+//! systems produce (apostrophes, placeholders, "N51 ABC") is ours to test.
 
 /// Upper-case ASCII letters only: "O'Brien" -> "OBRIEN", "smith " -> "SMITH".
 pub fn name_key(s: &str) -> String {
@@ -61,50 +62,9 @@ pub fn soundex(s: &str) -> String {
     out
 }
 
-/// Jaro-Winkler similarity in [0, 1] (prefix scale 0.1, up to 4 characters).
+/// Jaro-Winkler similarity in [0, 1] (strsim's: prefix scale 0.1, up to 4 characters).
 pub fn jaro_winkler(a: &str, b: &str) -> f64 {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    if a.is_empty() && b.is_empty() {
-        return 1.0;
-    }
-    if a.is_empty() || b.is_empty() {
-        return 0.0;
-    }
-    let window = (a.len().max(b.len()) / 2).saturating_sub(1);
-    let mut a_matched = vec![false; a.len()];
-    let mut b_matched = vec![false; b.len()];
-    let mut matches = 0usize;
-    for (i, ca) in a.iter().enumerate() {
-        let lo = i.saturating_sub(window);
-        let hi = (i + window + 1).min(b.len());
-        for j in lo..hi {
-            if !b_matched[j] && b[j] == *ca {
-                a_matched[i] = true;
-                b_matched[j] = true;
-                matches += 1;
-                break;
-            }
-        }
-    }
-    if matches == 0 {
-        return 0.0;
-    }
-    let a_seq = a
-        .iter()
-        .zip(&a_matched)
-        .filter(|(_, m)| **m)
-        .map(|(c, _)| c);
-    let b_seq = b
-        .iter()
-        .zip(&b_matched)
-        .filter(|(_, m)| **m)
-        .map(|(c, _)| c);
-    let transpositions = a_seq.zip(b_seq).filter(|(x, y)| x != y).count() / 2;
-    let m = matches as f64;
-    let jaro = (m / a.len() as f64 + m / b.len() as f64 + (m - transpositions as f64) / m) / 3.0;
-    let prefix = a.iter().zip(&b).take(4).take_while(|(x, y)| x == y).count();
-    jaro + prefix as f64 * 0.1 * (1.0 - jaro)
+    strsim::jaro_winkler(a, b)
 }
 
 /// A UK postcode in a plausible shape, upper case without spaces ("NS11 2AB" ->

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use escr_connector::profile::line_of;
-use escr_connector::ConfigError;
+use escr_connector::{ConfigError, EntityKind};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -24,11 +24,17 @@ pub struct LinkageConfig {
     pub blocking: Blocking,
     #[serde(default)]
     pub protected: Protected,
+    #[serde(default)]
+    pub authorities: Authorities,
     /// Prior (or fixed, with `estimate.m = "priors"`) m and u per comparison level.
     #[serde(default)]
     pub fields: BTreeMap<String, Spanned<FieldParams>>,
     #[serde(default)]
     pub survivorship: Survivorship,
+    /// The file this came from, and the line of each `authorities.link` entry (for
+    /// errors found once the sources are known).
+    #[serde(skip)]
+    pub origin: Option<(std::path::PathBuf, Vec<usize>)>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -40,6 +46,10 @@ pub struct Thresholds {
     /// Total weight at or above which a pair goes to the data steward's review queue.
     #[serde(default = "default_review")]
     pub review: Spanned<f64>,
+    /// The population (records) the thresholds are set for: with more records both
+    /// rise by log2(records / reference_records) bits (`linkage::Cut`); 0 keeps them.
+    #[serde(default = "default_reference_records")]
+    pub reference_records: usize,
 }
 
 impl Default for Thresholds {
@@ -47,15 +57,20 @@ impl Default for Thresholds {
         Thresholds {
             match_score: default_match(),
             review: default_review(),
+            reference_records: default_reference_records(),
         }
     }
+}
+
+fn default_reference_records() -> usize {
+    4096
 }
 
 fn default_match() -> Spanned<f64> {
     Spanned::new(0..0, 14.0)
 }
 fn default_review() -> Spanned<f64> {
-    Spanned::new(0..0, 6.0)
+    Spanned::new(0..0, 9.0)
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -129,20 +144,61 @@ pub struct Protected {
     /// their candidate pairs go to review.
     #[serde(default = "default_labels")]
     pub labels: Vec<String>,
+    /// Person-scoped entities whose records' labels protect their person record too
+    /// (a safeguarding alert, a child protection episode).
+    #[serde(default = "default_protecting_entities")]
+    pub entities: Vec<Spanned<String>>,
 }
 
 impl Default for Protected {
     fn default() -> Self {
         Protected {
             labels: default_labels(),
+            entities: default_protecting_entities(),
         }
     }
+}
+
+impl Protected {
+    pub fn entity_kinds(&self) -> Vec<EntityKind> {
+        self.entities
+            .iter()
+            .filter_map(|e| EntityKind::from_name(e.get_ref()))
+            .collect()
+    }
+}
+
+fn default_protecting_entities() -> Vec<Spanned<String>> {
+    ["alert", "episode"]
+        .map(|e| Spanned::new(0..0, e.to_string()))
+        .to_vec()
 }
 
 fn default_labels() -> Vec<String> {
     ["safeguarding", "sealed", "restricted"]
         .map(String::from)
         .to_vec()
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Authorities {
+    /// Pairs of authorities whose records may be linked to each other (a regional
+    /// record). Without one, records of different authorities are never compared,
+    /// linked or queued for review together.
+    #[serde(default)]
+    pub link: Vec<Spanned<Vec<String>>>,
+}
+
+impl Authorities {
+    /// May records of these two authorities be linked?
+    pub fn allowed(&self, a: &str, b: &str) -> bool {
+        a == b
+            || self.link.iter().any(|pair| {
+                let p = pair.get_ref();
+                (p[0] == a && p[1] == b) || (p[0] == b && p[1] == a)
+            })
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -216,6 +272,30 @@ impl Survivorship {
 }
 
 impl LinkageConfig {
+    /// An `authorities.link` entry naming an authority no source belongs to.
+    pub fn unknown_authority(
+        &self,
+        known: &std::collections::BTreeSet<String>,
+    ) -> Option<ConfigError> {
+        for (n, pair) in self.authorities.link.iter().enumerate() {
+            if let Some(name) = pair.get_ref().iter().find(|a| !known.contains(*a)) {
+                let (path, line) = match &self.origin {
+                    Some((path, lines)) => (path.clone(), lines.get(n).copied().unwrap_or(0)),
+                    None => (std::path::PathBuf::from("linkage.toml"), 0),
+                };
+                return Some(ConfigError::at(
+                    &path,
+                    line,
+                    format!(
+                        "authorities.link: `{name}` is not the authority of any source (sources belong to {})",
+                        known.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+        }
+        None
+    }
+
     pub fn load(path: &Path) -> Result<LinkageConfig, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::io(path, format!("cannot read: {e}")))?;
@@ -229,6 +309,14 @@ impl LinkageConfig {
         })?;
         let at =
             |offset: usize, reason: String| ConfigError::at(path, line_of(text, offset), reason);
+        let mut config = config;
+        let lines = config
+            .authorities
+            .link
+            .iter()
+            .map(|p| line_of(text, p.span().start))
+            .collect();
+        config.origin = Some((path.to_path_buf(), lines));
         let t = &config.thresholds;
         if !t.match_score.get_ref().is_finite() || !t.review.get_ref().is_finite() {
             return Err(at(
@@ -286,6 +374,27 @@ impl LinkageConfig {
                         "survivorship.fields.{name}: not a person field (one of {})",
                         GOLDEN_FIELDS.join(", ")
                     ),
+                ));
+            }
+        }
+        for entity in &config.protected.entities {
+            if !EntityKind::from_name(entity.get_ref()).is_some_and(|k| k.is_person_scoped()) {
+                return Err(at(
+                    entity.span().start,
+                    format!(
+                        "protected.entities: `{}` is not a person-scoped entity",
+                        entity.get_ref()
+                    ),
+                ));
+            }
+        }
+        for pair in &config.authorities.link {
+            let p = pair.get_ref();
+            if p.len() != 2 || p[0] == p[1] {
+                return Err(at(
+                    pair.span().start,
+                    "authorities.link: each entry is two different authorities, [\"A\", \"B\"]"
+                        .into(),
                 ));
             }
         }

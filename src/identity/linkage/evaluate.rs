@@ -41,6 +41,9 @@ pub struct LinkageQuality {
     /// Candidate pairs waiting for a data steward, and how many are true matches.
     pub review_pairs: usize,
     pub review_true_matches: usize,
+    /// Of those true matches, how many wait only because a record carries a protected
+    /// label (on itself, an alert or an episode): they would have linked on their score.
+    pub review_protected_true_matches: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,18 +92,18 @@ pub fn evaluate(truth_path: &Path, snapshot: &Snapshot) -> Result<LinkageQuality
     let true_pairs: u64 = truth_sizes.values().map(|n| pairs(*n)).sum();
     let linked_pairs: u64 = index_sizes.values().map(|n| pairs(*n)).sum();
     let correct_pairs: u64 = both.values().map(|n| pairs(*n)).sum();
-    let review: HashSet<(String, String, String, String)> = snapshot
-        .review_queue()
-        .iter()
-        .map(|c| (c.a.0.clone(), c.a.1.clone(), c.b.0.clone(), c.b.1.clone()))
-        .collect();
-    let review_true_matches = review
-        .iter()
-        .filter(|(sa, la, sb, lb)| {
-            let ta = truth_of.get(&(sa.as_str(), la.as_str()));
-            ta.is_some() && ta == truth_of.get(&(sb.as_str(), lb.as_str()))
-        })
-        .count();
+    let mut review: HashSet<(&str, &str, &str, &str)> = HashSet::new();
+    let (mut review_true_matches, mut review_protected_true_matches) = (0, 0);
+    for c in snapshot.review_queue() {
+        if !review.insert((&c.a.0, &c.a.1, &c.b.0, &c.b.1)) {
+            continue;
+        }
+        let ta = truth_of.get(&(c.a.0.as_str(), c.a.1.as_str()));
+        if ta.is_some() && ta == truth_of.get(&(c.b.0.as_str(), c.b.1.as_str())) {
+            review_true_matches += 1;
+            review_protected_true_matches += usize::from(c.reason.starts_with("protected"));
+        }
+    }
     let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
     Ok(LinkageQuality {
         records,
@@ -113,5 +116,6 @@ pub fn evaluate(truth_path: &Path, snapshot: &Snapshot) -> Result<LinkageQuality
         recall: ratio(correct_pairs, true_pairs),
         review_pairs: review.len(),
         review_true_matches,
+        review_protected_true_matches,
     })
 }

@@ -1,0 +1,655 @@
+//! The gateway against a direct-SQL program doing the same reads on the same MariaDB,
+//! under a standard load tool (wrk). Started by `scripts/bench-peers.sh`, which starts
+//! MariaDB, installs wrk and builds this in release mode; by hand:
+//!
+//! ```sh
+//! source scripts/test-servers.sh && start_test_servers
+//! cargo build --release --bin escr --example bench_peers
+//! target/release/examples/bench_peers [people] [connections,...] [seconds]
+//! stop_test_servers
+//! ```
+//!
+//! One request reads 20 consecutive OpenCare people with all their visits, case notes
+//! and services: 20 aliases of `personBySourceRecord` for the gateway (as
+//! `safeguarding_lead` with a break-glass reason, so that every row is released), one
+//! POST of the 20 ids for the direct program, which runs the profile's own four
+//! statements (people by key, then visits, notes and services by person, `IN` over
+//! the 20) with mysql_async and writes the rows as JSON. Before measuring, both answers
+//! are checked to hold the same rows.
+//!
+//! Targets: the direct program (the physical limit), the gateway with its record cache
+//! off, and the gateway with a warm cache. For each and each connection count: wrk for
+//! `seconds` after a 5 s warm-up; printed are requests/s, p50 and p99, statements per
+//! request (MariaDB's own `Com_select` counter), CPU seconds of the target and of
+//! MariaDB, the target's peak RSS, and the ratios to the direct program.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use escr_connector::{sql, EntityKind, Placeholder, Value, VendorProfile};
+use escr_gateway::demo::{generate, FaultRates, GenerateOptions};
+use mysql_async::prelude::Queryable;
+
+/// The four reads, as the profile writes them.
+const ENTITIES: [EntityKind; 4] = [
+    EntityKind::Person,
+    EntityKind::Visit,
+    EntityKind::CaseNote,
+    EntityKind::Service,
+];
+const PEOPLE_PER_REQUEST: usize = 20;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("direct") {
+        let listen = args.get(2).cloned().unwrap_or("127.0.0.1:4100".into());
+        return tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(direct::serve(&listen));
+    }
+    let people: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10_000);
+    let connections: Vec<usize> = args
+        .get(2)
+        .map(|a| a.split(',').filter_map(|c| c.parse().ok()).collect())
+        .unwrap_or(vec![16, 64, 500]);
+    let seconds: u64 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(20);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(people, &connections, seconds))
+}
+
+fn mysql_opts() -> anyhow::Result<mysql_async::Opts> {
+    let url = std::env::var("ESCR_TEST_MYSQL_URL")
+        .map_err(|_| anyhow::anyhow!("set ESCR_TEST_MYSQL_URL (scripts/bench-peers.sh does it)"))?;
+    Ok(
+        mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(&url)?)
+            .db_name(Some("escr_opencare"))
+            .into(),
+    )
+}
+
+/// One server under test: its process and address.
+struct Target {
+    label: &'static str,
+    child: Child,
+    url: String,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Measured {
+    per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    statements: f64,
+    cpu_s: f64,
+    db_cpu_s: f64,
+}
+
+async fn run(people: usize, connections: &[usize], seconds: u64) -> anyhow::Result<()> {
+    let opts = mysql_opts()?;
+    let work = tempfile::tempdir()?;
+    generate(
+        &GenerateOptions {
+            people,
+            faults: FaultRates::none(),
+            ..GenerateOptions::default()
+        },
+        work.path(),
+    )?;
+    let rows =
+        escr_gateway::demo::load::sqlite_to_mysql(&work.path().join("opencare.db"), opts.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+    let pool = mysql_async::Pool::new(opts.clone());
+    let mut conn = pool.get_conn().await?;
+    let ids: Vec<String> = conn
+        .query("SELECT CAST(id AS CHAR) FROM people WHERE deleted_at IS NULL ORDER BY id LIMIT 20 OFFSET 100")
+        .await?;
+    anyhow::ensure!(ids.len() == PEOPLE_PER_REQUEST, "too few OpenCare people");
+    let shape: (u64, u64, u64) = conn
+        .query_first(
+            "SELECT (SELECT COUNT(*) FROM appointments), (SELECT COUNT(*) FROM case_notes), \
+             (SELECT COUNT(*) FROM service_agreements)",
+        )
+        .await?
+        .unwrap_or_default();
+    println!(
+        "{people} people generated; OpenCare in MariaDB: {rows} rows ({} appointments, {} notes, {} service agreements)",
+        shape.0, shape.1, shape.2
+    );
+
+    let escr = repo().join("target/release/escr");
+    anyhow::ensure!(
+        escr.exists(),
+        "build first: cargo build --release --bin escr --example bench_peers"
+    );
+    let gateway_body = gateway_query(&ids);
+    let direct_body = serde_json::json!({ "ids": ids }).to_string();
+
+    let mut results: Vec<(&'static str, usize, Measured, u64)> = Vec::new();
+    for label in [
+        "direct SQL (mysql_async)",
+        "gateway, cache off",
+        "gateway, warm cache",
+    ] {
+        let port = free_port()?;
+        let target = if label.starts_with("direct") {
+            let me = std::env::current_exe()?;
+            let child = Command::new(me)
+                .args(["direct", &format!("127.0.0.1:{port}")])
+                .env("ESCR_TEST_MYSQL_URL", std::env::var("ESCR_TEST_MYSQL_URL")?)
+                .stdout(Stdio::null())
+                .spawn()?;
+            Target {
+                label,
+                child,
+                url: format!("http://127.0.0.1:{port}/people"),
+                headers: vec![],
+                body: direct_body.clone(),
+            }
+        } else {
+            let cache_mib = if label.contains("off") { 0 } else { 256 };
+            let config = gateway_config(work.path(), &opts, cache_mib)?;
+            let status = Command::new(&escr)
+                .args(["--config", config.to_str().unwrap_or_default(), "index"])
+                .stdout(Stdio::null())
+                .status()?;
+            anyhow::ensure!(status.success(), "escr index failed");
+            let token = Command::new(&escr)
+                .args([
+                    "--config",
+                    config.to_str().unwrap_or_default(),
+                    "token",
+                    "--role",
+                    "safeguarding_lead",
+                    "--purpose",
+                    "safeguarding",
+                    "--break-glass",
+                    "benchmark: every row released",
+                    "--minutes",
+                    "60",
+                ])
+                .output()?;
+            anyhow::ensure!(token.status.success(), "escr token failed");
+            let token = String::from_utf8(token.stdout)?.trim().to_string();
+            let child = Command::new(&escr)
+                .args([
+                    "--config",
+                    config.to_str().unwrap_or_default(),
+                    "serve",
+                    "--listen",
+                    &format!("127.0.0.1:{port}"),
+                ])
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .spawn()?;
+            Target {
+                label,
+                child,
+                url: format!("http://127.0.0.1:{port}/graphql"),
+                headers: vec![
+                    ("Authorization".into(), format!("Bearer {token}")),
+                    ("Content-Type".into(), "application/json".into()),
+                ],
+                body: gateway_body.clone(),
+            }
+        };
+        wait_ready(&target).await?;
+        let rows = answer_rows(&target).await?;
+        match results.first() {
+            None => println!("the direct answer holds {rows:?} (people, visits, notes, services)"),
+            Some(_) => println!("{label}: the same rows ({rows:?})"),
+        }
+        check_same_rows(&target, rows, &direct_body, &ids).await?;
+        let script = wrk_script(work.path(), &target)?;
+        for &c in connections {
+            // Warm-up (and, for the warm cache, filling it); not measured.
+            wrk(&target.url, &script, c, 5)?;
+            let db_before = (com_select(&mut conn).await?, mariadb_cpu());
+            let cpu_before = cpu_seconds(target.child.id());
+            let (per_sec, p50_ms, p99_ms, requests) = wrk(&target.url, &script, c, seconds)?;
+            let statements =
+                (com_select(&mut conn).await? - db_before.0) as f64 / requests.max(1) as f64;
+            let m = Measured {
+                per_sec,
+                p50_ms,
+                p99_ms,
+                statements,
+                cpu_s: cpu_seconds(target.child.id()) - cpu_before,
+                db_cpu_s: mariadb_cpu() - db_before.1,
+            };
+            results.push((target.label, c, m, peak_rss_mib(target.child.id())));
+        }
+    }
+    drop(conn);
+    pool.disconnect().await?;
+
+    println!(
+        "\n{:<26} {:>5} {:>9} {:>8} {:>8} {:>10} {:>8} {:>8} {:>9} {:>10} {:>10}",
+        "target",
+        "conns",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "stmts/req",
+        "cpu s",
+        "db cpu",
+        "RSS MiB",
+        "x direct",
+        "p99/direct"
+    );
+    for (label, c, m, rss) in &results {
+        let base = results
+            .iter()
+            .find(|(l, bc, _, _)| l.starts_with("direct") && bc == c)
+            .map(|(_, _, b, _)| b);
+        let (ratio, p99_ratio) = base.map_or((1.0, 1.0), |b| {
+            (m.per_sec / b.per_sec, m.p99_ms / b.p99_ms.max(1e-9))
+        });
+        println!(
+            "{label:<26} {c:>5} {:>9.0} {:>8.2} {:>8.2} {:>10.2} {:>8.1} {:>8.1} {rss:>9} {ratio:>10.2} {p99_ratio:>10.2}",
+            m.per_sec, m.p50_ms, m.p99_ms, m.statements, m.cpu_s, m.db_cpu_s
+        );
+    }
+    println!(
+        "\nTargets (issue 14): warm cache >= 2x direct req/s, p99 <= 0.5x; cache off >= 0.8x, p99 <= 1.25x, the same statements per request; RSS <= cache bound + 64 MiB."
+    );
+    Ok(())
+}
+
+fn gateway_query(ids: &[String]) -> String {
+    let mut q = String::from("{");
+    for (i, id) in ids.iter().enumerate() {
+        q.push_str(&format!(
+            " p{i}: personBySourceRecord(source: \"opencare\", localId: \"{id}\") {{ id name {{ family given }} birthDate visits {{ id planned actual seen }} caseNotes {{ id date text }} services {{ id type start end }} }}"
+        ));
+    }
+    q.push_str(" }");
+    serde_json::json!({ "query": q }).to_string()
+}
+
+fn gateway_config(
+    work: &Path,
+    opts: &mysql_async::Opts,
+    cache_mib: u64,
+) -> anyhow::Result<PathBuf> {
+    let dir = work.join(format!("gateway-cache-{cache_mib}"));
+    std::fs::create_dir_all(&dir)?;
+    // The demo's policy, with its opt-out list and token key here.
+    let policy = std::fs::read_to_string(repo().join("config/policy.toml"))?
+        .replace("../data/demo/national_opt_out.txt", "national_opt_out.txt")
+        .replace("../data/jwt-hs256.key", "jwt-hs256.key")
+        .replace("../data/", "");
+    std::fs::write(dir.join("policy.toml"), policy)?;
+    std::fs::write(dir.join("national_opt_out.txt"), "")?;
+    std::fs::write(dir.join("pw"), opts.pass().unwrap_or_default())?;
+    let config = format!(
+        "policy = \"policy.toml\"\n\n[server]\n[server.limits]\nper_caller_per_minute = 0\nper_address_per_minute = 0\n\n[index]\npath = \"index.db\"\nrefresh_secs = 0\n\n[cache]\nmax_mib = {cache_mib}\n\n[[sources]]\nname = \"opencare\"\nprofile = {:?}\nmysql = {{ host = {:?}, port = {}, database = \"escr_opencare\", user = {:?}, password_file = \"pw\", pool_max = 32 }}\n",
+        repo().join("config/vendors/opencare.toml"),
+        opts.ip_or_hostname(),
+        opts.tcp_port(),
+        opts.user().unwrap_or_default(),
+    );
+    let path = dir.join("escr.toml");
+    std::fs::write(&path, config)?;
+    Ok(path)
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn post(target: &Target, body: &str) -> anyhow::Result<serde_json::Value> {
+    let client = reqwest::Client::new();
+    let mut request = client.post(&target.url).body(body.to_string());
+    for (k, v) in &target.headers {
+        request = request.header(k, v);
+    }
+    if target.headers.is_empty() {
+        request = request.header("Content-Type", "application/json");
+    }
+    Ok(request.send().await?.error_for_status()?.json().await?)
+}
+
+async fn wait_ready(target: &Target) -> anyhow::Result<()> {
+    for _ in 0..600 {
+        if post(target, &target.body).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("{} did not answer within 60 s", target.label)
+}
+
+/// People, visits, notes and services in the answer.
+async fn answer_rows(target: &Target) -> anyhow::Result<[usize; 4]> {
+    let answer = post(target, &target.body).await?;
+    if let Some(errors) = answer.get("errors") {
+        anyhow::bail!("{}: errors in the answer: {errors}", target.label);
+    }
+    if let Some(data) = answer.get("data") {
+        let people: Vec<&serde_json::Value> = data
+            .as_object()
+            .into_iter()
+            .flat_map(|m| m.values())
+            .filter(|p| !p.is_null())
+            .collect();
+        let count = |field: &str| {
+            people
+                .iter()
+                .map(|p| p[field].as_array().map_or(0, Vec::len))
+                .sum()
+        };
+        return Ok([
+            people.len(),
+            count("visits"),
+            count("caseNotes"),
+            count("services"),
+        ]);
+    }
+    let count = |k: &str| answer[k].as_array().map_or(0, Vec::len);
+    Ok([
+        count("person"),
+        count("visit"),
+        count("case_note"),
+        count("service"),
+    ])
+}
+
+/// The gateway's rows are the direct program's: the same counts of each kind.
+async fn check_same_rows(
+    target: &Target,
+    rows: [usize; 4],
+    direct_body: &str,
+    ids: &[String],
+) -> anyhow::Result<()> {
+    if target.headers.is_empty() {
+        return Ok(());
+    }
+    let opts = mysql_opts()?;
+    let truth = direct::read(&mysql_async::Pool::new(opts), &direct::statements()?, ids).await?;
+    let count = |k: &str| truth[k].as_array().map_or(0, Vec::len);
+    let direct = [
+        count("person"),
+        count("visit"),
+        count("case_note"),
+        count("service"),
+    ];
+    let _ = direct_body;
+    anyhow::ensure!(
+        rows == direct,
+        "{}: {rows:?} rows against the direct program's {direct:?}",
+        target.label
+    );
+    Ok(())
+}
+
+fn wrk_script(work: &Path, target: &Target) -> anyhow::Result<PathBuf> {
+    let mut lua = String::from("wrk.method = \"POST\"\n");
+    lua.push_str(&format!("wrk.body = {}\n", lua_string(&target.body)));
+    lua.push_str("wrk.headers[\"Content-Type\"] = \"application/json\"\n");
+    for (k, v) in &target.headers {
+        lua.push_str(&format!(
+            "wrk.headers[{}] = {}\n",
+            lua_string(k),
+            lua_string(v)
+        ));
+    }
+    let path = work.join(format!(
+        "{}.lua",
+        target.label.replace([' ', ',', '(', ')'], "_")
+    ));
+    std::fs::write(&path, lua)?;
+    Ok(path)
+}
+
+fn lua_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// Requests/s, p50 and p99 in ms, requests.
+fn wrk(
+    url: &str,
+    script: &Path,
+    connections: usize,
+    seconds: u64,
+) -> anyhow::Result<(f64, f64, f64, u64)> {
+    let out = Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "--timeout",
+            "30s",
+            "--latency",
+            "-s",
+            script.to_str().unwrap_or_default(),
+            url,
+        ])
+        .output()
+        .map_err(|e| anyhow::anyhow!("wrk: {e} (scripts/bench-peers.sh installs it)"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(out.status.success(), "wrk failed: {text}");
+    if text.contains("Non-2xx") {
+        anyhow::bail!("wrk saw error answers: {text}");
+    }
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(|r| r.trim().to_string()))
+    };
+    let per_sec: f64 = field("Requests/sec:")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no Requests/sec in wrk's output: {text}"))?;
+    let p = |q: &str| field(q).and_then(|v| duration_ms(&v)).unwrap_or(f64::NAN);
+    let requests = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    Ok((per_sec, p("50%"), p("99%"), requests))
+}
+
+fn duration_ms(v: &str) -> Option<f64> {
+    let split = v.find(|c: char| c.is_alphabetic())?;
+    let (n, unit) = v.split_at(split);
+    let n: f64 = n.parse().ok()?;
+    Some(match unit {
+        "us" => n / 1000.0,
+        "ms" => n,
+        "s" => n * 1000.0,
+        "m" => n * 60_000.0,
+        _ => return None,
+    })
+}
+
+async fn com_select(conn: &mut mysql_async::Conn) -> anyhow::Result<u64> {
+    let row: Option<(String, u64)> = conn
+        .query_first("SHOW GLOBAL STATUS LIKE 'Com_select'")
+        .await?;
+    // Our own SHOW counts as no select; the two reads of the counter are not selects.
+    Ok(row.map_or(0, |r| r.1))
+}
+
+/// User and system CPU seconds of a process.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
+    // Fields after the command name (which may hold spaces) start at the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after ')'.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn mariadb_cpu() -> f64 {
+    let out = Command::new("pgrep").args(["-x", "mariadbd"]).output();
+    out.ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| {
+            s.lines()
+                .filter_map(|l| l.trim().parse::<u32>().ok())
+                .map(cpu_seconds)
+                .sum()
+        })
+        .unwrap_or(f64::NAN)
+}
+
+fn peak_rss_mib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024)
+}
+
+/// The direct program: what a developer would write by hand for this one read.
+mod direct {
+    use super::*;
+    use axum::{extract::State, routing::post, Json, Router};
+    use std::sync::Arc;
+
+    pub fn statements() -> anyhow::Result<Vec<(&'static str, String)>> {
+        let profile = VendorProfile::load(&repo().join("config/vendors/opencare.toml"))?;
+        ENTITIES
+            .iter()
+            .map(|e| {
+                let spec = profile
+                    .entity(*e)
+                    .ok_or_else(|| anyhow::anyhow!("OpenCare maps {e:?}"))?;
+                let text = if *e == EntityKind::Person {
+                    spec.by_key.as_ref()
+                } else {
+                    spec.by_person.as_ref()
+                };
+                let name = match e {
+                    EntityKind::Person => "person",
+                    EntityKind::Visit => "visit",
+                    EntityKind::CaseNote => "case_note",
+                    _ => "service",
+                };
+                Ok((
+                    name,
+                    text.ok_or_else(|| anyhow::anyhow!("profile SQL for {e:?}"))?
+                        .get_ref()
+                        .clone(),
+                ))
+            })
+            .collect()
+    }
+
+    pub async fn read(
+        pool: &mysql_async::Pool,
+        statements: &[(&'static str, String)],
+        ids: &[String],
+    ) -> anyhow::Result<serde_json::Value> {
+        let keys: Vec<Value> = ids.iter().map(|i| Value::Text(i.clone())).collect();
+        let mut conn = pool.get_conn().await?;
+        let mut out = serde_json::Map::new();
+        for (name, text) in statements {
+            let bound = sql::bind(text, &keys, None, Placeholder::Question);
+            let params: Vec<mysql_async::Value> = bound
+                .params
+                .iter()
+                .map(|v| match v {
+                    Value::Text(s) => mysql_async::Value::from(s.as_str()),
+                    _ => mysql_async::Value::NULL,
+                })
+                .collect();
+            let rows: Vec<mysql_async::Row> = conn.exec(bound.sql, params).await?;
+            let rows: Vec<serde_json::Value> = rows.into_iter().map(row_json).collect();
+            out.insert(name.to_string(), serde_json::Value::Array(rows));
+        }
+        Ok(serde_json::Value::Object(out))
+    }
+
+    fn row_json(row: mysql_async::Row) -> serde_json::Value {
+        let columns = row.columns();
+        let values = row.unwrap();
+        let mut object = serde_json::Map::with_capacity(values.len());
+        for (column, value) in columns.iter().zip(values) {
+            let json = match value {
+                mysql_async::Value::NULL => serde_json::Value::Null,
+                mysql_async::Value::Int(i) => i.into(),
+                mysql_async::Value::UInt(u) => u.into(),
+                mysql_async::Value::Float(f) => f64::from(f).into(),
+                mysql_async::Value::Double(f) => f.into(),
+                mysql_async::Value::Bytes(b) => String::from_utf8_lossy(&b).into_owned().into(),
+                mysql_async::Value::Date(y, mo, d, h, mi, s, _) => {
+                    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}").into()
+                }
+                mysql_async::Value::Time(neg, d, h, mi, s, _) => format!(
+                    "{}{}:{mi:02}:{s:02}",
+                    if neg { "-" } else { "" },
+                    d * 24 + u32::from(h)
+                )
+                .into(),
+            };
+            object.insert(column.name_str().into_owned(), json);
+        }
+        serde_json::Value::Object(object)
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Ask {
+        ids: Vec<String>,
+    }
+
+    struct App {
+        pool: mysql_async::Pool,
+        statements: Vec<(&'static str, String)>,
+    }
+
+    pub async fn serve(listen: &str) -> anyhow::Result<()> {
+        let app = Arc::new(App {
+            pool: mysql_async::Pool::new(
+                mysql_async::OptsBuilder::from_opts(mysql_opts()?).pool_opts(
+                    mysql_async::PoolOpts::default().with_constraints(
+                        mysql_async::PoolConstraints::new(4, 32).unwrap_or_default(),
+                    ),
+                ),
+            ),
+            statements: statements()?,
+        });
+        let router = Router::new().route("/people", post(people)).with_state(app);
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        axum::serve(listener, router).await?;
+        Ok(())
+    }
+
+    async fn people(
+        State(app): State<Arc<App>>,
+        Json(ask): Json<Ask>,
+    ) -> Result<Json<serde_json::Value>, (axum::http::StatusCode, String)> {
+        read(&app.pool, &app.statements, &ask.ids)
+            .await
+            .map(Json)
+            .map_err(|e| (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    }
+}
