@@ -63,6 +63,8 @@ pub enum Unit {
     /// numerator / denominator x 100.
     Percent,
     /// numerator / population x 100,000.
+    #[graphql(name = "PER_100K")]
+    #[serde(rename = "PER_100K")]
     Per100k,
 }
 

@@ -256,3 +256,43 @@ fn a_practitioner_sees_their_people_and_what_is_withheld_from_others() {
         assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "{shot}");
     }
 }
+
+/// GraphiQL as a platform team meets it on a network without internet: every request
+/// off the gateway's origin is refused, the page renders from the binary's assets, and
+/// after a token is pasted the schema loads without a manual re-fetch.
+#[test]
+fn graphiql_works_offline_and_loads_the_schema_after_a_token() {
+    let browser_dir = demo::repo().join("tests/browser");
+    let shipped = Shipped::start("");
+    let token = shipped.token(&["--role", "team_manager", "--purpose", "care_management"]);
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("portal");
+    std::fs::create_dir_all(&shots).unwrap();
+    let out = std::process::Command::new("node")
+        .arg(browser_dir.join("graphiql.mjs"))
+        .arg(format!("{}/graphql", shipped.base))
+        .arg(&token)
+        .arg(shots.join("graphiql.png"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(page["rendered"], true, "{page}");
+    assert_eq!(page["refused"], json!([]), "the page asked outside: {page}");
+    assert_eq!(page["headers"], "set", "{page}");
+    let docs = page["docs"].as_str().unwrap();
+    assert!(
+        docs.contains("Query") && docs.contains("Mutation"),
+        "the schema did not load after the token: {page}"
+    );
+    let errors: Vec<&Value> = page["console"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m.as_str().unwrap_or("").starts_with("pageerror"))
+        .collect();
+    assert!(errors.is_empty(), "{page}");
+}
