@@ -31,6 +31,7 @@ const PERSON = `query($id: ID!) {
     alerts { code start narrative }
     services { type deliveryMechanism start end provider }
     episodes { kind category start end }
+    documents { date title contentUrl }
     timeline(first: 50) {
       totalCount
       edges { node { kind at summary provenance { source localId } } }
@@ -44,19 +45,23 @@ const SECTIONS = [
   ['alerts', 'Alerts', ['code', 'start', 'narrative'], ['alert', 'from', 'detail']],
   ['services', 'Services', ['type', 'deliveryMechanism', 'start', 'end', 'provider'], ['service', 'delivered as', 'from', 'to', 'provider']],
   ['episodes', 'Episodes', ['kind', 'category', 'start', 'end'], ['kind', 'category', 'from', 'to']],
+  ['documents', 'Letters and documents', ['date', 'title', (d) => openButton(d)], ['date', 'title', '']],
   ['timeline', 'Timeline', ['at', 'kind', 'summary', (t) => `${t.provenance.source} ${t.provenance.localId}`], ['when', 'kind', 'what', 'from']],
 ];
 
-async function graphql(query, variables) {
+const gateway = () => $('gateway').value.replace(/\/$/, '');
+
+// The caller's headers: the token and the purpose of use, on every call.
+function callerHeaders() {
   const token = $('token').value.trim();
   if (!token) throw new Error('paste a token first (cargo run -- token ...)');
-  const response = await fetch(`${$('gateway').value.replace(/\/$/, '')}/graphql`, {
+  return { Authorization: `Bearer ${token}`, 'X-Purpose-Of-Use': $('purpose').value };
+}
+
+async function graphql(query, variables) {
+  const response = await fetch(`${gateway()}/graphql`, {
     method: 'POST',
-    headers: {
-      'Content-Type': 'application/json',
-      Authorization: `Bearer ${token}`,
-      'X-Purpose-Of-Use': $('purpose').value,
-    },
+    headers: { 'Content-Type': 'application/json', ...callerHeaders() },
     body: JSON.stringify({ query, variables }),
   });
   const body = await response.json().catch(() => null);
@@ -66,6 +71,28 @@ async function graphql(query, variables) {
     throw new Error(`${e.extensions?.code ?? response.status}: ${e.message}`);
   }
   return body;
+}
+
+// A document's file is fetched with the same token and purpose (a link cannot carry
+// them) and opened from memory; the gateway decides and audits as for the record.
+function openButton(doc) {
+  if (!doc.contentUrl) return '';
+  const button = el('button', { type: 'button', class: 'open' }, 'Open');
+  button.addEventListener('click', async () => {
+    try {
+      const response = await fetch(`${gateway()}${doc.contentUrl}`, { headers: callerHeaders() });
+      if (!response.ok) {
+        const body = await response.json().catch(() => null);
+        throw new Error(body?.errors?.[0]?.message ?? `the gateway answered ${response.status}`);
+      }
+      const file = await response.blob();
+      button.replaceWith(el('a', { class: 'opened', href: URL.createObjectURL(file), target: '_blank', 'data-bytes': String(file.size), 'data-type': file.type },
+        `Opened (${file.type || 'file'}, ${file.size} bytes)`));
+    } catch (e) {
+      button.replaceWith(el('span', { class: 'error' }, `Could not open: ${e.message}`));
+    }
+  });
+  return button;
 }
 
 function el(tag, attrs = {}, ...children) {
@@ -126,7 +153,10 @@ async function search(event) {
 function table(rows, columns, headings) {
   const head = el('tr', {}, ...headings.map((h) => el('th', {}, h)));
   const body = rows.map((row) =>
-    el('tr', {}, ...columns.map((c) => el('td', {}, String((typeof c === 'function' ? c(row) : row[c]) ?? '')))));
+    el('tr', {}, ...columns.map((c) => {
+      const value = typeof c === 'function' ? c(row) : row[c];
+      return el('td', {}, value instanceof Node ? value : String(value ?? ''));
+    })));
   return el('table', {}, el('thead', {}, head), el('tbody', {}, ...body));
 }
 

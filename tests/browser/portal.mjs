@@ -3,6 +3,7 @@
 // and writes a screenshot per case. tests/it/portal.rs runs it and checks the result
 // against the gateway.
 //   node tests/browser/portal.mjs '<spec JSON>'
+// A person's first letter is opened (`person.opened`).
 // spec: { portal: "http://127.0.0.1:p/", gateway: "http://127.0.0.1:q",
 //         cases: [{ token, purpose, search, person, shot }] }
 import { openPage } from './browser.mjs';
@@ -33,6 +34,13 @@ try {
         }])),
         withheldTop: [...a.querySelectorAll(':scope > .withheld')].map((w) => ({ code: w.dataset.code, text: w.textContent })),
       }));
+      // Open the first letter, as a practitioner clicks it.
+      const open = await page.$('section[data-field=documents] button.open');
+      if (open) {
+        await open.click();
+        const done = await page.waitForSelector('section[data-field=documents] a.opened, section[data-field=documents] span.error');
+        person.opened = await done.evaluate((e) => ({ text: e.textContent, bytes: Number(e.dataset.bytes ?? 0), type: e.dataset.type ?? '' }));
+      }
     }
     await page.screenshot({ path: c.shot, fullPage: true });
     seen.push({ search: c.search, status, results, person });

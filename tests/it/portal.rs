@@ -54,7 +54,7 @@ fn serve_portal(port: u16) {
 }
 
 /// CaseTrak clients with visits, unrestricted and not merged: one allocated to the
-/// worker (now), one allocated neither to the worker nor to the team.
+/// worker (now) with a letter on file, one allocated neither to the worker nor to the team.
 fn pick_clients(casetrak: &std::path::Path) -> (String, String) {
     let db = rusqlite::Connection::open(casetrak).unwrap();
     let pick = |condition: &str, params: &[i64]| -> String {
@@ -71,7 +71,8 @@ fn pick_clients(casetrak: &std::path::Path) -> (String, String) {
         .unwrap()
     };
     (
-        pick("EXISTS (SELECT 1 FROM ALLOC a WHERE a.CLNT_ID = c.CLNT_ID AND a.WRKR_ID = ?1 AND (a.END_DT IS NULL OR a.END_DT = ''))", &[WORKER]),
+        pick("EXISTS (SELECT 1 FROM ALLOC a WHERE a.CLNT_ID = c.CLNT_ID AND a.WRKR_ID = ?1 AND (a.END_DT IS NULL OR a.END_DT = '')) \
+              AND EXISTS (SELECT 1 FROM DOC d WHERE d.CLNT_ID = c.CLNT_ID AND d.FILE_PATH <> '')", &[WORKER]),
         pick("NOT EXISTS (SELECT 1 FROM ALLOC a WHERE a.CLNT_ID = c.CLNT_ID AND (a.WRKR_ID = ?1 OR a.TEAM_ID = ?2))", &[WORKER, TEAM]),
     )
 }
@@ -106,7 +107,7 @@ fn a_practitioner_sees_their_people_and_what_is_withheld_from_others() {
         let r = shipped.graphql(
             &token,
             "direct_care",
-            "query($l: String!) { personBySourceRecord(source: \"casetrak\", localId: $l) { id nhsNumber name { family given } timeline(first: 50) { totalCount } } }",
+            "query($l: String!) { personBySourceRecord(source: \"casetrak\", localId: $l) { id nhsNumber name { family given } timeline(first: 50) { totalCount } documents { contentUrl } } }",
             json!({"l": client}),
         );
         r["data"]["personBySourceRecord"].clone()
@@ -179,6 +180,23 @@ fn a_practitioner_sees_their_people_and_what_is_withheld_from_others() {
     for (field, section) in a["sections"].as_object().unwrap() {
         assert_eq!(section["withheld"], json!([]), "{field}: {}", seen[0]);
     }
+    // Their letters, as many as the gateway gives, and the first one opens: the file's
+    // bytes fetched with the page's token, a PDF or text letter of the demo.
+    let letters = mine["documents"].as_array().unwrap().len();
+    assert!(letters > 0, "the client has a letter on file: {mine}");
+    assert_eq!(rows(a, "documents").len(), letters, "{}", seen[0]);
+    let opened = &a["opened"];
+    assert!(
+        opened["text"].as_str().unwrap().starts_with("Opened"),
+        "{opened}"
+    );
+    assert!(opened["bytes"].as_u64().unwrap() > 0, "{opened}");
+    assert!(
+        ["application/pdf", "text/plain"]
+            .iter()
+            .any(|t| opened["type"].as_str().unwrap().starts_with(t)),
+        "{opened}"
+    );
 
     // The other person: demographics, the record withheld with its reason.
     let b = &seen[1]["person"];
@@ -206,7 +224,7 @@ fn a_practitioner_sees_their_people_and_what_is_withheld_from_others() {
             seen[1]
         );
     }
-    for field in ["services", "episodes", "alerts", "allocations"] {
+    for field in ["services", "episodes", "alerts", "allocations", "documents"] {
         assert_eq!(
             rows(b, field).len(),
             0,
