@@ -160,8 +160,7 @@ async fn header_limit(
     next.run(request).await
 }
 
-/// The token is checked before the body is parsed: an anonymous caller costs no more
-/// than reading its headers.
+/// `/graphql`: the council's whole API.
 async fn graphql(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
@@ -170,22 +169,14 @@ async fn graphql(
     headers: HeaderMap,
     body: Bytes,
 ) -> axum::response::Response {
-    let caller = match caller(&state, &headers, &id).await {
-        Ok(caller) => caller,
-        Err(refused) => return refused,
+    let request = HttpGraphQL {
+        id,
+        method,
+        uri,
+        headers,
+        body,
     };
-    let request = match documents::parse(
-        &state.gateway.trusted_documents,
-        &method,
-        &headers,
-        uri.query(),
-        &body,
-    ) {
-        Ok(request) => request,
-        Err(r) => return json_error(r.status, r.code, &r.message),
-    };
-    let response = execute_with(&state.gateway, &state.schema, caller, request, Some(&id)).await;
-    documents::respond(&headers, response)
+    serve_graphql(&state, &state.schema, request).await
 }
 
 /// `/subgraph`: the regional subgraph a federation router plans over, with the same
@@ -198,22 +189,52 @@ async fn subgraph_request(
     headers: HeaderMap,
     body: Bytes,
 ) -> axum::response::Response {
-    let caller = match caller(&state, &headers, &id).await {
+    let request = HttpGraphQL {
+        id,
+        method,
+        uri,
+        headers,
+        body,
+    };
+    serve_graphql(&state, &state.subgraph, request).await
+}
+
+/// A GraphQL request as it came over HTTP.
+struct HttpGraphQL {
+    id: RequestId,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// The token is checked before the body is parsed: an anonymous caller costs no more
+/// than reading its headers.
+async fn serve_graphql<Q, M>(
+    state: &AppState,
+    schema: &async_graphql::Schema<Q, M, async_graphql::EmptySubscription>,
+    http: HttpGraphQL,
+) -> axum::response::Response
+where
+    Q: async_graphql::ObjectType + 'static,
+    M: async_graphql::ObjectType + 'static,
+{
+    let caller = match caller(state, &http.headers, &http.id).await {
         Ok(caller) => caller,
         Err(refused) => return refused,
     };
     let request = match documents::parse(
         &state.gateway.trusted_documents,
-        &method,
-        &headers,
-        uri.query(),
-        &body,
+        &http.method,
+        &http.headers,
+        http.uri.query(),
+        &http.body,
     ) {
         Ok(request) => request,
         Err(r) => return json_error(r.status, r.code, &r.message),
     };
-    let response = execute_with(&state.gateway, &state.subgraph, caller, request, Some(&id)).await;
-    documents::respond(&headers, response)
+    let response = execute_with(&state.gateway, schema, caller, request, Some(&http.id)).await;
+    documents::respond(&http.headers, response)
 }
 
 /// Who is asking, from the request's token, within their rate limit; a refusal
