@@ -13,6 +13,8 @@ pub mod codes {
     pub const MAPPING_FAILED: &str = "MAPPING_FAILED";
     pub const NOT_FOUND: &str = "NOT_FOUND";
     pub const BAD_INPUT: &str = "BAD_USER_INPUT";
+    /// The caller's role may not do this at all (whoever it is about).
+    pub const FORBIDDEN: &str = "FORBIDDEN";
     pub const QUERY_TOO_COSTLY: &str = "QUERY_TOO_COSTLY";
     pub const INTROSPECTION_DISABLED: &str = "INTROSPECTION_DISABLED";
     /// Documents' content (`GET /documents/{id}/content`).
@@ -31,6 +33,8 @@ pub enum GatewayError {
     Withheld(Withheld),
     #[error(transparent)]
     Report(#[from] crate::reports::ReportError),
+    #[error("{0}")]
+    Forbidden(String),
     #[error("refused before running: {0}")]
     TooCostly(String),
     #[error("introspection is turned off on this gateway ([server] introspection)")]
@@ -61,6 +65,10 @@ impl GatewayError {
             }
             GatewayError::BadInput(m) => {
                 ext.set("code", codes::BAD_INPUT);
+                m.clone()
+            }
+            GatewayError::Forbidden(m) => {
+                ext.set("code", codes::FORBIDDEN);
                 m.clone()
             }
             GatewayError::Withheld(w) => {

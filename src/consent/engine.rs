@@ -454,8 +454,7 @@ impl PolicyEngine {
     pub fn has_relationship(&self, ctx: &AccessContext, facts: &PersonFacts) -> bool {
         let today = Utc::now().date_naive();
         facts.allocations.iter().any(|a| {
-            let current = a.date("start").is_none_or(|s| s <= today)
-                && a.date("end").is_none_or(|e| e >= today);
+            let current = allocation_is_current(a, today);
             let worker = ctx
                 .worker_id
                 .as_deref()
@@ -467,6 +466,12 @@ impl PolicyEngine {
             current && (worker || team)
         })
     }
+}
+
+/// An allocation in force on `today` (no start or started, no end or not yet ended).
+pub fn allocation_is_current(allocation: &Record, today: NaiveDate) -> bool {
+    allocation.date("start").is_none_or(|s| s <= today)
+        && allocation.date("end").is_none_or(|e| e >= today)
 }
 
 /// Per consent scope, the decision of the person's latest active source consent

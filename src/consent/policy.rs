@@ -191,6 +191,10 @@ pub struct RoleConfig {
     pub consent_registrar: bool,
     #[serde(default)]
     pub may_read_audit: bool,
+    /// May list every person of the identity index (`people`), each still only if
+    /// the caller may see them.
+    #[serde(default)]
+    pub may_list_people: bool,
     /// The caller is a person (token claim `person`): only their own record.
     #[serde(default)]
     pub own_record_only: bool,

@@ -7,6 +7,7 @@ mod federation;
 mod gateway;
 mod layout;
 mod linkage;
+mod lists;
 mod mssql;
 mod mysql;
 mod odbc;

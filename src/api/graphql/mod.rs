@@ -6,6 +6,7 @@ pub mod consent;
 pub mod entities;
 pub mod guard;
 pub mod linkage;
+pub mod lists;
 pub mod person;
 pub mod records;
 pub mod reports;
@@ -315,42 +316,7 @@ impl RegionalQuery {
             let mut keep = keep.into_iter();
             ids.retain(|_| keep.next().unwrap_or(false));
         }
-        let start = match after.as_deref() {
-            None => 0,
-            Some(cursor) => {
-                let not_ours = || {
-                    GatewayError::BadInput("`after` is not a cursor of this search".into()).extend()
-                };
-                let after_id = crate::consent::cursor::open(SEARCH_CURSOR, access, cursor)
-                    .and_then(|b| String::from_utf8(b).ok())
-                    .ok_or_else(not_ours)?;
-                ids.partition_point(|id| id.as_str() <= after_id.as_str())
-            }
-        };
-        let first = first as usize;
-        let edges: Vec<PersonEdge> = ids
-            .iter()
-            .skip(start)
-            .take(first)
-            .map(|id| {
-                audit_id(ctx, id, "released");
-                PersonEdge {
-                    cursor: crate::consent::cursor::seal(SEARCH_CURSOR, access, id.as_bytes()),
-                    node: Person {
-                        id: id.clone(),
-                        refs: snapshot.records(id).to_vec(),
-                    },
-                }
-            })
-            .collect();
-        Ok(PersonConnection {
-            page_info: person::PageInfo {
-                has_next_page: ids.len() > start + first,
-                end_cursor: edges.last().map(|e| e.cursor.clone()),
-            },
-            edges,
-            total_count: ids.len(),
-        })
+        lists::page(ctx, SEARCH_CURSOR, &ids, first, after.as_deref())
     }
 
     /// An authority's indicators as a federation entity: a regional supergraph asks
@@ -405,6 +371,30 @@ impl CouncilQuery {
             return Ok(None);
         };
         Ok(identified(ctx, &[id], |r| r.local_id == local_id).await)
+    }
+
+    /// The calling worker's caseload: people with an allocation to them (token claim
+    /// `worker`) in force today, in id order; only those the caller may see are listed
+    /// or counted.
+    async fn my_caseload(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20, validator(minimum = 0, maximum = 200))] first: i32,
+        after: Option<String>,
+    ) -> async_graphql::Result<PersonConnection> {
+        lists::my_caseload(ctx, first, after).await
+    }
+
+    /// Everyone in the identity index, in id order, for roles that may list people
+    /// (`may_list_people`; others get FORBIDDEN); only those the caller may see are
+    /// listed or counted.
+    async fn people(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20, validator(minimum = 0, maximum = 200))] first: i32,
+        after: Option<String>,
+    ) -> async_graphql::Result<PersonConnection> {
+        lists::people(ctx, first, after).await
     }
 
     /// Every access decision about a person (Caldicott guardian).
