@@ -123,7 +123,7 @@ async fn run(people: usize, connections: &[usize], seconds: u64) -> anyhow::Resu
     anyhow::ensure!(ids.len() == PEOPLE_PER_REQUEST, "too few OpenCare people");
     let shape: (u64, u64, u64) = conn
         .query_first(
-            "SELECT (SELECT COUNT(*) FROM appointments), (SELECT COUNT(*) FROM case_notes), \
+            "SELECT (SELECT COUNT(*) FROM appointments), (SELECT COUNT(*) FROM notes), \
              (SELECT COUNT(*) FROM service_agreements)",
         )
         .await?

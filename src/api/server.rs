@@ -376,7 +376,7 @@ async fn data_quality_csv(
     };
     if caller.role != crate::api::graphql::linkage::STEWARD_ROLE {
         let body = serde_json::json!({
-            "errors": [{"message": "the data-quality report is for data stewards", "extensions": {"code": "FORBIDDEN"}}]
+            "errors": [{"message": "the data-quality report is for data stewards", "extensions": {"code": crate::api::error::codes::FORBIDDEN}}]
         });
         return (StatusCode::FORBIDDEN, Json(body)).into_response();
     }

@@ -210,7 +210,8 @@ fn internal(e: impl std::fmt::Display) -> async_graphql::Error {
 }
 
 fn forbidden(why: &str) -> async_graphql::Error {
-    async_graphql::Error::new(why.to_string()).extend_with(|_, ext| ext.set("code", "FORBIDDEN"))
+    async_graphql::Error::new(why.to_string())
+        .extend_with(|_, ext| ext.set("code", crate::api::error::codes::FORBIDDEN))
 }
 
 fn parts<'a>(

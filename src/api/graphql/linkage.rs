@@ -23,7 +23,7 @@ fn require_steward(ctx: &Context<'_>) -> async_graphql::Result<()> {
         Ok(())
     } else {
         let mut err = async_graphql::Error::new("only a data steward may do this");
-        err = err.extend_with(|_, e| e.set("code", "FORBIDDEN"));
+        err = err.extend_with(|_, e| e.set("code", crate::api::error::codes::FORBIDDEN));
         Err(err)
     }
 }
