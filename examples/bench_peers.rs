@@ -9,7 +9,8 @@
 //! stop_test_servers
 //! ```
 //!
-//! One request reads 20 consecutive OpenCare people with all their visits, case notes
+//! One request reads 20 consecutive OpenCare people (50 such windows in turn, so that
+//! concurrent requests ask for different people) with all their visits, case notes
 //! and services: 20 aliases of `personBySourceRecord` for the gateway (as
 //! `safeguarding_lead` with a break-glass reason, so that every row is released), one
 //! POST of the 20 ids for the direct program, which runs the profile's own four
@@ -39,6 +40,10 @@ const ENTITIES: [EntityKind; 4] = [
     EntityKind::Service,
 ];
 const PEOPLE_PER_REQUEST: usize = 20;
+/// Requests cycle through this many windows of 20 consecutive people, so that
+/// concurrent requests ask for different people (identical ones would share one
+/// in-flight load in the gateway, which the direct program cannot).
+const WINDOWS: usize = 50;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -81,7 +86,10 @@ struct Target {
     child: Child,
     url: String,
     headers: Vec<(String, String)>,
+    /// The first window's body (checked against the direct program's rows).
     body: String,
+    /// One body per window of people: wrk sends them in turn.
+    bodies: Vec<String>,
 }
 
 impl Drop for Target {
@@ -118,9 +126,14 @@ async fn run(people: usize, connections: &[usize], seconds: u64) -> anyhow::Resu
     let pool = mysql_async::Pool::new(opts.clone());
     let mut conn = pool.get_conn().await?;
     let ids: Vec<String> = conn
-        .query("SELECT CAST(id AS CHAR) FROM people WHERE deleted_at IS NULL ORDER BY id LIMIT 20 OFFSET 100")
+        .query(format!(
+            "SELECT CAST(id AS CHAR) FROM people WHERE deleted_at IS NULL ORDER BY id LIMIT {} OFFSET 100",
+            PEOPLE_PER_REQUEST * WINDOWS
+        ))
         .await?;
-    anyhow::ensure!(ids.len() == PEOPLE_PER_REQUEST, "too few OpenCare people");
+    // As many whole windows as the estate has, up to WINDOWS.
+    let windows: Vec<&[String]> = ids.chunks_exact(PEOPLE_PER_REQUEST).collect();
+    anyhow::ensure!(!windows.is_empty(), "too few OpenCare people");
     let shape: (u64, u64, u64) = conn
         .query_first(
             "SELECT (SELECT COUNT(*) FROM appointments), (SELECT COUNT(*) FROM notes), \
@@ -129,8 +142,8 @@ async fn run(people: usize, connections: &[usize], seconds: u64) -> anyhow::Resu
         .await?
         .unwrap_or_default();
     println!(
-        "{people} people generated; OpenCare in MariaDB: {rows} rows ({} appointments, {} notes, {} service agreements)",
-        shape.0, shape.1, shape.2
+        "{people} people generated; OpenCare in MariaDB: {rows} rows ({} appointments, {} notes, {} service agreements); {} windows of {PEOPLE_PER_REQUEST} people",
+        shape.0, shape.1, shape.2, windows.len()
     );
 
     let escr = repo().join("target/release/escr");
@@ -138,8 +151,11 @@ async fn run(people: usize, connections: &[usize], seconds: u64) -> anyhow::Resu
         escr.exists(),
         "build first: cargo build --release --bin escr --example bench_peers"
     );
-    let gateway_body = gateway_query(&ids);
-    let direct_body = serde_json::json!({ "ids": ids }).to_string();
+    let gateway_bodies: Vec<String> = windows.iter().map(|w| gateway_query(w)).collect();
+    let direct_bodies: Vec<String> = windows
+        .iter()
+        .map(|w| serde_json::json!({ "ids": w }).to_string())
+        .collect();
 
     let mut results: Vec<(&'static str, usize, Measured, u64)> = Vec::new();
     for label in [
@@ -160,7 +176,8 @@ async fn run(people: usize, connections: &[usize], seconds: u64) -> anyhow::Resu
                 child,
                 url: format!("http://127.0.0.1:{port}/people"),
                 headers: vec![],
-                body: direct_body.clone(),
+                body: direct_bodies[0].clone(),
+                bodies: direct_bodies.clone(),
             }
         } else {
             let cache_mib = if label.contains("off") { 0 } else { 256 };
@@ -206,7 +223,8 @@ async fn run(people: usize, connections: &[usize], seconds: u64) -> anyhow::Resu
                     ("Authorization".into(), format!("Bearer {token}")),
                     ("Content-Type".into(), "application/json".into()),
                 ],
-                body: gateway_body.clone(),
+                body: gateway_bodies[0].clone(),
+                bodies: gateway_bodies.clone(),
             }
         };
         wait_ready(&target).await?;
@@ -215,7 +233,7 @@ async fn run(people: usize, connections: &[usize], seconds: u64) -> anyhow::Resu
             None => println!("the direct answer holds {rows:?} (people, visits, notes, services)"),
             Some(_) => println!("{label}: the same rows ({rows:?})"),
         }
-        check_same_rows(&target, rows, &direct_body, &ids).await?;
+        check_same_rows(&target, rows, windows[0]).await?;
         let script = wrk_script(work.path(), &target)?;
         for &c in connections {
             // Warm-up (and, for the warm cache, filling it); not measured.
@@ -374,12 +392,7 @@ async fn answer_rows(target: &Target) -> anyhow::Result<[usize; 4]> {
 }
 
 /// The gateway's rows are the direct program's: the same counts of each kind.
-async fn check_same_rows(
-    target: &Target,
-    rows: [usize; 4],
-    direct_body: &str,
-    ids: &[String],
-) -> anyhow::Result<()> {
+async fn check_same_rows(target: &Target, rows: [usize; 4], ids: &[String]) -> anyhow::Result<()> {
     if target.headers.is_empty() {
         return Ok(());
     }
@@ -392,7 +405,6 @@ async fn check_same_rows(
         count("case_note"),
         count("service"),
     ];
-    let _ = direct_body;
     anyhow::ensure!(
         rows == direct,
         "{}: {rows:?} rows against the direct program's {direct:?}",
@@ -403,7 +415,12 @@ async fn check_same_rows(
 
 fn wrk_script(work: &Path, target: &Target) -> anyhow::Result<PathBuf> {
     let mut lua = String::from("wrk.method = \"POST\"\n");
-    lua.push_str(&format!("wrk.body = {}\n", lua_string(&target.body)));
+    let bodies: Vec<String> = target.bodies.iter().map(|b| lua_string(b)).collect();
+    lua.push_str(&format!("local bodies = {{{}}}\n", bodies.join(",\n")));
+    lua.push_str("local i = 0\n");
+    lua.push_str(
+        "request = function()\n  i = i % #bodies + 1\n  return wrk.format(nil, nil, nil, bodies[i])\nend\n",
+    );
     lua.push_str("wrk.headers[\"Content-Type\"] = \"application/json\"\n");
     for (k, v) in &target.headers {
         lua.push_str(&format!(
