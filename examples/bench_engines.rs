@@ -12,6 +12,9 @@
 //! referrals, visits, case notes and services. Direct reads run the profile's own SQL
 //! for those five entities with mysql_async, one statement each, rows read fully.
 
+#[path = "support/mariadb.rs"]
+mod mariadb;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +22,6 @@ use escr_connector::{sql, EntityKind, Placeholder, Value, VendorProfile};
 use escr_gateway::api::gateway::Gateway;
 use escr_gateway::config::LoadedConfig;
 use escr_gateway::consent::access::AccessContext;
-use escr_gateway::demo::{generate, FaultRates, GenerateOptions};
 use mysql_async::prelude::Queryable;
 
 const QUERY: &str = r#"query($id: ID!) { person(id: $id) {
@@ -72,19 +74,7 @@ async fn main() -> anyhow::Result<()> {
             .db_name(Some("escr_opencare"))
             .into();
 
-    let work = tempfile::tempdir()?;
-    generate(
-        &GenerateOptions {
-            people,
-            faults: FaultRates::none(),
-            ..GenerateOptions::default()
-        },
-        work.path(),
-    )?;
-    let rows =
-        escr_gateway::demo::load::sqlite_to_mysql(&work.path().join("opencare.db"), opts.clone())
-            .await
-            .map_err(|e| anyhow::anyhow!(e))?;
+    let (work, rows) = mariadb::opencare_loaded(people, &opts).await?;
     println!("{people} people generated; OpenCare loaded into MariaDB ({rows} rows)");
 
     let profile_path =

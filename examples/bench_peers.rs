@@ -24,12 +24,14 @@
 //! request (MariaDB's own `Com_select` counter), CPU seconds of the target and of
 //! MariaDB, the target's peak RSS, and the ratios to the direct program.
 
+#[path = "support/mariadb.rs"]
+mod mariadb;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use escr_connector::{sql, EntityKind, Placeholder, Value, VendorProfile};
-use escr_gateway::demo::{generate, FaultRates, GenerateOptions};
 use mysql_async::prelude::Queryable;
 
 /// The four reads, as the profile writes them.
@@ -110,19 +112,7 @@ struct Measured {
 
 async fn run(people: usize, connections: &[usize], seconds: u64) -> anyhow::Result<()> {
     let opts = mysql_opts()?;
-    let work = tempfile::tempdir()?;
-    generate(
-        &GenerateOptions {
-            people,
-            faults: FaultRates::none(),
-            ..GenerateOptions::default()
-        },
-        work.path(),
-    )?;
-    let rows =
-        escr_gateway::demo::load::sqlite_to_mysql(&work.path().join("opencare.db"), opts.clone())
-            .await
-            .map_err(|e| anyhow::anyhow!(e))?;
+    let (work, rows) = mariadb::opencare_loaded(people, &opts).await?;
     let pool = mysql_async::Pool::new(opts.clone());
     let mut conn = pool.get_conn().await?;
     let ids: Vec<String> = conn

@@ -220,10 +220,7 @@ impl Tallies {
                 Err(reason) => self.exclude("1", reason),
                 Ok(false) => {}
                 Ok(true) => {
-                    let since = received
-                        .checked_sub_months(Months::new(12))
-                        .unwrap_or(received);
-                    let again = dates.iter().any(|&d| d < received && d >= since);
+                    let again = referred_in_year_before(&dates, received);
                     let t = self.tally("1");
                     t.denominator += 1;
                     t.numerator += u64::from(again);
@@ -454,6 +451,15 @@ impl Tallies {
             (false, false) => Ok(Some("6b")),
         }
     }
+}
+
+/// Whether any of `earlier` falls in the 12 months before `received` (a re-referral,
+/// in the local measure and the CIN census alike).
+pub(crate) fn referred_in_year_before(earlier: &[NaiveDate], received: NaiveDate) -> bool {
+    let since = received
+        .checked_sub_months(Months::new(12))
+        .unwrap_or(received);
+    earlier.iter().any(|&d| d < received && d >= since)
 }
 
 #[cfg(test)]

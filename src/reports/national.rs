@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{Months, NaiveDate};
+use chrono::NaiveDate;
 use escr_connector::{EntityKind, Record};
 
 use super::extract::{Demographics, PersonData};
@@ -242,10 +242,7 @@ impl NationalTallies {
                 Err(reason) => self.exclude("CIN-RR", reason),
                 Ok(false) => {}
                 Ok(true) => {
-                    let since = received
-                        .checked_sub_months(Months::new(12))
-                        .unwrap_or(received);
-                    let again = children.iter().any(|&d| d < received && d >= since);
+                    let again = super::indicators::referred_in_year_before(&children, received);
                     let t = self.tally("CIN-RR");
                     t.denominator += 1;
                     t.numerator += u64::from(again);
