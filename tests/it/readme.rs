@@ -25,6 +25,11 @@
 //! - ```` ```toml config ````: a fragment of `escr.toml`; added to the copied config, it
 //!   must pass `escr check-config`.
 //!
+//! Commands the prose names in inline code (`escr index`, `cargo run --release --example
+//! bench_reports`, `scripts/bench-peers.sh`) are checked to exist as written: the
+//! subcommand and flags in `escr`'s help, the example, package or script in the tree
+//! (`every_command_the_prose_names_exists`).
+//!
 //! Literal stand-ins the README uses for what differs on a reader's machine are
 //! replaced: `127.0.0.1:4000` (the served address), the MariaDB of `generate-demo
 //! --target` (the test server of `scripts/test-servers.sh`) and its password.
@@ -438,4 +443,204 @@ fn fences_and_operations_are_read_as_written() {
     assert_eq!(ops[0], "{ a(x: \"}\") { b } }");
     assert_eq!(declared_variables(&ops[1]), ["id", "n"]);
     assert_eq!(f[1].lang, "sh");
+}
+
+/// The commands the prose names in inline code (`` `escr index` ``, `` `cargo run
+/// --release --example bench_reports` ``, `` `scripts/bench-peers.sh` ``), outside the
+/// fences, with their file and line. Fences run above; these are references a reader
+/// copies, so each must name a command, flag, example, package or script that exists.
+fn prose_commands(path: &Path, name: &str) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut out = Vec::new();
+    let mut in_fence = false;
+    for (i, line) in text.lines().enumerate() {
+        if line.starts_with("```") {
+            in_fence = !in_fence;
+            continue;
+        }
+        if in_fence {
+            continue;
+        }
+        // Odd pieces between backticks are inline code.
+        for span in line.split('`').skip(1).step_by(2) {
+            let span = span.trim();
+            if ["escr ", "cargo run", "scripts/", "examples/"]
+                .iter()
+                .any(|p| span.starts_with(p))
+                && span.contains(|c: char| c == ' ' || c == '.')
+            {
+                out.push((format!("{name}:{}", i + 1), span.to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// `escr ARGS`: the words before the first flag (the subcommand and its positional
+/// values; placeholders such as `...` and `<file>` dropped) must parse with `--help`,
+/// and every `--flag` named must be in that help, so a renamed subcommand or flag
+/// fails here. (Flags are checked by name: the prose often names one without a value.)
+fn check_escr_args(at: &str, args: &[&str]) {
+    let words: Vec<&str> = args
+        .iter()
+        .copied()
+        .filter(|a| *a != "..." && !a.starts_with('<') && !a.starts_with('['))
+        .collect();
+    // The global `--config FILE` may come first.
+    let words = match words.as_slice() {
+        ["--config", _, rest @ ..] => rest.to_vec(),
+        _ => words,
+    };
+    let path: Vec<&str> = words
+        .iter()
+        .copied()
+        .take_while(|w| !w.starts_with('-'))
+        .collect();
+    let out = Command::new(escr_bin())
+        .args(&path)
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{at}: `escr {}` is not a command escr knows: {}",
+        path.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for flag in words.iter().filter(|w| w.starts_with("--")) {
+        let flag = flag.split('=').next().unwrap_or(flag);
+        assert!(
+            help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")),
+            "{at}: `escr {}`: no flag {flag} in its help",
+            words.join(" ")
+        );
+    }
+}
+
+fn workspace_has_package(name: &str) -> bool {
+    let root = demo::repo();
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let members: toml::Value = toml::from_str(&manifest).unwrap();
+    members["workspace"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m.as_str())
+        .any(|m| {
+            let text = std::fs::read_to_string(root.join(m).join("Cargo.toml")).unwrap();
+            let t: toml::Value = toml::from_str(&text).unwrap();
+            t["package"]["name"].as_str() == Some(name)
+        })
+}
+
+fn check_prose_command(at: &str, span: &str) {
+    let root = demo::repo();
+    let words: Vec<&str> = span.split_whitespace().collect();
+    match words.as_slice() {
+        ["escr", rest @ ..] => check_escr_args(at, rest),
+        ["cargo", "run", rest @ ..] => {
+            let (cargo, escr) = match rest.iter().position(|w| *w == "--") {
+                Some(i) => (&rest[..i], &rest[i + 1..]),
+                None => (rest, &[][..]),
+            };
+            let mut package = None;
+            let mut example = None;
+            let mut it = cargo.iter();
+            while let Some(w) = it.next() {
+                match *w {
+                    "-p" | "--package" => package = it.next(),
+                    "--example" => example = it.next(),
+                    "--release" | "-q" | "--quiet" => {}
+                    other => panic!("{at}: `{span}`: cargo flag {other} not checked here"),
+                }
+            }
+            if let Some(example) = example {
+                let file = root.join("examples").join(format!("{example}.rs"));
+                let dir = root.join("examples").join(example).join("main.rs");
+                assert!(
+                    file.exists() || dir.exists(),
+                    "{at}: `{span}`: no example {example}"
+                );
+            } else if let Some(package) = package {
+                assert!(
+                    workspace_has_package(package),
+                    "{at}: `{span}`: no package {package} in the workspace"
+                );
+            } else {
+                check_escr_args(at, escr);
+            }
+        }
+        [script, ..] => {
+            let path = root.join(script);
+            assert!(path.is_file(), "{at}: `{span}`: no file {script}");
+            if script.ends_with(".sh") {
+                let ok = Command::new("bash")
+                    .arg("-n")
+                    .arg(&path)
+                    .status()
+                    .unwrap()
+                    .success();
+                assert!(ok, "{at}: `{span}`: {script} does not parse");
+            }
+        }
+        [] => unreachable!(),
+    }
+}
+
+#[test]
+fn every_command_the_prose_names_exists() {
+    let mut checked = 0;
+    for file in [
+        "README.md",
+        "config/README.md",
+        "DEPLOYMENT.md",
+        "ARCHITECTURE.md",
+    ] {
+        let path = demo::repo().join(file);
+        if !path.exists() {
+            continue;
+        }
+        for (at, span) in prose_commands(&path, file) {
+            check_prose_command(&at, &span);
+            checked += 1;
+        }
+    }
+    // The README names several; a reader that found none would pass anything.
+    assert!(checked > 10, "only {checked} inline commands found");
+}
+
+#[test]
+fn prose_commands_are_read_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.md");
+    std::fs::write(
+        &path,
+        "Run `escr index` or `cargo run --release --example bench` and `x y`.\n```sh\nescr nothing\n```\n`scripts/a.sh`\n",
+    )
+    .unwrap();
+    let c: Vec<String> = prose_commands(&path, "x.md")
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect();
+    assert_eq!(
+        c,
+        [
+            "escr index",
+            "cargo run --release --example bench",
+            "scripts/a.sh"
+        ]
+    );
+}
+
+#[test]
+#[should_panic(expected = "is not a command escr knows")]
+fn a_prose_command_escr_does_not_know_fails() {
+    check_prose_command("x.md:1", "escr review");
+}
+
+#[test]
+#[should_panic(expected = "no flag --minuets")]
+fn a_prose_flag_escr_does_not_know_fails() {
+    check_prose_command("x.md:1", "escr token ... --minuets 30");
 }
