@@ -467,7 +467,7 @@ fn prose_commands(path: &Path, name: &str) -> Vec<(String, String)> {
             if ["escr ", "cargo run", "scripts/", "examples/"]
                 .iter()
                 .any(|p| span.starts_with(p))
-                && span.contains(|c: char| c == ' ' || c == '.')
+                && span.contains([' ', '.'])
             {
                 out.push((format!("{name}:{}", i + 1), span.to_string()));
             }
