@@ -37,6 +37,9 @@ pub struct Gateway {
     pub documents: Arc<crate::record::documents::DocumentStores>,
     /// Seals and opens the opaque ids of content links.
     pub document_ids: Arc<crate::api::documents::DocumentIds>,
+    /// The shared PostgreSQL state store (`[state] backend = "postgres"`): `/readyz`
+    /// asks it; `None` with SQLite.
+    pub state: Option<Arc<crate::state::PgStore>>,
 }
 
 impl Gateway {
@@ -106,6 +109,7 @@ impl Gateway {
             reports,
             documents,
             document_ids: Arc::new(document_ids),
+            state: None,
         })
     }
 

@@ -123,6 +123,36 @@ pub async fn check_config(path: &Path, connect: bool) -> anyhow::Result<()> {
         }
     }
 
+    if let Some(pg) = config
+        .gateway
+        .state
+        .postgres
+        .as_ref()
+        .filter(|_| config.gateway.state.backend == crate::state::Backend::Postgres)
+    {
+        let from_env = pg
+            .url_env
+            .as_ref()
+            .is_some_and(|v| std::env::var_os(v).is_some());
+        match (&pg.url_env, &pg.url_file) {
+            (Some(var), None) => env_set(
+                &mut f,
+                path,
+                key_line(&main_text, "state.postgres.url_env"),
+                "state.postgres.url_env",
+                var,
+            ),
+            (_, Some(file)) if !from_env => file_exists(
+                &mut f,
+                path,
+                key_line(&main_text, "state.postgres.url_file"),
+                "state.postgres.url_file",
+                file,
+            ),
+            _ => {}
+        }
+    }
+
     if let Some(reports_path) = &config.gateway.reports {
         if let Some((reports, _)) = &config.reports {
             let rtext = text(reports_path);

@@ -410,6 +410,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::VerifyAudit { file } => {
+            if file.is_none() {
+                let loaded = load_config(&cli.config)?;
+                if let (crate::state::Backend::Postgres, Some(pg)) =
+                    (loaded.gateway.state.backend, &loaded.gateway.state.postgres)
+                {
+                    return runtime.block_on(verify_shared_audit(pg));
+                }
+            }
             let path = match file {
                 Some(f) => f,
                 None => policy_config(&cli.config)?.storage.audit,
@@ -430,6 +438,44 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ),
             }
         }
+    }
+}
+
+/// Every chain of the shared audit log (one per replica run), checked together.
+async fn verify_shared_audit(config: &crate::state::PostgresConfig) -> anyhow::Result<()> {
+    let pg = crate::state::PgStore::new(config)?;
+    let known = crate::state::postgres::known_version();
+    let found = pg.schema_version().await?;
+    if found > known {
+        bail!(crate::state::StateError::SchemaTooNew { found, known });
+    }
+    let chains = crate::consent::audit::verify_postgres(&pg).await?;
+    let mut events = 0;
+    let mut broken = Vec::new();
+    for c in &chains {
+        events += c.verification.events;
+        if let Some((seq, why)) = &c.verification.first_break {
+            broken.push(format!(
+                "chain {} ({}): broken at event {seq}: {why}",
+                c.chain_id, c.replica
+            ));
+        }
+    }
+    if broken.is_empty() {
+        println!(
+            "shared audit log: ok, {events} events in {} chains, every chain intact",
+            chains.len()
+        );
+        Ok(())
+    } else {
+        for b in &broken {
+            println!("{b}");
+        }
+        bail!(
+            "shared audit log: {} of {} chains broken ({events} events checked)",
+            broken.len(),
+            chains.len()
+        )
     }
 }
 
@@ -530,8 +576,28 @@ async fn serve(config_path: &Path, listen: Option<String>) -> anyhow::Result<()>
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     ensure_demo(&config)?;
-    let gateway = Gateway::from_config(config)?;
-    let access = crate::consent::AccessControl::load(&policy_path, Some(gateway.index.clone()))?;
+    let state = config.gateway.state.clone();
+    // The shared store is migrated (or refused as too new) before anything serves.
+    let pg = match (&state.backend, &state.postgres) {
+        (crate::state::Backend::Postgres, Some(pg)) => Some(Arc::new(
+            crate::state::PgStore::connect(pg)
+                .await
+                .context("the PostgreSQL state store")?,
+        )),
+        _ => None,
+    };
+    let mut gateway = Gateway::from_config(config)?;
+    let stores = match &pg {
+        Some(pg) => crate::consent::Stores::Postgres {
+            pg: pg.clone(),
+            replica: state.replica_name(),
+        },
+        None => crate::consent::Stores::Sqlite,
+    };
+    let access =
+        crate::consent::AccessControl::load_on(&policy_path, Some(gateway.index.clone()), stores)
+            .await?;
+    gateway.state = pg;
     let gateway = Arc::new(gateway.with_access_control(access));
     let empty = gateway.index.snapshot().person_count() == 0;
     let report = gateway.refresh_index(!empty).await?;
