@@ -597,10 +597,31 @@ async fn serve(config_path: &Path, listen: Option<String>) -> anyhow::Result<()>
     let access =
         crate::consent::AccessControl::load_on(&policy_path, Some(gateway.index.clone()), stores)
             .await?;
+    if let Some(pg) = &pg {
+        gateway.shared_index = Some(Arc::new(crate::identity::shared::SharedIndex::new(
+            pg.clone(),
+            gateway.index.clone(),
+            state.replica_name(),
+        )));
+    }
     gateway.state = pg;
     let gateway = Arc::new(gateway.with_access_control(access));
-    let empty = gateway.index.snapshot().person_count() == 0;
-    let report = gateway.refresh_index(!empty).await?;
+    let report = match &gateway.shared_index {
+        Some(shared) => {
+            let report = shared.start(&gateway.fetcher.sources).await?;
+            let g = gateway.clone();
+            shared
+                .clone()
+                .watch(Duration::from_secs(state.index_poll_secs()), move || {
+                    g.fetcher.clear_cache()
+                });
+            report
+        }
+        None => {
+            let empty = gateway.index.snapshot().person_count() == 0;
+            gateway.refresh_index(!empty).await?
+        }
+    };
     tracing::info!(
         people = report.people,
         changed = report.changed,
@@ -617,12 +638,13 @@ async fn serve(config_path: &Path, listen: Option<String>) -> anyhow::Result<()>
             tick.tick().await;
             loop {
                 tick.tick().await;
-                match g.refresh_index(true).await {
-                    Ok(r) if r.changed > 0 || r.deleted_records > 0 => {
+                match g.refresh_shared_or_own(true).await {
+                    Ok(None) => tracing::debug!("another replica is refreshing the index"),
+                    Ok(Some(r)) if r.changed > 0 || r.deleted_records > 0 => {
                         g.fetcher.clear_cache();
                         tracing::info!(changed = r.changed, "identity index refreshed");
                     }
-                    Ok(_) => {}
+                    Ok(Some(_)) => {}
                     Err(e) => tracing::warn!(error = %e, "identity index refresh failed"),
                 }
             }

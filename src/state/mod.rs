@@ -24,6 +24,9 @@ pub struct StateConfig {
     pub replica: Option<String>,
     /// `[state.postgres]`, needed with `backend = "postgres"`.
     pub postgres: Option<PostgresConfig>,
+    /// Seconds between checks for a newer published identity index, besides its
+    /// notification (default 10).
+    pub index_poll_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +158,10 @@ impl StateConfig {
             )),
             (Backend::Sqlite, None) => Ok(()),
         }
+    }
+
+    pub fn index_poll_secs(&self) -> u64 {
+        self.index_poll_secs.unwrap_or(10).max(1)
     }
 
     pub fn replica_name(&self) -> &str {

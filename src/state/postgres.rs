@@ -112,6 +112,8 @@ pub const INDEX_LOCK: i64 = 0x6573_6372_0002;
 pub struct PgStore {
     pool: Pool,
     acquire_timeout: Duration,
+    /// For connections of their own (LISTEN), outside the pool.
+    config: tokio_postgres::Config,
 }
 
 impl PgStore {
@@ -131,7 +133,7 @@ impl PgStore {
             // A dead peer is noticed without waiting for the operating system's hours.
             .keepalives_idle(Duration::from_secs(10));
         let manager = Manager::from_config(
-            pg,
+            pg.clone(),
             NoTls,
             ManagerConfig {
                 // A closed connection (the server restarted) is replaced on checkout.
@@ -150,6 +152,7 @@ impl PgStore {
         Ok(PgStore {
             pool,
             acquire_timeout,
+            config: pg,
         })
     }
 
@@ -171,6 +174,37 @@ impl PgStore {
             )),
             Ok(Err(e)) => Err(StateError::Unavailable(format!("pool: {e}"))),
         }
+    }
+
+    /// A connection of its own that LISTENs on `channel`: its notifications' payloads
+    /// arrive on the receiver, which ends when the connection is lost. The client must
+    /// be kept while listening.
+    pub async fn listen(
+        &self,
+        channel: &str,
+    ) -> Result<
+        (
+            tokio_postgres::Client,
+            tokio::sync::mpsc::UnboundedReceiver<String>,
+        ),
+        StateError,
+    > {
+        let (client, mut connection) = self.config.connect(NoTls).await?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+            use futures::StreamExt;
+            while let Some(Ok(message)) = messages.next().await {
+                if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                    if tx.send(n.payload().to_string()).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        // The channel is one of ours (a constant), never a value from a client.
+        client.batch_execute(&format!("LISTEN {channel}")).await?;
+        Ok((client, rx))
     }
 
     /// One round trip: `/readyz`.
