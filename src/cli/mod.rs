@@ -143,7 +143,12 @@ enum Command {
         #[arg(long, default_value_t = 480)]
         minutes: i64,
     },
-    /// Check the audit log's hash chain; exit non-zero at the first break.
+    /// Bring the PostgreSQL state store's schema up to date (`[state] backend =
+    /// "postgres"`), as the database's owner, so that replicas can serve under a role
+    /// with fewer rights; refuses a schema newer than this binary knows.
+    MigrateState,
+    /// Check the audit log's hash chain (every replica's chain with the PostgreSQL
+    /// state store); exit non-zero at the first break.
     VerifyAudit {
         /// The audit database (default: the policy's storage.audit).
         #[arg(long)]
@@ -407,6 +412,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "{}",
                 auth.mint_hs256(&claims).map_err(|e| anyhow::anyhow!(e))?
             );
+            Ok(())
+        }
+        Command::MigrateState => {
+            let loaded = load_config(&cli.config)?;
+            let (crate::state::Backend::Postgres, Some(pg)) =
+                (loaded.gateway.state.backend, &loaded.gateway.state.postgres)
+            else {
+                bail!(
+                    "{}: [state] backend is sqlite: its files need no migration",
+                    cli.config.display()
+                );
+            };
+            let version = runtime.block_on(async {
+                crate::state::PgStore::new(pg)?.migrate().await
+            })?;
+            println!("state store: schema version {version}");
             Ok(())
         }
         Command::VerifyAudit { file } => {
