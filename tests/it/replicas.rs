@@ -25,13 +25,7 @@ const APP_PW: &str = "app-4d5e";
 
 /// What the gateway's own role is granted (config/README.md, "Shared state on
 /// PostgreSQL"): no UPDATE or DELETE on the audit or the consent history.
-const GRANTS: &str = "
-GRANT SELECT ON schema_version TO escr_app;
-GRANT SELECT, INSERT, UPDATE ON consent TO escr_app;
-GRANT SELECT, INSERT ON consent_history, audit, audit_chain TO escr_app;
-GRANT SELECT, INSERT, DELETE ON index_snapshot TO escr_app;
-GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO escr_app;
-";
+const GRANTS: &str = include_str!("../../examples/replicas/grants.sql");
 
 struct Killed(Child);
 

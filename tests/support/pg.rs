@@ -1,5 +1,6 @@
 //! A PostgreSQL of a test's own, on a free loopback port, that the test may stop and
-//! start (the shared one of `scripts/test-servers.sh` serves other tests meanwhile).
+//! start (the shared one of `scripts/test-servers.sh` serves other tests meanwhile);
+//! `examples/bench_replicas.rs` uses it too.
 //! Debian's binaries under `/usr/lib/postgresql/<v>/bin` (the `postgresql` package the
 //! test command installs); as root, the server runs as `postgres`, which it requires.
 
@@ -23,6 +24,13 @@ fn pg_bin() -> PathBuf {
     dirs.pop().expect("pg_ctl under /usr/lib/postgresql/*/bin")
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -37,7 +45,7 @@ impl TestPostgres {
         let dir = tempfile::tempdir().unwrap();
         let as_postgres = is_root();
         let pg = TestPostgres {
-            port: super::shipped::free_port(),
+            port: free_port(),
             bin: pg_bin(),
             as_postgres,
             dir,
