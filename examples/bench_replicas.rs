@@ -14,6 +14,9 @@
 //! PostgreSQL: `ESCR_BENCH_PG_URL` (a database the benchmark may create tables in), or
 //! a server of its own started with Debian's `pg_ctl` in a temp folder.
 
+#[path = "support/mod.rs"]
+mod support;
+
 // The test's server: this benchmark neither stops it nor runs psql.
 #[allow(dead_code)]
 #[path = "../tests/support/pg.rs"]
@@ -106,7 +109,7 @@ async fn replica(
         "policy = \"policy.toml\"\n[index]\npath = {:?}\nrefresh_secs = 0\n[server.limits]\nper_caller_per_minute = 0\nper_address_per_minute = 0\nmax_concurrent_requests = 1024\n",
         dir.join("index.db")
     );
-    let config = bench_config(work, &dir, &head)?;
+    let config = support::demo_config_in(work, &dir, &head, "")?;
     let loaded = LoadedConfig::load(&config)?;
     let policy = loaded.gateway.policy.clone().expect("a policy");
     let mut gateway = Gateway::from_config(loaded)?;
@@ -126,22 +129,6 @@ async fn replica(
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
     tokio::spawn(async move { axum::serve(listener, app).await });
     Ok((url, gateway))
-}
-
-/// The demo's three vendors as sources (the files in `work`), `head` first.
-fn bench_config(work: &Path, dir: &Path, head: &str) -> std::io::Result<std::path::PathBuf> {
-    let vendors = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/vendors");
-    let mut config = format!("{head}\n");
-    for s in ["casetrak", "opencare", "ssis"] {
-        config.push_str(&format!(
-            "[[sources]]\nname = \"{s}\"\nprofile = {:?}\nsqlite = {{ path = {:?} }}\n",
-            vendors.join(format!("{s}.toml")),
-            work.join(format!("{s}.db"))
-        ));
-    }
-    let path = dir.join("escr.toml");
-    std::fs::write(&path, config)?;
-    Ok(path)
 }
 
 /// Requests per second of `clients` clients over `urls` in turn (all answered, with
@@ -246,7 +233,7 @@ async fn main() -> anyhow::Result<()> {
         "[index]\npath = {:?}\nrefresh_secs = 0",
         work.path().join("index.db")
     );
-    let config = bench_config(work.path(), work.path(), &head)?;
+    let config = support::demo_config(work.path(), &head, "")?;
     Gateway::from_config(LoadedConfig::load(&config)?)?
         .refresh_index(false)
         .await?;

@@ -180,6 +180,11 @@ pub async fn check_config(path: &Path, connect: bool) -> anyhow::Result<()> {
         .map(|s| s.get_ref().name.clone())
         .collect();
     if connect {
+        if let (crate::state::Backend::Postgres, Some(pg)) =
+            (config.gateway.state.backend, &config.gateway.state.postgres)
+        {
+            check_state(&mut f, path, key_line(&main_text, "state.postgres"), pg).await;
+        }
         check_sources(&mut f, config).await;
     }
     if f.lines.is_empty() {
@@ -266,6 +271,34 @@ fn check_policy(f: &mut Findings, path: &Path, policy: &PolicyConfig, generated:
 }
 
 /// Connect to every source and run each profile statement with no keys.
+/// The PostgreSQL state store answers, and its schema is one this binary knows.
+async fn check_state(
+    f: &mut Findings,
+    config: &Path,
+    line: usize,
+    pg: &crate::state::PostgresConfig,
+) {
+    let found = async {
+        let store = crate::state::PgStore::new(pg)?;
+        store.ping().await?;
+        store.schema_version().await
+    }
+    .await;
+    let known = crate::state::postgres::known_version();
+    match found {
+        Ok(found) if found > known => f.add(
+            config,
+            line,
+            format!(
+                "[state.postgres]: {}",
+                crate::state::StateError::SchemaTooNew { found, known }
+            ),
+        ),
+        Ok(_) => {}
+        Err(e) => f.add(config, line, format!("[state.postgres]: {e}")),
+    }
+}
+
 async fn check_sources(f: &mut Findings, config: LoadedConfig) {
     let main_text = text(&config.path);
     for (source, profile) in config.gateway.sources.iter().zip(config.profiles) {

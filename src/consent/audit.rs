@@ -183,6 +183,19 @@ enum Writer {
 /// The most batches one commit takes (a bound on one transaction's size).
 const GROUP_MAX: usize = 512;
 
+/// One group commit's work: the first batch and those already waiting (`next`), up to
+/// `GROUP_MAX`, as one list of events and the requests to answer after the commit.
+fn group(first: Batch, mut next: impl FnMut() -> Option<Batch>) -> (Vec<AuditEvent>, Vec<Reply>) {
+    let (mut events, reply) = first;
+    let mut replies = vec![reply];
+    while replies.len() < GROUP_MAX {
+        let Some((more, reply)) = next() else { break };
+        events.extend(more);
+        replies.push(reply);
+    }
+    (events, replies)
+}
+
 fn open_conn(path: &Path) -> Result<Connection, AuditError> {
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
@@ -208,17 +221,9 @@ impl AuditLog {
             .name("escr-audit".into())
             .spawn(move || {
                 while let Ok(first) = batches.recv() {
-                    let mut group = vec![first];
-                    while group.len() < GROUP_MAX {
-                        match batches.try_recv() {
-                            Ok(next) => group.push(next),
-                            Err(_) => break,
-                        }
-                    }
-                    let events: Vec<AuditEvent> =
-                        group.iter().flat_map(|(e, _)| e.iter().cloned()).collect();
+                    let (events, replies) = group(first, || batches.try_recv().ok());
                     let result = append_sync(&mut write_conn, events).map_err(|e| e.to_string());
-                    for (_, reply) in group {
+                    for reply in replies {
                         let _ = reply.send(result.clone());
                     }
                 }
@@ -264,17 +269,9 @@ impl AuditLog {
         };
         tokio::spawn(async move {
             while let Some(first) = batches.recv().await {
-                let mut group = vec![first];
-                while group.len() < GROUP_MAX {
-                    match batches.try_recv() {
-                        Ok(next) => group.push(next),
-                        Err(_) => break,
-                    }
-                }
-                let events: Vec<AuditEvent> =
-                    group.iter().flat_map(|(e, _)| e.iter().cloned()).collect();
+                let (events, replies) = group(first, || batches.try_recv().ok());
                 let result = chain.append(events).await.map_err(|e| e.to_string());
-                for (_, reply) in group {
+                for reply in replies {
                     let _ = reply.send(result.clone());
                 }
             }

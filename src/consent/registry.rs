@@ -163,14 +163,6 @@ impl Registry {
         }
     }
 
-    fn sqlite(&self) -> Option<std::sync::MutexGuard<'_, Connection>> {
-        match &self.store {
-            // A panic while holding the lock leaves SQLite consistent (transactions).
-            Store::Sqlite(conn) => Some(conn.lock().unwrap_or_else(|p| p.into_inner())),
-            Store::Postgres(_) => None,
-        }
-    }
-
     /// Record a consent; `replaces` are the person's active consents it takes
     /// precedence over (kept in its history, with the evidence).
     pub async fn record(
@@ -192,8 +184,8 @@ impl Registry {
         .to_string();
         let at = now();
         let id = match &self.store {
-            Store::Sqlite(_) => {
-                let mut conn = self.sqlite().expect("sqlite store");
+            Store::Sqlite(conn) => {
+                let mut conn = lock(conn);
                 let tx = conn.transaction()?;
                 tx.execute(
                     "INSERT INTO consent (person_id, provision, source, recorded_by, recorded_at, evidence) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -253,8 +245,8 @@ impl Registry {
             Some((None, provision)) => Ok(provision),
         };
         match &self.store {
-            Store::Sqlite(_) => {
-                let mut conn = self.sqlite().expect("sqlite store");
+            Store::Sqlite(conn) => {
+                let mut conn = lock(conn);
                 let tx = conn.transaction()?;
                 let withdrawn: Option<(Option<String>, String)> = tx
                     .query_row(
@@ -304,9 +296,7 @@ impl Registry {
 
     pub async fn get(&self, id: i64) -> Result<Option<StoredConsent>, RegistryError> {
         let row = match &self.store {
-            Store::Sqlite(_) => self
-                .sqlite()
-                .expect("sqlite store")
+            Store::Sqlite(conn) => lock(conn)
                 .query_row(
                     &format!("SELECT {COLUMNS} FROM consent WHERE id = ?1"),
                     [id],
@@ -331,8 +321,8 @@ impl Registry {
     /// Every consent of a person (withdrawn ones too), oldest first.
     pub async fn for_person(&self, person_id: &str) -> Result<Vec<StoredConsent>, RegistryError> {
         let rows = match &self.store {
-            Store::Sqlite(_) => {
-                let conn = self.sqlite().expect("sqlite store");
+            Store::Sqlite(conn) => {
+                let conn = lock(conn);
                 let mut stmt = conn.prepare_cached(&format!(
                     "SELECT {COLUMNS} FROM consent WHERE person_id = ?1 ORDER BY id"
                 ))?;
@@ -376,8 +366,8 @@ impl Registry {
 
     pub async fn history(&self, consent_id: i64) -> Result<Vec<HistoryEntry>, RegistryError> {
         match &self.store {
-            Store::Sqlite(_) => {
-                let conn = self.sqlite().expect("sqlite store");
+            Store::Sqlite(conn) => {
+                let conn = lock(conn);
                 let mut stmt = conn.prepare_cached(
                     "SELECT consent_id, action, by, at, detail FROM consent_history WHERE consent_id = ?1 ORDER BY seq",
                 )?;
@@ -416,6 +406,11 @@ impl Registry {
             }
         }
     }
+}
+
+/// A panic while holding the lock leaves SQLite consistent (transactions).
+fn lock(conn: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
+    conn.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn parse_time(s: &str) -> Result<NaiveDateTime, RegistryError> {

@@ -454,6 +454,13 @@ fn replicas_share_consent_audit_and_index_through_postgres() {
         "{:?}",
         started.elapsed()
     );
+    let out = e.escr("a", &e.app_url, &["check-config", "--connect"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("[state.postgres]: state store unavailable"),
+        "{text}"
+    );
     e.pg.up();
     let started = Instant::now();
     while reqwest::blocking::get(format!("{base_a}/readyz"))
