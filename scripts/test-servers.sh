@@ -22,7 +22,7 @@
 
 # chromium: the browser checks of tests/browser (GraphiQL, examples/portal; node and npm
 # come with the machine); python3-venv: the reporting example's pinned pip packages.
-ESCR_TEST_PACKAGES="mariadb-server-core mariadb-client-core postgresql unixodbc odbc-mariadb odbc-postgresql libsqliteodbc freetds-bin openssl chromium python3-venv"
+ESCR_TEST_PACKAGES="mariadb-server-core mariadb-client-core postgresql unixodbc odbc-mariadb odbc-postgresql libsqliteodbc freetds-bin openssl chromium python3-venv haproxy"
 
 _escr_log() { echo "test-servers: $*" >&2; }
 

@@ -36,6 +36,10 @@ pub struct GatewayConfig {
     /// Documents' content links (`/documents/{id}/content`).
     #[serde(default)]
     pub documents: DocumentsConfig,
+    /// Where the gateway's own state is kept: SQLite files (default) or a PostgreSQL
+    /// database shared by replicas.
+    #[serde(default)]
+    pub state: crate::state::StateConfig,
     pub sources: Vec<Spanned<SourceConfig>>,
 }
 
@@ -586,6 +590,22 @@ impl LoadedConfig {
         }
         if let Some(key) = &mut gateway.documents.id_key_file {
             *key = base.join(&*key);
+        }
+        if let Some(file) = gateway
+            .state
+            .postgres
+            .as_mut()
+            .and_then(|p| p.url_file.as_mut())
+        {
+            *file = base.join(&*file);
+        }
+        if let Err((key, reason)) = gateway.state.validate() {
+            let line = match key {
+                "backend" | "replica" => line_of_key(&format!("state.{key}")),
+                "state.postgres" => line_of_key(key),
+                k => line_of_key(&format!("state.postgres.{k}")),
+            };
+            return Err(ConfigError::at(path, line, reason));
         }
         let linkage = match &mut gateway.index.linkage {
             Some(p) => {

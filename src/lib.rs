@@ -1,7 +1,8 @@
 //! escr-gateway: a virtual Electronic Social Care Record over legacy databases.
 //!
 //! The subsystems, from the bottom up (each uses only those below it; see
-//! ARCHITECTURE.md): [`demo`] the embedded demo estate; [`record`] reading the legacy
+//! ARCHITECTURE.md): [`demo`] the embedded demo estate; [`state`] where the gateway's own state is kept
+//! (SQLite files, or a PostgreSQL shared by replicas); [`record`] reading the legacy
 //! systems; [`identity`] which source records are one person; [`consent`] who is
 //! asking, what they may see and what they saw; [`reports`] the minimum data set and
 //! indicators; [`api`] HTTP and GraphQL. [`config`] reads the gateway's config file.
@@ -13,6 +14,7 @@ pub mod demo;
 pub mod identity;
 pub mod record;
 pub mod reports;
+pub mod state;
 
 pub mod cli;
 

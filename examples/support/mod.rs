@@ -7,6 +7,17 @@ use std::path::{Path, PathBuf};
 /// three demo vendors' SQLite files in `work` as sources, each connector section with
 /// `sqlite_options` added (`query_timeout_ms = 600000`, or nothing). Its path.
 pub fn demo_config(work: &Path, head: &str, sqlite_options: &str) -> std::io::Result<PathBuf> {
+    demo_config_in(work, work, head, sqlite_options)
+}
+
+/// As [`demo_config`], the file written into `dir` (a replica's folder) rather than
+/// beside the databases.
+pub fn demo_config_in(
+    work: &Path,
+    dir: &Path,
+    head: &str,
+    sqlite_options: &str,
+) -> std::io::Result<PathBuf> {
     let vendors = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/vendors");
     let options = if sqlite_options.is_empty() {
         String::new()
@@ -21,7 +32,7 @@ pub fn demo_config(work: &Path, head: &str, sqlite_options: &str) -> std::io::Re
             work.join(format!("{s}.db"))
         ));
     }
-    let path = work.join("escr.toml");
+    let path = dir.join("escr.toml");
     std::fs::write(&path, config)?;
     Ok(path)
 }

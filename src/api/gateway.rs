@@ -37,6 +37,11 @@ pub struct Gateway {
     pub documents: Arc<crate::record::documents::DocumentStores>,
     /// Seals and opens the opaque ids of content links.
     pub document_ids: Arc<crate::api::documents::DocumentIds>,
+    /// The shared PostgreSQL state store (`[state] backend = "postgres"`): `/readyz`
+    /// asks it; `None` with SQLite.
+    pub state: Option<Arc<crate::state::PgStore>>,
+    /// The index as replicas share it through that store (`None` with SQLite).
+    pub shared_index: Option<Arc<crate::identity::shared::SharedIndex>>,
 }
 
 impl Gateway {
@@ -106,6 +111,8 @@ impl Gateway {
             reports,
             documents,
             document_ids: Arc::new(document_ids),
+            state: None,
+            shared_index: None,
         })
     }
 
@@ -135,6 +142,37 @@ impl Gateway {
             .refresh(&self.fetcher.sources, incremental)
             .await?;
         Ok(report)
+    }
+}
+
+impl Gateway {
+    /// A data steward's link or unlink: on the shared index when replicas share one
+    /// (published to the others), else on this process's.
+    pub async fn decide(
+        &self,
+        action: crate::identity::index::DecisionAction,
+        a: crate::identity::index::RecordKey,
+        b: crate::identity::index::RecordKey,
+        reason: &str,
+        decided_by: &str,
+    ) -> Result<crate::identity::index::LinkDecision, crate::identity::index::IndexError> {
+        match &self.shared_index {
+            Some(shared) => shared.decide(action, a, b, reason, decided_by).await,
+            None => self.index.decide(action, a, b, reason, decided_by).await,
+        }
+    }
+
+    /// The periodic refresh: `None` when another replica holds the shared index's
+    /// lock (its result is published and installed here).
+    pub async fn refresh_shared_or_own(
+        &self,
+        incremental: bool,
+    ) -> Result<Option<crate::identity::index::IndexReport>, crate::identity::index::IndexError>
+    {
+        match &self.shared_index {
+            Some(shared) => shared.refresh(&self.fetcher.sources, incremental).await,
+            None => self.refresh_index(incremental).await.map(Some),
+        }
     }
 }
 

@@ -609,6 +609,17 @@ struct Ready {
     linkage: Option<crate::identity::index::ModelStatus>,
     sources: Vec<SourceStatus>,
     cache: crate::record::loader::CacheStats,
+    /// The shared state store, when there is one (absent with SQLite).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<StateStatus>,
+}
+
+#[derive(Serialize)]
+struct StateStatus {
+    backend: &'static str,
+    up: bool,
+    reason: Option<String>,
+    latency_ms: u128,
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
@@ -634,10 +645,30 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         }
     });
     let sources = futures::future::join_all(checks).await;
+    // The shared state store: without it nothing can be audited, so nothing is served.
+    let store = match &state.gateway.state {
+        None => None,
+        Some(pg) => {
+            let started = std::time::Instant::now();
+            let result = tokio::time::timeout(Duration::from_secs(2), pg.ping()).await;
+            let reason = match result {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some("no answer within 2 s".to_string()),
+            };
+            Some(StateStatus {
+                backend: "postgres",
+                up: reason.is_none(),
+                reason,
+                latency_ms: started.elapsed().as_millis(),
+            })
+        }
+    };
     // Ready while any source serves: partial results are the design, not a failure.
-    let ready = sources.iter().any(|s| s.up);
+    let ready = sources.iter().any(|s| s.up) && store.as_ref().is_none_or(|s| s.up);
     let body = Ready {
         ready,
+        state: store,
         people: state.gateway.index.snapshot().person_count(),
         linkage: state.gateway.index.model_status(),
         sources,

@@ -123,6 +123,36 @@ pub async fn check_config(path: &Path, connect: bool) -> anyhow::Result<()> {
         }
     }
 
+    if let Some(pg) = config
+        .gateway
+        .state
+        .postgres
+        .as_ref()
+        .filter(|_| config.gateway.state.backend == crate::state::Backend::Postgres)
+    {
+        let from_env = pg
+            .url_env
+            .as_ref()
+            .is_some_and(|v| std::env::var_os(v).is_some());
+        match (&pg.url_env, &pg.url_file) {
+            (Some(var), None) => env_set(
+                &mut f,
+                path,
+                key_line(&main_text, "state.postgres.url_env"),
+                "state.postgres.url_env",
+                var,
+            ),
+            (_, Some(file)) if !from_env => file_exists(
+                &mut f,
+                path,
+                key_line(&main_text, "state.postgres.url_file"),
+                "state.postgres.url_file",
+                file,
+            ),
+            _ => {}
+        }
+    }
+
     if let Some(reports_path) = &config.gateway.reports {
         if let Some((reports, _)) = &config.reports {
             let rtext = text(reports_path);
@@ -150,6 +180,11 @@ pub async fn check_config(path: &Path, connect: bool) -> anyhow::Result<()> {
         .map(|s| s.get_ref().name.clone())
         .collect();
     if connect {
+        if let (crate::state::Backend::Postgres, Some(pg)) =
+            (config.gateway.state.backend, &config.gateway.state.postgres)
+        {
+            check_state(&mut f, path, key_line(&main_text, "state.postgres"), pg).await;
+        }
         check_sources(&mut f, config).await;
     }
     if f.lines.is_empty() {
@@ -236,6 +271,34 @@ fn check_policy(f: &mut Findings, path: &Path, policy: &PolicyConfig, generated:
 }
 
 /// Connect to every source and run each profile statement with no keys.
+/// The PostgreSQL state store answers, and its schema is one this binary knows.
+async fn check_state(
+    f: &mut Findings,
+    config: &Path,
+    line: usize,
+    pg: &crate::state::PostgresConfig,
+) {
+    let found = async {
+        let store = crate::state::PgStore::new(pg)?;
+        store.ping().await?;
+        store.schema_version().await
+    }
+    .await;
+    let known = crate::state::postgres::known_version();
+    match found {
+        Ok(found) if found > known => f.add(
+            config,
+            line,
+            format!(
+                "[state.postgres]: {}",
+                crate::state::StateError::SchemaTooNew { found, known }
+            ),
+        ),
+        Ok(_) => {}
+        Err(e) => f.add(config, line, format!("[state.postgres]: {e}")),
+    }
+}
+
 async fn check_sources(f: &mut Findings, config: LoadedConfig) {
     let main_text = text(&config.path);
     for (source, profile) in config.gateway.sources.iter().zip(config.profiles) {

@@ -143,7 +143,12 @@ enum Command {
         #[arg(long, default_value_t = 480)]
         minutes: i64,
     },
-    /// Check the audit log's hash chain; exit non-zero at the first break.
+    /// Bring the PostgreSQL state store's schema up to date (`[state] backend =
+    /// "postgres"`), as the database's owner, so that replicas can serve under a role
+    /// with fewer rights; refuses a schema newer than this binary knows.
+    MigrateState,
+    /// Check the audit log's hash chain (every replica's chain with the PostgreSQL
+    /// state store); exit non-zero at the first break.
     VerifyAudit {
         /// The audit database (default: the policy's storage.audit).
         #[arg(long)]
@@ -409,7 +414,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::MigrateState => {
+            let loaded = load_config(&cli.config)?;
+            let (crate::state::Backend::Postgres, Some(pg)) =
+                (loaded.gateway.state.backend, &loaded.gateway.state.postgres)
+            else {
+                bail!(
+                    "{}: [state] backend is sqlite: its files need no migration",
+                    cli.config.display()
+                );
+            };
+            let version = runtime.block_on(async {
+                crate::state::PgStore::new(pg)?.migrate().await
+            })?;
+            println!("state store: schema version {version}");
+            Ok(())
+        }
         Command::VerifyAudit { file } => {
+            if file.is_none() {
+                let loaded = load_config(&cli.config)?;
+                if let (crate::state::Backend::Postgres, Some(pg)) =
+                    (loaded.gateway.state.backend, &loaded.gateway.state.postgres)
+                {
+                    return runtime.block_on(verify_shared_audit(pg));
+                }
+            }
             let path = match file {
                 Some(f) => f,
                 None => policy_config(&cli.config)?.storage.audit,
@@ -430,6 +459,44 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ),
             }
         }
+    }
+}
+
+/// Every chain of the shared audit log (one per replica run), checked together.
+async fn verify_shared_audit(config: &crate::state::PostgresConfig) -> anyhow::Result<()> {
+    let pg = crate::state::PgStore::new(config)?;
+    let known = crate::state::postgres::known_version();
+    let found = pg.schema_version().await?;
+    if found > known {
+        bail!(crate::state::StateError::SchemaTooNew { found, known });
+    }
+    let chains = crate::consent::audit::verify_postgres(&pg).await?;
+    let mut events = 0;
+    let mut broken = Vec::new();
+    for c in &chains {
+        events += c.verification.events;
+        if let Some((seq, why)) = &c.verification.first_break {
+            broken.push(format!(
+                "chain {} ({}): broken at event {seq}: {why}",
+                c.chain_id, c.replica
+            ));
+        }
+    }
+    if broken.is_empty() {
+        println!(
+            "shared audit log: ok, {events} events in {} chains, every chain intact",
+            chains.len()
+        );
+        Ok(())
+    } else {
+        for b in &broken {
+            println!("{b}");
+        }
+        bail!(
+            "shared audit log: {} of {} chains broken ({events} events checked)",
+            broken.len(),
+            chains.len()
+        )
     }
 }
 
@@ -530,11 +597,52 @@ async fn serve(config_path: &Path, listen: Option<String>) -> anyhow::Result<()>
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     ensure_demo(&config)?;
-    let gateway = Gateway::from_config(config)?;
-    let access = crate::consent::AccessControl::load(&policy_path, Some(gateway.index.clone()))?;
+    let state = config.gateway.state.clone();
+    // The shared store is migrated (or refused as too new) before anything serves.
+    let pg = match (&state.backend, &state.postgres) {
+        (crate::state::Backend::Postgres, Some(pg)) => Some(Arc::new(
+            crate::state::PgStore::connect(pg)
+                .await
+                .context("the PostgreSQL state store")?,
+        )),
+        _ => None,
+    };
+    let mut gateway = Gateway::from_config(config)?;
+    let stores = match &pg {
+        Some(pg) => crate::consent::Stores::Postgres {
+            pg: pg.clone(),
+            replica: state.replica_name(),
+        },
+        None => crate::consent::Stores::Sqlite,
+    };
+    let access =
+        crate::consent::AccessControl::load_on(&policy_path, Some(gateway.index.clone()), stores)
+            .await?;
+    if let Some(pg) = &pg {
+        gateway.shared_index = Some(Arc::new(crate::identity::shared::SharedIndex::new(
+            pg.clone(),
+            gateway.index.clone(),
+            state.replica_name(),
+        )));
+    }
+    gateway.state = pg;
     let gateway = Arc::new(gateway.with_access_control(access));
-    let empty = gateway.index.snapshot().person_count() == 0;
-    let report = gateway.refresh_index(!empty).await?;
+    let report = match &gateway.shared_index {
+        Some(shared) => {
+            let report = shared.start(&gateway.fetcher.sources).await?;
+            let g = gateway.clone();
+            shared
+                .clone()
+                .watch(Duration::from_secs(state.index_poll_secs()), move || {
+                    g.fetcher.clear_cache()
+                });
+            report
+        }
+        None => {
+            let empty = gateway.index.snapshot().person_count() == 0;
+            gateway.refresh_index(!empty).await?
+        }
+    };
     tracing::info!(
         people = report.people,
         changed = report.changed,
@@ -551,12 +659,13 @@ async fn serve(config_path: &Path, listen: Option<String>) -> anyhow::Result<()>
             tick.tick().await;
             loop {
                 tick.tick().await;
-                match g.refresh_index(true).await {
-                    Ok(r) if r.changed > 0 || r.deleted_records > 0 => {
+                match g.refresh_shared_or_own(true).await {
+                    Ok(None) => tracing::debug!("another replica is refreshing the index"),
+                    Ok(Some(r)) if r.changed > 0 || r.deleted_records > 0 => {
                         g.fetcher.clear_cache();
                         tracing::info!(changed = r.changed, "identity index refreshed");
                     }
-                    Ok(_) => {}
+                    Ok(Some(_)) => {}
                     Err(e) => tracing::warn!(error = %e, "identity index refresh failed"),
                 }
             }

@@ -1,6 +1,12 @@
 //! The audit log: every release, denial and break-glass, append-only and hash-chained in
-//! SQLite (WAL, synchronous=FULL). A response is sent only after its events are
-//! committed, so a crash (even SIGKILL) never loses an event of an answered request.
+//! SQLite (WAL, synchronous=FULL) or in the PostgreSQL that replicas share. A response
+//! is sent only after its events are committed, so a crash (even SIGKILL) never loses
+//! an event of an answered request.
+//!
+//! Both backends group-commit: one writer takes every batch waiting, commits them in
+//! one transaction (one fsync) and then answers each request. On PostgreSQL each
+//! process run appends to a hash chain of its own (`audit_chain`), so replicas never
+//! wait on each other for the previous hash; `verify_postgres` checks every chain.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -22,6 +28,14 @@ pub enum AuditError {
     Stopped,
     #[error("audit log: write failed: {0}")]
     Write(String),
+    #[error("audit log: {0}")]
+    State(#[from] crate::state::StateError),
+}
+
+impl From<tokio_postgres::Error> for AuditError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        AuditError::State(e.into())
+    }
 }
 
 type Reply = tokio::sync::oneshot::Sender<Result<(), String>>;
@@ -146,9 +160,40 @@ fn row_to_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEvent> {
 }
 
 pub struct AuditLog {
+    store: Store,
+    writer: Writer,
+}
+
+enum Store {
     /// For reads (trail, review); the writer thread has its own connection.
-    conn: Arc<Mutex<Connection>>,
-    writer: std::sync::mpsc::Sender<(Vec<AuditEvent>, Reply)>,
+    Sqlite(Arc<Mutex<Connection>>),
+    Postgres {
+        pg: Arc<crate::state::PgStore>,
+        chain_id: String,
+    },
+}
+
+type Batch = (Vec<AuditEvent>, Reply);
+
+enum Writer {
+    Thread(std::sync::mpsc::Sender<Batch>),
+    Task(tokio::sync::mpsc::UnboundedSender<Batch>),
+}
+
+/// The most batches one commit takes (a bound on one transaction's size).
+const GROUP_MAX: usize = 512;
+
+/// One group commit's work: the first batch and those already waiting (`next`), up to
+/// `GROUP_MAX`, as one list of events and the requests to answer after the commit.
+fn group(first: Batch, mut next: impl FnMut() -> Option<Batch>) -> (Vec<AuditEvent>, Vec<Reply>) {
+    let (mut events, reply) = first;
+    let mut replies = vec![reply];
+    while replies.len() < GROUP_MAX {
+        let Some((more, reply)) = next() else { break };
+        events.extend(more);
+        replies.push(reply);
+    }
+    (events, replies)
 }
 
 fn open_conn(path: &Path) -> Result<Connection, AuditError> {
@@ -169,33 +214,81 @@ impl AuditLog {
         conn.execute_batch(SCHEMA)?;
         add_columns(&conn)?;
         let mut write_conn = open_conn(path)?;
-        let (writer, batches) = std::sync::mpsc::channel::<(Vec<AuditEvent>, Reply)>();
+        let (writer, batches) = std::sync::mpsc::channel::<Batch>();
         // Group commit: the writer takes every batch waiting, commits them in one
         // transaction (one fsync), then answers each request.
         std::thread::Builder::new()
             .name("escr-audit".into())
             .spawn(move || {
                 while let Ok(first) = batches.recv() {
-                    let mut group = vec![first];
-                    while group.len() < 512 {
-                        match batches.try_recv() {
-                            Ok(next) => group.push(next),
-                            Err(_) => break,
-                        }
-                    }
-                    let events: Vec<AuditEvent> =
-                        group.iter().flat_map(|(e, _)| e.iter().cloned()).collect();
+                    let (events, replies) = group(first, || batches.try_recv().ok());
                     let result = append_sync(&mut write_conn, events).map_err(|e| e.to_string());
-                    for (_, reply) in group {
+                    for reply in replies {
                         let _ = reply.send(result.clone());
                     }
                 }
             })
             .map_err(|e| AuditError::Write(e.to_string()))?;
         Ok(AuditLog {
-            conn: Arc::new(Mutex::new(conn)),
-            writer,
+            store: Store::Sqlite(Arc::new(Mutex::new(conn))),
+            writer: Writer::Thread(writer),
         })
+    }
+
+    /// The log in the shared PostgreSQL: this process starts a chain of its own
+    /// (`<replica>-<time>-<random>`), registered before its first event, and a writer
+    /// task group-commits into it. Needs a Tokio runtime.
+    pub async fn postgres(
+        pg: Arc<crate::state::PgStore>,
+        replica: &str,
+    ) -> Result<AuditLog, AuditError> {
+        let mut random = [0u8; 4];
+        let _ = aws_lc_rs::rand::fill(&mut random);
+        let chain_id = format!(
+            "{replica}-{}-{}",
+            Utc::now().format("%Y%m%dT%H%M%S"),
+            random
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+        pg.client()
+            .await?
+            .execute(
+                "INSERT INTO audit_chain (chain_id, replica) VALUES ($1, $2)",
+                &[&chain_id, &replica],
+            )
+            .await?;
+        let (writer, mut batches) = tokio::sync::mpsc::unbounded_channel::<Batch>();
+        let mut chain = PgChain {
+            pg: pg.clone(),
+            chain_id: chain_id.clone(),
+            seq: 0,
+            prev: GENESIS.to_string(),
+            uncertain: false,
+        };
+        tokio::spawn(async move {
+            while let Some(first) = batches.recv().await {
+                let (events, replies) = group(first, || batches.try_recv().ok());
+                let result = chain.append(events).await.map_err(|e| e.to_string());
+                for reply in replies {
+                    let _ = reply.send(result.clone());
+                }
+            }
+        });
+        tracing::info!(chain = %chain_id, "audit chain started");
+        Ok(AuditLog {
+            store: Store::Postgres { pg, chain_id },
+            writer: Writer::Task(writer),
+        })
+    }
+
+    /// This process's chain on PostgreSQL (none on SQLite, which has one chain).
+    pub fn chain_id(&self) -> Option<&str> {
+        match &self.store {
+            Store::Sqlite(_) => None,
+            Store::Postgres { chain_id, .. } => Some(chain_id),
+        }
     }
 
     /// Append events and make them durable (committed and fsynced) before returning.
@@ -204,52 +297,224 @@ impl AuditLog {
             return Ok(());
         }
         let (reply, done) = tokio::sync::oneshot::channel();
-        self.writer
-            .send((events, reply))
-            .map_err(|_| AuditError::Stopped)?;
+        match &self.writer {
+            Writer::Thread(w) => w.send((events, reply)).map_err(|_| AuditError::Stopped)?,
+            Writer::Task(w) => w.send((events, reply)).map_err(|_| AuditError::Stopped)?,
+        }
         done.await
             .map_err(|_| AuditError::Stopped)?
             .map_err(AuditError::Write)
     }
 
     /// Events about one person, oldest first.
-    pub fn for_person(&self, person_id: &str) -> Result<Vec<AuditEvent>, AuditError> {
-        self.query(
-            &format!("SELECT {COLUMNS} FROM audit WHERE person_id = ?1 ORDER BY seq"),
-            Some(person_id),
-        )
+    pub async fn for_person(&self, person_id: &str) -> Result<Vec<AuditEvent>, AuditError> {
+        self.query("person_id = ?1", Some(person_id)).await
     }
 
     /// Every break-glass use, for review.
-    pub fn break_glass(&self) -> Result<Vec<AuditEvent>, AuditError> {
-        self.query(
-            &format!(
-                "SELECT {COLUMNS} FROM audit WHERE break_glass_reason IS NOT NULL ORDER BY seq"
-            ),
-            None,
-        )
+    pub async fn break_glass(&self) -> Result<Vec<AuditEvent>, AuditError> {
+        self.query("break_glass_reason IS NOT NULL", None).await
     }
 
-    pub fn for_request(&self, request_id: &str) -> Result<Vec<AuditEvent>, AuditError> {
-        self.query(
-            &format!("SELECT {COLUMNS} FROM audit WHERE request_id = ?1 ORDER BY seq"),
-            Some(request_id),
-        )
+    pub async fn for_request(&self, request_id: &str) -> Result<Vec<AuditEvent>, AuditError> {
+        self.query("request_id = ?1", Some(request_id)).await
     }
 
-    fn query(&self, sql: &str, arg: Option<&str>) -> Result<Vec<AuditEvent>, AuditError> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let mut stmt = conn.prepare_cached(sql)?;
-        let rows = match arg {
-            Some(a) => stmt
-                .query_map([a], row_to_event)?
-                .collect::<Result<Vec<_>, _>>()?,
-            None => stmt
-                .query_map([], row_to_event)?
-                .collect::<Result<Vec<_>, _>>()?,
-        };
-        Ok(rows)
+    /// Events matching `filter` (SQLite's `?1` placeholder, PostgreSQL's `$1`).
+    async fn query(&self, filter: &str, arg: Option<&str>) -> Result<Vec<AuditEvent>, AuditError> {
+        match &self.store {
+            Store::Sqlite(conn) => {
+                let sql = format!("SELECT {COLUMNS} FROM audit WHERE {filter} ORDER BY seq");
+                let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let rows = match arg {
+                    Some(a) => stmt
+                        .query_map([a], row_to_event)?
+                        .collect::<Result<Vec<_>, _>>()?,
+                    None => stmt
+                        .query_map([], row_to_event)?
+                        .collect::<Result<Vec<_>, _>>()?,
+                };
+                Ok(rows)
+            }
+            Store::Postgres { pg, .. } => {
+                // `seq` as read is the global order of commits (`id`), one sequence over
+                // every replica's chain.
+                let sql = format!(
+                    "SELECT {PG_COLUMNS} FROM audit WHERE {} ORDER BY id",
+                    filter.replace("?1", "$1")
+                );
+                let client = pg.client().await?;
+                let rows = match arg {
+                    Some(a) => client.query(&sql, &[&a]).await?,
+                    None => client.query(&sql, &[]).await?,
+                };
+                Ok(rows.iter().map(pg_row_to_event).collect())
+            }
+        }
     }
+}
+
+/// The columns as PostgreSQL names them (`user` and `at` are keywords there).
+const PG_COLUMNS: &str = "id, request_id, \"at\", \"user\", role, organisation, purpose, person_id, kinds, decision, code, reason, break_glass_reason, http_request_id";
+
+fn pg_row_to_event(r: &tokio_postgres::Row) -> AuditEvent {
+    AuditEvent {
+        seq: r.get(0),
+        request_id: r.get(1),
+        at: r.get(2),
+        user: r.get(3),
+        role: r.get(4),
+        organisation: r.get(5),
+        purpose: r.get(6),
+        person_id: r.get(7),
+        kinds: r.get(8),
+        decision: r.get(9),
+        code: r.get(10),
+        reason: r.get(11),
+        break_glass_reason: r.get(12),
+        http_request_id: r.get(13),
+    }
+}
+
+/// This process's chain on PostgreSQL: the last committed (seq, hash), kept by its one
+/// writer task.
+struct PgChain {
+    pg: Arc<crate::state::PgStore>,
+    chain_id: String,
+    seq: i64,
+    prev: String,
+    /// A commit failed: it may have happened all the same (the connection was lost
+    /// after COMMIT was sent), so the chain's end is read back before the next one.
+    uncertain: bool,
+}
+
+impl PgChain {
+    async fn append(&mut self, events: Vec<AuditEvent>) -> Result<(), AuditError> {
+        let result = self.try_append(events).await;
+        self.uncertain = result.is_err();
+        result
+    }
+
+    async fn try_append(&mut self, events: Vec<AuditEvent>) -> Result<(), AuditError> {
+        let mut client = self.pg.client().await?;
+        if self.uncertain {
+            if let Some(row) = client
+                .query_opt(
+                    "SELECT seq, hash FROM audit WHERE chain_id = $1 ORDER BY seq DESC LIMIT 1",
+                    &[&self.chain_id],
+                )
+                .await?
+            {
+                self.seq = row.get(0);
+                self.prev = row.get(1);
+            }
+        }
+        let tx = client.transaction().await?;
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO audit (chain_id, seq, request_id, \"at\", \"user\", role, organisation, purpose, person_id, kinds, decision, code, reason, break_glass_reason, http_request_id, prev_hash, hash)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+            )
+            .await?;
+        let (mut seq, mut prev) = (self.seq, self.prev.clone());
+        for mut e in events {
+            seq += 1;
+            e.seq = seq;
+            let hash = chain(&prev, &e);
+            tx.execute(
+                &insert,
+                &[
+                    &self.chain_id,
+                    &e.seq,
+                    &e.request_id,
+                    &e.at,
+                    &e.user,
+                    &e.role,
+                    &e.organisation,
+                    &e.purpose,
+                    &e.person_id,
+                    &e.kinds,
+                    &e.decision,
+                    &e.code,
+                    &e.reason,
+                    &e.break_glass_reason,
+                    &e.http_request_id,
+                    &prev,
+                    &hash,
+                ],
+            )
+            .await?;
+            prev = hash;
+        }
+        tx.commit().await?;
+        self.seq = seq;
+        self.prev = prev;
+        Ok(())
+    }
+}
+
+/// One chain's check on PostgreSQL.
+#[derive(Debug)]
+pub struct ChainVerification {
+    pub chain_id: String,
+    pub replica: String,
+    pub verification: Verification,
+}
+
+/// Recompute every chain of the shared log from its start, oldest chain first.
+pub async fn verify_postgres(
+    pg: &crate::state::PgStore,
+) -> Result<Vec<ChainVerification>, AuditError> {
+    let client = pg.client().await?;
+    let chains = client
+        .query(
+            "SELECT chain_id, replica FROM audit_chain ORDER BY started_at, chain_id",
+            &[],
+        )
+        .await?;
+    let mut out = Vec::new();
+    for c in chains {
+        let chain_id: String = c.get(0);
+        let rows = client
+            .query(
+                "SELECT seq, request_id, \"at\", \"user\", role, organisation, purpose, person_id, kinds, decision, code, reason, break_glass_reason, http_request_id, prev_hash, hash FROM audit WHERE chain_id = $1 ORDER BY seq",
+                &[&chain_id],
+            )
+            .await?;
+        let mut check = ChainCheck::default();
+        for r in &rows {
+            let e = pg_row_to_event(r);
+            if !check.next(&e, r.get(14), r.get(15)) {
+                break;
+            }
+        }
+        out.push(ChainVerification {
+            chain_id,
+            replica: c.get(1),
+            verification: check.result(),
+        });
+    }
+    // Events of a chain nobody registered (the foreign key makes this impossible unless
+    // someone altered the schema) would escape the loop above: count them as a break.
+    let stray: i64 = client
+        .query_one(
+            "SELECT count(*) FROM audit WHERE chain_id NOT IN (SELECT chain_id FROM audit_chain)",
+            &[],
+        )
+        .await?
+        .get(0);
+    if stray > 0 {
+        out.push(ChainVerification {
+            chain_id: "(unregistered)".into(),
+            replica: String::new(),
+            verification: Verification {
+                events: stray as u64,
+                first_break: Some((0, "events of a chain that is not registered".into())),
+            },
+        });
+    }
+    Ok(out)
 }
 
 fn append_sync(conn: &mut Connection, events: Vec<AuditEvent>) -> Result<(), AuditError> {
@@ -303,6 +568,58 @@ pub struct Verification {
     pub first_break: Option<(i64, String)>,
 }
 
+/// Walks one chain in order: the first event that does not fit stops it.
+struct ChainCheck {
+    prev: String,
+    expected_seq: i64,
+    events: u64,
+    first_break: Option<(i64, String)>,
+}
+
+impl Default for ChainCheck {
+    fn default() -> Self {
+        ChainCheck {
+            prev: GENESIS.to_string(),
+            expected_seq: 1,
+            events: 0,
+            first_break: None,
+        }
+    }
+}
+
+impl ChainCheck {
+    /// False once the chain is broken.
+    fn next(&mut self, e: &AuditEvent, stored_prev: String, stored_hash: String) -> bool {
+        self.events += 1;
+        let broken = if e.seq != self.expected_seq {
+            Some(format!(
+                "expected event {}, found {} (events removed)",
+                self.expected_seq, e.seq
+            ))
+        } else if stored_prev != self.prev {
+            Some("its link to the previous event does not match".to_string())
+        } else if chain(&self.prev, e) != stored_hash {
+            Some("its content does not match its hash (altered)".to_string())
+        } else {
+            None
+        };
+        if let Some(why) = broken {
+            self.first_break = Some((e.seq, why));
+            return false;
+        }
+        self.prev = stored_hash;
+        self.expected_seq += 1;
+        true
+    }
+
+    fn result(self) -> Verification {
+        Verification {
+            events: self.events,
+            first_break: self.first_break,
+        }
+    }
+}
+
 /// Recompute the chain from the start; report the first event that does not fit.
 pub fn verify(path: &Path) -> Result<Verification, AuditError> {
     let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
@@ -310,39 +627,14 @@ pub fn verify(path: &Path) -> Result<Verification, AuditError> {
         "SELECT {COLUMNS}, prev_hash, hash FROM audit ORDER BY seq"
     ))?;
     let mut rows = stmt.query([])?;
-    let mut prev = GENESIS.to_string();
-    let mut expected_seq = 1;
-    let mut events = 0;
+    let mut check = ChainCheck::default();
     while let Some(r) = rows.next()? {
         let e = row_to_event(r)?;
-        let stored_prev: String = r.get(14)?;
-        let stored_hash: String = r.get(15)?;
-        events += 1;
-        let broken = if e.seq != expected_seq {
-            Some(format!(
-                "expected event {expected_seq}, found {} (events removed)",
-                e.seq
-            ))
-        } else if stored_prev != prev {
-            Some("its link to the previous event does not match".to_string())
-        } else if chain(&prev, &e) != stored_hash {
-            Some("its content does not match its hash (altered)".to_string())
-        } else {
-            None
-        };
-        if let Some(why) = broken {
-            return Ok(Verification {
-                events,
-                first_break: Some((e.seq, why)),
-            });
+        if !check.next(&e, r.get(14)?, r.get(15)?) {
+            break;
         }
-        prev = stored_hash;
-        expected_seq += 1;
     }
-    Ok(Verification {
-        events,
-        first_break: None,
-    })
+    Ok(check.result())
 }
 
 /// (person, decision, code, reason): one audit event each, listing the record kinds.

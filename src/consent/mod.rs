@@ -45,6 +45,17 @@ pub enum AccessControlError {
     Audit(#[from] audit::AuditError),
 }
 
+/// Where the registry and the audit log are kept.
+pub enum Stores<'a> {
+    /// The files `policy.toml`'s `[storage]` names.
+    Sqlite,
+    /// The shared PostgreSQL; `replica` names this process's audit chains.
+    Postgres {
+        pg: Arc<crate::state::PgStore>,
+        replica: &'a str,
+    },
+}
+
 impl AccessControl {
     pub fn load(
         path: &Path,
@@ -57,11 +68,37 @@ impl AccessControl {
         config: PolicyConfig,
         index: Option<Arc<IdentityIndex>>,
     ) -> Result<AccessControl, AccessControlError> {
+        let registry = registry::Registry::open(&config.storage.registry)?;
+        let audit = audit::AuditLog::open(&config.storage.audit)?;
+        Self::assemble(config, index, registry, audit)
+    }
+
+    /// As [`AccessControl::load`], with the registry and audit in `stores`.
+    pub async fn load_on(
+        path: &Path,
+        index: Option<Arc<IdentityIndex>>,
+        stores: Stores<'_>,
+    ) -> Result<AccessControl, AccessControlError> {
+        let config = PolicyConfig::load(path)?;
+        match stores {
+            Stores::Sqlite => Self::from_config(config, index),
+            Stores::Postgres { pg, replica } => {
+                let registry = registry::Registry::postgres(pg.clone());
+                let audit = audit::AuditLog::postgres(pg, replica).await?;
+                Self::assemble(config, index, registry, audit)
+            }
+        }
+    }
+
+    fn assemble(
+        config: PolicyConfig,
+        index: Option<Arc<IdentityIndex>>,
+        registry: registry::Registry,
+        audit: audit::AuditLog,
+    ) -> Result<AccessControl, AccessControlError> {
         let config = Arc::new(config);
         let auth = auth::Auth::new(config.clone()).map_err(AccessControlError::Auth)?;
         let engine = Arc::new(PolicyEngine::new(config.clone(), index)?);
-        let registry = registry::Registry::open(&config.storage.registry)?;
-        let audit = audit::AuditLog::open(&config.storage.audit)?;
         Ok(AccessControl {
             config,
             auth,

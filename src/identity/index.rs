@@ -530,6 +530,38 @@ impl IdentityIndex {
         })
     }
 
+    /// A consistent copy of the index's database written to `to` (which must not
+    /// exist): what a replica publishes to the others (`identity::shared`).
+    pub async fn export(&self, to: &Path) -> Result<(), IndexError> {
+        let _guard = self.write.lock().await;
+        let conn = self.connect()?;
+        conn.execute("VACUUM INTO ?1", [to.to_string_lossy()])
+            .map_err(|e| self.store_err(e))?;
+        Ok(())
+    }
+
+    /// Put the database at `from` (another replica's published build) in place of this
+    /// one and serve it: the snapshot and the model are reloaded from it, and the next
+    /// run starts from it.
+    pub async fn install(&self, from: &Path) -> Result<(), IndexError> {
+        let _guard = self.write.lock().await;
+        // A write-ahead log left beside the old file would be applied to the new one.
+        for suffix in ["-wal", "-shm"] {
+            let mut side = self.path.clone().into_os_string();
+            side.push(suffix);
+            let _ = std::fs::remove_file(PathBuf::from(side));
+        }
+        std::fs::rename(from, &self.path).map_err(|e| self.store_err(e))?;
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let conn = self.connect()?;
+        let snapshot = load_snapshot(&conn).map_err(|e| self.store_err(e))?;
+        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
+        if let Some(model) = load_model(&conn).map_err(|e| self.store_err(e))? {
+            self.set_model_status(&model);
+        }
+        Ok(())
+    }
+
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot
             .read()

@@ -6,3 +6,4 @@ pub mod index;
 pub mod linkage;
 pub mod quality;
 pub mod search;
+pub mod shared;

@@ -348,7 +348,7 @@ impl<'a> MdsJob<'a> {
         for p in ex.page(snapshot, &ids).await? {
             let mut facts = facts_of(&p);
             if let Some(access) = &gateway.access {
-                match access.registry.active(&p.person_id) {
+                match access.registry.active(&p.person_id).await {
                     Ok(c) => facts.registry_consents = c,
                     Err(_) => facts.consent_unknown = true,
                 }

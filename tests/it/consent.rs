@@ -422,20 +422,25 @@ async fn decision_matrix() {
             }
             other => panic!("{}: relationship `{other}`", case.name),
         }
-        let consent_id = case.registry.as_ref().map(|json| {
+        let mut consent_id = None;
+        if let Some(json) = &case.registry {
             let provision = serde_json::from_str(json).expect("registry provision parses");
-            s.access()
-                .registry
-                .record(&who.id, &provision, "matrix", "test", None, &[])
-                .unwrap()
-                .id
-        });
+            consent_id = Some(
+                s.access()
+                    .registry
+                    .record(&who.id, &provision, "matrix", "test", None, &[])
+                    .await
+                    .unwrap()
+                    .id,
+            );
+        }
         let plain = s.plain.run(&query, json!({"id": who.id})).await;
         let got = s.run(&caller, &query, json!({"id": who.id})).await;
         if let Some(id) = consent_id {
             s.access()
                 .registry
                 .withdraw(id, "test", "end of case", None)
+                .await
                 .unwrap();
         }
         let mut fail = |why: String| failures.push(format!("{}: {why}\n  got: {got}", case.name));
@@ -1015,7 +1020,7 @@ async fn http_requires_a_valid_token_and_a_permitted_purpose() {
     ])
     .await;
     assert_eq!(status, 403, "analysts may not break glass");
-    let breaks = s.access().audit.break_glass().unwrap();
+    let breaks = s.access().audit.break_glass().await.unwrap();
     assert_eq!(breaks.len(), 1, "{breaks:?}");
     assert_eq!(
         breaks[0].break_glass_reason.as_deref(),
@@ -1226,7 +1231,7 @@ async fn every_decision_is_audited_in_an_intact_chain() {
         .as_str()
         .unwrap()
         .to_string();
-    let events = s.access().audit.for_request(&request_id).unwrap();
+    let events = s.access().audit.for_request(&request_id).await.unwrap();
     let released: Vec<_> = events.iter().filter(|e| e.decision == "released").collect();
     assert_eq!(released.len(), 1, "{events:?}");
     assert_eq!(released[0].person_id.as_deref(), Some(who.id.as_str()));
@@ -1252,6 +1257,7 @@ async fn every_decision_is_audited_in_an_intact_chain() {
         .access()
         .audit
         .for_request(r["extensions"]["auditRequestId"].as_str().unwrap())
+        .await
         .unwrap();
     assert!(
         events

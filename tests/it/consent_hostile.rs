@@ -592,20 +592,23 @@ struct PlantedConsent<'a> {
 
 impl Drop for PlantedConsent<'_> {
     fn drop(&mut self) {
-        let _ = self
-            .s
-            .access()
-            .registry
-            .withdraw(self.id, "test", "end of case", None);
+        // The SQLite registry answers without waiting on anything.
+        let _ = futures::executor::block_on(self.s.access().registry.withdraw(
+            self.id,
+            "test",
+            "end of case",
+            None,
+        ));
     }
 }
 
-fn registry<'a>(s: &'a Secured, person: &str, provision: &str) -> PlantedConsent<'a> {
+async fn registry<'a>(s: &'a Secured, person: &str, provision: &str) -> PlantedConsent<'a> {
     let provision = serde_json::from_str(provision).unwrap();
     let id = s
         .access()
         .registry
         .record(person, &provision, "hostile", "test", None, &[])
+        .await
         .unwrap()
         .id;
     PlantedConsent { s, id }
@@ -636,7 +639,8 @@ async fn search_oracle(w: &World) -> Outcome {
         &w.s,
         &p.id,
         r#"{"decision":"deny","classes":["demographics"]}"#,
-    );
+    )
+    .await;
     let r =
         w.s.run(
             &me,
@@ -685,6 +689,7 @@ async fn search_ids_audited(w: &World) -> Outcome {
         w.s.access()
             .audit
             .for_request(r["extensions"]["auditRequestId"].as_str().unwrap_or(""))
+            .await
             .map_err(|e| e.to_string())?;
     for id in ids {
         ensure!(
@@ -731,7 +736,8 @@ async fn nhs_lookup_indistinguishable(w: &World) -> Outcome {
         &w.s,
         &p.id,
         r#"{"decision":"deny","classes":["demographics"]}"#,
-    );
+    )
+    .await;
     let me = worker_of(p);
     let q = "query($n: String!) { personByNhsNumber(nhsNumber: $n) { id nhsNumber } }";
     let withheld = w.s.run(&me, q, json!({"n": nhs})).await;
@@ -860,7 +866,7 @@ async fn cursors_opaque(w: &World) -> Outcome {
 /// Before: any role with may_record_consent read any person's registry consents.
 async fn registry_read_unrelated(w: &World) -> Outcome {
     let p = &w.people["plain"];
-    let _c = registry(&w.s, &p.id, r#"{"decision":"deny","classes":["notes"]}"#);
+    let _c = registry(&w.s, &p.id, r#"{"decision":"deny","classes":["notes"]}"#).await;
     let mut stranger = Caller::new("social_worker", "direct_care");
     stranger.worker = Some("999".into());
     stranger.team = Some("999".into());
@@ -898,7 +904,8 @@ async fn registry_withdraw_own_deny(w: &World) -> Outcome {
         &w.s,
         &p.id,
         r#"{"decision":"permit","provisions":[{"decision":"deny","actors":["matrix-user"]}]}"#,
-    );
+    )
+    .await;
     for evidence in [None, Some("form 2026/1")] {
         let r = w
             .s
@@ -925,7 +932,7 @@ async fn registry_withdraw_own_deny(w: &World) -> Outcome {
 async fn registry_permit_over_refusal(w: &World) -> Outcome {
     let p = &w.people["plain"];
     let me = worker_of(p);
-    let refusal = registry(&w.s, &p.id, r#"{"decision":"deny"}"#);
+    let refusal = registry(&w.s, &p.id, r#"{"decision":"deny"}"#).await;
     let record = "mutation($id: ID!, $e: String) { recordConsent(personId: $id, source: \"phone\", evidence: $e, provision: { decision: PERMIT }) { id } }";
     for evidence in [None, Some("call of 3 March")] {
         let r =
@@ -964,7 +971,7 @@ async fn registry_permit_over_refusal(w: &World) -> Outcome {
 async fn registry_change_audited(w: &World) -> Outcome {
     let p = &w.people["plain"];
     let me = worker_of(p);
-    let first = registry(&w.s, &p.id, r#"{"decision":"deny","classes":["notes"]}"#);
+    let first = registry(&w.s, &p.id, r#"{"decision":"deny","classes":["notes"]}"#).await;
     let r = w
         .s
         .run(&me, "mutation($id: ID!) { recordConsent(personId: $id, source: \"paper form\", provision: { decision: DENY, dataClasses: [\"alerts\"] }) { id history { detail } } }", json!({"id": p.id}))
@@ -980,6 +987,7 @@ async fn registry_change_audited(w: &World) -> Outcome {
         w.s.access()
             .audit
             .for_request(r["extensions"]["auditRequestId"].as_str().unwrap())
+            .await
             .map_err(|e| e.to_string())?;
     let event = events
         .iter()

@@ -166,11 +166,11 @@ impl Estate {
         )
     }
 
-    fn audit(&self) -> Vec<escr_gateway::consent::audit::AuditEvent> {
+    async fn audit(&self) -> Vec<escr_gateway::consent::audit::AuditEvent> {
         let access = self.gateway.access.as_ref().unwrap();
         let mut all = Vec::new();
         for id in self.gateway.index.snapshot().people.keys() {
-            all.extend(access.audit.for_person(id).unwrap());
+            all.extend(access.audit.for_person(id).await.unwrap());
         }
         all.sort_by_key(|e| e.seq);
         all
@@ -464,6 +464,7 @@ async fn allowed_and_denied_callers_over_http() {
         .unwrap()
         .audit
         .for_request(&request_id)
+        .await
         .unwrap();
     assert_eq!(events.len(), 1, "{events:?}");
     let ev = &events[0];
@@ -509,6 +510,7 @@ async fn allowed_and_denied_callers_over_http() {
         .unwrap()
         .audit
         .for_request(&audit_id)
+        .await
         .unwrap();
     assert_eq!(
         ranged[0].reason,
@@ -569,6 +571,7 @@ async fn allowed_and_denied_callers_over_http() {
     // ... and each refusal is audited, with its reason where the policy gave one.
     let withheld: Vec<_> = e
         .audit()
+        .await
         .into_iter()
         .filter(|ev| ev.kinds == "document_content" && ev.decision != "released")
         .collect();

@@ -569,7 +569,10 @@ async fn hive_gateway_over_two_councils() {
     );
     // The council that answered audited the end user, with the router's request id.
     let audit = &answering.gateway.access.as_ref().unwrap().audit;
-    let events = audit.for_person(person["id"].as_str().unwrap()).unwrap();
+    let events = audit
+        .for_person(person["id"].as_str().unwrap())
+        .await
+        .unwrap();
     assert!(
         events.iter().any(|e| e.user == "lead@region"
             && e.purpose == "safeguarding"
@@ -653,6 +656,7 @@ async fn hive_gateway_over_two_councils() {
     assert!(
         audit
             .break_glass()
+            .await
             .unwrap()
             .iter()
             .any(|e| e.user == "worker@region" && e.break_glass_reason.as_deref() == Some(reason)),

@@ -8,19 +8,25 @@ use std::path::{Path, PathBuf};
 /// Subsystem -> the subsystems (and top-level modules) it may use, outside tests.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("demo", &[]),
+    ("state", &[]),
     ("record", &[]),
-    ("identity", &["record"]),
-    ("consent", &["identity", "record"]),
-    ("reports", &["consent", "identity", "record"]),
+    ("identity", &["record", "state"]),
+    ("consent", &["identity", "record", "state"]),
+    ("reports", &["consent", "identity", "record", "state"]),
     (
         "api",
-        &["config", "reports", "consent", "identity", "record", "demo"],
+        &[
+            "config", "reports", "consent", "identity", "record", "state", "demo",
+        ],
     ),
-    ("config", &["reports", "consent", "identity", "record"]),
+    (
+        "config",
+        &["reports", "consent", "identity", "record", "state"],
+    ),
     (
         "cli",
         &[
-            "config", "api", "reports", "consent", "identity", "record", "demo",
+            "config", "api", "reports", "consent", "identity", "record", "state", "demo",
         ],
     ),
     ("main", &[]),

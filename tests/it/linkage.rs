@@ -732,7 +732,7 @@ async fn steward_decisions_are_audited() {
     assert!(r["errors"].is_null(), "{r}");
     let person = r["data"]["linkRecords"]["aPersonId"].as_str().unwrap();
     let access = secured.gateway.access.as_ref().unwrap();
-    let events = access.audit.for_person(person).unwrap();
+    let events = access.audit.for_person(person).await.unwrap();
     assert!(
         events.iter().any(|e| e.decision == "linked"
             && e.user == "steward.sam"

@@ -205,7 +205,7 @@ async fn people_pages_the_index_for_roles_that_may_list() {
         person_ids(&s),
         "every person of the index, in id order"
     );
-    let audited = s.access().audit.for_person(&listed[0]).unwrap();
+    let audited = s.access().audit.for_person(&listed[0]).await.unwrap();
     assert!(
         audited.iter().any(|e| e.decision == "released"),
         "{audited:?}"

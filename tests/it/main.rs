@@ -14,6 +14,7 @@ mod odbc;
 mod ops;
 mod portal;
 mod readme;
+mod replicas;
 mod reporting;
 mod reports;
 #[path = "../support/mod.rs"]

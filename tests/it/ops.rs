@@ -121,6 +121,7 @@ async fn request_ids_are_returned_and_reach_the_audit() {
         .unwrap()
         .audit
         .for_request(audit_id)
+        .await
         .unwrap();
     assert!(!events.is_empty());
     assert!(

@@ -17,7 +17,8 @@
 //!   being the built binary with the copied config, `curl` failing on an HTTP error,
 //!   saved values exported (`$ID` for `save=id=...`). The lines that start the gateway
 //!   itself (`cargo run -- serve`, which this test runs) or run this test
-//!   (`scripts/test-all.sh`) and the region (`examples/region/run.sh`, which
+//!   (`scripts/test-all.sh`), the replicas (`examples/replicas/run.sh`, which `replicas::`
+//!   tests) and the region (`examples/region/run.sh`, which
 //!   `federation::` tests) are not run again; `cargo run -- serve --listen ADDR` is run
 //!   on a free port and must answer `/healthz` there.
 //! - ```` ```json headers ````: GraphiQL's headers; `<the token>` becomes a token of the
@@ -278,6 +279,12 @@ impl Estate {
             if command == "cargo run -- serve" || command == "scripts/test-all.sh" {
                 // This test serves the gateway and is run by the test command.
                 assert!(demo::repo().join("scripts/test-all.sh").exists());
+                continue;
+            }
+            if command == "examples/replicas/run.sh" {
+                // Runs until stopped, on fixed ports; `replicas::` starts the same
+                // database, replicas and balancer on free ones.
+                assert!(demo::repo().join(command).exists());
                 continue;
             }
             if command == "examples/region/run.sh" {

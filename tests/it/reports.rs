@@ -365,6 +365,7 @@ async fn reporting_tools_get_suppressed_indicators_and_a_streamed_data_set_over_
         .unwrap()
         .audit
         .for_person(person)
+        .await
         .unwrap();
     assert!(trail.iter().any(|e| e.purpose == "planning"
         && e.decision == "released"

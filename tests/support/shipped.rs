@@ -32,7 +32,7 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
@@ -63,6 +63,17 @@ pub fn merge_toml(config: &str, fragment: &str) -> String {
 
 /// `escr serve` over `config` (more `args`); waits until `/healthz` answers at `addr`.
 pub fn serve(config: &Path, cwd: &Path, args: &[&str], addr: &str) -> Child {
+    serve_with_env(config, cwd, args, addr, &[])
+}
+
+/// As [`serve`], with more environment variables.
+pub fn serve_with_env(
+    config: &Path,
+    cwd: &Path,
+    args: &[&str],
+    addr: &str,
+    env: &[(&str, &str)],
+) -> Child {
     let mut child = Command::new(escr_bin())
         .arg("--config")
         .arg(config)
@@ -71,6 +82,7 @@ pub fn serve(config: &Path, cwd: &Path, args: &[&str], addr: &str) -> Child {
         .current_dir(cwd)
         .env_remove("ESCR_JWT_KEY")
         .env_remove("ESCR_CONFIG")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

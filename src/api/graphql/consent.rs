@@ -121,6 +121,7 @@ impl RegistryConsentView {
         Ok(access
             .registry
             .history(self.0.id)
+            .await
             .map_err(internal)?
             .into_iter()
             .map(|h| ConsentHistoryEntry {
@@ -394,6 +395,7 @@ impl ConsentMutation {
                 evidence.as_deref(),
                 &replaces,
             )
+            .await
             .map_err(internal)?;
         let replaced = before
             .registry_consents
@@ -441,6 +443,7 @@ impl ConsentMutation {
         let stored = access
             .registry
             .get(consent_id)
+            .await
             .map_err(internal)?
             .ok_or_else(not_yours)?;
         let gateway = ctx.data_unchecked::<Arc<Gateway>>();
@@ -465,6 +468,7 @@ impl ConsentMutation {
         let withdrawn = access
             .registry
             .withdraw(consent_id, &caller.user, &reason, evidence.as_deref())
+            .await
             .map_err(|e| match e {
                 crate::consent::registry::RegistryError::NotFound(_)
                 | crate::consent::registry::RegistryError::AlreadyWithdrawn(_) => {
@@ -507,6 +511,7 @@ pub async fn registry_consents(
     Ok(access
         .registry
         .for_person(&person.id)
+        .await
         .map_err(internal)?
         .into_iter()
         .map(|c| RegistryConsentView(c, gateway.clone()))
@@ -514,7 +519,10 @@ pub async fn registry_consents(
 }
 
 /// `auditTrail(personId)`: for roles with `may_read_audit` (the Caldicott guardian).
-pub fn audit_trail(ctx: &Context<'_>, person_id: &str) -> async_graphql::Result<Vec<AuditEntry>> {
+pub async fn audit_trail(
+    ctx: &Context<'_>,
+    person_id: &str,
+) -> async_graphql::Result<Vec<AuditEntry>> {
     let (access, caller) = parts(ctx)?;
     if !access
         .engine
@@ -527,6 +535,7 @@ pub fn audit_trail(ctx: &Context<'_>, person_id: &str) -> async_graphql::Result<
     Ok(access
         .audit
         .for_person(person_id)
+        .await
         .map_err(internal)?
         .into_iter()
         .map(AuditEntry::from)
@@ -534,7 +543,7 @@ pub fn audit_trail(ctx: &Context<'_>, person_id: &str) -> async_graphql::Result<
 }
 
 /// `breakGlassReview`: every break-glass use, for the Caldicott guardian's review.
-pub fn break_glass_review(ctx: &Context<'_>) -> async_graphql::Result<Vec<AuditEntry>> {
+pub async fn break_glass_review(ctx: &Context<'_>) -> async_graphql::Result<Vec<AuditEntry>> {
     let (access, caller) = parts(ctx)?;
     if !access
         .engine
@@ -546,6 +555,7 @@ pub fn break_glass_review(ctx: &Context<'_>) -> async_graphql::Result<Vec<AuditE
     Ok(access
         .audit
         .break_glass()
+        .await
         .map_err(internal)?
         .into_iter()
         .map(AuditEntry::from)
@@ -554,7 +564,7 @@ pub fn break_glass_review(ctx: &Context<'_>) -> async_graphql::Result<Vec<AuditE
 
 /// `myRecordAccess`: the caller's own record (a token with a `person` claim): who saw
 /// which kinds of records, when and for what purpose.
-pub fn my_record_access(ctx: &Context<'_>) -> async_graphql::Result<Vec<RecordAccess>> {
+pub async fn my_record_access(ctx: &Context<'_>) -> async_graphql::Result<Vec<RecordAccess>> {
     let (access, caller) = parts(ctx)?;
     let person = caller
         .person_id
@@ -565,6 +575,7 @@ pub fn my_record_access(ctx: &Context<'_>) -> async_graphql::Result<Vec<RecordAc
     Ok(access
         .audit
         .for_person(&person)
+        .await
         .map_err(internal)?
         .into_iter()
         .filter(|e| e.decision == "released")

@@ -249,7 +249,6 @@ async fn decide(
     let gateway = ctx.data_unchecked::<Arc<Gateway>>();
     let access = ctx.data_unchecked::<AccessContext>();
     let decision = gateway
-        .index
         .decide(action, a.key(), b.key(), &reason, &access.user)
         .await
         .map_err(|e| match e {

@@ -403,7 +403,7 @@ impl CouncilQuery {
         ctx: &Context<'_>,
         person_id: ID,
     ) -> async_graphql::Result<Vec<consent::AuditEntry>> {
-        consent::audit_trail(ctx, &person_id)
+        consent::audit_trail(ctx, &person_id).await
     }
 
     /// Every break-glass use, for review (Caldicott guardian).
@@ -411,7 +411,7 @@ impl CouncilQuery {
         &self,
         ctx: &Context<'_>,
     ) -> async_graphql::Result<Vec<consent::AuditEntry>> {
-        consent::break_glass_review(ctx)
+        consent::break_glass_review(ctx).await
     }
 
     /// Who has seen my record (a token with a `person` claim).
@@ -419,7 +419,7 @@ impl CouncilQuery {
         &self,
         ctx: &Context<'_>,
     ) -> async_graphql::Result<Vec<consent::RecordAccess>> {
-        consent::my_record_access(ctx)
+        consent::my_record_access(ctx).await
     }
 
     /// Consents recorded in the gateway's registry for a person, withdrawn ones too.

@@ -366,7 +366,7 @@ pub async fn load_person_facts(
         // format) are the person's too.
         let snapshot = gateway.index.snapshot();
         for id in std::iter::once(person_id).chain(snapshot.former_ids(person_id)) {
-            match access.registry.active(id) {
+            match access.registry.active(id).await {
                 Ok(c) => facts.registry_consents.extend(c),
                 Err(e) => {
                     tracing::warn!(error = %e, "consent registry unreadable");
