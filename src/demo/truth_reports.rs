@@ -47,6 +47,9 @@ pub enum TrueEvent {
     Referral {
         received: NaiveDate,
         has_outcome: bool,
+        /// To children's social care (CaseTrak's children's referrals); adults'
+        /// otherwise.
+        children: bool,
     },
     Assessment {
         kind: AssessmentKind,
@@ -94,6 +97,9 @@ pub struct Ratio {
 pub struct ReportNumbers {
     pub indicators: BTreeMap<String, Ratio>,
     pub mds_events: BTreeMap<String, u64>,
+    /// The national methods (docs/national-definitions.md) by measure id: 2B, 2C
+    /// (numerators only), 3D1, 3D2, CIN-RR.
+    pub national: BTreeMap<String, Ratio>,
 }
 
 #[derive(Debug, Serialize)]
@@ -190,6 +196,7 @@ pub fn numbers(
             TrueEvent::Referral {
                 received,
                 has_outcome,
+                ..
             } if in_period(received) => {
                 // 1: a child's referral, re-referred if the same person had another
                 // referral in the 12 months before (same day excluded).
@@ -316,7 +323,128 @@ pub fn numbers(
     ReportNumbers {
         indicators: ind.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
         mds_events: mds.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        national: national(start, end, subjects, events),
     }
+}
+
+/// The national methods over the modelled events. In the modelled world every
+/// residential and nursing service is a permanent placement the council arranges and
+/// funds, home care and day care are community long-term support, reablement is short
+/// term and equipment no long-term support at all.
+fn national(
+    start: NaiveDate,
+    end: NaiveDate,
+    subjects: &[Subject],
+    events: &[Recorded],
+) -> BTreeMap<String, Ratio> {
+    let in_period = |d: NaiveDate| start <= d && d <= end;
+    let adult_at_end = |person: usize| age_on(subjects[person].dob, end) >= 18;
+    let mut out: BTreeMap<String, Ratio> = ["2B", "2C", "3D1", "3D2", "CIN-RR"]
+        .into_iter()
+        .map(|k| (k.to_string(), Ratio::default()))
+        .collect();
+    let bump = |out: &mut BTreeMap<String, Ratio>, key: &str, hit: bool| {
+        let r = out.get_mut(key).expect("measure key");
+        r.denominator += 1;
+        r.numerator += u64::from(hit);
+    };
+    struct Person {
+        childrens_referrals: Vec<NaiveDate>,
+        cases: Vec<(NaiveDate, Option<NaiveDate>)>,
+        care_homes: Vec<(NaiveDate, Option<NaiveDate>)>,
+        community: Vec<(Mechanism, NaiveDate, Option<NaiveDate>)>,
+    }
+    let mut people: BTreeMap<usize, Person> = BTreeMap::new();
+    for r in events {
+        let p = people.entry(r.person).or_insert_with(|| Person {
+            childrens_referrals: Vec::new(),
+            cases: Vec::new(),
+            care_homes: Vec::new(),
+            community: Vec::new(),
+        });
+        match r.event {
+            TrueEvent::Referral {
+                received,
+                children: true,
+                ..
+            } => p.childrens_referrals.push(received),
+            TrueEvent::Episode { start, end, .. } => p.cases.push((start, end)),
+            TrueEvent::Service {
+                kind: ServiceKind::Residential | ServiceKind::Nursing,
+                start,
+                end,
+                ..
+            } => p.care_homes.push((start, end)),
+            TrueEvent::Service {
+                kind: ServiceKind::HomeCare | ServiceKind::DayCare,
+                mechanism,
+                start,
+                end,
+            } => p.community.push((mechanism, start, end)),
+            _ => {}
+        }
+    }
+    let overlaps = |s: NaiveDate, e: Option<NaiveDate>| s <= end && e.is_none_or(|e| e >= start);
+    for (&person, p) in &people {
+        // CIN-RR: children's referrals in the period, under 18 that day, not while a
+        // case opened earlier is still open; re-referred if another children's
+        // referral came in the 12 months before.
+        for &received in p.childrens_referrals.iter().filter(|d| in_period(**d)) {
+            let open = p
+                .cases
+                .iter()
+                .any(|&(s, e)| s < received && e.is_none_or(|e| e >= received));
+            if open || age_on(subjects[person].dob, received) >= 18 {
+                continue;
+            }
+            let year_before = received
+                .checked_sub_months(Months::new(12))
+                .expect("date in range");
+            let again = p
+                .childrens_referrals
+                .iter()
+                .any(|&e| e < received && e >= year_before);
+            bump(&mut out, "CIN-RR", again);
+        }
+        if !adult_at_end(person) {
+            continue;
+        }
+        // 2B/2C: a placement starting in the period without one open the day before
+        // (not a move between homes), by age at the period's end.
+        let admitted = p.care_homes.iter().any(|&(s, _)| {
+            in_period(s)
+                && !p.care_homes.iter().any(|&(os, oe)| {
+                    let day_before = s - Duration::days(1);
+                    os <= day_before && oe.is_none_or(|oe| oe >= day_before)
+                })
+        });
+        if admitted {
+            let key = if age_on(subjects[person].dob, end) >= 65 {
+                "2C"
+            } else {
+                "2B"
+            };
+            out.get_mut(key).expect("measure key").numerator += 1;
+        }
+        // 3D1/3D2: community long-term support at any time in the year, and no care
+        // home in it.
+        let community: Vec<Mechanism> = p
+            .community
+            .iter()
+            .filter(|(_, s, e)| overlaps(*s, *e))
+            .map(|(m, ..)| *m)
+            .collect();
+        if community.is_empty() || p.care_homes.iter().any(|&(s, e)| overlaps(s, e)) {
+            continue;
+        }
+        let direct = community
+            .iter()
+            .any(|m| matches!(m, Mechanism::DirectPayment | Mechanism::PartDirectPayment));
+        let budget = community.contains(&Mechanism::ManagedPersonalBudget);
+        bump(&mut out, "3D1", direct || budget);
+        bump(&mut out, "3D2", direct);
+    }
+    out
 }
 
 /// Whole years from `dob` to `d` (a birthday counts on the day itself).
@@ -444,6 +572,7 @@ mod tests {
             TrueEvent::Referral {
                 received: d(received),
                 has_outcome: true,
+                children: true,
             },
         )
     }
@@ -746,6 +875,7 @@ mod tests {
                 TrueEvent::Referral {
                     received: d("2025-05-01"),
                     has_outcome: false,
+                    children: true,
                 },
             ),
             referral(0, "2026-04-01"),

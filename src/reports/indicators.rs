@@ -784,7 +784,11 @@ pub(super) mod tests {
                 false,
                 "2025-26",
             );
-            assert_eq!((counts(&t, "5"), excluded(&t)), ((0, 1), Some(1)), "{end:?}");
+            assert_eq!(
+                (counts(&t, "5"), excluded(&t)),
+                ((0, 1), Some(1)),
+                "{end:?}"
+            );
         }
     }
 

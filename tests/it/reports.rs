@@ -106,11 +106,29 @@ async fn indicators_and_the_data_set_equal_the_generators_truth() {
                     got.excluded
                 );
             }
+            // The CIN census re-referrals (CaseTrak says which service each contact is
+            // for; the other two are adults' systems).
+            let w = &truth[variant]["national"]["CIN-RR"];
+            let got = &t.national.by_id["CIN-RR"];
+            assert_eq!(
+                (got.numerator, got.denominator),
+                (
+                    w["numerator"].as_u64().unwrap(),
+                    w["denominator"].as_u64().unwrap()
+                ),
+                "{label} {variant} CIN-RR"
+            );
+            assert!(
+                got.excluded.is_empty(),
+                "{label} CIN-RR: {:?}",
+                got.excluded
+            );
             if label == "2025-26" {
                 // Real figures, not empty ones.
                 for id in ["1", "2", "3", "4", "5"] {
                     assert!(t.by_id[id].denominator > 0, "{id}");
                 }
+                assert!(got.numerator > 0 && got.numerator < got.denominator);
             }
         }
         // The data set: one row per completed request, assessment, review and open
@@ -311,7 +329,18 @@ async fn reporting_tools_get_suppressed_indicators_and_a_streamed_data_set_over_
     )
     .await
     .unwrap();
-    let want = run::published(reports, "Northshire", period, &tallies, 5);
+    let mut want = run::published(reports, "Northshire", period, &tallies, 5);
+    // Beside them the CIN census, which Northshire's systems can give.
+    let complete = run::complete_definitions(&s.gateway.estate(), "Northshire");
+    assert_eq!(complete, ["cin-census-2024-25"]);
+    want.extend(run::published_national(
+        reports,
+        "Northshire",
+        period,
+        &tallies,
+        5,
+        &complete,
+    ));
     assert_eq!(got["indicators"], serde_json::to_value(&want).unwrap());
     assert!(want
         .iter()
@@ -512,19 +541,29 @@ async fn councils_side_by_side_and_across_gateways() {
             "Southborough {id}"
         );
     }
+    let w = &truth["all"]["national"]["CIN-RR"];
+    assert_eq!(
+        south_tallies.national.by_id["CIN-RR"].numerator,
+        w["numerator"].as_u64().unwrap(),
+        "Southborough CIN-RR"
+    );
     assert_ne!(south_tallies.by_id, north_both.by_id);
     let side_by_side = run::indicators(&both.estate(), &planner(), period, None)
         .await
         .unwrap();
-    let authorities: Vec<&str> = side_by_side.iter().map(|r| r.authority.as_str()).collect();
-    assert_eq!(
-        authorities.iter().filter(|a| **a == "Northshire").count(),
-        8
-    );
-    assert_eq!(
-        authorities.iter().filter(|a| **a == "Southborough").count(),
-        8
-    );
+    // The eight local measures and the CIN census re-referrals, for each.
+    for authority in ["Northshire", "Southborough"] {
+        let ids: Vec<&str> = side_by_side
+            .iter()
+            .filter(|r| r.authority == authority)
+            .map(|r| r.id.as_str())
+            .collect();
+        assert_eq!(
+            ids,
+            ["1", "2", "3", "4", "5", "5b", "6a", "6b", "CIN-RR"],
+            "{authority}"
+        );
+    }
 
     // Across gateways: what a supergraph router asks each council's subgraph.
     let (_w2, south_path) = build(false, true);
@@ -549,7 +588,7 @@ async fn councils_side_by_side_and_across_gateways() {
             .as_array()
             .unwrap()
             .len(),
-        8
+        9
     );
     for text in [from_north.to_string(), from_south.to_string()] {
         // Aggregates only: no person id, no NHS number.
@@ -589,10 +628,10 @@ async fn councils_side_by_side_and_across_gateways() {
     let south_own = run::indicators(&south_only.estate(), &planner(), period, None)
         .await
         .unwrap();
-    assert_eq!(compared.len(), 16);
-    assert_eq!(compared[8..], south_own[..]);
+    assert_eq!(compared.len(), 18);
+    assert_eq!(compared[9..], south_own[..]);
     assert_eq!(
-        compared[..8],
+        compared[..9],
         run::indicators(&alone.gateway.estate(), &planner(), period, None)
             .await
             .unwrap()[..]
@@ -997,7 +1036,10 @@ fields.end = { column = "e" }
         run::complete_definitions(&estate, "Westshire"),
         ["ascof-cld-2024-25"]
     );
-    assert!(run::complete_definitions(&estate, "Northshire").is_empty());
+    assert_eq!(
+        run::complete_definitions(&estate, "Northshire"),
+        ["cin-census-2024-25"]
+    );
     let t = run::tallies(&estate, reports, "Westshire", period, &HashSet::new())
         .await
         .unwrap();
@@ -1036,7 +1078,7 @@ fields.end = { column = "e" }
         ["delivery mechanism not recorded or not mappable"]
     );
     // Published to callers, suppressed, beside the local measures; Northshire's
-    // systems lack the fields, so it has none.
+    // systems lack ASCOF's fields, so it has only the CIN census.
     let published = run::indicators(&estate, &planner(), period, None)
         .await
         .unwrap();
@@ -1049,5 +1091,6 @@ fields.end = { column = "e" }
     assert_eq!(of("Westshire", "ascof-cld-2024-25"), 4);
     assert_eq!(of("Westshire", "escr-local-v1"), 8);
     assert_eq!(of("Northshire", "ascof-cld-2024-25"), 0);
+    assert_eq!(of("Northshire", "cin-census-2024-25"), 1);
     assert_eq!(of("Northshire", "escr-local-v1"), 8);
 }
