@@ -853,6 +853,118 @@ mod tests {
         assert_eq!(ratio(&n, "6b"), (1, 0));
     }
 
+    fn national_ratio(n: &ReportNumbers, key: &str) -> (u64, u64) {
+        let r = n.national[key];
+        (r.numerator, r.denominator)
+    }
+
+    fn episode(person: usize, kind: EpisodeKind, start: &str, end: Option<&str>) -> Recorded {
+        at(
+            person,
+            TrueEvent::Episode {
+                kind,
+                start: d(start),
+                end: end.map(d),
+            },
+        )
+    }
+
+    #[test]
+    fn cin_re_referrals_are_childrens_referrals_not_while_a_case_is_open() {
+        let subjects: Vec<Subject> = (0..4).map(|_| subject("2015-01-01")).collect();
+        let adults = |person: usize, received: &str| {
+            at(
+                person,
+                TrueEvent::Referral {
+                    received: d(received),
+                    has_outcome: true,
+                    children: false,
+                },
+            )
+        };
+        let events = [
+            // Re-referred after the case closed.
+            referral(0, "2024-09-01"),
+            episode(
+                0,
+                EpisodeKind::ChildInNeed,
+                "2024-09-05",
+                Some("2025-04-30"),
+            ),
+            referral(0, "2025-06-01"),
+            // Received while a child protection plan is open: not a new referral.
+            referral(1, "2025-01-01"),
+            episode(1, EpisodeKind::ChildProtectionPlan, "2025-02-01", None),
+            referral(1, "2025-07-01"),
+            // The earlier one was to adults' services: a first referral.
+            adults(2, "2025-01-01"),
+            referral(2, "2025-07-01"),
+            // A case opened on the day of the referral is its own, not an open one.
+            episode(3, EpisodeKind::LookedAfter, "2025-08-01", None),
+            referral(3, "2025-08-01"),
+        ];
+        assert_eq!(
+            national_ratio(&fy2526(&subjects, &events), "CIN-RR"),
+            (1, 3)
+        );
+    }
+
+    #[test]
+    fn ascof_admissions_at_the_period_end_and_community_support_over_the_year() {
+        use Mechanism::*;
+        use ServiceKind::*;
+        let subjects = [
+            // 64 when admitted, 65 by 31 March: 2C.
+            subject("1961-01-15"),
+            // A move from residential to nursing care: no admission.
+            subject("1970-01-01"),
+            // Admitted again after a gap: an admission (2B).
+            subject("1970-01-01"),
+            // Home care with a direct payment that ended in June, then nothing.
+            subject("1950-01-01"),
+            // Day care with a managed budget, then a care home: that setting.
+            subject("1950-01-01"),
+            // Council-commissioned home care, and reablement that counts for nothing.
+            subject("1950-01-01"),
+        ];
+        let events = [
+            service(0, Residential, CouncilCommissioned, "2025-06-01", None),
+            service(
+                1,
+                Residential,
+                CouncilCommissioned,
+                "2023-01-01",
+                Some("2025-06-30"),
+            ),
+            service(1, Nursing, CouncilCommissioned, "2025-07-01", None),
+            service(
+                2,
+                Residential,
+                CouncilCommissioned,
+                "2020-01-01",
+                Some("2021-01-01"),
+            ),
+            service(2, Nursing, CouncilCommissioned, "2025-07-01", None),
+            service(3, HomeCare, DirectPayment, "2024-01-01", Some("2025-06-30")),
+            service(
+                4,
+                DayCare,
+                ManagedPersonalBudget,
+                "2025-01-01",
+                Some("2025-09-01"),
+            ),
+            service(4, Nursing, CouncilCommissioned, "2025-09-02", None),
+            service(5, HomeCare, CouncilCommissioned, "2025-01-01", None),
+            service(5, Reablement, DirectPayment, "2025-01-01", None),
+        ];
+        let n = fy2526(&subjects, &events);
+        assert_eq!(national_ratio(&n, "2B").0, 1);
+        // Person 0's, and person 4's (from the community into a home: an admission).
+        assert_eq!(national_ratio(&n, "2C").0, 2);
+        assert_eq!(national_ratio(&n, "3D1"), (1, 2));
+        assert_eq!(national_ratio(&n, "3D2"), (1, 2));
+    }
+
     #[test]
     fn minimum_data_set_events() {
         use Mechanism::*;
