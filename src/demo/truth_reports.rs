@@ -47,6 +47,9 @@ pub enum TrueEvent {
     Referral {
         received: NaiveDate,
         has_outcome: bool,
+        /// To children's social care (CaseTrak's children's referrals); adults'
+        /// otherwise.
+        children: bool,
     },
     Assessment {
         kind: AssessmentKind,
@@ -94,6 +97,9 @@ pub struct Ratio {
 pub struct ReportNumbers {
     pub indicators: BTreeMap<String, Ratio>,
     pub mds_events: BTreeMap<String, u64>,
+    /// The national methods (docs/national-definitions.md) by measure id: 2B, 2C
+    /// (numerators only), 3D1, 3D2, CIN-RR.
+    pub national: BTreeMap<String, Ratio>,
 }
 
 #[derive(Debug, Serialize)]
@@ -190,6 +196,7 @@ pub fn numbers(
             TrueEvent::Referral {
                 received,
                 has_outcome,
+                ..
             } if in_period(received) => {
                 // 1: a child's referral, re-referred if the same person had another
                 // referral in the 12 months before (same day excluded).
@@ -316,7 +323,128 @@ pub fn numbers(
     ReportNumbers {
         indicators: ind.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
         mds_events: mds.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        national: national(start, end, subjects, events),
     }
+}
+
+/// The national methods over the modelled events. In the modelled world every
+/// residential and nursing service is a permanent placement the council arranges and
+/// funds, home care and day care are community long-term support, reablement is short
+/// term and equipment no long-term support at all.
+fn national(
+    start: NaiveDate,
+    end: NaiveDate,
+    subjects: &[Subject],
+    events: &[Recorded],
+) -> BTreeMap<String, Ratio> {
+    let in_period = |d: NaiveDate| start <= d && d <= end;
+    let adult_at_end = |person: usize| age_on(subjects[person].dob, end) >= 18;
+    let mut out: BTreeMap<String, Ratio> = ["2B", "2C", "3D1", "3D2", "CIN-RR"]
+        .into_iter()
+        .map(|k| (k.to_string(), Ratio::default()))
+        .collect();
+    let bump = |out: &mut BTreeMap<String, Ratio>, key: &str, hit: bool| {
+        let r = out.get_mut(key).expect("measure key");
+        r.denominator += 1;
+        r.numerator += u64::from(hit);
+    };
+    struct Person {
+        childrens_referrals: Vec<NaiveDate>,
+        cases: Vec<(NaiveDate, Option<NaiveDate>)>,
+        care_homes: Vec<(NaiveDate, Option<NaiveDate>)>,
+        community: Vec<(Mechanism, NaiveDate, Option<NaiveDate>)>,
+    }
+    let mut people: BTreeMap<usize, Person> = BTreeMap::new();
+    for r in events {
+        let p = people.entry(r.person).or_insert_with(|| Person {
+            childrens_referrals: Vec::new(),
+            cases: Vec::new(),
+            care_homes: Vec::new(),
+            community: Vec::new(),
+        });
+        match r.event {
+            TrueEvent::Referral {
+                received,
+                children: true,
+                ..
+            } => p.childrens_referrals.push(received),
+            TrueEvent::Episode { start, end, .. } => p.cases.push((start, end)),
+            TrueEvent::Service {
+                kind: ServiceKind::Residential | ServiceKind::Nursing,
+                start,
+                end,
+                ..
+            } => p.care_homes.push((start, end)),
+            TrueEvent::Service {
+                kind: ServiceKind::HomeCare | ServiceKind::DayCare,
+                mechanism,
+                start,
+                end,
+            } => p.community.push((mechanism, start, end)),
+            _ => {}
+        }
+    }
+    let overlaps = |s: NaiveDate, e: Option<NaiveDate>| s <= end && e.is_none_or(|e| e >= start);
+    for (&person, p) in &people {
+        // CIN-RR: children's referrals in the period, under 18 that day, not while a
+        // case opened earlier is still open; re-referred if another children's
+        // referral came in the 12 months before.
+        for &received in p.childrens_referrals.iter().filter(|d| in_period(**d)) {
+            let open = p
+                .cases
+                .iter()
+                .any(|&(s, e)| s < received && e.is_none_or(|e| e >= received));
+            if open || age_on(subjects[person].dob, received) >= 18 {
+                continue;
+            }
+            let year_before = received
+                .checked_sub_months(Months::new(12))
+                .expect("date in range");
+            let again = p
+                .childrens_referrals
+                .iter()
+                .any(|&e| e < received && e >= year_before);
+            bump(&mut out, "CIN-RR", again);
+        }
+        if !adult_at_end(person) {
+            continue;
+        }
+        // 2B/2C: a placement starting in the period without one open the day before
+        // (not a move between homes), by age at the period's end.
+        let admitted = p.care_homes.iter().any(|&(s, _)| {
+            in_period(s)
+                && !p.care_homes.iter().any(|&(os, oe)| {
+                    let day_before = s - Duration::days(1);
+                    os <= day_before && oe.is_none_or(|oe| oe >= day_before)
+                })
+        });
+        if admitted {
+            let key = if age_on(subjects[person].dob, end) >= 65 {
+                "2C"
+            } else {
+                "2B"
+            };
+            out.get_mut(key).expect("measure key").numerator += 1;
+        }
+        // 3D1/3D2: community long-term support at any time in the year, and no care
+        // home in it.
+        let community: Vec<Mechanism> = p
+            .community
+            .iter()
+            .filter(|(_, s, e)| overlaps(*s, *e))
+            .map(|(m, ..)| *m)
+            .collect();
+        if community.is_empty() || p.care_homes.iter().any(|&(s, e)| overlaps(s, e)) {
+            continue;
+        }
+        let direct = community
+            .iter()
+            .any(|m| matches!(m, Mechanism::DirectPayment | Mechanism::PartDirectPayment));
+        let budget = community.contains(&Mechanism::ManagedPersonalBudget);
+        bump(&mut out, "3D1", direct || budget);
+        bump(&mut out, "3D2", direct);
+    }
+    out
 }
 
 /// Whole years from `dob` to `d` (a birthday counts on the day itself).
@@ -444,6 +572,7 @@ mod tests {
             TrueEvent::Referral {
                 received: d(received),
                 has_outcome: true,
+                children: true,
             },
         )
     }
@@ -724,6 +853,118 @@ mod tests {
         assert_eq!(ratio(&n, "6b"), (1, 0));
     }
 
+    fn national_ratio(n: &ReportNumbers, key: &str) -> (u64, u64) {
+        let r = n.national[key];
+        (r.numerator, r.denominator)
+    }
+
+    fn episode(person: usize, kind: EpisodeKind, start: &str, end: Option<&str>) -> Recorded {
+        at(
+            person,
+            TrueEvent::Episode {
+                kind,
+                start: d(start),
+                end: end.map(d),
+            },
+        )
+    }
+
+    #[test]
+    fn cin_re_referrals_are_childrens_referrals_not_while_a_case_is_open() {
+        let subjects: Vec<Subject> = (0..4).map(|_| subject("2015-01-01")).collect();
+        let adults = |person: usize, received: &str| {
+            at(
+                person,
+                TrueEvent::Referral {
+                    received: d(received),
+                    has_outcome: true,
+                    children: false,
+                },
+            )
+        };
+        let events = [
+            // Re-referred after the case closed.
+            referral(0, "2024-09-01"),
+            episode(
+                0,
+                EpisodeKind::ChildInNeed,
+                "2024-09-05",
+                Some("2025-04-30"),
+            ),
+            referral(0, "2025-06-01"),
+            // Received while a child protection plan is open: not a new referral.
+            referral(1, "2025-01-01"),
+            episode(1, EpisodeKind::ChildProtectionPlan, "2025-02-01", None),
+            referral(1, "2025-07-01"),
+            // The earlier one was to adults' services: a first referral.
+            adults(2, "2025-01-01"),
+            referral(2, "2025-07-01"),
+            // A case opened on the day of the referral is its own, not an open one.
+            episode(3, EpisodeKind::LookedAfter, "2025-08-01", None),
+            referral(3, "2025-08-01"),
+        ];
+        assert_eq!(
+            national_ratio(&fy2526(&subjects, &events), "CIN-RR"),
+            (1, 3)
+        );
+    }
+
+    #[test]
+    fn ascof_admissions_at_the_period_end_and_community_support_over_the_year() {
+        use Mechanism::*;
+        use ServiceKind::*;
+        let subjects = [
+            // 64 when admitted, 65 by 31 March: 2C.
+            subject("1961-01-15"),
+            // A move from residential to nursing care: no admission.
+            subject("1970-01-01"),
+            // Admitted again after a gap: an admission (2B).
+            subject("1970-01-01"),
+            // Home care with a direct payment that ended in June, then nothing.
+            subject("1950-01-01"),
+            // Day care with a managed budget, then a care home: that setting.
+            subject("1950-01-01"),
+            // Council-commissioned home care, and reablement that counts for nothing.
+            subject("1950-01-01"),
+        ];
+        let events = [
+            service(0, Residential, CouncilCommissioned, "2025-06-01", None),
+            service(
+                1,
+                Residential,
+                CouncilCommissioned,
+                "2023-01-01",
+                Some("2025-06-30"),
+            ),
+            service(1, Nursing, CouncilCommissioned, "2025-07-01", None),
+            service(
+                2,
+                Residential,
+                CouncilCommissioned,
+                "2020-01-01",
+                Some("2021-01-01"),
+            ),
+            service(2, Nursing, CouncilCommissioned, "2025-07-01", None),
+            service(3, HomeCare, DirectPayment, "2024-01-01", Some("2025-06-30")),
+            service(
+                4,
+                DayCare,
+                ManagedPersonalBudget,
+                "2025-01-01",
+                Some("2025-09-01"),
+            ),
+            service(4, Nursing, CouncilCommissioned, "2025-09-02", None),
+            service(5, HomeCare, CouncilCommissioned, "2025-01-01", None),
+            service(5, Reablement, DirectPayment, "2025-01-01", None),
+        ];
+        let n = fy2526(&subjects, &events);
+        assert_eq!(national_ratio(&n, "2B").0, 1);
+        // Person 0's, and person 4's (from the community into a home: an admission).
+        assert_eq!(national_ratio(&n, "2C").0, 2);
+        assert_eq!(national_ratio(&n, "3D1"), (1, 2));
+        assert_eq!(national_ratio(&n, "3D2"), (1, 2));
+    }
+
     #[test]
     fn minimum_data_set_events() {
         use Mechanism::*;
@@ -746,6 +987,7 @@ mod tests {
                 TrueEvent::Referral {
                     received: d("2025-05-01"),
                     has_outcome: false,
+                    children: true,
                 },
             ),
             referral(0, "2026-04-01"),

@@ -271,6 +271,9 @@ fn casetrak(
             ("SRC_CD", "VARCHAR(4)"),
             ("RSN_TXT", "VARCHAR(200)"),
             ("OUTC_CD", "VARCHAR(4)"),
+            // The service the contact is for: children's (CSC) or adults' (ASC) social
+            // care. Derived from the person, not drawn, so the random stream is as before.
+            ("SVC_AREA", "CHAR(3)"),
         ],
     )?;
     out.table(
@@ -574,6 +577,7 @@ fn casetrak(
                     t(*pick(rng, &["SELF", "FAM", "HLTH", "POL", "SCH", "LA"])),
                     t("Concerns raised"),
                     t(outcome),
+                    t(if p.child { "CSC" } else { "ASC" }),
                 ],
             )?;
             out.count(p, "referral");
@@ -582,6 +586,7 @@ fn casetrak(
                 TrueEvent::Referral {
                     received,
                     has_outcome: true,
+                    children: p.child,
                 },
             );
             if outcome == "ASMT" {
@@ -1325,6 +1330,7 @@ fn opencare(
                 TrueEvent::Referral {
                     received: received.date(),
                     has_outcome: true,
+                    children: false,
                 },
             );
         }
@@ -1808,6 +1814,7 @@ fn ssis(
                 TrueEvent::Referral {
                     received,
                     has_outcome: false,
+                    children: false,
                 },
             );
         }

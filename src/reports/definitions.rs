@@ -257,7 +257,7 @@ mod tests {
     }
 
     #[test]
-    fn the_demo_vendors_lack_the_national_fields() {
+    fn the_demo_vendors_lack_the_ascof_fields_and_hold_the_cin_census_ones() {
         let profiles: Vec<(String, VendorProfile)> = ["casetrak", "opencare", "ssis"]
             .iter()
             .map(|v| (v.to_string(), shipped(v)))
@@ -283,11 +283,7 @@ mod tests {
                 .any(|l| l.starts_with("service.funding (casetrak, opencare, ssis)")),
             "{ascof:?}"
         );
-        let cin = status("cin-census-2024-25");
-        assert!(cin
-            .lacking
-            .iter()
-            .any(|l| l.starts_with("referral.service_area")));
+
         // Per source: SSIS/90 holds no episodes at all.
         let row = |source: &str, def: &str, field: &str| {
             rows.iter()
@@ -298,6 +294,17 @@ mod tests {
             row("ssis", "cin-census-2024-25", "episode.kind"),
             Some("entity not held")
         );
+        // Each says which service a referral is for (CaseTrak in a column, the two
+        // adults' systems as a constant): the CIN census is met.
+        let cin = status("cin-census-2024-25");
+        assert!(cin.complete, "{cin:?}");
+        for source in ["casetrak", "opencare", "ssis"] {
+            assert_eq!(
+                row(source, "cin-census-2024-25", "referral.service_area"),
+                Some("mapped"),
+                "{source}"
+            );
+        }
         assert_eq!(
             row(
                 "casetrak",

@@ -48,13 +48,37 @@ pub struct Demographics {
     pub support_reason: Option<String>,
 }
 
+/// The golden fields the indicators use (the data set uses all of [`Demographics`]).
+const INDICATOR_FIELDS: [&str; 2] = ["birth_date", "death_date"];
+
 impl Demographics {
     pub fn of(
         records: &[(String, Record)],
         survivorship: &crate::identity::linkage::config::Survivorship,
     ) -> Demographics {
+        Self::of_fields(
+            records,
+            survivorship,
+            &crate::identity::linkage::config::GOLDEN_FIELDS,
+        )
+    }
+
+    /// Only what the indicators use (birth and death): survivorship over the other
+    /// fields is most of a report's work per person, for nothing.
+    pub fn for_indicators(
+        records: &[(String, Record)],
+        survivorship: &crate::identity::linkage::config::Survivorship,
+    ) -> Demographics {
+        Self::of_fields(records, survivorship, &INDICATOR_FIELDS)
+    }
+
+    fn of_fields(
+        records: &[(String, Record)],
+        survivorship: &crate::identity::linkage::config::Survivorship,
+        fields: &[&'static str],
+    ) -> Demographics {
         let input: Vec<(String, &Record)> = records.iter().map(|(s, r)| (s.clone(), r)).collect();
-        let golden = crate::identity::linkage::golden::golden(&input, survivorship);
+        let golden = crate::identity::linkage::golden::golden_of(&input, survivorship, fields);
         let chosen = |field: &str| {
             golden
                 .iter()
@@ -190,17 +214,15 @@ impl<'a> Extractor<'a> {
                 ..PersonData::default()
             })
             .collect();
-        let position: HashMap<&str, usize> = ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (id.as_str(), i))
-            .collect();
-        // Local person ids per source.
+        // Local person ids per source, and whose each is (from the index's records of
+        // these people: a lookup per record read that allocates nothing).
         let mut keys: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-        for id in ids {
+        let mut position: HashMap<(&str, &str), usize> = HashMap::new();
+        for (i, id) in ids.iter().enumerate() {
             for r in snapshot.records(id) {
                 if let Some(s) = fetcher.source_index(&r.source) {
                     keys.entry(s).or_default().push(r.local_id.clone());
+                    position.insert((r.source.as_str(), r.local_id.as_str()), i);
                 }
             }
         }
@@ -218,9 +240,8 @@ impl<'a> Extractor<'a> {
                     } else {
                         record.person_id.as_deref()
                     };
-                    let Some(&person) = local_person
-                        .and_then(|p| snapshot.by_source(name, p))
-                        .and_then(|p| position.get(p))
+                    let Some(&person) =
+                        local_person.and_then(|p| position.get(&(name.as_str(), p)))
                     else {
                         continue;
                     };

@@ -286,20 +286,45 @@ impl Tallies {
     }
 
     /// 4: children starting a plan in the period who had a plan starting earlier.
+    ///
+    /// A plan ending before it starts cannot be placed (one of its dates is wrong): it
+    /// is neither a plan starting in the period nor an earlier plan, and is counted as
+    /// excluded where counting it, with its start date, would change the person's
+    /// figure (add or remove them, or make them a repeat).
     fn repeat_plans(&mut self, plans: &[&Record], period: Period) {
-        let starts: Vec<NaiveDate> = plans.iter().filter_map(|p| p.date("start")).collect();
-        let in_period: Vec<NaiveDate> = starts
-            .iter()
-            .copied()
-            .filter(|d| period.contains(*d))
-            .collect();
-        if in_period.is_empty() {
-            return;
+        let mut valid: Vec<NaiveDate> = Vec::new();
+        let mut invalid: Vec<NaiveDate> = Vec::new();
+        for plan in plans {
+            let Some(start) = plan.date("start") else {
+                continue;
+            };
+            if plan.date("end").is_some_and(|end| end < start) {
+                invalid.push(start);
+            } else {
+                valid.push(start);
+            }
         }
-        let repeat = in_period.iter().any(|s| starts.iter().any(|e| e < s));
-        let t = self.tally("4");
-        t.denominator += 1;
-        t.numerator += u64::from(repeat);
+        let figure = Self::repeat_figure(&valid, period);
+        for &start in &invalid {
+            let mut with = valid.clone();
+            with.push(start);
+            if Self::repeat_figure(&with, period) != figure {
+                self.exclude("4", PLAN_ENDS_BEFORE_START);
+            }
+        }
+        if let Some(repeat) = figure {
+            let t = self.tally("4");
+            t.denominator += 1;
+            t.numerator += u64::from(repeat);
+        }
+    }
+
+    /// Whether a person with plans starting on `starts` starts one in the period
+    /// (`Some`), and whether it is a repeat.
+    fn repeat_figure(starts: &[NaiveDate], period: Period) -> Option<bool> {
+        let mut in_period = starts.iter().filter(|d| period.contains(**d)).peekable();
+        in_period.peek()?;
+        Some(in_period.any(|s| starts.iter().any(|e| e < s)))
     }
 
     /// 5 and 5b: adults alive and in long-term community support (home or day care) on
@@ -315,23 +340,28 @@ impl Tallies {
             let Some(start) = s.date("start").filter(|d| *d <= day) else {
                 continue;
             };
+            let ends_before_start = s.date("end").is_some_and(|e| e < start);
+            let open = !ends_before_start && s.date("end").is_none_or(|e| e >= day);
             match s.text("type") {
                 Some("HOME_CARE" | "DAY_CARE") => {}
                 Some(_) => continue,
-                None => {
+                // Only a service that may be open on the day (open, or with a wrong
+                // date) can change the figure, whatever its type.
+                None if open || ends_before_start => {
                     for id in ["5", "5b"] {
                         self.exclude(id, TYPE_UNMAPPED);
                     }
                     continue;
                 }
+                None => continue,
             }
-            if s.date("end").is_some_and(|e| e < start) {
+            if ends_before_start {
                 for id in ["5", "5b"] {
                     self.exclude(id, ENDS_BEFORE_START);
                 }
                 continue;
             }
-            if s.date("end").is_none_or(|e| e >= day) {
+            if open {
                 candidates.push(*s);
             }
         }
@@ -672,6 +702,94 @@ pub(super) mod tests {
             "1950-06-01",
         );
         assert_eq!((counts(&t, "6a").0, counts(&t, "6b").0), (0, 0));
+    }
+
+    #[test]
+    fn a_plan_ending_before_it_starts_is_no_plan_for_indicator_four() {
+        let plan = |start: &str, end: Option<&str>| {
+            let mut f = vec![("kind", "CHILD_PROTECTION_PLAN"), ("start", start)];
+            f.extend(end.map(|e| ("end", e)));
+            record(EntityKind::Episode, &f)
+        };
+        let child = || born("2015-01-01", None);
+        let excluded = |t: &Tallies| t.by_id["4"].excluded.get(PLAN_ENDS_BEFORE_START).copied();
+        // Recorded as starting in 2023 and ending in 2022, before a plan in the period:
+        // not an earlier plan, so the child is not a repeat; it would have made them
+        // one, so it is counted.
+        let t = run_in(
+            vec![
+                plan("2023-05-01", Some("2022-01-01")),
+                plan("2025-06-01", None),
+            ],
+            child(),
+            false,
+            "2025-26",
+        );
+        assert_eq!((counts(&t, "4"), excluded(&t)), ((0, 1), Some(1)));
+        // Alone in the period it starts no plan: the child is not in the figure.
+        let t = run_in(
+            vec![plan("2025-09-01", Some("2025-06-01"))],
+            child(),
+            false,
+            "2025-26",
+        );
+        assert_eq!((counts(&t, "4"), excluded(&t)), ((0, 0), Some(1)));
+        // Where a valid earlier plan already decides, it changes nothing and is not
+        // counted.
+        let t = run_in(
+            vec![
+                plan("2020-01-01", Some("2021-01-01")),
+                plan("2023-05-01", Some("2022-01-01")),
+                plan("2025-06-01", None),
+            ],
+            child(),
+            false,
+            "2025-26",
+        );
+        assert_eq!((counts(&t, "4"), excluded(&t)), ((1, 1), None));
+    }
+
+    #[test]
+    fn a_service_type_that_does_not_map_is_excluded_from_five_only_if_it_may_be_open() {
+        let untyped = |start: &str, end: Option<&str>| {
+            let mut f = vec![("delivery_mechanism", "DIRECT_PAYMENT"), ("start", start)];
+            f.extend(end.map(|e| ("end", e)));
+            record(EntityKind::Service, &f)
+        };
+        let home_care = || {
+            record(
+                EntityKind::Service,
+                &[
+                    ("type", "HOME_CARE"),
+                    ("delivery_mechanism", "COUNCIL_COMMISSIONED"),
+                    ("start", "2024-01-01"),
+                ],
+            )
+        };
+        let excluded = |t: &Tallies| t.by_id["5"].excluded.get(TYPE_UNMAPPED).copied();
+        let adult = || born("1960-05-05", None);
+        // Ended a year before the last day: whatever it was, it was not open then.
+        let t = run_in(
+            vec![untyped("2023-01-01", Some("2025-03-01")), home_care()],
+            adult(),
+            false,
+            "2025-26",
+        );
+        assert_eq!((counts(&t, "5"), excluded(&t)), ((0, 1), None));
+        // Open on the day, or with dates that cannot both be right: it may decide.
+        for end in [None, Some("2026-03-31"), Some("2024-01-01")] {
+            let t = run_in(
+                vec![untyped("2025-01-01", end), home_care()],
+                adult(),
+                false,
+                "2025-26",
+            );
+            assert_eq!(
+                (counts(&t, "5"), excluded(&t)),
+                ((0, 1), Some(1)),
+                "{end:?}"
+            );
+        }
     }
 
     #[test]

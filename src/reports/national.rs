@@ -72,7 +72,31 @@ impl NationalTallies {
         for (id, ..) in NATIONAL_MEASURES {
             self.tally(id);
         }
+        if !p.under_review {
+            self.add_records(p, demo, period);
+            return;
+        }
         let mut own = NationalTallies::default();
+        own.add_records(p, demo, period);
+        for (id, t) in own.by_id {
+            let mine = self.tally(id);
+            for (reason, n) in t.excluded {
+                *mine.excluded.entry(reason).or_default() += n;
+            }
+            let would_count = match id {
+                "2B" | "2C" => t.numerator,
+                _ => t.denominator,
+            };
+            if would_count > 0 {
+                *mine
+                    .excluded
+                    .entry(super::indicators::UNDER_REVIEW)
+                    .or_default() += would_count;
+            }
+        }
+    }
+
+    fn add_records(&mut self, p: &PersonData, demo: &Demographics, period: Period) {
         let of = |kind: EntityKind| -> Vec<&Record> {
             p.events
                 .iter()
@@ -81,35 +105,14 @@ impl NationalTallies {
                 .collect()
         };
         let services = of(EntityKind::Service);
-        own.admissions(&services, demo, period);
-        own.community_support(&services, demo, period);
-        own.re_referrals(
+        self.admissions(&services, demo, period);
+        self.community_support(&services, demo, period);
+        self.re_referrals(
             &of(EntityKind::Referral),
             &of(EntityKind::Episode),
             demo,
             period,
         );
-        for (id, t) in own.by_id {
-            let mine = self.tally(id);
-            for (reason, n) in t.excluded {
-                *mine.excluded.entry(reason).or_default() += n;
-            }
-            if p.under_review {
-                let would_count = match id {
-                    "2B" | "2C" => t.numerator,
-                    _ => t.denominator,
-                };
-                if would_count > 0 {
-                    *mine
-                        .excluded
-                        .entry(super::indicators::UNDER_REVIEW)
-                        .or_default() += would_count;
-                }
-            } else {
-                mine.numerator += t.numerator;
-                mine.denominator += t.denominator;
-            }
-        }
     }
 
     /// 2B/2C: a council-supported permanent residential or nursing placement starting

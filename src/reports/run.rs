@@ -141,7 +141,7 @@ async fn tally(
             if caller.is_some_and(|c| gateway.policy.left_out(c, &facts_of(&p))) {
                 continue;
             }
-            let demo = Demographics::of(&p.person_records, survivorship);
+            let demo = Demographics::for_indicators(&p.person_records, survivorship);
             tallies.add(&p, &demo, period, &reports.calendar);
         }
         from = Bound::Excluded(last);

@@ -106,11 +106,29 @@ async fn indicators_and_the_data_set_equal_the_generators_truth() {
                     got.excluded
                 );
             }
+            // The CIN census re-referrals (CaseTrak says which service each contact is
+            // for; the other two are adults' systems).
+            let w = &truth[variant]["national"]["CIN-RR"];
+            let got = &t.national.by_id["CIN-RR"];
+            assert_eq!(
+                (got.numerator, got.denominator),
+                (
+                    w["numerator"].as_u64().unwrap(),
+                    w["denominator"].as_u64().unwrap()
+                ),
+                "{label} {variant} CIN-RR"
+            );
+            assert!(
+                got.excluded.is_empty(),
+                "{label} CIN-RR: {:?}",
+                got.excluded
+            );
             if label == "2025-26" {
                 // Real figures, not empty ones.
                 for id in ["1", "2", "3", "4", "5"] {
                     assert!(t.by_id[id].denominator > 0, "{id}");
                 }
+                assert!(got.numerator > 0 && got.numerator < got.denominator);
             }
         }
         // The data set: one row per completed request, assessment, review and open
@@ -171,6 +189,20 @@ async fn with_faults_the_difference_is_explained_by_the_exclusions() {
                     got.excluded
                 );
             }
+        }
+        let w = &truth["all"]["national"]["CIN-RR"];
+        let got = &t.national.by_id["CIN-RR"];
+        let excluded: u64 = got.excluded.values().sum();
+        for (what, g, w) in [
+            ("numerator", got.numerator, &w["numerator"]),
+            ("denominator", got.denominator, &w["denominator"]),
+        ] {
+            let off = g.abs_diff(w.as_u64().unwrap());
+            assert!(
+                off <= excluded,
+                "{label} CIN-RR: {what} off by {off}, {excluded} excluded ({:?})",
+                got.excluded
+            );
         }
     }
     assert!(excluded_anything, "the injected faults show as exclusions");
@@ -311,7 +343,18 @@ async fn reporting_tools_get_suppressed_indicators_and_a_streamed_data_set_over_
     )
     .await
     .unwrap();
-    let want = run::published(reports, "Northshire", period, &tallies, 5);
+    let mut want = run::published(reports, "Northshire", period, &tallies, 5);
+    // Beside them the CIN census, which Northshire's systems can give.
+    let complete = run::complete_definitions(&s.gateway.estate(), "Northshire");
+    assert_eq!(complete, ["cin-census-2024-25"]);
+    want.extend(run::published_national(
+        reports,
+        "Northshire",
+        period,
+        &tallies,
+        5,
+        &complete,
+    ));
     assert_eq!(got["indicators"], serde_json::to_value(&want).unwrap());
     assert!(want
         .iter()
@@ -513,19 +556,29 @@ async fn councils_side_by_side_and_across_gateways() {
             "Southborough {id}"
         );
     }
+    let w = &truth["all"]["national"]["CIN-RR"];
+    assert_eq!(
+        south_tallies.national.by_id["CIN-RR"].numerator,
+        w["numerator"].as_u64().unwrap(),
+        "Southborough CIN-RR"
+    );
     assert_ne!(south_tallies.by_id, north_both.by_id);
     let side_by_side = run::indicators(&both.estate(), &planner(), period, None)
         .await
         .unwrap();
-    let authorities: Vec<&str> = side_by_side.iter().map(|r| r.authority.as_str()).collect();
-    assert_eq!(
-        authorities.iter().filter(|a| **a == "Northshire").count(),
-        8
-    );
-    assert_eq!(
-        authorities.iter().filter(|a| **a == "Southborough").count(),
-        8
-    );
+    // The eight local measures and the CIN census re-referrals, for each.
+    for authority in ["Northshire", "Southborough"] {
+        let ids: Vec<&str> = side_by_side
+            .iter()
+            .filter(|r| r.authority == authority)
+            .map(|r| r.id.as_str())
+            .collect();
+        assert_eq!(
+            ids,
+            ["1", "2", "3", "4", "5", "5b", "6a", "6b", "CIN-RR"],
+            "{authority}"
+        );
+    }
 
     // Across gateways: what a supergraph router asks each council's subgraph.
     let (_w2, south_path) = build(false, true);
@@ -550,7 +603,7 @@ async fn councils_side_by_side_and_across_gateways() {
             .as_array()
             .unwrap()
             .len(),
-        8
+        9
     );
     for text in [from_north.to_string(), from_south.to_string()] {
         // Aggregates only: no person id, no NHS number.
@@ -590,10 +643,10 @@ async fn councils_side_by_side_and_across_gateways() {
     let south_own = run::indicators(&south_only.estate(), &planner(), period, None)
         .await
         .unwrap();
-    assert_eq!(compared.len(), 16);
-    assert_eq!(compared[8..], south_own[..]);
+    assert_eq!(compared.len(), 18);
+    assert_eq!(compared[9..], south_own[..]);
     assert_eq!(
-        compared[..8],
+        compared[..9],
         run::indicators(&alone.gateway.estate(), &planner(), period, None)
             .await
             .unwrap()[..]
@@ -998,7 +1051,10 @@ fields.end = { column = "e" }
         run::complete_definitions(&estate, "Westshire"),
         ["ascof-cld-2024-25"]
     );
-    assert!(run::complete_definitions(&estate, "Northshire").is_empty());
+    assert_eq!(
+        run::complete_definitions(&estate, "Northshire"),
+        ["cin-census-2024-25"]
+    );
     let t = run::tallies(&estate, reports, "Westshire", period, &HashSet::new())
         .await
         .unwrap();
@@ -1037,7 +1093,7 @@ fields.end = { column = "e" }
         ["delivery mechanism not recorded or not mappable"]
     );
     // Published to callers, suppressed, beside the local measures; Northshire's
-    // systems lack the fields, so it has none.
+    // systems lack ASCOF's fields, so it has only the CIN census.
     let published = run::indicators(&estate, &planner(), period, None)
         .await
         .unwrap();
@@ -1050,5 +1106,106 @@ fields.end = { column = "e" }
     assert_eq!(of("Westshire", "ascof-cld-2024-25"), 4);
     assert_eq!(of("Westshire", "escr-local-v1"), 8);
     assert_eq!(of("Northshire", "ascof-cld-2024-25"), 0);
+    assert_eq!(of("Northshire", "cin-census-2024-25"), 1);
     assert_eq!(of("Northshire", "escr-local-v1"), 8);
+}
+
+/// ASCOF from Client Level Data over the demo: the demo's vendors record no support
+/// category or funding, so this council's profiles say what it knows of its systems
+/// (in the modelled world every care home placement is permanent and council-funded;
+/// home and day care are community long-term support, reablement is short term). Its
+/// figures then equal the truth computed from the modelled events.
+#[tokio::test]
+async fn ascof_measures_over_the_demo_equal_the_generators_truth() {
+    let demo = demo::clean();
+    let work = tempfile::tempdir().unwrap();
+    let vendors = demo::repo().join("config/vendors");
+    let mut text = demo::config_text(demo, work.path(), &[]);
+    // (profile, SQL table, its type line, its service-type codes to support categories).
+    let overlays = [
+        (
+            "casetrak",
+            "FROM SVC_PKG",
+            r#"fields.type = { column = "SVC_CD", codes = "svc" }"#,
+            "SVC_CD",
+            r#"{ RES = "LONG_TERM_RESIDENTIAL", NUR = "LONG_TERM_NURSING", HCA = "LONG_TERM_COMMUNITY", DAY = "LONG_TERM_COMMUNITY", REA = "SHORT_TERM_TO_MAXIMISE_INDEPENDENCE", EQP = "OTHER" }"#,
+        ),
+        (
+            "opencare",
+            "FROM service_agreements",
+            r#"fields.type = { column = "service_type", codes = "service" }"#,
+            "service_type",
+            r#"{ residential = "LONG_TERM_RESIDENTIAL", nursing = "LONG_TERM_NURSING", home_care = "LONG_TERM_COMMUNITY", day_care = "LONG_TERM_COMMUNITY", reablement = "SHORT_TERM_TO_MAXIMISE_INDEPENDENCE", equipment = "OTHER" }"#,
+        ),
+        (
+            "ssis",
+            "FROM CAREPKG",
+            r#"fields.type = { column = "SVCCODE", codes = "svc" }"#,
+            "SVCCODE",
+            r#"{ RC = "LONG_TERM_RESIDENTIAL", NC = "LONG_TERM_NURSING", HC = "LONG_TERM_COMMUNITY", DC = "LONG_TERM_COMMUNITY" }"#,
+        ),
+    ];
+    for (vendor, from, type_line, column, categories) in overlays {
+        let shipped = vendors.join(format!("{vendor}.toml"));
+        let profile = std::fs::read_to_string(&shipped).unwrap();
+        assert!(
+            profile.contains(type_line) && profile.contains(from),
+            "{vendor}"
+        );
+        let profile = format!(
+            "[codes.ltsc]\nsystem = \"support_category\"\nmap = {categories}\n\n[codes.fund]\nsystem = \"funding\"\nmap = {{ LA = \"LOCAL_AUTHORITY\" }}\n\n{}",
+            profile
+                .replace(from, &format!(", 'LA' AS FUNDING {from}"))
+                .replace(
+                    type_line,
+                    &format!("{type_line}\nfields.support_category = {{ column = \"{column}\", codes = \"ltsc\" }}\nfields.funding = {{ column = \"FUNDING\", codes = \"fund\" }}"),
+                )
+        );
+        let own = work.path().join(format!("{vendor}.toml"));
+        std::fs::write(&own, profile).unwrap();
+        text = text.replace(&format!("{shipped:?}"), &format!("{own:?}"));
+    }
+    let path = work.path().join("escr.toml");
+    std::fs::write(&path, text).unwrap();
+    let gateway = Gateway::from_config(LoadedConfig::load(&path).unwrap()).unwrap();
+    gateway.refresh_index(false).await.unwrap();
+    let estate = gateway.estate();
+    let reports = gateway.reports.as_deref().unwrap();
+    // Still not published: OpenCare and SSIS/90 record no deaths (which a service
+    // starting after one needs); the tallies are computed all the same.
+    assert_eq!(
+        run::complete_definitions(&estate, "Northshire"),
+        ["cin-census-2024-25"]
+    );
+    for truth in truth_reports(demo) {
+        let label = truth["period"].as_str().unwrap();
+        let t = run::tallies(
+            &estate,
+            reports,
+            "Northshire",
+            Period::parse(label).unwrap(),
+            &HashSet::new(),
+        )
+        .await
+        .unwrap();
+        for (id, w) in truth["all"]["national"].as_object().unwrap() {
+            let got = &t.national.by_id[id.as_str()];
+            let want = (
+                w["numerator"].as_u64().unwrap(),
+                w["denominator"].as_u64().unwrap(),
+            );
+            // 2B and 2C are per 100,000 of the population: numerators only.
+            let got_pair = (
+                got.numerator,
+                if id.starts_with('2') {
+                    0
+                } else {
+                    got.denominator
+                },
+            );
+            assert_eq!(got_pair, want, "{label} {id}");
+            assert!(got.excluded.is_empty(), "{label} {id}: {:?}", got.excluded);
+            assert!(want.0 > 0, "{label} {id}: a real figure");
+        }
+    }
 }

@@ -59,6 +59,16 @@ fn same(a: &str, b: &str) -> bool {
 /// Golden fields for the records of one person (`(source, record)` as released to the
 /// caller: withheld records never contribute).
 pub fn golden(records: &[(String, &Record)], config: &Survivorship) -> Vec<GoldenField> {
+    golden_of(records, config, &GOLDEN_FIELDS)
+}
+
+/// [`golden`] for some of the fields only (a report that needs two fields of many
+/// thousands of people need not choose the other six).
+pub fn golden_of(
+    records: &[(String, &Record)],
+    config: &Survivorship,
+    fields: &[&'static str],
+) -> Vec<GoldenField> {
     let priority = |source: &str| {
         config
             .sources
@@ -66,7 +76,7 @@ pub fn golden(records: &[(String, &Record)], config: &Survivorship) -> Vec<Golde
             .position(|s| s == source)
             .unwrap_or(config.sources.len())
     };
-    GOLDEN_FIELDS
+    fields
         .iter()
         .map(|field| {
             let rule = config.rule_for(field);
