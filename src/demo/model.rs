@@ -112,6 +112,29 @@ pub fn with_wrong_check_digit(nhs: &str) -> String {
 }
 
 pub fn population(opts: &GenerateOptions) -> Vec<TruePerson> {
+    let mut people = own_population(opts);
+    if let Some(movers) = &opts.movers {
+        let from = GenerateOptions {
+            council: movers.from.clone(),
+            people: movers.people.min(opts.people),
+            movers: None,
+            ..opts.clone()
+        };
+        for (here, there) in people.iter_mut().zip(own_population(&from)) {
+            // The person is the other council's; the address is the new one.
+            *here = TruePerson {
+                index: here.index,
+                truth_id: here.truth_id.clone(),
+                street: std::mem::take(&mut here.street),
+                postcode: std::mem::take(&mut here.postcode),
+                ..there
+            };
+        }
+    }
+    people
+}
+
+fn own_population(opts: &GenerateOptions) -> Vec<TruePerson> {
     let mut rng = rng_for(opts, "population");
     let today = opts.reference_date;
     (0..opts.people)
