@@ -259,6 +259,23 @@ async fn two_councils_compose_in_both_composers() {
         assert!(supergraph.contains(regional), "{regional} missing");
     }
 
+    // Two gateways of one council name would both own its field: no supergraph.
+    let (report, _) = compose(&[("northshire", &n), ("northshire-again", &n)]);
+    for composer in ["apollo", "guild"] {
+        assert!(
+            report[composer]["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["code"] == "INVALID_FIELD_SHARING"
+                    && e["message"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("Query.northshire")),
+            "{composer}: {report}"
+        );
+    }
+
     // The council's own API does not compose twice: its mutations are its own. (The
     // composers are real: this is the failure a router would give.)
     let full = |c: &Council| {
