@@ -848,10 +848,10 @@ async fn moved_person_is_one_regional_record() {
     }
     let (nhs, auth, north_direct, south_direct) =
         chosen.expect("a mover allocated in Northshire, unrelated in Southborough");
-    // Two councils' records of one person: the same NHS number, names and birth date,
-    // each council's own id and address.
+    // Two councils' records of one person: the same NHS number, given names and birth
+    // date, each council's own id and address.
     assert_ne!(north_direct["id"], south_direct["id"]);
-    assert_eq!(north_direct["name"], south_direct["name"]);
+    assert_eq!(north_direct["name"]["given"], south_direct["name"]["given"]);
     assert_eq!(north_direct["birthDate"], south_direct["birthDate"]);
     assert_ne!(north_direct["addresses"], south_direct["addresses"]);
 
@@ -896,6 +896,31 @@ async fn moved_person_is_one_regional_record() {
             "{events:?}"
         );
     }
+
+    // Someone who changed their family name on moving is still one regional record:
+    // the NHS number joins the councils' parts, not the name.
+    let mut renamed = 0;
+    for nhs in &movers {
+        let (_, _, r) = post(
+            &router.url,
+            json!({"query": regional_person_query(), "variables": {"n": nhs}}),
+            &as_lead,
+        )
+        .await;
+        let (n, s) = (
+            &r["data"]["northshire"]["personByNhsNumber"],
+            &r["data"]["southborough"]["personByNhsNumber"],
+        );
+        assert!(
+            n.is_object() && s.is_object(),
+            "both councils know {nhs}: {r}"
+        );
+        assert_eq!(n["nhsNumber"], s["nhsNumber"], "{r}");
+        if n["name"]["family"] != s["name"]["family"] {
+            renamed += 1;
+        }
+    }
+    assert!(renamed > 0, "some movers changed their family name");
 
     // Indicators side by side, each council's from that council.
     let analyst = format!(
