@@ -319,6 +319,11 @@ pub struct DemoConfig {
     /// More councils, each generated into its own folder (its own people and sources).
     #[serde(default)]
     pub other_councils: Vec<DemoCouncil>,
+    /// People who moved here from another council's demo (the same seed): the first
+    /// `movers` of this council are that council's first `movers`, at a new address.
+    pub movers_from: Option<String>,
+    #[serde(default)]
+    pub movers: usize,
 }
 
 #[derive(Debug, Deserialize)]

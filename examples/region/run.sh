@@ -28,7 +28,7 @@ trap stop EXIT INT TERM
 
 # Each council's config: its own sources, index, registry and audit; the shared key.
 council_config() {
-  local name=$1 port=$2 dir=$3 people=$4 prefix=$5
+  local name=$1 port=$2 dir=$3 people=$4 prefix=$5 movers=${6:-}
   local c="$work/$name"
   mkdir -p "$c"
   sed -e "s|^hs256_key_file = .*|hs256_key_file = \"$work/jwt-hs256.key\"|" \
@@ -55,6 +55,7 @@ dir = "$repo/$dir"
 people = $people
 seed = 42
 council = "$name"
+$movers
 
 [documents]
 id_key_file = "$repo/data/document-id.key"
@@ -74,7 +75,10 @@ TOML
 }
 
 north=$(council_config Northshire 4101 data/demo 2000 "")
-south=$(council_config Southborough 4102 data/demo-southborough 1200 "sb-")
+# Southborough's first 300 people moved there from Northshire (the same seed): one
+# NHS number, two councils' records (examples/region/queries/moved-person.graphql).
+south=$(council_config Southborough 4102 data/region/demo-southborough 1200 "sb-" \
+  $'movers_from = "Northshire"\nmovers = 300')
 "$escr" --config "$north" serve >"$work/Northshire/serve.log" 2>&1 & pids+=($!)
 "$escr" --config "$south" serve >"$work/Southborough/serve.log" 2>&1 & pids+=($!)
 
@@ -108,9 +112,18 @@ sdl http://127.0.0.1:4102/subgraph >"$work/southborough.graphql"
   "$work/supergraph.graphql" --config-path gateway.config.mjs --host 127.0.0.1 --port 4100) \
   >"$work/router.log" 2>&1 & pids+=($!)
 
+# Someone known to both councils (the NHS numbers both demos' truth files hold).
+mover=$(node -e '
+  const fs = require("fs");
+  const nhs = (f) => JSON.parse(fs.readFileSync(f, "utf8")).people.map((p) => p.nhs_number);
+  const south = new Set(nhs(process.argv[2]));
+  console.log(nhs(process.argv[1]).find((n) => south.has(n)) ?? "");
+' "$repo/data/demo/truth.json" "$repo/data/region/demo-southborough/truth.json")
+
 cat <<TEXT
 
 Router:  http://127.0.0.1:4100/graphql (GraphiQL in a browser)
+Moved:   NHS number $mover is known to both councils (queries/moved-person.graphql)
 Token:   $token
 Try:     curl -s http://127.0.0.1:4100/graphql -H "authorization: Bearer \$TOKEN" \\
            -H 'x-purpose-of-use: safeguarding' -H 'content-type: application/json' \\

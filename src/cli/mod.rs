@@ -553,10 +553,19 @@ fn ensure_demo(config: &LoadedConfig) -> anyhow::Result<()> {
                 .map(|c| (&c.name, &c.dir, c.people)),
         );
         for (council, dir, people) in councils {
+            let movers = demo
+                .movers_from
+                .clone()
+                .filter(|_| council == &demo.council && demo.movers > 0)
+                .map(|from| demo::Movers {
+                    from,
+                    people: demo.movers,
+                });
             let opts = GenerateOptions {
                 seed: demo.seed,
                 people,
                 council: council.clone(),
+                movers,
                 ..GenerateOptions::default()
             };
             demo::generate(&opts, dir)

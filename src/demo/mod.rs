@@ -83,6 +83,18 @@ pub struct GenerateOptions {
     pub reference_date: NaiveDate,
     /// A second council gets different people from the same seed.
     pub council: String,
+    /// People who moved here from another council (the same seed): known to both.
+    pub movers: Option<Movers>,
+}
+
+/// The first `people` of this council are the first `people` of council `from` (same
+/// seed), moved here: the same NHS number, given names, birth date, gender and
+/// ethnicity, a new address (every fourth a new family name), and their own care
+/// history in this council's systems.
+#[derive(Clone, Debug)]
+pub struct Movers {
+    pub from: String,
+    pub people: usize,
 }
 
 impl Default for GenerateOptions {
@@ -93,6 +105,7 @@ impl Default for GenerateOptions {
             faults: FaultRates::default(),
             reference_date: NaiveDate::from_ymd_opt(2026, 3, 31).expect("valid date"),
             council: "Northshire".into(),
+            movers: None,
         }
     }
 }
@@ -287,6 +300,33 @@ mod tests {
             std::fs::read(a.path().join("truth.json")).unwrap(),
             std::fs::read(c.path().join("truth.json")).unwrap()
         );
+    }
+
+    #[test]
+    fn movers_are_the_other_councils_people_at_a_new_address() {
+        let opts = GenerateOptions {
+            people: 60,
+            ..GenerateOptions::default()
+        };
+        let north = model::population(&opts);
+        let south = model::population(&GenerateOptions {
+            council: "Southborough".into(),
+            movers: Some(Movers {
+                from: "Northshire".into(),
+                people: 20,
+            }),
+            ..opts.clone()
+        });
+        for (i, (n, s)) in north.iter().zip(&south).take(20).enumerate() {
+            assert_eq!((&n.nhs, &n.given, n.dob), (&s.nhs, &s.given, s.dob));
+            assert_eq!(n.family == s.family, i % 4 != 3, "every fourth a new name");
+            assert_ne!((&n.street, &n.postcode), (&s.street, &s.postcode));
+        }
+        let shared = south
+            .iter()
+            .filter(|s| north.iter().any(|n| n.nhs == s.nhs))
+            .count();
+        assert_eq!(shared, 20, "only the movers are known to both");
     }
 
     #[test]

@@ -112,6 +112,38 @@ pub fn with_wrong_check_digit(nhs: &str) -> String {
 }
 
 pub fn population(opts: &GenerateOptions) -> Vec<TruePerson> {
+    let mut people = own_population(opts);
+    if let Some(movers) = &opts.movers {
+        let from = GenerateOptions {
+            council: movers.from.clone(),
+            people: movers.people.min(opts.people),
+            movers: None,
+            ..opts.clone()
+        };
+        for (here, there) in people.iter_mut().zip(own_population(&from)) {
+            // The person is the other council's; the address is the new one, and every
+            // fourth changed their family name on the way (marriage): the NHS number,
+            // not the name, makes them one regional person.
+            let family = if here.index % 4 == 3 {
+                let at = FAMILY.iter().position(|f| *f == there.family).unwrap_or(0);
+                FAMILY[(at + 7) % FAMILY.len()].to_string()
+            } else {
+                there.family.clone()
+            };
+            *here = TruePerson {
+                index: here.index,
+                truth_id: here.truth_id.clone(),
+                street: std::mem::take(&mut here.street),
+                postcode: std::mem::take(&mut here.postcode),
+                family,
+                ..there
+            };
+        }
+    }
+    people
+}
+
+fn own_population(opts: &GenerateOptions) -> Vec<TruePerson> {
     let mut rng = rng_for(opts, "population");
     let today = opts.reference_date;
     (0..opts.people)

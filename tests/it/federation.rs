@@ -52,7 +52,11 @@ pub struct Council {
     _work: tempfile::TempDir,
 }
 
-/// Southborough's demo estate (its own people, from the same seed).
+/// People of Northshire's demo (`demo::clean`) who moved to Southborough.
+pub const MOVERS: usize = 40;
+
+/// Southborough's demo estate (its own people, from the same seed); its first
+/// [`MOVERS`] people moved there from Northshire.
 pub fn southborough_demo() -> &'static Demo {
     static DEMO: OnceLock<Demo> = OnceLock::new();
     DEMO.get_or_init(|| {
@@ -64,6 +68,10 @@ pub fn southborough_demo() -> &'static Demo {
                 people: 300,
                 faults: escr_gateway::demo::FaultRates::none(),
                 council: "Southborough".into(),
+                movers: Some(escr_gateway::demo::Movers {
+                    from: "Northshire".into(),
+                    people: MOVERS,
+                }),
                 ..Default::default()
             },
             &dir,
@@ -243,8 +251,29 @@ async fn two_councils_compose_in_both_composers() {
         "personByNhsNumber",
         "type Person",
         "type Authority",
+        // Each council's own entry, owned by its subgraph alone.
+        "northshire: Council @join__field(graph: NORTHSHIRE)",
+        "southborough: Council @join__field(graph: SOUTHBOROUGH)",
+        "type Council",
     ] {
         assert!(supergraph.contains(regional), "{regional} missing");
+    }
+
+    // Two gateways of one council name would both own its field: no supergraph.
+    let (report, _) = compose(&[("northshire", &n), ("northshire-again", &n)]);
+    for composer in ["apollo", "guild"] {
+        assert!(
+            report[composer]["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["code"] == "INVALID_FIELD_SHARING"
+                    && e["message"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("Query.northshire")),
+            "{composer}: {report}"
+        );
     }
 
     // The council's own API does not compose twice: its mutations are its own. (The
@@ -387,6 +416,17 @@ async fn entities_answer_per_representation() {
 
 /// A token of the region's shared key.
 fn token(council: &Council, role: &str, user: &str, worker: Option<&str>) -> String {
+    token_in_team(council, role, user, worker, worker)
+}
+
+/// As [`token`], for a worker of a team.
+fn token_in_team(
+    council: &Council,
+    role: &str,
+    user: &str,
+    worker: Option<&str>,
+    team: Option<&str>,
+) -> String {
     let now = chrono::Utc::now().timestamp();
     council
         .gateway
@@ -399,7 +439,7 @@ fn token(council: &Council, role: &str, user: &str, worker: Option<&str>) -> Str
             role: role.into(),
             org: Some("region".into()),
             worker: worker.map(str::to_string),
-            team: worker.map(str::to_string),
+            team: team.map(str::to_string),
             iat: now,
             exp: now + 600,
             ..Default::default()
@@ -662,4 +702,305 @@ async fn hive_gateway_over_two_councils() {
             .any(|e| e.user == "worker@region" && e.break_glass_reason.as_deref() == Some(reason)),
         "break-glass through the router is audited"
     );
+}
+
+/// A person's record as each council's part of the regional record shows it.
+const MOVER_FIELDS: &str = "fragment P on Person { id nhsNumber name { family given } birthDate addresses { postcode } services { id } withheld { field code } }";
+
+/// One router query for a person in every council (the council-named entries).
+fn regional_person_query() -> String {
+    format!(
+        "query($n: String!) {{ northshire {{ name personByNhsNumber(nhsNumber: $n) {{ ...P }} }} southborough {{ name personByNhsNumber(nhsNumber: $n) {{ ...P }} }} }} {MOVER_FIELDS}"
+    )
+}
+
+/// A council's own answer for a person by NHS number (its `/graphql`).
+async fn direct_person(council: &Council, nhs: &str, headers: &[(&str, &str)]) -> Value {
+    let (_, _, body) = post(
+        &format!("{}/graphql", council.url),
+        json!({
+            "query": format!("query($n: String!) {{ personByNhsNumber(nhsNumber: $n) {{ ...P }} }} {MOVER_FIELDS}"),
+            "variables": {"n": nhs},
+        }),
+        headers,
+    )
+    .await;
+    body["data"]["personByNhsNumber"].clone()
+}
+
+/// The NHS numbers both councils' ground truths hold: the people who moved.
+fn movers() -> Vec<String> {
+    let south: std::collections::BTreeSet<&str> = southborough_demo()
+        .truth
+        .people
+        .iter()
+        .filter_map(|p| p.nhs_number.as_deref())
+        .collect();
+    demo::clean()
+        .truth
+        .people
+        .iter()
+        .filter_map(|p| p.nhs_number.clone())
+        .filter(|n| south.contains(n.as_str()))
+        .collect()
+}
+
+/// Compose two secured councils (Southborough at `south_url`, where a router finds
+/// it) with both composers and start Hive Gateway over the supergraph.
+async fn region_router(
+    north: &Council,
+    south: &Council,
+    south_url: String,
+    headers: &[(&str, &str)],
+) -> (Router, tempfile::TempDir) {
+    let (n, s) = (
+        service_sdl(north, headers).await,
+        service_sdl(south, headers).await,
+    );
+    let (report, supergraph) = compose_at(&[
+        ("northshire", &n, format!("{}/subgraph", north.url)),
+        ("southborough", &s, south_url),
+    ]);
+    for composer in ["apollo", "guild"] {
+        assert_eq!(
+            report[composer]["errors"],
+            json!([]),
+            "{composer}: {report}"
+        );
+    }
+    hive_gateway(&supergraph).await
+}
+
+/// Someone who moved from Northshire to Southborough is one regional record: one query
+/// through the router gives both councils' records, each from its own council, each
+/// council deciding consent for its own (a worker allocated in Northshire sees the
+/// services there, while Southborough withholds its own for want of a relationship)
+/// and auditing the end user with the router's request id. The councils' indicators
+/// come side by side the same way; with one council down the other's part still
+/// answers, and the missing part is null with an error.
+#[tokio::test]
+async fn moved_person_is_one_regional_record() {
+    let region = tempfile::tempdir().unwrap();
+    let key = region.path().join("region-jwt.key");
+    let north = council_with("Northshire", demo::clean(), "", Some(&key)).await;
+    let south = council_with("Southborough", southborough_demo(), "", Some(&key)).await;
+    let lead = format!(
+        "Bearer {}",
+        token(&north, "safeguarding_lead", "lead@region", None)
+    );
+    let as_lead = [
+        ("authorization", lead.as_str()),
+        ("x-purpose-of-use", "safeguarding"),
+    ];
+    let movers = movers();
+    assert_eq!(
+        movers.len(),
+        MOVERS,
+        "the movers are the only people shared"
+    );
+
+    // A mover allocated to a worker in Northshire, whose Southborough record that
+    // worker has no relationship to: the councils' own answers decide the case.
+    let profile = "query($n: String!) { personByNhsNumber(nhsNumber: $n) { services { id } allocations { workerId teamId end } } }";
+    let mut chosen = None;
+    for nhs in &movers {
+        let (_, _, n) = post(
+            &format!("{}/graphql", north.url),
+            json!({"query": profile, "variables": {"n": nhs}}),
+            &as_lead,
+        )
+        .await;
+        let n = &n["data"]["personByNhsNumber"];
+        let Some(allocation) = n["allocations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["end"].is_null() && a["workerId"].is_string())
+        else {
+            continue;
+        };
+        let (worker, team) = (
+            allocation["workerId"].as_str().unwrap().to_string(),
+            allocation["teamId"].as_str().map(str::to_string),
+        );
+        let auth = format!(
+            "Bearer {}",
+            token_in_team(
+                &north,
+                "social_worker",
+                "worker@region",
+                Some(&worker),
+                team.as_deref()
+            )
+        );
+        let as_worker = [
+            ("authorization", auth.as_str()),
+            ("x-purpose-of-use", "direct_care"),
+        ];
+        let (here, there) = (
+            direct_person(&north, nhs, &as_worker).await,
+            direct_person(&south, nhs, &as_worker).await,
+        );
+        let released = here["services"].as_array().is_some_and(|s| !s.is_empty());
+        let withheld_there = there["withheld"]
+            .as_array()
+            .is_some_and(|w| w.contains(&json!({"field": "services", "code": "NO_RELATIONSHIP"})));
+        if released && withheld_there {
+            chosen = Some((nhs.clone(), auth, here, there));
+            break;
+        }
+    }
+    let (nhs, auth, north_direct, south_direct) =
+        chosen.expect("a mover allocated in Northshire, unrelated in Southborough");
+    // Two councils' records of one person: the same NHS number, given names and birth
+    // date, each council's own id and address.
+    assert_ne!(north_direct["id"], south_direct["id"]);
+    assert_eq!(north_direct["name"]["given"], south_direct["name"]["given"]);
+    assert_eq!(north_direct["birthDate"], south_direct["birthDate"]);
+    assert_ne!(north_direct["addresses"], south_direct["addresses"]);
+
+    let (router, _work) =
+        region_router(&north, &south, format!("{}/subgraph", south.url), &as_lead).await;
+    let as_worker = [
+        ("authorization", auth.as_str()),
+        ("x-purpose-of-use", "direct_care"),
+        ("x-request-id", "region-moved-1"),
+    ];
+    let (status, _, r) = post(
+        &router.url,
+        json!({"query": regional_person_query(), "variables": {"n": nhs}}),
+        &as_worker,
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["data"]["northshire"]["name"], "Northshire", "{r}");
+    assert_eq!(r["data"]["southborough"]["name"], "Southborough", "{r}");
+    assert_eq!(
+        r["data"]["northshire"]["personByNhsNumber"], north_direct,
+        "Northshire's part is Northshire's own answer: {r}"
+    );
+    assert_eq!(
+        r["data"]["southborough"]["personByNhsNumber"], south_direct,
+        "Southborough's part is Southborough's own answer: {r}"
+    );
+    // Each council audited the end user, with the router's request id.
+    for (council, person) in [(&north, &north_direct), (&south, &south_direct)] {
+        let events = council
+            .gateway
+            .access
+            .as_ref()
+            .unwrap()
+            .audit
+            .for_person(person["id"].as_str().unwrap())
+            .unwrap();
+        assert!(
+            events.iter().any(|e| e.user == "worker@region"
+                && e.purpose == "direct_care"
+                && e.http_request_id.as_deref() == Some("region-moved-1")),
+            "{events:?}"
+        );
+    }
+
+    // Someone who changed their family name on moving is still one regional record:
+    // the NHS number joins the councils' parts, not the name.
+    let mut renamed = 0;
+    for nhs in &movers {
+        let (_, _, r) = post(
+            &router.url,
+            json!({"query": regional_person_query(), "variables": {"n": nhs}}),
+            &as_lead,
+        )
+        .await;
+        let (n, s) = (
+            &r["data"]["northshire"]["personByNhsNumber"],
+            &r["data"]["southborough"]["personByNhsNumber"],
+        );
+        assert!(
+            n.is_object() && s.is_object(),
+            "both councils know {nhs}: {r}"
+        );
+        assert_eq!(n["nhsNumber"], s["nhsNumber"], "{r}");
+        if n["name"]["family"] != s["name"]["family"] {
+            renamed += 1;
+        }
+    }
+    assert!(renamed > 0, "some movers changed their family name");
+
+    // Indicators side by side, each council's from that council.
+    let analyst = format!(
+        "Bearer {}",
+        token(&north, "analyst", "analyst@region", None)
+    );
+    let as_analyst = [
+        ("authorization", analyst.as_str()),
+        ("x-purpose-of-use", "planning"),
+    ];
+    let fields = "authority id numerator denominator value suppressed";
+    let (_, _, r) = post(
+        &router.url,
+        json!({"query": format!("{{ northshire {{ authorities {{ name indicators(period: \"2025-26\") {{ {fields} }} }} }} southborough {{ authorities {{ name indicators(period: \"2025-26\") {{ {fields} }} }} }} }}")}),
+        &as_analyst,
+    )
+    .await;
+    for (council, field, name) in [
+        (&north, "northshire", "Northshire"),
+        (&south, "southborough", "Southborough"),
+    ] {
+        let (_, _, direct) = post(
+            &format!("{}/graphql", council.url),
+            json!({"query": format!("{{ indicators(period: \"2025-26\") {{ {fields} }} }}")}),
+            &as_analyst,
+        )
+        .await;
+        let own = &direct["data"]["indicators"];
+        assert!(own.as_array().is_some_and(|l| !l.is_empty()), "{direct}");
+        // (A JavaScript router writes 41.0 as 41: compare numbers as numbers.)
+        assert_eq!(
+            as_floats(&r["data"][field]["authorities"]),
+            as_floats(&json!([{"name": name, "indicators": own}])),
+            "{r}"
+        );
+    }
+    drop(router);
+
+    // Southborough down (nothing listens where the router sends its requests):
+    // Northshire's part still answers, Southborough's is null with an error.
+    let down = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/subgraph", listener.local_addr().unwrap())
+    };
+    let (router, _work) = region_router(&north, &south, down, &as_lead).await;
+    let (status, _, r) = post(
+        &router.url,
+        json!({"query": regional_person_query(), "variables": {"n": nhs}}),
+        &as_worker,
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        r["data"]["northshire"]["personByNhsNumber"], north_direct,
+        "{r}"
+    );
+    assert_eq!(r["data"]["southborough"], Value::Null, "{r}");
+    let errors = r["errors"].as_array().cloned().unwrap_or_default();
+    assert!(
+        errors.iter().any(|e| e["path"] == json!(["southborough"])),
+        "an error for the missing part: {r}"
+    );
+    assert!(
+        !errors.iter().any(|e| e["path"][0] == "northshire"),
+        "none for the part that answered: {r}"
+    );
+}
+
+/// Every number as a float.
+fn as_floats(v: &Value) -> Value {
+    match v {
+        Value::Number(n) => json!(n.as_f64()),
+        Value::Array(a) => Value::Array(a.iter().map(as_floats).collect()),
+        Value::Object(o) => {
+            Value::Object(o.iter().map(|(k, v)| (k.clone(), as_floats(v))).collect())
+        }
+        other => other.clone(),
+    }
 }

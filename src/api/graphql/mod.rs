@@ -9,6 +9,7 @@ pub mod linkage;
 pub mod lists;
 pub mod person;
 pub mod records;
+pub mod region;
 pub mod reports;
 
 use std::sync::Arc;
@@ -33,10 +34,11 @@ pub type EscrSchema = Schema<FederatedRoot<Query>, Mutation, EmptySubscription>;
 /// The regional subgraph (`/subgraph`): no council-internal query, no mutation.
 pub type SubgraphSchema = Schema<FederatedRoot<SubgraphQuery>, EmptyMutation, EmptySubscription>;
 
-/// The query root of `/subgraph`: the regional fields only.
+/// The query root of `/subgraph`: the regional fields only, and the council-named
+/// entry (`region.rs`).
 #[derive(MergedObject, Default)]
 #[graphql(name = "Query")]
-pub struct SubgraphQuery(RegionalQuery);
+pub struct SubgraphQuery(RegionalQuery, region::CouncilEntry);
 
 /// The query root of `/graphql`: the regional fields and the council's own.
 #[derive(MergedObject, Default)]
@@ -71,14 +73,15 @@ pub fn builder(
 pub fn subgraph_builder(
     gateway: Option<Arc<Gateway>>,
 ) -> async_graphql::SchemaBuilder<FederatedRoot<SubgraphQuery>, EmptyMutation, EmptySubscription> {
-    configure(
+    let field = gateway.as_deref().and_then(region::council_field);
+    let builder = region::with_council_field(field, || {
         Schema::build(
             FederatedRoot(SubgraphQuery::default()),
             EmptyMutation,
             EmptySubscription,
-        ),
-        gateway,
-    )
+        )
+    });
+    configure(builder, gateway)
 }
 
 /// The regional subgraph's SDL, as `_service { sdl }` gives it to a router.
@@ -215,6 +218,63 @@ async fn person_by_nhs(ctx: &Context<'_>, raw: &str) -> Result<Option<Person>, G
     .await)
 }
 
+/// `searchPeople` (on `Query` and on a council's `Council`).
+async fn search_people(
+    ctx: &Context<'_>,
+    name: Option<String>,
+    birth_date: Option<NaiveDate>,
+    postcode: Option<String>,
+    first: i32,
+    after: Option<String>,
+) -> async_graphql::Result<PersonConnection> {
+    let criteria = SearchCriteria::new(name.as_deref(), birth_date, postcode.as_deref())
+        .ok_or_else(|| {
+            GatewayError::BadInput(
+                "give a name, a birth date or a postcode (with letters or digits: `%` or `_` alone is no name)".into(),
+            )
+            .extend()
+        })?;
+    let gateway = ctx.data_unchecked::<Arc<Gateway>>();
+    let access = ctx.data_unchecked::<AccessContext>();
+    gateway
+        .policy
+        .may_identify(access)
+        .map_err(|w| GatewayError::Withheld(w).extend())?;
+    unlisted_sources(ctx, gateway);
+    let snapshot = gateway.index.snapshot();
+    let mut ids = snapshot.search(name.as_deref(), birth_date, postcode.as_deref(), |id| {
+        gateway.policy.may_see_person(access, id)
+    });
+    if gateway.policy.needs_facts() {
+        // A hit counts only on the person records this caller may see: a match on
+        // a withheld name or birth date would give it away.
+        let checks = ids.iter().map(|id| {
+            let person = Person {
+                id: id.clone(),
+                refs: snapshot.records(id).to_vec(),
+            };
+            let criteria = &criteria;
+            async move {
+                let shown = person::visible_person_records(ctx, &person).await;
+                criteria.matches(shown.iter())
+            }
+        });
+        let keep = futures::future::join_all(checks).await;
+        let mut keep = keep.into_iter();
+        ids.retain(|_| keep.next().unwrap_or(false));
+    }
+    lists::page(ctx, SEARCH_CURSOR, &ids, first, after.as_deref())
+}
+
+/// `personByNhsNumber` (on `Query` and on a council's `Council`).
+async fn person_by_nhs_number(
+    ctx: &Context<'_>,
+    nhs_number: &str,
+) -> async_graphql::Result<Option<Person>> {
+    unlisted_sources(ctx, ctx.data_unchecked::<Arc<Gateway>>());
+    person_by_nhs(ctx, nhs_number).await.map_err(|e| e.extend())
+}
+
 #[derive(SimpleObject)]
 #[graphql(shareable)]
 pub struct PersonEdge {
@@ -262,10 +322,7 @@ impl RegionalQuery {
         ctx: &Context<'_>,
         nhs_number: String,
     ) -> async_graphql::Result<Option<Person>> {
-        unlisted_sources(ctx, ctx.data_unchecked::<Arc<Gateway>>());
-        person_by_nhs(ctx, &nhs_number)
-            .await
-            .map_err(|e| e.extend())
+        person_by_nhs_number(ctx, &nhs_number).await
     }
 
     /// Find people by name (every word a prefix of a name), birth date and postcode
@@ -280,43 +337,7 @@ impl RegionalQuery {
         #[graphql(default = 20, validator(minimum = 0, maximum = 200))] first: i32,
         after: Option<String>,
     ) -> async_graphql::Result<PersonConnection> {
-        let criteria = SearchCriteria::new(name.as_deref(), birth_date, postcode.as_deref())
-            .ok_or_else(|| {
-                GatewayError::BadInput(
-                    "give a name, a birth date or a postcode (with letters or digits: `%` or `_` alone is no name)".into(),
-                )
-                .extend()
-            })?;
-        let gateway = ctx.data_unchecked::<Arc<Gateway>>();
-        let access = ctx.data_unchecked::<AccessContext>();
-        gateway
-            .policy
-            .may_identify(access)
-            .map_err(|w| GatewayError::Withheld(w).extend())?;
-        unlisted_sources(ctx, gateway);
-        let snapshot = gateway.index.snapshot();
-        let mut ids = snapshot.search(name.as_deref(), birth_date, postcode.as_deref(), |id| {
-            gateway.policy.may_see_person(access, id)
-        });
-        if gateway.policy.needs_facts() {
-            // A hit counts only on the person records this caller may see: a match on
-            // a withheld name or birth date would give it away.
-            let checks = ids.iter().map(|id| {
-                let person = Person {
-                    id: id.clone(),
-                    refs: snapshot.records(id).to_vec(),
-                };
-                let criteria = &criteria;
-                async move {
-                    let shown = person::visible_person_records(ctx, &person).await;
-                    criteria.matches(shown.iter())
-                }
-            });
-            let keep = futures::future::join_all(checks).await;
-            let mut keep = keep.into_iter();
-            ids.retain(|_| keep.next().unwrap_or(false));
-        }
-        lists::page(ctx, SEARCH_CURSOR, &ids, first, after.as_deref())
+        search_people(ctx, name, birth_date, postcode, first, after).await
     }
 
     /// An authority's indicators as a federation entity: a regional supergraph asks

@@ -97,3 +97,15 @@ pub fn authority(ctx: &Context<'_>, name: String) -> Option<Authority> {
         .contains(&name)
         .then_some(Authority { name })
 }
+
+/// The authorities this gateway reports on (none without reports).
+pub fn served_authorities(ctx: &Context<'_>) -> Vec<Authority> {
+    let gateway = ctx.data_unchecked::<Arc<Gateway>>();
+    let Some(reports) = gateway.reports.as_deref() else {
+        return Vec::new();
+    };
+    run::served(&gateway.estate(), reports)
+        .into_iter()
+        .map(|name| Authority { name })
+        .collect()
+}
