@@ -155,6 +155,23 @@ async fn main() -> anyhow::Result<()> {
         full.linkage.related_checked
     );
     println!("phases (ms): {:?}", full.phase_ms);
+    println!(
+        "peak RSS at the end of each phase (MiB): {:?}",
+        full.phase_peak_mib
+    );
+    let parts = queue_parts(&work.join("truth.json"), &snap)?;
+    println!(
+        "review queue in parts ({} people): {}",
+        q.true_people,
+        parts
+            .iter()
+            .map(|(part, (all, true_matches))| format!(
+                "{part}: {all} ({:.2}% of people; {true_matches} true matches)",
+                100.0 * *all as f64 / q.true_people.max(1) as f64
+            ))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
     patterns(&work.join("truth.json"), &snap)?;
     drop(snap);
 
@@ -172,7 +189,7 @@ async fn main() -> anyhow::Result<()> {
     let inc = gateway.refresh_index(true).await?;
     let inc_secs = started.elapsed().as_secs_f64();
     println!(
-        "incremental refresh after 10 changed records: {inc_secs:.2} s ({:.1}x faster); read {:?}; {} records changed, {} pairs compared, {} index rows written; peak RSS {:.0} MiB",
+        "incremental refresh after 10 changed records: {inc_secs:.2} s ({:.1}x faster); read {:?}; {} records changed, {} pairs compared, {} index rows written; peak RSS of the whole run so far {:.0} MiB",
         full_secs / inc_secs,
         inc.records_read,
         inc.linkage_changed_records,
@@ -181,12 +198,15 @@ async fn main() -> anyhow::Result<()> {
         peak_rss_mib()
     );
     println!("phases (ms): {:?}", inc.phase_ms);
+    println!(
+        "records linked again: {} (the changed ones and all linkage joins to them)",
+        inc.linkage.relinked_records
+    );
     Ok(())
 }
 
-/// The false links and the review queue, by comparison pattern (most common first):
-/// where precision and the steward's work go.
-fn patterns(truth: &Path, snap: &Snapshot) -> anyhow::Result<()> {
+/// Which record of the truth is which person.
+fn truth_of(truth: &Path) -> anyhow::Result<HashMap<(String, String), String>> {
     let t: serde_json::Value = serde_json::from_slice(&std::fs::read(truth)?)?;
     let mut of: HashMap<(String, String), String> = HashMap::new();
     for p in t["people"].as_array().into_iter().flatten() {
@@ -200,6 +220,43 @@ fn patterns(truth: &Path, snap: &Snapshot) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(of)
+}
+
+/// The review queue by why a pair is there: held back only because a record is
+/// protected (a score would link it), uncertain (a score between the thresholds), a
+/// score link a bar stops (names, dates or sexes that a score may not overrule), and
+/// refused links (the guard: NHS numbers, a steward's unlink). Per part: pairs, and how
+/// many are true matches.
+fn queue_parts(
+    truth: &Path,
+    snap: &Snapshot,
+) -> anyhow::Result<BTreeMap<&'static str, (usize, usize)>> {
+    let of = truth_of(truth)?;
+    let mut parts: BTreeMap<&'static str, (usize, usize)> = BTreeMap::new();
+    for c in snap.review_queue() {
+        let part = if c.reason.starts_with("protected record") {
+            "protected, a score would link"
+        } else if c.reason.starts_with("score between") {
+            "uncertain score"
+        } else if c.reason.contains("refused") || c.reason.starts_with("different NHS") {
+            "refused or conflicting identifiers"
+        } else {
+            "stopped by a bar"
+        };
+        let e = parts.entry(part).or_default();
+        e.0 += 1;
+        if of.contains_key(&c.a) && of.get(&c.a) == of.get(&c.b) {
+            e.1 += 1;
+        }
+    }
+    Ok(parts)
+}
+
+/// The false links and the review queue, by comparison pattern (most common first):
+/// where precision and the steward's work go.
+fn patterns(truth: &Path, snap: &Snapshot) -> anyhow::Result<()> {
+    let of = truth_of(truth)?;
     let pattern = |w: &[FieldWeight]| -> String {
         w.iter()
             .map(|f| format!("{}={}", &f.field[..3], f.level))

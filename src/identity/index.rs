@@ -129,7 +129,7 @@ pub struct LinkDecision {
     pub decided_at: String,
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     pub people: BTreeMap<String, Vec<SourceRef>>,
     by_source: HashMap<(String, String), String>,
@@ -147,7 +147,7 @@ pub struct Snapshot {
     decisions: Vec<LinkDecision>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct SearchRow {
     person_id: String,
     names: Vec<String>,
@@ -302,6 +302,17 @@ pub struct IndexReport {
     pub removed_source_records: usize,
     /// Milliseconds per phase of the run, in order.
     pub phase_ms: Vec<(&'static str, u64)>,
+    /// The process's peak resident memory (MiB) at the end of each phase, where the
+    /// system tells it (Linux): which phase set the peak.
+    pub phase_peak_mib: Vec<(&'static str, u64)>,
+}
+
+/// The process's peak resident memory so far (VmHWM), in MiB; None off Linux.
+fn peak_memory_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
 }
 
 /// What the probabilistic stage did.
@@ -312,6 +323,9 @@ pub struct LinkStats {
     pub incremental: bool,
     /// Pairs compared field by field in this run.
     pub compared_pairs: usize,
+    /// Records linked again in an incremental refresh: the changed ones and all that
+    /// linkage joins to them (0: all were).
+    pub relinked_records: usize,
     pub candidate_pairs: usize,
     /// Blocks too large to pair (see `blocking.max_block`).
     pub skipped_blocks: usize,
@@ -599,6 +613,9 @@ impl IdentityIndex {
             report
                 .phase_ms
                 .push((name, clock.elapsed().as_millis() as u64));
+            if let Some(mib) = peak_memory_mib() {
+                report.phase_peak_mib.push((name, mib));
+            }
             clock = std::time::Instant::now();
         };
         // What the last run left, from memory (or, after a start or a failed run, from
@@ -613,7 +630,15 @@ impl IdentityIndex {
             pairs: kept_pairs,
             model: kept_model,
             mut aliases,
+            mut blocks,
+            mut spare,
         } = state;
+        if incremental && sources.is_some() && blocks.is_some() && matches!(spare, Spare::None) {
+            // The copy of the snapshot this refresh may patch, made while the sources
+            // are read (not at the full build, whose peak memory it would raise).
+            let live = self.snapshot();
+            spare = Spare::Copying(std::thread::spawn(move || (*live).clone()));
+        }
         // The records as they were before this run, for those that changed (None: new).
         // A fresh index has no before: every record is new, and all are written.
         let fresh = records.is_empty();
@@ -680,8 +705,11 @@ impl IdentityIndex {
                 }
             }
             let mut newest = since;
-            for record in &mapped.records {
-                let mut row = from_record(&source.name, record);
+            // Each mapped record is dropped once its row is taken: a source's listing
+            // and the index's rows are not held whole at once.
+            for record in mapped.records {
+                let mut row = from_record(&source.name, &record);
+                drop(record);
                 row.authority = source.authority.clone();
                 newest = newest.max(row.updated);
                 let key = (row.source.clone(), row.local_id.clone());
@@ -743,21 +771,196 @@ impl IdentityIndex {
                 pairs: kept_pairs,
                 model: kept_model,
                 aliases,
+                blocks,
+                spare,
             });
             phase(&mut report, "persist");
             return Ok(report);
         }
         let decisions = load_decisions(&conn).map_err(|e| self.store_err(e))?;
+        let few_changes = incremental && changed_keys.len() * 5 < records.len().max(1);
+        let old_snapshot = self.snapshot();
+        // A refresh with few changes links again only the records they can reach (see
+        // `affected`), when the blocks of the last full build are at hand.
+        let area = match (&blocks, &kept_model, sources) {
+            (Some(b), Some(_), Some(_)) if few_changes => affected(
+                &records,
+                &changed_keys,
+                &before,
+                &kept_pairs,
+                &decisions,
+                &old_snapshot,
+                b,
+                &self.linkage,
+            ),
+            _ => None,
+        };
+        if let Some(area) = area {
+            let (Some(model), Some(mut blocks), Some(sources)) =
+                (kept_model.as_ref(), blocks.take(), sources)
+            else {
+                return Err(self.store_err("incremental linkage without its blocks"));
+            };
+            phase(&mut report, "changes");
+            let mut sub: BTreeMap<RecordKey, SourceRecord> = area
+                .iter()
+                .filter_map(|k| records.get(k).map(|r| (k.clone(), r.clone())))
+                .collect();
+            // What the new snapshot differs in: the people the area's records were in
+            // (all of whose records are in the area), those records and the ones that
+            // left, and their NHS numbers.
+            let mut touched = Touched::default();
+            for (k, old) in &before {
+                touched.records.insert(k.clone());
+                if let Some(old) = old {
+                    touched
+                        .people
+                        .extend(Some(old.person_id.clone()).filter(|p| !p.is_empty()));
+                    touched.nhs.extend(old.nhs_number.clone());
+                }
+            }
+            for (k, r) in &sub {
+                touched.records.insert(k.clone());
+                touched
+                    .people
+                    .extend(Some(r.person_id.clone()).filter(|p| !p.is_empty()));
+                touched.nhs.extend(r.nhs_number.clone());
+            }
+            for p in &touched.people {
+                touched
+                    .nhs
+                    .extend(old_snapshot.nhs_numbers_of(p).iter().cloned());
+            }
+            let (dropped, kept) = drop_changed_pairs(kept_pairs, &changed_keys);
+            let area_kept = kept
+                .iter()
+                .filter(|(a, b, _)| sub.contains_key(a) && sub.contains_key(b))
+                .cloned()
+                .collect();
+            let mut population: HashMap<String, usize> = HashMap::new();
+            for r in records.values() {
+                match population.get_mut(r.authority.as_str()) {
+                    Some(n) => *n += 1,
+                    None => {
+                        population.insert(r.authority.clone(), 1);
+                    }
+                }
+            }
+            let old_people = touched.people.clone();
+            let reserved =
+                |id: &str| old_snapshot.people.contains_key(id) && !old_people.contains(id);
+            let input = LinkInput {
+                config: &self.linkage,
+                decisions: &decisions,
+                plan: PairPlan::Incremental {
+                    model: model.clone(),
+                    kept: area_kept,
+                    changed: &changed_keys,
+                },
+                namespace: &self.namespace,
+                population: Some(&population),
+                reserved: Some(&reserved),
+            };
+            let scored = score(&sub, &input);
+            phase(&mut report, "score");
+            let wanted = scored.would_link();
+            let entities = self.linkage.protected.entity_kinds();
+            let (checked, relabelled) = if entities.is_empty() {
+                (0, Vec::new())
+            } else {
+                read_related_labels(&entities, sources, &mut sub, &wanted, false).await
+            };
+            phase(&mut report, "related_labels");
+            let mut outcome = cluster(&mut sub, &input, scored);
+            drop(input);
+            phase(&mut report, "cluster");
+            for (k, r) in &sub {
+                touched.people.insert(r.person_id.clone());
+                if let Some(main) = records.get_mut(k) {
+                    main.person_id.clone_from(&r.person_id);
+                    main.link_rule.clone_from(&r.link_rule);
+                    main.related_labels.clone_from(&r.related_labels);
+                }
+            }
+            for k in &changed_keys {
+                if let Some(r) = records.get(k) {
+                    blocks.note_changed(k, r, &self.linkage);
+                }
+            }
+            report.linkage = std::mem::take(&mut outcome.stats);
+            report.linkage.related_checked = checked;
+            report.linkage.relinked_records = sub.len();
+            report.links_by_rule = links_by_rule(&records);
+            report.changed = outcome.moved.len();
+            let mut review: Vec<Candidate> = old_snapshot
+                .review
+                .iter()
+                .filter(|c| !touched.records.contains(&c.a) && !touched.records.contains(&c.b))
+                .cloned()
+                .collect();
+            review.append(&mut outcome.review);
+            review.sort_by(review_order);
+            report.linkage.review_pairs = review.len();
+            phase(&mut report, "report");
+            let edges = group_edges(&sub, std::mem::take(&mut outcome.edges));
+            let dirty: BTreeSet<&RecordKey> = before
+                .keys()
+                .chain(&outcome.moved)
+                .chain(&relabelled)
+                .collect();
+            let tx = conn.transaction().map_err(|e| self.store_err(e))?;
+            report.rows_written =
+                persist(&tx, Some(&dirty), &records, &outcome.aliases, &source_marks)
+                    .map_err(|e| self.store_err(e))?;
+            persist_people_links(&tx, &touched.people, &edges, &review)
+                .map_err(|e| self.store_err(e))?;
+            persist_pairs(&tx, false, &dropped, &outcome.new_pairs, model)
+                .map_err(|e| self.store_err(e))?;
+            tx.commit().map_err(|e| self.store_err(e))?;
+            for (old, new) in &outcome.aliases {
+                aliases.insert(old.clone(), new.clone());
+            }
+            follow_aliases(&mut aliases);
+            phase(&mut report, "persist");
+            let part = Snapshot::build(sub.values(), &aliases, edges, review, decisions);
+            let mut next = spare.into_copy(&old_snapshot);
+            next.merge(&part, &touched);
+            report.people = next.person_count();
+            report.linkage.probabilistic_links = next
+                .edges
+                .values()
+                .flatten()
+                .filter(|e| e.rule == "probabilistic")
+                .count();
+            *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+            let mut pairs = kept;
+            pairs.append(&mut outcome.new_pairs);
+            *self.state.lock().unwrap_or_else(|p| p.into_inner()) = Some(State {
+                records,
+                pairs,
+                model: kept_model,
+                aliases,
+                blocks: Some(blocks),
+                // The snapshot just replaced becomes the next refresh's copy to patch.
+                spare: Spare::Behind {
+                    snapshot: old_snapshot,
+                    pending: Box::new((part, touched)),
+                },
+            });
+            phase(&mut report, "snapshot");
+            return Ok(report);
+        }
+        drop(spare);
         // Incremental linkage when few records changed and a model was fitted before:
         // only pairs with a changed record are compared; the rest come from the last run.
+        let mut dropped = Vec::new();
         let plan = match kept_model {
-            Some(model) if incremental && changed_keys.len() * 5 < records.len().max(1) => {
+            Some(model) if few_changes => {
+                let kept;
+                (dropped, kept) = drop_changed_pairs(kept_pairs, &changed_keys);
                 PairPlan::Incremental {
                     model,
-                    kept: kept_pairs
-                        .into_iter()
-                        .filter(|(a, b, _)| !changed_keys.contains(a) && !changed_keys.contains(b))
-                        .collect(),
+                    kept,
                     changed: &changed_keys,
                 }
             }
@@ -769,9 +972,11 @@ impl IdentityIndex {
             decisions: &decisions,
             plan,
             namespace: &self.namespace,
+            population: None,
+            reserved: None,
         };
         phase(&mut report, "changes");
-        let scored = score(&records, &input);
+        let mut scored = score(&records, &input);
         phase(&mut report, "score");
         let (mut checked, mut relabelled) = (0, Vec::new());
         if let Some(sources) = sources {
@@ -783,20 +988,38 @@ impl IdentityIndex {
             }
         }
         phase(&mut report, "related_labels");
-        let old_snapshot = self.snapshot();
+        let built_blocks = scored.blocks.take().map(|index| Blocks {
+            index,
+            slots: Vec::new(),
+            built: 0,
+            added: HashMap::new(),
+            authorities: scored.rules.names.clone(),
+            group: scored.rules.group.clone(),
+        });
         let mut outcome = cluster(&mut records, &input, scored);
         phase(&mut report, "cluster");
         report.linkage = std::mem::take(&mut outcome.stats);
         report.linkage.related_checked = checked;
-        let mut by_rule: HashMap<&str, usize> = HashMap::new();
-        for r in records.values() {
-            *by_rule.entry(r.link_rule.as_str()).or_default() += 1;
-        }
-        report.links_by_rule = by_rule
-            .into_iter()
-            .map(|(rule, n)| (rule.to_string(), n))
-            .collect();
+        report.links_by_rule = links_by_rule(&records);
         report.changed = outcome.moved.len();
+        // The blocks: a full build's, with its records as positions; after an
+        // incremental one, the last blocks with the changed records added.
+        match built_blocks {
+            Some(mut b) => {
+                b.slots = std::mem::take(&mut outcome.keys);
+                b.built = b.slots.len();
+                blocks = Some(b);
+            }
+            None => {
+                if let Some(b) = blocks.as_mut() {
+                    for k in &changed_keys {
+                        if let Some(r) = records.get(k) {
+                            b.note_changed(k, r, &self.linkage);
+                        }
+                    }
+                }
+            }
+        }
 
         // Rows to write: records read or removed, records whose person or rule moved,
         // records whose related labels were looked at.
@@ -820,7 +1043,7 @@ impl IdentityIndex {
         .map_err(|e| self.store_err(e))?;
         persist_links(&tx, &old_snapshot, &edges_by_person, &outcome.review)
             .map_err(|e| self.store_err(e))?;
-        persist_pairs(&tx, full, &changed_keys, &outcome.new_pairs, &outcome.model)
+        persist_pairs(&tx, full, &dropped, &outcome.new_pairs, &outcome.model)
             .map_err(|e| self.store_err(e))?;
         tx.commit().map_err(|e| self.store_err(e))?;
         let pairs = match input.plan {
@@ -840,20 +1063,22 @@ impl IdentityIndex {
         follow_aliases(&mut aliases);
 
         phase(&mut report, "persist");
-        let snapshot = Snapshot::build(
+        let snapshot = Arc::new(Snapshot::build(
             records.values(),
             &aliases,
             edges_by_person,
             outcome.review,
             decisions,
-        );
+        ));
         report.people = snapshot.person_count();
-        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
+        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = snapshot;
         *self.state.lock().unwrap_or_else(|p| p.into_inner()) = Some(State {
             records,
             pairs,
             model: Some(outcome.model),
             aliases,
+            blocks,
+            spare: Spare::None,
         });
         phase(&mut report, "snapshot");
         Ok(report)
@@ -889,6 +1114,211 @@ struct State {
     pairs: Vec<(RecordKey, RecordKey, linkage::Levels)>,
     model: Option<linkage::Model>,
     aliases: HashMap<String, String>,
+    /// The blocks of the last full build (not kept in the file).
+    blocks: Option<Blocks>,
+    spare: Spare,
+}
+
+/// The blocks of the last full build, with the records changed since added: where an
+/// incremental refresh finds the records a changed one may pair with.
+struct Blocks {
+    index: linkage::BlockIndex,
+    /// The record at each position: the full build's in order, then those added since.
+    slots: Vec<RecordKey>,
+    built: usize,
+    added: HashMap<RecordKey, u32>,
+    /// The full build's authorities and their linkage groups (blocking keys hold the
+    /// group).
+    authorities: Vec<String>,
+    group: Vec<u16>,
+}
+
+impl Blocks {
+    fn subject(&self, r: &SourceRecord, config: &LinkageConfig) -> Option<Subject> {
+        let a = self.authorities.binary_search(&r.authority).ok()?;
+        Some(Subject {
+            authority: a as u16,
+            group: self.group[a],
+            ..subject(r, &config.protected.labels)
+        })
+    }
+
+    /// Adds the blocks of a new or changed record (its old entries stay: a superset).
+    fn note_changed(&mut self, key: &RecordKey, r: &SourceRecord, config: &LinkageConfig) {
+        let Some(s) = self.subject(r, config) else {
+            return;
+        };
+        let slot = match self.slots[..self.built].binary_search(key) {
+            Ok(i) => i as u32,
+            Err(_) => match self.added.get(key) {
+                Some(&i) => i,
+                None => {
+                    let i = self.slots.len() as u32;
+                    self.slots.push(key.clone());
+                    self.added.insert(key.clone(), i);
+                    i
+                }
+            },
+        };
+        self.index.add(&s, slot);
+    }
+}
+
+/// A copy of the snapshot for an incremental refresh to patch (rather than build a new
+/// one from every record): made after a full build, then the snapshot each refresh
+/// replaced, with that refresh's patch still to apply.
+#[derive(Default)]
+enum Spare {
+    #[default]
+    None,
+    Copying(std::thread::JoinHandle<Snapshot>),
+    Behind {
+        snapshot: Arc<Snapshot>,
+        pending: Box<(Snapshot, Touched)>,
+    },
+}
+
+impl Spare {
+    /// A snapshot equal to `live`, owned.
+    fn into_copy(self, live: &Snapshot) -> Snapshot {
+        match self {
+            Spare::Copying(copy) => copy.join().unwrap_or_else(|_| live.clone()),
+            Spare::Behind { snapshot, pending } => match Arc::try_unwrap(snapshot) {
+                Ok(mut copy) => {
+                    copy.merge(&pending.0, &pending.1);
+                    copy
+                }
+                // Still read somewhere: copy the live one.
+                Err(_) => live.clone(),
+            },
+            Spare::None => live.clone(),
+        }
+    }
+}
+
+/// What a patch of the snapshot replaces: these people, records and NHS numbers.
+#[derive(Debug, Default)]
+struct Touched {
+    people: BTreeSet<String>,
+    records: BTreeSet<RecordKey>,
+    nhs: BTreeSet<String>,
+}
+
+/// The kept comparisons with a changed record (to be compared again), and the others.
+#[allow(clippy::type_complexity)]
+fn drop_changed_pairs(
+    kept: Vec<(RecordKey, RecordKey, linkage::Levels)>,
+    changed: &HashSet<RecordKey>,
+) -> (
+    Vec<(RecordKey, RecordKey)>,
+    Vec<(RecordKey, RecordKey, linkage::Levels)>,
+) {
+    let (gone, kept): (Vec<_>, Vec<_>) = kept
+        .into_iter()
+        .partition(|(a, b, _)| changed.contains(a) || changed.contains(b));
+    (gone.into_iter().map(|(a, b, _)| (a, b)).collect(), kept)
+}
+
+fn links_by_rule(records: &BTreeMap<RecordKey, SourceRecord>) -> BTreeMap<String, usize> {
+    let mut by_rule: HashMap<&str, usize> = HashMap::new();
+    for r in records.values() {
+        *by_rule.entry(r.link_rule.as_str()).or_default() += 1;
+    }
+    by_rule
+        .into_iter()
+        .map(|(rule, n)| (rule.to_string(), n))
+        .collect()
+}
+
+/// The records an incremental refresh links again: the changed ones, the records they
+/// may pair with (their blocks), and all that linkage joins to those, transitively:
+/// the records of their people, pairs that can matter, shared NHS numbers, vendor
+/// merges and stewards' decisions. Nothing outside can change person, so linking these
+/// alone gives the people linking all would. None when that is a large part of the
+/// index (linking all costs no more) or a record's authority is new.
+#[allow(clippy::too_many_arguments)]
+fn affected(
+    records: &BTreeMap<RecordKey, SourceRecord>,
+    changed: &HashSet<RecordKey>,
+    before: &HashMap<RecordKey, Option<SourceRecord>>,
+    kept: &[(RecordKey, RecordKey, linkage::Levels)],
+    decisions: &[LinkDecision],
+    snap: &Snapshot,
+    blocks: &Blocks,
+    config: &LinkageConfig,
+) -> Option<BTreeSet<RecordKey>> {
+    let limit = (records.len() / 10).max(1000);
+    let mut queue: Vec<RecordKey> = Vec::new();
+    for k in changed {
+        queue.push(k.clone());
+        if let Some(r) = records.get(k) {
+            let s = blocks.subject(r, config)?;
+            for slot in blocks.index.partners(&s, config.blocking.max_block) {
+                queue.extend(blocks.slots.get(slot as usize).cloned());
+            }
+        }
+    }
+    let mut joined: HashMap<&RecordKey, Vec<RecordKey>> = HashMap::new();
+    for (a, b, _) in kept {
+        joined.entry(a).or_default().push(b.clone());
+        joined.entry(b).or_default().push(a.clone());
+    }
+    for d in decisions {
+        joined.entry(&d.a).or_default().push(d.b.clone());
+        joined.entry(&d.b).or_default().push(d.a.clone());
+    }
+    let mut merged_from: HashMap<RecordKey, Vec<RecordKey>> = HashMap::new();
+    for (k, r) in records {
+        if let Some(target) = &r.merged_into {
+            merged_from
+                .entry((r.source.clone(), target.clone()))
+                .or_default()
+                .push(k.clone());
+        }
+    }
+    let mut area = BTreeSet::new();
+    let mut seen: HashSet<RecordKey> = HashSet::new();
+    let mut people: HashSet<&str> = HashSet::new();
+    fn person<'s>(
+        snap: &'s Snapshot,
+        p: &str,
+        people: &mut HashSet<&'s str>,
+        queue: &mut Vec<RecordKey>,
+    ) {
+        if let Some((id, refs)) = snap.people.get_key_value(p) {
+            if people.insert(id.as_str()) {
+                queue.extend(refs.iter().map(|r| (r.source.clone(), r.local_id.clone())));
+            }
+        }
+    }
+    while let Some(k) = queue.pop() {
+        if seen.contains(&k) {
+            continue;
+        }
+        let now = records.get(&k);
+        let was = before.get(&k).and_then(Option::as_ref);
+        for r in now.into_iter().chain(was) {
+            person(snap, &r.person_id, &mut people, &mut queue);
+            if let Some(n) = &r.nhs_number {
+                for p in snap.people_with_nhs_number(n) {
+                    person(snap, p, &mut people, &mut queue);
+                }
+            }
+            if let Some(target) = &r.merged_into {
+                queue.push((r.source.clone(), target.clone()));
+            }
+        }
+        queue.extend(joined.get(&k).into_iter().flatten().cloned());
+        queue.extend(merged_from.get(&k).into_iter().flatten().cloned());
+        if now.is_some() {
+            area.insert(k.clone());
+            if area.len() > limit {
+                return None;
+            }
+        }
+        seen.insert(k);
+    }
+    Some(area)
 }
 
 impl State {
@@ -901,6 +1331,8 @@ impl State {
             pairs: load_scored_pairs(conn)?,
             model: load_model(conn)?,
             aliases: load_aliases(conn)?,
+            blocks: None,
+            spare: Spare::None,
         })
     }
 }
@@ -1051,6 +1483,11 @@ pub struct LinkInput<'a> {
     pub plan: PairPlan<'a>,
     /// The installation namespace new person ids are minted in (`index.namespace`).
     pub namespace: &'a str,
+    /// When only some records are linked (an incremental refresh): the records per
+    /// authority of the whole index (the thresholds rise with it), and the person ids
+    /// the other records hold (not to be minted again).
+    pub population: Option<&'a HashMap<String, usize>>,
+    pub reserved: Option<&'a (dyn Fn(&str) -> bool + Sync)>,
 }
 
 /// Which pairs the probabilistic stage compares.
@@ -1079,6 +1516,8 @@ pub struct LinkOutcome {
     pub model: linkage::Model,
     /// Records whose person id or link rule this run changed.
     pub moved: Vec<RecordKey>,
+    /// The records linked, in order (positions of the blocks kept from a full build).
+    pub keys: Vec<RecordKey>,
 }
 
 /// A pair for review before ids exist: positions, score, reason, evidence.
@@ -1281,6 +1720,8 @@ pub struct Scored {
     model: linkage::Model,
     new_pairs: Vec<(RecordKey, RecordKey, linkage::Levels)>,
     stats: LinkStats,
+    /// A full build's blocks, kept for incremental refreshes.
+    blocks: Option<linkage::BlockIndex>,
 }
 
 impl Scored {
@@ -1323,17 +1764,28 @@ fn score(records: &BTreeMap<RecordKey, SourceRecord>, input: &LinkInput<'_>) -> 
         .collect();
     let allowed = |a: u16, b: u16| rules.allowed(a, b);
     let mut per_group = vec![0usize; rules.names.len().max(1)];
-    for s in &subjects {
-        per_group[s.group as usize] += 1;
+    match input.population {
+        Some(population) => {
+            for (a, name) in rules.names.iter().enumerate() {
+                per_group[rules.group[a] as usize] += population.get(name).copied().unwrap_or(0);
+            }
+        }
+        None => {
+            for s in &subjects {
+                per_group[s.group as usize] += 1;
+            }
+        }
     }
     let cuts: Vec<linkage::Cut> = per_group
         .iter()
         .map(|n| linkage::Cut::for_population(config, *n))
         .collect();
+    let mut blocks = None;
     let (pairs, levels, model, new_from) = match &input.plan {
         PairPlan::Full => {
-            let (pairs, skipped) =
-                linkage::candidate_pairs(&subjects, config.blocking.max_block, None, allowed);
+            let (pairs, skipped, index) =
+                linkage::candidate_pairs_indexed(&subjects, config.blocking.max_block, allowed);
+            blocks = Some(index);
             stats.candidate_pairs = pairs.len();
             stats.skipped_blocks = skipped;
             let levels: Vec<linkage::Levels> = pairs
@@ -1436,6 +1888,7 @@ fn score(records: &BTreeMap<RecordKey, SourceRecord>, input: &LinkInput<'_>) -> 
         model,
         new_pairs,
         stats,
+        blocks,
     }
 }
 
@@ -1460,6 +1913,7 @@ fn cluster(
         model,
         new_pairs,
         mut stats,
+        blocks: _,
     } = scored;
     let position: HashMap<&RecordKey, usize> =
         keys.iter().enumerate().map(|(i, k)| (k, i)).collect();
@@ -1677,6 +2131,8 @@ fn cluster(
         review.push((i, j, Some(score), reason.into(), weights()));
     }
 
+    // What scoring left is not needed any more: free it before the ids are made.
+    drop((subjects, levels, pairs, protected, decided));
     // 5. Ids: keep what the cluster's records already had (the most common; ties to the
     //    smallest), in the current format; otherwise derive one from the cluster's
     //    first record. An id in the old format ("P" + 12 hex digits) moves into the
@@ -1700,10 +2156,11 @@ fn cluster(
         }
         let mut existing: Vec<(&str, usize)> = counts.into_iter().collect();
         existing.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let reserved = |id: &str| input.reserved.is_some_and(|r| r(id));
         let keep = existing
             .iter()
             .map(|(id, _)| person_id::current(id, input.namespace, authority))
-            .find(|id| !taken.contains(id));
+            .find(|id| !taken.contains(id) && !reserved(id));
         let id = match keep {
             Some(id) => id,
             None => {
@@ -1717,7 +2174,7 @@ fn cluster(
                         &first.local_id,
                         salt,
                     );
-                    if !taken.contains(&id) {
+                    if !taken.contains(&id) && !reserved(&id) {
                         break;
                     }
                     salt += 1;
@@ -1753,13 +2210,7 @@ fn cluster(
             weights,
         })
         .collect();
-    queue.sort_by(|x, y| {
-        y.score
-            .unwrap_or(f64::INFINITY)
-            .total_cmp(&x.score.unwrap_or(f64::INFINITY))
-            .then_with(|| x.a.cmp(&y.a))
-            .then_with(|| x.b.cmp(&y.b))
-    });
+    queue.sort_by(review_order);
     stats.review_pairs = queue.len();
     drop(clusters);
     drop(rows);
@@ -1780,6 +2231,7 @@ fn cluster(
         new_pairs,
         model,
         moved,
+        keys,
     }
 }
 
@@ -1792,6 +2244,15 @@ fn link(records: &mut BTreeMap<RecordKey, SourceRecord>, input: &LinkInput<'_>) 
     }
     let scored = score(records, input);
     cluster(records, input, scored)
+}
+
+/// The review queue's order: refused deterministic links first, then best score.
+fn review_order(x: &Candidate, y: &Candidate) -> std::cmp::Ordering {
+    y.score
+        .unwrap_or(f64::INFINITY)
+        .total_cmp(&x.score.unwrap_or(f64::INFINITY))
+        .then_with(|| x.a.cmp(&y.a))
+        .then_with(|| x.b.cmp(&y.b))
 }
 
 fn round2(x: f64) -> f64 {
@@ -1986,7 +2447,7 @@ fn persist(
 fn persist_pairs(
     tx: &rusqlite::Transaction<'_>,
     full: bool,
-    changed: &HashSet<RecordKey>,
+    dropped: &[(RecordKey, RecordKey)],
     pairs: &[(RecordKey, RecordKey, linkage::Levels)],
     model: &linkage::Model,
 ) -> rusqlite::Result<()> {
@@ -1997,11 +2458,13 @@ fn persist_pairs(
             [serde_json::to_string(model).unwrap_or_default()],
         )?;
     } else {
+        // By key, the pairs known to hold a changed record (a condition on either
+        // side would scan the table).
         let mut delete = tx.prepare(
-            "DELETE FROM scored_pair WHERE (a_source = ?1 AND a_local = ?2) OR (b_source = ?1 AND b_local = ?2)",
+            "DELETE FROM scored_pair WHERE a_source = ?1 AND a_local = ?2 AND b_source = ?3 AND b_local = ?4",
         )?;
-        for (source, local) in changed {
-            delete.execute(params![source, local])?;
+        for (a, b) in dropped {
+            delete.execute(params![a.0, a.1, b.0, b.1])?;
         }
     }
     let mut insert = tx.prepare(
@@ -2183,6 +2646,25 @@ fn persist_links(
     Ok(())
 }
 
+/// Replaces the edges of these people (with those in `edges`), and the review queue.
+fn persist_people_links(
+    tx: &rusqlite::Transaction<'_>,
+    people: &BTreeSet<String>,
+    edges: &HashMap<String, Vec<LinkEdge>>,
+    review: &[Candidate],
+) -> rusqlite::Result<()> {
+    let mut delete = tx.prepare("DELETE FROM link_edge WHERE person_id = ?1")?;
+    for person in people {
+        delete.execute([person])?;
+    }
+    let only: HashMap<String, Vec<LinkEdge>> = edges
+        .iter()
+        .filter(|(p, _)| people.contains(*p))
+        .map(|(p, e)| (p.clone(), e.clone()))
+        .collect();
+    persist_links(tx, &Snapshot::default(), &only, review)
+}
+
 /// The link edges by person, and the review queue.
 type StoredLinks = (HashMap<String, Vec<LinkEdge>>, Vec<Candidate>);
 
@@ -2230,9 +2712,6 @@ fn load_links(conn: &Connection) -> rusqlite::Result<StoredLinks> {
     Ok((edges, review))
 }
 
-/// Name words, birth date and postcode gathered for one person's search row.
-type SearchParts = (BTreeSet<String>, Option<NaiveDate>, Option<String>);
-
 impl Snapshot {
     /// The snapshot of these records, aliases, edges (by person), review queue and
     /// decisions.
@@ -2244,21 +2723,9 @@ impl Snapshot {
         decisions: Vec<LinkDecision>,
     ) -> Snapshot {
         let mut snap = Snapshot::default();
-        let mut names: HashMap<&str, SearchParts> = HashMap::new();
-        for r in records {
-            let source_ref = SourceRef {
-                source: r.source.clone(),
-                local_id: r.local_id.clone(),
-                link_rule: r.link_rule.clone(),
-            };
-            match snap.people.get_mut(&r.person_id) {
-                Some(refs) => refs.push(source_ref),
-                None => {
-                    snap.people.insert(r.person_id.clone(), vec![source_ref]);
-                }
-            }
-            snap.by_source
-                .insert((r.source.clone(), r.local_id.clone()), r.person_id.clone());
+        let records: Vec<&SourceRecord> = records.collect();
+        // NHS numbers in the records' order: the first person holding one answers for it.
+        for r in &records {
             if let Some(nhs) = &r.nhs_number {
                 snap.by_nhs
                     .entry(nhs.clone())
@@ -2272,15 +2739,44 @@ impl Snapshot {
                     numbers.push(nhs.clone());
                 }
             }
-            let entry = names.entry(r.person_id.as_str()).or_default();
-            for part in [&r.family_name, &r.given_names].into_iter().flatten() {
-                entry.0.extend(part.split_whitespace().map(normalise_name));
-            }
-            entry.1 = entry.1.or(r.birth_date);
-            if entry.2.is_none() {
-                entry.2 = r.postcode.as_deref().map(normalise_postcode);
-            }
         }
+        // People in id order (a stable sort keeps each one's records in order): the
+        // person map is then built in bulk and the search rows come out sorted.
+        let mut by_person = records;
+        by_person.sort_by(|a, b| a.person_id.cmp(&b.person_id));
+        snap.by_source.reserve(by_person.len());
+        let mut people = Vec::new();
+        let mut search = Vec::new();
+        for group in by_person.chunk_by(|a, b| a.person_id == b.person_id) {
+            let person_id = &group[0].person_id;
+            let mut names: BTreeSet<String> = BTreeSet::new();
+            let (mut birth_date, mut postcode) = (None, None);
+            let mut refs = Vec::with_capacity(group.len());
+            for r in group {
+                refs.push(SourceRef {
+                    source: r.source.clone(),
+                    local_id: r.local_id.clone(),
+                    link_rule: r.link_rule.clone(),
+                });
+                snap.by_source
+                    .insert((r.source.clone(), r.local_id.clone()), person_id.clone());
+                for part in [&r.family_name, &r.given_names].into_iter().flatten() {
+                    names.extend(part.split_whitespace().map(normalise_name));
+                }
+                birth_date = birth_date.or(r.birth_date);
+                if postcode.is_none() {
+                    postcode = r.postcode.as_deref().map(normalise_postcode);
+                }
+            }
+            people.push((person_id.clone(), refs));
+            search.push(SearchRow {
+                person_id: person_id.clone(),
+                names: names.into_iter().collect(),
+                birth_date,
+                postcode,
+            });
+        }
+        snap.people = people.into_iter().collect();
         for (old, new) in aliases {
             snap.former
                 .entry(new.clone())
@@ -2288,21 +2784,84 @@ impl Snapshot {
                 .push(old.clone());
             snap.aliases.insert(old.clone(), new.clone());
         }
-        let mut search: Vec<SearchRow> = names
-            .into_iter()
-            .map(|(person_id, (names, birth_date, postcode))| SearchRow {
-                person_id: person_id.to_string(),
-                names: names.into_iter().collect(),
-                birth_date,
-                postcode,
-            })
-            .collect();
-        search.sort_by(|a, b| a.person_id.cmp(&b.person_id));
         snap.search = search;
         snap.edges = edges;
         snap.review = review;
         snap.decisions = decisions;
         snap
+    }
+}
+
+impl Snapshot {
+    /// Replaces what this snapshot says of the touched people, records and NHS numbers
+    /// by what `part` (the snapshot of those people's records) says; the review queue,
+    /// decisions and aliases are `part`'s.
+    fn merge(&mut self, part: &Snapshot, t: &Touched) {
+        for p in &t.people {
+            self.people.remove(p);
+            self.edges.remove(p);
+            self.nhs_of_person.remove(p);
+        }
+        for k in &t.records {
+            self.by_source.remove(k);
+        }
+        for n in &t.nhs {
+            if let Some(v) = self.people_by_nhs.get_mut(n) {
+                v.retain(|p| !t.people.contains(p));
+                if v.is_empty() {
+                    self.people_by_nhs.remove(n);
+                }
+            }
+            if self.by_nhs.get(n).is_some_and(|p| t.people.contains(p)) {
+                self.by_nhs.remove(n);
+            }
+        }
+        for (p, refs) in &part.people {
+            self.people.insert(p.clone(), refs.clone());
+        }
+        for (k, p) in &part.by_source {
+            self.by_source.insert(k.clone(), p.clone());
+        }
+        for (p, e) in &part.edges {
+            self.edges.insert(p.clone(), e.clone());
+        }
+        for (p, n) in &part.nhs_of_person {
+            self.nhs_of_person.insert(p.clone(), n.clone());
+        }
+        for (n, people) in &part.people_by_nhs {
+            let v = self.people_by_nhs.entry(n.clone()).or_default();
+            for p in people {
+                if !v.contains(p) {
+                    v.push(p.clone());
+                }
+            }
+        }
+        for (n, p) in &part.by_nhs {
+            self.by_nhs.entry(n.clone()).or_insert_with(|| p.clone());
+        }
+        for n in &t.nhs {
+            if !self.by_nhs.contains_key(n) {
+                if let Some(p) = self.people_by_nhs.get(n).and_then(|v| v.first()) {
+                    self.by_nhs.insert(n.clone(), p.clone());
+                }
+            }
+        }
+        // Search rows stay in id order: the others', merged with the part's.
+        let old = std::mem::take(&mut self.search);
+        let mut added = part.search.iter().cloned().peekable();
+        let mut search = Vec::with_capacity(old.len() + part.search.len());
+        for row in old.into_iter().filter(|r| !t.people.contains(&r.person_id)) {
+            while let Some(a) = added.next_if(|a| a.person_id < row.person_id) {
+                search.push(a);
+            }
+            search.push(row);
+        }
+        search.extend(added);
+        self.search = search;
+        self.aliases.clone_from(&part.aliases);
+        self.former.clone_from(&part.former);
+        self.review.clone_from(&part.review);
+        self.decisions.clone_from(&part.decisions);
     }
 }
 
@@ -2358,6 +2917,8 @@ mod tests {
             decisions: &[],
             plan: PairPlan::Full,
             namespace: "test.example",
+            population: None,
+            reserved: None,
         }
     }
 
@@ -2546,6 +3107,8 @@ mod tests {
                 decisions: &decisions,
                 plan: PairPlan::Full,
                 namespace: "test.example",
+                population: None,
+                reserved: None,
             },
         );
         assert_ne!(pid(&m, "a", "1"), pid(&m, "b", "1"));

@@ -487,6 +487,13 @@ async fn incremental_refresh_touches_only_what_changed() {
         full.linkage.compared_pairs
     );
     assert!(inc.linkage.compared_pairs > 0);
+    // Only the records the changes can reach were linked again.
+    let records: usize = full.records_read.values().sum();
+    assert!(
+        inc.linkage.relinked_records > 0 && inc.linkage.relinked_records * 10 < records,
+        "relinked {} of {records} records",
+        inc.linkage.relinked_records
+    );
     assert!(inc.rows_written <= 4, "wrote {} rows", inc.rows_written);
     let snap = gw.gateway.index.snapshot();
     assert_eq!(
@@ -508,11 +515,52 @@ async fn incremental_refresh_touches_only_what_changed() {
     );
     assert_eq!(partition(&gw.gateway.index.snapshot()), incremental);
 
-    // The same answer as a full rebuild over the changed data.
+    // The same answer as a full rebuild over the changed data: people, evidence,
+    // review queue, lookups and search.
+    let patched = gw.gateway.index.snapshot();
     let rebuilt = gw.gateway.refresh_index(false).await.unwrap();
     assert!(!rebuilt.linkage.incremental);
     assert_eq!(rebuilt.changed, 0, "a full rebuild moved records");
-    assert_eq!(partition(&gw.gateway.index.snapshot()), incremental);
+    let snap = gw.gateway.index.snapshot();
+    assert_eq!(partition(&snap), incremental);
+    assert_eq!(snap.people.len(), patched.people.len());
+    let pairs = |s: &escr_gateway::identity::index::Snapshot| -> BTreeSet<String> {
+        s.review_queue()
+            .iter()
+            .map(|c| {
+                format!(
+                    "{:?} {:?} {} {} {}",
+                    c.a, c.b, c.a_person, c.b_person, c.reason
+                )
+            })
+            .collect()
+    };
+    assert_eq!(pairs(&snap), pairs(&patched));
+    for (person, refs) in &snap.people {
+        assert_eq!(patched.records(person), refs.as_slice(), "{person}");
+        let rules = |s: &escr_gateway::identity::index::Snapshot| -> BTreeSet<String> {
+            s.link_evidence(person)
+                .iter()
+                .map(|e| format!("{:?} {:?} {}", e.a, e.b, e.rule))
+                .collect()
+        };
+        assert_eq!(rules(&snap), rules(&patched), "{person}");
+        for r in refs {
+            assert_eq!(
+                patched.by_source(&r.source, &r.local_id),
+                Some(person.as_str())
+            );
+        }
+        for n in snap.nhs_numbers_of(person) {
+            assert_eq!(
+                patched.people_with_nhs_number(n),
+                snap.people_with_nhs_number(n)
+            );
+        }
+    }
+    let everyone =
+        |s: &escr_gateway::identity::index::Snapshot| s.search(None, None, None, |_| true);
+    assert_eq!(everyone(&snap), everyone(&patched));
 }
 
 /// The data-quality report counts what the generator injected, per source; the CSV

@@ -439,6 +439,79 @@ impl<T: std::hash::Hash> HashPart for T {
     }
 }
 
+/// The blocks of a full build, as sorted runs of (key, record position): where an
+/// incremental refresh looks up the records a changed record may pair with, instead of
+/// blocking every record again. Records added later are appended to `added` (kept
+/// sorted); entries of changed records stay as they were (a superset is harmless: the
+/// pairs themselves are formed afresh among the records looked up).
+#[derive(Debug, Default)]
+pub struct BlockIndex {
+    entries: Vec<(u64, u32)>,
+    years: Vec<(u64, bool, u32)>,
+    added: Vec<(u64, u32)>,
+    added_years: Vec<(u64, bool, u32)>,
+}
+
+impl BlockIndex {
+    /// Adds the blocks of `subject`, at position `at` (a position past the build's).
+    pub fn add(&mut self, subject: &Subject, at: u32) {
+        let (mut keys, mut year) = (Vec::new(), None);
+        blocking_keys(subject, &mut keys, &mut year);
+        for k in keys {
+            let i = self.added.partition_point(|e| *e < (k, at));
+            self.added.insert(i, (k, at));
+        }
+        if let Some(k) = year {
+            let e = (k, subject.birth_estimated, at);
+            let i = self.added_years.partition_point(|x| *x < e);
+            self.added_years.insert(i, e);
+        }
+    }
+
+    /// Positions of the records that share a block with `subject` (blocks larger than
+    /// `max_block` give none, as in [`candidate_pairs`]); may include `subject`'s own.
+    pub fn partners(&self, subject: &Subject, max_block: usize) -> Vec<u32> {
+        let (mut keys, mut year) = (Vec::new(), None);
+        blocking_keys(subject, &mut keys, &mut year);
+        let run = |list: &[(u64, u32)], k: u64| -> std::ops::Range<usize> {
+            list.partition_point(|e| e.0 < k)..list.partition_point(|e| e.0 <= k)
+        };
+        let mut out = Vec::new();
+        for k in keys {
+            let (a, b) = (run(&self.entries, k), run(&self.added, k));
+            if a.len() + b.len() > max_block {
+                continue;
+            }
+            out.extend(self.entries[a].iter().chain(&self.added[b]).map(|e| e.1));
+        }
+        if let Some(k) = year {
+            let run = |list: &[(u64, bool, u32)]| -> std::ops::Range<usize> {
+                list.partition_point(|e| e.0 < k)..list.partition_point(|e| e.0 <= k)
+            };
+            let block: Vec<(bool, u32)> = self.years[run(&self.years)]
+                .iter()
+                .chain(&self.added_years[run(&self.added_years)])
+                .map(|e| (e.1, e.2))
+                .collect();
+            let e = block.iter().filter(|x| x.0).count();
+            let r = block.len() - e;
+            if e * e.saturating_sub(1) / 2 + e * r <= max_block * max_block.saturating_sub(1) / 2 {
+                // An estimated date pairs with every date of its year; a real one only
+                // with the estimated ones.
+                out.extend(
+                    block
+                        .iter()
+                        .filter(|x| subject.birth_estimated || x.0)
+                        .map(|x| x.1),
+                );
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
 /// Candidate pairs (i < j), each once, and how many blocks were too big to pair. With
 /// `only`, just the pairs that include a marked record (incremental linkage). Pairs of
 /// records whose authorities may not be linked (`allowed`) are never formed.
@@ -448,6 +521,25 @@ pub fn candidate_pairs(
     only: Option<&[bool]>,
     allowed: impl Fn(u16, u16) -> bool,
 ) -> (Vec<(u32, u32)>, usize) {
+    let (pairs, skipped, _) = blocked_pairs(subjects, max_block, only, allowed);
+    (pairs, skipped)
+}
+
+/// [`candidate_pairs`] over all records, and the blocks, kept for incremental runs.
+pub fn candidate_pairs_indexed(
+    subjects: &[Subject],
+    max_block: usize,
+    allowed: impl Fn(u16, u16) -> bool,
+) -> (Vec<(u32, u32)>, usize, BlockIndex) {
+    blocked_pairs(subjects, max_block, None, allowed)
+}
+
+fn blocked_pairs(
+    subjects: &[Subject],
+    max_block: usize,
+    only: Option<&[bool]>,
+    allowed: impl Fn(u16, u16) -> bool,
+) -> (Vec<(u32, u32)>, usize, BlockIndex) {
     let mut keys = Vec::new();
     let mut year = None;
     let wanted: Option<std::collections::HashSet<u64>> = only.map(|marks| {
@@ -517,7 +609,12 @@ pub fn candidate_pairs(
     }
     pairs.sort_unstable();
     pairs.dedup();
-    (pairs, skipped)
+    let index = BlockIndex {
+        entries,
+        years,
+        ..BlockIndex::default()
+    };
+    (pairs, skipped, index)
 }
 
 /// A deterministic stream for sampling random pairs (splitmix64).
