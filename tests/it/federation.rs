@@ -892,6 +892,7 @@ async fn moved_person_is_one_regional_record() {
             .unwrap()
             .audit
             .for_person(person["id"].as_str().unwrap())
+            .await
             .unwrap();
         assert!(
             events.iter().any(|e| e.user == "worker@region"
