@@ -29,6 +29,9 @@ struct CacheKey {
 /// One key's records, shared (the cache, the request and every field that shows them).
 pub type Records = Arc<Vec<Arc<Record>>>;
 
+/// Bytes a cache entry costs beyond its key and records (moka's entry and its nodes).
+const ENTRY_OVERHEAD: usize = 256;
+
 /// Shared by all requests: the sources and the cache of their mapped records.
 pub struct Fetcher {
     pub sources: Vec<Source>,
@@ -49,8 +52,13 @@ pub struct CacheStats {
 impl Fetcher {
     pub fn new(sources: Vec<Source>, max_bytes: u64, ttl: Duration) -> Fetcher {
         let cache = Cache::builder()
-            .weigher(|_k: &CacheKey, v: &Records| -> u32 {
-                let bytes: usize = 64 + v.iter().map(|r| r.weight()).sum::<usize>();
+            .weigher(|k: &CacheKey, v: &Records| -> u32 {
+                // The entry's own keeping (moka's entry, key hash, deque and timer
+                // nodes: an estimate from their types), its key, list and records.
+                let bytes = ENTRY_OVERHEAD
+                    + k.key.len().next_multiple_of(16)
+                    + (v.len() * std::mem::size_of::<Arc<Record>>() + 48).next_multiple_of(16)
+                    + v.iter().map(|r| r.weight()).sum::<usize>();
                 bytes.min(u32::MAX as usize) as u32
             })
             .max_capacity(max_bytes)
