@@ -9,7 +9,7 @@
 //! stop_test_servers
 //! ```
 //!
-//! One request reads 20 consecutive OpenCare people (50 such windows in turn, so that
+//! One request reads 20 (or `BENCH_PEOPLE_PER_REQUEST`) consecutive OpenCare people (50 such windows in turn, so that
 //! concurrent requests ask for different people) with all their visits, case notes
 //! and services: 20 aliases of `personBySourceRecord` for the gateway (as
 //! `safeguarding_lead` with a break-glass reason, so that every row is released), one
@@ -41,7 +41,14 @@ const ENTITIES: [EntityKind; 4] = [
     EntityKind::CaseNote,
     EntityKind::Service,
 ];
-const PEOPLE_PER_REQUEST: usize = 20;
+/// People per request: 20, or `BENCH_PEOPLE_PER_REQUEST` (for example 200).
+fn people_per_request() -> usize {
+    std::env::var("BENCH_PEOPLE_PER_REQUEST")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(20)
+}
 /// Requests cycle through this many windows of 20 consecutive people, so that
 /// concurrent requests ask for different people (identical ones would share one
 /// in-flight load in the gateway, which the direct program cannot).
@@ -85,7 +92,8 @@ fn mysql_opts() -> anyhow::Result<mysql_async::Opts> {
 /// One server under test: its process and address.
 struct Target {
     label: &'static str,
-    child: Child,
+    /// The server's process (none for a second query mix on a server already there).
+    child: Option<Child>,
     url: String,
     headers: Vec<(String, String)>,
     /// The first window's body (checked against the direct program's rows).
@@ -96,8 +104,10 @@ struct Target {
 
 impl Drop for Target {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -111,6 +121,7 @@ struct Measured {
 }
 
 async fn run(people: usize, connections: &[usize], seconds: u64) -> anyhow::Result<()> {
+    let per_request = people_per_request();
     let opts = mysql_opts()?;
     let (work, rows) = mariadb::opencare_loaded(people, &opts).await?;
     let pool = mysql_async::Pool::new(opts.clone());
@@ -118,11 +129,11 @@ async fn run(people: usize, connections: &[usize], seconds: u64) -> anyhow::Resu
     let ids: Vec<String> = conn
         .query(format!(
             "SELECT CAST(id AS CHAR) FROM people WHERE deleted_at IS NULL ORDER BY id LIMIT {} OFFSET 100",
-            PEOPLE_PER_REQUEST * WINDOWS
+            per_request * WINDOWS
         ))
         .await?;
     // As many whole windows as the estate has, up to WINDOWS.
-    let windows: Vec<&[String]> = ids.chunks_exact(PEOPLE_PER_REQUEST).collect();
+    let windows: Vec<&[String]> = ids.chunks_exact(per_request).collect();
     anyhow::ensure!(!windows.is_empty(), "too few OpenCare people");
     let shape: (u64, u64, u64) = conn
         .query_first(
@@ -132,7 +143,7 @@ async fn run(people: usize, connections: &[usize], seconds: u64) -> anyhow::Resu
         .await?
         .unwrap_or_default();
     println!(
-        "{people} people generated; OpenCare in MariaDB: {rows} rows ({} appointments, {} notes, {} service agreements); {} windows of {PEOPLE_PER_REQUEST} people",
+        "{people} people generated; OpenCare in MariaDB: {rows} rows ({} appointments, {} notes, {} service agreements); {} windows of {per_request} people",
         shape.0, shape.1, shape.2, windows.len()
     );
 
@@ -163,14 +174,18 @@ async fn run(people: usize, connections: &[usize], seconds: u64) -> anyhow::Resu
                 .spawn()?;
             Target {
                 label,
-                child,
+                child: Some(child),
                 url: format!("http://127.0.0.1:{port}/people"),
                 headers: vec![],
                 body: direct_bodies[0].clone(),
                 bodies: direct_bodies.clone(),
             }
         } else {
-            let cache_mib = if label.contains("off") { 0 } else { 256 };
+            let cache_mib = if label.contains("off") {
+                0
+            } else {
+                cache_bound_mib()
+            };
             let config = gateway_config(work.path(), &opts, cache_mib)?;
             let status = Command::new(&escr)
                 .args(["--config", config.to_str().unwrap_or_default(), "index"])
@@ -207,7 +222,7 @@ async fn run(people: usize, connections: &[usize], seconds: u64) -> anyhow::Resu
                 .spawn()?;
             Target {
                 label,
-                child,
+                child: Some(child),
                 url: format!("http://127.0.0.1:{port}/graphql"),
                 headers: vec![
                     ("Authorization".into(), format!("Bearer {token}")),
@@ -217,6 +232,7 @@ async fn run(people: usize, connections: &[usize], seconds: u64) -> anyhow::Resu
                 bodies: gateway_bodies.clone(),
             }
         };
+        let pid = target.child.as_ref().map_or(0, Child::id);
         wait_ready(&target).await?;
         let rows = answer_rows(&target).await?;
         match results.first() {
@@ -229,7 +245,7 @@ async fn run(people: usize, connections: &[usize], seconds: u64) -> anyhow::Resu
             // Warm-up (and, for the warm cache, filling it); not measured.
             wrk(&target.url, &script, c, 5)?;
             let db_before = (com_select(&mut conn).await?, mariadb_cpu());
-            let cpu_before = cpu_seconds(target.child.id());
+            let cpu_before = cpu_seconds(pid);
             let (per_sec, p50_ms, p99_ms, requests) = wrk(&target.url, &script, c, seconds)?;
             let statements =
                 (com_select(&mut conn).await? - db_before.0) as f64 / requests.max(1) as f64;
@@ -238,10 +254,42 @@ async fn run(people: usize, connections: &[usize], seconds: u64) -> anyhow::Resu
                 p50_ms,
                 p99_ms,
                 statements,
-                cpu_s: cpu_seconds(target.child.id()) - cpu_before,
+                cpu_s: cpu_seconds(pid) - cpu_before,
                 db_cpu_s: mariadb_cpu() - db_before.1,
             };
-            results.push((target.label, c, m, peak_rss_mib(target.child.id())));
+            results.push((target.label, c, m, peak_rss_mib(pid)));
+        }
+        if label.contains("warm") {
+            // The list a portal pages through: `people(first, after)` over the index,
+            // a page of as many people as the aliases ask for (each page its own
+            // cursor, taken from the page before).
+            let mut list = Target {
+                label: "gateway, warm, people()",
+                child: None,
+                url: target.url.clone(),
+                headers: target.headers.clone(),
+                body: String::new(),
+                bodies: list_bodies(&target, per_request, windows.len()).await?,
+            };
+            list.body = list.bodies[0].clone();
+            let script = wrk_script(work.path(), &list)?;
+            for &c in connections {
+                wrk(&list.url, &script, c, 5)?;
+                let db_before = (com_select(&mut conn).await?, mariadb_cpu());
+                let cpu_before = cpu_seconds(pid);
+                let (per_sec, p50_ms, p99_ms, requests) = wrk(&list.url, &script, c, seconds)?;
+                let statements =
+                    (com_select(&mut conn).await? - db_before.0) as f64 / requests.max(1) as f64;
+                let m = Measured {
+                    per_sec,
+                    p50_ms,
+                    p99_ms,
+                    statements,
+                    cpu_s: cpu_seconds(pid) - cpu_before,
+                    db_cpu_s: mariadb_cpu() - db_before.1,
+                };
+                results.push((list.label, c, m, peak_rss_mib(pid)));
+            }
         }
     }
     drop(conn);
@@ -275,16 +323,62 @@ async fn run(people: usize, connections: &[usize], seconds: u64) -> anyhow::Resu
         );
     }
     println!(
+        "\nThe warm gateway's cache bound: {} MiB (RSS target: at most {} MiB).",
+        cache_bound_mib(),
+        cache_bound_mib() + 64
+    );
+    println!(
         "\nTargets (issue 14): warm cache >= 2x direct req/s, p99 <= 0.5x; cache off >= 0.8x, p99 <= 1.25x, the same statements per request; RSS <= cache bound + 64 MiB."
     );
     Ok(())
+}
+
+/// The warm gateway's cache bound: 256 MiB, or `BENCH_CACHE_MIB` (below the estate's
+/// size, the weigher's bound is what holds memory down).
+fn cache_bound_mib() -> u64 {
+    std::env::var("BENCH_CACHE_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256)
+}
+
+/// The fields read of each person (the same for the aliases and the list).
+const PERSON_FIELDS: &str = "id name { family given } birthDate visits { id planned actual seen } caseNotes { id date text } services { id type start end }";
+
+/// `people(first, after)` pages of the index, one body per page, from the first.
+async fn list_bodies(
+    target: &Target,
+    per_page: usize,
+    pages: usize,
+) -> anyhow::Result<Vec<String>> {
+    let mut bodies = Vec::new();
+    let mut after: Option<String> = None;
+    for _ in 0..pages {
+        let args = match &after {
+            None => format!("first: {per_page}"),
+            Some(c) => format!("first: {per_page}, after: {c:?}"),
+        };
+        let body = serde_json::json!({
+            "query": format!("{{ people({args}) {{ pageInfo {{ endCursor hasNextPage }} edges {{ node {{ {PERSON_FIELDS} }} }} }} }}")
+        })
+        .to_string();
+        let answer = post(target, &body).await?;
+        anyhow::ensure!(answer.get("errors").is_none(), "people: {answer}");
+        bodies.push(body);
+        let info = &answer["data"]["people"]["pageInfo"];
+        match info["endCursor"].as_str() {
+            Some(c) if info["hasNextPage"] == true => after = Some(c.to_string()),
+            _ => break,
+        }
+    }
+    Ok(bodies)
 }
 
 fn gateway_query(ids: &[String]) -> String {
     let mut q = String::from("{");
     for (i, id) in ids.iter().enumerate() {
         q.push_str(&format!(
-            " p{i}: personBySourceRecord(source: \"opencare\", localId: \"{id}\") {{ id name {{ family given }} birthDate visits {{ id planned actual seen }} caseNotes {{ id date text }} services {{ id type start end }} }}"
+            " p{i}: personBySourceRecord(source: \"opencare\", localId: \"{id}\") {{ {PERSON_FIELDS} }}"
         ));
     }
     q.push_str(" }");

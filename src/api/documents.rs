@@ -21,7 +21,7 @@ use crate::api::error::codes;
 use crate::api::gateway::Gateway;
 use crate::api::graphql::records::Sourced;
 use crate::api::server::AppState;
-use crate::consent::access::{release, AccessContext};
+use crate::consent::access::{release_shared, AccessContext};
 use crate::consent::audit::RequestAudit;
 use crate::record::documents::ContentError;
 use crate::record::source::Lookup;
@@ -201,9 +201,15 @@ async fn released_document(
         audited(gateway, audit, caller).await;
         return Err(no_document());
     }
-    let facts =
-        crate::api::graphql::person::load_person_facts(gateway, &loaders, &person_id, &refs).await;
-    let released = release(
+    let facts = crate::api::graphql::person::load_person_facts(
+        gateway,
+        &loaders,
+        &person_id,
+        &refs,
+        gateway.policy.facts_needed(caller),
+    )
+    .await;
+    let released = release_shared(
         gateway.policy.as_ref(),
         caller,
         &facts,
@@ -224,7 +230,7 @@ async fn released_document(
         }
     }
     match released.records.into_iter().next() {
-        Some((_, record)) => Ok((source, local_id, person_id, record)),
+        Some((_, record)) => Ok((source, local_id, person_id, Arc::unwrap_or_clone(record))),
         None => {
             audited(gateway, audit, caller).await;
             Err(no_document())

@@ -22,6 +22,12 @@ pub trait Policy: Send + Sync + 'static {
     fn needs_facts(&self) -> bool {
         false
     }
+    /// Which of the [`PersonFacts`] this caller's decisions ([`Policy::decide`],
+    /// [`Policy::left_out`]) can depend on: the others are not read (each is a
+    /// statement per source, and the registry a read per person). All by default.
+    fn facts_needed(&self, _ctx: &AccessContext) -> FactsNeeded {
+        FactsNeeded::ALL
+    }
     /// May this caller find people by identifying details (search, NHS number)? A
     /// purpose that may not use demographics may not: a hit would reveal that someone
     /// with that name or number is known.
@@ -64,6 +70,37 @@ pub trait Policy: Send + Sync + 'static {
     ) -> Decision;
 }
 
+/// Which parts of [`PersonFacts`] to read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FactsNeeded {
+    /// [`Policy::left_out`] may leave the person out for this caller (else it never
+    /// does, whatever the facts: lists and lookups need read none for it).
+    pub left_out: bool,
+    pub allocations: bool,
+    pub source_consents: bool,
+    pub registry_consents: bool,
+    pub nhs_numbers: bool,
+}
+
+impl FactsNeeded {
+    pub const ALL: FactsNeeded = FactsNeeded {
+        left_out: true,
+        allocations: true,
+        source_consents: true,
+        registry_consents: true,
+        nhs_numbers: true,
+    };
+
+    /// Everything `self` reads, `other` reads too.
+    pub fn covers(self, other: FactsNeeded) -> bool {
+        (self.left_out || !other.left_out)
+            && (self.allocations || !other.allocations)
+            && (self.source_consents || !other.source_consents)
+            && (self.registry_consents || !other.registry_consents)
+            && (self.nhs_numbers || !other.nhs_numbers)
+    }
+}
+
 /// The national data opt-out as a report states it (counts only, suppressed by the
 /// report like its other small numbers).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -90,14 +127,33 @@ impl Policy for AllowAll {
     }
 }
 
-/// What passes the policy, and what was withheld.
-#[derive(Default)]
-pub struct Released {
-    pub records: Vec<(String, Record)>,
+/// What passes the policy, and what was withheld (`R`: the record, owned or shared).
+pub struct Released<R = Record> {
+    pub records: Vec<(String, R)>,
     /// Withheld records the caller is told about.
-    pub withheld: Vec<(String, Record, Withheld)>,
+    pub withheld: Vec<(String, R, Withheld)>,
     /// Withheld records the caller is not told about (audited only).
-    pub hidden: Vec<(String, Record, Withheld)>,
+    pub hidden: Vec<(String, R, Withheld)>,
+}
+
+impl<R> Default for Released<R> {
+    fn default() -> Self {
+        Released {
+            records: Vec::new(),
+            withheld: Vec::new(),
+            hidden: Vec::new(),
+        }
+    }
+}
+
+impl<R> Released<R> {
+    fn sort(&mut self, source: String, record: R, decision: Decision) {
+        match decision {
+            Decision::Release => self.records.push((source, record)),
+            Decision::Withhold(why) => self.withheld.push((source, record, why)),
+            Decision::Hidden(why) => self.hidden.push((source, record, why)),
+        }
+    }
 }
 
 /// The consent hook: the only way records reach a resolver's result.
@@ -110,11 +166,28 @@ pub fn release(
     let mut out = Released::default();
     for (source, mut record) in records {
         record.labels.extend(policy.implied_labels(&record));
-        match policy.decide(ctx, facts, &source, &record) {
-            Decision::Release => out.records.push((source, record)),
-            Decision::Withhold(why) => out.withheld.push((source, record, why)),
-            Decision::Hidden(why) => out.hidden.push((source, record, why)),
+        let decision = policy.decide(ctx, facts, &source, &record);
+        out.sort(source, record, decision);
+    }
+    out
+}
+
+/// [`release`] over shared records (the loaders' `Arc`s): the same decisions; a
+/// record is copied only where the policy adds a label it does not carry yet.
+pub fn release_shared(
+    policy: &dyn Policy,
+    ctx: &AccessContext,
+    facts: &PersonFacts,
+    records: impl IntoIterator<Item = (String, std::sync::Arc<Record>)>,
+) -> Released<std::sync::Arc<Record>> {
+    let mut out = Released::default();
+    for (source, mut record) in records {
+        let implied = policy.implied_labels(&record);
+        if implied.iter().any(|l| !record.labels.contains(l)) {
+            std::sync::Arc::make_mut(&mut record).labels.extend(implied);
         }
+        let decision = policy.decide(ctx, facts, &source, &record);
+        out.sort(source, record, decision);
     }
     out
 }
@@ -125,6 +198,9 @@ pub fn release(
 #[derive(Default)]
 pub struct RequestScope {
     pub audit: crate::consent::audit::RequestAudit,
-    pub facts: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<PersonFacts>>>,
+    /// Per person: the facts read so far and which parts they hold.
+    pub facts: std::sync::Mutex<
+        std::collections::HashMap<String, (FactsNeeded, std::sync::Arc<PersonFacts>)>,
+    >,
     pub reported: std::sync::Mutex<std::collections::HashSet<String>>,
 }

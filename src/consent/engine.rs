@@ -518,6 +518,23 @@ impl Policy for PolicyEngine {
         true
     }
 
+    /// What `decide` and `left_out` below read of the facts for this caller: the
+    /// allocations where a relationship is required and no break-glass is in force;
+    /// the consents unless the purpose is exempt from them (the sources' consents also
+    /// where the opt-out applies: they may record it); NHS numbers for the opt-out.
+    fn facts_needed(&self, ctx: &AccessContext) -> super::access::FactsNeeded {
+        let purpose = self.purpose(ctx.purpose);
+        let opt_out = self.opt_out_applies(ctx);
+        let consent = !purpose.consent_exempt;
+        super::access::FactsNeeded {
+            left_out: opt_out,
+            allocations: purpose.requires_relationship && !self.break_glass(ctx),
+            source_consents: consent || opt_out,
+            registry_consents: consent,
+            nhs_numbers: opt_out,
+        }
+    }
+
     fn implied_labels(&self, record: &Record) -> Vec<String> {
         self.config
             .record_labels
@@ -941,6 +958,49 @@ mod tests {
             }
             if released(&e, &ctx, &after, &r) {
                 prop_assert!(before, "a deny released more");
+            }
+        }
+
+        /// Reading only the facts `facts_needed` names decides exactly as reading them
+        /// all (the decision and its code and reason, and the opt-out), so the
+        /// statements left out change nothing; a consent source that could not be read
+        /// counts only where the consents are needed.
+        #[test]
+        fn only_the_needed_facts_decide(
+            ctx in caller(),
+            mut facts in facts(),
+            r in target(),
+            unknown in any::<bool>(),
+            purpose in 0usize..5,
+        ) {
+            let e = engine();
+            let mut ctx = ctx;
+            // Any purpose too, not only the role's: those are withheld, but alike.
+            if purpose == 4 {
+                ctx.purpose = Purpose::Research;
+            }
+            facts.consent_unknown = unknown;
+            let needed = e.facts_needed(&ctx);
+            let partial = PersonFacts {
+                person_id: facts.person_id.clone(),
+                allocations: if needed.allocations { facts.allocations.clone() } else { vec![] },
+                source_consents: if needed.source_consents { facts.source_consents.clone() } else { vec![] },
+                registry_consents: if needed.registry_consents { facts.registry_consents.clone() } else { vec![] },
+                nhs_numbers: if needed.nhs_numbers { facts.nhs_numbers.clone() } else { vec![] },
+                consent_unknown: unknown && (needed.source_consents || needed.registry_consents),
+                consent_failures: vec![],
+            };
+            let mut r = r;
+            r.labels.extend(e.implied_labels(&r));
+            let said = |d: Decision| match d {
+                Decision::Release => "release".to_string(),
+                Decision::Withhold(w) => format!("withhold {} {}", w.code, w.reason),
+                Decision::Hidden(w) => format!("hidden {} {}", w.code, w.reason),
+            };
+            prop_assert_eq!(said(e.decide(&ctx, &facts, "s", &r)), said(e.decide(&ctx, &partial, "s", &r)));
+            prop_assert_eq!(e.left_out(&ctx, &facts), e.left_out(&ctx, &partial));
+            if !needed.left_out {
+                prop_assert!(!e.left_out(&ctx, &facts));
             }
         }
     }

@@ -26,7 +26,11 @@ struct CacheKey {
     key: String,
 }
 
-pub type Records = Arc<Vec<Record>>;
+/// One key's records, shared (the cache, the request and every field that shows them).
+pub type Records = Arc<Vec<Arc<Record>>>;
+
+/// Bytes a cache entry costs beyond its key and records (moka's entry and its nodes).
+const ENTRY_OVERHEAD: usize = 256;
 
 /// Shared by all requests: the sources and the cache of their mapped records.
 pub struct Fetcher {
@@ -48,8 +52,13 @@ pub struct CacheStats {
 impl Fetcher {
     pub fn new(sources: Vec<Source>, max_bytes: u64, ttl: Duration) -> Fetcher {
         let cache = Cache::builder()
-            .weigher(|_k: &CacheKey, v: &Records| -> u32 {
-                let bytes: usize = 64 + v.iter().map(Record::weight).sum::<usize>();
+            .weigher(|k: &CacheKey, v: &Records| -> u32 {
+                // The entry's own keeping (moka's entry, key hash, deque and timer
+                // nodes: an estimate from their types), its key, list and records.
+                let bytes = ENTRY_OVERHEAD
+                    + k.key.len().next_multiple_of(16)
+                    + (v.len() * std::mem::size_of::<Arc<Record>>() + 48).next_multiple_of(16)
+                    + v.iter().map(|r| r.weight()).sum::<usize>();
                 bytes.min(u32::MAX as usize) as u32
             })
             .max_capacity(max_bytes)
@@ -153,14 +162,14 @@ impl Fetcher {
                 .fetch(entity, lookup, &batch_keys)
                 .await
                 .map_err(Arc::new)?;
-            let mut grouped: HashMap<String, Vec<Record>> = HashMap::new();
+            let mut grouped: HashMap<String, Vec<Arc<Record>>> = HashMap::new();
             for record in mapped.records {
                 let key = match lookup {
                     Lookup::ByKey => Some(record.local_id.clone()),
                     Lookup::ByPerson => record.person_id.clone(),
                 };
                 if let Some(key) = key {
-                    grouped.entry(key).or_default().push(record);
+                    grouped.entry(key).or_default().push(Arc::new(record));
                 }
             }
             Ok::<_, Arc<SourceError>>(Arc::new(grouped))
@@ -215,8 +224,14 @@ type Waiter = (
 pub struct RequestLoaders {
     fetcher: Arc<Fetcher>,
     delay: Duration,
-    pending: Mutex<HashMap<(usize, EntityKind, Lookup), Vec<Waiter>>>,
+    pending: Mutex<HashMap<Slot, Vec<Waiter>>>,
+    /// What this request has loaded: a key asked for again (by another field, or the
+    /// policy's facts) is answered from here, not by another statement when the
+    /// shared cache is off or has evicted it. Unfiltered, and dropped with the request.
+    loaded: Mutex<HashMap<Slot, HashMap<String, Records>>>,
 }
+
+type Slot = (usize, EntityKind, Lookup);
 
 impl RequestLoaders {
     pub fn new(fetcher: Arc<Fetcher>, delay: Duration) -> RequestLoaders {
@@ -224,6 +239,7 @@ impl RequestLoaders {
             fetcher,
             delay,
             pending: Mutex::new(HashMap::new()),
+            loaded: Mutex::new(HashMap::new()),
         }
     }
 
@@ -231,7 +247,7 @@ impl RequestLoaders {
         &self.fetcher
     }
 
-    fn waiting(&self, slot: (usize, EntityKind, Lookup)) -> usize {
+    fn waiting(&self, slot: Slot) -> usize {
         let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         pending.get(&slot).map_or(0, Vec::len)
     }
@@ -244,6 +260,13 @@ impl RequestLoaders {
         key: &str,
     ) -> Result<Records, Arc<SourceError>> {
         let slot = (source, entity, lookup);
+        let known = {
+            let loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+            loaded.get(&slot).and_then(|keys| keys.get(key)).cloned()
+        };
+        if let Some(records) = known {
+            return Ok(records);
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let leader = {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
@@ -273,6 +296,14 @@ impl RequestLoaders {
             keys.sort();
             keys.dedup();
             let result = self.fetcher.load(source, entity, lookup, &keys).await;
+            if let Ok(found) = &result {
+                let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+                let slot_keys = loaded.entry(slot).or_default();
+                for key in keys {
+                    let records = found.get(&key).cloned().unwrap_or_default();
+                    slot_keys.insert(key, records);
+                }
+            }
             for (key, tx) in waiters {
                 let answer = match &result {
                     Ok(found) => Ok(found.get(&key).cloned().unwrap_or_default()),

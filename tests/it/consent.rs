@@ -720,9 +720,18 @@ async fn a_warm_cache_never_serves_a_denied_caller() {
         !sealed_ids.is_empty(),
         "the allowed caller sees the sealed note"
     );
-    let statements = s.gateway.fetcher.statements_executed();
+    // A direct-care caller's decisions read the person's allocations and consents,
+    // which the break-glass caller's did not: read them (and no case notes or
+    // services) before counting.
     let mut unrelated = Caller::new("social_worker", "direct_care");
     unrelated.worker = Some("999".into());
+    s.run(
+        &unrelated,
+        "query($id: ID!) { person(id: $id) { id name { family } } }",
+        json!({"id": who.id}),
+    )
+    .await;
+    let statements = s.gateway.fetcher.statements_executed();
     let r = s.run(&unrelated, q, json!({"id": who.id})).await;
     assert_eq!(
         s.gateway.fetcher.statements_executed(),

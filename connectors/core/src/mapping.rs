@@ -26,11 +26,41 @@ pub enum FieldValue {
     List(Vec<String>),
 }
 
+/// What one heap allocation of `bytes` costs: the allocator's header and its rounding
+/// to 16 bytes (glibc's malloc; others are alike). Nothing for nothing.
+fn allocation(bytes: usize) -> usize {
+    if bytes == 0 {
+        0
+    } else {
+        (bytes + 8).next_multiple_of(16).max(32)
+    }
+}
+
+/// Heap bytes of a B-tree map or set of `len` entries of `entry` bytes each: its nodes
+/// hold 11 entries (room for all, used or not) and are at least half full; inner
+/// nodes also hold 12 child pointers.
+fn btree(len: usize, entry: usize) -> usize {
+    const CAPACITY: usize = 11;
+    if len == 0 {
+        return 0;
+    }
+    let leaf = allocation(CAPACITY * entry + 16);
+    if len <= CAPACITY {
+        return leaf;
+    }
+    let nodes = len.div_ceil(CAPACITY.div_ceil(2));
+    nodes * (leaf + 12 * std::mem::size_of::<usize>())
+}
+
 impl FieldValue {
+    /// Heap bytes this value holds beyond its place in the record's map.
     pub fn weight(&self) -> usize {
-        24 + match self {
-            FieldValue::Text(s) => s.len(),
-            FieldValue::List(l) => l.iter().map(|s| s.len() + 24).sum(),
+        match self {
+            FieldValue::Text(s) => allocation(s.len()),
+            FieldValue::List(l) => {
+                allocation(l.len() * std::mem::size_of::<String>())
+                    + l.iter().map(|s| allocation(s.len())).sum::<usize>()
+            }
             _ => 0,
         }
     }
@@ -89,11 +119,22 @@ impl Record {
         }
     }
 
-    /// Rough heap size, for the cache's weigher.
+    /// Heap bytes of this record as a shared (`Arc`) allocation, counted as the
+    /// allocator counts them (headers, rounding, B-tree nodes' unused room), for the
+    /// cache's weigher: a bound on the cache is a bound on memory only if this is true.
     pub fn weight(&self) -> usize {
-        128 + self.local_id.len()
+        let entry = std::mem::size_of::<&str>() + std::mem::size_of::<FieldValue>();
+        allocation(std::mem::size_of::<Record>() + 16)
+            + allocation(self.local_id.len())
+            + self.person_id.as_ref().map_or(0, |p| allocation(p.len()))
+            + btree(self.fields.len(), entry)
             + self.fields.values().map(FieldValue::weight).sum::<usize>()
-            + self.labels.iter().map(|l| l.len() + 24).sum::<usize>()
+            + btree(self.labels.len(), std::mem::size_of::<String>())
+            + self
+                .labels
+                .iter()
+                .map(|l| allocation(l.len()))
+                .sum::<usize>()
     }
 }
 

@@ -256,7 +256,7 @@ async fn authority(
     let role = engine
         .role(&caller.role)
         .ok_or_else(|| forbidden("unknown role"))?;
-    let facts = super::person::person_facts(ctx, person).await;
+    let facts = super::person::all_person_facts(ctx, person).await;
     let found = if role.own_record_only {
         engine
             .is_self(caller, &person.id)
@@ -368,10 +368,8 @@ impl ConsentMutation {
             .resolve(&person_id)
             .map(str::to_string)
             .ok_or_else(|| GatewayError::BadInput("no such person".into()).extend())?;
-        let person = Person {
-            refs: snapshot.records(&id).to_vec(),
-            id,
-        };
+        let refs = snapshot.records(&id).to_vec();
+        let person = Person::new(id, refs);
         let provision = provision.into_provision();
         validate_provision(&provision).map_err(|e| GatewayError::BadInput(e).extend())?;
         let evidence = evidence_of(evidence)?;
@@ -452,10 +450,8 @@ impl ConsentMutation {
             .resolve(&stored.person_id)
             .unwrap_or(&stored.person_id)
             .to_string();
-        let person = Person {
-            refs: snapshot.records(&person_id).to_vec(),
-            id: person_id,
-        };
+        let refs = snapshot.records(&person_id).to_vec();
+        let person = Person::new(person_id, refs);
         // Someone without authority over the person learns nothing of their consents.
         let (who, before) = authority(ctx, &person, false)
             .await
@@ -502,10 +498,8 @@ pub async fn registry_consents(
     let Some(id) = snapshot.resolve(person_id).map(str::to_string) else {
         return Ok(Vec::new());
     };
-    let person = Person {
-        refs: snapshot.records(&id).to_vec(),
-        id,
-    };
+    let refs = snapshot.records(&id).to_vec();
+    let person = Person::new(id, refs);
     authority(ctx, &person, true).await?;
     note(ctx, &person.id, "registry_read", None);
     Ok(access

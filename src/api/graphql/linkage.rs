@@ -356,7 +356,7 @@ pub fn survivorship(
     let gateway = ctx.data_unchecked::<Arc<Gateway>>();
     let input: Vec<(String, &escr_connector::Record)> = records
         .iter()
-        .map(|r| (r.source.clone(), &r.record))
+        .map(|r| (r.source.clone(), &*r.record))
         .collect();
     crate::identity::linkage::golden::golden(&input, &gateway.index.linkage_config().survivorship)
 }

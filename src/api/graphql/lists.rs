@@ -134,15 +134,14 @@ async fn visible(
     let mut ids: Vec<String> = ids
         .filter(|id| gateway.policy.may_see_person(access, id))
         .collect();
-    if gateway.policy.needs_facts() {
+    // Only where the opt-out can leave someone out for this caller: otherwise no
+    // facts are read for the whole list.
+    if gateway.policy.needs_facts() && gateway.policy.facts_needed(access).left_out {
         // Left out altogether (the opt-out as the sources record it): not listed, not
         // counted. Facts load in one batch per source for the whole list.
         let snapshot = gateway.index.snapshot();
         let checks = ids.iter().map(|id| {
-            let person = Person {
-                id: id.clone(),
-                refs: snapshot.records(id).to_vec(),
-            };
+            let person = Person::new(id.clone(), snapshot.records(id).to_vec());
             async move {
                 let facts = person::person_facts(ctx, &person).await;
                 !gateway.policy.left_out(access, &facts)
@@ -188,10 +187,7 @@ pub(super) fn page(
             audit_id(ctx, id, "released");
             PersonEdge {
                 cursor: crate::consent::cursor::seal(kind, access, id.as_bytes()),
-                node: Person {
-                    id: id.clone(),
-                    refs: snapshot.records(id).to_vec(),
-                },
+                node: Person::new(id.clone(), snapshot.records(id).to_vec()),
             }
         })
         .collect();

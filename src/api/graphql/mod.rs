@@ -139,12 +139,10 @@ async fn person_by_id(ctx: &Context<'_>, id: &str) -> Option<Person> {
     let access = ctx.data_unchecked::<AccessContext>();
     let snapshot = gateway.index.snapshot();
     let id = snapshot.resolve(id)?.to_string();
-    let person = Person {
-        refs: snapshot.records(&id).to_vec(),
-        id,
-    };
+    let refs = snapshot.records(&id).to_vec();
+    let person = Person::new(id, refs);
     let mut visible = gateway.policy.may_see_person(access, &person.id);
-    if visible && gateway.policy.needs_facts() {
+    if visible && gateway.policy.needs_facts() && gateway.policy.facts_needed(access).left_out {
         // Left out altogether (the opt-out as the sources record it): not there.
         let facts = person::person_facts(ctx, &person).await;
         visible = !gateway.policy.left_out(access, &facts);
@@ -173,17 +171,14 @@ async fn identified(
             audit_id(ctx, id, "denied");
             continue;
         }
-        let person = Person {
-            refs: snapshot.records(id).to_vec(),
-            id: id.clone(),
-        };
+        let person = Person::new(id.clone(), snapshot.records(id).to_vec());
         // Without a policy that decides per record, everything is visible.
         if !gateway.policy.needs_facts() {
             audit_id(ctx, id, "released");
             return Some(person);
         }
         let shown = person::visible_person_records(ctx, &person).await;
-        if shown.iter().any(&carries) {
+        if shown.iter().any(|r| carries(r)) {
             audit_id(ctx, id, "released");
             return Some(person);
         }
@@ -249,14 +244,11 @@ async fn search_people(
         // A hit counts only on the person records this caller may see: a match on
         // a withheld name or birth date would give it away.
         let checks = ids.iter().map(|id| {
-            let person = Person {
-                id: id.clone(),
-                refs: snapshot.records(id).to_vec(),
-            };
+            let person = Person::new(id.clone(), snapshot.records(id).to_vec());
             let criteria = &criteria;
             async move {
                 let shown = person::visible_person_records(ctx, &person).await;
-                criteria.matches(shown.iter())
+                criteria.matches(shown.iter().map(|r| &**r))
             }
         });
         let keep = futures::future::join_all(checks).await;

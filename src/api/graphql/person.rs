@@ -11,7 +11,9 @@ use super::codes::*;
 use super::records::*;
 use crate::api::error::GatewayError;
 use crate::api::gateway::Gateway;
-use crate::consent::access::{release, AccessContext, PersonFacts, RequestScope};
+use crate::consent::access::{
+    release_shared, AccessContext, FactsNeeded, PersonFacts, Released, RequestScope,
+};
 use crate::consent::context::codes;
 use crate::identity::index::SourceRef;
 use crate::record::loader::RequestLoaders;
@@ -21,6 +23,38 @@ use crate::record::source::Lookup;
 pub struct Person {
     pub id: String,
     pub refs: Vec<SourceRef>,
+    /// What this request decided about the person so far (a `Person` lives for one
+    /// request: decided once, asked for by many fields).
+    memo: Arc<PersonMemo>,
+}
+
+impl Person {
+    pub fn new(id: String, refs: Vec<SourceRef>) -> Person {
+        Person {
+            id,
+            refs,
+            memo: Arc::default(),
+        }
+    }
+}
+
+/// Per person and request: each entity's records released once (every field that
+/// shows them shares the decisions), and the survivorship over the person records.
+#[derive(Default)]
+struct PersonMemo {
+    entities: std::sync::Mutex<
+        std::collections::HashMap<EntityKind, Arc<tokio::sync::OnceCell<Arc<Decided>>>>,
+    >,
+    golden: tokio::sync::OnceCell<Vec<crate::identity::linkage::golden::GoldenField>>,
+}
+
+/// One entity of one person, decided: the records loaded and passed through the
+/// consent hook, and the sources that failed.
+struct Decided {
+    released: Released<Arc<Record>>,
+    failures: Vec<(String, Arc<crate::record::source::SourceError>)>,
+    /// The released records are noted in the audit once they are returned.
+    audited: std::sync::atomic::AtomicBool,
 }
 
 /// A source person record linked into this person, and why.
@@ -87,62 +121,108 @@ pub async fn person_records(
     person: &Person,
     entity: EntityKind,
 ) -> Vec<Sourced> {
-    let gateway = ctx.data_unchecked::<Arc<Gateway>>();
-    let access = ctx.data_unchecked::<AccessContext>();
-    let loaded = load_person_entity(ctx, person, entity, true).await;
-    let facts = person_facts(ctx, person).await;
-    let released = release(gateway.policy.as_ref(), access, &facts, loaded);
-    audit_decisions(ctx, person, &released, true);
+    let decided = decided(ctx, person, entity).await;
+    for (source, e) in &decided.failures {
+        report_once(ctx, GatewayError::Source((**e).clone()), source);
+    }
+    if !decided
+        .audited
+        .swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        audit_released(ctx, person, &decided.released);
+    }
     let mut told = BTreeSet::new();
-    for (_, _, why) in &released.withheld {
+    let mut facts = None;
+    for (_, _, why) in &decided.released.withheld {
         if !told.insert(why.code) {
             continue;
         }
         report_once(ctx, GatewayError::Withheld(why.clone()), why.code);
         // Say what happened: the consents' source is down, not a refusal.
         if why.code == codes::CONSENT_UNKNOWN {
-            for e in &facts.consent_failures {
+            if facts.is_none() {
+                facts = Some(person_facts(ctx, person).await);
+            }
+            for e in facts.iter().flat_map(|f| &f.consent_failures) {
                 report_once(ctx, GatewayError::Source(e.clone()), e.source_name());
             }
         }
     }
-    released
+    decided
+        .released
         .records
-        .into_iter()
-        .map(|(source, record)| Sourced { source, record })
+        .iter()
+        .map(|(source, record)| Sourced {
+            source: source.clone(),
+            record: record.clone(),
+        })
         .collect()
 }
 
-/// Note the request's decisions about `person`'s records in its audit (`released` ones
-/// only where they are returned).
-fn audit_decisions(
-    ctx: &Context<'_>,
-    person: &Person,
-    released: &crate::consent::access::Released,
-    returned: bool,
-) {
+/// The person's records of `entity` as this request decides them, once per person
+/// and entity (the withheld and hidden ones noted in the audit then).
+async fn decided(ctx: &Context<'_>, person: &Person, entity: EntityKind) -> Arc<Decided> {
+    let cell = {
+        let mut entities = person
+            .memo
+            .entities
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        entities.entry(entity).or_default().clone()
+    };
+    cell.get_or_init(|| async {
+        let gateway = ctx.data_unchecked::<Arc<Gateway>>();
+        let access = ctx.data_unchecked::<AccessContext>();
+        let (loaded, failures) = load_person_entity(ctx, person, entity).await;
+        let facts = person_facts(ctx, person).await;
+        let released = release_shared(gateway.policy.as_ref(), access, &facts, loaded);
+        audit_left_out(ctx, person, &released);
+        Arc::new(Decided {
+            released,
+            failures,
+            audited: false.into(),
+        })
+    })
+    .await
+    .clone()
+}
+
+/// Note the request's released records of `person` in its audit (one entry per kind:
+/// the audit keeps kinds per person and decision).
+fn audit_released(ctx: &Context<'_>, person: &Person, released: &Released<Arc<Record>>) {
     let Some(scope) = ctx.data_opt::<Arc<RequestScope>>() else {
         return;
     };
-    if returned {
-        for (_, r) in &released.records {
+    let mut kinds = BTreeSet::new();
+    for (_, r) in &released.records {
+        if kinds.insert(r.entity) {
             scope
                 .audit
                 .note(Some(&person.id), "released", None, None, r.entity.name());
         }
     }
+}
+
+/// Note the request's withheld and hidden records of `person` in its audit.
+fn audit_left_out(ctx: &Context<'_>, person: &Person, released: &Released<Arc<Record>>) {
+    let Some(scope) = ctx.data_opt::<Arc<RequestScope>>() else {
+        return;
+    };
+    let mut noted = BTreeSet::new();
     for (decision, list) in [
         ("withheld", &released.withheld),
         ("hidden", &released.hidden),
     ] {
         for (_, r, why) in list {
-            scope.audit.note(
-                Some(&person.id),
-                decision,
-                Some(why.code),
-                Some(&why.reason),
-                r.entity.name(),
-            );
+            if noted.insert((decision, why.code, &why.reason, r.entity)) {
+                scope.audit.note(
+                    Some(&person.id),
+                    decision,
+                    Some(why.code),
+                    Some(&why.reason),
+                    r.entity.name(),
+                );
+            }
         }
     }
 }
@@ -186,21 +266,14 @@ fn person_field(entity: EntityKind) -> Option<&'static str> {
 }
 
 /// The withheld entries of one entity of `person`, decided as its field decides them
-/// (the same loads, shared with the field through the request loaders).
+/// (the same decisions, shared with the field).
 async fn withheld_of(ctx: &Context<'_>, person: &Person, entity: EntityKind) -> Vec<WithheldField> {
     let Some(field) = person_field(entity) else {
         return Vec::new();
     };
-    let gateway = ctx.data_unchecked::<Arc<Gateway>>();
-    let access = ctx.data_unchecked::<AccessContext>();
-    let loaded = load_person_entity(ctx, person, entity, false).await;
-    if loaded.is_empty() {
-        return Vec::new();
-    }
-    let facts = person_facts(ctx, person).await;
-    let released = release(gateway.policy.as_ref(), access, &facts, loaded);
-    audit_decisions(ctx, person, &released, false);
-    released
+    decided(ctx, person, entity)
+        .await
+        .released
         .withheld
         .iter()
         .map(|(_, _, why)| WithheldField {
@@ -232,26 +305,26 @@ fn report_once(ctx: &Context<'_>, error: GatewayError, what: &str) {
 
 /// The person records this caller may see, decided without a word to the caller (a
 /// lookup or search that does not find someone says nothing about why).
-pub async fn visible_person_records(ctx: &Context<'_>, person: &Person) -> Vec<Record> {
-    let gateway = ctx.data_unchecked::<Arc<Gateway>>();
-    let access = ctx.data_unchecked::<AccessContext>();
-    let loaded = load_person_entity(ctx, person, EntityKind::Person, false).await;
-    let facts = person_facts(ctx, person).await;
-    release(gateway.policy.as_ref(), access, &facts, loaded)
+pub async fn visible_person_records(ctx: &Context<'_>, person: &Person) -> Vec<Arc<Record>> {
+    decided(ctx, person, EntityKind::Person)
+        .await
+        .released
         .records
-        .into_iter()
-        .map(|(_, r)| r)
+        .iter()
+        .map(|(_, r)| r.clone())
         .collect()
 }
 
-/// Unfiltered records of one entity for a person (input to the hook, never returned).
-/// With `report`, a source that fails adds SOURCE_UNAVAILABLE at the field, once.
+/// Unfiltered records of one entity for a person (input to the hook, never returned),
+/// and the sources that failed.
 async fn load_person_entity(
     ctx: &Context<'_>,
     person: &Person,
     entity: EntityKind,
-    report: bool,
-) -> Vec<(String, Record)> {
+) -> (
+    Vec<(String, Arc<Record>)>,
+    Vec<(String, Arc<crate::record::source::SourceError>)>,
+) {
     let loaders = ctx.data_unchecked::<RequestLoaders>();
     let fetcher = loaders.fetcher();
     let lookup = if entity == EntityKind::Person {
@@ -268,21 +341,38 @@ async fn load_person_entity(
             )
         })
     });
-    let mut loaded: Vec<(String, Record)> = Vec::new();
+    let mut loaded = Vec::new();
+    let mut failures = Vec::new();
     for (source, result) in futures::future::join_all(loads).await {
         match result {
             Ok(records) => loaded.extend(records.iter().map(|r| (source.clone(), r.clone()))),
-            Err(e) if report => report_once(ctx, GatewayError::Source((*e).clone()), &source),
-            Err(_) => {}
+            Err(e) => failures.push((source, e)),
         }
     }
-    loaded
+    (loaded, failures)
 }
 
-/// What the policy needs to know about the person: allocations and consents from the
-/// sources (through the shared cache: they are unfiltered inputs) and active consents
-/// from the registry (read fresh). Kept for this request only.
+/// What the policy needs to know about the person for this caller's decisions:
+/// allocations and consents from the sources (through the shared cache: they are
+/// unfiltered inputs) and active consents from the registry (read fresh), as far as
+/// `Policy::facts_needed` says the decisions read them. Kept for this request only.
 pub async fn person_facts(ctx: &Context<'_>, person: &Person) -> Arc<PersonFacts> {
+    let gateway = ctx.data_unchecked::<Arc<Gateway>>();
+    let access = ctx.data_unchecked::<AccessContext>();
+    person_facts_of(ctx, person, gateway.policy.facts_needed(access)).await
+}
+
+/// All of the person's facts, whatever this caller's decisions read (what a consent
+/// write may not widen is decided over every purpose of the writer).
+pub async fn all_person_facts(ctx: &Context<'_>, person: &Person) -> Arc<PersonFacts> {
+    person_facts_of(ctx, person, FactsNeeded::ALL).await
+}
+
+async fn person_facts_of(
+    ctx: &Context<'_>,
+    person: &Person,
+    needed: FactsNeeded,
+) -> Arc<PersonFacts> {
     let gateway = ctx.data_unchecked::<Arc<Gateway>>();
     if !gateway.policy.needs_facts() {
         return Arc::new(PersonFacts {
@@ -291,26 +381,31 @@ pub async fn person_facts(ctx: &Context<'_>, person: &Person) -> Arc<PersonFacts
         });
     }
     let scope = ctx.data_opt::<Arc<RequestScope>>();
-    if let Some(f) = scope.and_then(|s| s.facts.lock().ok()?.get(&person.id).cloned()) {
-        return f;
+    let known = scope.and_then(|s| s.facts.lock().ok()?.get(&person.id).cloned());
+    if let Some((held, f)) = known {
+        if held.covers(needed) {
+            return f;
+        }
     }
     let loaders = ctx.data_unchecked::<RequestLoaders>();
-    let facts = Arc::new(load_person_facts(gateway, loaders, &person.id, &person.refs).await);
+    let facts =
+        Arc::new(load_person_facts(gateway, loaders, &person.id, &person.refs, needed).await);
     if let Some(s) = scope {
         if let Ok(mut m) = s.facts.lock() {
-            m.insert(person.id.clone(), facts.clone());
+            m.insert(person.id.clone(), (needed, facts.clone()));
         }
     }
     facts
 }
 
 /// The person's facts, read for one decision (GraphQL keeps them for its request;
-/// the document content route reads them for its one record).
+/// the document content route reads them for its one record): the parts `needed`.
 pub async fn load_person_facts(
     gateway: &Gateway,
     loaders: &RequestLoaders,
     person_id: &str,
     refs: &[SourceRef],
+    needed: FactsNeeded,
 ) -> PersonFacts {
     let fetcher = loaders.fetcher();
     let mut facts = PersonFacts {
@@ -320,11 +415,12 @@ pub async fn load_person_facts(
     if !gateway.policy.needs_facts() {
         return facts;
     }
-    for entity in [
-        EntityKind::Allocation,
-        EntityKind::Consent,
-        EntityKind::Person,
-    ] {
+    let entities = [
+        (EntityKind::Allocation, needed.allocations),
+        (EntityKind::Consent, needed.source_consents),
+        (EntityKind::Person, needed.nhs_numbers),
+    ];
+    for (entity, _) in entities.into_iter().filter(|(_, read)| *read) {
         let lookup = if entity == EntityKind::Person {
             Lookup::ByKey
         } else {
@@ -338,12 +434,12 @@ pub async fn load_person_facts(
         });
         for result in futures::future::join_all(loads).await {
             match (entity, result) {
-                (EntityKind::Allocation, Ok(records)) => {
-                    facts.allocations.extend(records.iter().cloned())
-                }
-                (EntityKind::Consent, Ok(records)) => {
-                    facts.source_consents.extend(records.iter().cloned())
-                }
+                (EntityKind::Allocation, Ok(records)) => facts
+                    .allocations
+                    .extend(records.iter().map(|r| Record::clone(r))),
+                (EntityKind::Consent, Ok(records)) => facts
+                    .source_consents
+                    .extend(records.iter().map(|r| Record::clone(r))),
                 (_, Ok(records)) => facts.nhs_numbers.extend(
                     records
                         .iter()
@@ -361,7 +457,7 @@ pub async fn load_person_facts(
             }
         }
     }
-    if let Some(access) = &gateway.access {
+    if let Some(access) = gateway.access.as_ref().filter(|_| needed.registry_consents) {
         // Consents recorded under an id the person had before (a merge, the earlier id
         // format) are the person's too.
         let snapshot = gateway.index.snapshot();
@@ -398,11 +494,14 @@ impl Person {
         ctx: &Context<'_>,
         field: &str,
     ) -> Option<crate::identity::linkage::golden::SourcedValue> {
+        // The demographics' errors belong at every field that uses them.
         let records = self.demographics(ctx).await;
-        super::linkage::survivorship(ctx, &records)
-            .into_iter()
-            .find(|g| g.field == field)?
-            .chosen
+        let golden = self
+            .memo
+            .golden
+            .get_or_init(|| async { super::linkage::survivorship(ctx, &records) })
+            .await;
+        golden.iter().find(|g| g.field == field)?.chosen.clone()
     }
 
     async fn list<T>(

@@ -18,7 +18,8 @@ use crate::record::source::Lookup;
 #[derive(Clone, Debug)]
 pub struct Sourced {
     pub source: String,
-    pub record: Record,
+    /// Shared with the loaders and every field showing it (never copied per field).
+    pub record: Arc<Record>,
 }
 
 impl Sourced {
