@@ -36,6 +36,9 @@ pub struct GatewayConfig {
     /// Documents' content links (`/documents/{id}/content`).
     #[serde(default)]
     pub documents: DocumentsConfig,
+    /// `[cursors]`: the key that seals paging cursors.
+    #[serde(default)]
+    pub cursors: CursorsConfig,
     /// Where the gateway's own state is kept: SQLite files (default) or a PostgreSQL
     /// database shared by replicas.
     #[serde(default)]
@@ -55,6 +58,18 @@ pub struct DocumentsConfig {
     /// Create the key file with a random key (demo only).
     #[serde(default)]
     pub generate_key_if_missing: bool,
+}
+
+/// `[cursors]`: the key cursors are sealed under. Without one, a key is made at startup
+/// and a cursor works only on the process that gave it out, which replicas behind a
+/// load balancer cannot live with (`[state] backend = "postgres"` requires one).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CursorsConfig {
+    /// Environment variable holding the key (32 bytes or more); wins over the file.
+    pub key_env: Option<String>,
+    /// File holding the key.
+    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -594,6 +609,9 @@ impl LoadedConfig {
             must_exist("policy", policy)?;
         }
         if let Some(key) = &mut gateway.documents.id_key_file {
+            *key = base.join(&*key);
+        }
+        if let Some(key) = &mut gateway.cursors.key_file {
             *key = base.join(&*key);
         }
         if let Some(file) = gateway

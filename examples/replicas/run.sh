@@ -61,6 +61,9 @@ for r in a b; do
     "$work/config/escr.toml" >"$work/config/escr-$r.toml"
   cat >>"$work/config/escr-$r.toml" <<TOML
 
+[cursors]
+key_env = "ESCR_CURSOR_KEY"
+
 [state]
 backend = "postgres"
 replica = "$r"
@@ -70,6 +73,10 @@ url_env = "ESCR_STATE_URL"
 pool_size = 8
 TOML
 done
+# One cursor key for both replicas, so that a page given out by one resumes on the
+# other (the document-id key is the shipped config's file, which both share).
+ESCR_CURSOR_KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+export ESCR_CURSOR_KEY
 ESCR_STATE_URL=$owner_url "$escr" --config "$work/config/escr-a.toml" migrate-state
 PGPASSWORD=$owner_pw psql -h 127.0.0.1 -p "$pg_port" -U escr_owner -d escr -f "$here/grants.sql"
 

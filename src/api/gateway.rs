@@ -52,6 +52,46 @@ impl Gateway {
         let documents = crate::api::documents::build_stores(g);
         let document_ids = crate::api::documents::DocumentIds::from_config(&g.documents)
             .map_err(|reason| escr_connector::ConfigError::io(&config.path, reason))?;
+        let cursor_key = crate::consent::auth::secret_key(
+            g.cursors.key_env.as_deref(),
+            g.cursors.key_file.as_deref(),
+            false,
+            "the cursor key",
+        )
+        .map_err(|reason| escr_connector::ConfigError::io(&config.path, reason))?;
+        match (&cursor_key, &g.cursors.key_env) {
+            (Some(key), _) => {
+                crate::consent::cursor::use_key(key);
+            }
+            (None, Some(var)) => {
+                return Err(escr_connector::ConfigError::io(
+                    &config.path,
+                    format!("[cursors] key_env: {var} is not set (and no key_file)"),
+                )
+                .into())
+            }
+            (None, None) => {}
+        }
+        // Replicas share the state; a cursor or a document link one gives out must open
+        // on the other, so both keys must be configured, not made at startup.
+        if g.state.backend == crate::state::Backend::Postgres {
+            let missing = [
+                ("[cursors] key_env or key_file", cursor_key.is_none()),
+                (
+                    "[documents] id_key_env or id_key_file",
+                    g.documents.id_key_env.is_none() && g.documents.id_key_file.is_none(),
+                ),
+            ];
+            for (what, is_missing) in missing {
+                if is_missing {
+                    return Err(escr_connector::ConfigError::io(
+                        &config.path,
+                        format!("[state] backend = \"postgres\" (replicas) needs {what}: a key made at startup works on one replica only"),
+                    )
+                    .into());
+                }
+            }
+        }
         let authorities: Vec<String> = g
             .sources
             .iter()

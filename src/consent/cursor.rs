@@ -3,7 +3,8 @@
 //! map back to gateway ids). So every cursor the API gives out is sealed: encrypted and
 //! authenticated (AES-256-GCM, random nonce) under a key made at startup, bound to the
 //! kind of list and to the caller. A caller cannot read one, forge one, or use one of
-//! another list or caller. Cursors are valid for the life of the process.
+//! another list or caller. The key comes from `[cursors]` (so that replicas open each
+//! other's cursors) or is made at startup (cursors then last as long as the process).
 
 use std::sync::OnceLock;
 
@@ -12,14 +13,33 @@ use base64::Engine;
 
 use super::context::{purpose_name, AccessContext};
 
+// One key per process: cursors are sealed deep in resolvers and reports, and a process
+// serves one gateway (tests that build several in one process share the first key).
+static KEY: OnceLock<Option<RandomizedNonceKey>> = OnceLock::new();
+
 fn key() -> Option<&'static RandomizedNonceKey> {
-    static KEY: OnceLock<Option<RandomizedNonceKey>> = OnceLock::new();
     KEY.get_or_init(|| {
         let mut bytes = [0u8; 32];
         aws_lc_rs::rand::fill(&mut bytes).ok()?;
         RandomizedNonceKey::new(&AES_256_GCM, &bytes).ok()
     })
     .as_ref()
+}
+
+/// Seal cursors under a key derived from `secret` (the configured `[cursors]` key),
+/// if no cursor has been sealed yet in this process. False when a key was already in
+/// use (then that key stays: changing it would break the cursors already given out).
+pub fn use_key(secret: &[u8]) -> bool {
+    let digest = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        &[b"escr cursor key\0".as_slice(), secret].concat(),
+    );
+    let mut installed = false;
+    KEY.get_or_init(|| {
+        installed = true;
+        RandomizedNonceKey::new(&AES_256_GCM, digest.as_ref()).ok()
+    });
+    installed
 }
 
 fn aad(kind: &str, ctx: &AccessContext) -> Vec<u8> {

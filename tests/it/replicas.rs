@@ -79,13 +79,20 @@ impl Estate {
             self.dir.path(),
             &["--listen", addr],
             addr,
-            &[("ESCR_STATE_URL", &self.app_url)],
+            &[
+                ("ESCR_STATE_URL", &self.app_url),
+                ("ESCR_CURSOR_KEY", CURSOR_KEY),
+                ("ESCR_DOCUMENT_KEY", DOCUMENT_KEY),
+            ],
         ))
     }
 }
 
 /// The shipped config twice, as replicas `a` and `b`: the demo's source files shared,
 /// each its own local index file, the state in PostgreSQL.
+const CURSOR_KEY: &str = "replicas-test-cursor-key-of-32-bytes-or-more";
+const DOCUMENT_KEY: &str = "replicas-test-document-key-of-32-bytes-or-more";
+
 fn estate() -> Estate {
     let pg = TestPostgres::start(SUPER_PW);
     let admin = pg.url("postgres", SUPER_PW, "postgres");
@@ -106,6 +113,10 @@ fn estate() -> Estate {
                 r#"
 [index]
 path = "../data/index-{replica}.db"
+[cursors]
+key_env = "ESCR_CURSOR_KEY"
+[documents]
+id_key_env = "ESCR_DOCUMENT_KEY"
 [state]
 backend = "postgres"
 replica = "{replica}"
@@ -252,6 +263,36 @@ fn replicas_share_consent_audit_and_index_through_postgres() {
         e.pg.psql(&e.app_url, "SELECT count(DISTINCT chain_id) FROM audit")
             .unwrap();
     assert_eq!(chains, "2", "both replicas answered and audited");
+
+    // A page's cursor from A resumes on B: the replicas share the cursor key.
+    let page = r#"query($after: String) { searchPeople(name: "a", first: 3, after: $after) {
+        edges { node { id } } pageInfo { endCursor hasNextPage } } }"#;
+    let first = post(&base_a, &lead, "safeguarding", page, json!({}));
+    let cursor = first["data"]["searchPeople"]["pageInfo"]["endCursor"].clone();
+    assert!(cursor.is_string(), "{first}");
+    let on_a = answer(post(
+        &base_a,
+        &lead,
+        "safeguarding",
+        page,
+        json!({"after": cursor}),
+    ));
+    let on_b = answer(post(
+        &base_b,
+        &lead,
+        "safeguarding",
+        page,
+        json!({"after": cursor}),
+    ));
+    assert!(on_b.get("errors").is_none(), "{on_b}");
+    // (Cursors differ per sealing: a random nonce.)
+    let edges = |v: &Value| v["data"]["searchPeople"]["edges"].clone();
+    assert_eq!(
+        edges(&on_a),
+        edges(&on_b),
+        "the next page is the same on either replica"
+    );
+    assert_ne!(edges(&on_a), edges(&first), "it is the next page");
 
     // Consent recorded on A applies to B's next request; withdrawn on A, likewise.
     let worker = e.token(&[
@@ -548,6 +589,14 @@ fn state_config_errors_name_the_line() {
     assert!(
         text.contains(&format!("escr.toml:{}", line + 3))
             && text.contains("ESCR_STATE_URL_UNSET, which is not set"),
+        "{text}"
+    );
+    // Replicas must share the cursor key: one made at startup opens on one replica only.
+    assert!(
+        text.contains(&format!(
+            "escr.toml:{}: [state] backend = \"postgres\" (replicas) needs [cursors] key_env or key_file",
+            line + 1
+        )),
         "{text}"
     );
     let text = check("[state]\nbackend = \"mongodb\"\n");
