@@ -60,6 +60,28 @@ pub struct DocumentsConfig {
     pub generate_key_if_missing: bool,
 }
 
+impl GatewayConfig {
+    /// Why this config cannot serve replicas: the keys they must share that it leaves
+    /// to be made at startup (then a cursor or document link from one replica fails on
+    /// another). Empty unless the state is shared (`[state] backend = "postgres"`).
+    pub fn replica_keys_missing(&self) -> Vec<String> {
+        if self.state.backend != crate::state::Backend::Postgres {
+            return Vec::new();
+        }
+        let mut missing = Vec::new();
+        if self.cursors.key_env.is_none() && self.cursors.key_file.is_none() {
+            missing.push("[cursors] key_env or key_file");
+        }
+        if self.documents.id_key_env.is_none() && self.documents.id_key_file.is_none() {
+            missing.push("[documents] id_key_env or id_key_file");
+        }
+        missing
+            .into_iter()
+            .map(|what| format!("[state] backend = \"postgres\" (replicas) needs {what}: a key made at startup works on one replica only"))
+            .collect()
+    }
+}
+
 /// `[cursors]`: the key cursors are sealed under. Without one, a key is made at startup
 /// and a cursor works only on the process that gave it out, which replicas behind a
 /// load balancer cannot live with (`[state] backend = "postgres"` requires one).

@@ -74,23 +74,8 @@ impl Gateway {
         }
         // Replicas share the state; a cursor or a document link one gives out must open
         // on the other, so both keys must be configured, not made at startup.
-        if g.state.backend == crate::state::Backend::Postgres {
-            let missing = [
-                ("[cursors] key_env or key_file", cursor_key.is_none()),
-                (
-                    "[documents] id_key_env or id_key_file",
-                    g.documents.id_key_env.is_none() && g.documents.id_key_file.is_none(),
-                ),
-            ];
-            for (what, is_missing) in missing {
-                if is_missing {
-                    return Err(escr_connector::ConfigError::io(
-                        &config.path,
-                        format!("[state] backend = \"postgres\" (replicas) needs {what}: a key made at startup works on one replica only"),
-                    )
-                    .into());
-                }
-            }
+        if let Some(reason) = g.replica_keys_missing().into_iter().next() {
+            return Err(escr_connector::ConfigError::io(&config.path, reason).into());
         }
         let authorities: Vec<String> = g
             .sources

@@ -151,24 +151,8 @@ pub async fn check_config(path: &Path, connect: bool) -> anyhow::Result<()> {
             ),
             _ => {}
         }
-        let g = &config.gateway;
-        for (what, missing) in [
-            (
-                "[cursors] key_env or key_file",
-                g.cursors.key_env.is_none() && g.cursors.key_file.is_none(),
-            ),
-            (
-                "[documents] id_key_env or id_key_file",
-                g.documents.id_key_env.is_none() && g.documents.id_key_file.is_none(),
-            ),
-        ] {
-            if missing {
-                f.add(
-                    path,
-                    key_line(&main_text, "state.backend"),
-                    format!("[state] backend = \"postgres\" (replicas) needs {what}: a key made at startup works on one replica only"),
-                );
-            }
+        for reason in config.gateway.replica_keys_missing() {
+            f.add(path, key_line(&main_text, "state.backend"), reason);
         }
     }
 
