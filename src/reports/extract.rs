@@ -131,8 +131,9 @@ pub async fn check_sources(gateway: &Estate, authority: &str) -> Result<(), Repo
 }
 
 /// The people of one authority and how to read them.
-pub struct Extractor<'a> {
-    pub gateway: &'a Estate,
+pub struct Extractor {
+    /// Owned (a few `Arc`s) so that pages can be read on separate tasks.
+    pub gateway: Estate,
     pub period: Period,
     /// Indexes (into the fetcher's sources) of the authority's sources.
     pub sources: Vec<usize>,
@@ -141,13 +142,8 @@ pub struct Extractor<'a> {
     under_review: std::collections::HashSet<String>,
 }
 
-impl<'a> Extractor<'a> {
-    pub fn new(
-        gateway: &'a Estate,
-        authority: &str,
-        period: Period,
-        with_facts: bool,
-    ) -> Extractor<'a> {
+impl Extractor {
+    pub fn new(gateway: &Estate, authority: &str, period: Period, with_facts: bool) -> Extractor {
         let sources = gateway
             .fetcher
             .sources
@@ -164,7 +160,7 @@ impl<'a> Extractor<'a> {
             .filter_map(|(source, local)| snapshot.by_source(source, local).map(str::to_string))
             .collect();
         Extractor {
-            gateway,
+            gateway: gateway.clone(),
             period,
             sources,
             with_facts,

@@ -75,6 +75,9 @@ pub enum ReportError {
     Cursor,
     #[error("the gateway reporting on `{0}` could not be asked: {1}")]
     Peer(String, String),
+    /// A page's task ended without an answer (the runtime shutting down).
+    #[error("the report was interrupted: nothing is released")]
+    Interrupted,
 }
 
 impl ReportError {
@@ -90,6 +93,7 @@ impl ReportError {
             ReportError::Source(_) => "SOURCE_UNAVAILABLE",
             ReportError::Peer(..) => "PEER_UNAVAILABLE",
             ReportError::Audit => "AUDIT_UNAVAILABLE",
+            ReportError::Interrupted => "UNAVAILABLE",
         }
     }
 

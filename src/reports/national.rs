@@ -51,6 +51,19 @@ const FUNDING_UNMAPPED: &str = "service funding not recorded or not mappable";
 const PERMANENCE_UNMAPPED: &str = "placement permanence not recorded or not mappable";
 const MECHANISM_UNMAPPED: &str = "delivery mechanism not recorded or not mappable";
 const AREA_UNMAPPED: &str = "referral service area not recorded or not mappable";
+const ENDS_BEFORE_START: &str = "service ends before it starts";
+const AFTER_DEATH: &str = "service starts after the person's death";
+
+/// Every reason the national measures exclude for, as published (each is listed in
+/// `docs/national-definitions.md`; the identity reason is the local measures').
+pub const EXCLUSION_REASONS: [&str; 6] = [
+    FUNDING_UNMAPPED,
+    PERMANENCE_UNMAPPED,
+    MECHANISM_UNMAPPED,
+    AREA_UNMAPPED,
+    ENDS_BEFORE_START,
+    AFTER_DEATH,
+];
 
 /// The national measures' tallies of one authority for one period.
 #[derive(Debug, Default)]
@@ -146,6 +159,18 @@ impl NationalTallies {
             admitted |= funded && !already;
         }
         if !admitted {
+            // A placement that cannot be placed (one of its dates is wrong), recorded
+            // as starting in the period, may be this person's admission: counted as
+            // excluded, not left out unseen. (With an admission counted it changes
+            // nothing: a person is admitted once.)
+            let unplaceable = services.iter().find_map(|s| {
+                let start = s.date("start").filter(|d| period.contains(*d))?;
+                let placement = permanent_placement(s).unwrap_or_else(|| residential_type(s));
+                (placement && !valid(s, demo)).then(|| unplaceable_reason(s, start))
+            });
+            if let Some(reason) = unplaceable {
+                self.exclude_both(reason);
+            }
             return;
         }
         match (
@@ -177,7 +202,30 @@ impl NationalTallies {
             .copied()
             .filter(|s| s.text("support_category") == Some("LONG_TERM_COMMUNITY"))
             .collect();
-        if community.is_empty() || in_year.iter().any(|s| permanent_placement(s) == Some(true)) {
+        if in_year.iter().any(|s| permanent_placement(s) == Some(true)) {
+            return;
+        }
+        if community.is_empty() {
+            // Community support that cannot be placed, whose dates meet the year, may be
+            // what puts this person in the measure.
+            let unplaceable = services.iter().find_map(|s| {
+                let start = s.date("start")?;
+                let (first, last) = match s.date("end") {
+                    Some(end) => (start.min(end), start.max(end)),
+                    None => (start, NaiveDate::MAX),
+                };
+                let meets = first <= period.end && last >= period.start;
+                (s.text("support_category") == Some("LONG_TERM_COMMUNITY")
+                    && meets
+                    && !valid(s, demo))
+                .then(|| unplaceable_reason(s, start))
+            });
+            if let Some(reason) = unplaceable {
+                if matches!(Tallies::under(demo, period.end, 18), Ok(false)) {
+                    self.exclude("3D1", reason);
+                    self.exclude("3D2", reason);
+                }
+            }
             return;
         }
         match Tallies::under(demo, period.end, 18) {
@@ -261,6 +309,15 @@ fn valid(s: &Record, demo: &Demographics) -> bool {
         return false;
     };
     s.date("end").is_none_or(|e| e >= start) && demo.death_date.is_none_or(|d| start <= d)
+}
+
+/// Why a service with a start date cannot be placed (see [`valid`]).
+fn unplaceable_reason(s: &Record, start: NaiveDate) -> &'static str {
+    if s.date("end").is_some_and(|e| e < start) {
+        ENDS_BEFORE_START
+    } else {
+        AFTER_DEATH
+    }
 }
 
 fn residential_type(s: &Record) -> bool {
@@ -527,5 +584,86 @@ mod tests {
             "2024-25",
         );
         assert_eq!(t.by_id["CIN-RR"].excluded[AREA_UNMAPPED], 1);
+    }
+
+    #[test]
+    fn services_that_cannot_be_placed_are_counted_as_excluded_where_they_could_count() {
+        let placement = |start: &str, end: Option<&str>| {
+            let mut f = vec![
+                ("type", "RESIDENTIAL"),
+                ("support_category", "LONG_TERM_RESIDENTIAL"),
+                ("funding", "LOCAL_AUTHORITY"),
+                ("start", start),
+            ];
+            f.extend(end.map(|e| ("end", e)));
+            service(&f)
+        };
+        // Ends before it starts, starting in the period: maybe the admission.
+        let t = run(
+            vec![placement("2024-06-01", Some("2024-05-01"))],
+            "1980-01-15",
+            "2024-25",
+        );
+        assert_eq!(counts(&t, "2B").0, 0);
+        assert_eq!(t.by_id["2B"].excluded[ENDS_BEFORE_START], 1);
+        assert_eq!(t.by_id["2C"].excluded[ENDS_BEFORE_START], 1);
+        // The same beside a valid admission changes nothing: no exclusion.
+        let t = run(
+            vec![
+                placement("2024-06-01", Some("2024-05-01")),
+                placement("2024-09-01", None),
+            ],
+            "1980-01-15",
+            "2024-25",
+        );
+        assert_eq!(counts(&t, "2B").0, 1);
+        assert!(t.by_id["2B"].excluded.is_empty());
+        // Starting in another period: not this period's to count.
+        let t = run(
+            vec![placement("2023-06-01", Some("2023-05-01"))],
+            "1980-01-15",
+            "2024-25",
+        );
+        assert!(t.by_id["2B"].excluded.is_empty());
+        // Starts after the death.
+        let p = PersonData {
+            person_id: "P1".into(),
+            events: vec![placement("2024-06-01", None)],
+            ..PersonData::default()
+        };
+        let demo = Demographics {
+            birth_date: Some(d("1980-01-15")),
+            death_date: Some(d("2024-05-01")),
+            ..Demographics::default()
+        };
+        let mut t = NationalTallies::default();
+        t.add(&p, &demo, Period::parse("2024-25").unwrap());
+        assert_eq!(t.by_id["2B"].excluded[AFTER_DEATH], 1);
+        // Community support ending before it starts, its dates meeting the year.
+        let community = service(&[
+            ("type", "HOME_CARE"),
+            ("support_category", "LONG_TERM_COMMUNITY"),
+            ("delivery_mechanism", "DIRECT_PAYMENT"),
+            ("start", "2025-02-01"),
+            ("end", "2024-03-01"),
+        ]);
+        let t = run(vec![community.clone()], "1980-01-15", "2024-25");
+        assert_eq!(counts(&t, "3D1"), (0, 0));
+        assert_eq!(t.by_id["3D1"].excluded[ENDS_BEFORE_START], 1);
+        assert_eq!(t.by_id["3D2"].excluded[ENDS_BEFORE_START], 1);
+        // A child is in neither measure: nothing to exclude.
+        let t = run(vec![community], "2015-01-15", "2024-25");
+        assert!(t.by_id["3D1"].excluded.is_empty());
+    }
+
+    #[test]
+    fn every_exclusion_reason_is_documented() {
+        let doc = include_str!("../../docs/national-definitions.md");
+        for reason in EXCLUSION_REASONS {
+            assert!(
+                doc.contains(&format!("`{reason}`")),
+                "{reason} in docs/national-definitions.md"
+            );
+        }
     }
 }

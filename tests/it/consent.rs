@@ -1035,6 +1035,30 @@ async fn http_requires_a_valid_token_and_a_permitted_purpose() {
         breaks[0].break_glass_reason.as_deref(),
         Some("Urgent: hospital discharge tonight")
     );
+
+    // The guardian's review is itself a read of each person named in it: audited.
+    let guardian = Caller::new("caldicott_guardian", "care_management");
+    let r = s
+        .run(&guardian, "{ breakGlassReview { user reason } }", json!({}))
+        .await;
+    assert_eq!(
+        r["data"]["breakGlassReview"].as_array().map(Vec::len),
+        Some(1),
+        "{r}"
+    );
+    let review = s
+        .access()
+        .audit
+        .for_request(r["extensions"]["auditRequestId"].as_str().unwrap())
+        .await
+        .unwrap();
+    let read: Vec<_> = review
+        .iter()
+        .filter(|e| e.decision == "audit_read")
+        .collect();
+    assert_eq!(read.len(), 1, "{review:?}");
+    assert_eq!(read[0].person_id, breaks[0].person_id);
+    assert_eq!(read[0].role, "caldicott_guardian");
 }
 
 #[test]

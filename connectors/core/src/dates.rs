@@ -91,6 +91,67 @@ fn from_epoch(value: &Value, format: &str, zone: Tz) -> Option<NaiveDateTime> {
     Some(instant.with_timezone(&zone).naive_local())
 }
 
+/// Digits `s[range]` as a number, or `None` if any is not an ASCII digit.
+fn digits(s: &[u8]) -> Option<u32> {
+    s.iter().try_fold(0u32, |n, b| {
+        b.is_ascii_digit().then(|| n * 10 + u32::from(b - b'0'))
+    })
+}
+
+/// The fixed-width shapes nearly every vendor date is in, read without chrono's
+/// format interpreter (a profile of the 100k-person reports spent 9% of its time
+/// there). `None` means "not this shape": the caller then asks chrono, so an answer
+/// given here is always the one chrono would give for `format`.
+fn fast_date(s: &str, format: &str) -> Option<NaiveDate> {
+    let b = s.as_bytes();
+    let (y, m, d) = match (format, b.len()) {
+        ("%Y-%m-%d", 10) if b[4] == b'-' && b[7] == b'-' => (&b[0..4], &b[5..7], &b[8..10]),
+        ("%Y%m%d", 8) => (&b[0..4], &b[4..6], &b[6..8]),
+        _ => return None,
+    };
+    NaiveDate::from_ymd_opt(digits(y)? as i32, digits(m)?, digits(d)?)
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (or with `T`), with an optional fraction of up to 9 digits,
+/// for the formats `%Y-%m-%d %H:%M:%S%.f` and `%Y-%m-%dT%H:%M:%S%.f`.
+fn fast_date_time(s: &str, format: &str) -> Option<NaiveDateTime> {
+    let separator = match format {
+        "%Y-%m-%d %H:%M:%S%.f" => b' ',
+        "%Y-%m-%dT%H:%M:%S%.f" => b'T',
+        _ => return None,
+    };
+    let b = s.as_bytes();
+    if b.len() < 19 || b[10] != separator || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let date = fast_date(s.get(..10)?, "%Y-%m-%d")?;
+    let nanos = match &b[19..] {
+        [] => 0,
+        [b'.', fraction @ ..] if (1..=9).contains(&fraction.len()) => {
+            digits(fraction)? * 10u32.pow(9 - fraction.len() as u32)
+        }
+        _ => return None,
+    };
+    let time = NaiveTime::from_hms_nano_opt(
+        digits(&b[11..13])?,
+        digits(&b[14..16])?,
+        digits(&b[17..19])?,
+        nanos,
+    )?;
+    Some(date.and_time(time))
+}
+
+fn date_in(s: &str, format: &str) -> Option<NaiveDate> {
+    fast_date(s, format).or_else(|| NaiveDate::parse_from_str(s, format).ok())
+}
+
+fn date_time_in(s: &str, format: &str) -> Option<NaiveDateTime> {
+    if matches!(format, "%Y-%m-%d" | "%Y%m%d") {
+        return None; // no time in the format: chrono refuses these as date-times
+    }
+    fast_date_time(s, format).or_else(|| NaiveDateTime::parse_from_str(s, format).ok())
+}
+
 /// Parse a date-time value; dates become midnight.
 pub fn parse_date_time(
     value: &Value,
@@ -98,7 +159,7 @@ pub fn parse_date_time(
     rules: DateRules,
 ) -> Result<Option<NaiveDateTime>, Unparseable> {
     let pivot = rules.pivot;
-    if value.as_key_text().is_none() {
+    if value.is_blank() {
         return Ok(None);
     }
     for f in formats {
@@ -122,14 +183,14 @@ pub fn parse_date_time(
                 .map(String::as_str)
                 .filter(|f| *f != EPOCH_SECONDS && *f != EPOCH_MILLIS);
             for f in text_formats.chain(ISO_DATE_TIMES) {
-                if let Ok(t) = NaiveDateTime::parse_from_str(s, f) {
+                if let Some(t) = date_time_in(s, f) {
                     return Ok(Some(apply_pivot_dt(t, f, pivot)));
                 }
-                if let Ok(d) = NaiveDate::parse_from_str(s, f) {
+                if let Some(d) = date_in(s, f) {
                     return Ok(Some(apply_pivot(d, f, pivot).and_time(NaiveTime::MIN)));
                 }
             }
-            if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+            if let Some(d) = date_in(s, "%Y-%m-%d") {
                 return Ok(Some(d.and_time(NaiveTime::MIN)));
             }
             Err(Unparseable)
@@ -153,11 +214,11 @@ pub fn parse_date(
         {
             let s = s.trim();
             for f in formats {
-                if let Ok(d) = NaiveDate::parse_from_str(s, f) {
+                if let Some(d) = date_in(s, f) {
                     return Ok(Some(apply_pivot(d, f, rules.pivot)));
                 }
             }
-            if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+            if let Some(d) = date_in(s, "%Y-%m-%d") {
                 return Ok(Some(d));
             }
             parse_date_time(value, formats, rules).map(|t| t.map(|t| t.date()))
@@ -188,6 +249,51 @@ fn apply_pivot_dt(t: NaiveDateTime, format: &str, pivot: u32) -> NaiveDateTime {
 /// The default pivot: this year's last two digits (no two-digit year lands in the future).
 pub fn default_pivot() -> u32 {
     (chrono::Local::now().year().rem_euclid(100)) as u32
+}
+
+#[cfg(test)]
+mod fast_path {
+    use super::*;
+    use proptest::prelude::*;
+
+    const FORMATS: [&str; 4] = [
+        "%Y-%m-%d",
+        "%Y%m%d",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+    ];
+
+    fn agree(s: &str) {
+        for f in FORMATS {
+            assert_eq!(
+                date_in(s, f),
+                NaiveDate::parse_from_str(s, f).ok(),
+                "{s:?} as {f}"
+            );
+            let chrono_dt = NaiveDateTime::parse_from_str(s, f).ok();
+            assert_eq!(date_time_in(s, f), chrono_dt, "{s:?} as {f}");
+        }
+    }
+
+    proptest! {
+        // Whatever the text, the fast path answers as chrono would.
+        #[test]
+        fn any_text_reads_as_chrono_reads_it(s in "[0-9 T:.-]{0,32}") {
+            agree(&s);
+        }
+
+        #[test]
+        fn well_formed_dates_and_times(
+            y in 0i32..10000, m in 0u32..14, d in 0u32..33,
+            h in 0u32..25, mi in 0u32..61, sec in 0u32..61,
+            frac in "(\\.[0-9]{1,10})?", t in any::<bool>(),
+        ) {
+            agree(&format!("{y:04}-{m:02}-{d:02}"));
+            agree(&format!("{y:04}{m:02}{d:02}"));
+            let sep = if t { 'T' } else { ' ' };
+            agree(&format!("{y:04}-{m:02}-{d:02}{sep}{h:02}:{mi:02}:{sec:02}{frac}"));
+        }
+    }
 }
 
 #[cfg(test)]

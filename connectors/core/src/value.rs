@@ -23,6 +23,17 @@ impl Value {
         matches!(self, Value::Null)
     }
 
+    /// NULL or blank text: what [`Value::as_key_text`] gives `None` for, without
+    /// building the text.
+    pub fn is_blank(&self) -> bool {
+        match self {
+            Value::Null => true,
+            Value::Text(s) => s.trim().is_empty(),
+            Value::Bytes(b) => String::from_utf8_lossy(b).trim().is_empty(),
+            _ => false,
+        }
+    }
+
     /// The value as text, the way a key or a code is compared: trimmed, `None` for NULL
     /// and for blank strings (legacy CHAR columns pad with spaces).
     pub fn as_key_text(&self) -> Option<String> {

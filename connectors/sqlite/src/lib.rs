@@ -87,6 +87,14 @@ impl SqliteConnector {
             ConnectorError::unavailable(format!("cannot open database: {}", sqlite_reason(&e)))
         })?;
         conn.set_prepared_statement_cache_capacity(64);
+        // Keyed reads jump about the file; through read() each page is copied out of
+        // the OS cache into SQLite's small per-connection cache (2 MB) and soon evicted:
+        // a profile of the 100k-person reports showed 17% of their time in those copies.
+        // Mapped, the connections share the OS's pages and copy nothing.
+        conn.pragma_update(None, "mmap_size", 1i64 << 30)
+            .map_err(|e| {
+                ConnectorError::unavailable(format!("cannot set mmap_size: {}", sqlite_reason(&e)))
+            })?;
         Ok(conn)
     }
 }

@@ -546,14 +546,17 @@ pub async fn break_glass_review(ctx: &Context<'_>) -> async_graphql::Result<Vec<
     {
         return Err(forbidden("your role may not review break-glass use"));
     }
-    Ok(access
-        .audit
-        .break_glass()
-        .await
-        .map_err(internal)?
-        .into_iter()
-        .map(AuditEntry::from)
-        .collect())
+    let events = access.audit.break_glass().await.map_err(internal)?;
+    // Reading who saw a person's record is itself a read of that person's record:
+    // audited per person, as `auditTrail` is.
+    let people: std::collections::BTreeSet<&str> = events
+        .iter()
+        .filter_map(|e| e.person_id.as_deref())
+        .collect();
+    for person in people {
+        note(ctx, person, "audit_read", Some("break-glass review"));
+    }
+    Ok(events.into_iter().map(AuditEntry::from).collect())
 }
 
 /// `myRecordAccess`: the caller's own record (a token with a `person` claim): who saw
