@@ -86,8 +86,9 @@ const AUTHORISED_BEFORE_START: &str = "assessment authorised before it started";
 const OUTSIDE_CALENDAR: &str = "date outside the bank-holiday calendar";
 const PLAN_ENDS_BEFORE_START: &str = "plan ends before it starts";
 const TYPE_UNMAPPED: &str = "service type not recorded or not mappable";
-const ENDS_BEFORE_START: &str = "service ends before it starts";
-const AFTER_DEATH: &str = "service starts after the person's death";
+/// Also the national measures' reasons for a service that cannot be placed.
+pub(super) const ENDS_BEFORE_START: &str = "service ends before it starts";
+pub(super) const AFTER_DEATH: &str = "service starts after the person's death";
 const MECHANISM_UNMAPPED: &str = "delivery mechanism not recorded or not mappable";
 
 /// Every reason a record or person is excluded for, as published (each is listed in

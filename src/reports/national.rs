@@ -51,8 +51,7 @@ const FUNDING_UNMAPPED: &str = "service funding not recorded or not mappable";
 const PERMANENCE_UNMAPPED: &str = "placement permanence not recorded or not mappable";
 const MECHANISM_UNMAPPED: &str = "delivery mechanism not recorded or not mappable";
 const AREA_UNMAPPED: &str = "referral service area not recorded or not mappable";
-const ENDS_BEFORE_START: &str = "service ends before it starts";
-const AFTER_DEATH: &str = "service starts after the person's death";
+use super::indicators::{AFTER_DEATH, ENDS_BEFORE_START};
 
 /// Every reason the national measures exclude for, as published (each is listed in
 /// `docs/national-definitions.md`; the identity reason is the local measures').
