@@ -105,16 +105,7 @@ async fn phases(gateway: &Gateway, period: Period) -> anyhow::Result<(f64, f64, 
     let ex = Extractor::new(&estate, "Northshire", period, false);
     let (mut read, mut survive, mut count, mut records) = (0.0, 0.0, 0.0, 0u64);
     let mut tallies = Tallies::default();
-    let mut from: std::ops::Bound<String> = std::ops::Bound::Unbounded;
-    loop {
-        let ids = ex.people(
-            &snapshot,
-            from.as_ref().map(String::as_str),
-            reports.config.page_people,
-        );
-        let Some(last) = ids.last().cloned() else {
-            break;
-        };
+    for ids in ex.pages_in_source_order(&snapshot, reports.config.page_people) {
         let t = Instant::now();
         let page = ex.page(&snapshot, &ids).await?;
         read += t.elapsed().as_secs_f64();
@@ -127,7 +118,6 @@ async fn phases(gateway: &Gateway, period: Period) -> anyhow::Result<(f64, f64, 
             tallies.add(p, &demo, period, &reports.calendar);
             count += t.elapsed().as_secs_f64();
         }
-        from = std::ops::Bound::Excluded(last);
     }
     Ok((read, survive, count, records))
 }

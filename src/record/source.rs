@@ -182,7 +182,7 @@ impl Source {
             let rows = self
                 .run_with(entity, &bound.sql, &bound.params, limit)
                 .await?;
-            let mapped = map_rows(&self.profile, entity, &rows)?;
+            let mapped = map_rows(&self.profile, entity, rows)?;
             out.records.extend(mapped.records);
             out.findings.extend(mapped.findings);
         }
@@ -204,7 +204,7 @@ impl Source {
         };
         let since = since.filter(|_| spec.changed_since.is_some());
         let rows = self.list(sql_text, since).await?;
-        Ok(map_rows(&self.profile, EntityKind::Person, &rows)?)
+        Ok(map_rows(&self.profile, EntityKind::Person, rows)?)
     }
 
     /// A person listing: all of them, or with `{since}` bound. Listing a whole source
@@ -267,7 +267,7 @@ impl Source {
         let rows = self
             .run_with(entity, sql_text.get_ref(), &[], self.timeout * 12)
             .await?;
-        Ok(Some(map_rows(&self.profile, entity, &rows)?))
+        Ok(Some(map_rows(&self.profile, entity, rows)?))
     }
 
     /// Run every statement of the profile once with no keys (`{keys}` binds NULL, so

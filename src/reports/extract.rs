@@ -193,6 +193,39 @@ impl Extractor {
             .collect()
     }
 
+    /// Every person of the authority, in pages of `size` in the order of their
+    /// records in the authority's sources (its first source holding them, numeric ids
+    /// numerically), not in gateway-id order. A page's keys are then neighbours in the
+    /// vendor's tables and its statements walk neighbouring index and table pages:
+    /// measured on SQLite at 100,000 people, half the SQL time of pages in gateway-id
+    /// order, which scatter every statement over the whole table. Tallies do not
+    /// depend on the order.
+    pub fn pages_in_source_order(&self, snapshot: &Snapshot, size: usize) -> Vec<Vec<String>> {
+        let fetcher = &self.gateway.fetcher;
+        let mut people: Vec<((usize, u64, &str), &String)> = snapshot
+            .people
+            .iter()
+            .filter_map(|(id, refs)| {
+                let first = refs
+                    .iter()
+                    .filter_map(|r| {
+                        let s = fetcher.source_index(&r.source)?;
+                        self.sources
+                            .contains(&s)
+                            .then_some((s, r.local_id.as_str()))
+                    })
+                    .min()?;
+                let numeric = first.1.trim().parse::<u64>().unwrap_or(u64::MAX);
+                Some(((first.0, numeric, first.1), id))
+            })
+            .collect();
+        people.sort_unstable();
+        people
+            .chunks(size.max(1))
+            .map(|page| page.iter().map(|(_, id)| (*id).clone()).collect())
+            .collect()
+    }
+
     /// Read one page of people: per source, one statement per entity (chunked by the
     /// connector's batch size). A source that fails fails the page: a report computed
     /// without it would be wrong, not partial.

@@ -128,23 +128,13 @@ async fn tally(
     let mut tallies = Tallies::default();
     let mut everyone = Vec::new();
     let mut pages = Vec::new();
-    let mut from: Bound<String> = Bound::Unbounded;
-    loop {
-        let ids = ex.people(
-            &snapshot,
-            from.as_ref().map(String::as_str),
-            reports.config.page_people,
-        );
-        let Some(last) = ids.last().cloned() else {
-            break;
-        };
-        everyone.extend(ids.iter().cloned());
+    for page in ex.pages_in_source_order(&snapshot, reports.config.page_people) {
+        everyone.extend(page.iter().cloned());
         pages.push(
-            ids.into_iter()
+            page.into_iter()
                 .filter(|id| !excluded.contains(id))
                 .collect::<Vec<String>>(),
         );
-        from = Bound::Excluded(last);
     }
     // Two pages in flight, each on its own task, taken in order: one page's rows are
     // read and mapped while the other's are, on the other core (the 100k-person

@@ -164,7 +164,7 @@ pub async fn check_profile(
         for chunk in keys.chunks(caps.max_batch.max(1)) {
             let bound = sql::bind(sql_text, chunk, None, caps.placeholder);
             match conn.query(&bound.sql, &bound.params).await {
-                Ok(rows) => match map_rows(profile, entity, &rows) {
+                Ok(rows) => match map_rows(profile, entity, rows) {
                     Ok(m) => all.extend(m.records),
                     Err(e) => {
                         fail(&mut out, &check("maps"), e.to_string());
@@ -201,7 +201,7 @@ pub async fn check_profile(
         for chunk in keys.chunks(3) {
             let bound = sql::bind(sql_text, chunk, None, caps.placeholder);
             if let Ok(rows) = conn.query(&bound.sql, &bound.params).await {
-                if let Ok(m) = map_rows(profile, entity, &rows) {
+                if let Ok(m) = map_rows(profile, entity, rows) {
                     chunked.extend(m.records);
                 }
             }
@@ -228,7 +228,7 @@ pub async fn check_profile(
                 .collect();
             let bound = sql::bind(by_key.get_ref(), &sample, None, caps.placeholder);
             match conn.query(&bound.sql, &bound.params).await {
-                Ok(rows) => match map_rows(profile, entity, &rows) {
+                Ok(rows) => match map_rows(profile, entity, rows) {
                     Ok(m) => {
                         let want: BTreeSet<String> =
                             all.iter().take(50).map(|r| r.local_id.clone()).collect();
@@ -268,7 +268,7 @@ pub async fn check_profile(
         .and_then(|p| p.list.as_ref())
     {
         match conn.query(list.get_ref(), &[]).await {
-            Ok(rows) => match map_rows(profile, EntityKind::Person, &rows) {
+            Ok(rows) => match map_rows(profile, EntityKind::Person, rows) {
                 Ok(m) if m.records.is_empty() => {
                     fail(&mut out, &format!("{name}.person: list"), "no people")
                 }

@@ -193,13 +193,18 @@ struct Column<'a> {
     ty: FieldType,
     index: usize,
     spec: &'a crate::profile::FieldSpec,
+    /// No other field or label reads this cell: its text can be moved out of the row
+    /// instead of copied.
+    sole_reader: bool,
 }
 
-/// Map the rows one of `entity`'s statements returned.
+/// Map the rows one of `entity`'s statements returned. The rows are consumed: text a
+/// single field reads is moved into its record, not copied (reports map hundreds of
+/// thousands of rows, and the copies were a large share of their allocations).
 pub fn map_rows(
     profile: &VendorProfile,
     entity: EntityKind,
-    rows: &RowSet,
+    rows: RowSet,
 ) -> Result<Mapped, MappingError> {
     let fail = |reason: String| MappingError {
         profile: profile.name().to_string(),
@@ -209,7 +214,17 @@ pub fn map_rows(
     let Some(spec) = profile.entity(entity) else {
         return Err(fail("the profile does not map this entity".into()));
     };
-    let columns = resolve_columns(spec, entity, rows).map_err(fail)?;
+    let columns = resolve_columns(spec, entity, &rows).map_err(fail)?;
+    let label_columns: Vec<Option<usize>> = spec
+        .labels
+        .iter()
+        .map(|rule| {
+            rule.get_ref()
+                .column
+                .as_ref()
+                .and_then(|c| rows.column_index(c))
+        })
+        .collect();
     let rules = profile.date_rules;
     let placeholders = &profile.file.vendor.nhs_placeholders;
     let local_id_col = columns
@@ -222,7 +237,7 @@ pub fn map_rows(
     // With `concat`, rows sharing a local id are one record: remember where each went.
     let mut position: BTreeMap<String, usize> = BTreeMap::new();
 
-    for row in &rows.rows {
+    for mut row in rows.rows {
         let Some(local_id) = local_id_col.and_then(|i| row[i].as_key_text()) else {
             out.findings.push(Finding {
                 entity,
@@ -235,21 +250,34 @@ pub fn map_rows(
         };
         if concat {
             if let Some(&at) = position.get(&local_id) {
-                append_concat(&mut out.records[at], &columns, row);
+                append_concat(&mut out.records[at], &columns, &row);
                 continue;
             }
             position.insert(local_id.clone(), out.records.len());
         }
         let mut record = Record {
             entity,
-            local_id: local_id.clone(),
+            local_id,
             person_id: None,
             last_updated: None,
             fields: BTreeMap::new(),
             labels: BTreeSet::new(),
         };
+        // Labels first: fields may move their cells' text out of the row.
+        for (rule, column) in spec.labels.iter().zip(&label_columns) {
+            let rule = rule.get_ref();
+            let applies = match (&rule.column, column) {
+                (None, _) => true,
+                (Some(_), column) => column
+                    .and_then(|i| row[i].key_str())
+                    .is_some_and(|v| rule.values.iter().any(|want| want.eq_ignore_ascii_case(&v))),
+            };
+            if applies {
+                record.labels.insert(rule.label.clone());
+            }
+        }
         for col in &columns {
-            let value = &row[col.index];
+            let value = &mut row[col.index];
             match col.name {
                 "local_id" => continue,
                 "person_id" => {
@@ -257,7 +285,7 @@ pub fn map_rows(
                     if record.person_id.is_none() {
                         out.findings.push(finding(
                             entity,
-                            &local_id,
+                            &record.local_id,
                             "person_id",
                             FindingKind::MissingKey,
                             None,
@@ -282,19 +310,6 @@ pub fn map_rows(
                 &mut record,
                 &mut out.findings,
             );
-        }
-        for rule in &spec.labels {
-            let rule = rule.get_ref();
-            let applies = match &rule.column {
-                None => true,
-                Some(column) => rows
-                    .column_index(column)
-                    .and_then(|i| row[i].as_key_text())
-                    .is_some_and(|v| rule.values.iter().any(|want| want.eq_ignore_ascii_case(&v))),
-            };
-            if applies {
-                record.labels.insert(rule.label.clone());
-            }
         }
         finish(&mut record, &mut out.findings);
         out.records.push(record);
@@ -332,7 +347,22 @@ fn resolve_columns<'a>(
             ty,
             index,
             spec: field,
+            sole_reader: false,
         });
+    }
+    let label_columns: Vec<usize> = spec
+        .labels
+        .iter()
+        .filter_map(|rule| rule.get_ref().column.as_ref())
+        .filter_map(|c| rows.column_index(c))
+        .collect();
+    let readers = |index: usize| {
+        columns.iter().filter(|c| c.index == index).count()
+            + label_columns.iter().filter(|i| **i == index).count()
+    };
+    let sole: Vec<bool> = columns.iter().map(|c| readers(c.index) == 1).collect();
+    for (col, sole) in columns.iter_mut().zip(sole) {
+        col.sole_reader = sole;
     }
     for rule in &spec.labels {
         if let Some(column) = &rule.get_ref().column {
@@ -386,7 +416,7 @@ fn sentinel(col: &Column<'_>, value: &Value, parsed: Option<NaiveDate>) -> Optio
 fn map_field(
     profile: &VendorProfile,
     col: &Column<'_>,
-    value: &Value,
+    value: &mut Value,
     rules: dates::DateRules,
     placeholders: &[String],
     record: &mut Record,
@@ -404,7 +434,7 @@ fn map_field(
     }
     let mapped = match col.ty {
         FieldType::Text => {
-            let text = text_of(value);
+            let text = cell_text(value, col.sole_reader);
             if col.name == "postcode" {
                 if let Some(p) = &text {
                     if !is_uk_postcode(p) {
@@ -485,11 +515,10 @@ fn map_field(
                 None
             }
         },
-        FieldType::TextList => {
-            text_of(value).map(|t| FieldValue::List(list_of(&t, col.spec.separator.as_deref())))
-        }
+        FieldType::TextList => cell_text(value, col.sole_reader)
+            .map(|t| FieldValue::List(list_of(&t, col.spec.separator.as_deref()))),
         FieldType::NhsNumber => {
-            let raw = text_of(value).unwrap_or_default();
+            let raw = cell_text(value, col.sole_reader).unwrap_or_default();
             let (kind, digits, valid) = match nhs::classify(&raw, placeholders) {
                 NhsNumber::Valid(d) => (None, Some(d), true),
                 NhsNumber::InvalidCheckDigit(d) => {
@@ -515,13 +544,13 @@ fn map_field(
                 .codes
                 .as_deref()
                 .and_then(|name| profile.code_list(name));
-            let raw = value.as_key_text();
+            let raw = value.key_str();
             let hit = match (&raw, list) {
                 (Some(raw), Some(list)) => {
                     if list.case_insensitive {
                         list.map.iter().find(|(k, _)| k.eq_ignore_ascii_case(raw))
                     } else {
-                        list.map.get_key_value(raw)
+                        list.map.get_key_value(&**raw)
                     }
                 }
                 _ => None,
@@ -544,10 +573,10 @@ fn map_field(
                         local_id,
                         col.name,
                         FindingKind::UnmappedCode,
-                        Some(raw.clone()),
+                        Some(raw.to_string()),
                     ));
                     if list.is_some_and(|l| l.other) {
-                        keep_other(record, col.name, raw);
+                        keep_other(record, col.name, raw.into_owned());
                         Some(FieldValue::Text(crate::catalog::OTHER.to_string()))
                     } else {
                         None
@@ -694,6 +723,17 @@ pub fn is_uk_postcode(raw: &str) -> bool {
         && outward.iter().any(|c| c.is_ascii_digit())
         && (outward[1].is_ascii_digit() || outward.get(2).is_some_and(|c| c.is_ascii_digit()));
     inward_ok && outward_ok
+}
+
+/// The cell's text, trimmed; moved out of the row when this field is its only reader
+/// and it needs no trimming.
+fn cell_text(value: &mut Value, sole_reader: bool) -> Option<String> {
+    match value {
+        Value::Text(s) if sole_reader && !s.is_empty() && s.trim().len() == s.len() => {
+            Some(std::mem::take(s))
+        }
+        other => text_of(other),
+    }
 }
 
 fn text_of(value: &Value) -> Option<String> {
@@ -856,7 +896,7 @@ fields.text = { column = "TXT", concat = " " }
                 ],
             ],
         );
-        let m = map_rows(&profile, EntityKind::Person, &rs).unwrap();
+        let m = map_rows(&profile, EntityKind::Person, rs.clone()).unwrap();
         assert_eq!(m.records.len(), 3);
         let a1 = &m.records[0];
         assert_eq!(a1.text("family_name"), Some("Smith"));
@@ -893,6 +933,63 @@ fields.text = { column = "TXT", concat = " " }
         assert_eq!(unmapped.code_value.as_deref(), Some("Q"));
     }
 
+    /// Fields move their cell's text out of the row only when nothing else reads the
+    /// cell: one column feeding two fields and a label gives all three.
+    #[test]
+    fn a_cell_read_by_two_fields_and_a_label_reaches_all_of_them() {
+        let profile = VendorProfile::parse(
+            Path::new("shared.toml"),
+            r#"
+[vendor]
+name = "shared"
+
+[codes.svc]
+system = "service_type"
+map = { SELF = "HOME_CARE" }
+
+[entities.service]
+by_person = "SELECT * FROM S WHERE PID IN ({keys})"
+fields.local_id = { column = "ID" }
+fields.person_id = { column = "ID" }
+fields.provider = { column = "WHY" }
+fields.component = { column = "WHY" }
+fields.type = { column = "HOW", codes = "svc" }
+labels = [{ column = "WHY", values = ["SECRET"], label = "restricted" }]
+"#,
+        )
+        .unwrap();
+        let t = |s: &str| Value::Text(s.to_string());
+        let rs = rows(
+            &["ID", "WHY", "HOW"],
+            vec![
+                vec![t("7"), t("SECRET"), t("SELF")],
+                vec![t(" 8 "), t("  padded "), t("FAMILY")],
+            ],
+        );
+        let m = map_rows(&profile, EntityKind::Service, rs).unwrap();
+        let first = &m.records[0];
+        assert_eq!(first.local_id, "7");
+        assert_eq!(first.person_id.as_deref(), Some("7"));
+        assert_eq!(first.text("provider"), Some("SECRET"));
+        assert_eq!(first.text("component"), Some("SECRET"));
+        assert_eq!(first.text("type"), Some("HOME_CARE"));
+        assert!(first.labels.contains("restricted"));
+        let second = &m.records[1];
+        assert_eq!(second.local_id, "8");
+        assert_eq!(second.text("provider"), Some("padded"));
+        assert_eq!(second.text("component"), Some("padded"));
+        assert!(second.labels.is_empty());
+        assert_eq!(second.text("type"), None);
+        let unmapped = m
+            .findings
+            .iter()
+            .find(|f| f.kind == FindingKind::UnmappedCode);
+        assert_eq!(
+            unmapped.and_then(|f| f.code_value.as_deref()),
+            Some("FAMILY")
+        );
+    }
+
     #[test]
     fn postcodes() {
         for ok in [
@@ -917,7 +1014,7 @@ fields.text = { column = "TXT", concat = " " }
                 vec![t("N2"), t("A1"), t("Phone call.")],
             ],
         );
-        let m = map_rows(&profile, EntityKind::CaseNote, &rs).unwrap();
+        let m = map_rows(&profile, EntityKind::CaseNote, rs.clone()).unwrap();
         assert_eq!(m.records.len(), 2);
         assert_eq!(
             m.records[0].text("text"),
@@ -930,7 +1027,7 @@ fields.text = { column = "TXT", concat = " " }
     fn a_column_missing_from_the_result_names_profile_and_entity() {
         let profile = VendorProfile::parse(Path::new("tiny.toml"), PROFILE).unwrap();
         let rs = rows(&["ID", "PID"], vec![]);
-        let err = map_rows(&profile, EntityKind::CaseNote, &rs).unwrap_err();
+        let err = map_rows(&profile, EntityKind::CaseNote, rs.clone()).unwrap_err();
         assert!(err.to_string().contains("tiny"));
         assert!(err.to_string().contains("case_note"));
         assert!(err.to_string().contains("TXT"));

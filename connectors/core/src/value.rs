@@ -37,22 +37,29 @@ impl Value {
     /// The value as text, the way a key or a code is compared: trimmed, `None` for NULL
     /// and for blank strings (legacy CHAR columns pad with spaces).
     pub fn as_key_text(&self) -> Option<String> {
+        self.key_str().map(std::borrow::Cow::into_owned)
+    }
+
+    /// [`Value::as_key_text`] borrowed where the value is already text (most keys and
+    /// codes are): mapping compares codes and reads keys of every row, and building
+    /// each as a new string was a large share of a report's allocations.
+    pub fn key_str(&self) -> Option<std::borrow::Cow<'_, str>> {
+        use std::borrow::Cow;
         let text = match self {
             Value::Null => return None,
+            Value::Text(s) => {
+                let t = s.trim();
+                return (!t.is_empty()).then_some(Cow::Borrowed(t));
+            }
             Value::Bool(b) => (if *b { "1" } else { "0" }).to_string(),
             Value::Int(i) => i.to_string(),
             Value::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", *f as i64),
             Value::Float(f) => f.to_string(),
-            Value::Text(s) => s.trim().to_string(),
             Value::Date(d) => d.format("%Y-%m-%d").to_string(),
             Value::DateTime(t) => t.format("%Y-%m-%d %H:%M:%S").to_string(),
             Value::Bytes(b) => String::from_utf8_lossy(b).trim().to_string(),
         };
-        if text.is_empty() {
-            None
-        } else {
-            Some(text)
-        }
+        (!text.is_empty()).then_some(Cow::Owned(text))
     }
 
     /// Rough heap size, for the cache's weigher.

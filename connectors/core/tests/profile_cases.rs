@@ -107,7 +107,7 @@ fn epoch_placeholder_invert_and_identifiers_on_people() {
             ],
         ],
     );
-    let m = map_rows(&p, EntityKind::Person, &rs).unwrap();
+    let m = map_rows(&p, EntityKind::Person, rs.clone()).unwrap();
     let (a, b) = (&m.records[0], &m.records[1]);
     assert_eq!(a.local_id, "1001", "a DECIMAL key reads as its digits");
     assert_eq!(a.text("middle_names"), Some("Jane"));
@@ -178,7 +178,7 @@ fn sentinels_open_ends_and_other_codes_on_services() {
             ],
         ],
     );
-    let m = map_rows(&p, EntityKind::Service, &rs).unwrap();
+    let m = map_rows(&p, EntityKind::Service, rs.clone()).unwrap();
     let by = |id: &str| m.records.iter().find(|r| r.local_id == id).unwrap();
     assert_eq!(by("S1").text("type"), Some("HOME_CARE"));
     assert_eq!(by("S1").date("start"), Some(d(2024, 4, 1)));
@@ -264,7 +264,7 @@ fn visits_keep_their_end_and_title_and_report_an_end_before_the_start() {
             ],
         ],
     );
-    let m = map_rows(&p, EntityKind::Visit, &rs).unwrap();
+    let m = map_rows(&p, EntityKind::Visit, rs.clone()).unwrap();
     assert_eq!(m.records[0].text("title"), Some("Review at home"));
     assert_eq!(
         m.records[0].date_time("end"),
