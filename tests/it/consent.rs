@@ -189,7 +189,7 @@ const PROFILE_QUERY: &str = "query($id: ID!) { person(id: $id) { nhsNumber
   episodes { security { labels } }
   alerts { security { labels } }
   services { id }
-  consents { scope withdrawn } } }";
+  consents { scope decision withdrawn provenance { source } } } }";
 
 #[derive(Default, Clone)]
 pub struct Chosen {
@@ -243,7 +243,7 @@ pub async fn choose(s: &Secured, demo: &Demo) -> BTreeMap<&'static str, Chosen> 
     let sw_visible = ["restricted", "safeguarding", "third_party", "sealed"];
     let mut out: BTreeMap<&'static str, Chosen> = BTreeMap::new();
     for id in ids {
-        if out.len() == 7 {
+        if out.len() == 8 {
             break;
         }
         let r = s.plain.run(PROFILE_QUERY, json!({"id": id})).await;
@@ -266,7 +266,7 @@ pub async fn choose(s: &Secured, demo: &Demo) -> BTreeMap<&'static str, Chosen> 
             .flatten()
             .cloned()
             .collect();
-        let consents: Vec<(String, bool)> = p["consents"]
+        let consents_from: Vec<(String, bool, String, String)> = p["consents"]
             .as_array()
             .into_iter()
             .flatten()
@@ -274,8 +274,14 @@ pub async fn choose(s: &Secured, demo: &Demo) -> BTreeMap<&'static str, Chosen> 
                 (
                     c["scope"].as_str().unwrap_or("").to_string(),
                     c["withdrawn"].is_null(),
+                    c["decision"].as_str().unwrap_or("").to_string(),
+                    c["provenance"]["source"].as_str().unwrap_or("").to_string(),
                 )
             })
+            .collect();
+        let consents: Vec<(String, bool)> = consents_from
+            .iter()
+            .map(|(scope, active, _, _)| (scope.clone(), *active))
             .collect();
         let has_services = p["services"].as_array().is_some_and(|a| !a.is_empty());
         let allocated = allocation.is_some();
@@ -300,8 +306,25 @@ pub async fn choose(s: &Secured, demo: &Demo) -> BTreeMap<&'static str, Chosen> 
         if allocated && has_services && consents == [("NO_SHARING".to_string(), true)] {
             put("nosh");
         }
-        if allocated && has_services && consents == [("SHARE_ALL".to_string(), true)] {
+        let share_all_permit = consents_from.len() == 1
+            && consents_from.iter().all(|(scope, active, decision, _)| {
+                scope == "SHARE_ALL" && *active && decision == "PERMIT"
+            });
+        if allocated && has_services && share_all_permit {
             put("share_all");
+        }
+        // SSIS/90 keeps consent as a flag on the client record (CONSFLG = N).
+        if allocated
+            && has_services
+            && consents_from
+                == [(
+                    "SHARE_ALL".to_string(),
+                    true,
+                    "DENY".to_string(),
+                    "ssis".to_string(),
+                )]
+        {
+            put("ssis_refused");
         }
         if !allocated && has_services {
             put("unallocated");
@@ -316,6 +339,7 @@ pub async fn choose(s: &Secured, demo: &Demo) -> BTreeMap<&'static str, Chosen> 
         "labelled_episode",
         "nosh",
         "share_all",
+        "ssis_refused",
         "unallocated",
         "opted_out",
     ] {

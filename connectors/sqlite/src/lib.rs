@@ -147,7 +147,11 @@ fn from_sql(value: ValueRef<'_>) -> Value {
     }
 }
 
-fn run(conn: &Connection, sql: &str, params: &[Value]) -> Result<RowSet, ConnectorError> {
+fn run(
+    conn: &Connection,
+    sql: &str,
+    bound: &[rusqlite::types::Value],
+) -> Result<RowSet, ConnectorError> {
     let mut stmt = conn.prepare_cached(sql).map_err(|e| match e {
         rusqlite::Error::SqliteFailure(err, _)
             if err.code == rusqlite::ErrorCode::OperationInterrupted =>
@@ -161,7 +165,6 @@ fn run(conn: &Connection, sql: &str, params: &[Value]) -> Result<RowSet, Connect
         .into_iter()
         .map(str::to_string)
         .collect();
-    let bound: Vec<rusqlite::types::Value> = params.iter().map(to_sql).collect();
     let mut rows = stmt
         .query(rusqlite::params_from_iter(bound.iter()))
         .map_err(|e| query_error(&e))?;
@@ -224,7 +227,9 @@ impl Connector for SqliteConnector {
         self.statements.inc();
         let interrupt = conn.get_interrupt_handle();
         let sql = sql.to_string();
-        let params = params.to_vec();
+        // Converted here, once: the blocking task owns them (a report binds a thousand
+        // keys per statement).
+        let params: Vec<rusqlite::types::Value> = params.iter().map(to_sql).collect();
         let task = tokio::task::spawn_blocking(move || {
             let result = run(&conn, &sql, &params);
             (conn, result)
