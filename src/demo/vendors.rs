@@ -1763,6 +1763,8 @@ fn ssis(
         )?;
         out.person_record(p, &no);
         out.count(p, "address");
+        // CONSFLG, Y or N, is the client's consent record (ssis.toml).
+        out.count(p, "consent");
         if chance(rng, f.duplicate_within_source) {
             let dup = clno(ids.next("CLIENT", 1));
             out.row(
@@ -1786,6 +1788,7 @@ fn ssis(
             out.row("CLXREF", vec![t(dup.clone()), t(no.clone()), t("20110301")])?;
             out.person_record(p, &dup);
             out.count(p, "address");
+            out.count(p, "consent");
             out.fault("person", &dup, "duplicate_within_source");
         }
         // SSIS/90 was replaced in 2012: its history is old.

@@ -173,7 +173,7 @@ impl Source {
         limit: Duration,
     ) -> Result<Mapped, SourceError> {
         let caps = self.connector.capabilities();
-        let mut out = Mapped::default();
+        let mut out: Option<Mapped> = None;
         let max_batch = caps.max_batch.max(1);
         for chunk in keys.chunks(max_batch) {
             let mut key_values: Vec<Value> = chunk.iter().map(|k| Value::Text(k.clone())).collect();
@@ -183,10 +183,16 @@ impl Source {
                 .run_with(entity, &bound.sql, &bound.params, limit)
                 .await?;
             let mapped = map_rows(&self.profile, entity, rows)?;
-            out.records.extend(mapped.records);
-            out.findings.extend(mapped.findings);
+            // Most lookups are one chunk: its records are the answer, not copied.
+            match &mut out {
+                None => out = Some(mapped),
+                Some(out) => {
+                    out.records.extend(mapped.records);
+                    out.findings.extend(mapped.findings);
+                }
+            }
         }
-        Ok(out)
+        Ok(out.unwrap_or_default())
     }
 
     /// Every person record (for the identity index), or those changed after `since`.

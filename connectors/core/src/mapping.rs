@@ -233,7 +233,10 @@ pub fn map_rows(
         .map(|c| c.index);
     let concat = columns.iter().any(|c| c.spec.concat.is_some());
 
-    let mut out = Mapped::default();
+    let mut out = Mapped {
+        records: Vec::with_capacity(rows.rows.len()),
+        findings: Vec::new(),
+    };
     // With `concat`, rows sharing a local id are one record: remember where each went.
     let mut position: BTreeMap<String, usize> = BTreeMap::new();
 

@@ -63,7 +63,7 @@ pub fn bind_named(
     named: &[(&str, &Value)],
     style: Placeholder,
 ) -> BoundSql {
-    let mut out = String::with_capacity(sql.len() + keys.len() * 4);
+    let mut out = String::with_capacity(sql.len() + keys.len() * 8);
     let mut params = Vec::new();
     let mut rest = sql;
     while let Some(open) = rest.find('{') {
