@@ -856,6 +856,7 @@ impl IdentityIndex {
                     model: model.clone(),
                     kept: area_kept,
                     changed: &changed_keys,
+                    index_all: false,
                 },
                 namespace: &self.namespace,
                 population: Some(&population),
@@ -962,6 +963,7 @@ impl IdentityIndex {
                     model,
                     kept,
                     changed: &changed_keys,
+                    index_all: blocks.is_none(),
                 }
             }
             _ => PairPlan::Full,
@@ -1500,6 +1502,10 @@ pub enum PairPlan<'a> {
         model: linkage::Model,
         kept: Vec<(RecordKey, RecordKey, linkage::Levels)>,
         changed: &'a HashSet<RecordKey>,
+        /// Build the blocks of every record too (the process has none: it restarted
+        /// since the last full build), so that the next refresh links only what its
+        /// changes reach.
+        index_all: bool,
     },
 }
 
@@ -1799,8 +1805,12 @@ fn score(records: &BTreeMap<RecordKey, SourceRecord>, input: &LinkInput<'_>) -> 
             model,
             kept,
             changed,
+            index_all,
         } => {
             stats.incremental = true;
+            if *index_all {
+                blocks = Some(linkage::block_index(&subjects));
+            }
             let position: HashMap<&RecordKey, usize> =
                 keys.iter().enumerate().map(|(i, k)| (k, i)).collect();
             let marks: Vec<bool> = keys.iter().map(|k| changed.contains(k)).collect();

@@ -525,6 +525,43 @@ pub fn candidate_pairs(
     (pairs, skipped)
 }
 
+/// The blocks of every record, as a full build keeps them for incremental runs: for a
+/// process that restarted (the blocks are not kept in the file), built again without
+/// pairing anyone.
+pub fn block_index(subjects: &[Subject]) -> BlockIndex {
+    let (entries, years) = block_entries(subjects, |_| true);
+    BlockIndex {
+        entries,
+        years,
+        ..BlockIndex::default()
+    }
+}
+
+/// Blocking keys with their record's position, and birth-year keys with whether the
+/// date is estimated: sorted, so that a block is a run.
+type BlockEntries = (Vec<(u64, u32)>, Vec<(u64, bool, u32)>);
+
+/// Each record's blocking keys (and birth-year key) that `wanted` keeps.
+fn block_entries(subjects: &[Subject], wanted: impl Fn(&u64) -> bool) -> BlockEntries {
+    let mut keys = Vec::new();
+    // Blocks as runs of a sorted list of (key, record): far less memory than a map of
+    // vectors when a million records give five keys each.
+    let mut entries: Vec<(u64, u32)> = Vec::with_capacity(subjects.len() * 5);
+    let mut years: Vec<(u64, bool, u32)> = Vec::new();
+    for (i, s) in subjects.iter().enumerate() {
+        keys.clear();
+        let mut year = None;
+        blocking_keys(s, &mut keys, &mut year);
+        entries.extend(keys.iter().filter(|k| wanted(k)).map(|k| (*k, i as u32)));
+        if let Some(k) = year.filter(|k| wanted(k)) {
+            years.push((k, s.birth_estimated, i as u32));
+        }
+    }
+    entries.sort_unstable();
+    years.sort_unstable();
+    (entries, years)
+}
+
 /// [`candidate_pairs`] over all records, and the blocks, kept for incremental runs.
 pub fn candidate_pairs_indexed(
     subjects: &[Subject],
@@ -552,22 +589,8 @@ fn blocked_pairs(
         }
         set
     });
-    let is_wanted = |k: &u64| wanted.as_ref().is_none_or(|w| w.contains(k));
-    // Blocks as runs of a sorted list of (key, record): far less memory than a map of
-    // vectors when a million records give five keys each.
-    let mut entries: Vec<(u64, u32)> = Vec::with_capacity(subjects.len() * 5);
-    let mut years: Vec<(u64, bool, u32)> = Vec::new();
-    for (i, s) in subjects.iter().enumerate() {
-        keys.clear();
-        year = None;
-        blocking_keys(s, &mut keys, &mut year);
-        entries.extend(keys.iter().filter(|k| is_wanted(k)).map(|k| (*k, i as u32)));
-        if let Some(k) = year.filter(|k| is_wanted(k)) {
-            years.push((k, s.birth_estimated, i as u32));
-        }
-    }
-    entries.sort_unstable();
-    years.sort_unstable();
+    let (entries, years) =
+        block_entries(subjects, |k| wanted.as_ref().is_none_or(|w| w.contains(k)));
     let mut skipped = 0;
     let mut pairs: Vec<(u32, u32)> = Vec::new();
     let mut push = |a: u32, b: u32| {
