@@ -195,6 +195,31 @@ impl Source {
         Ok(out.unwrap_or_default())
     }
 
+    /// Allocations to these workers by the profile's `by_worker` (`None` without one:
+    /// the caller reads every person's allocations instead).
+    pub async fn allocations_of_workers(
+        &self,
+        workers: &[String],
+    ) -> Result<Option<Mapped>, SourceError> {
+        let Some(sql_text) = self
+            .profile
+            .entity(EntityKind::Allocation)
+            .and_then(|s| s.by_worker.as_ref())
+        else {
+            return Ok(None);
+        };
+        let mapped = self
+            .fetch_chunked(
+                EntityKind::Allocation,
+                sql_text.get_ref(),
+                workers,
+                &[],
+                self.timeout,
+            )
+            .await?;
+        Ok(Some(mapped))
+    }
+
     /// Every person record (for the identity index), or those changed after `since`.
     pub async fn list_people(
         &self,
@@ -303,6 +328,7 @@ impl Source {
                 ("changed_since", &spec.changed_since),
                 ("orphans", &spec.orphans),
                 ("deleted_since", &spec.deleted_since),
+                ("by_worker", &spec.by_worker),
             ];
             for (name, sql_text) in statements {
                 let Some(sql_text) = sql_text else { continue };

@@ -84,16 +84,41 @@ fn worker(id: &str) -> Caller {
 /// clean CaseTrak database.
 #[tokio::test]
 async fn my_caseload_is_the_alloc_table() {
+    caseload_against_alloc(true).await;
+}
+
+/// The same caseload from a profile without `by_worker`: read from every person's
+/// allocations instead.
+#[tokio::test]
+async fn my_caseload_without_by_worker_is_the_alloc_table() {
+    caseload_against_alloc(false).await;
+}
+
+async fn caseload_against_alloc(by_worker: bool) {
     let demo = demo::clean();
     let db = std::sync::Mutex::new(None);
     let s = secured_config(demo, "", |text, work| {
         let copy = work.join("casetrak.db");
         std::fs::copy(demo.dir.join("casetrak.db"), &copy).unwrap();
         *db.lock().unwrap() = Some(copy.clone());
-        text.replace(
+        let mut text = text.replace(
             &format!("{:?}", demo.dir.join("casetrak.db")),
             &format!("{copy:?}"),
-        )
+        );
+        if !by_worker {
+            let shipped = demo::repo().join("config/vendors/casetrak.toml");
+            let profile = std::fs::read_to_string(&shipped).unwrap();
+            let without: String = profile
+                .lines()
+                .filter(|l| !l.starts_with("by_worker ="))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            assert_ne!(without, profile, "the shipped profile has by_worker");
+            let own = work.join("casetrak.toml");
+            std::fs::write(&own, without).unwrap();
+            text = text.replace(&format!("{shipped:?}"), &format!("{own:?}"));
+        }
+        text
     })
     .await;
     let db = db.into_inner().unwrap().unwrap();

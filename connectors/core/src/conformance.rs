@@ -246,6 +246,49 @@ pub async fn check_profile(
             }
         }
 
+        // By worker: the allocations by_person found for some workers, and no other
+        // worker's (the worker ids are asked for as keys).
+        if let Some(by_worker) = &spec.by_worker {
+            let workers: BTreeSet<String> = all
+                .iter()
+                .filter_map(|r| r.text("worker_id").map(str::to_string))
+                .take(5)
+                .collect();
+            let keys: Vec<Value> = workers.iter().map(|w| Value::from(w.as_str())).collect();
+            let bound = sql::bind(by_worker.get_ref(), &keys, None, caps.placeholder);
+            match conn.query(&bound.sql, &bound.params).await {
+                Ok(rows) => match map_rows(profile, entity, rows) {
+                    Ok(m) => {
+                        let theirs = |r: &&crate::Record| {
+                            r.text("worker_id").is_some_and(|w| workers.contains(w))
+                        };
+                        if let Some(r) = m.records.iter().find(|r| !theirs(r)) {
+                            fail(
+                                &mut out,
+                                &check("by_worker finds only the workers' allocations"),
+                                format!("record {} of another worker", r.local_id),
+                            );
+                        }
+                        let found = ids(&m.records);
+                        let missed = all
+                            .iter()
+                            .filter(theirs)
+                            .filter(|r| !found.contains(&r.local_id))
+                            .count();
+                        if missed > 0 {
+                            fail(
+                                &mut out,
+                                &check("by_worker finds the allocations by_person found"),
+                                format!("{missed} missed"),
+                            );
+                        }
+                    }
+                    Err(e) => fail(&mut out, &check("by_worker maps"), e.to_string()),
+                },
+                Err(e) => fail(&mut out, &check("by_worker SQL runs"), e.to_string()),
+            }
+        }
+
         // An empty key list is valid SQL and finds nothing.
         let bound = sql::bind(sql_text, &[], None, caps.placeholder);
         match conn.query(&bound.sql, &bound.params).await {

@@ -122,6 +122,10 @@ pub struct EntitySpec {
     /// Person records deleted or soft-deleted after `{since}`: the `local_id` column of
     /// each (incremental index refresh; they leave the index). Person only.
     pub deleted_since: Option<Spanned<String>>,
+    /// Allocations to these workers (`{keys}`: worker ids), for a worker's caseload
+    /// (without it the caseload reads the allocations of every person). Allocation
+    /// only.
+    pub by_worker: Option<Spanned<String>>,
     /// One statement for the entity, without markers, to which the gateway adds the
     /// look-up: `by_key` and `by_person` (and `list` for people) that are not written
     /// out become `SELECT * FROM (<base>) escr_base WHERE escr_base.<column> IN ({keys})`,
@@ -424,6 +428,16 @@ fn validate(path: &Path, text: &str, file: &ProfileFile) -> Result<(), ConfigErr
                 format!("entity `{kind}`: `deleted_since` is for `person` only"),
             ));
         }
+        if let Some(sql) = spec_ref
+            .by_worker
+            .as_ref()
+            .filter(|_| kind != EntityKind::Allocation)
+        {
+            return Err(err(
+                sql.span().start,
+                format!("entity `{kind}`: `by_worker` is for `allocation` only"),
+            ));
+        }
         if kind == EntityKind::Person && (spec_ref.by_key.is_none() || spec_ref.list.is_none()) {
             return Err(err(
                 at_entity,
@@ -438,6 +452,7 @@ fn validate(path: &Path, text: &str, file: &ProfileFile) -> Result<(), ConfigErr
             ("list", &spec_ref.list),
             ("changed_since", &spec_ref.changed_since),
             ("deleted_since", &spec_ref.deleted_since),
+            ("by_worker", &spec_ref.by_worker),
             ("orphans", &spec_ref.orphans),
         ] {
             let Some(sql) = sql else { continue };
@@ -448,7 +463,7 @@ fn validate(path: &Path, text: &str, file: &ProfileFile) -> Result<(), ConfigErr
                 ));
             }
             let expected: &[&str] = match label {
-                "by_key" | "by_person" => &["keys"],
+                "by_key" | "by_person" | "by_worker" => &["keys"],
                 "changed_since" | "deleted_since" => &["since"],
                 "by_person_between" => &["keys", "from", "to"],
                 _ => &[],

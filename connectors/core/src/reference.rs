@@ -54,6 +54,7 @@ pub const ENTITY: &[KeyDoc] = keys! {
     "list": "SQL" = "`base` (person)", "every record (the identity index reads people with it); required for `person`";
     "changed_since": "SQL with `{since}`" = "none", "records changed after a time (incremental index refresh)";
     "deleted_since": "SQL with `{since}`" = "none", "local ids of person records deleted or soft-deleted after a time (incremental index refresh takes them out); person only";
+    "by_worker": "SQL with `{keys}`" = "none", "allocations to these workers (`{keys}` are worker ids), for a worker's caseload (`myCaseload`); without it the caseload reads the allocations of every person in the index; allocation only";
     "base": "SQL" = "none", "one statement for the entity, no markers and no ORDER BY: `by_key`, `by_person` and `list` left out become `SELECT * FROM (<base>) escr_base WHERE escr_base.<local_id or person_id column> IN ({keys})`";
     "orphans": "SQL" = "none", "rows whose person does not exist (no markers; the entity's columns): counted in the data-quality report, never served; person-scoped entities";
     "fields": "table of field specs" = "required", "`fields.<field> = { ... }`: how columns become the catalog's fields (below); `local_id` always, `person_id` for person-scoped entities";

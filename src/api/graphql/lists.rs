@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_graphql::{Context, ErrorExtensions};
 use chrono::Utc;
-use escr_connector::EntityKind;
+use escr_connector::{EntityKind, Record};
 
 use super::person::{self, Person};
 use super::{audit_id, PersonConnection, PersonEdge};
@@ -88,16 +88,33 @@ async fn allocated_to(ctx: &Context<'_>, gateway: &Gateway, worker: &str) -> BTr
             }
         }
     }
-    let loads = owners.iter().enumerate().map(|(i, owned)| {
-        let keys: Vec<String> = owned.keys().map(|k| k.to_string()).collect();
-        async move {
-            if keys.is_empty() || !fetcher.sources[i].holds(EntityKind::Allocation) {
-                return Ok(HashMap::new());
-            }
-            fetcher
-                .load(i, EntityKind::Allocation, Lookup::ByPerson, &keys)
-                .await
+    let loads = owners.iter().enumerate().map(|(i, owned)| async move {
+        let source = &fetcher.sources[i];
+        if owned.is_empty() || !source.holds(EntityKind::Allocation) {
+            return Ok(HashMap::new());
         }
+        // The worker's allocations by the profile's `by_worker`: one statement,
+        // whatever the size of the index. Without it, every person's allocations.
+        match source.allocations_of_workers(&[worker.to_string()]).await {
+            Ok(Some(mapped)) => {
+                let mut by_person: HashMap<String, Vec<Arc<Record>>> = HashMap::new();
+                for r in mapped.records {
+                    if let Some(p) = r.person_id.clone() {
+                        by_person.entry(p).or_default().push(Arc::new(r));
+                    }
+                }
+                return Ok(by_person
+                    .into_iter()
+                    .map(|(p, records)| (p, Arc::new(records)))
+                    .collect());
+            }
+            Ok(None) => {}
+            Err(e) => return Err(Arc::new(e)),
+        }
+        let keys: Vec<String> = owned.keys().map(|k| k.to_string()).collect();
+        fetcher
+            .load(i, EntityKind::Allocation, Lookup::ByPerson, &keys)
+            .await
     });
     let today = Utc::now().date_naive();
     let mut allocated = BTreeSet::new();
