@@ -418,25 +418,17 @@ fn validate(path: &Path, text: &str, file: &ProfileFile) -> Result<(), ConfigErr
                 ));
             }
         }
-        if let Some(sql) = spec_ref
-            .deleted_since
-            .as_ref()
-            .filter(|_| kind != EntityKind::Person)
-        {
-            return Err(err(
-                sql.span().start,
-                format!("entity `{kind}`: `deleted_since` is for `person` only"),
-            ));
-        }
-        if let Some(sql) = spec_ref
-            .by_worker
-            .as_ref()
-            .filter(|_| kind != EntityKind::Allocation)
-        {
-            return Err(err(
-                sql.span().start,
-                format!("entity `{kind}`: `by_worker` is for `allocation` only"),
-            ));
+        // Statements only one entity has.
+        for (label, sql, owner) in [
+            ("deleted_since", &spec_ref.deleted_since, EntityKind::Person),
+            ("by_worker", &spec_ref.by_worker, EntityKind::Allocation),
+        ] {
+            if let Some(sql) = sql.as_ref().filter(|_| kind != owner) {
+                return Err(err(
+                    sql.span().start,
+                    format!("entity `{kind}`: `{label}` is for `{owner}` only"),
+                ));
+            }
         }
         if kind == EntityKind::Person && (spec_ref.by_key.is_none() || spec_ref.list.is_none()) {
             return Err(err(
