@@ -984,9 +984,28 @@ async fn moved_person_is_one_regional_record() {
     );
     assert_eq!(r["data"]["southborough"], Value::Null, "{r}");
     let errors = r["errors"].as_array().cloned().unwrap_or_default();
+    let missing = errors
+        .iter()
+        .find(|e| e["path"] == json!(["southborough"]))
+        .unwrap_or_else(|| panic!("an error for the missing part: {r}"));
+    // Named, so that a portal can say whose part is missing; the failed subrequest
+    // (the caller's variables: an NHS number) and the council's address are not in it.
+    assert_eq!(missing["extensions"]["code"], "SUBGRAPH_UNAVAILABLE", "{r}");
+    assert_eq!(missing["extensions"]["serviceName"], "southborough", "{r}");
     assert!(
-        errors.iter().any(|e| e["path"] == json!(["southborough"])),
-        "an error for the missing part: {r}"
+        missing["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("southborough")),
+        "{r}"
+    );
+    let text = r["errors"].to_string();
+    assert!(
+        !text.contains(nhs.as_str()),
+        "the NHS number asked for is in an error: {r}"
+    );
+    assert!(
+        !text.contains("127.0.0.1"),
+        "an address is in an error: {r}"
     );
     assert!(
         !errors.iter().any(|e| e["path"][0] == "northshire"),
