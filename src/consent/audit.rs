@@ -462,9 +462,20 @@ pub struct ChainVerification {
     pub verification: Verification,
 }
 
+/// Audit rows `verify_postgres` reads per statement.
+const VERIFY_PAGE: i64 = 10_000;
+
 /// Recompute every chain of the shared log from its start, oldest chain first.
 pub async fn verify_postgres(
     pg: &crate::state::PgStore,
+) -> Result<Vec<ChainVerification>, AuditError> {
+    verify_postgres_in_pages(pg, VERIFY_PAGE).await
+}
+
+/// [`verify_postgres`], reading `page` rows per statement (tests use small pages).
+pub async fn verify_postgres_in_pages(
+    pg: &crate::state::PgStore,
+    page: i64,
 ) -> Result<Vec<ChainVerification>, AuditError> {
     let client = pg.client().await?;
     let chains = client
@@ -476,16 +487,25 @@ pub async fn verify_postgres(
     let mut out = Vec::new();
     for c in chains {
         let chain_id: String = c.get(0);
-        let rows = client
-            .query(
-                "SELECT seq, request_id, \"at\", \"user\", role, organisation, purpose, person_id, kinds, decision, code, reason, break_glass_reason, http_request_id, prev_hash, hash FROM audit WHERE chain_id = $1 ORDER BY seq",
-                &[&chain_id],
-            )
-            .await?;
+        // A page of the chain at a time (keyset on its own sequence): a chain holds
+        // every release since its replica started, far more than memory should.
         let mut check = ChainCheck::default();
-        for r in &rows {
-            let e = pg_row_to_event(r);
-            if !check.next(&e, r.get(14), r.get(15)) {
+        let mut after = i64::MIN;
+        'pages: loop {
+            let rows = client
+                .query(
+                    "SELECT seq, request_id, \"at\", \"user\", role, organisation, purpose, person_id, kinds, decision, code, reason, break_glass_reason, http_request_id, prev_hash, hash FROM audit WHERE chain_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                    &[&chain_id, &after, &page],
+                )
+                .await?;
+            for r in &rows {
+                let e = pg_row_to_event(r);
+                if !check.next(&e, r.get(14), r.get(15)) {
+                    break 'pages;
+                }
+                after = r.get(0);
+            }
+            if (rows.len() as i64) < page {
                 break;
             }
         }
