@@ -21,6 +21,9 @@ use crate::api::ops::request::RequestId;
 use crate::api::ops::{self, documents, limits::Limits};
 use crate::consent::access::{AccessContext, RequestScope};
 
+/// Query texts whose parsed documents are kept (together, about ten times as much).
+const PARSED_DOCUMENT_BYTES: u64 = 1024 * 1024;
+
 #[derive(Clone)]
 pub struct AppState {
     pub gateway: Arc<Gateway>,
@@ -59,9 +62,13 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             ),
         );
     }
+    // Last, so innermost: where the parsing is (see `ops::parsed`).
+    let parsed = ops::parsed::ParsedDocuments::new(PARSED_DOCUMENT_BYTES);
+    let schema = schema.extension(parsed.clone());
     let limits = Arc::new(Limits::new(&server.limits));
     let subgraph = crate::api::graphql::subgraph_builder(Some(gateway.clone()))
         .extension(ops::metrics::Observe)
+        .extension(parsed)
         .finish();
     let state = AppState {
         gateway: gateway.clone(),

@@ -1,7 +1,7 @@
 //! What a platform team needs to run the gateway, around the API: request ids, spans
 //! and metrics per request ([`request`]), CORS, compression, time and concurrency
 //! limits (tower-http, tower), rate limits ([`limits`]), Prometheus metrics
-//! ([`metrics`]), logs and traces ([`telemetry`]), GraphQL requests over HTTP and
+//! ([`metrics`]), parsed documents kept by their text ([`parsed`]), logs and traces ([`telemetry`]), GraphQL requests over HTTP and
 //! trusted documents ([`documents`]), and GraphiQL from pinned assets ([`graphiql`]).
 //! `server.rs` wires these around its routes.
 
@@ -9,6 +9,7 @@ pub mod documents;
 pub mod graphiql;
 pub mod limits;
 pub mod metrics;
+pub mod parsed;
 pub mod request;
 pub mod telemetry;
 
