@@ -45,6 +45,9 @@ pub struct SourceQuality {
     /// record starting before the person was born.
     pub impossible_dates: usize,
     pub unparseable_dates: usize,
+    /// Referrals, assessments, services and episodes without the date that places
+    /// them in time: no report counts them.
+    pub undated_events: usize,
     pub end_before_start: usize,
     /// Services starting after the person's recorded death.
     pub services_after_death: usize,
@@ -129,6 +132,7 @@ pub async fn build(index: &IdentityIndex, sources: &[Source]) -> QualityReport {
             FindingKind::PlaceholderNhsNumber => q.placeholder_nhs_numbers += 1,
             FindingKind::EstimatedBirthDate => q.estimated_birth_dates += 1,
             FindingKind::UnparseableDate => q.unparseable_dates += 1,
+            FindingKind::MissingDate => q.undated_events += 1,
             FindingKind::EndBeforeStart => q.end_before_start += 1,
             // Person postcodes, unless the vendor keeps them only on addresses (else
             // the home address would count twice).

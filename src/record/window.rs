@@ -33,8 +33,8 @@ pub fn record_span(r: &Record) -> (Option<NaiveDate>, Option<NaiveDate>) {
 /// start. A record ending before it starts spans both its dates, the earlier first: a
 /// report must see it to count it as excluded (an assessment authorised in the period
 /// but "started" after it). A record without a start date is not placed in time and is
-/// left out: the mapping reported an unparseable date, but not a missing one (nor does
-/// the data-quality report count either for events yet).
+/// left out; the mapping reported why (`UNPARSEABLE_DATE` or `MISSING_DATE`, counted in
+/// the data-quality report).
 pub fn active_in(r: &Record, w: Window) -> bool {
     let (start, end) = record_span(r);
     let Some(start) = start else {

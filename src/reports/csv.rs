@@ -90,6 +90,7 @@ pub fn quality(report: &crate::identity::quality::QualityReport) -> String {
             ("estimated_birth_dates", q.estimated_birth_dates),
             ("impossible_dates", q.impossible_dates),
             ("unparseable_dates", q.unparseable_dates),
+            ("undated_events", q.undated_events),
             ("end_before_start", q.end_before_start),
             ("services_after_death", q.services_after_death),
             ("bad_postcodes", q.bad_postcodes),

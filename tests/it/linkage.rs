@@ -785,12 +785,24 @@ async fn data_quality_report_finds_services_after_death_and_impossible_dates() {
         [client],
     )
     .unwrap();
+    // Events no report can place in time: a service without a start, a referral
+    // without a received date (the generator writes none).
+    conn.execute(
+        "UPDATE SVC_PKG SET ST_DT = NULL WHERE PKG_ID = (SELECT MIN(PKG_ID) FROM SVC_PKG WHERE CLNT_ID <> ?1)",
+        [client],
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE CNTCT SET RCVD_DTTM = NULL WHERE CNTCT_ID = (SELECT MIN(CNTCT_ID) FROM CNTCT)",
+        [],
+    )
+    .unwrap();
     drop(conn);
     let gw = demo::gateway_with(demo, &[("casetrak", casetrak.to_str().unwrap())], None).await;
     let r = gw
         .run_as(
             steward(),
-            "{ dataQualityReport { sources { source servicesAfterDeath impossibleDates } } }",
+            "{ dataQualityReport { sources { source servicesAfterDeath impossibleDates undatedEvents } } }",
             json!({}),
         )
         .await;
@@ -804,6 +816,7 @@ async fn data_quality_report_finds_services_after_death_and_impossible_dates() {
     assert_eq!(q["servicesAfterDeath"].as_i64().unwrap(), after, "{r}");
     // The future birth, and every record of that person starting before it.
     assert!(q["impossibleDates"].as_i64().unwrap() >= 1, "{r}");
+    assert_eq!(q["undatedEvents"], 2, "{r}");
 }
 
 /// A steward's link decision through the secured path is in the audit log with who

@@ -159,6 +159,9 @@ pub enum FindingKind {
     OpenEndSentinel,
     /// A row whose person does not exist in the source (`orphans`).
     OrphanRecord,
+    /// An event without the date that places it in time (a referral's received_at, an
+    /// assessment's started, a service's or an episode's start): no report counts it.
+    MissingDate,
 }
 
 /// A data-quality finding. It names the record and field, and, for codes only, the raw
@@ -646,6 +649,23 @@ fn finish(record: &mut Record, findings: &mut Vec<Finding>) {
             ));
         }
     }
+    if let Some(field) = placing_date(record.entity) {
+        // A date that did not parse, or a "not known" value, was reported already.
+        let reported = findings
+            .iter()
+            .rev()
+            .take_while(|f| f.local_id == record.local_id && f.entity == record.entity)
+            .any(|f| f.field == field);
+        if record.date(field).is_none() && !reported {
+            findings.push(finding(
+                record.entity,
+                &record.local_id,
+                field,
+                FindingKind::MissingDate,
+                None,
+            ));
+        }
+    }
     for (start, end) in [
         ("start", "end"),
         ("started", "completed"),
@@ -665,6 +685,17 @@ fn finish(record: &mut Record, findings: &mut Vec<Finding>) {
                 ));
             }
         }
+    }
+}
+
+/// The field that places an event in time for reports (`record::window`): without it
+/// the event is in no period.
+fn placing_date(entity: EntityKind) -> Option<&'static str> {
+    match entity {
+        EntityKind::Referral => Some("received_at"),
+        EntityKind::Assessment => Some("started"),
+        EntityKind::Service | EntityKind::Episode => Some("start"),
+        _ => None,
     }
 }
 
