@@ -3,6 +3,7 @@
 //! exactly here, so both give the same answer.
 
 use chrono::NaiveDate;
+use escr_connector::mapping::placing_date;
 use escr_connector::{EntityKind, Record};
 
 /// The dates a report reads records for (inclusive).
@@ -15,17 +16,14 @@ pub struct Window {
 /// The dates that place a record in time: (start, end) for spans, (date, date) for
 /// events. For assessments the end is authorisation, else completion.
 pub fn record_span(r: &Record) -> (Option<NaiveDate>, Option<NaiveDate>) {
-    match r.entity {
-        EntityKind::Referral => {
-            let d = r.date("received_at");
-            (d, d)
-        }
-        EntityKind::Assessment => (
-            r.date("started"),
-            r.date("authorised").or_else(|| r.date("completed")),
-        ),
-        _ => (r.date("start"), r.date("end")),
-    }
+    // The same field whose absence the mapping reports as MISSING_DATE.
+    let start = r.date(placing_date(r.entity).unwrap_or("start"));
+    let end = match r.entity {
+        EntityKind::Referral => start,
+        EntityKind::Assessment => r.date("authorised").or_else(|| r.date("completed")),
+        _ => r.date("end"),
+    };
+    (start, end)
 }
 
 /// Is the record active at some time in the window? Exactly what `by_person_between`

@@ -210,13 +210,12 @@ impl Extractor {
                     .iter()
                     .filter_map(|r| {
                         let s = fetcher.source_index(&r.source)?;
-                        self.sources
-                            .contains(&s)
-                            .then_some((s, r.local_id.as_str()))
+                        let id = r.local_id.as_str();
+                        let numeric = id.trim().parse::<u64>().unwrap_or(u64::MAX);
+                        self.sources.contains(&s).then_some((s, numeric, id))
                     })
                     .min()?;
-                let numeric = first.1.trim().parse::<u64>().unwrap_or(u64::MAX);
-                Some(((first.0, numeric, first.1), id))
+                Some((first, id))
             })
             .collect();
         people.sort_unstable();

@@ -217,17 +217,7 @@ pub fn map_rows(
     let Some(spec) = profile.entity(entity) else {
         return Err(fail("the profile does not map this entity".into()));
     };
-    let columns = resolve_columns(spec, entity, &rows).map_err(fail)?;
-    let label_columns: Vec<Option<usize>> = spec
-        .labels
-        .iter()
-        .map(|rule| {
-            rule.get_ref()
-                .column
-                .as_ref()
-                .and_then(|c| rows.column_index(c))
-        })
-        .collect();
+    let (columns, label_columns) = resolve_columns(spec, entity, &rows).map_err(fail)?;
     let rules = profile.date_rules;
     let placeholders = &profile.file.vendor.nhs_placeholders;
     let local_id_col = columns
@@ -272,10 +262,10 @@ pub fn map_rows(
         // Labels first: fields may move their cells' text out of the row.
         for (rule, column) in spec.labels.iter().zip(&label_columns) {
             let rule = rule.get_ref();
-            let applies = match (&rule.column, column) {
-                (None, _) => true,
-                (Some(_), column) => column
-                    .and_then(|i| row[i].key_str())
+            let applies = match column {
+                None => true,
+                Some(i) => row[*i]
+                    .key_str()
                     .is_some_and(|v| rule.values.iter().any(|want| want.eq_ignore_ascii_case(&v))),
             };
             if applies {
@@ -323,11 +313,15 @@ pub fn map_rows(
     Ok(out)
 }
 
+/// The fields' columns, and each label rule's column (`None`: the rule has none and
+/// always applies).
+type Resolved<'a> = (Vec<Column<'a>>, Vec<Option<usize>>);
+
 fn resolve_columns<'a>(
     spec: &'a EntitySpec,
     entity: EntityKind,
     rows: &RowSet,
-) -> Result<Vec<Column<'a>>, String> {
+) -> Result<Resolved<'a>, String> {
     let mut columns = Vec::with_capacity(spec.fields.len());
     for (name, field) in &spec.fields {
         let field = field.get_ref();
@@ -356,30 +350,25 @@ fn resolve_columns<'a>(
             sole_reader: false,
         });
     }
-    let label_columns: Vec<usize> = spec
-        .labels
-        .iter()
-        .filter_map(|rule| rule.get_ref().column.as_ref())
-        .filter_map(|c| rows.column_index(c))
-        .collect();
+    let mut label_columns = Vec::with_capacity(spec.labels.len());
+    for rule in &spec.labels {
+        let index = match &rule.get_ref().column {
+            None => None,
+            Some(column) => Some(rows.column_index(column).ok_or_else(|| {
+                format!("column `{column}` (for a label rule) is not in the result")
+            })?),
+        };
+        label_columns.push(index);
+    }
     let readers = |index: usize| {
         columns.iter().filter(|c| c.index == index).count()
-            + label_columns.iter().filter(|i| **i == index).count()
+            + label_columns.iter().filter(|i| **i == Some(index)).count()
     };
     let sole: Vec<bool> = columns.iter().map(|c| readers(c.index) == 1).collect();
     for (col, sole) in columns.iter_mut().zip(sole) {
         col.sole_reader = sole;
     }
-    for rule in &spec.labels {
-        if let Some(column) = &rule.get_ref().column {
-            if rows.column_index(column).is_none() {
-                return Err(format!(
-                    "column `{column}` (for a label rule) is not in the result"
-                ));
-            }
-        }
-    }
-    Ok(columns)
+    Ok((columns, label_columns))
 }
 
 fn finding(
@@ -688,9 +677,9 @@ fn finish(record: &mut Record, findings: &mut Vec<Finding>) {
     }
 }
 
-/// The field that places an event in time for reports (`record::window`): without it
-/// the event is in no period.
-fn placing_date(entity: EntityKind) -> Option<&'static str> {
+/// The field that places an event in time for reports (the gateway's `record::window`
+/// reads it): without it the event is in no period.
+pub fn placing_date(entity: EntityKind) -> Option<&'static str> {
     match entity {
         EntityKind::Referral => Some("received_at"),
         EntityKind::Assessment => Some("started"),

@@ -1,8 +1,9 @@
 //! What a platform team needs to run the gateway, around the API: request ids, spans
 //! and metrics per request ([`request`]), CORS, compression, time and concurrency
 //! limits (tower-http, tower), rate limits ([`limits`]), Prometheus metrics
-//! ([`metrics`]), parsed documents kept by their text ([`parsed`]), logs and traces ([`telemetry`]), GraphQL requests over HTTP and
-//! trusted documents ([`documents`]), and GraphiQL from pinned assets ([`graphiql`]).
+//! ([`metrics`]), parsed documents kept by their text ([`parsed`]), logs and traces
+//! ([`telemetry`]), GraphQL requests over HTTP and trusted documents ([`documents`]),
+//! and GraphiQL from pinned assets ([`graphiql`]).
 //! `server.rs` wires these around its routes.
 
 pub mod documents;
