@@ -19,6 +19,9 @@ pub enum BuildError {
     Config(#[from] escr_connector::ConfigError),
 }
 
+/// Query texts whose parsed documents are kept (together, about ten times as much).
+const PARSED_DOCUMENT_BYTES: u64 = 1024 * 1024;
+
 pub struct Gateway {
     pub fetcher: Arc<Fetcher>,
     pub index: Arc<IdentityIndex>,
@@ -33,6 +36,9 @@ pub struct Gateway {
     pub server: crate::config::ServerConfig,
     /// The allowlist of persisted operations and how it is used.
     pub trusted_documents: Arc<crate::api::ops::documents::TrustedDocuments>,
+    /// Every GraphQL request is resolved (APQ), parsed (or taken from the documents kept
+    /// by their text) and checked here before a schema runs it.
+    pub parsed: Arc<crate::api::ops::parsed::ParsedDocuments>,
     /// The sources' document stores (letters' and scans' content).
     pub documents: Arc<crate::record::documents::DocumentStores>,
     /// Seals and opens the opaque ids of content links.
@@ -122,9 +128,15 @@ impl Gateway {
         let trusted_documents = Arc::new(crate::api::ops::documents::TrustedDocuments::load(
             &g.trusted_documents,
         )?);
+        let parsed = Arc::new(crate::api::ops::parsed::ParsedDocuments::new(
+            PARSED_DOCUMENT_BYTES,
+            trusted_documents.apq(),
+            g.server.introspection,
+        ));
         Ok(Gateway {
             server: g.server.clone(),
             trusted_documents,
+            parsed,
             fetcher,
             index: Arc::new(
                 IdentityIndex::open_with(&g.index.path, config.linkage.clone())?

@@ -21,9 +21,6 @@ use crate::api::ops::request::RequestId;
 use crate::api::ops::{self, documents, limits::Limits};
 use crate::consent::access::{AccessContext, RequestScope};
 
-/// Query texts whose parsed documents are kept (together, about ten times as much).
-const PARSED_DOCUMENT_BYTES: u64 = 1024 * 1024;
-
 #[derive(Clone)]
 pub struct AppState {
     pub gateway: Arc<Gateway>,
@@ -53,23 +50,10 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         // Installed before the first request so that every count is kept.
         let _ = ops::metrics::handle();
     }
-    let mut schema =
-        crate::api::graphql::builder(Some(gateway.clone())).extension(ops::metrics::Observe);
-    if gateway.trusted_documents.apq() {
-        schema = schema.extension(
-            async_graphql::extensions::apollo_persisted_queries::ApolloPersistedQueries::new(
-                async_graphql::extensions::apollo_persisted_queries::LruCacheStorage::new(1024),
-            ),
-        );
-    }
-    // Last, so innermost: where the parsing is (see `ops::parsed`).
-    let parsed = ops::parsed::ParsedDocuments::new(PARSED_DOCUMENT_BYTES);
-    let schema = schema.extension(parsed.clone());
+    // No extensions: the request front (`ops::parsed`) does their work once per request.
+    let schema = crate::api::graphql::builder(Some(gateway.clone()));
     let limits = Arc::new(Limits::new(&server.limits));
-    let subgraph = crate::api::graphql::subgraph_builder(Some(gateway.clone()))
-        .extension(ops::metrics::Observe)
-        .extension(parsed)
-        .finish();
+    let subgraph = crate::api::graphql::subgraph_builder(Some(gateway.clone())).finish();
     let state = AppState {
         gateway: gateway.clone(),
         schema: schema.finish(),
@@ -333,7 +317,18 @@ where
         .data(caller.clone())
         .data(scope.clone())
         .data(crate::api::graphql::entities::EntityIndexes::default());
-    let mut response = schema.execute(request).await;
+    let started = std::time::Instant::now();
+    let mut request = request;
+    let prepared = gateway.parsed.prepare(&mut request);
+    let mut response = match &prepared {
+        Ok(_) => schema.execute(request).await,
+        Err(e) => async_graphql::Response::from_errors(vec![e.clone()]),
+    };
+    ops::metrics::record_request(
+        ops::parsed::Prepared::label(prepared.as_ref().ok(), &response),
+        &response,
+        started.elapsed(),
+    );
     if let Some(access) = &gateway.access {
         let events = scope.audit.events(&caller);
         ops::metrics::record_decisions(&events);

@@ -11,11 +11,8 @@
 //! fields) are then refused before any expansion.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
-use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
 use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
-use async_graphql::{ServerResult, Variables};
 
 use crate::api::error::GatewayError;
 
@@ -135,38 +132,6 @@ pub fn check(doc: &ExecutableDocument, introspection: bool) -> Result<(), Gatewa
         }
     }
     Ok(())
-}
-
-/// The extension that runs [`check`] right after parsing.
-pub struct RequestGuard {
-    pub introspection: bool,
-}
-
-impl ExtensionFactory for RequestGuard {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(Guard {
-            introspection: self.introspection,
-        })
-    }
-}
-
-struct Guard {
-    introspection: bool,
-}
-
-#[async_trait::async_trait]
-impl Extension for Guard {
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        let doc = next.run(ctx, query, variables).await?;
-        check(&doc, self.introspection).map_err(|e| e.to_server_error(None))?;
-        Ok(doc)
-    }
 }
 
 #[cfg(test)]

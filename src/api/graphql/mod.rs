@@ -102,7 +102,6 @@ where
     let introspection = gateway.as_ref().is_none_or(|g| g.server.introspection);
     let mut builder = builder
         .enable_federation()
-        .extension(guard::RequestGuard { introspection })
         .limit_depth(guard::MAX_DEPTH)
         .limit_complexity(guard::MAX_COMPLEXITY);
     if !introspection {

@@ -4,13 +4,9 @@
 //! document), outcomes, source and entity names, decision codes: never a value a
 //! client sent or a person's data.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextRequest, NextValidation,
-};
 use async_graphql::parser::types::{ExecutableDocument, Selection};
-use async_graphql::{Response, ServerError, ServerResult, ValidationResult, Variables};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// The process's recorder (one per process: the `metrics` facade is global).
@@ -53,24 +49,8 @@ pub fn record_decisions(events: &[crate::consent::audit::AuditEvent]) {
     }
 }
 
-/// Per GraphQL request: its operation and outcome, counted and timed.
-pub struct Observe;
-
-impl ExtensionFactory for Observe {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(ObserveRequest::default())
-    }
-}
-
-#[derive(Default)]
-struct ObserveRequest {
-    /// Root fields of the parsed document; used only once it has validated, so a label
-    /// is always a name of the schema.
-    fields: Mutex<Option<String>>,
-    valid: std::sync::atomic::AtomicBool,
-}
-
-fn root_fields(doc: &ExecutableDocument) -> String {
+/// The root fields of a document (sorted, at most four, joined by `+`).
+pub(crate) fn root_fields(doc: &ExecutableDocument) -> String {
     let mut names: Vec<&str> = doc
         .operations
         .iter()
@@ -90,57 +70,23 @@ fn root_fields(doc: &ExecutableDocument) -> String {
     }
 }
 
-#[async_trait::async_trait]
-impl Extension for ObserveRequest {
-    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
-        let started = std::time::Instant::now();
-        let response = next.run(ctx).await;
-        let operation = if self.valid.load(std::sync::atomic::Ordering::Relaxed) {
-            self.fields
-                .lock()
-                .map(|f| f.clone().unwrap_or_default())
-                .unwrap_or_default()
-        } else {
-            "invalid".to_string()
-        };
-        let outcome = match (
-            response.errors.is_empty(),
-            response.data == async_graphql::Value::Null,
-        ) {
-            (true, _) => "ok",
-            (false, false) => "partial",
-            (false, true) => "error",
-        };
-        tracing::Span::current().record("graphql.operation", operation.as_str());
-        let labels = [("operation", operation), ("outcome", outcome.to_string())];
-        metrics::counter!("escr_graphql_requests_total", &labels).increment(1);
-        metrics::histogram!("escr_graphql_request_seconds", &labels[..1])
-            .record(started.elapsed().as_secs_f64());
-        response
-    }
-
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        let doc = next.run(ctx, query, variables).await?;
-        if let Ok(mut f) = self.fields.lock() {
-            *f = Some(root_fields(&doc));
-        }
-        Ok(doc)
-    }
-
-    async fn validation(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        next: NextValidation<'_>,
-    ) -> Result<ValidationResult, Vec<ServerError>> {
-        let result = next.run(ctx).await;
-        self.valid
-            .store(result.is_ok(), std::sync::atomic::Ordering::Relaxed);
-        result
-    }
+/// One GraphQL request's operation and outcome, counted and timed (`operation` from
+/// `parsed::Prepared::label`: names of the schema only).
+pub fn record_request(
+    operation: String,
+    response: &async_graphql::Response,
+    elapsed: std::time::Duration,
+) {
+    let outcome = match (
+        response.errors.is_empty(),
+        response.data == async_graphql::Value::Null,
+    ) {
+        (true, _) => "ok",
+        (false, false) => "partial",
+        (false, true) => "error",
+    };
+    tracing::Span::current().record("graphql.operation", operation.as_str());
+    let labels = [("operation", operation), ("outcome", outcome.to_string())];
+    metrics::counter!("escr_graphql_requests_total", &labels).increment(1);
+    metrics::histogram!("escr_graphql_request_seconds", &labels[..1]).record(elapsed.as_secs_f64());
 }

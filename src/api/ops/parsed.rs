@@ -1,36 +1,80 @@
-//! Parsed GraphQL documents kept by their text. A portal sends the same few query texts
-//! over and over, and parsing one (20 aliases of `personBySourceRecord`) was 15% of a
-//! cached request's CPU (perf, `scripts/bench-peers.sh`, warm cache). A document does
-//! not depend on the variables, so its text is the whole key; documents that fail to
-//! parse are not kept (each such request gets its own error).
+//! A GraphQL request made ready before the schema executes it: its persisted-query hash
+//! resolved (APQ), its text parsed (or taken from the documents kept by their text), its
+//! cost and depth checked (`graphql::guard`), and the operation label for metrics taken.
+//!
+//! Why here and not as async-graphql extensions: with any extension installed, async-graphql
+//! 7 builds a `ResolveInfo` (two registry lookups by name) and runs the whole extension
+//! chain, one boxed future per extension, for every field and every list item it
+//! resolves. Ours were all request-level, yet the per-field path was a large share of a
+//! cached request's CPU (perf, `scripts/bench-peers.sh`, warm cache). The schemas now carry
+//! no extension, and this runs once per request in `server::execute_with`.
+//!
+//! Why documents are kept: a portal sends the same few query texts over and over, and
+//! parsing one (20 aliases of `personBySourceRecord`) was 15% of a cached request's CPU. A
+//! document does not depend on the variables, so its text is the whole key; documents
+//! that fail to parse are not kept (each such request gets its own error).
 
 use std::sync::Arc;
 
-use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
 use async_graphql::parser::types::ExecutableDocument;
-use async_graphql::{ServerResult, Variables};
+use async_graphql::{Request, ServerError};
+use sha2::{Digest, Sha256};
 
 /// Query texts longer than this are parsed every time (and never kept).
 const LONGEST_KEPT: usize = 64 * 1024;
 
-/// The extension factory: one cache, shared by every request of a schema. Install it
-/// last, so that it stands innermost, where the parsing is: the other extensions'
-/// checks of the document (the guard's limits, the metrics' operation name) still
-/// run on every request.
-#[derive(Clone)]
+/// Texts registered by APQ clients, at most this many bytes together.
+const APQ_BYTES: u64 = 4 * 1024 * 1024;
+
+/// One per gateway, shared by its schemas (`/graphql` and `/subgraph`).
 pub struct ParsedDocuments {
     cache: moka::sync::Cache<Arc<str>, Arc<ExecutableDocument>>,
+    /// Automatic persisted queries (`[trusted_documents] apq`): hash -> text; `None` when
+    /// off, and then a `persistedQuery` extension is ignored (the HTTP layer has already
+    /// resolved or refused it against the allowlist).
+    apq: Option<moka::sync::Cache<String, Arc<str>>>,
+    introspection: bool,
+}
+
+/// What the request front learnt: the root fields, a metric label (names of the schema
+/// only once the document has validated; see [`Prepared::label`]).
+pub struct Prepared {
+    root_fields: String,
+}
+
+impl Prepared {
+    /// The operation label: the root fields when the request ran (so validated against
+    /// the schema: every part is a name the schema defines), else `invalid`.
+    pub fn label(prepared: Option<&Prepared>, response: &async_graphql::Response) -> String {
+        // A request that failed before execution (validation) has no data and errors
+        // with no path; execution errors carry the path of their field.
+        let ran = response.data != async_graphql::Value::Null
+            || response.errors.iter().any(|e| !e.path.is_empty());
+        match prepared {
+            Some(p) if ran => p.root_fields.clone(),
+            _ => "invalid".into(),
+        }
+    }
 }
 
 impl ParsedDocuments {
     /// Kept while the texts together stay under `max_bytes` (a parsed document takes
     /// some ten times its text).
-    pub fn new(max_bytes: u64) -> ParsedDocuments {
+    pub fn new(max_bytes: u64, apq: bool, introspection: bool) -> ParsedDocuments {
         ParsedDocuments {
             cache: moka::sync::Cache::builder()
-                .weigher(|text: &Arc<str>, _| u32::try_from(text.len()).unwrap_or(u32::MAX))
+                .weigher(|text: &Arc<str>, _| weight(text))
                 .max_capacity(max_bytes)
                 .build(),
+            apq: apq.then(|| {
+                moka::sync::Cache::builder()
+                    .weigher(|hash: &String, text: &Arc<str>| {
+                        weight(text).saturating_add(weight(hash))
+                    })
+                    .max_capacity(APQ_BYTES)
+                    .build()
+            }),
+            introspection,
         }
     }
 
@@ -39,38 +83,88 @@ impl ParsedDocuments {
         self.cache.run_pending_tasks();
         self.cache.entry_count()
     }
-}
 
-impl ExtensionFactory for ParsedDocuments {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(self.clone())
+    /// Resolve, parse and check `request`, leaving its parsed document in it. An error
+    /// is the request's answer (nothing has run).
+    pub fn prepare(&self, request: &mut Request) -> Result<Prepared, ServerError> {
+        self.persisted_query(request)?;
+        let doc = self.parse(&request.query)?;
+        super::super::graphql::guard::check(&doc, self.introspection)
+            .map_err(|e| e.to_server_error(None))?;
+        let root_fields = super::metrics::root_fields(&doc);
+        request.set_parsed_query(doc);
+        Ok(Prepared { root_fields })
     }
-}
 
-#[async_trait::async_trait]
-impl Extension for ParsedDocuments {
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
+    fn parse(&self, query: &str) -> Result<ExecutableDocument, ServerError> {
         if let Some(doc) = self.cache.get(query) {
             return Ok((*doc).clone());
         }
-        let doc = next.run(ctx, query, variables).await?;
+        let doc = async_graphql::parser::parse_query(query)?;
         if query.len() <= LONGEST_KEPT {
             self.cache.insert(Arc::from(query), Arc::new(doc.clone()));
         }
         Ok(doc)
     }
+
+    /// Apollo's automatic persisted queries (version 1): a hash with its text registers
+    /// the text; a hash alone runs the text registered, or asks the client for it with
+    /// `PersistedQueryNotFound` (the message Apollo clients look for).
+    fn persisted_query(&self, request: &mut Request) -> Result<(), ServerError> {
+        let Some(store) = &self.apq else {
+            return Ok(());
+        };
+        let Some(value) = request.extensions.remove("persistedQuery") else {
+            return Ok(());
+        };
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct PersistedQuery {
+            version: i64,
+            sha256_hash: String,
+        }
+        let persisted: PersistedQuery = value
+            .into_json()
+            .ok()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .ok_or_else(|| {
+                ServerError::new("Invalid \"PersistedQuery\" extension configuration.", None)
+            })?;
+        if persisted.version != 1 {
+            return Err(ServerError::new(
+                format!(
+                    "only version 1 of the \"PersistedQuery\" extension is supported, not {}",
+                    persisted.version
+                ),
+                None,
+            ));
+        }
+        if request.query.is_empty() {
+            match store.get(&persisted.sha256_hash) {
+                Some(text) => request.query = text.to_string(),
+                None => return Err(ServerError::new("PersistedQueryNotFound", None)),
+            }
+        } else {
+            let hash = format!("{:x}", Sha256::digest(request.query.as_bytes()));
+            if persisted.sha256_hash != hash {
+                return Err(ServerError::new("provided sha does not match query", None));
+            }
+            if request.query.len() <= LONGEST_KEPT {
+                store.insert(hash, Arc::from(request.query.as_str()));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn weight(text: &str) -> u32 {
+    u32::try_from(text.len()).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use async_graphql::{EmptyMutation, EmptySubscription, Object, Schema};
+    use async_graphql::{EmptyMutation, EmptySubscription, Object, Schema, Variables};
 
     struct Query;
     #[Object]
@@ -80,31 +174,98 @@ mod tests {
         }
     }
 
+    async fn run(
+        front: &ParsedDocuments,
+        schema: &Schema<Query, EmptyMutation, EmptySubscription>,
+        mut request: Request,
+    ) -> (String, async_graphql::Response) {
+        let prepared = front.prepare(&mut request);
+        let response = match &prepared {
+            Ok(_) => schema.execute(request).await,
+            Err(e) => async_graphql::Response::from_errors(vec![e.clone()]),
+        };
+        (Prepared::label(prepared.as_ref().ok(), &response), response)
+    }
+
     #[tokio::test]
     async fn a_kept_document_answers_as_a_parsed_one_and_failures_are_not_kept() {
-        let parsed = ParsedDocuments::new(1024 * 1024);
-        let schema = Schema::build(Query, EmptyMutation, EmptySubscription)
-            .extension(parsed.clone())
-            .finish();
+        let front = ParsedDocuments::new(1024 * 1024, false, true);
+        let schema = Schema::build(Query, EmptyMutation, EmptySubscription).finish();
         let text = "query($n: Int!) { a: twice(n: $n) b: twice(n: 5) }";
         for n in [1, 2, 3] {
-            let request = async_graphql::Request::new(text)
-                .variables(Variables::from_json(serde_json::json!({ "n": n })));
-            let r = schema.execute(request).await;
+            let request =
+                Request::new(text).variables(Variables::from_json(serde_json::json!({ "n": n })));
+            let (label, r) = run(&front, &schema, request).await;
             assert!(r.errors.is_empty(), "{:?}", r.errors);
             assert_eq!(
                 r.data.into_json().unwrap(),
                 serde_json::json!({"a": n * 2, "b": 10})
             );
+            assert_eq!(label, "twice");
         }
-        assert_eq!(parsed.kept(), 1);
+        assert_eq!(front.kept(), 1);
         for _ in 0..2 {
-            let r = schema.execute("{ twice(n: ").await;
+            let (label, r) = run(&front, &schema, Request::new("{ twice(n: ")).await;
             assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+            assert_eq!(label, "invalid");
         }
-        assert_eq!(parsed.kept(), 1, "a text that does not parse is not kept");
+        assert_eq!(front.kept(), 1, "a text that does not parse is not kept");
+        // Parsed, but not valid against the schema: its names are the client's.
+        let (label, r) = run(&front, &schema, Request::new("{ nhs9434765919 }")).await;
+        assert_eq!((label.as_str(), r.errors.len()), ("invalid", 1));
         let long = format!("{{ twice(n: 1) }}{}", " ".repeat(LONGEST_KEPT));
-        assert!(schema.execute(long.as_str()).await.errors.is_empty());
-        assert_eq!(parsed.kept(), 1, "a text over the limit is not kept");
+        let (_, r) = run(&front, &schema, Request::new(long)).await;
+        assert!(r.errors.is_empty());
+        assert_eq!(front.kept(), 2, "a text over the limit is not kept");
+    }
+
+    #[tokio::test]
+    async fn persisted_queries_register_by_hash_and_run_by_hash_alone() {
+        let schema = Schema::build(Query, EmptyMutation, EmptySubscription).finish();
+        let text = "{ twice(n: 4) }";
+        let hash = format!("{:x}", Sha256::digest(text.as_bytes()));
+        let with = |query: &str, hash: &str| {
+            let mut r = Request::new(query);
+            r.extensions.insert(
+                "persistedQuery".into(),
+                async_graphql::Value::from_json(
+                    serde_json::json!({"version": 1, "sha256Hash": hash}),
+                )
+                .unwrap(),
+            );
+            r
+        };
+        let front = ParsedDocuments::new(1024 * 1024, true, true);
+        let message = |r: &async_graphql::Response| r.errors[0].message.clone();
+        let (_, r) = run(&front, &schema, with("", &hash)).await;
+        assert_eq!(message(&r), "PersistedQueryNotFound");
+        let (_, r) = run(&front, &schema, with("{ twice(n: 5) }", &hash)).await;
+        assert_eq!(message(&r), "provided sha does not match query");
+        let (_, r) = run(&front, &schema, with(text, &hash)).await;
+        assert_eq!(r.data.into_json().unwrap(), serde_json::json!({"twice": 8}));
+        let (label, r) = run(&front, &schema, with("", &hash)).await;
+        assert_eq!(r.data.into_json().unwrap(), serde_json::json!({"twice": 8}));
+        assert_eq!(label, "twice");
+        // With APQ off the extension is not this layer's business.
+        let off = ParsedDocuments::new(1024 * 1024, false, true);
+        let (_, r) = run(&off, &schema, with(text, "not-the-hash")).await;
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+    }
+
+    #[tokio::test]
+    async fn the_guard_refuses_before_anything_runs() {
+        let schema = Schema::build(Query, EmptyMutation, EmptySubscription).finish();
+        let front = ParsedDocuments::new(1024 * 1024, false, false);
+        let (label, r) = run(
+            &front,
+            &schema,
+            Request::new("{ __schema { types { name } } }"),
+        )
+        .await;
+        assert_eq!(label, "invalid");
+        assert_eq!(
+            r.errors[0].extensions.as_ref().and_then(|e| e.get("code")),
+            Some(&async_graphql::Value::from("INTROSPECTION_DISABLED"))
+        );
     }
 }
