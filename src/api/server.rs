@@ -51,12 +51,12 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         let _ = ops::metrics::handle();
     }
     // No extensions: the request front (`ops::parsed`) does their work once per request.
-    let schema = crate::api::graphql::builder(Some(gateway.clone()));
+    let schema = crate::api::graphql::builder(Some(gateway.clone())).finish();
     let limits = Arc::new(Limits::new(&server.limits));
     let subgraph = crate::api::graphql::subgraph_builder(Some(gateway.clone())).finish();
     let state = AppState {
         gateway: gateway.clone(),
-        schema: schema.finish(),
+        schema,
         subgraph,
         limits: limits.clone(),
     };
@@ -318,17 +318,8 @@ where
         .data(scope.clone())
         .data(crate::api::graphql::entities::EntityIndexes::default());
     let started = std::time::Instant::now();
-    let mut request = request;
-    let prepared = gateway.parsed.prepare(&mut request);
-    let mut response = match &prepared {
-        Ok(_) => schema.execute(request).await,
-        Err(e) => async_graphql::Response::from_errors(vec![e.clone()]),
-    };
-    ops::metrics::record_request(
-        ops::parsed::Prepared::label(prepared.as_ref().ok(), &response),
-        &response,
-        started.elapsed(),
-    );
+    let (operation, mut response) = gateway.parsed.execute(schema, request).await;
+    ops::metrics::record_request(operation, &response, started.elapsed());
     if let Some(access) = &gateway.access {
         let events = scope.audit.events(&caller);
         ops::metrics::record_decisions(&events);

@@ -71,7 +71,7 @@ pub(crate) fn root_fields(doc: &ExecutableDocument) -> String {
 }
 
 /// One GraphQL request's operation and outcome, counted and timed (`operation` from
-/// `parsed::Prepared::label`: names of the schema only).
+/// `parsed::ParsedDocuments::execute`: names of the schema only).
 pub fn record_request(
     operation: String,
     response: &async_graphql::Response,

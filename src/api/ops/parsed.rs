@@ -36,27 +36,6 @@ pub struct ParsedDocuments {
     introspection: bool,
 }
 
-/// What the request front learnt: the root fields, a metric label (names of the schema
-/// only once the document has validated; see [`Prepared::label`]).
-pub struct Prepared {
-    root_fields: String,
-}
-
-impl Prepared {
-    /// The operation label: the root fields when the request ran (so validated against
-    /// the schema: every part is a name the schema defines), else `invalid`.
-    pub fn label(prepared: Option<&Prepared>, response: &async_graphql::Response) -> String {
-        // A request that failed before execution (validation) has no data and errors
-        // with no path; execution errors carry the path of their field.
-        let ran = response.data != async_graphql::Value::Null
-            || response.errors.iter().any(|e| !e.path.is_empty());
-        match prepared {
-            Some(p) if ran => p.root_fields.clone(),
-            _ => "invalid".into(),
-        }
-    }
-}
-
 impl ParsedDocuments {
     /// Kept while the texts together stay under `max_bytes` (a parsed document takes
     /// some ten times its text).
@@ -84,16 +63,46 @@ impl ParsedDocuments {
         self.cache.entry_count()
     }
 
-    /// Resolve, parse and check `request`, leaving its parsed document in it. An error
-    /// is the request's answer (nothing has run).
-    pub fn prepare(&self, request: &mut Request) -> Result<Prepared, ServerError> {
+    /// Resolve, parse and check `request`, then run it on `schema`; with the answer, the
+    /// operation label for metrics: the root fields when the request ran (so validated
+    /// against the schema: every part is a name the schema defines), else `invalid`.
+    pub async fn execute<Q, M>(
+        &self,
+        schema: &async_graphql::Schema<Q, M, async_graphql::EmptySubscription>,
+        mut request: Request,
+    ) -> (String, async_graphql::Response)
+    where
+        Q: async_graphql::ObjectType + 'static,
+        M: async_graphql::ObjectType + 'static,
+    {
+        let root_fields = match self.prepare(&mut request) {
+            Ok(root_fields) => root_fields,
+            Err(e) => {
+                return (
+                    "invalid".into(),
+                    async_graphql::Response::from_errors(vec![e]),
+                )
+            }
+        };
+        let response = schema.execute(request).await;
+        // A request that failed before execution (validation) has no data and errors
+        // with no path; execution errors carry the path of their field.
+        let ran = response.data != async_graphql::Value::Null
+            || response.errors.iter().any(|e| !e.path.is_empty());
+        let label = if ran { root_fields } else { "invalid".into() };
+        (label, response)
+    }
+
+    /// Resolve, parse and check `request`, leaving its parsed document in it; its root
+    /// fields. An error is the request's answer (nothing has run).
+    fn prepare(&self, request: &mut Request) -> Result<String, ServerError> {
         self.persisted_query(request)?;
         let doc = self.parse(&request.query)?;
         super::super::graphql::guard::check(&doc, self.introspection)
             .map_err(|e| e.to_server_error(None))?;
         let root_fields = super::metrics::root_fields(&doc);
         request.set_parsed_query(doc);
-        Ok(Prepared { root_fields })
+        Ok(root_fields)
     }
 
     fn parse(&self, query: &str) -> Result<ExecutableDocument, ServerError> {
@@ -177,14 +186,9 @@ mod tests {
     async fn run(
         front: &ParsedDocuments,
         schema: &Schema<Query, EmptyMutation, EmptySubscription>,
-        mut request: Request,
+        request: Request,
     ) -> (String, async_graphql::Response) {
-        let prepared = front.prepare(&mut request);
-        let response = match &prepared {
-            Ok(_) => schema.execute(request).await,
-            Err(e) => async_graphql::Response::from_errors(vec![e.clone()]),
-        };
-        (Prepared::label(prepared.as_ref().ok(), &response), response)
+        front.execute(schema, request).await
     }
 
     #[tokio::test]
