@@ -19,10 +19,12 @@
 //! are checked to hold the same rows.
 //!
 //! Targets: the direct program (the physical limit), the gateway with its record cache
-//! off, and the gateway with a warm cache. For each and each connection count: wrk for
+//! off, the gateway with a warm cache, and the same with no policy (no token, consent
+//! decisions or audit: the difference is what they cost). For each and each connection count: wrk for
 //! `seconds` after a 5 s warm-up; printed are requests/s, p50 and p99, statements per
 //! request (MariaDB's own `Com_select` counter), CPU seconds of the target and of
-//! MariaDB, the target's peak RSS, and the ratios to the direct program.
+//! MariaDB, the target's peak RSS, and the ratios to the direct program; then the audit
+//! log's records and bytes per request.
 
 #[path = "support/mariadb.rs"]
 mod mariadb;
@@ -159,12 +161,16 @@ async fn run(people: usize, connections: &[usize], seconds: u64) -> anyhow::Resu
         .collect();
 
     let mut results: Vec<(&'static str, usize, Measured, u64)> = Vec::new();
+    // (target, (audit records, bytes on disk)) for the gateways with a policy.
+    let mut audits: Vec<(&'static str, (u64, u64))> = Vec::new();
     for label in [
         "direct SQL (mysql_async)",
         "gateway, cache off",
         "gateway, warm cache",
+        "gateway, warm, no policy",
     ] {
         let port = free_port()?;
+        let mut audit_log = None;
         let target = if label.starts_with("direct") {
             let me = std::env::current_exe()?;
             let child = Command::new(me)
@@ -186,29 +192,37 @@ async fn run(people: usize, connections: &[usize], seconds: u64) -> anyhow::Resu
             } else {
                 cache_bound_mib()
             };
-            let config = gateway_config(work.path(), &opts, cache_mib)?;
+            let with_policy = !label.contains("no policy");
+            let config = gateway_config(work.path(), &opts, cache_mib, with_policy)?;
+            if with_policy {
+                audit_log = Some(config.with_file_name("audit.db"));
+            }
             let status = Command::new(&escr)
                 .args(["--config", config.to_str().unwrap_or_default(), "index"])
                 .stdout(Stdio::null())
                 .status()?;
             anyhow::ensure!(status.success(), "escr index failed");
-            let token = Command::new(&escr)
-                .args([
-                    "--config",
-                    config.to_str().unwrap_or_default(),
-                    "token",
-                    "--role",
-                    "safeguarding_lead",
-                    "--purpose",
-                    "safeguarding",
-                    "--break-glass",
-                    "benchmark: every row released",
-                    "--minutes",
-                    "60",
-                ])
-                .output()?;
-            anyhow::ensure!(token.status.success(), "escr token failed");
-            let token = String::from_utf8(token.stdout)?.trim().to_string();
+            let mut headers = vec![("Content-Type".into(), "application/json".into())];
+            if with_policy {
+                let token = Command::new(&escr)
+                    .args([
+                        "--config",
+                        config.to_str().unwrap_or_default(),
+                        "token",
+                        "--role",
+                        "safeguarding_lead",
+                        "--purpose",
+                        "safeguarding",
+                        "--break-glass",
+                        "benchmark: every row released",
+                        "--minutes",
+                        "60",
+                    ])
+                    .output()?;
+                anyhow::ensure!(token.status.success(), "escr token failed");
+                let token = String::from_utf8(token.stdout)?.trim().to_string();
+                headers.push(("Authorization".into(), format!("Bearer {token}")));
+            }
             let child = Command::new(&escr)
                 .args([
                     "--config",
@@ -224,10 +238,7 @@ async fn run(people: usize, connections: &[usize], seconds: u64) -> anyhow::Resu
                 label,
                 child: Some(child),
                 url: format!("http://127.0.0.1:{port}/graphql"),
-                headers: vec![
-                    ("Authorization".into(), format!("Bearer {token}")),
-                    ("Content-Type".into(), "application/json".into()),
-                ],
+                headers,
                 body: gateway_bodies[0].clone(),
                 bodies: gateway_bodies.clone(),
             }
@@ -259,7 +270,7 @@ async fn run(people: usize, connections: &[usize], seconds: u64) -> anyhow::Resu
             };
             results.push((target.label, c, m, peak_rss_mib(pid)));
         }
-        if label.contains("warm") {
+        if label == "gateway, warm cache" {
             // The list a portal pages through: `people(first, after)` over the index,
             // a page of as many people as the aliases ask for (each page its own
             // cursor, taken from the page before).
@@ -290,6 +301,10 @@ async fn run(people: usize, connections: &[usize], seconds: u64) -> anyhow::Resu
                 };
                 results.push((list.label, c, m, peak_rss_mib(pid)));
             }
+        }
+        if let Some(path) = audit_log {
+            drop(target);
+            audits.push((label, audit_size(&path)?));
         }
     }
     drop(conn);
@@ -322,13 +337,37 @@ async fn run(people: usize, connections: &[usize], seconds: u64) -> anyhow::Resu
             m.per_sec, m.p50_ms, m.p99_ms, m.statements, m.cpu_s, m.db_cpu_s
         );
     }
+    // What consent, policy and the durable audit cost: the warm gateway with the
+    // demo's policy against the same without one (no token, no decisions, no audit).
+    for &c in connections {
+        let of = |label: &str| {
+            results
+                .iter()
+                .find(|(l, bc, _, _)| *l == label && *bc == c)
+                .map(|(_, _, m, _)| m.per_sec)
+        };
+        if let (Some(with), Some(without)) =
+            (of("gateway, warm cache"), of("gateway, warm, no policy"))
+        {
+            println!(
+                "consent, policy and audit at {c} connections: {:.1}% of the warm throughput",
+                100.0 * (1.0 - with / without.max(1e-9))
+            );
+        }
+    }
+    for (label, (records, bytes)) in &audits {
+        println!(
+            "{label}: {records} audit records (one per request), {} bytes each on disk (indexes included)",
+            bytes / (*records).max(1)
+        );
+    }
     println!(
         "\nThe warm gateway's cache bound: {} MiB (RSS target: at most {} MiB).",
         cache_bound_mib(),
         cache_bound_mib() + 64
     );
     println!(
-        "\nTargets (issue 14): warm cache >= 2x direct req/s, p99 <= 0.5x; cache off >= 0.8x, p99 <= 1.25x, the same statements per request; RSS <= cache bound + 64 MiB."
+        "\nTargets (issue 14): warm cache >= 2x direct req/s, p99 <= 0.5x; cache off >= 0.8x, p99 <= 1.25x, the same statements per request; RSS <= cache bound + 64 MiB; consent, policy and audit <= 10% of the warm throughput."
     );
     Ok(())
 }
@@ -389,8 +428,12 @@ fn gateway_config(
     work: &Path,
     opts: &mysql_async::Opts,
     cache_mib: u64,
+    with_policy: bool,
 ) -> anyhow::Result<PathBuf> {
-    let dir = work.join(format!("gateway-cache-{cache_mib}"));
+    let dir = work.join(format!(
+        "gateway-cache-{cache_mib}{}",
+        if with_policy { "" } else { "-no-policy" }
+    ));
     std::fs::create_dir_all(&dir)?;
     // The demo's policy, with its opt-out list and token key here.
     let policy = std::fs::read_to_string(repo().join("config/policy.toml"))?
@@ -401,7 +444,12 @@ fn gateway_config(
     std::fs::write(dir.join("national_opt_out.txt"), "")?;
     std::fs::write(dir.join("pw"), opts.pass().unwrap_or_default())?;
     let config = format!(
-        "policy = \"policy.toml\"\n\n[server]\n[server.limits]\nper_caller_per_minute = 0\nper_address_per_minute = 0\n\n[index]\npath = \"index.db\"\nrefresh_secs = 0\n\n[cache]\nmax_mib = {cache_mib}\n\n[[sources]]\nname = \"opencare\"\nprofile = {:?}\nmysql = {{ host = {:?}, port = {}, database = \"escr_opencare\", user = {:?}, password_file = \"pw\", pool_max = 32 }}\n",
+        "{}[server]\n[server.limits]\nper_caller_per_minute = 0\nper_address_per_minute = 0\n\n[index]\npath = \"index.db\"\nrefresh_secs = 0\n\n[cache]\nmax_mib = {cache_mib}\n\n[[sources]]\nname = \"opencare\"\nprofile = {:?}\nmysql = {{ host = {:?}, port = {}, database = \"escr_opencare\", user = {:?}, password_file = \"pw\", pool_max = 32 }}\n",
+        if with_policy {
+            "policy = \"policy.toml\"\n\n"
+        } else {
+            ""
+        },
         repo().join("config/vendors/opencare.toml"),
         opts.ip_or_hostname(),
         opts.tcp_port(),
@@ -410,6 +458,15 @@ fn gateway_config(
     let path = dir.join("escr.toml");
     std::fs::write(&path, config)?;
     Ok(path)
+}
+
+/// Records in a stopped gateway's audit log and the log's size once checkpointed.
+fn audit_size(path: &Path) -> anyhow::Result<(u64, u64)> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    let records: u64 = conn.query_row("SELECT COUNT(*) FROM audit", [], |r| r.get(0))?;
+    drop(conn);
+    Ok((records, std::fs::metadata(path)?.len()))
 }
 
 fn free_port() -> std::io::Result<u16> {

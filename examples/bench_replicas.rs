@@ -2,8 +2,8 @@
 //! one, as ratios in one run:
 //! `cargo run --release --example bench_replicas -- [people] [requests] [clients]`.
 //!
-//! - Audit write latency: one request's events appended and committed, one request at
-//!   a time (median and 99th percentile), and the events per second that `clients`
+//! - Audit write latency: one request's record appended and committed, one request at
+//!   a time (median and 99th percentile), and the records per second that `clients`
 //!   concurrent writers reach (group commit), SQLite (WAL, synchronous=FULL) against
 //!   PostgreSQL (synchronous_commit on).
 //! - Cached throughput over HTTP with the consent path and its audit: `requests` person
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use escr_gateway::api::gateway::Gateway;
 use escr_gateway::config::LoadedConfig;
-use escr_gateway::consent::audit::{AuditEvent, AuditLog};
+use escr_gateway::consent::audit::{AuditLog, AuditRecord, Decision};
 use escr_gateway::consent::{AccessControl, Stores};
 use escr_gateway::state::{PgStore, PostgresConfig};
 
@@ -36,12 +36,19 @@ const QUERY: &str = r#"query($id: ID!) { person(id: $id) {
   id nhsNumber name { family given } birthDate sourceRecords { source localId }
   timeline(first: 20) { totalCount edges { node { kind at summary } } } } }"#;
 
-fn event(i: usize) -> AuditEvent {
-    let mut e = escr_gateway::consent::audit::refusal(&format!("bench-{i}"), "bench", "BENCH", "x");
-    e.decision = "released".into();
-    e.person_id = Some(format!("escr:bench:P{i:08x}"));
-    e.kinds = "person,case_note".into();
-    e
+/// A request's record releasing `people` people's person and case-note records.
+fn record(i: usize, people: usize) -> AuditRecord {
+    let mut r = escr_gateway::consent::audit::refusal(&format!("bench-{i}"), "bench", "BENCH", "x");
+    r.decisions = vec![Decision {
+        decision: "released".into(),
+        code: None,
+        reason: None,
+        kinds: "person,case_note".into(),
+        persons: (0..people)
+            .map(|p| format!("escr:bench:P{:08x}", i + p))
+            .collect(),
+    }];
+    r
 }
 
 fn percentile(v: &mut [f64], p: f64) -> f64 {
@@ -49,12 +56,12 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p) as usize]
 }
 
-/// (median ms, p99 ms, events/s with `clients` concurrent writers).
+/// (median ms, p99 ms, records/s with `clients` concurrent writers).
 async fn audit_costs(log: Arc<AuditLog>, clients: usize) -> anyhow::Result<(f64, f64, f64)> {
     let mut one = Vec::new();
     for i in 0..500 {
         let started = Instant::now();
-        log.append(vec![event(i), event(i + 1)]).await?;
+        log.append(record(i, 2)).await?;
         one.push(started.elapsed().as_secs_f64() * 1000.0);
     }
     let per_client = 200;
@@ -64,7 +71,7 @@ async fn audit_costs(log: Arc<AuditLog>, clients: usize) -> anyhow::Result<(f64,
             let log = log.clone();
             tokio::spawn(async move {
                 for i in 0..per_client {
-                    log.append(vec![event(c * per_client + i)]).await?;
+                    log.append(record(c * per_client + i, 1)).await?;
                 }
                 anyhow::Ok(())
             })
@@ -248,7 +255,7 @@ async fn main() -> anyhow::Result<()> {
     let postgres = Arc::new(AuditLog::postgres(store.clone(), "bench").await?);
     let (p_med, p_p99, p_rate) = audit_costs(postgres, clients).await?;
     println!("audit append+commit, one request at a time: SQLite median {s_med:.2} ms p99 {s_p99:.2} ms; PostgreSQL median {p_med:.2} ms p99 {p_p99:.2} ms; PostgreSQL/SQLite latency {:.2}", p_med / s_med);
-    println!("audit events/s with {clients} concurrent writers (group commit): SQLite {s_rate:.0}, PostgreSQL {p_rate:.0}; PostgreSQL/SQLite {:.2}", p_rate / s_rate);
+    println!("audit records/s with {clients} concurrent writers (group commit): SQLite {s_rate:.0}, PostgreSQL {p_rate:.0}; PostgreSQL/SQLite {:.2}", p_rate / s_rate);
 
     // Cached throughput over HTTP.
     let (one_sqlite, g) = replica(work.path(), "sqlite", None).await?;

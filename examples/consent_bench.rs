@@ -201,7 +201,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
-    // The audit commit alone: one request's events (one per person and decision).
+    // The audit commit alone: one request's record.
     let audit = &full.access.as_ref().expect("full path").audit;
     let scope = escr_gateway::consent::audit::RequestAudit::new();
     for kind in ["person", "service", "case_note", "visit", "address"] {
@@ -210,7 +210,7 @@ async fn main() -> anyhow::Result<()> {
     let mut l = Vec::new();
     for _ in 0..requests {
         let t = Instant::now();
-        audit.append(scope.events(&caller)).await?;
+        audit.append_request(&scope, &caller).await?;
         l.push(t.elapsed());
     }
     l.sort();

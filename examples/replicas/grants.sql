@@ -5,6 +5,6 @@
 -- index_snapshot's DELETE drops superseded index versions.
 GRANT SELECT ON schema_version TO escr_app;
 GRANT SELECT, INSERT, UPDATE ON consent TO escr_app;
-GRANT SELECT, INSERT ON consent_history, audit, audit_chain TO escr_app;
+GRANT SELECT, INSERT ON consent_history, audit, audit_chain, audit_subject TO escr_app;
 GRANT SELECT, INSERT, DELETE ON index_snapshot TO escr_app;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO escr_app;

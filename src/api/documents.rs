@@ -149,7 +149,7 @@ async fn audited(gateway: &Gateway, audit: &RequestAudit, caller: &AccessContext
     let Some(access) = &gateway.access else {
         return true;
     };
-    match access.audit.append(audit.events(caller)).await {
+    match access.audit.append_request(audit, caller).await {
         Ok(()) => true,
         Err(e) => {
             tracing::error!(error = %e, "audit write failed: document withheld");

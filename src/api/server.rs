@@ -270,9 +270,9 @@ async fn refuse(
     id: &RequestId,
 ) -> axum::response::Response {
     let request_id = crate::consent::audit::RequestAudit::new().request_id;
-    let mut event = crate::consent::audit::refusal(&request_id, "", e.code(), &e.to_string());
-    event.http_request_id = Some(id.0.clone());
-    if let Err(err) = access.audit.append(vec![event]).await {
+    let mut record = crate::consent::audit::refusal(&request_id, "", e.code(), &e.to_string());
+    record.http_request_id = Some(id.0.clone());
+    if let Err(err) = access.audit.append(record).await {
         tracing::warn!(error = %err, "audit write failed");
     }
     use crate::consent::auth::AuthError;
@@ -321,10 +321,15 @@ where
     let (operation, mut response) = gateway.parsed.execute(schema, request).await;
     ops::metrics::record_request(operation, &response, started.elapsed());
     if let Some(access) = &gateway.access {
-        let events = scope.audit.events(&caller);
-        ops::metrics::record_decisions(&events);
+        let record = scope.audit.record(&caller);
         let started = std::time::Instant::now();
-        let written = access.audit.append(events).await;
+        let written = match record {
+            Some(record) => {
+                ops::metrics::record_decisions(&record);
+                access.audit.append(record).await
+            }
+            None => Ok(()),
+        };
         metrics::histogram!("escr_audit_write_seconds").record(started.elapsed().as_secs_f64());
         if let Err(e) = written {
             tracing::error!(error = %e, "audit write failed: response withheld");
@@ -414,9 +419,9 @@ async fn report_error(
     if matches!(e.code(), "PURPOSE_NOT_PERMITTED") {
         if let Some(access) = &gateway.access {
             let request_id = crate::consent::audit::RequestAudit::new().request_id;
-            let event =
+            let record =
                 crate::consent::audit::refusal(&request_id, &caller.user, e.code(), &e.to_string());
-            if let Err(err) = access.audit.append(vec![event]).await {
+            if let Err(err) = access.audit.append(record).await {
                 tracing::warn!(error = %err, "audit write failed");
             }
         }

@@ -1,9 +1,16 @@
 //! The audit log: every release, denial and break-glass, append-only and hash-chained in
 //! SQLite (WAL, synchronous=FULL) or in the PostgreSQL that replicas share. A response
-//! is sent only after its events are committed, so a crash (even SIGKILL) never loses
-//! an event of an answered request.
+//! is sent only after its record is committed, so a crash (even SIGKILL) never loses
+//! the audit of an answered request.
 //!
-//! Both backends group-commit: one writer takes every batch waiting, commits them in
+//! One record per request (`AuditRecord`): who asked (user, role, organisation), why
+//! (purpose, break-glass reason), when, and its decisions grouped as (decision, code,
+//! reason, record kinds) -> the people they concern. Grouping is what keeps a record of
+//! twenty people released alike at a few hundred bytes; `audit_subject` indexes the
+//! people so that a person's trail is one lookup. Logs written before per-request
+//! records (one row per person and decision) are read and verified as they were.
+//!
+//! Both backends group-commit: one writer takes every record waiting, commits them in
 //! one transaction (one fsync) and then answers each request. On PostgreSQL each
 //! process run appends to a hash chain of its own (`audit_chain`), so replicas never
 //! wait on each other for the previous hash; `verify_postgres` checks every chain.
@@ -28,6 +35,8 @@ pub enum AuditError {
     Stopped,
     #[error("audit log: write failed: {0}")]
     Write(String),
+    #[error("audit log: record {0} cannot be read (run `escr verify-audit`)")]
+    Unreadable(i64),
     #[error("audit log: {0}")]
     State(#[from] crate::state::StateError),
 }
@@ -40,9 +49,11 @@ impl From<tokio_postgres::Error> for AuditError {
 
 type Reply = tokio::sync::oneshot::Sender<Result<(), String>>;
 
-/// One audit event as stored.
+/// One decision about one person (or about no person: a refusal, an aggregate
+/// release), as readers see it: a stored record yields one per person it names.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct AuditEvent {
+    /// The stored record's sequence number (shared by the events of one request).
     pub seq: i64,
     pub request_id: String,
     pub at: String,
@@ -63,8 +74,110 @@ pub struct AuditEvent {
     pub http_request_id: Option<String>,
 }
 
-impl AuditEvent {
-    /// The text the chain hashes: every field but seq, in a fixed order.
+/// One group of a request's decisions: the same decision, code, reason and record
+/// kinds for each person in `persons` (none: a decision about no person).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Decision {
+    pub decision: String,
+    pub code: Option<String>,
+    pub reason: Option<String>,
+    /// Record kinds (entity names), comma separated.
+    pub kinds: String,
+    pub persons: Vec<String>,
+}
+
+/// Stored as a JSON array of arrays (no field names: this is most of the record).
+type DecisionTuple = (String, Option<String>, Option<String>, String, Vec<String>);
+
+/// What one request did, as stored: one record per request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditRecord {
+    pub request_id: String,
+    pub at: String,
+    pub user: String,
+    pub role: String,
+    pub organisation: Option<String>,
+    pub purpose: String,
+    pub break_glass_reason: Option<String>,
+    pub http_request_id: Option<String>,
+    pub decisions: Vec<Decision>,
+}
+
+impl AuditRecord {
+    /// The stored row: the per-event columns hold a marker, the decisions their JSON.
+    fn row(&self) -> Row {
+        let tuples: Vec<DecisionTuple> = self
+            .decisions
+            .iter()
+            .map(|d| {
+                (
+                    d.decision.clone(),
+                    d.code.clone(),
+                    d.reason.clone(),
+                    d.kinds.clone(),
+                    d.persons.clone(),
+                )
+            })
+            .collect();
+        Row {
+            seq: 0,
+            request_id: self.request_id.clone(),
+            at: self.at.clone(),
+            user: self.user.clone(),
+            role: self.role.clone(),
+            organisation: self.organisation.clone(),
+            purpose: self.purpose.clone(),
+            person_id: None,
+            kinds: String::new(),
+            decision: REQUEST_ROW.into(),
+            code: None,
+            reason: None,
+            break_glass_reason: self.break_glass_reason.clone(),
+            http_request_id: self.http_request_id.clone(),
+            decisions: Some(serde_json::to_string(&tuples).unwrap_or_else(|_| "[]".into())),
+        }
+    }
+
+    /// The people this record names, each once.
+    fn subjects(&self) -> BTreeSet<&str> {
+        self.decisions
+            .iter()
+            .flat_map(|d| d.persons.iter().map(String::as_str))
+            .collect()
+    }
+
+    /// Events per person and decision (what `escr_decisions_total` counts).
+    pub fn event_count(decision: &Decision) -> u64 {
+        decision.persons.len().max(1) as u64
+    }
+}
+
+/// The `decision` column of a per-request row.
+const REQUEST_ROW: &str = "request";
+
+/// One stored row, either form: a per-person event (older logs: `decisions` is None)
+/// or a per-request record.
+#[derive(Clone, Debug)]
+struct Row {
+    seq: i64,
+    request_id: String,
+    at: String,
+    user: String,
+    role: String,
+    organisation: Option<String>,
+    purpose: String,
+    person_id: Option<String>,
+    kinds: String,
+    decision: String,
+    code: Option<String>,
+    reason: Option<String>,
+    break_glass_reason: Option<String>,
+    http_request_id: Option<String>,
+    decisions: Option<String>,
+}
+
+impl Row {
+    /// The text the chain hashes: every column but seq, in a fixed order.
     fn canonical(&self) -> String {
         let mut fields = serde_json::json!([
             self.request_id,
@@ -80,21 +193,91 @@ impl AuditEvent {
             self.reason,
             self.break_glass_reason
         ]);
-        // Added later: hashed only when present, so older chains still verify.
-        if let (Some(id), Some(list)) = (&self.http_request_id, fields.as_array_mut()) {
-            list.push(serde_json::Value::String(id.clone()));
+        if let Some(list) = fields.as_array_mut() {
+            match &self.decisions {
+                // Older per-person rows: http_request_id was added later and is hashed
+                // only when present (12 or 13 elements), so their chains still verify.
+                None => {
+                    if let Some(id) = &self.http_request_id {
+                        list.push(serde_json::Value::String(id.clone()));
+                    }
+                }
+                // Per-request rows: always 14 elements, so neither column can pass
+                // for the other.
+                Some(decisions) => {
+                    list.push(serde_json::json!(self.http_request_id));
+                    list.push(serde_json::Value::String(decisions.clone()));
+                }
+            }
         }
         fields.to_string()
     }
+
+    /// The events this row stands for; with `only`, those about that person.
+    fn events(self, only: Option<&str>) -> Result<Vec<AuditEvent>, AuditError> {
+        let event = |person_id: Option<String>, d: Decision| AuditEvent {
+            seq: self.seq,
+            request_id: self.request_id.clone(),
+            at: self.at.clone(),
+            user: self.user.clone(),
+            role: self.role.clone(),
+            organisation: self.organisation.clone(),
+            purpose: self.purpose.clone(),
+            person_id,
+            kinds: d.kinds,
+            decision: d.decision,
+            code: d.code,
+            reason: d.reason,
+            break_glass_reason: self.break_glass_reason.clone(),
+            http_request_id: self.http_request_id.clone(),
+        };
+        let Some(json) = &self.decisions else {
+            if only.is_some_and(|p| self.person_id.as_deref() != Some(p)) {
+                return Ok(Vec::new());
+            }
+            let d = Decision {
+                decision: self.decision.clone(),
+                code: self.code.clone(),
+                reason: self.reason.clone(),
+                kinds: self.kinds.clone(),
+                persons: Vec::new(),
+            };
+            return Ok(vec![event(self.person_id.clone(), d)]);
+        };
+        let tuples: Vec<DecisionTuple> =
+            serde_json::from_str(json).map_err(|_| AuditError::Unreadable(self.seq))?;
+        let mut out = Vec::new();
+        for (decision, code, reason, kinds, persons) in tuples {
+            let d = Decision {
+                decision,
+                code,
+                reason,
+                kinds,
+                persons: Vec::new(),
+            };
+            if persons.is_empty() {
+                if only.is_none() {
+                    out.push(event(None, d));
+                }
+                continue;
+            }
+            for p in persons {
+                if only.is_none_or(|o| o == p) {
+                    out.push(event(Some(p), d.clone()));
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
-fn chain(prev: &str, event: &AuditEvent) -> String {
+fn chain(prev: &str, row: &Row) -> String {
     let mut h = Sha256::new();
     h.update(prev.as_bytes());
     h.update(b"\n");
-    h.update(event.seq.to_string().as_bytes());
+    h.update(row.seq.to_string().as_bytes());
     h.update(b"\n");
-    h.update(event.canonical().as_bytes());
+    h.update(row.canonical().as_bytes());
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -119,29 +302,42 @@ CREATE TABLE IF NOT EXISTS audit (
   hash TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_person ON audit(person_id);
--- (http_request_id is added by `add_columns` to logs made before it existed.)
+-- (http_request_id and decisions are added by `add_columns` to logs made before them.)
 CREATE INDEX IF NOT EXISTS audit_request ON audit(request_id);
 CREATE TRIGGER IF NOT EXISTS audit_append_only_u BEFORE UPDATE ON audit
   BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_append_only_d BEFORE DELETE ON audit
   BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+-- The people each per-request record names (an index: the record's hashed
+-- `decisions` is what counts; `verify` checks the two agree).
+CREATE TABLE IF NOT EXISTS audit_subject (
+  person_id TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  PRIMARY KEY (person_id, seq)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS audit_subject_append_only_u BEFORE UPDATE ON audit_subject
+  BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_subject_append_only_d BEFORE DELETE ON audit_subject
+  BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 ";
 
-const COLUMNS: &str = "seq, request_id, at, user, role, organisation, purpose, person_id, kinds, decision, code, reason, break_glass_reason, http_request_id";
+const COLUMNS: &str = "seq, request_id, at, user, role, organisation, purpose, person_id, kinds, decision, code, reason, break_glass_reason, http_request_id, decisions";
 
 /// Columns added after the first schema, for logs written before them.
 fn add_columns(conn: &Connection) -> Result<(), AuditError> {
-    let has: bool = conn
-        .prepare("SELECT 1 FROM pragma_table_info('audit') WHERE name = 'http_request_id'")?
-        .exists([])?;
-    if !has {
-        conn.execute_batch("ALTER TABLE audit ADD COLUMN http_request_id TEXT")?;
+    for column in ["http_request_id", "decisions"] {
+        let has: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('audit') WHERE name = ?1")?
+            .exists([column])?;
+        if !has {
+            conn.execute_batch(&format!("ALTER TABLE audit ADD COLUMN {column} TEXT"))?;
+        }
     }
     Ok(())
 }
 
-fn row_to_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEvent> {
-    Ok(AuditEvent {
+fn sqlite_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok(Row {
         seq: r.get(0)?,
         request_id: r.get(1)?,
         at: r.get(2)?,
@@ -156,9 +352,9 @@ fn row_to_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEvent> {
         reason: r.get(11)?,
         break_glass_reason: r.get(12)?,
         http_request_id: r.get(13)?,
+        decisions: r.get(14)?,
     })
 }
-
 pub struct AuditLog {
     store: Store,
     writer: Writer,
@@ -173,27 +369,27 @@ enum Store {
     },
 }
 
-type Batch = (Vec<AuditEvent>, Reply);
+type Batch = (AuditRecord, Reply);
 
 enum Writer {
     Thread(std::sync::mpsc::Sender<Batch>),
     Task(tokio::sync::mpsc::UnboundedSender<Batch>),
 }
 
-/// The most batches one commit takes (a bound on one transaction's size).
+/// The most records one commit takes (a bound on one transaction's size).
 const GROUP_MAX: usize = 512;
 
-/// One group commit's work: the first batch and those already waiting (`next`), up to
-/// `GROUP_MAX`, as one list of events and the requests to answer after the commit.
-fn group(first: Batch, mut next: impl FnMut() -> Option<Batch>) -> (Vec<AuditEvent>, Vec<Reply>) {
-    let (mut events, reply) = first;
-    let mut replies = vec![reply];
+/// One group commit's work: the first record and those already waiting (`next`), up
+/// to `GROUP_MAX`, and the requests to answer after the commit.
+fn group(first: Batch, mut next: impl FnMut() -> Option<Batch>) -> (Vec<AuditRecord>, Vec<Reply>) {
+    let (record, reply) = first;
+    let (mut records, mut replies) = (vec![record], vec![reply]);
     while replies.len() < GROUP_MAX {
         let Some((more, reply)) = next() else { break };
-        events.extend(more);
+        records.push(more);
         replies.push(reply);
     }
-    (events, replies)
+    (records, replies)
 }
 
 fn open_conn(path: &Path) -> Result<Connection, AuditError> {
@@ -215,14 +411,14 @@ impl AuditLog {
         add_columns(&conn)?;
         let mut write_conn = open_conn(path)?;
         let (writer, batches) = std::sync::mpsc::channel::<Batch>();
-        // Group commit: the writer takes every batch waiting, commits them in one
+        // Group commit: the writer takes every record waiting, commits them in one
         // transaction (one fsync), then answers each request.
         std::thread::Builder::new()
             .name("escr-audit".into())
             .spawn(move || {
                 while let Ok(first) = batches.recv() {
-                    let (events, replies) = group(first, || batches.try_recv().ok());
-                    let result = append_sync(&mut write_conn, events).map_err(|e| e.to_string());
+                    let (records, replies) = group(first, || batches.try_recv().ok());
+                    let result = append_sync(&mut write_conn, &records).map_err(|e| e.to_string());
                     for reply in replies {
                         let _ = reply.send(result.clone());
                     }
@@ -236,7 +432,7 @@ impl AuditLog {
     }
 
     /// The log in the shared PostgreSQL: this process starts a chain of its own
-    /// (`<replica>-<time>-<random>`), registered before its first event, and a writer
+    /// (`<replica>-<time>-<random>`), registered before its first record, and a writer
     /// task group-commits into it. Needs a Tokio runtime.
     pub async fn postgres(
         pg: Arc<crate::state::PgStore>,
@@ -269,8 +465,8 @@ impl AuditLog {
         };
         tokio::spawn(async move {
             while let Some(first) = batches.recv().await {
-                let (events, replies) = group(first, || batches.try_recv().ok());
-                let result = chain.append(events).await.map_err(|e| e.to_string());
+                let (records, replies) = group(first, || batches.try_recv().ok());
+                let result = chain.append(&records).await.map_err(|e| e.to_string());
                 for reply in replies {
                     let _ = reply.send(result.clone());
                 }
@@ -291,51 +487,75 @@ impl AuditLog {
         }
     }
 
-    /// Append events and make them durable (committed and fsynced) before returning.
-    pub async fn append(&self, events: Vec<AuditEvent>) -> Result<(), AuditError> {
-        if events.is_empty() {
-            return Ok(());
-        }
+    /// Append a request's record and make it durable (committed and fsynced) before
+    /// returning.
+    pub async fn append(&self, record: AuditRecord) -> Result<(), AuditError> {
         let (reply, done) = tokio::sync::oneshot::channel();
         match &self.writer {
-            Writer::Thread(w) => w.send((events, reply)).map_err(|_| AuditError::Stopped)?,
-            Writer::Task(w) => w.send((events, reply)).map_err(|_| AuditError::Stopped)?,
+            Writer::Thread(w) => w.send((record, reply)).map_err(|_| AuditError::Stopped)?,
+            Writer::Task(w) => w.send((record, reply)).map_err(|_| AuditError::Stopped)?,
         }
         done.await
             .map_err(|_| AuditError::Stopped)?
             .map_err(AuditError::Write)
     }
 
+    /// [`AuditLog::append`] of a request's record, if the request decided anything.
+    pub async fn append_request(
+        &self,
+        audit: &RequestAudit,
+        ctx: &AccessContext,
+    ) -> Result<(), AuditError> {
+        match audit.record(ctx) {
+            Some(record) => self.append(record).await,
+            None => Ok(()),
+        }
+    }
+
     /// Events about one person, oldest first.
     pub async fn for_person(&self, person_id: &str) -> Result<Vec<AuditEvent>, AuditError> {
-        self.query("person_id = ?1", Some(person_id)).await
+        let filter = match self.store {
+            Store::Sqlite(_) => {
+                "person_id = ?1 OR seq IN (SELECT seq FROM audit_subject WHERE person_id = ?1)"
+            }
+            Store::Postgres { .. } => {
+                "person_id = ?1 OR id IN (SELECT audit_id FROM audit_subject WHERE person_id = ?1)"
+            }
+        };
+        self.query(filter, Some(person_id), Some(person_id)).await
     }
 
     /// Every break-glass use, for review.
     pub async fn break_glass(&self) -> Result<Vec<AuditEvent>, AuditError> {
-        self.query("break_glass_reason IS NOT NULL", None).await
+        self.query("break_glass_reason IS NOT NULL", None, None)
+            .await
     }
 
     pub async fn for_request(&self, request_id: &str) -> Result<Vec<AuditEvent>, AuditError> {
-        self.query("request_id = ?1", Some(request_id)).await
+        self.query("request_id = ?1", Some(request_id), None).await
     }
 
-    /// Events matching `filter` (SQLite's `?1` placeholder, PostgreSQL's `$1`).
-    async fn query(&self, filter: &str, arg: Option<&str>) -> Result<Vec<AuditEvent>, AuditError> {
-        match &self.store {
+    /// Events of the rows matching `filter` (SQLite's `?1` placeholder, PostgreSQL's
+    /// `$1`), those about `only` when given.
+    async fn query(
+        &self,
+        filter: &str,
+        arg: Option<&str>,
+        only: Option<&str>,
+    ) -> Result<Vec<AuditEvent>, AuditError> {
+        let rows = match &self.store {
             Store::Sqlite(conn) => {
                 let sql = format!("SELECT {COLUMNS} FROM audit WHERE {filter} ORDER BY seq");
                 let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
                 let mut stmt = conn.prepare_cached(&sql)?;
-                let rows = match arg {
+                match arg {
                     Some(a) => stmt
-                        .query_map([a], row_to_event)?
+                        .query_map([a], sqlite_row)?
                         .collect::<Result<Vec<_>, _>>()?,
                     None => stmt
-                        .query_map([], row_to_event)?
+                        .query_map([], sqlite_row)?
                         .collect::<Result<Vec<_>, _>>()?,
-                };
-                Ok(rows)
+                }
             }
             Store::Postgres { pg, .. } => {
                 // `seq` as read is the global order of commits (`id`), one sequence over
@@ -349,17 +569,37 @@ impl AuditLog {
                     Some(a) => client.query(&sql, &[&a]).await?,
                     None => client.query(&sql, &[]).await?,
                 };
-                Ok(rows.iter().map(pg_row_to_event).collect())
+                rows.iter().map(pg_row).collect()
             }
+        };
+        let mut events = Vec::new();
+        for row in rows {
+            events.extend(row.events(only)?);
         }
+        Ok(events)
     }
 }
 
-/// The columns as PostgreSQL names them (`user` and `at` are keywords there).
-const PG_COLUMNS: &str = "id, request_id, \"at\", \"user\", role, organisation, purpose, person_id, kinds, decision, code, reason, break_glass_reason, http_request_id";
+/// Every event of a SQLite log, oldest first (tests and tools read a log another
+/// process writes).
+pub fn events_in(path: &Path) -> Result<Vec<AuditEvent>, AuditError> {
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM audit ORDER BY seq"))?;
+    let rows = stmt
+        .query_map([], sqlite_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut events = Vec::new();
+    for row in rows {
+        events.extend(row.events(None)?);
+    }
+    Ok(events)
+}
 
-fn pg_row_to_event(r: &tokio_postgres::Row) -> AuditEvent {
-    AuditEvent {
+/// The columns as PostgreSQL names them (`user` and `at` are keywords there).
+const PG_COLUMNS: &str = "id, request_id, \"at\", \"user\", role, organisation, purpose, person_id, kinds, decision, code, reason, break_glass_reason, http_request_id, decisions";
+
+fn pg_row(r: &tokio_postgres::Row) -> Row {
+    Row {
         seq: r.get(0),
         request_id: r.get(1),
         at: r.get(2),
@@ -374,6 +614,7 @@ fn pg_row_to_event(r: &tokio_postgres::Row) -> AuditEvent {
         reason: r.get(11),
         break_glass_reason: r.get(12),
         http_request_id: r.get(13),
+        decisions: r.get(14),
     }
 }
 
@@ -390,13 +631,13 @@ struct PgChain {
 }
 
 impl PgChain {
-    async fn append(&mut self, events: Vec<AuditEvent>) -> Result<(), AuditError> {
-        let result = self.try_append(events).await;
+    async fn append(&mut self, records: &[AuditRecord]) -> Result<(), AuditError> {
+        let result = self.try_append(records).await;
         self.uncertain = result.is_err();
         result
     }
 
-    async fn try_append(&mut self, events: Vec<AuditEvent>) -> Result<(), AuditError> {
+    async fn try_append(&mut self, records: &[AuditRecord]) -> Result<(), AuditError> {
         let mut client = self.pg.client().await?;
         if self.uncertain {
             if let Some(row) = client
@@ -413,38 +654,51 @@ impl PgChain {
         let tx = client.transaction().await?;
         let insert = tx
             .prepare_cached(
-                "INSERT INTO audit (chain_id, seq, request_id, \"at\", \"user\", role, organisation, purpose, person_id, kinds, decision, code, reason, break_glass_reason, http_request_id, prev_hash, hash)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+                "INSERT INTO audit (chain_id, seq, request_id, \"at\", \"user\", role, organisation, purpose, person_id, kinds, decision, code, reason, break_glass_reason, http_request_id, decisions, prev_hash, hash)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) RETURNING id",
+            )
+            .await?;
+        let subjects = tx
+            .prepare_cached(
+                "INSERT INTO audit_subject (person_id, audit_id) SELECT unnest($1::text[]), $2",
             )
             .await?;
         let (mut seq, mut prev) = (self.seq, self.prev.clone());
-        for mut e in events {
+        for record in records {
+            let mut e = record.row();
             seq += 1;
             e.seq = seq;
             let hash = chain(&prev, &e);
-            tx.execute(
-                &insert,
-                &[
-                    &self.chain_id,
-                    &e.seq,
-                    &e.request_id,
-                    &e.at,
-                    &e.user,
-                    &e.role,
-                    &e.organisation,
-                    &e.purpose,
-                    &e.person_id,
-                    &e.kinds,
-                    &e.decision,
-                    &e.code,
-                    &e.reason,
-                    &e.break_glass_reason,
-                    &e.http_request_id,
-                    &prev,
-                    &hash,
-                ],
-            )
-            .await?;
+            let id: i64 = tx
+                .query_one(
+                    &insert,
+                    &[
+                        &self.chain_id,
+                        &e.seq,
+                        &e.request_id,
+                        &e.at,
+                        &e.user,
+                        &e.role,
+                        &e.organisation,
+                        &e.purpose,
+                        &e.person_id,
+                        &e.kinds,
+                        &e.decision,
+                        &e.code,
+                        &e.reason,
+                        &e.break_glass_reason,
+                        &e.http_request_id,
+                        &e.decisions,
+                        &prev,
+                        &hash,
+                    ],
+                )
+                .await?
+                .get(0);
+            let people: Vec<&str> = record.subjects().into_iter().collect();
+            if !people.is_empty() {
+                tx.execute(&subjects, &[&people, &id]).await?;
+            }
             prev = hash;
         }
         tx.commit().await?;
@@ -494,13 +748,13 @@ pub async fn verify_postgres_in_pages(
         'pages: loop {
             let rows = client
                 .query(
-                    "SELECT seq, request_id, \"at\", \"user\", role, organisation, purpose, person_id, kinds, decision, code, reason, break_glass_reason, http_request_id, prev_hash, hash FROM audit WHERE chain_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                    "SELECT seq, request_id, \"at\", \"user\", role, organisation, purpose, person_id, kinds, decision, code, reason, break_glass_reason, http_request_id, decisions, prev_hash, hash FROM audit WHERE chain_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
                     &[&chain_id, &after, &page],
                 )
                 .await?;
             for r in &rows {
-                let e = pg_row_to_event(r);
-                if !check.next(&e, r.get(14), r.get(15)) {
+                let e = pg_row(r);
+                if !check.next(&e, r.get(15), r.get(16)) {
                     break 'pages;
                 }
                 after = r.get(0);
@@ -508,6 +762,22 @@ pub async fn verify_postgres_in_pages(
             if (rows.len() as i64) < page {
                 break;
             }
+        }
+        // The person index agrees with the chained records (a missing entry would
+        // hide a release from that person's trail).
+        if check.first_break.is_none() {
+            let r = client
+                .query_one(
+                    "SELECT count(*), count(*) FILTER (WHERE NOT EXISTS (
+                        SELECT 1 FROM jsonb_array_elements(COALESCE(a.decisions, '[]')::jsonb) d,
+                                      jsonb_array_elements_text(d->4) p
+                        WHERE p = s.person_id))
+                     FROM audit_subject s JOIN audit a ON a.id = s.audit_id WHERE a.chain_id = $1",
+                    &[&chain_id],
+                )
+                .await?;
+            let (indexed, foreign): (i64, i64) = (r.get(0), r.get(1));
+            check.check_subjects(indexed as u64, foreign as u64);
         }
         out.push(ChainVerification {
             chain_id,
@@ -537,7 +807,7 @@ pub async fn verify_postgres_in_pages(
     Ok(out)
 }
 
-fn append_sync(conn: &mut Connection, events: Vec<AuditEvent>) -> Result<(), AuditError> {
+fn append_sync(conn: &mut Connection, records: &[AuditRecord]) -> Result<(), AuditError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let (mut seq, mut prev): (i64, String) = tx
         .query_row(
@@ -548,10 +818,13 @@ fn append_sync(conn: &mut Connection, events: Vec<AuditEvent>) -> Result<(), Aud
         .unwrap_or((0, GENESIS.to_string()));
     {
         let mut insert = tx.prepare_cached(
-            "INSERT INTO audit (seq, request_id, at, user, role, organisation, purpose, person_id, kinds, decision, code, reason, break_glass_reason, prev_hash, hash, http_request_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            "INSERT INTO audit (seq, request_id, at, user, role, organisation, purpose, person_id, kinds, decision, code, reason, break_glass_reason, prev_hash, hash, http_request_id, decisions)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         )?;
-        for mut e in events {
+        let mut subject =
+            tx.prepare_cached("INSERT INTO audit_subject (person_id, seq) VALUES (?1, ?2)")?;
+        for record in records {
+            let mut e = record.row();
             seq += 1;
             e.seq = seq;
             let hash = chain(&prev, &e);
@@ -571,8 +844,12 @@ fn append_sync(conn: &mut Connection, events: Vec<AuditEvent>) -> Result<(), Aud
                 e.break_glass_reason,
                 prev,
                 hash,
-                e.http_request_id
+                e.http_request_id,
+                e.decisions
             ])?;
+            for person in record.subjects() {
+                subject.execute(params![person, seq])?;
+            }
             prev = hash;
         }
     }
@@ -583,16 +860,19 @@ fn append_sync(conn: &mut Connection, events: Vec<AuditEvent>) -> Result<(), Aud
 /// The result of checking the chain.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Verification {
+    /// Rows checked (per-request records, and per-person events of older logs).
     pub events: u64,
-    /// The first broken event and why.
+    /// The first broken row and why.
     pub first_break: Option<(i64, String)>,
 }
 
-/// Walks one chain in order: the first event that does not fit stops it.
+/// Walks one chain in order: the first row that does not fit stops it.
 struct ChainCheck {
     prev: String,
     expected_seq: i64,
     events: u64,
+    /// Person index entries the records call for.
+    subjects: u64,
     first_break: Option<(i64, String)>,
 }
 
@@ -602,6 +882,7 @@ impl Default for ChainCheck {
             prev: GENESIS.to_string(),
             expected_seq: 1,
             events: 0,
+            subjects: 0,
             first_break: None,
         }
     }
@@ -609,7 +890,7 @@ impl Default for ChainCheck {
 
 impl ChainCheck {
     /// False once the chain is broken.
-    fn next(&mut self, e: &AuditEvent, stored_prev: String, stored_hash: String) -> bool {
+    fn next(&mut self, e: &Row, stored_prev: String, stored_hash: String) -> bool {
         self.events += 1;
         let broken = if e.seq != self.expected_seq {
             Some(format!(
@@ -623,6 +904,20 @@ impl ChainCheck {
         } else {
             None
         };
+        let broken = broken.or_else(|| match &e.decisions {
+            None => None,
+            Some(json) => match serde_json::from_str::<Vec<DecisionTuple>>(json) {
+                Ok(tuples) => {
+                    let people: BTreeSet<&str> = tuples
+                        .iter()
+                        .flat_map(|t| t.4.iter().map(String::as_str))
+                        .collect();
+                    self.subjects += people.len() as u64;
+                    None
+                }
+                Err(_) => Some("its decisions cannot be read".to_string()),
+            },
+        });
         if let Some(why) = broken {
             self.first_break = Some((e.seq, why));
             return false;
@@ -630,6 +925,27 @@ impl ChainCheck {
         self.prev = stored_hash;
         self.expected_seq += 1;
         true
+    }
+
+    /// The person index holds `indexed` entries, `foreign` of them naming a person
+    /// their record does not: with none foreign and the count equal (entries are
+    /// unique), the index is exactly the people the records name.
+    fn check_subjects(&mut self, indexed: u64, foreign: u64) {
+        if self.first_break.is_none() && foreign > 0 {
+            self.first_break = Some((
+                0,
+                format!("{foreign} person index entries name a person their record does not"),
+            ));
+        }
+        if self.first_break.is_none() && indexed != self.subjects {
+            self.first_break = Some((
+                0,
+                format!(
+                    "the person index holds {indexed} entries, the records name {} (a trail would be incomplete)",
+                    self.subjects
+                ),
+            ));
+        }
     }
 
     fn result(self) -> Verification {
@@ -640,28 +956,54 @@ impl ChainCheck {
     }
 }
 
-/// Recompute the chain from the start; report the first event that does not fit.
+/// Recompute the chain from the start; report the first row that does not fit.
 pub fn verify(path: &Path) -> Result<Verification, AuditError> {
     let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    // A log no gateway of this version has opened yet lacks the added columns.
+    let mut columns = COLUMNS.to_string();
+    for added in ["http_request_id", "decisions"] {
+        let has: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('audit') WHERE name = ?1")?
+            .exists([added])?;
+        if !has {
+            columns = columns.replace(&format!(", {added}"), ", NULL");
+        }
+    }
     let mut stmt = conn.prepare(&format!(
-        "SELECT {COLUMNS}, prev_hash, hash FROM audit ORDER BY seq"
+        "SELECT {columns}, prev_hash, hash FROM audit ORDER BY seq"
     ))?;
     let mut rows = stmt.query([])?;
     let mut check = ChainCheck::default();
     while let Some(r) = rows.next()? {
-        let e = row_to_event(r)?;
-        if !check.next(&e, r.get(14)?, r.get(15)?) {
+        let e = sqlite_row(r)?;
+        if !check.next(&e, r.get(15)?, r.get(16)?) {
             break;
         }
     }
+    let has_subjects: bool = conn
+        .prepare("SELECT 1 FROM sqlite_master WHERE name = 'audit_subject'")?
+        .exists([])?;
+    let (indexed, foreign): (i64, i64) = if has_subjects {
+        conn.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(NOT EXISTS (
+                SELECT 1 FROM json_each(COALESCE(a.decisions, '[]')) d, json_each(d.value, '$[4]') p
+                WHERE p.value = s.person_id)), 0)
+             FROM audit_subject s LEFT JOIN audit a ON a.seq = s.seq",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?
+    } else {
+        (0, 0)
+    };
+    check.check_subjects(indexed as u64, foreign as u64);
     Ok(check.result())
 }
 
-/// (person, decision, code, reason): one audit event each, listing the record kinds.
+/// (person, decision, code, reason): the kinds of one person's decision.
 type EntryKey = (Option<String>, String, Option<String>, Option<String>);
 
-/// Decisions of one request, gathered by the resolvers and written before the
-/// response is sent.
+/// Decisions of one request, gathered by the resolvers and written as one record
+/// before the response is sent.
 pub struct RequestAudit {
     pub request_id: String,
     /// The HTTP request's `X-Request-Id`, when it came over HTTP.
@@ -705,31 +1047,50 @@ impl RequestAudit {
         self.entries.lock().map(|e| e.is_empty()).unwrap_or(false)
     }
 
-    /// The events to store for this request.
-    pub fn events(&self, ctx: &AccessContext) -> Vec<AuditEvent> {
-        let at = Utc::now()
-            .naive_utc()
-            .format("%Y-%m-%dT%H:%M:%S%.6f")
-            .to_string();
+    /// The record to store for this request (none when it decided nothing): people
+    /// with the same decision, code, reason and kinds share one group.
+    pub fn record(&self, ctx: &AccessContext) -> Option<AuditRecord> {
         let e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        e.iter()
-            .map(|((person, decision, code, reason), kinds)| AuditEvent {
-                seq: 0,
-                request_id: self.request_id.clone(),
-                at: at.clone(),
-                user: ctx.user.clone(),
-                role: ctx.role.clone(),
-                organisation: ctx.organisation.clone(),
-                purpose: purpose_name(ctx.purpose).to_string(),
-                person_id: person.clone(),
-                kinds: kinds.iter().cloned().collect::<Vec<_>>().join(","),
-                decision: decision.clone(),
-                code: code.clone(),
-                reason: reason.clone(),
-                break_glass_reason: ctx.break_glass_reason.clone(),
-                http_request_id: self.http_request_id.clone(),
+        if e.is_empty() {
+            return None;
+        }
+        // (decision, code, reason, kinds) -> the people decided so.
+        type Group<'a> = (&'a str, Option<&'a str>, Option<&'a str>, String);
+        let mut groups: BTreeMap<Group, Vec<String>> = BTreeMap::new();
+        for ((person, decision, code, reason), kinds) in e.iter() {
+            let kinds = kinds
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(",");
+            let persons = groups
+                .entry((decision, code.as_deref(), reason.as_deref(), kinds))
+                .or_default();
+            if let Some(p) = person {
+                persons.push(p.clone());
+            }
+        }
+        let decisions = groups
+            .into_iter()
+            .map(|((decision, code, reason, kinds), persons)| Decision {
+                decision: decision.to_string(),
+                code: code.map(str::to_string),
+                reason: reason.map(str::to_string),
+                kinds,
+                persons,
             })
-            .collect()
+            .collect();
+        Some(AuditRecord {
+            request_id: self.request_id.clone(),
+            at: now(),
+            user: ctx.user.clone(),
+            role: ctx.role.clone(),
+            organisation: ctx.organisation.clone(),
+            purpose: purpose_name(ctx.purpose).to_string(),
+            break_glass_reason: ctx.break_glass_reason.clone(),
+            http_request_id: self.http_request_id.clone(),
+            decisions,
+        })
     }
 }
 
@@ -739,25 +1100,168 @@ impl Default for RequestAudit {
     }
 }
 
-/// An event for a request refused before any data was looked at.
-pub fn refusal(request_id: &str, user: &str, code: &str, reason: &str) -> AuditEvent {
-    AuditEvent {
-        seq: 0,
+fn now() -> String {
+    Utc::now()
+        .naive_utc()
+        .format("%Y-%m-%dT%H:%M:%S%.6f")
+        .to_string()
+}
+
+/// The record of a request refused before any data was looked at.
+pub fn refusal(request_id: &str, user: &str, code: &str, reason: &str) -> AuditRecord {
+    AuditRecord {
         request_id: request_id.to_string(),
-        at: Utc::now()
-            .naive_utc()
-            .format("%Y-%m-%dT%H:%M:%S%.6f")
-            .to_string(),
+        at: now(),
         user: user.to_string(),
         role: String::new(),
         organisation: None,
         purpose: String::new(),
-        person_id: None,
-        kinds: String::new(),
-        decision: "denied".into(),
-        code: Some(code.to_string()),
-        reason: Some(reason.to_string()),
         break_glass_reason: None,
         http_request_id: None,
+        decisions: vec![Decision {
+            decision: "denied".into(),
+            code: Some(code.to_string()),
+            reason: Some(reason.to_string()),
+            kinds: String::new(),
+            persons: Vec::new(),
+        }],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller() -> AccessContext {
+        AccessContext::for_role("u1", "social_worker", crate::consent::Purpose::DirectCare)
+    }
+
+    fn person(i: usize) -> String {
+        format!("escr:test:P{i:012x}")
+    }
+
+    /// A log as the first schema wrote it: per-person rows, no added columns.
+    fn old_log(path: &Path) {
+        let conn = Connection::open(path).unwrap();
+        let first_schema = SCHEMA.split("-- The people each").next().unwrap();
+        conn.execute_batch(first_schema).unwrap();
+        let mut prev = GENESIS.to_string();
+        for seq in 1..=2 {
+            let row = Row {
+                seq,
+                request_id: format!("old{seq}"),
+                at: "2025-01-01T00:00:00Z".into(),
+                user: "u0".into(),
+                role: "social_worker".into(),
+                organisation: None,
+                purpose: "direct_care".into(),
+                person_id: Some(person(seq as usize)),
+                kinds: "case_note".into(),
+                decision: "released".into(),
+                code: None,
+                reason: None,
+                break_glass_reason: None,
+                http_request_id: None,
+                decisions: None,
+            };
+            let hash = chain(&prev, &row);
+            conn.execute(
+                "INSERT INTO audit (seq, request_id, at, user, role, organisation, purpose, person_id, kinds, decision, code, reason, break_glass_reason, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?7, ?8, ?9, NULL, NULL, NULL, ?10, ?11)",
+                params![row.seq, row.request_id, row.at, row.user, row.role, row.purpose, row.person_id, row.kinds, row.decision, prev, hash],
+            )
+            .unwrap();
+            prev = hash;
+        }
+    }
+
+    /// Twenty people released alike and one withheld: one record of two groups.
+    fn request() -> RequestAudit {
+        let audit = RequestAudit::new();
+        for i in 0..20 {
+            audit.note(Some(&person(i)), "released", None, None, "person");
+            audit.note(Some(&person(i)), "released", None, None, "visit");
+        }
+        audit.note(
+            Some(&person(99)),
+            "withheld",
+            Some("consent-refused"),
+            Some("the person refused"),
+            "case_note",
+        );
+        audit
+    }
+
+    #[test]
+    fn a_request_is_one_record_of_grouped_decisions() {
+        let record = request().record(&caller()).unwrap();
+        assert_eq!(record.decisions.len(), 2, "{record:?}");
+        let released = record
+            .decisions
+            .iter()
+            .find(|d| d.decision == "released")
+            .unwrap();
+        assert_eq!(released.kinds, "person,visit");
+        assert_eq!(released.persons.len(), 20);
+        assert_eq!(record.subjects().len(), 21);
+        // The stored row stays small: the shared fields once, each person once.
+        let row = record.row();
+        let ids: usize = (0..20).map(|i| person(i).len()).sum::<usize>() + person(99).len();
+        let size = row.canonical().len();
+        assert!(size < ids + 400, "{size} bytes for {ids} bytes of ids");
+        assert!(RequestAudit::new().record(&caller()).is_none());
+    }
+
+    #[tokio::test]
+    async fn old_logs_keep_verifying_and_trails_read_both_forms() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        old_log(&path);
+        assert_eq!(verify(&path).unwrap().first_break, None);
+        let log = AuditLog::open(&path).unwrap();
+        log.append_request(&request(), &caller()).await.unwrap();
+        let v = verify(&path).unwrap();
+        assert_eq!((v.events, v.first_break), (3, None));
+
+        // Person 1 appears in an old row and in the new record.
+        let trail = log.for_person(&person(1)).await.unwrap();
+        assert_eq!(trail.len(), 2, "{trail:?}");
+        assert!(trail
+            .iter()
+            .all(|e| e.person_id.as_deref() == Some(&person(1))));
+        let new = &trail[1];
+        assert_eq!((new.seq, new.kinds.as_str()), (3, "person,visit"));
+        let withheld = log.for_person(&person(99)).await.unwrap();
+        assert_eq!(withheld.len(), 1);
+        assert_eq!(withheld[0].code.as_deref(), Some("consent-refused"));
+        assert!(log.for_person(&person(50)).await.unwrap().is_empty());
+
+        let all = events_in(&path).unwrap();
+        assert_eq!(all.len(), 2 + 21);
+        assert_eq!(log.for_request(&all[2].request_id).await.unwrap().len(), 21);
+    }
+
+    #[tokio::test]
+    async fn a_tampered_person_index_breaks_verification() {
+        for tamper in [
+            "DELETE FROM audit_subject WHERE person_id = (SELECT MIN(person_id) FROM audit_subject)",
+            "UPDATE audit_subject SET person_id = 'someone else' WHERE person_id = (SELECT MIN(person_id) FROM audit_subject)",
+            "INSERT INTO audit_subject (person_id, seq) VALUES ('escr:test:Pforeign', 1)",
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.db");
+            let log = AuditLog::open(&path).unwrap();
+            log.append_request(&request(), &caller()).await.unwrap();
+            assert_eq!(verify(&path).unwrap().first_break, None);
+            let conn = Connection::open(&path).unwrap();
+            assert!(conn.execute(tamper, []).is_err() || tamper.starts_with("INSERT"));
+            conn.execute_batch(
+                "DROP TRIGGER audit_subject_append_only_u; DROP TRIGGER audit_subject_append_only_d;",
+            )
+            .unwrap();
+            conn.execute(tamper, []).ok();
+            let v = verify(&path).unwrap();
+            assert!(v.first_break.is_some(), "{tamper}: {v:?}");
+        }
     }
 }

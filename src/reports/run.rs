@@ -294,7 +294,7 @@ async fn append_audit(
     audit: &RequestAudit,
 ) -> Result<(), ReportError> {
     if let Some(access) = &gateway.access {
-        access.audit.append(audit.events(ctx)).await.map_err(|e| {
+        access.audit.append_request(audit, ctx).await.map_err(|e| {
             tracing::error!(error = %e, "audit write failed: report withheld");
             ReportError::Audit
         })?;

@@ -14,7 +14,7 @@ use super::{PostgresConfig, StateError};
 
 /// The schema, one step per version, never edited once released: a change is a new
 /// step. Applied in order inside one transaction each with its `schema_version` row.
-pub const MIGRATIONS: &[(i32, &str)] = &[(1, MIGRATION_1), (2, MIGRATION_2)];
+pub const MIGRATIONS: &[(i32, &str)] = &[(1, MIGRATION_1), (2, MIGRATION_2), (3, MIGRATION_3)];
 
 /// The newest schema this binary knows.
 pub fn known_version() -> i32 {
@@ -103,6 +103,21 @@ CREATE TABLE index_snapshot (
   published_at TIMESTAMPTZ NOT NULL DEFAULT now(),
   bytes BYTEA NOT NULL
 );
+"#;
+
+/// One audit record per request: its decisions grouped by person (`decisions`, hashed
+/// into the chain) and the people it names indexed in `audit_subject`, append-only.
+const MIGRATION_3: &str = r#"
+ALTER TABLE audit ADD COLUMN decisions TEXT;
+CREATE TABLE audit_subject (
+  person_id TEXT NOT NULL,
+  audit_id BIGINT NOT NULL REFERENCES audit(id),
+  PRIMARY KEY (person_id, audit_id)
+);
+CREATE TRIGGER audit_subject_append_only BEFORE UPDATE OR DELETE ON audit_subject
+  FOR EACH ROW EXECUTE FUNCTION escr_append_only();
+CREATE TRIGGER audit_subject_no_truncate BEFORE TRUNCATE ON audit_subject
+  FOR EACH STATEMENT EXECUTE FUNCTION escr_append_only();
 "#;
 
 /// Advisory lock keys (one namespace of 64-bit keys per database).

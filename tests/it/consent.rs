@@ -1373,7 +1373,8 @@ async fn every_decision_is_audited_in_an_intact_chain() {
 
     let path = s.access().config.storage.audit.clone();
     let v = escr_gateway::consent::audit::verify(&path).unwrap();
-    assert!(v.events >= 5 && v.first_break.is_none(), "{v:?}");
+    // One record per request that decided something (the refused trail read did not).
+    assert!(v.events >= 4 && v.first_break.is_none(), "{v:?}");
 
     // Append-only: SQLite refuses changes; forcing one past the trigger breaks the chain
     // exactly there.
@@ -1533,21 +1534,19 @@ async fn sigkill_under_load_loses_no_audit_record_of_an_answered_request() {
         acknowledged.len()
     );
 
-    let conn = rusqlite::Connection::open(&audit_path).unwrap();
+    let released: std::collections::HashSet<(String, String)> =
+        escr_gateway::consent::audit::events_in(&audit_path)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.decision == "released")
+            .filter_map(|e| Some((e.request_id, e.person_id?)))
+            .collect();
     let mut missing = Vec::new();
     for (rid, person) in &acknowledged {
-        let n: i64 = conn
-            .query_row(
-                "SELECT COUNT(*) FROM audit WHERE request_id = ?1 AND person_id = ?2 AND decision = 'released'",
-                [rid, person],
-                |r| r.get(0),
-            )
-            .unwrap();
-        if n == 0 {
+        if !released.contains(&(rid.clone(), person.clone())) {
             missing.push(rid.clone());
         }
     }
-    drop(conn);
     assert!(
         missing.is_empty(),
         "{} of {} answered requests lack their audit record",

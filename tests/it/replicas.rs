@@ -216,7 +216,10 @@ fn replicas_share_consent_audit_and_index_through_postgres() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("schema version 2"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!(
+        "schema version {}",
+        escr_gateway::state::postgres::known_version()
+    )));
     e.pg.psql(&e.owner_url, GRANTS).unwrap();
     let out = e.escr("a", &e.app_url, &["check-config"]);
     assert!(
@@ -574,7 +577,10 @@ fn replicas_share_consent_audit_and_index_through_postgres() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        err.contains("schema version 999 is newer than this gateway knows (2)"),
+        err.contains(&format!(
+            "schema version 999 is newer than this gateway knows ({})",
+            escr_gateway::state::postgres::known_version()
+        )),
         "{err}"
     );
     drop(a);

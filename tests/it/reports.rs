@@ -415,14 +415,17 @@ async fn reporting_tools_get_suppressed_indicators_and_a_streamed_data_set_over_
         && e.reason.as_deref() == Some("minimum data set")));
     // The indicators' release too: one event, no person in it.
     let access = s.gateway.access.as_ref().unwrap();
-    let log = rusqlite::Connection::open(&access.engine.config.storage.audit).unwrap();
-    let indicator_events: i64 = log
-        .query_row(
-            "SELECT COUNT(*) FROM audit WHERE kinds = 'indicators' AND purpose = 'planning' AND person_id IS NULL AND decision = 'released'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let indicator_events =
+        escr_gateway::consent::audit::events_in(&access.engine.config.storage.audit)
+            .unwrap()
+            .into_iter()
+            .filter(|e| {
+                e.kinds == "indicators"
+                    && e.purpose == "planning"
+                    && e.person_id.is_none()
+                    && e.decision == "released"
+            })
+            .count();
     assert!(indicator_events >= 2, "{indicator_events}");
 
     // Research: no NHS numbers or birth dates (the purpose uses no demographics).

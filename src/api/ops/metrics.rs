@@ -38,14 +38,14 @@ pub fn render(fetcher: &crate::record::loader::Fetcher) -> String {
 
 /// Decisions of one request by decision and code (`released`, `withheld`
 /// `CONSENT_DENIED`, ...).
-pub fn record_decisions(events: &[crate::consent::audit::AuditEvent]) {
-    for e in events {
+pub fn record_decisions(record: &crate::consent::audit::AuditRecord) {
+    for d in &record.decisions {
         metrics::counter!(
             "escr_decisions_total",
-            "decision" => e.decision.clone(),
-            "code" => e.code.clone().unwrap_or_else(|| "none".into())
+            "decision" => d.decision.clone(),
+            "code" => d.code.clone().unwrap_or_else(|| "none".into())
         )
-        .increment(1);
+        .increment(crate::consent::audit::AuditRecord::event_count(d));
     }
 }
 
