@@ -5,9 +5,9 @@
 //!
 //! One record per request (`AuditRecord`): who asked (user, role, organisation), why
 //! (purpose, break-glass reason), when, and its decisions grouped as (decision, code,
-//! reason, record kinds) -> the people they concern. Grouping is what keeps a record of
-//! twenty people released alike at a few hundred bytes; `audit_subject` indexes the
-//! people so that a person's trail is one lookup. Logs written before per-request
+//! reason, record kinds) -> the people they concern, their ids written once and without
+//! the prefix they share. `audit_subject` indexes the people (on SQLite by a key into
+//! `audit_people`, each id stored once) so that a person's trail is one lookup. Logs written before per-request
 //! records (one row per person and decision) are read and verified as they were.
 //!
 //! Both backends group-commit: one writer takes every record waiting, commits them in
@@ -89,6 +89,70 @@ pub struct Decision {
 /// Stored as a JSON array of arrays (no field names: this is most of the record).
 type DecisionTuple = (String, Option<String>, Option<String>, String, Vec<String>);
 
+/// The stored form of a record's decisions: `[prefix, [tuple, ...]]`, each person id
+/// written without the prefix all of them share (`escr:<namespace>:<authority>:`), so
+/// that twenty people cost little more than their twenty short ids.
+fn encode_decisions(decisions: &[Decision]) -> String {
+    let prefix = shared_prefix(decisions.iter().flat_map(|d| d.persons.iter()));
+    let tuples: Vec<DecisionTuple> = decisions
+        .iter()
+        .map(|d| {
+            (
+                d.decision.clone(),
+                d.code.clone(),
+                d.reason.clone(),
+                d.kinds.clone(),
+                d.persons
+                    .iter()
+                    .map(|p| p[prefix.len()..].to_string())
+                    .collect(),
+            )
+        })
+        .collect();
+    serde_json::to_string(&(prefix, tuples)).unwrap_or_else(|_| "[\"\",[]]".into())
+}
+
+/// [`encode_decisions`] undone: none when the text is not in that form.
+fn decode_decisions(json: &str) -> Option<Vec<Decision>> {
+    let (prefix, tuples): (String, Vec<DecisionTuple>) = serde_json::from_str(json).ok()?;
+    Some(
+        tuples
+            .into_iter()
+            .map(|(decision, code, reason, kinds, persons)| Decision {
+                decision,
+                code,
+                reason,
+                kinds,
+                persons: persons
+                    .into_iter()
+                    .map(|p| format!("{prefix}{p}"))
+                    .collect(),
+            })
+            .collect(),
+    )
+}
+
+/// The longest prefix every id shares, up to and including a `:` (ids are never cut
+/// inside a segment, so the stored text stays readable).
+fn shared_prefix<'a>(mut ids: impl Iterator<Item = &'a String>) -> String {
+    let Some(first) = ids.next() else {
+        return String::new();
+    };
+    let mut len = first.len();
+    for id in ids {
+        len = first
+            .bytes()
+            .zip(id.bytes())
+            .take(len)
+            .take_while(|(a, b)| a == b)
+            .count();
+    }
+    match first[..len].rfind(':') {
+        Some(colon) => first[..=colon].to_string(),
+        None => String::new(),
+    }
+}
+
 /// What one request did, as stored: one record per request.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AuditRecord {
@@ -106,19 +170,6 @@ pub struct AuditRecord {
 impl AuditRecord {
     /// The stored row: the per-event columns hold a marker, the decisions their JSON.
     fn row(&self) -> Row {
-        let tuples: Vec<DecisionTuple> = self
-            .decisions
-            .iter()
-            .map(|d| {
-                (
-                    d.decision.clone(),
-                    d.code.clone(),
-                    d.reason.clone(),
-                    d.kinds.clone(),
-                    d.persons.clone(),
-                )
-            })
-            .collect();
         Row {
             seq: 0,
             request_id: self.request_id.clone(),
@@ -134,7 +185,7 @@ impl AuditRecord {
             reason: None,
             break_glass_reason: self.break_glass_reason.clone(),
             http_request_id: self.http_request_id.clone(),
-            decisions: Some(serde_json::to_string(&tuples).unwrap_or_else(|_| "[]".into())),
+            decisions: Some(encode_decisions(&self.decisions)),
         }
     }
 
@@ -244,17 +295,10 @@ impl Row {
             };
             return Ok(vec![event(self.person_id.clone(), d)]);
         };
-        let tuples: Vec<DecisionTuple> =
-            serde_json::from_str(json).map_err(|_| AuditError::Unreadable(self.seq))?;
+        let decisions = decode_decisions(json).ok_or(AuditError::Unreadable(self.seq))?;
         let mut out = Vec::new();
-        for (decision, code, reason, kinds, persons) in tuples {
-            let d = Decision {
-                decision,
-                code,
-                reason,
-                kinds,
-                persons: Vec::new(),
-            };
+        for mut d in decisions {
+            let persons = std::mem::take(&mut d.persons);
             if persons.is_empty() {
                 if only.is_none() {
                     out.push(event(None, d));
@@ -309,12 +353,21 @@ CREATE TRIGGER IF NOT EXISTS audit_append_only_u BEFORE UPDATE ON audit
 CREATE TRIGGER IF NOT EXISTS audit_append_only_d BEFORE DELETE ON audit
   BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 -- The people each per-request record names (an index: the record's hashed
--- `decisions` is what counts; `verify` checks the two agree).
+-- `decisions` is what counts; `verify` checks the two agree). Each person id is
+-- stored once, in `audit_people`; an entry is two integers.
+CREATE TABLE IF NOT EXISTS audit_people (
+  key INTEGER PRIMARY KEY,
+  person_id TEXT NOT NULL UNIQUE
+);
 CREATE TABLE IF NOT EXISTS audit_subject (
-  person_id TEXT NOT NULL,
+  person_key INTEGER NOT NULL,
   seq INTEGER NOT NULL,
-  PRIMARY KEY (person_id, seq)
+  PRIMARY KEY (person_key, seq)
 ) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS audit_person_append_only_u BEFORE UPDATE ON audit_people
+  BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_person_append_only_d BEFORE DELETE ON audit_people
+  BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_subject_append_only_u BEFORE UPDATE ON audit_subject
   BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_subject_append_only_d BEFORE DELETE ON audit_subject
@@ -516,7 +569,7 @@ impl AuditLog {
     pub async fn for_person(&self, person_id: &str) -> Result<Vec<AuditEvent>, AuditError> {
         let filter = match self.store {
             Store::Sqlite(_) => {
-                "person_id = ?1 OR seq IN (SELECT seq FROM audit_subject WHERE person_id = ?1)"
+                "person_id = ?1 OR seq IN (SELECT s.seq FROM audit_subject s JOIN audit_people p ON p.key = s.person_key WHERE p.person_id = ?1)"
             }
             Store::Postgres { .. } => {
                 "person_id = ?1 OR id IN (SELECT audit_id FROM audit_subject WHERE person_id = ?1)"
@@ -769,9 +822,9 @@ pub async fn verify_postgres_in_pages(
             let r = client
                 .query_one(
                     "SELECT count(*), count(*) FILTER (WHERE NOT EXISTS (
-                        SELECT 1 FROM jsonb_array_elements(COALESCE(a.decisions, '[]')::jsonb) d,
+                        SELECT 1 FROM jsonb_array_elements(COALESCE(a.decisions, '[\"\",[]]')::jsonb -> 1) d,
                                       jsonb_array_elements_text(d->4) p
-                        WHERE p = s.person_id))
+                        WHERE (a.decisions::jsonb ->> 0) || p = s.person_id))
                      FROM audit_subject s JOIN audit a ON a.id = s.audit_id WHERE a.chain_id = $1",
                     &[&chain_id],
                 )
@@ -821,8 +874,11 @@ fn append_sync(conn: &mut Connection, records: &[AuditRecord]) -> Result<(), Aud
             "INSERT INTO audit (seq, request_id, at, user, role, organisation, purpose, person_id, kinds, decision, code, reason, break_glass_reason, prev_hash, hash, http_request_id, decisions)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         )?;
-        let mut subject =
-            tx.prepare_cached("INSERT INTO audit_subject (person_id, seq) VALUES (?1, ?2)")?;
+        let mut person =
+            tx.prepare_cached("INSERT OR IGNORE INTO audit_people (person_id) VALUES (?1)")?;
+        let mut subject = tx.prepare_cached(
+            "INSERT INTO audit_subject (person_key, seq) SELECT key, ?2 FROM audit_people WHERE person_id = ?1",
+        )?;
         for record in records {
             let mut e = record.row();
             seq += 1;
@@ -847,8 +903,9 @@ fn append_sync(conn: &mut Connection, records: &[AuditRecord]) -> Result<(), Aud
                 e.http_request_id,
                 e.decisions
             ])?;
-            for person in record.subjects() {
-                subject.execute(params![person, seq])?;
+            for id in record.subjects() {
+                person.execute([id])?;
+                subject.execute(params![id, seq])?;
             }
             prev = hash;
         }
@@ -906,16 +963,16 @@ impl ChainCheck {
         };
         let broken = broken.or_else(|| match &e.decisions {
             None => None,
-            Some(json) => match serde_json::from_str::<Vec<DecisionTuple>>(json) {
-                Ok(tuples) => {
-                    let people: BTreeSet<&str> = tuples
+            Some(json) => match decode_decisions(json) {
+                Some(decisions) => {
+                    let people: BTreeSet<&str> = decisions
                         .iter()
-                        .flat_map(|t| t.4.iter().map(String::as_str))
+                        .flat_map(|d| d.persons.iter().map(String::as_str))
                         .collect();
                     self.subjects += people.len() as u64;
                     None
                 }
-                Err(_) => Some("its decisions cannot be read".to_string()),
+                None => Some("its decisions cannot be read".to_string()),
             },
         });
         if let Some(why) = broken {
@@ -981,14 +1038,15 @@ pub fn verify(path: &Path) -> Result<Verification, AuditError> {
         }
     }
     let has_subjects: bool = conn
-        .prepare("SELECT 1 FROM sqlite_master WHERE name = 'audit_subject'")?
+        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_people'")?
         .exists([])?;
     let (indexed, foreign): (i64, i64) = if has_subjects {
         conn.query_row(
             "SELECT COUNT(*), COALESCE(SUM(NOT EXISTS (
-                SELECT 1 FROM json_each(COALESCE(a.decisions, '[]')) d, json_each(d.value, '$[4]') p
-                WHERE p.value = s.person_id)), 0)
-             FROM audit_subject s LEFT JOIN audit a ON a.seq = s.seq",
+                SELECT 1 FROM json_each(COALESCE(a.decisions, '[\"\",[]]'), '$[1]') d, json_each(d.value, '$[4]') p
+                WHERE json_extract(a.decisions, '$[0]') || p.value = who.person_id)), 0)
+             FROM audit_subject s LEFT JOIN audit_people who ON who.key = s.person_key
+                  LEFT JOIN audit a ON a.seq = s.seq",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?
@@ -1206,10 +1264,43 @@ mod tests {
         assert_eq!(record.subjects().len(), 21);
         // The stored row stays small: the shared fields once, each person once.
         let row = record.row();
-        let ids: usize = (0..20).map(|i| person(i).len()).sum::<usize>() + person(99).len();
+        // The shared prefix is written once.
+        let prefix = "escr:test:".len();
+        let ids: usize = (0..20).map(|i| person(i).len() - prefix).sum::<usize>() + 13;
         let size = row.canonical().len();
         assert!(size < ids + 400, "{size} bytes for {ids} bytes of ids");
+        assert_eq!(
+            decode_decisions(row.decisions.as_deref().unwrap()).unwrap(),
+            record.decisions
+        );
         assert!(RequestAudit::new().record(&caller()).is_none());
+    }
+
+    #[test]
+    fn shared_prefixes_end_at_a_segment() {
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let cases = [
+            (
+                ids(&["escr:a:north:P1", "escr:a:north:P2"]),
+                "escr:a:north:",
+            ),
+            (ids(&["escr:a:north:P1", "escr:a:south:P1"]), "escr:a:"),
+            (ids(&["escr:a:north:P1"]), "escr:a:north:"),
+            (ids(&["x1", "x2"]), ""),
+            (ids(&["é:1", "é:2"]), "é:"),
+            (ids(&[]), ""),
+        ];
+        for (v, want) in cases {
+            assert_eq!(shared_prefix(v.iter()), want, "{v:?}");
+            let d = vec![Decision {
+                decision: "released".into(),
+                code: None,
+                reason: None,
+                kinds: "person".into(),
+                persons: v.clone(),
+            }];
+            assert_eq!(decode_decisions(&encode_decisions(&d)).unwrap(), d);
+        }
     }
 
     #[tokio::test]
@@ -1244,9 +1335,11 @@ mod tests {
     #[tokio::test]
     async fn a_tampered_person_index_breaks_verification() {
         for tamper in [
-            "DELETE FROM audit_subject WHERE person_id = (SELECT MIN(person_id) FROM audit_subject)",
-            "UPDATE audit_subject SET person_id = 'someone else' WHERE person_id = (SELECT MIN(person_id) FROM audit_subject)",
-            "INSERT INTO audit_subject (person_id, seq) VALUES ('escr:test:Pforeign', 1)",
+            "DELETE FROM audit_subject WHERE person_key = (SELECT MIN(person_key) FROM audit_subject)",
+            "UPDATE audit_people SET person_id = 'escr:test:Psomeone' WHERE key = 1",
+            "DELETE FROM audit_people WHERE key = 1",
+            "INSERT INTO audit_people (person_id) VALUES ('escr:test:Pforeign');
+             INSERT INTO audit_subject SELECT key, 1 FROM audit_people WHERE person_id = 'escr:test:Pforeign'",
         ] {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("audit.db");
@@ -1254,12 +1347,15 @@ mod tests {
             log.append_request(&request(), &caller()).await.unwrap();
             assert_eq!(verify(&path).unwrap().first_break, None);
             let conn = Connection::open(&path).unwrap();
-            assert!(conn.execute(tamper, []).is_err() || tamper.starts_with("INSERT"));
+            if !tamper.starts_with("INSERT") {
+                assert!(conn.execute_batch(tamper).is_err(), "refused: {tamper}");
+            }
             conn.execute_batch(
-                "DROP TRIGGER audit_subject_append_only_u; DROP TRIGGER audit_subject_append_only_d;",
+                "DROP TRIGGER audit_subject_append_only_u; DROP TRIGGER audit_subject_append_only_d;
+                 DROP TRIGGER audit_person_append_only_u; DROP TRIGGER audit_person_append_only_d;",
             )
             .unwrap();
-            conn.execute(tamper, []).ok();
+            conn.execute_batch(tamper).unwrap();
             let v = verify(&path).unwrap();
             assert!(v.first_break.is_some(), "{tamper}: {v:?}");
         }
