@@ -170,7 +170,7 @@ pub struct AuditRecord {
 impl AuditRecord {
     /// The stored row: the per-event columns hold a marker, the decisions their JSON.
     fn row(&self) -> Row {
-        Row {
+        let event = AuditEvent {
             seq: 0,
             request_id: self.request_id.clone(),
             at: self.at.clone(),
@@ -185,6 +185,9 @@ impl AuditRecord {
             reason: None,
             break_glass_reason: self.break_glass_reason.clone(),
             http_request_id: self.http_request_id.clone(),
+        };
+        Row {
+            event,
             decisions: Some(encode_decisions(&self.decisions)),
         }
     }
@@ -210,53 +213,44 @@ const REQUEST_ROW: &str = "request";
 /// or a per-request record.
 #[derive(Clone, Debug)]
 struct Row {
-    seq: i64,
-    request_id: String,
-    at: String,
-    user: String,
-    role: String,
-    organisation: Option<String>,
-    purpose: String,
-    person_id: Option<String>,
-    kinds: String,
-    decision: String,
-    code: Option<String>,
-    reason: Option<String>,
-    break_glass_reason: Option<String>,
-    http_request_id: Option<String>,
+    /// The columns an event has (a per-request row: `person_id` none, `kinds` empty,
+    /// `decision` "request").
+    event: AuditEvent,
+    /// A per-request row's decisions ([`encode_decisions`]).
     decisions: Option<String>,
 }
 
 impl Row {
     /// The text the chain hashes: every column but seq, in a fixed order.
     fn canonical(&self) -> String {
+        let e = &self.event;
         let mut fields = serde_json::json!([
-            self.request_id,
-            self.at,
-            self.user,
-            self.role,
-            self.organisation,
-            self.purpose,
-            self.person_id,
-            self.kinds,
-            self.decision,
-            self.code,
-            self.reason,
-            self.break_glass_reason
+            e.request_id,
+            e.at,
+            e.user,
+            e.role,
+            e.organisation,
+            e.purpose,
+            e.person_id,
+            e.kinds,
+            e.decision,
+            e.code,
+            e.reason,
+            e.break_glass_reason
         ]);
         if let Some(list) = fields.as_array_mut() {
             match &self.decisions {
                 // Older per-person rows: http_request_id was added later and is hashed
                 // only when present (12 or 13 elements), so their chains still verify.
                 None => {
-                    if let Some(id) = &self.http_request_id {
+                    if let Some(id) = &e.http_request_id {
                         list.push(serde_json::Value::String(id.clone()));
                     }
                 }
                 // Per-request rows: always 14 elements, so neither column can pass
                 // for the other.
                 Some(decisions) => {
-                    list.push(serde_json::json!(self.http_request_id));
+                    list.push(serde_json::json!(e.http_request_id));
                     list.push(serde_json::Value::String(decisions.clone()));
                 }
             }
@@ -266,36 +260,21 @@ impl Row {
 
     /// The events this row stands for; with `only`, those about that person.
     fn events(self, only: Option<&str>) -> Result<Vec<AuditEvent>, AuditError> {
+        let Some(json) = &self.decisions else {
+            if only.is_some_and(|p| self.event.person_id.as_deref() != Some(p)) {
+                return Ok(Vec::new());
+            }
+            return Ok(vec![self.event]);
+        };
         let event = |person_id: Option<String>, d: Decision| AuditEvent {
-            seq: self.seq,
-            request_id: self.request_id.clone(),
-            at: self.at.clone(),
-            user: self.user.clone(),
-            role: self.role.clone(),
-            organisation: self.organisation.clone(),
-            purpose: self.purpose.clone(),
             person_id,
             kinds: d.kinds,
             decision: d.decision,
             code: d.code,
             reason: d.reason,
-            break_glass_reason: self.break_glass_reason.clone(),
-            http_request_id: self.http_request_id.clone(),
+            ..self.event.clone()
         };
-        let Some(json) = &self.decisions else {
-            if only.is_some_and(|p| self.person_id.as_deref() != Some(p)) {
-                return Ok(Vec::new());
-            }
-            let d = Decision {
-                decision: self.decision.clone(),
-                code: self.code.clone(),
-                reason: self.reason.clone(),
-                kinds: self.kinds.clone(),
-                persons: Vec::new(),
-            };
-            return Ok(vec![event(self.person_id.clone(), d)]);
-        };
-        let decisions = decode_decisions(json).ok_or(AuditError::Unreadable(self.seq))?;
+        let decisions = decode_decisions(json).ok_or(AuditError::Unreadable(self.event.seq))?;
         let mut out = Vec::new();
         for mut d in decisions {
             let persons = std::mem::take(&mut d.persons);
@@ -319,7 +298,7 @@ fn chain(prev: &str, row: &Row) -> String {
     let mut h = Sha256::new();
     h.update(prev.as_bytes());
     h.update(b"\n");
-    h.update(row.seq.to_string().as_bytes());
+    h.update(row.event.seq.to_string().as_bytes());
     h.update(b"\n");
     h.update(row.canonical().as_bytes());
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
@@ -391,20 +370,22 @@ fn add_columns(conn: &Connection) -> Result<(), AuditError> {
 
 fn sqlite_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     Ok(Row {
-        seq: r.get(0)?,
-        request_id: r.get(1)?,
-        at: r.get(2)?,
-        user: r.get(3)?,
-        role: r.get(4)?,
-        organisation: r.get(5)?,
-        purpose: r.get(6)?,
-        person_id: r.get(7)?,
-        kinds: r.get(8)?,
-        decision: r.get(9)?,
-        code: r.get(10)?,
-        reason: r.get(11)?,
-        break_glass_reason: r.get(12)?,
-        http_request_id: r.get(13)?,
+        event: AuditEvent {
+            seq: r.get(0)?,
+            request_id: r.get(1)?,
+            at: r.get(2)?,
+            user: r.get(3)?,
+            role: r.get(4)?,
+            organisation: r.get(5)?,
+            purpose: r.get(6)?,
+            person_id: r.get(7)?,
+            kinds: r.get(8)?,
+            decision: r.get(9)?,
+            code: r.get(10)?,
+            reason: r.get(11)?,
+            break_glass_reason: r.get(12)?,
+            http_request_id: r.get(13)?,
+        },
         decisions: r.get(14)?,
     })
 }
@@ -653,20 +634,22 @@ const PG_COLUMNS: &str = "id, request_id, \"at\", \"user\", role, organisation, 
 
 fn pg_row(r: &tokio_postgres::Row) -> Row {
     Row {
-        seq: r.get(0),
-        request_id: r.get(1),
-        at: r.get(2),
-        user: r.get(3),
-        role: r.get(4),
-        organisation: r.get(5),
-        purpose: r.get(6),
-        person_id: r.get(7),
-        kinds: r.get(8),
-        decision: r.get(9),
-        code: r.get(10),
-        reason: r.get(11),
-        break_glass_reason: r.get(12),
-        http_request_id: r.get(13),
+        event: AuditEvent {
+            seq: r.get(0),
+            request_id: r.get(1),
+            at: r.get(2),
+            user: r.get(3),
+            role: r.get(4),
+            organisation: r.get(5),
+            purpose: r.get(6),
+            person_id: r.get(7),
+            kinds: r.get(8),
+            decision: r.get(9),
+            code: r.get(10),
+            reason: r.get(11),
+            break_glass_reason: r.get(12),
+            http_request_id: r.get(13),
+        },
         decisions: r.get(14),
     }
 }
@@ -720,27 +703,27 @@ impl PgChain {
         for record in records {
             let mut e = record.row();
             seq += 1;
-            e.seq = seq;
+            e.event.seq = seq;
             let hash = chain(&prev, &e);
             let id: i64 = tx
                 .query_one(
                     &insert,
                     &[
                         &self.chain_id,
-                        &e.seq,
-                        &e.request_id,
-                        &e.at,
-                        &e.user,
-                        &e.role,
-                        &e.organisation,
-                        &e.purpose,
-                        &e.person_id,
-                        &e.kinds,
-                        &e.decision,
-                        &e.code,
-                        &e.reason,
-                        &e.break_glass_reason,
-                        &e.http_request_id,
+                        &e.event.seq,
+                        &e.event.request_id,
+                        &e.event.at,
+                        &e.event.user,
+                        &e.event.role,
+                        &e.event.organisation,
+                        &e.event.purpose,
+                        &e.event.person_id,
+                        &e.event.kinds,
+                        &e.event.decision,
+                        &e.event.code,
+                        &e.event.reason,
+                        &e.event.break_glass_reason,
+                        &e.event.http_request_id,
                         &e.decisions,
                         &prev,
                         &hash,
@@ -882,25 +865,25 @@ fn append_sync(conn: &mut Connection, records: &[AuditRecord]) -> Result<(), Aud
         for record in records {
             let mut e = record.row();
             seq += 1;
-            e.seq = seq;
+            e.event.seq = seq;
             let hash = chain(&prev, &e);
             insert.execute(params![
-                e.seq,
-                e.request_id,
-                e.at,
-                e.user,
-                e.role,
-                e.organisation,
-                e.purpose,
-                e.person_id,
-                e.kinds,
-                e.decision,
-                e.code,
-                e.reason,
-                e.break_glass_reason,
+                e.event.seq,
+                e.event.request_id,
+                e.event.at,
+                e.event.user,
+                e.event.role,
+                e.event.organisation,
+                e.event.purpose,
+                e.event.person_id,
+                e.event.kinds,
+                e.event.decision,
+                e.event.code,
+                e.event.reason,
+                e.event.break_glass_reason,
                 prev,
                 hash,
-                e.http_request_id,
+                e.event.http_request_id,
                 e.decisions
             ])?;
             for id in record.subjects() {
@@ -949,10 +932,10 @@ impl ChainCheck {
     /// False once the chain is broken.
     fn next(&mut self, e: &Row, stored_prev: String, stored_hash: String) -> bool {
         self.events += 1;
-        let broken = if e.seq != self.expected_seq {
+        let broken = if e.event.seq != self.expected_seq {
             Some(format!(
                 "expected event {}, found {} (events removed)",
-                self.expected_seq, e.seq
+                self.expected_seq, e.event.seq
             ))
         } else if stored_prev != self.prev {
             Some("its link to the previous event does not match".to_string())
@@ -976,7 +959,7 @@ impl ChainCheck {
             },
         });
         if let Some(why) = broken {
-            self.first_break = Some((e.seq, why));
+            self.first_break = Some((e.event.seq, why));
             return false;
         }
         self.prev = stored_hash;
@@ -1206,27 +1189,29 @@ mod tests {
         let mut prev = GENESIS.to_string();
         for seq in 1..=2 {
             let row = Row {
-                seq,
-                request_id: format!("old{seq}"),
-                at: "2025-01-01T00:00:00Z".into(),
-                user: "u0".into(),
-                role: "social_worker".into(),
-                organisation: None,
-                purpose: "direct_care".into(),
-                person_id: Some(person(seq as usize)),
-                kinds: "case_note".into(),
-                decision: "released".into(),
-                code: None,
-                reason: None,
-                break_glass_reason: None,
-                http_request_id: None,
+                event: AuditEvent {
+                    seq,
+                    request_id: format!("old{seq}"),
+                    at: "2025-01-01T00:00:00Z".into(),
+                    user: "u0".into(),
+                    role: "social_worker".into(),
+                    organisation: None,
+                    purpose: "direct_care".into(),
+                    person_id: Some(person(seq as usize)),
+                    kinds: "case_note".into(),
+                    decision: "released".into(),
+                    code: None,
+                    reason: None,
+                    break_glass_reason: None,
+                    http_request_id: None,
+                },
                 decisions: None,
             };
             let hash = chain(&prev, &row);
             conn.execute(
                 "INSERT INTO audit (seq, request_id, at, user, role, organisation, purpose, person_id, kinds, decision, code, reason, break_glass_reason, prev_hash, hash)
                  VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?7, ?8, ?9, NULL, NULL, NULL, ?10, ?11)",
-                params![row.seq, row.request_id, row.at, row.user, row.role, row.purpose, row.person_id, row.kinds, row.decision, prev, hash],
+                params![row.event.seq, row.event.request_id, row.event.at, row.event.user, row.event.role, row.event.purpose, row.event.person_id, row.event.kinds, row.event.decision, prev, hash],
             )
             .unwrap();
             prev = hash;
