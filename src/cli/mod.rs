@@ -449,11 +449,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let v = crate::consent::audit::verify(&path)?;
             match v.first_break {
                 None => {
-                    println!("{}: ok, {} events, chain intact", path.display(), v.events);
+                    println!("{}: ok, {} records, chain intact", path.display(), v.events);
                     Ok(())
                 }
                 Some((seq, why)) => bail!(
-                    "{}: chain broken at event {seq}: {why} ({} events checked)",
+                    "{}: chain broken at record {seq}: {why} ({} records checked)",
                     path.display(),
                     v.events
                 ),
@@ -477,14 +477,14 @@ async fn verify_shared_audit(config: &crate::state::PostgresConfig) -> anyhow::R
         events += c.verification.events;
         if let Some((seq, why)) = &c.verification.first_break {
             broken.push(format!(
-                "chain {} ({}): broken at event {seq}: {why}",
+                "chain {} ({}): broken at record {seq}: {why}",
                 c.chain_id, c.replica
             ));
         }
     }
     if broken.is_empty() {
         println!(
-            "shared audit log: ok, {events} events in {} chains, every chain intact",
+            "shared audit log: ok, {events} records in {} chains, every chain intact",
             chains.len()
         );
         Ok(())
@@ -493,7 +493,7 @@ async fn verify_shared_audit(config: &crate::state::PostgresConfig) -> anyhow::R
             println!("{b}");
         }
         bail!(
-            "shared audit log: {} of {} chains broken ({events} events checked)",
+            "shared audit log: {} of {} chains broken ({events} records checked)",
             broken.len(),
             chains.len()
         )
