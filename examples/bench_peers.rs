@@ -20,11 +20,11 @@
 //!
 //! Targets: the direct program (the physical limit), the gateway with its record cache
 //! off, and the gateway with a warm cache (the gateway serves no personal data without
-//! a policy, so what consent and audit cost is `consent_bench`'s to measure). For each and each connection count: wrk for
-//! `seconds` after a 5 s warm-up; printed are requests/s, p50 and p99, statements per
-//! request (MariaDB's own `Com_select` counter), CPU seconds of the target and of
-//! MariaDB, the target's peak RSS, and the ratios to the direct program; then the audit
-//! log's records and bytes per request.
+//! a policy, so what consent and audit cost is `consent_bench`'s to measure). For each
+//! and each connection count: wrk for `seconds` after a 5 s warm-up; printed are
+//! requests/s, p50 and p99, statements per request (MariaDB's own `Com_select`
+//! counter), CPU seconds of the target and of MariaDB, the target's peak RSS, and the
+//! ratios to the direct program; then the audit log's records and bytes per request.
 
 #[path = "support/mariadb.rs"]
 mod mariadb;

@@ -449,13 +449,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let v = crate::consent::audit::verify(&path)?;
             match v.first_break {
                 None => {
-                    println!("{}: ok, {} records, chain intact", path.display(), v.events);
+                    println!("{}: ok, {} records, chain intact", path.display(), v.records);
                     Ok(())
                 }
                 Some((seq, why)) => bail!(
                     "{}: chain broken at record {seq}: {why} ({} records checked)",
                     path.display(),
-                    v.events
+                    v.records
                 ),
             }
         }
@@ -471,10 +471,10 @@ async fn verify_shared_audit(config: &crate::state::PostgresConfig) -> anyhow::R
         bail!(crate::state::StateError::SchemaTooNew { found, known });
     }
     let chains = crate::consent::audit::verify_postgres(&pg).await?;
-    let mut events = 0;
+    let mut records = 0;
     let mut broken = Vec::new();
     for c in &chains {
-        events += c.verification.events;
+        records += c.verification.records;
         if let Some((seq, why)) = &c.verification.first_break {
             broken.push(format!(
                 "chain {} ({}): broken at record {seq}: {why}",
@@ -484,7 +484,7 @@ async fn verify_shared_audit(config: &crate::state::PostgresConfig) -> anyhow::R
     }
     if broken.is_empty() {
         println!(
-            "shared audit log: ok, {events} records in {} chains, every chain intact",
+            "shared audit log: ok, {records} records in {} chains, every chain intact",
             chains.len()
         );
         Ok(())
@@ -493,7 +493,7 @@ async fn verify_shared_audit(config: &crate::state::PostgresConfig) -> anyhow::R
             println!("{b}");
         }
         bail!(
-            "shared audit log: {} of {} chains broken ({events} records checked)",
+            "shared audit log: {} of {} chains broken ({records} records checked)",
             broken.len(),
             chains.len()
         )

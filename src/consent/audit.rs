@@ -132,6 +132,14 @@ fn decode_decisions(json: &str) -> Option<Vec<Decision>> {
     )
 }
 
+/// The people a record's decisions name, each once (what its person index holds).
+fn subjects(decisions: &[Decision]) -> BTreeSet<&str> {
+    decisions
+        .iter()
+        .flat_map(|d| d.persons.iter().map(String::as_str))
+        .collect()
+}
+
 /// The longest prefix every id shares, up to and including a `:` (ids are never cut
 /// inside a segment, so the stored text stays readable).
 fn shared_prefix<'a>(mut ids: impl Iterator<Item = &'a String>) -> String {
@@ -194,10 +202,7 @@ impl AuditRecord {
 
     /// The people this record names, each once.
     fn subjects(&self) -> BTreeSet<&str> {
-        self.decisions
-            .iter()
-            .flat_map(|d| d.persons.iter().map(String::as_str))
-            .collect()
+        subjects(&self.decisions)
     }
 
     /// Events per person and decision (what `escr_decisions_total` counts).
@@ -630,11 +635,7 @@ impl AuditLog {
                 rows.iter().map(pg_row).collect()
             }
         };
-        let mut events = Vec::new();
-        for row in rows {
-            events.extend(row.events(only)?);
-        }
-        Ok(events)
+        expand(rows, only)
     }
 }
 
@@ -646,9 +647,14 @@ pub fn events_in(path: &Path) -> Result<Vec<AuditEvent>, AuditError> {
     let rows = stmt
         .query_map([], sqlite_row)?
         .collect::<Result<Vec<_>, _>>()?;
+    expand(rows, None)
+}
+
+/// The events of stored rows, in order; with `only`, those about that person.
+fn expand(rows: Vec<Row>, only: Option<&str>) -> Result<Vec<AuditEvent>, AuditError> {
     let mut events = Vec::new();
     for row in rows {
-        events.extend(row.events(None)?);
+        events.extend(row.events(only)?);
     }
     Ok(events)
 }
@@ -859,8 +865,8 @@ pub async fn verify_postgres_in_pages(
             chain_id: "(unregistered)".into(),
             replica: String::new(),
             verification: Verification {
-                events: stray as u64,
-                first_break: Some((0, "events of a chain that is not registered".into())),
+                records: stray as u64,
+                first_break: Some((0, "records of a chain that is not registered".into())),
             },
         });
     }
@@ -925,7 +931,7 @@ fn append_sync(conn: &mut Connection, records: &[AuditRecord]) -> Result<(), Aud
 #[derive(Debug, PartialEq, Eq)]
 pub struct Verification {
     /// Rows checked (per-request records, and per-person events of older logs).
-    pub events: u64,
+    pub records: u64,
     /// The first broken row and why.
     pub first_break: Option<(i64, String)>,
 }
@@ -934,7 +940,7 @@ pub struct Verification {
 struct ChainCheck {
     prev: String,
     expected_seq: i64,
-    events: u64,
+    records: u64,
     /// Person index entries the records call for.
     subjects: u64,
     first_break: Option<(i64, String)>,
@@ -945,7 +951,7 @@ impl Default for ChainCheck {
         ChainCheck {
             prev: GENESIS.to_string(),
             expected_seq: 1,
-            events: 0,
+            records: 0,
             subjects: 0,
             first_break: None,
         }
@@ -955,14 +961,14 @@ impl Default for ChainCheck {
 impl ChainCheck {
     /// False once the chain is broken.
     fn next(&mut self, e: &Row, stored_prev: String, stored_hash: String) -> bool {
-        self.events += 1;
+        self.records += 1;
         let broken = if e.event.seq != self.expected_seq {
             Some(format!(
-                "expected event {}, found {} (events removed)",
+                "expected record {}, found {} (records removed)",
                 self.expected_seq, e.event.seq
             ))
         } else if stored_prev != self.prev {
-            Some("its link to the previous event does not match".to_string())
+            Some("its link to the previous record does not match".to_string())
         } else if chain(&self.prev, e) != stored_hash {
             Some("its content does not match its hash (altered)".to_string())
         } else {
@@ -972,11 +978,7 @@ impl ChainCheck {
             None => None,
             Some(json) => match decode_decisions(json) {
                 Some(decisions) => {
-                    let people: BTreeSet<&str> = decisions
-                        .iter()
-                        .flat_map(|d| d.persons.iter().map(String::as_str))
-                        .collect();
-                    self.subjects += people.len() as u64;
+                    self.subjects += subjects(&decisions).len() as u64;
                     None
                 }
                 None => Some("its decisions cannot be read".to_string()),
@@ -1014,7 +1016,7 @@ impl ChainCheck {
 
     fn result(self) -> Verification {
         Verification {
-            events: self.events,
+            records: self.records,
             first_break: self.first_break,
         }
     }
@@ -1321,7 +1323,7 @@ mod tests {
         let log = AuditLog::open(&path).unwrap();
         log.append_request(&request(), &caller()).await.unwrap();
         let v = verify(&path).unwrap();
-        assert_eq!((v.events, v.first_break), (3, None));
+        assert_eq!((v.records, v.first_break), (3, None));
 
         // Person 1 appears in an old row and in the new record.
         let trail = log.for_person(&person(1)).await.unwrap();
@@ -1361,7 +1363,7 @@ mod tests {
             tokio::time::sleep(CHECKPOINT_EVERY / 5).await;
         }
         assert!(size > empty + 50 * 1024, "{empty} -> {size} bytes");
-        assert_eq!(verify(&path).unwrap().events, 100);
+        assert_eq!(verify(&path).unwrap().records, 100);
     }
 
     #[tokio::test]

@@ -1374,7 +1374,7 @@ async fn every_decision_is_audited_in_an_intact_chain() {
     let path = s.access().config.storage.audit.clone();
     let v = escr_gateway::consent::audit::verify(&path).unwrap();
     // One record per request that decided something (the refused trail read did not).
-    assert!(v.events >= 4 && v.first_break.is_none(), "{v:?}");
+    assert!(v.records >= 4 && v.first_break.is_none(), "{v:?}");
 
     // Append-only: SQLite refuses changes; forcing one past the trigger breaks the chain
     // exactly there.

@@ -477,7 +477,7 @@ fn replicas_share_consent_audit_and_index_through_postgres() {
             .map(|c| {
                 (
                     c.chain_id,
-                    c.verification.events,
+                    c.verification.records,
                     c.verification.first_break.is_none(),
                 )
             })
