@@ -62,7 +62,9 @@ pub struct SourceRecord {
     pub related_labels: Option<String>,
     pub person_id: String,
     /// Why this record is in its person: "steward_link", "vendor_merge",
-    /// "nhs_number+birth_date", "probabilistic" or "single" (the first link that joined it).
+    /// "nhs_number+birth_date", "probabilistic", "nhs_number+score", "exact_trace" (the
+    /// last two: a protected record's score links) or "single" (the first link that
+    /// joined it).
     pub link_rule: String,
 }
 
@@ -2110,18 +2112,24 @@ fn cluster(
             (Class::Review, linkage::Bar::Review(_)) => continue,
             (Class::Review, linkage::Bar::Clear) => "score between the review and match thresholds",
             (Class::Match, linkage::Bar::Review(why)) => why,
-            (Class::Match, linkage::Bar::Clear) if protected[i] || protected[j] => {
+            (Class::Match, linkage::Bar::Clear)
+                if (protected[i] || protected[j])
+                    && linkage::protected_link(l, &subjects[i], &subjects[j]).is_none() =>
+            {
                 "protected record: not linked on a score"
             }
             (Class::Match, linkage::Bar::Clear) => match clusters.union(i, j, true) {
                 Ok(_) => {
-                    stats.probabilistic_links += 1;
-                    edges.push((
-                        i,
-                        j,
-                        edge(i, j, "probabilistic", Some(round2(score)), weights(), None),
-                    ));
-                    set_rule(&mut rule, i, j, "probabilistic");
+                    // A protected record links only on an identifier or a full trace.
+                    let name = if protected[i] || protected[j] {
+                        linkage::protected_link(l, &subjects[i], &subjects[j])
+                            .unwrap_or("probabilistic")
+                    } else {
+                        stats.probabilistic_links += 1;
+                        "probabilistic"
+                    };
+                    edges.push((i, j, edge(i, j, name, Some(round2(score)), weights(), None)));
+                    set_rule(&mut rule, i, j, name);
                     continue;
                 }
                 Err(Refusal::Authorities) => continue,

@@ -77,11 +77,27 @@ async fn guards_hold_on_the_dirty_demo() {
     let mut probabilistic = 0;
     for person in snap.people.keys() {
         for e in snap.link_evidence(person) {
-            if e.rule == "probabilistic" {
-                probabilistic += 1;
-                for k in [&e.a, &e.b] {
-                    assert!(!labels[k].contains("restricted"), "{e:?}");
+            match e.rule.as_str() {
+                "probabilistic" => {
+                    probabilistic += 1;
+                    for k in [&e.a, &e.b] {
+                        assert!(!labels[k].contains("restricted"), "{e:?}");
+                    }
                 }
+                // A protected record's score links: on an identifier, or a full trace.
+                "nhs_number+score" => assert_eq!(level(e, "nhs_number"), "agree", "{e:?}"),
+                "exact_trace" => {
+                    for (field, exact) in [
+                        ("family_name", "exact"),
+                        ("given_name", "exact"),
+                        ("birth_date", "exact"),
+                        ("sex", "agree"),
+                        ("postcode", "exact"),
+                    ] {
+                        assert_eq!(level(e, field), exact, "{e:?}");
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -1247,21 +1263,112 @@ async fn deletions_and_removed_sources_leave_the_index() {
 }
 
 /// A safeguarding alert on a record stops the score-based link it had: the pair goes
-/// to review instead.
+/// to review instead (here: a pair whose postcodes are not the same, so that no full
+/// trace links it either).
 #[tokio::test]
 async fn safeguarding_alerts_stop_score_links() {
     let demo = demo::dirty();
     let gw = demo::gateway(demo).await;
     let snap = gw.gateway.index.snapshot();
-    // A person of two records joined by one probabilistic link, one of them OpenCare's.
-    let edge = snap
-        .people
+    let edge = flag_one_side_of(&snap, |e| level(e, "postcode") != "exact");
+    let flagged = with_safeguarding_alert(demo, &edge).await;
+    let snap = flagged.gateway.index.snapshot();
+    assert_ne!(
+        snap.by_source(&edge.a.0, &edge.a.1),
+        snap.by_source(&edge.b.0, &edge.b.1),
+        "{edge:?}"
+    );
+    assert!(
+        snap.review_queue()
+            .iter()
+            .any(|c| (c.a == edge.a && c.b == edge.b) && c.reason.starts_with("protected")),
+        "{edge:?}"
+    );
+}
+
+/// A protected record still links on a full demographic trace (as PDS's alphanumeric
+/// trace: family and given name, birth date, sex and postcode all exactly equal, the
+/// date not estimated), and its evidence says so.
+#[tokio::test]
+async fn a_full_trace_links_a_protected_record() {
+    let demo = demo::dirty();
+    let gw = demo::gateway(demo).await;
+    let snap = gw.gateway.index.snapshot();
+    let full_trace = |e: &escr_gateway::identity::index::LinkEdge| {
+        [
+            ("family_name", "exact"),
+            ("given_name", "exact"),
+            ("birth_date", "exact"),
+            ("sex", "agree"),
+            ("postcode", "exact"),
+        ]
+        .iter()
+        .all(|(f, l)| level(e, f) == *l)
+    };
+    // Neither birth date estimated (by the vendor's flag, or by being 1 January).
+    let conn = rusqlite::Connection::open(gw.gateway.index.path()).unwrap();
+    let real_date = |k: &(String, String)| -> bool {
+        conn.query_row(
+            "SELECT birth_date NOT LIKE '%-01-01' AND birth_date_estimated = 0
+             FROM source_record WHERE source = ?1 AND local_id = ?2",
+            [&k.0, &k.1],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    let edge = flag_one_side_of(&snap, |e| {
+        full_trace(e) && real_date(&e.a) && real_date(&e.b)
+    });
+    let flagged = with_safeguarding_alert(demo, &edge).await;
+    let snap = flagged.gateway.index.snapshot();
+    let person = snap.by_source(&edge.a.0, &edge.a.1).expect("indexed");
+    assert_eq!(
+        snap.by_source(&edge.b.0, &edge.b.1),
+        Some(person),
+        "{edge:?}"
+    );
+    let evidence = snap.link_evidence(person);
+    let link = evidence
+        .iter()
+        .find(|e| e.a == edge.a && e.b == edge.b)
+        .expect("the link's evidence");
+    assert_eq!(link.rule, "exact_trace", "{link:?}");
+    assert!(full_trace(link), "{link:?}");
+}
+
+/// The level a link's evidence gives a field ("missing" when not compared).
+fn level<'a>(e: &'a escr_gateway::identity::index::LinkEdge, field: &str) -> &'a str {
+    e.weights
+        .iter()
+        .find(|w| w.field == field)
+        .map_or("missing", |w| w.level.as_str())
+}
+
+/// A person of two records joined by one probabilistic link (no NHS number agreeing),
+/// one of them OpenCare's, whose evidence passes `pick`.
+fn flag_one_side_of(
+    snap: &escr_gateway::identity::index::Snapshot,
+    pick: impl Fn(&escr_gateway::identity::index::LinkEdge) -> bool,
+) -> escr_gateway::identity::index::LinkEdge {
+    snap.people
         .keys()
         .filter(|p| snap.records(p).len() == 2)
         .flat_map(|p| snap.link_evidence(p))
-        .find(|e| e.rule == "probabilistic" && (e.a.0 == "opencare" || e.b.0 == "opencare"))
+        .find(|e| {
+            e.rule == "probabilistic"
+                && (e.a.0 == "opencare" || e.b.0 == "opencare")
+                && level(e, "nhs_number") != "agree"
+                && pick(e)
+        })
         .expect("a probabilistic link with an OpenCare record")
-        .clone();
+        .clone()
+}
+
+/// The demo again, with a safeguarding alert on the edge's OpenCare record.
+async fn with_safeguarding_alert(
+    demo: &'static demo::Demo,
+    edge: &escr_gateway::identity::index::LinkEdge,
+) -> demo::TestGateway {
     let local = if edge.a.0 == "opencare" {
         &edge.a.1
     } else {
@@ -1278,19 +1385,7 @@ async fn safeguarding_alerts_stop_score_links() {
     )
     .unwrap();
     drop(conn);
-    let flagged = demo::gateway_with(demo, &[("opencare", opencare.to_str().unwrap())], None).await;
-    let snap = flagged.gateway.index.snapshot();
-    assert_ne!(
-        snap.by_source(&edge.a.0, &edge.a.1),
-        snap.by_source(&edge.b.0, &edge.b.1),
-        "{edge:?}"
-    );
-    assert!(
-        snap.review_queue()
-            .iter()
-            .any(|c| (c.a == edge.a && c.b == edge.b) && c.reason.starts_with("protected")),
-        "{edge:?}"
-    );
+    demo::gateway_with(demo, &[("opencare", opencare.to_str().unwrap())], None).await
 }
 
 /// `deleted_since` is a person statement with `{since}`; elsewhere, or without the

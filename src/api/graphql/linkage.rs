@@ -85,7 +85,8 @@ fn weights(w: &[crate::identity::linkage::FieldWeight]) -> Vec<FieldWeight> {
 pub struct LinkEvidence {
     pub a: RecordRef,
     pub b: RecordRef,
-    /// steward_link, vendor_merge, nhs_number+birth_date or probabilistic.
+    /// steward_link, vendor_merge, nhs_number+birth_date, probabilistic, or (a protected
+    /// record's score link) nhs_number+score or exact_trace.
     pub rule: String,
     /// Total weight in bits (probabilistic links).
     pub score: Option<f64>,

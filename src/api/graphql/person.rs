@@ -63,7 +63,9 @@ struct Decided {
 pub struct SourceRecord {
     pub source: String,
     pub local_id: String,
-    /// The linkage rule: "nhs_number+birth_date", "vendor_merge", or "single".
+    /// The linkage rule: "steward_link", "vendor_merge", "nhs_number+birth_date",
+    /// "probabilistic", "nhs_number+score", "exact_trace" (the last two link protected
+    /// records), or "single".
     pub link_rule: String,
 }
 

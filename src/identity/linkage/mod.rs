@@ -949,6 +949,31 @@ pub fn bar(levels: &Levels) -> Bar {
     }
 }
 
+/// How a pair with a protected record may still link, when its score links and its
+/// [`bar`] is clear: on an identifier (agreeing NHS numbers) or on a full demographic
+/// trace, in the manner of NHS PDS's alphanumeric trace: family name, given name,
+/// birth date and sex present and exactly equal on both, the birth date not estimated
+/// (nor 1 January), and the same postcode. A protected person who was re-registered
+/// under another name or at another address (adoption, flight from abuse) differs in
+/// one of them and goes to a steward; twins and namesakes differ in the given name or
+/// the birth date. `None`: a steward decides.
+pub fn protected_link(levels: &Levels, a: &Subject, b: &Subject) -> Option<&'static str> {
+    const EXACT: u8 = 0;
+    if levels[Field::NhsNumber as usize] == EXACT {
+        return Some("nhs_number+score");
+    }
+    let exact = [
+        Field::FamilyName,
+        Field::GivenName,
+        Field::BirthDate,
+        Field::Sex,
+        Field::Postcode,
+    ]
+    .iter()
+    .all(|f| levels[*f as usize] == EXACT);
+    (exact && !a.birth_estimated && !b.birth_estimated).then_some("exact_trace")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -980,6 +1005,44 @@ mod tests {
         let typo = s("Smiht", "Jean", "1950-03-07", None);
         let l = compare(&a, &typo);
         assert_eq!((l[1], l[2], l[5]), (1, 3, MISSING));
+    }
+
+    /// A protected record links only on an identifier or a full trace: one field short,
+    /// or a guessed birth date, and a steward decides.
+    #[test]
+    fn protected_records_link_only_on_a_full_trace_or_an_identifier() {
+        let a = s("Smith", "Mary", "1950-03-07", Some("NS1 2AB"));
+        let link = |b: &Subject| protected_link(&compare(&a, b), &a, b);
+        assert_eq!(
+            link(&s("SMITH", "mary", "1950-03-07", Some("ns12ab"))),
+            Some("exact_trace")
+        );
+        for other in [
+            s("Smith", "Mary", "1950-03-07", None),
+            s("Smith", "Mary", "1950-03-07", Some("NS1 2AC")),
+            s("Smith", "Mari", "1950-03-07", Some("NS1 2AB")),
+            s("Smith", "Mary", "1950-07-03", Some("NS1 2AB")),
+        ] {
+            assert_eq!(link(&other), None, "{other:?}");
+        }
+        let mut male = s("Smith", "Mary", "1950-03-07", Some("NS1 2AB"));
+        male.sex = Some('M');
+        assert_eq!(link(&male), None);
+        let guessed = s("Smith", "Mary", "1950-01-01", Some("NS1 2AB"));
+        assert_eq!(
+            protected_link(&compare(&guessed, &guessed), &guessed, &guessed),
+            None
+        );
+        let mut flagged = a.clone();
+        flagged.birth_estimated = true;
+        assert_eq!(protected_link(&compare(&a, &flagged), &a, &flagged), None);
+        let (mut x, mut y) = (guessed.clone(), s("Smith", "Mary", "1950-01-01", None));
+        x.nhs = Some("9434765919".into());
+        y.nhs = x.nhs.clone();
+        assert_eq!(
+            protected_link(&compare(&x, &y), &x, &y),
+            Some("nhs_number+score")
+        );
     }
 
     /// The degenerate fit: a birth date worth 14.5 bits, a different given name
