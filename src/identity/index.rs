@@ -1718,6 +1718,8 @@ fn subject(r: &SourceRecord, protected: &[String]) -> Subject {
 pub struct Scored {
     keys: Vec<RecordKey>,
     subjects: Vec<Subject>,
+    /// Per record, what its common names take off a score ([`linkage::common_name_bits`]).
+    name_bits: Vec<[f32; 2]>,
     rules: AuthorityRules,
     pairs: Vec<(u32, u32)>,
     levels: Vec<linkage::Levels>,
@@ -1846,11 +1848,19 @@ fn score(records: &BTreeMap<RecordKey, SourceRecord>, input: &LinkInput<'_>) -> 
         }
     };
     stats.compared_pairs = pairs.len() - new_from;
+    let name_bits = linkage::common_name_bits(&subjects);
+    let common = |pair: &(u32, u32), l: &linkage::Levels| -> f64 {
+        linkage::name_adjustment(name_bits[pair.0 as usize], l)
+            .iter()
+            .sum()
+    };
     let matters = |pair: &(u32, u32), l: &linkage::Levels| {
         let cut = &cuts[subjects[pair.0 as usize].group as usize];
+        let common = common(pair, l);
         linkage::bar(l) != linkage::Bar::Never
-            && (model.score(l) >= cut.review
-                || (l[0] == 1 && cut.classify(model.score_without_nhs(l)) == Class::Match))
+            && (model.score(l) + common >= cut.review
+                || (l[0] == 1
+                    && cut.classify(model.score_without_nhs(l) + common) == Class::Match))
     };
     let new_pairs: Vec<(RecordKey, RecordKey, linkage::Levels)> = pairs[new_from..]
         .iter()
@@ -1862,7 +1872,7 @@ fn score(records: &BTreeMap<RecordKey, SourceRecord>, input: &LinkInput<'_>) -> 
         .iter()
         .enumerate()
         .filter(|(k, l)| matters(&pairs[*k], l))
-        .map(|(k, l)| (model.score(l), k))
+        .map(|(k, l)| (model.score(l) + common(&pairs[k], l), k))
         .collect();
     ranked.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
     stats.weights = linkage::Field::ALL
@@ -1892,6 +1902,7 @@ fn score(records: &BTreeMap<RecordKey, SourceRecord>, input: &LinkInput<'_>) -> 
     Scored {
         keys,
         subjects,
+        name_bits,
         rules,
         pairs,
         levels,
@@ -1917,6 +1928,7 @@ fn cluster(
     let Scored {
         keys,
         subjects,
+        name_bits,
         rules,
         pairs,
         levels,
@@ -2090,11 +2102,12 @@ fn cluster(
         if decided.contains_key(&(i, j)) || clusters.find(i) == clusters.find(j) {
             continue;
         }
-        let weights = || model.evidence(l);
+        let adjust = linkage::name_adjustment(name_bits[i], l);
+        let weights = || model.evidence(l, &adjust);
         if l[0] == 1 {
             // Two valid NHS numbers that differ: never linked on a score; a steward looks
             // if everything else says "same person".
-            let rest = model.score_without_nhs(l);
+            let rest = model.score_without_nhs(l) + adjust.iter().sum::<f64>();
             if cuts[subjects[i].group as usize].classify(rest) == Class::Match {
                 review.push((
                     i,
@@ -2150,7 +2163,7 @@ fn cluster(
     }
 
     // What scoring left is not needed any more: free it before the ids are made.
-    drop((subjects, levels, pairs, protected, decided));
+    drop((subjects, name_bits, levels, pairs, protected, decided));
     // 5. Ids: keep what the cluster's records already had (the most common; ties to the
     //    smallest), in the current format; otherwise derive one from the cluster's
     //    first record. An id in the old format ("P" + 12 hex digits) moves into the

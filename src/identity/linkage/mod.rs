@@ -356,11 +356,14 @@ impl Model {
         self.score(&l)
     }
 
-    pub fn evidence(&self, levels: &Levels) -> Vec<FieldWeight> {
+    /// The per-field weights of a score (with a pair's [`name_adjustment`] added, so
+    /// that they still add up to it).
+    pub fn evidence(&self, levels: &Levels, adjust: &[f64; FIELDS]) -> Vec<FieldWeight> {
         Field::ALL
             .iter()
             .zip(levels)
-            .map(|(f, l)| {
+            .zip(adjust)
+            .map(|((f, l), adjust)| {
                 if *l == MISSING {
                     FieldWeight {
                         field: f.name().into(),
@@ -371,7 +374,7 @@ impl Model {
                     FieldWeight {
                         field: f.name().into(),
                         level: f.levels()[*l as usize].into(),
-                        weight: self.weight(*f, *l),
+                        weight: self.weight(*f, *l) + adjust,
                     }
                 }
             })
@@ -947,6 +950,50 @@ pub fn bar(levels: &Levels) -> Bar {
         SAME_YEAR => Bar::Review("birth dates differ in day and month: not linked on a score"),
         _ => Bar::Clear,
     }
+}
+
+/// Per record, the bits its family and given names lose when they agree exactly: a
+/// common name is weaker evidence than the average name the model's u stands for.
+/// Agreeing on a value held by a share f of the records is worth log2(avg / f) bits
+/// less, where avg is the chance that two random records agree on the field (the sum
+/// of the shares squared); rare names are not counted stronger than the average, so
+/// the adjustment only ever lowers a score (a term-frequency adjustment, one-sided).
+pub fn common_name_bits(subjects: &[Subject]) -> Vec<[f32; 2]> {
+    fn bits<'a>(values: impl Iterator<Item = &'a str> + Clone) -> HashMap<&'a str, f32> {
+        let mut counts: HashMap<&str, u32> = HashMap::new();
+        for v in values.filter(|v| !v.is_empty()) {
+            *counts.entry(v).or_default() += 1;
+        }
+        let n: f64 = counts.values().map(|c| f64::from(*c)).sum();
+        let avg: f64 = counts.values().map(|c| (f64::from(*c) / n).powi(2)).sum();
+        counts
+            .into_iter()
+            .map(|(v, c)| (v, (avg / (f64::from(c) / n)).log2().min(0.0) as f32))
+            .collect()
+    }
+    let family = bits(subjects.iter().map(|s| s.family.as_str()));
+    let given = bits(subjects.iter().map(|s| s.given.as_str()));
+    subjects
+        .iter()
+        .map(|s| {
+            [
+                family.get(s.family.as_str()).copied().unwrap_or(0.0),
+                given.get(s.given.as_str()).copied().unwrap_or(0.0),
+            ]
+        })
+        .collect()
+}
+
+/// The common-name adjustment of a pair (record `a`'s bits from [`common_name_bits`]),
+/// per field in [`Field::ALL`] order: non-zero only for names that agree exactly.
+pub fn name_adjustment(bits: [f32; 2], levels: &Levels) -> [f64; FIELDS] {
+    let mut out = [0.0; FIELDS];
+    for (k, field) in [Field::FamilyName, Field::GivenName].into_iter().enumerate() {
+        if levels[field as usize] == 0 {
+            out[field as usize] = f64::from(bits[k]);
+        }
+    }
+    out
 }
 
 /// How a pair with a protected record may still link, when its score links and its
