@@ -1859,8 +1859,7 @@ fn score(records: &BTreeMap<RecordKey, SourceRecord>, input: &LinkInput<'_>) -> 
         let common = common(pair, l);
         linkage::bar(l) != linkage::Bar::Never
             && (model.score(l) + common >= cut.review
-                || (l[0] == 1
-                    && cut.classify(model.score_without_nhs(l) + common) == Class::Match))
+                || (l[0] == 1 && cut.classify(model.score_without_nhs(l) + common) == Class::Match))
     };
     let new_pairs: Vec<(RecordKey, RecordKey, linkage::Levels)> = pairs[new_from..]
         .iter()

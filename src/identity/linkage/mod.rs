@@ -988,7 +988,10 @@ pub fn common_name_bits(subjects: &[Subject]) -> Vec<[f32; 2]> {
 /// per field in [`Field::ALL`] order: non-zero only for names that agree exactly.
 pub fn name_adjustment(bits: [f32; 2], levels: &Levels) -> [f64; FIELDS] {
     let mut out = [0.0; FIELDS];
-    for (k, field) in [Field::FamilyName, Field::GivenName].into_iter().enumerate() {
+    for (k, field) in [Field::FamilyName, Field::GivenName]
+        .into_iter()
+        .enumerate()
+    {
         if levels[field as usize] == 0 {
             out[field as usize] = f64::from(bits[k]);
         }
@@ -1052,6 +1055,36 @@ mod tests {
         let typo = s("Smiht", "Jean", "1950-03-07", None);
         let l = compare(&a, &typo);
         assert_eq!((l[1], l[2], l[5]), (1, 3, MISSING));
+    }
+
+    /// A common name's exact agreement weighs less; a rare one's no more than the
+    /// average; names that do not agree exactly are not adjusted.
+    #[test]
+    fn common_names_weigh_less() {
+        let mut people: Vec<Subject> = (0..60)
+            .map(|_| s("Smith", "Mary", "1950-03-07", None))
+            .collect();
+        for k in 0..40 {
+            let family = format!("Rare{}", char::from(b'a' + (k % 26) as u8)).repeat(1 + k / 26);
+            people.push(s(&family, &format!("Given{k}"), "1950-03-07", None));
+        }
+        let bits = common_name_bits(&people);
+        // Smith: 60 of 100 records; avg = 0.36 + 40 * 0.0001 = 0.364: log2(0.364 / 0.6).
+        let expected = (0.364f64 / 0.6).log2();
+        assert!(
+            (f64::from(bits[0][0]) - expected).abs() < 1e-3,
+            "{:?}",
+            bits[0]
+        );
+        assert!(bits[0][1] < 0.0, "{:?}", bits[0]);
+        assert_eq!(bits[60], [0.0, 0.0], "rare names are not boosted");
+        let exact = compare(&people[0], &people[1]);
+        let adjust = name_adjustment(bits[0], &exact);
+        assert_eq!(adjust[Field::FamilyName as usize], f64::from(bits[0][0]));
+        let close = compare(&people[0], &s("Smiht", "Mary", "1950-03-07", None));
+        let adjust = name_adjustment(bits[0], &close);
+        assert_eq!(adjust[Field::FamilyName as usize], 0.0);
+        assert_eq!(adjust[Field::GivenName as usize], f64::from(bits[0][1]));
     }
 
     /// A protected record links only on an identifier or a full trace: one field short,
