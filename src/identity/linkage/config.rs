@@ -70,7 +70,7 @@ fn default_match() -> Spanned<f64> {
     Spanned::new(0..0, 14.0)
 }
 fn default_review() -> Spanned<f64> {
-    Spanned::new(0..0, 9.0)
+    Spanned::new(0..0, 11.0)
 }
 
 #[derive(Clone, Debug, Deserialize)]
