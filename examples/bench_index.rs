@@ -159,6 +159,10 @@ async fn main() -> anyhow::Result<()> {
         "peak RSS at the end of each phase (MiB): {:?}",
         full.phase_peak_mib
     );
+    println!(
+        "private memory (RSS without mapped files: the SQLite vendor databases are mapped) at the end of each phase (MiB): {:?}",
+        full.phase_private_mib
+    );
     let parts = queue_parts(&work.join("truth.json"), &snap)?;
     println!(
         "review queue in parts ({} people): {}",
