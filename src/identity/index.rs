@@ -312,14 +312,9 @@ pub struct IndexReport {
     pub phase_private_mib: Vec<(&'static str, u64)>,
 }
 
-/// The process's peak resident memory so far (VmHWM), in MiB; None off Linux.
-/// Rows of a person listing mapped at a time by the index (see
-/// [`Source::list_people_in_pieces`]).
-const LISTING_PIECE_ROWS: usize = 10_000;
-
 /// A figure of this process's /proc status in MiB: `VmHWM:` (peak resident memory,
 /// including the pages of files it maps, such as SQLite vendor databases) or
-/// `RssAnon:` (its own memory now, without them).
+/// `RssAnon:` (its own memory now, without them); None off Linux.
 fn status_mib(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
@@ -678,75 +673,70 @@ impl IdentityIndex {
                     r.authority = source.authority.clone();
                 }
             }
-            // Deletions first (a source that cannot say is skipped whole), applied
-            // after the listing: a record listed as changed stays.
-            let deleted = match since {
-                None => None,
+            let mapped = match source.list_people(since).await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(source = %source.name, error = %e, "index refresh: source skipped");
+                    // Answers from the index say so until a listing succeeds.
+                    source.health.listing(false);
+                    continue;
+                }
+            };
+            source.health.listing(true);
+            for f in &mapped.findings {
+                *report.findings.entry(finding_name(f.kind)).or_default() += 1;
+            }
+            report
+                .records_read
+                .insert(source.name.clone(), mapped.records.len());
+            let gone: Vec<String> = match since {
+                // A full listing is the truth: records gone from the source leave.
+                None => {
+                    let seen: HashSet<&str> =
+                        mapped.records.iter().map(|r| r.local_id.as_str()).collect();
+                    source_records(&mut records, &source.name)
+                        .filter(|(k, _)| !seen.contains(k.1.as_str()))
+                        .map(|(k, _)| k.1.clone())
+                        .collect()
+                }
                 Some(since) => match source.deleted_people(since).await {
-                    Ok(gone) => Some(gone),
+                    Ok(gone) => gone,
                     Err(e) => {
                         tracing::warn!(source = %source.name, error = %e, "index refresh: deletions not read");
                         continue;
                     }
                 },
             };
-            let mut newest = since;
-            let mut seen: HashSet<String> = HashSet::new();
-            let mut read = 0;
-            let listed = source
-                .list_people_in_pieces(since, LISTING_PIECE_ROWS, |mapped| {
-                    for f in &mapped.findings {
-                        *report.findings.entry(finding_name(f.kind)).or_default() += 1;
-                    }
-                    read += mapped.records.len();
-                    // Each mapped record is dropped once its row is taken.
-                    for record in mapped.records {
-                        let mut row = from_record(&source.name, &record);
-                        drop(record);
-                        row.authority = source.authority.clone();
-                        newest = newest.max(row.updated);
-                        seen.insert(row.local_id.clone());
-                        let key = (row.source.clone(), row.local_id.clone());
-                        match records.get_mut(&key) {
-                            Some(old) if same_source_fields(old, &row) => {}
-                            Some(old) => {
-                                before.entry(key).or_insert_with(|| Some(old.clone()));
-                                row.person_id = std::mem::take(&mut old.person_id);
-                                row.link_rule = std::mem::take(&mut old.link_rule);
-                                *old = row;
-                            }
-                            None => {
-                                if !fresh {
-                                    before.entry(key.clone()).or_insert(None);
-                                }
-                                records.insert(key, row);
-                            }
-                        }
-                    }
-                })
-                .await;
-            if let Err(e) = listed {
-                tracing::warn!(source = %source.name, error = %e, "index refresh: source skipped");
-                // Answers from the index say so until a listing succeeds.
-                source.health.listing(false);
-                continue;
-            }
-            source.health.listing(true);
-            report.records_read.insert(source.name.clone(), read);
-            let gone: Vec<String> = match deleted {
-                // A full listing is the truth: records gone from the source leave.
-                None => source_records(&mut records, &source.name)
-                    .filter(|(k, _)| !seen.contains(k.1.as_str()))
-                    .map(|(k, _)| k.1.clone())
-                    .collect(),
-                Some(gone) => gone.into_iter().filter(|id| !seen.contains(id)).collect(),
-            };
-            drop(seen);
             for id in gone {
                 let key = (source.name.clone(), id);
                 if let Some(old) = records.remove(&key) {
                     report.deleted_records += 1;
                     before.entry(key).or_insert(Some(old));
+                }
+            }
+            let mut newest = since;
+            // Each mapped record is dropped once its row is taken: a source's listing
+            // and the index's rows are not held whole at once.
+            for record in mapped.records {
+                let mut row = from_record(&source.name, &record);
+                drop(record);
+                row.authority = source.authority.clone();
+                newest = newest.max(row.updated);
+                let key = (row.source.clone(), row.local_id.clone());
+                match records.get_mut(&key) {
+                    Some(old) if same_source_fields(old, &row) => {}
+                    Some(old) => {
+                        before.entry(key).or_insert_with(|| Some(old.clone()));
+                        row.person_id = std::mem::take(&mut old.person_id);
+                        row.link_rule = std::mem::take(&mut old.link_rule);
+                        *old = row;
+                    }
+                    None => {
+                        if !fresh {
+                            before.entry(key.clone()).or_insert(None);
+                        }
+                        records.insert(key, row);
+                    }
                 }
             }
             source_marks.push((source.name.clone(), newest));
@@ -767,7 +757,6 @@ impl IdentityIndex {
         }
 
         phase(&mut report, "read_sources");
-
         let changed_keys: HashSet<RecordKey> = before
             .iter()
             .filter(|(k, old)| match (old, records.get(*k)) {
