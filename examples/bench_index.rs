@@ -203,6 +203,10 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("phases (ms): {:?}", inc.phase_ms);
     println!(
+        "private memory at the end of each phase (MiB): {:?}",
+        inc.phase_private_mib
+    );
+    println!(
         "records linked again: {} (the changed ones and all linkage joins to them)",
         inc.linkage.relinked_records
     );
