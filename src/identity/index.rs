@@ -62,9 +62,8 @@ pub struct SourceRecord {
     pub related_labels: Option<String>,
     pub person_id: String,
     /// Why this record is in its person: "steward_link", "vendor_merge",
-    /// "nhs_number+birth_date", "probabilistic", "nhs_number+score", "exact_trace" (the
-    /// last two: a protected record's score links) or "single" (the first link that
-    /// joined it).
+    /// "nhs_number+birth_date", "exact_trace" (a full demographic trace),
+    /// "probabilistic" or "single" (the first link that joined it).
     pub link_rule: String,
 }
 
@@ -1865,9 +1864,12 @@ fn score(records: &BTreeMap<RecordKey, SourceRecord>, input: &LinkInput<'_>) -> 
     let matters = |pair: &(u32, u32), l: &linkage::Levels| {
         let cut = &cuts[subjects[pair.0 as usize].group as usize];
         let common = common(pair, l);
-        linkage::bar(l) != linkage::Bar::Never
-            && (model.score(l) + common >= cut.review
-                || (l[0] == 1 && cut.classify(model.score_without_nhs(l) + common) == Class::Match))
+        let (a, b) = (&subjects[pair.0 as usize], &subjects[pair.1 as usize]);
+        linkage::full_trace(l, a, b)
+            || (linkage::bar(l) != linkage::Bar::Never
+                && (model.score(l) + common >= cut.review
+                    || (l[0] == 1
+                        && cut.classify(model.score_without_nhs(l) + common) == Class::Match)))
     };
     let new_pairs: Vec<(RecordKey, RecordKey, linkage::Levels)> = pairs[new_from..]
         .iter()
@@ -2102,7 +2104,39 @@ fn cluster(
         }
     }
 
-    // 4. Fellegi-Sunter scores, best first.
+    // 4. Full demographic traces (five fields exactly equal, a real birth date), on
+    //    every candidate pair: a rule, not a score, so protected records link too. The
+    //    evidence keeps the fields' weights, to show what agreed.
+    for (k, &(i, j)) in pairs.iter().enumerate() {
+        let (i, j) = (i as usize, j as usize);
+        let l = &levels[k];
+        if decided.contains_key(&(i, j))
+            || !linkage::full_trace(l, &subjects[i], &subjects[j])
+            || clusters.find(i) == clusters.find(j)
+        {
+            continue;
+        }
+        let weights = model.evidence(l, &linkage::name_adjustment(name_bits[i], l));
+        match clusters.union(i, j, true) {
+            Ok(_) => {
+                edges.push((i, j, edge(i, j, "exact_trace", None, weights, None)));
+                set_rule(&mut rule, i, j, "exact_trace");
+            }
+            Err(Refusal::Authorities) => {}
+            Err(why) => {
+                stats.refused_links += 1;
+                review.push((
+                    i,
+                    j,
+                    None,
+                    format!("exact_trace refused: {}", why.reason()),
+                    weights,
+                ));
+            }
+        }
+    }
+
+    // 5. Fellegi-Sunter scores, best first.
     for (score, k) in ranked {
         let (i, j) = (pairs[k].0 as usize, pairs[k].1 as usize);
         let l = &levels[k];
@@ -2132,24 +2166,18 @@ fn cluster(
             (Class::Review, linkage::Bar::Review(_)) => continue,
             (Class::Review, linkage::Bar::Clear) => "score between the review and match thresholds",
             (Class::Match, linkage::Bar::Review(why)) => why,
-            (Class::Match, linkage::Bar::Clear)
-                if (protected[i] || protected[j])
-                    && linkage::protected_link(l, &subjects[i], &subjects[j]).is_none() =>
-            {
+            (Class::Match, linkage::Bar::Clear) if protected[i] || protected[j] => {
                 "protected record: not linked on a score"
             }
             (Class::Match, linkage::Bar::Clear) => match clusters.union(i, j, true) {
                 Ok(_) => {
-                    // A protected record links only on an identifier or a full trace.
-                    let name = if protected[i] || protected[j] {
-                        linkage::protected_link(l, &subjects[i], &subjects[j])
-                            .unwrap_or("probabilistic")
-                    } else {
-                        stats.probabilistic_links += 1;
-                        "probabilistic"
-                    };
-                    edges.push((i, j, edge(i, j, name, Some(round2(score)), weights(), None)));
-                    set_rule(&mut rule, i, j, name);
+                    stats.probabilistic_links += 1;
+                    edges.push((
+                        i,
+                        j,
+                        edge(i, j, "probabilistic", Some(round2(score)), weights(), None),
+                    ));
+                    set_rule(&mut rule, i, j, "probabilistic");
                     continue;
                 }
                 Err(Refusal::Authorities) => continue,
@@ -2171,7 +2199,7 @@ fn cluster(
 
     // What scoring left is not needed any more: free it before the ids are made.
     drop((subjects, name_bits, levels, pairs, protected, decided));
-    // 5. Ids: keep what the cluster's records already had (the most common; ties to the
+    // 6. Ids: keep what the cluster's records already had (the most common; ties to the
     //    smallest), in the current format; otherwise derive one from the cluster's
     //    first record. An id in the old format ("P" + 12 hex digits) moves into the
     //    current one and stays as an alias.
@@ -3081,9 +3109,13 @@ mod tests {
             // Same person, day and month swapped, no NHS number on one side: linked.
             person("a", "1", Some("9434765919"), "1961-03-07", "NS4 1AB", ""),
             person("b", "1", None, "1961-07-03", "NS4 1AB", ""),
-            // Same details but restricted: review, not a link.
+            // Same details but a neighbouring postcode, and restricted: review, not a
+            // link.
             person("a", "2", None, "1970-05-20", "NS5 2AB", "restricted"),
-            person("b", "2", None, "1970-05-20", "NS5 2AB", ""),
+            person("b", "2", None, "1970-05-20", "NS5 2AD", ""),
+            // All five fields the same, restricted: a full trace links (a rule).
+            person("a", "4", None, "1972-05-21", "NS7 4AB", "restricted"),
+            person("b", "4", None, "1972-05-21", "NS7 4AB", ""),
             // Everything agrees except two different valid NHS numbers: review.
             person("a", "3", Some("4010232137"), "1980-02-14", "NS6 3AB", ""),
             person("b", "3", Some("9434765919"), "1980-02-14", "NS6 3AB", ""),
@@ -3097,6 +3129,11 @@ mod tests {
         );
         assert_ne!(pid(&m, "a", "2"), pid(&m, "b", "2"));
         assert_ne!(pid(&m, "a", "3"), pid(&m, "b", "3"));
+        assert_eq!(pid(&m, "a", "4"), pid(&m, "b", "4"));
+        assert_eq!(
+            m[&("b".to_string(), "4".to_string())].link_rule,
+            "exact_trace"
+        );
         let reasons: Vec<&str> = out.review.iter().map(|c| c.reason.as_str()).collect();
         assert!(
             reasons.iter().any(|r| r.starts_with("protected")),

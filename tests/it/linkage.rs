@@ -30,11 +30,20 @@ async fn linkage_quality_on_the_dirty_demo_holds_the_floor() {
     assert!(q.precision >= 0.99, "precision {q:?}");
     assert!(q.recall >= 0.95, "recall {q:?}");
     // The probabilistic stage does real work here: without it the swapped and
-    // estimated dates and the missing NHS numbers would stay apart.
+    // estimated dates and the missing NHS numbers would stay apart (full traces, a
+    // rule, link the records whose five fields agree exactly before it).
     assert!(
-        report.linkage.probabilistic_links > 20,
+        report.linkage.probabilistic_links > 5,
         "{:?}",
         report.linkage
+    );
+    assert!(
+        report
+            .links_by_rule
+            .get("exact_trace")
+            .is_some_and(|n| *n > 5),
+        "{:?}",
+        report.links_by_rule
     );
     assert!(q.review_pairs < q.records / 20, "review queue {q:?}");
     // Every truth record is in the index.
@@ -84,8 +93,7 @@ async fn guards_hold_on_the_dirty_demo() {
                         assert!(!labels[k].contains("restricted"), "{e:?}");
                     }
                 }
-                // A protected record's score links: on an identifier, or a full trace.
-                "nhs_number+score" => assert_eq!(level(e, "nhs_number"), "agree", "{e:?}"),
+                // A rule, protected records too: the five fields exactly equal.
                 "exact_trace" => {
                     for (field, exact) in [
                         ("family_name", "exact"),
@@ -1270,7 +1278,7 @@ async fn safeguarding_alerts_stop_score_links() {
     let demo = demo::dirty();
     let gw = demo::gateway(demo).await;
     let snap = gw.gateway.index.snapshot();
-    let edge = flag_one_side_of(&snap, |e| level(e, "postcode") != "exact");
+    let edge = flag_one_side_of(&snap, "probabilistic", |e| level(e, "postcode") != "exact");
     let flagged = with_safeguarding_alert(demo, &edge).await;
     let snap = flagged.gateway.index.snapshot();
     assert_ne!(
@@ -1316,7 +1324,7 @@ async fn a_full_trace_links_a_protected_record() {
         )
         .unwrap()
     };
-    let edge = flag_one_side_of(&snap, |e| {
+    let edge = flag_one_side_of(&snap, "exact_trace", |e| {
         full_trace(e) && real_date(&e.a) && real_date(&e.b)
     });
     let flagged = with_safeguarding_alert(demo, &edge).await;
@@ -1344,10 +1352,11 @@ fn level<'a>(e: &'a escr_gateway::identity::index::LinkEdge, field: &str) -> &'a
         .map_or("missing", |w| w.level.as_str())
 }
 
-/// A person of two records joined by one probabilistic link (no NHS number agreeing),
-/// one of them OpenCare's, whose evidence passes `pick`.
+/// A person of two records joined by one link of `rule` (no NHS number agreeing), one
+/// of them OpenCare's, whose evidence passes `pick`.
 fn flag_one_side_of(
     snap: &escr_gateway::identity::index::Snapshot,
+    rule: &str,
     pick: impl Fn(&escr_gateway::identity::index::LinkEdge) -> bool,
 ) -> escr_gateway::identity::index::LinkEdge {
     snap.people
@@ -1355,12 +1364,12 @@ fn flag_one_side_of(
         .filter(|p| snap.records(p).len() == 2)
         .flat_map(|p| snap.link_evidence(p))
         .find(|e| {
-            e.rule == "probabilistic"
+            e.rule == rule
                 && (e.a.0 == "opencare" || e.b.0 == "opencare")
                 && level(e, "nhs_number") != "agree"
                 && pick(e)
         })
-        .expect("a probabilistic link with an OpenCare record")
+        .expect("a link of that rule with an OpenCare record")
         .clone()
 }
 

@@ -85,8 +85,8 @@ fn weights(w: &[crate::identity::linkage::FieldWeight]) -> Vec<FieldWeight> {
 pub struct LinkEvidence {
     pub a: RecordRef,
     pub b: RecordRef,
-    /// steward_link, vendor_merge, nhs_number+birth_date, probabilistic, or (a protected
-    /// record's score link) nhs_number+score or exact_trace.
+    /// steward_link, vendor_merge, nhs_number+birth_date, exact_trace (a full
+    /// demographic trace) or probabilistic.
     pub rule: String,
     /// Total weight in bits (probabilistic links).
     pub score: Option<f64>,

@@ -64,8 +64,7 @@ pub struct SourceRecord {
     pub source: String,
     pub local_id: String,
     /// The linkage rule: "steward_link", "vendor_merge", "nhs_number+birth_date",
-    /// "probabilistic", "nhs_number+score", "exact_trace" (the last two link protected
-    /// records), or "single".
+    /// "exact_trace" (a full demographic trace), "probabilistic", or "single".
     pub link_rule: String,
 }
 
