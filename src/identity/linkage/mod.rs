@@ -959,7 +959,7 @@ pub fn bar(levels: &Levels) -> Bar {
 /// of the shares squared); rare names are not counted stronger than the average, so
 /// the adjustment only ever lowers a score (a term-frequency adjustment, one-sided).
 pub fn common_name_bits(subjects: &[Subject]) -> Vec<[f32; 2]> {
-    fn bits<'a>(values: impl Iterator<Item = &'a str> + Clone) -> HashMap<&'a str, f32> {
+    fn bits<'a>(values: impl Iterator<Item = &'a str>) -> HashMap<&'a str, f32> {
         let mut counts: HashMap<&str, u32> = HashMap::new();
         for v in values.filter(|v| !v.is_empty()) {
             *counts.entry(v).or_default() += 1;
