@@ -1130,20 +1130,41 @@ async fn exponential_fragments(w: &World, p: &toml::Table) -> Outcome {
 /// Before: the body was read and parsed before the token was looked at (401 or 400
 /// after reading it all).
 async fn body_limit(w: &World, p: &toml::Table) -> Outcome {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let url = serve(&w.s).await;
     let bytes = p["bytes"].as_integer().unwrap() as usize;
-    let body = format!(
-        "{{\"query\": \"{{ __typename }}\", \"x\": \"{}\"}}",
-        "a".repeat(bytes)
-    );
-    let r = reqwest::Client::new()
-        .post(&url)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
+    // A raw socket that declares the body and never sends it: the answer can only come
+    // before the body is read. (An HTTP client that streams the body races the server's
+    // early close and reports "error sending request" instead of the 413.)
+    let address = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/graphql")
+        .to_string();
+    let mut socket = tokio::net::TcpStream::connect(&address)
         .await
         .map_err(|e| e.to_string())?;
-    ensure!(r.status() == 413, "status {}", r.status());
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\n\
+         content-length: {bytes}\r\n\r\n"
+    );
+    socket
+        .write_all(head.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut answer = vec![0u8; 1024];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), socket.read(&mut answer))
+        .await
+        .map_err(|_| "no answer within 10 s: the gateway waits for the body".to_string())?
+        .map_err(|e| e.to_string())?;
+    let status_line = String::from_utf8_lossy(&answer[..read])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    ensure!(
+        status_line.starts_with("HTTP/1.1 413"),
+        "answer `{status_line}`"
+    );
     // The gateway still answers.
     let ok = reqwest::Client::new()
         .get(url.replace("/graphql", "/healthz"))
