@@ -861,3 +861,149 @@ async fn nested_links_do_not_grow_statements() {
     // visits), workers and teams: one wave each.
     assert!(counts[1] <= 8, "{} statements", counts[1]);
 }
+
+/// Lists of records are answered by the plain path (`api/graphql/plain.rs`) when their
+/// selection holds only plain fields, and the generic way otherwise: both ways give the
+/// same answer for every record type, with aliases, fragments, `__typename` and a repeated
+/// field, over the people with the most records. Selecting `provenance` twice sends a list
+/// the generic way (the plain path leaves merging objects to it).
+#[tokio::test]
+async fn plain_lists_answer_as_the_generic_path() {
+    use escr_gateway::api::graphql::plain::{lists_answered, PlainRecord};
+    use escr_gateway::api::graphql::records::*;
+
+    let demo = demo::clean();
+    let gw = demo::gateway(demo).await;
+
+    // Every field of every record type is plain or listed as needing the context.
+    macro_rules! covered {
+        ($($t:ty),*) => {{ let mut all = BTreeMap::new(); $(
+            let mut names: BTreeSet<String> =
+                <$t>::plain_fields().iter().map(|(n, _)| n.clone()).collect();
+            names.extend(<$t as PlainRecord>::CONTEXTUAL.iter().map(|n| escr_gateway::api::graphql::plain::camel(n)));
+            all.insert(<$t as PlainRecord>::TYPE.to_string(), (names, <$t>::plain_fields().iter().map(|(n, _)| n.clone()).collect::<BTreeSet<_>>()));
+        )* all }};
+    }
+    let tables = covered!(
+        Address,
+        Relationship,
+        Referral,
+        Assessment,
+        CarePlan,
+        Service,
+        Episode,
+        Visit,
+        CaseNote,
+        Document,
+        Communication,
+        Alert,
+        Consent,
+        Allocation
+    );
+    let sdl = gw.schema.sdl();
+    let mut selections = BTreeMap::new();
+    for (type_name, (known, plain)) in &tables {
+        let fields = object_fields(&sdl, type_name);
+        assert_eq!(&fields, known, "{type_name}: plain + contextual fields");
+        let leaves: Vec<&str> = plain
+            .iter()
+            .map(String::as_str)
+            .filter(|f| !["provenance", "security"].contains(f))
+            .collect();
+        selections.insert(type_name.clone(), leaves.join(" "));
+    }
+
+    // 400 people: among them records of every kind.
+    let snapshot = gw.gateway.index.snapshot();
+    let ids: Vec<String> = snapshot.people.keys().take(400).cloned().collect();
+    let fields_of = |split: bool| -> String {
+        RECORD_FIELDS
+            .iter()
+            .map(|(field, entity)| {
+                let type_name = tables
+                    .keys()
+                    .find(|t| t.to_lowercase() == entity.replace('_', ""))
+                    .unwrap();
+                let leaves = &selections[type_name];
+                let provenance = if split {
+                    "provenance { source } provenance { localId lastUpdated }"
+                } else {
+                    "provenance { source localId lastUpdated }"
+                };
+                match *field {
+                    // A named fragment, an alias, a repeated field and __typename.
+                    "visits" => format!(
+                        "v: visits {{ ...V id kind: __typename {provenance} security {{ labels }} }}"
+                    ),
+                    // An inline fragment with and without a type condition.
+                    "caseNotes" => format!(
+                        "caseNotes {{ ... on CaseNote {{ {leaves} }} ... {{ {provenance} }} security {{ labels }} }}"
+                    ),
+                    _ => format!("{field} {{ {leaves} {provenance} security {{ labels }} }}"),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    // In requests of 10 people (the complexity limit), the same answer both ways.
+    let query = |people: &[String], split: bool| -> String {
+        let people: String = people
+            .iter()
+            .enumerate()
+            .map(|(i, id)| format!("p{i}: person(id: \"{id}\") {{ {} }} ", fields_of(split)))
+            .collect();
+        format!(
+            "{{ {people} }} fragment V on Visit {{ {} }}",
+            selections["Visit"]
+        )
+    };
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for people in ids.chunks(10) {
+        let before = lists_answered();
+        let plain = gw.run(&query(people, false), json!({})).await;
+        let answered = lists_answered() - before;
+        assert!(errors(&plain).is_empty(), "{}", plain["errors"]);
+        assert!(
+            answered >= (people.len() * RECORD_FIELDS.len()) as u64,
+            "{answered} lists answered by the plain path"
+        );
+        let generic = gw.run(&query(people, true), json!({})).await;
+        assert!(errors(&generic).is_empty(), "{}", generic["errors"]);
+        assert_eq!(plain, generic);
+        for (field, _) in RECORD_FIELDS {
+            let key = if field == "visits" { "v" } else { field };
+            *seen.entry(field).or_default() += plain["data"]
+                .as_object()
+                .unwrap()
+                .values()
+                .map(|p| p[key].as_array().unwrap().len())
+                .sum::<usize>();
+        }
+    }
+    // The comparison saw records of every kind.
+    for (field, _) in RECORD_FIELDS {
+        assert!(seen[field] > 0, "no {field} among {} people", ids.len());
+    }
+}
+
+/// The field names of an object type in a schema's SDL.
+fn object_fields(sdl: &str, type_name: &str) -> BTreeSet<String> {
+    use async_graphql::parser::types::{TypeKind, TypeSystemDefinition};
+    let document = async_graphql::parser::parse_schema(sdl).expect("the SDL parses");
+    document
+        .definitions
+        .iter()
+        .find_map(|d| match d {
+            TypeSystemDefinition::Type(t) if t.node.name.node == type_name => match &t.node.kind {
+                TypeKind::Object(o) => Some(
+                    o.fields
+                        .iter()
+                        .map(|f| f.node.name.node.to_string())
+                        .collect(),
+                ),
+                _ => None,
+            },
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no object type {type_name} in the SDL"))
+}

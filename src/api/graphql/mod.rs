@@ -8,6 +8,7 @@ pub mod guard;
 pub mod linkage;
 pub mod lists;
 pub mod person;
+pub mod plain;
 pub mod records;
 pub mod region;
 pub mod reports;

@@ -8,6 +8,7 @@ use chrono::{NaiveDate, NaiveDateTime};
 use escr_connector::{nhs, EntityKind, Record};
 
 use super::codes::*;
+use super::plain::Records;
 use super::records::*;
 use crate::api::error::GatewayError;
 use crate::api::gateway::Gateway;
@@ -510,10 +511,10 @@ impl Person {
         ctx: &Context<'_>,
         entity: EntityKind,
         wrap: fn(Sourced) -> T,
-    ) -> Vec<T> {
+    ) -> Records<T> {
         let mut records = person_records(ctx, self, entity).await;
         records.sort_by(|a, b| b.at().cmp(&a.at()).then_with(|| a.id().0.cmp(&b.id().0)));
-        records.into_iter().map(wrap).collect()
+        Records(records.into_iter().map(wrap).collect())
     }
 }
 
@@ -785,47 +786,47 @@ impl Person {
         out
     }
 
-    async fn addresses(&self, ctx: &Context<'_>) -> Vec<Address> {
+    async fn addresses(&self, ctx: &Context<'_>) -> Records<Address> {
         self.list(ctx, EntityKind::Address, Address).await
     }
-    async fn relationships(&self, ctx: &Context<'_>) -> Vec<Relationship> {
+    async fn relationships(&self, ctx: &Context<'_>) -> Records<Relationship> {
         self.list(ctx, EntityKind::Relationship, Relationship).await
     }
-    async fn referrals(&self, ctx: &Context<'_>) -> Vec<Referral> {
+    async fn referrals(&self, ctx: &Context<'_>) -> Records<Referral> {
         self.list(ctx, EntityKind::Referral, Referral).await
     }
-    async fn assessments(&self, ctx: &Context<'_>) -> Vec<Assessment> {
+    async fn assessments(&self, ctx: &Context<'_>) -> Records<Assessment> {
         self.list(ctx, EntityKind::Assessment, Assessment).await
     }
-    async fn care_plans(&self, ctx: &Context<'_>) -> Vec<CarePlan> {
+    async fn care_plans(&self, ctx: &Context<'_>) -> Records<CarePlan> {
         self.list(ctx, EntityKind::CarePlan, CarePlan).await
     }
-    async fn services(&self, ctx: &Context<'_>) -> Vec<Service> {
+    async fn services(&self, ctx: &Context<'_>) -> Records<Service> {
         self.list(ctx, EntityKind::Service, Service).await
     }
-    async fn episodes(&self, ctx: &Context<'_>) -> Vec<Episode> {
+    async fn episodes(&self, ctx: &Context<'_>) -> Records<Episode> {
         self.list(ctx, EntityKind::Episode, Episode).await
     }
-    async fn visits(&self, ctx: &Context<'_>) -> Vec<Visit> {
+    async fn visits(&self, ctx: &Context<'_>) -> Records<Visit> {
         self.list(ctx, EntityKind::Visit, Visit).await
     }
-    async fn case_notes(&self, ctx: &Context<'_>) -> Vec<CaseNote> {
+    async fn case_notes(&self, ctx: &Context<'_>) -> Records<CaseNote> {
         self.list(ctx, EntityKind::CaseNote, CaseNote).await
     }
-    async fn documents(&self, ctx: &Context<'_>) -> Vec<Document> {
+    async fn documents(&self, ctx: &Context<'_>) -> Records<Document> {
         self.list(ctx, EntityKind::Document, Document).await
     }
-    async fn communications(&self, ctx: &Context<'_>) -> Vec<Communication> {
+    async fn communications(&self, ctx: &Context<'_>) -> Records<Communication> {
         self.list(ctx, EntityKind::Communication, Communication)
             .await
     }
-    async fn alerts(&self, ctx: &Context<'_>) -> Vec<Alert> {
+    async fn alerts(&self, ctx: &Context<'_>) -> Records<Alert> {
         self.list(ctx, EntityKind::Alert, Alert).await
     }
-    async fn consents(&self, ctx: &Context<'_>) -> Vec<Consent> {
+    async fn consents(&self, ctx: &Context<'_>) -> Records<Consent> {
         self.list(ctx, EntityKind::Consent, Consent).await
     }
-    async fn allocations(&self, ctx: &Context<'_>) -> Vec<Allocation> {
+    async fn allocations(&self, ctx: &Context<'_>) -> Records<Allocation> {
         self.list(ctx, EntityKind::Allocation, Allocation).await
     }
 

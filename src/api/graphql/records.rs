@@ -3,12 +3,15 @@
 
 use std::sync::Arc;
 
-use async_graphql::{Context, Enum, Object, SimpleObject, Union, ID};
+use std::sync::OnceLock;
+
+use async_graphql::{Context, Enum, Object, ScalarType, SimpleObject, Union, Value, ID};
 use chrono::{NaiveDate, NaiveDateTime};
 use escr_connector::{EntityKind, Record};
 
 use super::codes::*;
 use super::person::Person;
+use super::plain::{self, PlainField, PlainRecord};
 use crate::api::error::GatewayError;
 use crate::api::gateway::Gateway;
 use crate::record::loader::RequestLoaders;
@@ -88,11 +91,12 @@ pub struct Security {
 }
 
 macro_rules! record_type {
-    ($(#[$doc:meta])* $name:ident { $( $(#[$m:meta])* $field:ident : $ty:ty = $get:ident($col:literal) ),* $(,)? }) => {
-        record_type!($(#[$doc])* $name { $( $(#[$m])* $field : $ty = $get($col) ),* } resolvers {});
+    ($(#[$doc:meta])* $name:ident { $( $(#[$m:meta])* $field:ident $(as $gql:literal)? : $ty:ty = $get:ident($col:literal) ),* $(,)? }) => {
+        record_type!($(#[$doc])* $name { $( $(#[$m])* $field $(as $gql)? : $ty = $get($col) ),* } resolvers {});
     };
-    // `resolvers { ... }`: extra resolvers that need the context (links to other objects).
-    ($(#[$doc:meta])* $name:ident { $( $(#[$m:meta])* $field:ident : $ty:ty = $get:ident($col:literal) ),* $(,)? } resolvers { $($extra:tt)* }) => {
+    // `resolvers { ... }`: extra resolvers that need the context (links to other objects);
+    // lists of the type answer them the generic way (`plain.rs`).
+    ($(#[$doc:meta])* $name:ident { $( $(#[$m:meta])* $field:ident $(as $gql:literal)? : $ty:ty = $get:ident($col:literal) ),* $(,)? } resolvers { $( $(#[$xm:meta])* async fn $extra:ident ($($args:tt)*) -> $ret:ty $body:block )* }) => {
         $(#[$doc])*
         pub struct $name(pub Sourced);
 
@@ -114,20 +118,93 @@ macro_rules! record_type {
             }
             $(
                 $(#[$m])*
+                $(#[graphql(name = $gql)])?
                 async fn $field(&self) -> $ty {
                     self.0.$get($col)
                 }
             )*
-            $($extra)*
+            $( $(#[$xm])* async fn $extra ($($args)*) -> $ret $body )*
+        }
+
+        impl PlainRecord for $name {
+            const TYPE: &'static str = stringify!($name);
+            const CONTEXTUAL: &'static [&'static str] = &[$(stringify!($extra)),*];
+            fn sourced(&self) -> &Sourced {
+                &self.0
+            }
+            fn plain_fields() -> &'static [(String, PlainField)] {
+                static TABLE: OnceLock<Vec<(String, PlainField)>> = OnceLock::new();
+                plain::table(&TABLE, || {
+                    let mut fields = common_plain_fields();
+                    $(
+                        #[allow(unused_mut, unused_assignments)]
+                        let mut graphql = plain::camel(stringify!($field));
+                        $( graphql = $gql.to_string(); )?
+                        fields.push((graphql, PlainField::Leaf(|r: &Sourced| {
+                            let value: $ty = r.$get($col);
+                            plain_value!($get, value)
+                        })));
+                    )*
+                    fields
+                })
+            }
         }
     };
+}
+
+/// A plain field's value as async-graphql's own scalars and enums write it.
+macro_rules! plain_value {
+    (c, $v:expr) => {
+        $v.map(async_graphql::resolver_utils::enum_value)
+            .unwrap_or(Value::Null)
+    };
+    (l, $v:expr) => {
+        Value::List($v.into_iter().map(Value::String).collect())
+    };
+    (s, $v:expr) => {
+        $v.map(Value::String).unwrap_or(Value::Null)
+    };
+    ($scalar:ident, $v:expr) => {
+        $v.map(|x| ScalarType::to_value(&x)).unwrap_or(Value::Null)
+    };
+}
+
+/// `id`, `provenance` and `security`, which every record type has.
+fn common_plain_fields() -> Vec<(String, PlainField)> {
+    vec![
+        ("id".into(), PlainField::Leaf(|r| Value::String(r.id().0))),
+        (
+            "provenance".into(),
+            PlainField::Object {
+                type_name: "Provenance",
+                fields: &[
+                    ("source", |r| Value::String(r.source.clone())),
+                    ("localId", |r| Value::String(r.record.local_id.clone())),
+                    ("lastUpdated", |r| {
+                        r.record
+                            .last_updated
+                            .map(|t| ScalarType::to_value(&t))
+                            .unwrap_or(Value::Null)
+                    }),
+                ],
+            },
+        ),
+        (
+            "security".into(),
+            PlainField::Object {
+                type_name: "Security",
+                fields: &[("labels", |r| {
+                    Value::List(r.record.labels.iter().cloned().map(Value::String).collect())
+                })],
+            },
+        ),
+    ]
 }
 
 record_type!(
     /// A postal address of the person.
     Address {
-        #[graphql(name = "use")]
-        address_use: Option<AddressUse> = c("use"),
+        address_use as "use": Option<AddressUse> = c("use"),
         /// The source's own value when `use` is OTHER.
         use_other: Option<String> = s("use_other"),
         line1: Option<String> = s("line1"),
@@ -143,8 +220,7 @@ record_type!(
 record_type!(
     /// A family or caring relationship recorded in the source.
     Relationship {
-        #[graphql(name = "type")]
-        relationship_type: Option<RelationshipType> = c("type"),
+        relationship_type as "type": Option<RelationshipType> = c("type"),
         /// The source's own value when `type` is OTHER.
         type_other: Option<String> = s("type_other"),
         /// The related person's id in the same source.
@@ -186,8 +262,7 @@ record_type!(
 record_type!(
     /// An assessment of needs (or a review).
     Assessment {
-        #[graphql(name = "type")]
-        assessment_type: Option<AssessmentType> = c("type"),
+        assessment_type as "type": Option<AssessmentType> = c("type"),
         /// The source's own value (or the deployment's added one) when `type` is OTHER.
         type_other: Option<String> = s("type_other"),
         title: Option<String> = s("title"),
@@ -218,8 +293,7 @@ record_type!(
 record_type!(
     /// A service provided or commissioned (a package of care).
     Service {
-        #[graphql(name = "type")]
-        service_type: Option<ServiceType> = c("type"),
+        service_type as "type": Option<ServiceType> = c("type"),
         /// The source's own value (or the deployment's added one) when `type` is OTHER.
         type_other: Option<String> = s("type_other"),
         component: Option<String> = s("component"),
@@ -254,8 +328,7 @@ record_type!(
 record_type!(
     /// A visit or appointment: planned and actual.
     Visit {
-        #[graphql(name = "type")]
-        visit_type: Option<String> = s("type"),
+        visit_type as "type": Option<String> = s("type"),
         title: Option<String> = s("title"),
         planned: Option<NaiveDateTime> = dt("planned"),
         actual: Option<NaiveDateTime> = dt("actual"),
@@ -277,8 +350,7 @@ record_type!(
     /// A case note.
     CaseNote {
         date: Option<NaiveDateTime> = dt("date"),
-        #[graphql(name = "type")]
-        note_type: Option<String> = s("type"),
+        note_type as "type": Option<String> = s("type"),
         subject: Option<String> = s("subject"),
         text: Option<String> = s("text"),
         worker_id: Option<String> = s("worker_id"),
@@ -294,8 +366,7 @@ record_type!(
 record_type!(
     /// A letter, form or scanned document.
     Document {
-        #[graphql(name = "type")]
-        document_type: Option<DocumentType> = c("type"),
+        document_type as "type": Option<DocumentType> = c("type"),
         type_other: Option<String> = s("type_other"),
         direction: Option<Direction> = c("direction"),
         title: Option<String> = s("title"),
