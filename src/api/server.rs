@@ -24,10 +24,18 @@ use crate::consent::access::{AccessContext, RequestScope};
 #[derive(Clone)]
 pub struct AppState {
     pub gateway: Arc<Gateway>,
-    pub schema: EscrSchema,
+    pub schema: Validating<EscrSchema>,
     /// The regional subgraph (`/subgraph`), for a federation router.
-    pub subgraph: SubgraphSchema,
+    pub subgraph: Validating<SubgraphSchema>,
     limits: Arc<Limits>,
+}
+
+/// A schema, and its twin with `ValidationMode::Fast` for requests it has validated
+/// before (`ops::parsed`).
+#[derive(Clone)]
+pub struct Validating<S> {
+    pub strict: S,
+    pub validated: S,
 }
 
 /// The router's paths (metric labels and span names use only these).
@@ -51,13 +59,27 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         let _ = ops::metrics::handle();
     }
     // No extensions: the request front (`ops::parsed`) does their work once per request.
+    // Each with its twin for requests validated before (`ops::parsed`).
+    let fast = async_graphql::ValidationMode::Fast;
     let schema = crate::api::graphql::builder(Some(gateway.clone())).finish();
+    let schema_validated = crate::api::graphql::builder(Some(gateway.clone()))
+        .validation_mode(fast)
+        .finish();
     let limits = Arc::new(Limits::new(&server.limits));
     let subgraph = crate::api::graphql::subgraph_builder(Some(gateway.clone())).finish();
+    let subgraph_validated = crate::api::graphql::subgraph_builder(Some(gateway.clone()))
+        .validation_mode(fast)
+        .finish();
     let state = AppState {
         gateway: gateway.clone(),
-        schema,
-        subgraph,
+        schema: Validating {
+            strict: schema,
+            validated: schema_validated,
+        },
+        subgraph: Validating {
+            strict: subgraph,
+            validated: subgraph_validated,
+        },
         limits: limits.clone(),
     };
     let api = Router::new()
@@ -203,7 +225,7 @@ struct HttpGraphQL {
 /// than reading its headers.
 async fn serve_graphql<Q, M>(
     state: &AppState,
-    schema: &async_graphql::Schema<Q, M, async_graphql::EmptySubscription>,
+    schema: &Validating<async_graphql::Schema<Q, M, async_graphql::EmptySubscription>>,
     http: HttpGraphQL,
 ) -> axum::response::Response
 where
@@ -224,7 +246,15 @@ where
         Ok(request) => request,
         Err(r) => return json_error(r.status, r.code, &r.message),
     };
-    let response = execute_with(&state.gateway, schema, caller, request, Some(&http.id)).await;
+    let response = execute_with(
+        &state.gateway,
+        &schema.strict,
+        Some(&schema.validated),
+        caller,
+        request,
+        Some(&http.id),
+    )
+    .await;
     documents::respond(&http.headers, response)
 }
 
@@ -293,7 +323,7 @@ pub async fn execute(
     caller: AccessContext,
     request: async_graphql::Request,
 ) -> async_graphql::Response {
-    execute_with(gateway, schema, caller, request, None).await
+    execute_with(gateway, schema, None, caller, request, None).await
 }
 
 /// As [`execute`], for a request that came over HTTP with its `X-Request-Id`, which
@@ -301,6 +331,7 @@ pub async fn execute(
 pub async fn execute_with<Q, M>(
     gateway: &Arc<Gateway>,
     schema: &async_graphql::Schema<Q, M, async_graphql::EmptySubscription>,
+    validated: Option<&async_graphql::Schema<Q, M, async_graphql::EmptySubscription>>,
     caller: AccessContext,
     request: async_graphql::Request,
     http_request_id: Option<&RequestId>,
@@ -318,7 +349,7 @@ where
         .data(scope.clone())
         .data(crate::api::graphql::entities::EntityIndexes::default());
     let started = std::time::Instant::now();
-    let (operation, mut response) = gateway.parsed.execute(schema, request).await;
+    let (operation, mut response) = gateway.parsed.execute(schema, validated, request).await;
     ops::metrics::record_request(operation, &response, started.elapsed());
     if let Some(access) = &gateway.access {
         let record = scope.audit.record(&caller);

@@ -124,6 +124,21 @@ pub async fn person_records(
     entity: EntityKind,
 ) -> Vec<Sourced> {
     let decided = decided(ctx, person, entity).await;
+    report_decided(ctx, person, &decided).await;
+    decided
+        .released
+        .records
+        .iter()
+        .map(|(source, record)| Sourced {
+            source: source.clone(),
+            record: record.clone(),
+        })
+        .collect()
+}
+
+/// Say at the current field what a decision left out or could not read, and audit its
+/// releases (once per request).
+async fn report_decided(ctx: &Context<'_>, person: &Person, decided: &Decided) {
     for (source, e) in &decided.failures {
         report_once(ctx, GatewayError::Source((**e).clone()), source);
     }
@@ -150,15 +165,6 @@ pub async fn person_records(
             }
         }
     }
-    decided
-        .released
-        .records
-        .iter()
-        .map(|(source, record)| Sourced {
-            source: source.clone(),
-            record: record.clone(),
-        })
-        .collect()
 }
 
 /// The person's records of `entity` as this request decides them, once per person
@@ -496,13 +502,22 @@ impl Person {
         ctx: &Context<'_>,
         field: &str,
     ) -> Option<crate::identity::linkage::golden::SourcedValue> {
-        // The demographics' errors belong at every field that uses them.
-        let records = self.demographics(ctx).await;
-        let golden = self
-            .memo
-            .golden
-            .get_or_init(|| async { super::linkage::survivorship(ctx, &records) })
-            .await;
+        // Survivorship runs once per person and request; the demographics' errors belong
+        // at every field that uses them.
+        let golden = match self.memo.golden.get() {
+            Some(golden) => {
+                let decided = decided(ctx, self, EntityKind::Person).await;
+                report_decided(ctx, self, &decided).await;
+                golden
+            }
+            None => {
+                let records = self.demographics(ctx).await;
+                self.memo
+                    .golden
+                    .get_or_init(|| async { super::linkage::survivorship(ctx, &records) })
+                    .await
+            }
+        };
         golden.iter().find(|g| g.field == field)?.chosen.clone()
     }
 

@@ -164,6 +164,12 @@ macro_rules! plain_value {
     (s, $v:expr) => {
         $v.map(Value::String).unwrap_or(Value::Null)
     };
+    (d, $v:expr) => {
+        $v.map(plain::date_value).unwrap_or(Value::Null)
+    };
+    (dt, $v:expr) => {
+        $v.map(plain::date_time_value).unwrap_or(Value::Null)
+    };
     ($scalar:ident, $v:expr) => {
         $v.map(|x| ScalarType::to_value(&x)).unwrap_or(Value::Null)
     };
@@ -183,7 +189,7 @@ fn common_plain_fields() -> Vec<(String, PlainField)> {
                     ("lastUpdated", |r| {
                         r.record
                             .last_updated
-                            .map(|t| ScalarType::to_value(&t))
+                            .map(plain::date_time_value)
                             .unwrap_or(Value::Null)
                     }),
                 ],

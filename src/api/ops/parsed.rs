@@ -9,6 +9,14 @@
 //! cached request's CPU (perf, `scripts/bench-peers.sh`, warm cache). The schemas now carry
 //! no extension, and this runs once per request in `server::execute_with`.
 //!
+//! Why validated requests are remembered: async-graphql runs its validation rules on every
+//! request, and for a kept 20-alias document that was 14% of a warm request's CPU (perf).
+//! Validation is a function of the schema, the document, the operation name and the
+//! variables alone, so a request equal in all four to one that passed needs no second
+//! run: it executes on the schema's twin built with `ValidationMode::Fast` (which still
+//! checks depth and complexity). Anything else, and every first time, is validated in
+//! full.
+//!
 //! Why documents are kept: a portal sends the same few query texts over and over, and
 //! parsing one (20 aliases of `personBySourceRecord`) was 15% of a cached request's CPU. A
 //! document does not depend on the variables, so its text is the whole key; documents
@@ -23,6 +31,9 @@ use sha2::{Digest, Sha256};
 /// Query texts longer than this are parsed every time (and never kept).
 const LONGEST_KEPT: usize = 64 * 1024;
 
+/// Requests remembered as validated (32-byte keys).
+const VALIDATED_KEPT: u64 = 50_000;
+
 /// Texts registered by APQ clients, at most this many bytes together.
 const APQ_BYTES: u64 = 4 * 1024 * 1024;
 
@@ -34,6 +45,8 @@ pub struct ParsedDocuments {
     /// resolved or refused it against the allowlist).
     apq: Option<moka::sync::Cache<String, Arc<str>>>,
     introspection: bool,
+    /// Requests (schema, operation, text, variables) that passed full validation.
+    validated: moka::sync::Cache<[u8; 32], ()>,
 }
 
 impl ParsedDocuments {
@@ -54,6 +67,7 @@ impl ParsedDocuments {
                     .build()
             }),
             introspection,
+            validated: moka::sync::Cache::new(VALIDATED_KEPT),
         }
     }
 
@@ -63,12 +77,15 @@ impl ParsedDocuments {
         self.cache.entry_count()
     }
 
-    /// Resolve, parse and check `request`, then run it on `schema`; with the answer, the
-    /// operation label for metrics: the root fields when the request ran (so validated
-    /// against the schema: every part is a name the schema defines), else `invalid`.
+    /// Resolve, parse and check `request`, then run it on `schema` (or on `validated`, its
+    /// twin with `ValidationMode::Fast`, when the same request has passed `schema`'s
+    /// validation before); with the answer, the operation label for metrics: the root
+    /// fields when the request ran (so validated against the schema: every part is a name
+    /// the schema defines), else `invalid`.
     pub async fn execute<Q, M>(
         &self,
         schema: &async_graphql::Schema<Q, M, async_graphql::EmptySubscription>,
+        validated: Option<&async_graphql::Schema<Q, M, async_graphql::EmptySubscription>>,
         mut request: Request,
     ) -> (String, async_graphql::Response)
     where
@@ -84,11 +101,23 @@ impl ParsedDocuments {
                 )
             }
         };
-        let response = schema.execute(request).await;
+        let key = validated
+            .filter(|_| request.query.len() <= LONGEST_KEPT)
+            .map(|_| validation_key::<Q>(&request));
+        let seen = key.is_some_and(|k| self.validated.contains_key(&k));
+        let response = match validated {
+            Some(twin) if seen => twin.execute(request).await,
+            _ => schema.execute(request).await,
+        };
         // A request that failed before execution (validation) has no data and errors
         // with no path; execution errors carry the path of their field.
         let ran = response.data != async_graphql::Value::Null
             || response.errors.iter().any(|e| !e.path.is_empty());
+        if ran && !seen {
+            if let Some(k) = key {
+                self.validated.insert(k, ());
+            }
+        }
         let label = if ran { root_fields } else { "invalid".into() };
         (label, response)
     }
@@ -166,6 +195,22 @@ impl ParsedDocuments {
     }
 }
 
+/// What validation depends on: the schema (its root type), the operation, the text and
+/// the variables.
+fn validation_key<Q: 'static>(request: &Request) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    for part in [
+        std::any::type_name::<Q>().as_bytes(),
+        request.operation_name.as_deref().unwrap_or("").as_bytes(),
+        request.query.as_bytes(),
+    ] {
+        hash.update((part.len() as u64).to_le_bytes());
+        hash.update(part);
+    }
+    hash.update(serde_json::to_vec(&request.variables).unwrap_or_default());
+    hash.finalize().into()
+}
+
 fn weight(text: &str) -> u32 {
     u32::try_from(text.len()).unwrap_or(u32::MAX)
 }
@@ -188,7 +233,7 @@ mod tests {
         schema: &Schema<Query, EmptyMutation, EmptySubscription>,
         request: Request,
     ) -> (String, async_graphql::Response) {
-        front.execute(schema, request).await
+        front.execute(schema, None, request).await
     }
 
     #[tokio::test]
@@ -254,6 +299,84 @@ mod tests {
         let off = ParsedDocuments::new(1024 * 1024, false, true);
         let (_, r) = run(&off, &schema, with(text, "not-the-hash")).await;
         assert!(r.errors.is_empty(), "{:?}", r.errors);
+    }
+
+    struct Factor(i32);
+
+    struct Scaled;
+    #[Object]
+    impl Scaled {
+        async fn times(&self, ctx: &async_graphql::Context<'_>, n: i32) -> i32 {
+            n * ctx.data_unchecked::<Factor>().0
+        }
+    }
+
+    /// A request runs on the twin only when the same request (text, operation, variables)
+    /// has passed full validation before; the twin here multiplies by 3 to show which ran.
+    #[tokio::test]
+    async fn only_a_request_validated_before_skips_validation() {
+        let build = |factor, mode| {
+            Schema::build(Scaled, EmptyMutation, EmptySubscription)
+                .data(Factor(factor))
+                .validation_mode(mode)
+                .finish()
+        };
+        let strict = build(2, async_graphql::ValidationMode::Strict);
+        let twin = build(3, async_graphql::ValidationMode::Fast);
+        let front = ParsedDocuments::new(1024 * 1024, false, true);
+        let answer = |r: &async_graphql::Response| r.data.clone().into_json().unwrap();
+        let with = |text: &str, n: serde_json::Value| {
+            Request::new(text).variables(Variables::from_json(serde_json::json!({ "n": n })))
+        };
+        let text = "query($n: Int!) { times(n: $n) }";
+        let (_, r) = front
+            .execute(&strict, Some(&twin), with(text, 4.into()))
+            .await;
+        assert_eq!(
+            answer(&r),
+            serde_json::json!({"times": 8}),
+            "first: validated"
+        );
+        let (_, r) = front
+            .execute(&strict, Some(&twin), with(text, 4.into()))
+            .await;
+        assert_eq!(
+            answer(&r),
+            serde_json::json!({"times": 12}),
+            "again: the twin"
+        );
+        let (_, r) = front
+            .execute(&strict, Some(&twin), with(text, 5.into()))
+            .await;
+        assert_eq!(
+            answer(&r),
+            serde_json::json!({"times": 10}),
+            "other variables"
+        );
+        // Invalid requests are validated every time and never reach the twin.
+        for _ in 0..2 {
+            let (label, r) = front
+                .execute(&strict, Some(&twin), with(text, "five".into()))
+                .await;
+            assert_eq!(
+                (label.as_str(), r.data),
+                ("invalid", async_graphql::Value::Null)
+            );
+            let conflict = "{ times(n: 1) times: times(n: 2) }";
+            let (label, r) = front
+                .execute(&strict, Some(&twin), Request::new(conflict))
+                .await;
+            assert_eq!(label, "invalid", "{:?}", r.errors);
+        }
+        // The operation is part of the request.
+        let two = "query A { times(n: 1) } query B { times(n: 1) }";
+        let run = |op: &'static str| Request::new(two).operation_name(op);
+        let (_, r) = front.execute(&strict, Some(&twin), run("A")).await;
+        assert_eq!(answer(&r), serde_json::json!({"times": 2}));
+        let (_, r) = front.execute(&strict, Some(&twin), run("B")).await;
+        assert_eq!(answer(&r), serde_json::json!({"times": 2}));
+        let (_, r) = front.execute(&strict, Some(&twin), run("A")).await;
+        assert_eq!(answer(&r), serde_json::json!({"times": 3}));
     }
 
     #[tokio::test]
