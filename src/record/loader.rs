@@ -146,26 +146,14 @@ impl Fetcher {
         let mut out = HashMap::with_capacity(keys.len());
         let mut missing = Vec::new();
         for key in keys {
-            let cache_key = CacheKey {
-                source,
-                entity,
-                lookup,
-                key: key.clone(),
-            };
-            match self.cache.get(&cache_key).await {
+            match self.cached(source, entity, lookup, key).await {
                 Some(records) => {
-                    self.hits.fetch_add(1, Ordering::Relaxed);
                     out.insert(key.clone(), records);
                 }
                 None => missing.push(key.clone()),
             }
         }
         let source_name = &self.sources[source].name;
-        let hits = (keys.len() - missing.len()) as u64;
-        if hits > 0 {
-            metrics::counter!("escr_cache_hits_total", "source" => source_name.clone())
-                .increment(hits);
-        }
         if missing.is_empty() {
             return Ok(out);
         }

@@ -16,7 +16,6 @@
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
 
 use async_graphql::indexmap::IndexMap;
 use async_graphql::parser::types::{Field, Selection, SelectionSet};
@@ -32,6 +31,7 @@ use super::records::Sourced;
 pub type Getter = fn(&Sourced) -> Value;
 
 /// A field a plan can answer: a value, or a small object of values (`provenance`).
+#[derive(Clone, Copy)]
 pub enum PlainField {
     Leaf(Getter),
     Object {
@@ -89,7 +89,7 @@ impl<T: PlainRecord> OutputType for Records<T> {
                 T::plain_fields()
                     .iter()
                     .find(|(n, _)| n == name)
-                    .map(|(_, f)| Found::Field(f))
+                    .map(|(_, f)| *f)
             },
             &mut steps,
         );
@@ -118,17 +118,12 @@ impl Step {
     }
 }
 
-enum Found<'t> {
-    Field(&'t PlainField),
-    Leaf(Getter),
-}
-
 /// Plan `set` on `type_name` into `steps`; false when the plain path cannot answer it.
-fn plan<'t>(
+fn plan(
     ctx: &ContextSelectionSet<'_>,
     set: &SelectionSet,
     type_name: &'static str,
-    find: &dyn Fn(&str) -> Option<Found<'t>>,
+    find: &dyn Fn(&str) -> Option<PlainField>,
     steps: &mut Vec<Step>,
 ) -> bool {
     for selection in &set.items {
@@ -144,19 +139,17 @@ fn plan<'t>(
                     Step::Typename(key, type_name)
                 } else {
                     match find(name) {
-                        Some(Found::Leaf(get) | Found::Field(&PlainField::Leaf(get))) => {
-                            Step::Leaf(key, get)
-                        }
-                        Some(Found::Field(PlainField::Object {
+                        Some(PlainField::Leaf(get)) => Step::Leaf(key, get),
+                        Some(PlainField::Object {
                             type_name: inner,
                             fields,
-                        })) => {
+                        }) => {
                             let mut sub = Vec::new();
                             let find_inner = |n: &str| {
                                 fields
                                     .iter()
                                     .find(|(name, _)| *name == n)
-                                    .map(|(_, get)| Found::Leaf(*get))
+                                    .map(|(_, get)| PlainField::Leaf(*get))
                             };
                             if !plan(ctx, &f.selection_set.node, inner, &find_inner, &mut sub) {
                                 return false;
@@ -297,14 +290,6 @@ pub fn camel(rust: &str) -> String {
         }
     }
     out
-}
-
-/// A type's table, built once.
-pub fn table(
-    cell: &'static OnceLock<Vec<(String, PlainField)>>,
-    build: impl FnOnce() -> Vec<(String, PlainField)>,
-) -> &'static [(String, PlainField)] {
-    cell.get_or_init(build)
 }
 
 #[cfg(test)]

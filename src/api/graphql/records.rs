@@ -134,12 +134,13 @@ macro_rules! record_type {
             }
             fn plain_fields() -> &'static [(String, PlainField)] {
                 static TABLE: OnceLock<Vec<(String, PlainField)>> = OnceLock::new();
-                plain::table(&TABLE, || {
+                TABLE.get_or_init(|| {
                     let mut fields = common_plain_fields();
                     $(
-                        #[allow(unused_mut, unused_assignments)]
-                        let mut graphql = plain::camel(stringify!($field));
-                        $( graphql = $gql.to_string(); )?
+                        let renamed: &[&str] = &[$($gql)?];
+                        let graphql = renamed
+                            .first()
+                            .map_or_else(|| plain::camel(stringify!($field)), |n| n.to_string());
                         fields.push((graphql, PlainField::Leaf(|r: &Sourced| {
                             let value: $ty = r.$get($col);
                             plain_value!($get, value)
