@@ -102,7 +102,11 @@ async fn phases(gateway: &Gateway, period: Period) -> anyhow::Result<(f64, f64, 
     let reports = gateway.reports.as_deref().expect("reports configured");
     let survivorship = &gateway.index.linkage_config().survivorship;
     let snapshot = gateway.index.snapshot();
-    let ex = Extractor::new(&estate, "Northshire", period, false);
+    let ex = Extractor::new(&estate, "Northshire", period, false).reading(
+        escr_connector::mapping::Fields::Only(
+            &escr_gateway::reports::extract::INDICATOR_FIELDS_READ,
+        ),
+    );
     let (mut read, mut survive, mut count, mut records) = (0.0, 0.0, 0.0, 0u64);
     let mut tallies = Tallies::default();
     for ids in ex.pages_in_source_order(&snapshot, reports.config.page_people) {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use escr_connector::mapping::{map_rows, MappingError};
+use escr_connector::mapping::{map_rows, map_rows_reading, Fields, MappingError};
 use escr_connector::{sql, Connector, ConnectorError, EntityKind, Mapped, Value, VendorProfile};
 
 /// How records are looked up.
@@ -96,6 +96,17 @@ impl Source {
         lookup: Lookup,
         keys: &[String],
     ) -> Result<Mapped, SourceError> {
+        self.fetch_reading(entity, lookup, keys, Fields::All).await
+    }
+
+    /// [`Source::fetch`], mapping only `fields` of each record (reports that count).
+    pub async fn fetch_reading(
+        &self,
+        entity: EntityKind,
+        lookup: Lookup,
+        keys: &[String],
+        fields: Fields<'_>,
+    ) -> Result<Mapped, SourceError> {
         let Some(spec) = self.profile.entity(entity) else {
             return Ok(Mapped::default());
         };
@@ -106,7 +117,7 @@ impl Source {
         let Some(sql_text) = sql_text else {
             return Ok(Mapped::default());
         };
-        self.fetch_chunked(entity, sql_text.get_ref(), keys, &[], self.timeout)
+        self.fetch_chunked(entity, sql_text.get_ref(), keys, &[], self.timeout, fields)
             .await
     }
 
@@ -120,6 +131,7 @@ impl Source {
         entity: EntityKind,
         person_keys: &[String],
         window: super::window::Window,
+        fields: Fields<'_>,
     ) -> Result<Mapped, SourceError> {
         let Some(spec) = self.profile.entity(entity) else {
             return Ok(Mapped::default());
@@ -149,11 +161,12 @@ impl Source {
                     person_keys,
                     &[("from", &from), ("to", &to)],
                     limit,
+                    fields,
                 )
                 .await?
             }
             (None, Some(all)) => {
-                self.fetch_chunked(entity, all.get_ref(), person_keys, &[], limit)
+                self.fetch_chunked(entity, all.get_ref(), person_keys, &[], limit, fields)
                     .await?
             }
             (None, None) => return Ok(Mapped::default()),
@@ -171,6 +184,7 @@ impl Source {
         keys: &[String],
         named: &[(&str, &Value)],
         limit: Duration,
+        fields: Fields<'_>,
     ) -> Result<Mapped, SourceError> {
         let caps = self.connector.capabilities();
         let mut out: Option<Mapped> = None;
@@ -182,7 +196,7 @@ impl Source {
             let rows = self
                 .run_with(entity, &bound.sql, &bound.params, limit)
                 .await?;
-            let mapped = map_rows(&self.profile, entity, rows)?;
+            let mapped = map_rows_reading(&self.profile, entity, rows, fields)?;
             // Most lookups are one chunk: its records are the answer, not copied.
             match &mut out {
                 None => out = Some(mapped),
@@ -215,6 +229,7 @@ impl Source {
                 workers,
                 &[],
                 self.timeout,
+                Fields::All,
             )
             .await?;
         Ok(Some(mapped))

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::NaiveDate;
+use escr_connector::mapping::Fields;
 use escr_connector::{EntityKind, Mapped, Record};
 
 use super::{window_for, Estate, Period, ReportError};
@@ -17,6 +18,34 @@ pub const EVENT_ENTITIES: [EntityKind; 4] = [
     EntityKind::Assessment,
     EntityKind::Episode,
     EntityKind::Service,
+];
+
+/// Every field the indicators read of a person's records and events: the dates that
+/// place an event in its window ([`crate::record::window`]), the fields the tallies
+/// count by, and the person fields their survivorship and the policy's facts use.
+/// Their reads map these only. A test reads the counting code and fails when it reads
+/// a field missing here (it would read as absent).
+pub const INDICATOR_FIELDS_READ: [&str; 19] = [
+    "received_at",
+    "started",
+    "authorised",
+    "completed",
+    "start",
+    "end",
+    "type",
+    "kind",
+    "service_area",
+    "support_category",
+    "delivery_mechanism",
+    "funding",
+    "permanence",
+    "birth_date",
+    "birth_date_estimated",
+    "death_date",
+    "nhs_number",
+    // Not a column: the mapping of `nhs_number` sets it.
+    "nhs_number_valid",
+    "support_reason",
 ];
 
 /// One person as a report sees them.
@@ -138,6 +167,9 @@ pub struct Extractor {
     /// Indexes (into the fetcher's sources) of the authority's sources.
     pub sources: Vec<usize>,
     pub with_facts: bool,
+    /// What is mapped of person records and events (allocations and consents are
+    /// mapped in full: the policy decides from them).
+    pub fields: Fields<'static>,
     /// People with a record in the linkage review queue.
     under_review: std::collections::HashSet<String>,
 }
@@ -164,8 +196,15 @@ impl Extractor {
             period,
             sources,
             with_facts,
+            fields: Fields::All,
             under_review,
         }
+    }
+
+    /// Map only `fields` of person records and events.
+    pub fn reading(mut self, fields: Fields<'static>) -> Extractor {
+        self.fields = fields;
+        self
     }
 
     fn source_names(&self) -> BTreeSet<&str> {
@@ -300,7 +339,7 @@ impl Extractor {
         let mut out = vec![(
             EntityKind::Person,
             source
-                .fetch(EntityKind::Person, Lookup::ByKey, local_ids)
+                .fetch_reading(EntityKind::Person, Lookup::ByKey, local_ids, self.fields)
                 .await?,
         )];
         if !ours {
@@ -309,7 +348,12 @@ impl Extractor {
         for entity in EVENT_ENTITIES {
             if source.holds(entity) {
                 let mapped = source
-                    .fetch_between(entity, local_ids, window_for(entity, self.period))
+                    .fetch_between(
+                        entity,
+                        local_ids,
+                        window_for(entity, self.period),
+                        self.fields,
+                    )
                     .await?;
                 out.push((entity, mapped));
             }
@@ -325,5 +369,54 @@ impl Extractor {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every field the counting code reads by name, found in its source text: a field
+    /// read there but not mapped would read as absent and change a count silently.
+    #[test]
+    fn the_indicators_map_every_field_they_read() {
+        let sources = [
+            ("indicators.rs", include_str!("indicators.rs")),
+            ("national.rs", include_str!("national.rs")),
+            ("extract.rs", include_str!("extract.rs")),
+            ("run.rs", include_str!("run.rs")),
+            ("window.rs", include_str!("../record/window.rs")),
+            ("golden.rs", include_str!("../identity/linkage/golden.rs")),
+        ];
+        let mut read = BTreeSet::new();
+        for (file, text) in sources {
+            for accessor in [
+                ".text(\"",
+                ".date(\"",
+                ".date_time(\"",
+                ".bool(\"",
+                ".number(\"",
+                ".fields.get(\"",
+            ] {
+                for (at, _) in text.match_indices(accessor) {
+                    let rest = &text[at + accessor.len()..];
+                    let name = &rest[..rest.find('"').expect("a closing quote")];
+                    read.insert((name.to_string(), file));
+                }
+            }
+        }
+        for entity in EVENT_ENTITIES {
+            let field = escr_connector::mapping::placing_date(entity).unwrap_or("start");
+            read.insert((field.to_string(), "placing_date"));
+        }
+        assert!(read.len() > 15, "the scan found the reads: {read:?}");
+        let missing: Vec<_> = read
+            .iter()
+            .filter(|(name, _)| !INDICATOR_FIELDS_READ.contains(&name.as_str()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "read but not in INDICATOR_FIELDS_READ: {missing:?}"
+        );
     }
 }

@@ -117,7 +117,30 @@ pub struct Tallies {
     pub national: super::national::NationalTallies,
 }
 
+impl Tally {
+    fn merge(&mut self, other: Tally) {
+        self.numerator += other.numerator;
+        self.denominator += other.denominator;
+        for (reason, n) in other.excluded {
+            *self.excluded.entry(reason).or_default() += n;
+        }
+    }
+}
+
+/// Add `other`'s tallies into `mine`, measure by measure.
+fn merge_tallies(mine: &mut BTreeMap<&'static str, Tally>, other: BTreeMap<&'static str, Tally>) {
+    for (id, t) in other {
+        mine.entry(id).or_default().merge(t);
+    }
+}
+
 impl Tallies {
+    /// Add another group of people's tallies (people are counted independently).
+    pub fn merge(&mut self, other: Tallies) {
+        merge_tallies(&mut self.by_id, other.by_id);
+        merge_tallies(&mut self.national.by_id, other.national.by_id);
+    }
+
     fn tally(&mut self, id: &'static str) -> &mut Tally {
         self.by_id.entry(id).or_default()
     }

@@ -209,6 +209,28 @@ pub fn map_rows(
     entity: EntityKind,
     rows: RowSet,
 ) -> Result<Mapped, MappingError> {
+    map_rows_reading(profile, entity, rows, Fields::All)
+}
+
+/// The fields a reader maps of each record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fields<'a> {
+    All,
+    /// These fields only, besides the keys (`local_id`, `person_id`) and
+    /// `last_updated`, which every record has. Labels are applied as always. For
+    /// counting, not release: a report that counts by two dates and a code need not
+    /// parse a record's other twenty cells (at 100,000 people, a third of its work).
+    Only(&'a [&'a str]),
+}
+
+/// [`map_rows`], mapping only `fields` of each record. Every column the profile maps
+/// must still be in the result: a profile fault is found whoever reads.
+pub fn map_rows_reading(
+    profile: &VendorProfile,
+    entity: EntityKind,
+    rows: RowSet,
+    fields: Fields<'_>,
+) -> Result<Mapped, MappingError> {
     let fail = |reason: String| MappingError {
         profile: profile.name().to_string(),
         entity,
@@ -217,7 +239,12 @@ pub fn map_rows(
     let Some(spec) = profile.entity(entity) else {
         return Err(fail("the profile does not map this entity".into()));
     };
-    let (columns, label_columns) = resolve_columns(spec, entity, &rows).map_err(fail)?;
+    let (mut columns, label_columns) = resolve_columns(spec, entity, &rows).map_err(fail)?;
+    if let Fields::Only(only) = fields {
+        columns.retain(|c| {
+            matches!(c.name, "local_id" | "person_id" | "last_updated") || only.contains(&c.name)
+        });
+    }
     let rules = profile.date_rules;
     let placeholders = &profile.file.vendor.nhs_placeholders;
     let local_id_col = columns
