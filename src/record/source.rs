@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use escr_connector::mapping::{map_rows, map_rows_reading, Fields, MappingError};
+use escr_connector::mapping::{columns_read, map_rows, map_rows_reading, Fields, MappingError};
 use escr_connector::{sql, Connector, ConnectorError, EntityKind, Mapped, Value, VendorProfile};
 
 /// How records are looked up.
@@ -189,13 +189,26 @@ impl Source {
         let caps = self.connector.capabilities();
         let mut out: Option<Mapped> = None;
         let max_batch = caps.max_batch.max(1);
+        let columns = self
+            .profile
+            .entity(entity)
+            .and_then(|spec| columns_read(spec, fields));
         for chunk in keys.chunks(max_batch) {
             let mut key_values: Vec<Value> = chunk.iter().map(|k| Value::Text(k.clone())).collect();
             key_values.resize(padded_len(chunk.len(), max_batch), Value::Null);
             let bound = sql::bind_named(sql_text, &key_values, named, caps.placeholder);
-            let rows = self
-                .run_with(entity, &bound.sql, &bound.params, limit)
-                .await?;
+            let rows = match &columns {
+                None => {
+                    self.run_with(entity, &bound.sql, &bound.params, limit)
+                        .await?
+                }
+                Some(columns) => {
+                    let call = self
+                        .connector
+                        .query_columns(&bound.sql, &bound.params, columns);
+                    self.limited(entity, limit, call).await?
+                }
+            };
             let mapped = map_rows_reading(&self.profile, entity, rows, fields)?;
             // Most lookups are one chunk: its records are the answer, not copied.
             match &mut out {

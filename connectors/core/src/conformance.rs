@@ -100,14 +100,32 @@ pub async fn check_connector(conn: &dyn Connector) -> Vec<Failure> {
         },
         Err(e) => fail(&mut out, "bound integer round trip", e.to_string()),
     }
+    // A reader naming its columns gets their cells as `query` gives them.
+    let bound = sql::bind(
+        "SELECT {keys} AS V",
+        &[Value::from("O'Brien")],
+        None,
+        caps.placeholder,
+    );
+    match (
+        conn.query(&bound.sql, &bound.params).await,
+        conn.query_columns(&bound.sql, &bound.params, &["v"]).await,
+    ) {
+        (Ok(all), Ok(some)) if all == some => {}
+        (all, some) => fail(
+            &mut out,
+            "query_columns gives the named columns as query does",
+            format!("query: {all:?}, query_columns: {some:?}"),
+        ),
+    }
     let counted = conn.statements_executed().saturating_sub(before);
-    if counted != HOSTILE_TEXTS.len() as u64 + 1 {
+    if counted != HOSTILE_TEXTS.len() as u64 + 3 {
         fail(
             &mut out,
             "statement counter",
             format!(
                 "ran {} statements, counter moved by {counted}",
-                HOSTILE_TEXTS.len() + 1
+                HOSTILE_TEXTS.len() + 3
             ),
         );
     }

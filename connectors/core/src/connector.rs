@@ -51,6 +51,20 @@ pub trait Connector: Send + Sync + 'static {
     /// Run one read statement with bound parameters.
     async fn query(&self, sql: &str, params: &[Value]) -> Result<RowSet, ConnectorError>;
 
+    /// [`Connector::query`] for a reader that uses only the result's `columns` (any
+    /// case): the cells of the others may come back `Null`. An engine whose rows are
+    /// costly to copy out leaves them (SQLite: a report at 100,000 people copied out
+    /// names and free text it never read). By default, the whole rows.
+    async fn query_columns(
+        &self,
+        sql: &str,
+        params: &[Value],
+        columns: &[&str],
+    ) -> Result<RowSet, ConnectorError> {
+        let _ = columns;
+        self.query(sql, params).await
+    }
+
     /// Cheap round trip proving the source is reachable.
     async fn ping(&self) -> Result<(), ConnectorError>;
 

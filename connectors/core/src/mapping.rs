@@ -223,6 +223,29 @@ pub enum Fields<'a> {
     Only(&'a [&'a str]),
 }
 
+/// Does a read of `only` map the field `name`?
+fn maps(name: &str, only: &[&str]) -> bool {
+    matches!(name, "local_id" | "person_id" | "last_updated") || only.contains(&name)
+}
+
+/// The result columns [`map_rows_reading`] reads for `fields` (the fields' and the
+/// label rules'), for [`crate::Connector::query_columns`]; `None`: every column.
+pub fn columns_read<'a>(spec: &'a EntitySpec, fields: Fields<'_>) -> Option<Vec<&'a str>> {
+    let Fields::Only(only) = fields else {
+        return None;
+    };
+    let fields = spec
+        .fields
+        .iter()
+        .filter(|(name, _)| maps(name.get_ref(), only))
+        .map(|(_, f)| f.get_ref().column.as_str());
+    let labels = spec
+        .labels
+        .iter()
+        .filter_map(|r| r.get_ref().column.as_deref());
+    Some(fields.chain(labels).collect())
+}
+
 /// [`map_rows`], mapping only `fields` of each record. Every column the profile maps
 /// must still be in the result: a profile fault is found whoever reads.
 pub fn map_rows_reading(
@@ -241,9 +264,7 @@ pub fn map_rows_reading(
     };
     let (mut columns, label_columns) = resolve_columns(spec, entity, &rows).map_err(fail)?;
     if let Fields::Only(only) = fields {
-        columns.retain(|c| {
-            matches!(c.name, "local_id" | "person_id" | "last_updated") || only.contains(&c.name)
-        });
+        columns.retain(|c| maps(c.name, only));
     }
     let rules = profile.date_rules;
     let placeholders = &profile.file.vendor.nhs_placeholders;

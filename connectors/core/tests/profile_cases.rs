@@ -277,3 +277,73 @@ fn visits_keep_their_end_and_title_and_report_an_end_before_the_start() {
         .collect();
     assert_eq!(kinds, [("V2", FindingKind::EndBeforeStart)]);
 }
+
+/// A reader of a few fields, given only the columns `columns_read` names (the others
+/// `Null`, as `query_columns` may leave them), maps those fields, the keys and the labels
+/// exactly as a full read does.
+#[test]
+fn a_read_of_some_fields_maps_them_as_a_full_read_does() {
+    let p = good_profile();
+    let notes = rows(
+        &["ID", "PID", "VIS", "BODY"],
+        vec![
+            vec![t("1"), t("7"), t("T"), t("seen at home")],
+            vec![t("2"), t("7"), t("F"), t("phoned")],
+            vec![t("3"), t("8"), t("t"), t("letter")],
+        ],
+    );
+    let labelled = same_as_a_full_read(&p, EntityKind::CaseNote, notes, &[]);
+    assert!(labelled.iter().any(|r| !r.labels.is_empty()));
+    let visits = rows(
+        &["ID", "PID", "TTL", "ST", "EN"],
+        vec![
+            vec![
+                t("1"),
+                t("7"),
+                t("Review"),
+                Value::Int(1_700_000_000),
+                Value::Int(1_700_003_600),
+            ],
+            vec![
+                t("2"),
+                t("8"),
+                t("Visit"),
+                Value::Null,
+                Value::Int(1_700_003_600),
+            ],
+        ],
+    );
+    let mapped = same_as_a_full_read(&p, EntityKind::Visit, visits, &["actual"]);
+    assert!(mapped[0].date_time("actual").is_some());
+}
+
+fn same_as_a_full_read(
+    p: &VendorProfile,
+    entity: EntityKind,
+    all: RowSet,
+    only: &[&str],
+) -> Vec<escr_connector::Record> {
+    use escr_connector::mapping::{columns_read, map_rows_reading, Fields};
+    let read = columns_read(p.entity(entity).unwrap(), Fields::Only(only)).unwrap();
+    let mut partial = all.clone();
+    for row in &mut partial.rows {
+        for (cell, column) in row.iter_mut().zip(&all.columns) {
+            if !read.iter().any(|r| r.eq_ignore_ascii_case(column)) {
+                *cell = Value::Null;
+            }
+        }
+    }
+    assert_ne!(partial, all, "{entity:?}: some columns go unread");
+    let full = map_rows(p, entity, all).unwrap();
+    let some = map_rows_reading(p, entity, partial, Fields::Only(only)).unwrap();
+    assert_eq!(full.records.len(), some.records.len());
+    for (f, s) in full.records.iter().zip(&some.records) {
+        assert_eq!(
+            (&f.local_id, &f.person_id, f.last_updated, &f.labels),
+            (&s.local_id, &s.person_id, s.last_updated, &s.labels)
+        );
+        let wanted: Vec<_> = f.fields.iter().filter(|(k, _)| only.contains(k)).collect();
+        assert_eq!(wanted, s.fields.iter().collect::<Vec<_>>());
+    }
+    some.records
+}

@@ -161,12 +161,13 @@ fn run(
     conn: &Connection,
     sql: &str,
     bound: &[rusqlite::types::Value],
+    wanted: Option<&[String]>,
 ) -> Result<RowSet, ConnectorError> {
     let scan = bound.is_empty();
     if scan {
         let _ = conn.pragma_update(None, "mmap_size", 0);
     }
-    let out = read(conn, sql, bound);
+    let out = read(conn, sql, bound, wanted);
     if scan {
         let _ = conn.pragma_update(None, "mmap_size", MMAP_BYTES);
     }
@@ -177,6 +178,7 @@ fn read(
     conn: &Connection,
     sql: &str,
     bound: &[rusqlite::types::Value],
+    wanted: Option<&[String]>,
 ) -> Result<RowSet, ConnectorError> {
     let mut stmt = conn.prepare_cached(sql).map_err(|e| match e {
         rusqlite::Error::SqliteFailure(err, _)
@@ -199,12 +201,20 @@ fn read(
         rows: Vec::new(),
     };
     let width = out.columns.len();
+    let copied: Vec<bool> = out
+        .columns
+        .iter()
+        .map(|c| wanted.is_none_or(|w| w.iter().any(|w| w.eq_ignore_ascii_case(c))))
+        .collect();
     loop {
         match rows.next() {
             Ok(Some(row)) => {
                 let mut values = Vec::with_capacity(width);
-                for i in 0..width {
-                    values.push(row.get_ref(i).map(from_sql).unwrap_or(Value::Null));
+                for (i, copied) in copied.iter().enumerate() {
+                    values.push(match copied {
+                        true => row.get_ref(i).map(from_sql).unwrap_or(Value::Null),
+                        false => Value::Null,
+                    });
                 }
                 out.rows.push(values);
             }
@@ -235,6 +245,38 @@ impl Connector for SqliteConnector {
     }
 
     async fn query(&self, sql: &str, params: &[Value]) -> Result<RowSet, ConnectorError> {
+        self.read_columns(sql, params, None).await
+    }
+
+    async fn query_columns(
+        &self,
+        sql: &str,
+        params: &[Value],
+        columns: &[&str],
+    ) -> Result<RowSet, ConnectorError> {
+        let columns = columns.iter().map(|c| c.to_string()).collect();
+        self.read_columns(sql, params, Some(columns)).await
+    }
+
+    async fn ping(&self) -> Result<(), ConnectorError> {
+        // Bound, so that a health check reads like a keyed read and keeps the mapping.
+        self.query("SELECT ?", &[Value::Int(1)]).await.map(|_| ())
+    }
+
+    fn statements_executed(&self) -> u64 {
+        self.statements.get()
+    }
+}
+
+impl SqliteConnector {
+    /// One statement on a pooled connection; cells of columns not in `wanted` (when
+    /// given) are left `Null`.
+    async fn read_columns(
+        &self,
+        sql: &str,
+        params: &[Value],
+        wanted: Option<Vec<String>>,
+    ) -> Result<RowSet, ConnectorError> {
         let _permit = self
             .permits
             .acquire()
@@ -257,7 +299,7 @@ impl Connector for SqliteConnector {
         // keys per statement).
         let params: Vec<rusqlite::types::Value> = params.iter().map(to_sql).collect();
         let task = tokio::task::spawn_blocking(move || {
-            let result = run(&conn, &sql, &params);
+            let result = run(&conn, &sql, &params, wanted.as_deref());
             (conn, result)
         });
         let (conn, result) = match tokio::time::timeout(self.timeout, task).await {
@@ -275,15 +317,6 @@ impl Connector for SqliteConnector {
             pool.push(conn);
         }
         result
-    }
-
-    async fn ping(&self) -> Result<(), ConnectorError> {
-        // Bound, so that a health check reads like a keyed read and keeps the mapping.
-        self.query("SELECT ?", &[Value::Int(1)]).await.map(|_| ())
-    }
-
-    fn statements_executed(&self) -> u64 {
-        self.statements.get()
     }
 }
 
@@ -365,6 +398,30 @@ mod tests {
             Value::Int(2)
         );
         assert_eq!(c.statements_executed(), 3);
+    }
+
+    /// Named columns (any case) come back as `query` gives them, the others `Null`.
+    #[tokio::test]
+    async fn a_reader_of_some_columns_gets_those_cells_only() {
+        let (_dir, config) = fixture();
+        let c = SqliteConnector::new(&config);
+        let sql = "SELECT ID, NAME, AMT, D FROM T ORDER BY ID";
+        let all = c.query(sql, &[]).await.unwrap();
+        let some = c.query_columns(sql, &[], &["id", "D"]).await.unwrap();
+        assert_eq!(some.columns, all.columns);
+        assert_eq!(
+            some.rows[0],
+            vec![
+                Value::Int(1),
+                Value::Null,
+                Value::Null,
+                Value::from("2020-01-02")
+            ]
+        );
+        for (a, s) in all.rows.iter().zip(&some.rows) {
+            assert_eq!((&a[0], &a[3]), (&s[0], &s[3]));
+        }
+        assert_eq!(c.statements_executed(), 2);
     }
 
     /// A keyed read maps the file's pages; a scan (no bound values) drops them and
