@@ -120,6 +120,9 @@ struct Measured {
     statements: f64,
     cpu_s: f64,
     db_cpu_s: f64,
+    /// Answers that carried GraphQL errors (partial answers under overload, say): they
+    /// count in req/s, so a row with any is not a clean measurement.
+    errors: u64,
 }
 
 async fn run(people: usize, connections: &[usize], seconds: u64) -> anyhow::Result<()> {
@@ -252,7 +255,8 @@ async fn run(people: usize, connections: &[usize], seconds: u64) -> anyhow::Resu
             wrk(&target.url, &script, c, 5)?;
             let db_before = (com_select(&mut conn).await?, mariadb_cpu());
             let cpu_before = cpu_seconds(pid);
-            let (per_sec, p50_ms, p99_ms, requests) = wrk(&target.url, &script, c, seconds)?;
+            let (per_sec, p50_ms, p99_ms, requests, errors) =
+                wrk(&target.url, &script, c, seconds)?;
             let statements =
                 (com_select(&mut conn).await? - db_before.0) as f64 / requests.max(1) as f64;
             let m = Measured {
@@ -262,6 +266,7 @@ async fn run(people: usize, connections: &[usize], seconds: u64) -> anyhow::Resu
                 statements,
                 cpu_s: cpu_seconds(pid) - cpu_before,
                 db_cpu_s: mariadb_cpu() - db_before.1,
+                errors,
             };
             results.push((target.label, c, m, peak_rss_mib(pid)));
         }
@@ -283,7 +288,8 @@ async fn run(people: usize, connections: &[usize], seconds: u64) -> anyhow::Resu
                 wrk(&list.url, &script, c, 5)?;
                 let db_before = (com_select(&mut conn).await?, mariadb_cpu());
                 let cpu_before = cpu_seconds(pid);
-                let (per_sec, p50_ms, p99_ms, requests) = wrk(&list.url, &script, c, seconds)?;
+                let (per_sec, p50_ms, p99_ms, requests, errors) =
+                    wrk(&list.url, &script, c, seconds)?;
                 let statements =
                     (com_select(&mut conn).await? - db_before.0) as f64 / requests.max(1) as f64;
                 let m = Measured {
@@ -293,6 +299,7 @@ async fn run(people: usize, connections: &[usize], seconds: u64) -> anyhow::Resu
                     statements,
                     cpu_s: cpu_seconds(pid) - cpu_before,
                     db_cpu_s: mariadb_cpu() - db_before.1,
+                    errors,
                 };
                 results.push((list.label, c, m, peak_rss_mib(pid)));
             }
@@ -306,7 +313,7 @@ async fn run(people: usize, connections: &[usize], seconds: u64) -> anyhow::Resu
     pool.disconnect().await?;
 
     println!(
-        "\n{:<26} {:>5} {:>9} {:>8} {:>8} {:>10} {:>8} {:>8} {:>9} {:>10} {:>10}",
+        "\n{:<26} {:>5} {:>9} {:>8} {:>8} {:>10} {:>8} {:>8} {:>9} {:>10} {:>10} {:>7}",
         "target",
         "conns",
         "req/s",
@@ -317,7 +324,8 @@ async fn run(people: usize, connections: &[usize], seconds: u64) -> anyhow::Resu
         "db cpu",
         "RSS MiB",
         "x direct",
-        "p99/direct"
+        "p99/direct",
+        "errors"
     );
     for (label, c, m, rss) in &results {
         let base = results
@@ -328,8 +336,13 @@ async fn run(people: usize, connections: &[usize], seconds: u64) -> anyhow::Resu
             (m.per_sec / b.per_sec, m.p99_ms / b.p99_ms.max(1e-9))
         });
         println!(
-            "{label:<26} {c:>5} {:>9.0} {:>8.2} {:>8.2} {:>10.2} {:>8.1} {:>8.1} {rss:>9} {ratio:>10.2} {p99_ratio:>10.2}",
-            m.per_sec, m.p50_ms, m.p99_ms, m.statements, m.cpu_s, m.db_cpu_s
+            "{label:<26} {c:>5} {:>9.0} {:>8.2} {:>8.2} {:>10.2} {:>8.1} {:>8.1} {rss:>9} {ratio:>10.2} {p99_ratio:>10.2} {:>7}",
+            m.per_sec, m.p50_ms, m.p99_ms, m.statements, m.cpu_s, m.db_cpu_s, m.errors
+        );
+    }
+    if results.iter().any(|(_, _, m, _)| m.errors > 0) {
+        println!(
+            "\nRows with errors counted partial answers (a source out of connections, say) in req/s: not clean measurements."
         );
     }
     for (label, (records, bytes)) in &audits {
@@ -531,6 +544,20 @@ fn wrk_script(work: &Path, target: &Target) -> anyhow::Result<PathBuf> {
         "request = function()\n  i = i % #bodies + 1\n  return wrk.format(nil, nil, nil, bodies[i])\nend\n",
     );
     lua.push_str("wrk.headers[\"Content-Type\"] = \"application/json\"\n");
+    // Each wrk thread counts the answers that carry errors; `done` adds them up.
+    lua.push_str(concat!(
+        "errors = 0\n",
+        "local threads = {}\n",
+        "setup = function(thread) table.insert(threads, thread) end\n",
+        "response = function(status, headers, body)\n",
+        "  if string.find(body, '\"errors\"', 1, true) then errors = errors + 1 end\n",
+        "end\n",
+        "done = function(summary, latency, requests)\n",
+        "  local n = 0\n",
+        "  for _, t in ipairs(threads) do n = n + t:get(\"errors\") end\n",
+        "  io.write(string.format(\"answers with errors: %d\\n\", n))\n",
+        "end\n"
+    ));
     for (k, v) in &target.headers {
         lua.push_str(&format!(
             "wrk.headers[{}] = {}\n",
@@ -551,12 +578,13 @@ fn lua_string(s: &str) -> String {
 }
 
 /// Requests/s, p50 and p99 in ms, requests.
+/// (req/s, p50 ms, p99 ms, requests, answers with errors).
 fn wrk(
     url: &str,
     script: &Path,
     connections: usize,
     seconds: u64,
-) -> anyhow::Result<(f64, f64, f64, u64)> {
+) -> anyhow::Result<(f64, f64, f64, u64, u64)> {
     let out = Command::new("wrk")
         .args([
             "-t2",
@@ -589,7 +617,10 @@ fn wrk(
         .find(|l| l.contains("requests in"))
         .and_then(|l| l.split_whitespace().next()?.parse().ok())
         .unwrap_or(0);
-    Ok((per_sec, p("50%"), p("99%"), requests))
+    let errors = field("answers with errors:")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no error count in wrk's output: {text}"))?;
+    Ok((per_sec, p("50%"), p("99%"), requests, errors))
 }
 
 fn duration_ms(v: &str) -> Option<f64> {
