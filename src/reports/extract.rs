@@ -106,13 +106,12 @@ impl Demographics {
         survivorship: &crate::identity::linkage::config::Survivorship,
         fields: &[&'static str],
     ) -> Demographics {
-        let input: Vec<(String, &Record)> = records.iter().map(|(s, r)| (s.clone(), r)).collect();
-        let golden = crate::identity::linkage::golden::golden_of(&input, survivorship, fields);
+        use crate::identity::linkage::golden::chosen_of;
         let chosen = |field: &str| {
-            golden
-                .iter()
-                .find(|g| g.field == field)
-                .and_then(|g| g.chosen.clone())
+            fields.contains(&field).then(|| {
+                let records = records.iter().map(|(s, r)| (s.as_str(), r));
+                chosen_of(records, survivorship, field)
+            })?
         };
         let birth = chosen("birth_date");
         let birth_date = birth

@@ -62,73 +62,24 @@ pub fn golden(records: &[(String, &Record)], config: &Survivorship) -> Vec<Golde
     golden_of(records, config, &GOLDEN_FIELDS)
 }
 
-/// [`golden`] for some of the fields only (a report that needs two fields of many
-/// thousands of people need not choose the other six).
+/// [`golden`] for some of the fields only.
 pub fn golden_of(
     records: &[(String, &Record)],
     config: &Survivorship,
     fields: &[&'static str],
 ) -> Vec<GoldenField> {
-    let priority = |source: &str| {
-        config
-            .sources
-            .iter()
-            .position(|s| s == source)
-            .unwrap_or(config.sources.len())
-    };
     fields
         .iter()
         .map(|field| {
             let rule = config.rule_for(field);
-            let mut candidates: Vec<(SourcedValue, bool)> = records
-                .iter()
-                .filter_map(|(source, record)| {
-                    value_of(record, field).map(|(value, estimated)| {
-                        (
-                            SourcedValue {
-                                value,
-                                source: source.clone(),
-                                local_id: record.local_id.clone(),
-                                last_updated: record.last_updated,
-                            },
-                            estimated,
-                        )
-                    })
-                })
-                .collect();
-            // Source priority (then source name and local id) breaks every tie.
-            candidates.sort_by(|(a, _), (b, _)| {
-                (priority(&a.source), &a.source, &a.local_id).cmp(&(
-                    priority(&b.source),
-                    &b.source,
-                    &b.local_id,
-                ))
-            });
-            let best = match rule {
-                Rule::SourcePriority => candidates.first(),
-                Rule::MostRecent => candidates
-                    .iter()
-                    .enumerate()
-                    .max_by_key(|(i, (v, _))| (v.last_updated, std::cmp::Reverse(*i)))
-                    .map(|(_, c)| c),
-                Rule::MostComplete => candidates
-                    .iter()
-                    .enumerate()
-                    .max_by_key(|(i, (v, estimated))| {
-                        (
-                            !*estimated,
-                            v.value.chars().filter(|c| c.is_alphanumeric()).count(),
-                            std::cmp::Reverse(*i),
-                        )
-                    })
-                    .map(|(_, c)| c),
-            };
-            let chosen = best.map(|(v, _)| v.clone());
+            let records = records.iter().map(|(s, r)| (s.as_str(), *r));
+            let (candidates, best) = ranked(records, rule, config, field);
+            let chosen = best.map(|i| candidates[i].owned());
             let conflicts = match &chosen {
                 Some(c) => candidates
                     .iter()
-                    .filter(|(v, _)| !same(&v.value, &c.value))
-                    .map(|(v, _)| v.clone())
+                    .filter(|v| !same(&v.value, &c.value))
+                    .map(Candidate::owned)
                     .collect(),
                 None => Vec::new(),
             };
@@ -140,6 +91,98 @@ pub fn golden_of(
             }
         })
         .collect()
+}
+
+/// The surviving value of one field, as [`golden_of`] chooses it, without the conflicts
+/// (a report that needs two fields of many thousands of people: listing the conflicts
+/// was most of its survivorship's work).
+pub fn chosen_of<'a>(
+    records: impl Iterator<Item = (&'a str, &'a Record)>,
+    config: &Survivorship,
+    field: &str,
+) -> Option<SourcedValue> {
+    let (mut candidates, best) = ranked(records, config.rule_for(field), config, field);
+    best.map(|i| candidates.swap_remove(i).into_owned())
+}
+
+/// One record's value of a field, borrowing its provenance.
+struct Candidate<'a> {
+    value: String,
+    estimated: bool,
+    source: &'a str,
+    local_id: &'a str,
+    last_updated: Option<NaiveDateTime>,
+}
+
+impl Candidate<'_> {
+    fn owned(&self) -> SourcedValue {
+        SourcedValue {
+            value: self.value.clone(),
+            source: self.source.to_string(),
+            local_id: self.local_id.to_string(),
+            last_updated: self.last_updated,
+        }
+    }
+    fn into_owned(self) -> SourcedValue {
+        SourcedValue {
+            value: self.value,
+            source: self.source.to_string(),
+            local_id: self.local_id.to_string(),
+            last_updated: self.last_updated,
+        }
+    }
+}
+
+/// A field's values in tie-break order (source priority, then source name and local
+/// id), and which of them survives under `rule`.
+fn ranked<'a>(
+    records: impl Iterator<Item = (&'a str, &'a Record)>,
+    rule: Rule,
+    config: &Survivorship,
+    field: &str,
+) -> (Vec<Candidate<'a>>, Option<usize>) {
+    let priority = |source: &str| {
+        config
+            .sources
+            .iter()
+            .position(|s| s == source)
+            .unwrap_or(config.sources.len())
+    };
+    let mut candidates: Vec<Candidate<'a>> = records
+        .filter_map(|(source, record)| {
+            value_of(record, field).map(|(value, estimated)| Candidate {
+                value,
+                estimated,
+                source,
+                local_id: &record.local_id,
+                last_updated: record.last_updated,
+            })
+        })
+        .collect();
+    // Source priority (then source name and local id) breaks every tie.
+    candidates.sort_by(|a, b| {
+        (priority(a.source), a.source, a.local_id).cmp(&(priority(b.source), b.source, b.local_id))
+    });
+    let best = match rule {
+        Rule::SourcePriority => (!candidates.is_empty()).then_some(0),
+        Rule::MostRecent => candidates
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, v)| (v.last_updated, std::cmp::Reverse(*i)))
+            .map(|(i, _)| i),
+        Rule::MostComplete => candidates
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, v)| {
+                (
+                    !v.estimated,
+                    v.value.chars().filter(|c| c.is_alphanumeric()).count(),
+                    std::cmp::Reverse(*i),
+                )
+            })
+            .map(|(i, _)| i),
+    };
+    (candidates, best)
 }
 
 #[cfg(test)]
@@ -208,5 +251,20 @@ mod tests {
         assert_eq!(family.chosen.as_ref().unwrap().value, "OKAFOR");
         assert!(family.conflicts.is_empty());
         assert_eq!(get("death_date").chosen, None);
+        // A report's survivorship of one field chooses as the golden record does.
+        for field in GOLDEN_FIELDS {
+            let one = chosen_of(
+                records.iter().map(|(s, r)| (s.as_str(), *r)),
+                &config,
+                field,
+            );
+            assert_eq!(one, get(field).chosen, "{field}");
+        }
+        let reversed = records.iter().rev().map(|(s, r)| (s.as_str(), *r));
+        assert_eq!(
+            chosen_of(reversed, &config, "given_names"),
+            get("given_names").chosen,
+            "whatever the records' order"
+        );
     }
 }
