@@ -38,6 +38,24 @@ pub struct Validating<S> {
     pub validated: S,
 }
 
+impl<Q, M> Validating<async_graphql::Schema<Q, M, async_graphql::EmptySubscription>>
+where
+    Q: async_graphql::ObjectType + 'static,
+    M: async_graphql::ObjectType + 'static,
+{
+    /// Both schemas from one builder function.
+    fn build(
+        make: impl Fn() -> async_graphql::SchemaBuilder<Q, M, async_graphql::EmptySubscription>,
+    ) -> Self {
+        Validating {
+            strict: make().finish(),
+            validated: make()
+                .validation_mode(async_graphql::ValidationMode::Fast)
+                .finish(),
+        }
+    }
+}
+
 /// The router's paths (metric labels and span names use only these).
 pub const ROUTES: &[&str] = &[
     "/graphql",
@@ -60,26 +78,14 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     }
     // No extensions: the request front (`ops::parsed`) does their work once per request.
     // Each with its twin for requests validated before (`ops::parsed`).
-    let fast = async_graphql::ValidationMode::Fast;
-    let schema = crate::api::graphql::builder(Some(gateway.clone())).finish();
-    let schema_validated = crate::api::graphql::builder(Some(gateway.clone()))
-        .validation_mode(fast)
-        .finish();
+    let schema = Validating::build(|| crate::api::graphql::builder(Some(gateway.clone())));
     let limits = Arc::new(Limits::new(&server.limits));
-    let subgraph = crate::api::graphql::subgraph_builder(Some(gateway.clone())).finish();
-    let subgraph_validated = crate::api::graphql::subgraph_builder(Some(gateway.clone()))
-        .validation_mode(fast)
-        .finish();
+    let subgraph =
+        Validating::build(|| crate::api::graphql::subgraph_builder(Some(gateway.clone())));
     let state = AppState {
         gateway: gateway.clone(),
-        schema: Validating {
-            strict: schema,
-            validated: schema_validated,
-        },
-        subgraph: Validating {
-            strict: subgraph,
-            validated: subgraph_validated,
-        },
+        schema,
+        subgraph,
         limits: limits.clone(),
     };
     let api = Router::new()

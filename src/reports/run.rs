@@ -163,7 +163,7 @@ async fn tally(
                 .collect::<Vec<String>>(),
         );
     }
-    // Two pages in flight, each read, mapped and counted on its own task: with the
+    // `PAGES_IN_FLIGHT` pages at once, each read, mapped and counted on its own task: with the
     // counting on one task behind them, the 100k-person indicators used 1.6 of the
     // two cores. Tallies are sums, so a page's merge into the whole in any order
     // gives the same answer.
