@@ -1,5 +1,6 @@
 //! Reports benchmark: `cargo run --release --example bench_reports -- [people...]`
-//! (default 20,000 and 100,000 people, the three demo vendors in SQLite).
+//! (default 20,000 and 100,000 people, the three demo vendors in SQLite;
+//! `BENCH_PAGE_PEOPLE` sets the reports' `page_people`, 1,000 by default).
 //!
 //! For each size: the indicators for a financial year (time, statements), the same
 //! rows read by direct SQL (the physical limit), and the full minimum data set as CSV
@@ -109,9 +110,9 @@ async fn phases(gateway: &Gateway, period: Period) -> anyhow::Result<(f64, f64, 
     );
     let (mut read, mut survive, mut count, mut records) = (0.0, 0.0, 0.0, 0u64);
     let mut tallies = Tallies::default();
-    for ids in ex.pages_in_source_order(&snapshot, reports.config.page_people) {
+    for page in ex.pages_in_source_order(&snapshot, reports.config.page_people) {
         let t = Instant::now();
-        let page = ex.page(&snapshot, &ids).await?;
+        let page = ex.page(&page).await?;
         read += t.elapsed().as_secs_f64();
         for p in &page {
             records += (p.events.len() + p.person_records.len()) as u64;
@@ -139,9 +140,10 @@ async fn bench(people: usize) -> anyhow::Result<()> {
     std::fs::write(
         work.path().join("reports.toml"),
         format!(
-            "bank_holidays = {:?}\ndefault_authority = \"Northshire\"\npseudonym_key_file = {:?}\ngenerate_key_if_missing = true\n[authorities.Northshire]\npopulation_18_64 = 181000\npopulation_65_plus = 62000\n",
+            "bank_holidays = {:?}\ndefault_authority = \"Northshire\"\npseudonym_key_file = {:?}\ngenerate_key_if_missing = true\npage_people = {}\n[authorities.Northshire]\npopulation_18_64 = 181000\npopulation_65_plus = 62000\n",
             repo.join("config/bank-holidays.toml"),
-            work.path().join("pseudonym.key")
+            work.path().join("pseudonym.key"),
+            std::env::var("BENCH_PAGE_PEOPLE").unwrap_or("1000".into())
         ),
     )?;
     let head = format!(

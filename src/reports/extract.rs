@@ -9,7 +9,7 @@ use escr_connector::mapping::Fields;
 use escr_connector::{EntityKind, Mapped, Record};
 
 use super::{window_for, Estate, Period, ReportError};
-use crate::identity::index::Snapshot;
+use crate::identity::index::{Snapshot, SourceRef};
 use crate::record::source::{Lookup, Source};
 
 /// The event entities reports read.
@@ -47,6 +47,40 @@ pub const INDICATOR_FIELDS_READ: [&str; 19] = [
     "nhs_number_valid",
     "support_reason",
 ];
+
+/// People to read together, with their records' keys.
+#[derive(Clone, Debug, Default)]
+pub struct Page {
+    pub ids: Vec<String>,
+    /// (position in `ids`, source index, local id) of each of their records.
+    records: Vec<(usize, usize, String)>,
+}
+
+impl Page {
+    fn push(&mut self, id: String, keys: Vec<(usize, String)>) {
+        let person = self.ids.len();
+        self.ids.push(id);
+        self.records.extend(
+            keys.into_iter()
+                .map(|(source, local)| (person, source, local)),
+        );
+    }
+
+    /// The page without the people `drop` says to leave out (nothing of theirs is read).
+    pub fn without(self, drop: impl Fn(&str) -> bool) -> Page {
+        let mut kept = Page::default();
+        let mut records = self.records.into_iter().peekable();
+        for (person, id) in self.ids.into_iter().enumerate() {
+            let keys = std::iter::from_fn(|| records.next_if(|r| r.0 == person))
+                .map(|(_, source, local)| (source, local))
+                .collect();
+            if !drop(&id) {
+                kept.push(id, keys);
+            }
+        }
+        kept
+    }
+}
 
 /// One person as a report sees them.
 #[derive(Debug, Default)]
@@ -238,41 +272,62 @@ impl Extractor {
     /// measured on SQLite at 100,000 people, half the SQL time of pages in gateway-id
     /// order, which scatter every statement over the whole table. Tallies do not
     /// depend on the order.
-    pub fn pages_in_source_order(&self, snapshot: &Snapshot, size: usize) -> Vec<Vec<String>> {
-        let fetcher = &self.gateway.fetcher;
-        let mut people: Vec<((usize, u64, &str), &String)> = snapshot
+    pub fn pages_in_source_order(&self, snapshot: &Snapshot, size: usize) -> Vec<Page> {
+        let numeric = |local: &str| local.trim().parse::<u64>().unwrap_or(u64::MAX);
+        // Per person: (first source, its local id as a number), which of the keys that
+        // is, the id, and its records' keys.
+        type Entry<'s> = ((usize, u64), usize, &'s String, Vec<(usize, String)>);
+        let mut people: Vec<Entry> = snapshot
             .people
             .iter()
             .filter_map(|(id, refs)| {
-                let first = refs
-                    .iter()
-                    .filter_map(|r| {
-                        let s = fetcher.source_index(&r.source)?;
-                        let id = r.local_id.as_str();
-                        let numeric = id.trim().parse::<u64>().unwrap_or(u64::MAX);
-                        self.sources.contains(&s).then_some((s, numeric, id))
-                    })
-                    .min()?;
-                Some((first, id))
+                let keys = self.keys_of(refs);
+                let first = (0..keys.len())
+                    .filter(|&i| self.sources.contains(&keys[i].0))
+                    .min_by_key(|&i| (keys[i].0, numeric(&keys[i].1), keys[i].1.as_str()))?;
+                Some(((keys[first].0, numeric(&keys[first].1)), first, id, keys))
             })
             .collect();
-        people.sort_unstable();
-        people
-            .chunks(size.max(1))
-            .map(|page| page.iter().map(|(_, id)| (*id).clone()).collect())
+        fn local<'e>(e: &'e Entry) -> &'e str {
+            &e.3[e.1].1
+        }
+        people.sort_unstable_by(|a, b| (a.0, local(a)).cmp(&(b.0, local(b))));
+        let mut pages = Vec::new();
+        let mut rest = people.into_iter().peekable();
+        while rest.peek().is_some() {
+            let mut page = Page::default();
+            for (_, _, id, keys) in rest.by_ref().take(size.max(1)) {
+                page.push(id.clone(), keys);
+            }
+            pages.push(page);
+        }
+        pages
+    }
+
+    /// A page of these people, their records found in the index.
+    pub fn page_of(&self, snapshot: &Snapshot, ids: &[String]) -> Page {
+        let mut page = Page::default();
+        for id in ids {
+            page.push(id.clone(), self.keys_of(snapshot.records(id)));
+        }
+        page
+    }
+
+    /// (source index, local id) of each of these records in a configured source.
+    fn keys_of(&self, refs: &[SourceRef]) -> Vec<(usize, String)> {
+        let fetcher = &self.gateway.fetcher;
+        refs.iter()
+            .filter_map(|r| Some((fetcher.source_index(&r.source)?, r.local_id.clone())))
             .collect()
     }
 
     /// Read one page of people: per source, one statement per entity (chunked by the
     /// connector's batch size). A source that fails fails the page: a report computed
     /// without it would be wrong, not partial.
-    pub async fn page(
-        &self,
-        snapshot: &Snapshot,
-        ids: &[String],
-    ) -> Result<Vec<PersonData>, ReportError> {
+    pub async fn page(&self, page: &Page) -> Result<Vec<PersonData>, ReportError> {
         let fetcher = &self.gateway.fetcher;
-        let mut people: Vec<PersonData> = ids
+        let mut people: Vec<PersonData> = page
+            .ids
             .iter()
             .map(|id| PersonData {
                 person_id: id.clone(),
@@ -280,23 +335,22 @@ impl Extractor {
                 ..PersonData::default()
             })
             .collect();
-        // Local person ids per source, and whose each is (from the index's records of
-        // these people: a lookup per record read that allocates nothing).
+        // Local person ids per source, and whose each is: the page carries them, so
+        // reading a page looks nothing up in the index.
         let mut keys: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-        let mut position: HashMap<(&str, &str), usize> = HashMap::new();
-        for (i, id) in ids.iter().enumerate() {
-            for r in snapshot.records(id) {
-                if let Some(s) = fetcher.source_index(&r.source) {
-                    keys.entry(s).or_default().push(r.local_id.clone());
-                    position.insert((r.source.as_str(), r.local_id.as_str()), i);
-                }
-            }
+        let mut position: HashMap<(usize, &str), usize> = HashMap::new();
+        for (person, source, local) in &page.records {
+            keys.entry(*source).or_default().push(local.clone());
+            position.insert((*source, local.as_str()), *person);
         }
         let loads = keys.iter().map(|(&s, local_ids)| {
             let source = &fetcher.sources[s];
             let ours = self.sources.contains(&s);
             async move { (s, self.read_source(source, local_ids, ours).await) }
         });
+        // In source order (`keys` is ordered, `join_all` keeps it): each person's
+        // records are pushed in configured order, the order survivorship takes them
+        // in, as the Person type does.
         for (s, result) in futures::future::join_all(loads).await {
             let name = &fetcher.sources[s].name;
             for (entity, mapped) in result? {
@@ -306,9 +360,7 @@ impl Extractor {
                     } else {
                         record.person_id.as_deref()
                     };
-                    let Some(&person) =
-                        local_person.and_then(|p| position.get(&(name.as_str(), p)))
-                    else {
+                    let Some(&person) = local_person.and_then(|p| position.get(&(s, p))) else {
                         continue;
                     };
                     let data = &mut people[person];
@@ -320,11 +372,6 @@ impl Extractor {
                     }
                 }
             }
-        }
-        // Survivorship takes sources in configured order, as the Person type does.
-        for p in &mut people {
-            p.person_records
-                .sort_by_key(|(s, _)| fetcher.source_index(s));
         }
         Ok(people)
     }
@@ -374,6 +421,49 @@ impl Extractor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Leaving people out of a page leaves out their records' keys, and only theirs,
+    /// whoever has no records and wherever in the page they stand.
+    #[test]
+    fn a_page_without_some_people_keeps_the_others_keys() {
+        let people: [(&str, &[(usize, &str)]); 5] = [
+            ("a", &[(0, "1"), (2, "9")]),
+            ("b", &[]),
+            ("c", &[(1, "7")]),
+            ("d", &[(0, "2"), (1, "8"), (2, "3")]),
+            ("e", &[(0, "5")]),
+        ];
+        let mut page = Page::default();
+        for (id, keys) in people {
+            page.push(
+                id.into(),
+                keys.iter().map(|(s, l)| (*s, l.to_string())).collect(),
+            );
+        }
+        for dropped in [
+            &["a", "d"][..],
+            &["b"],
+            &["e"],
+            &[],
+            &["a", "b", "c", "d", "e"],
+        ] {
+            let kept = page.clone().without(|id| dropped.contains(&id));
+            let want: Vec<(&str, Vec<(usize, String)>)> = people
+                .iter()
+                .filter(|(id, _)| !dropped.contains(id))
+                .map(|(id, keys)| (*id, keys.iter().map(|(s, l)| (*s, l.to_string())).collect()))
+                .collect();
+            let got: Vec<(&str, Vec<(usize, String)>)> = (kept.ids.iter().enumerate())
+                .map(|(i, id)| {
+                    let keys = (kept.records.iter().filter(|r| r.0 == i))
+                        .map(|(_, s, l)| (*s, l.clone()))
+                        .collect();
+                    (id.as_str(), keys)
+                })
+                .collect();
+            assert_eq!(got, want, "without {dropped:?}");
+        }
+    }
 
     /// Every field the counting code reads by name, found in its source text: a field
     /// read there but not mapped would read as absent and change a count silently.

@@ -14,7 +14,7 @@ use crate::consent::context::purpose_name;
 use crate::identity::index::Snapshot;
 
 use super::extract::PersonData;
-use super::extract::{Demographics, Extractor, INDICATOR_FIELDS_READ};
+use super::extract::{Demographics, Extractor, Page, INDICATOR_FIELDS_READ};
 use super::indicators::{Tallies, INDICATORS};
 use super::mds::{self, MdsRow, RowInput};
 use super::suppress::{self, IndicatorResult};
@@ -121,10 +121,10 @@ struct PageCount {
 }
 
 impl PageCount {
-    async fn count(&self, snapshot: &Snapshot, ids: &[String]) -> Result<Tallies, ReportError> {
+    async fn count(&self, page: &Page) -> Result<Tallies, ReportError> {
         let (gateway, period) = (&self.ex.gateway, self.ex.period);
         let mut tallies = Tallies::default();
-        for p in self.ex.page(snapshot, ids).await? {
+        for p in self.ex.page(page).await? {
             if (self.caller.as_ref()).is_some_and(|c| gateway.policy.left_out(c, &facts_of(&p))) {
                 continue;
             }
@@ -156,12 +156,8 @@ async fn tally(
     let mut everyone = Vec::new();
     let mut pages = Vec::new();
     for page in ex.pages_in_source_order(&snapshot, reports.config.page_people) {
-        everyone.extend(page.iter().cloned());
-        pages.push(
-            page.into_iter()
-                .filter(|id| !excluded.contains(id))
-                .collect::<Vec<String>>(),
-        );
+        everyone.extend(page.ids.iter().cloned());
+        pages.push(page.without(|id| excluded.contains(id)));
     }
     // `PAGES_IN_FLIGHT` pages at once, each read, mapped and counted on its own task: with the
     // counting on one task behind them, the 100k-person indicators used 1.6 of the
@@ -174,9 +170,9 @@ async fn tally(
         calendar: reports.calendar.clone(),
     });
     let mut counted = futures::stream::iter(pages)
-        .map(|ids| {
-            let (work, snapshot) = (work.clone(), snapshot.clone());
-            tokio::spawn(async move { work.count(&snapshot, &ids).await })
+        .map(|page| {
+            let work = work.clone();
+            tokio::spawn(async move { work.count(&page).await })
         })
         .buffered(PAGES_IN_FLIGHT);
     while let Some(page) = counted.next().await {
@@ -386,7 +382,7 @@ impl<'a> MdsJob<'a> {
         let survivorship = &gateway.index.linkage_config().survivorship;
         let audit = RequestAudit::new();
         let mut out = Vec::new();
-        for p in ex.page(snapshot, &ids).await? {
+        for p in ex.page(&ex.page_of(snapshot, &ids)).await? {
             let mut facts = facts_of(&p);
             if let Some(access) = &gateway.access {
                 match access.registry.active(&p.person_id).await {

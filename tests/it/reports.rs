@@ -340,8 +340,8 @@ async fn counting_a_few_fields_page_by_page_equals_mapping_everything_in_one_pas
         let snapshot = one_page.gateway.index.snapshot();
         let ex = Extractor::new(&estate, "Northshire", period, false);
         let mut fold = Tallies::default();
-        for ids in ex.pages_in_source_order(&snapshot, 1000) {
-            for p in ex.page(&snapshot, &ids).await.unwrap() {
+        for page in ex.pages_in_source_order(&snapshot, 1000) {
+            for p in ex.page(&page).await.unwrap() {
                 people_counted += 1;
                 let demo = Demographics::for_indicators(&p.person_records, survivorship);
                 fold.add(&p, &demo, period, &reports.calendar);
