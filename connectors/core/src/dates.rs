@@ -142,6 +142,15 @@ fn fast_date_time(s: &str, format: &str) -> Option<NaiveDateTime> {
 }
 
 fn date_in(s: &str, format: &str) -> Option<NaiveDate> {
+    if format == "%Y-%m-%d"
+        && (fast_date_time(s, "%Y-%m-%d %H:%M:%S%.f").is_some()
+            || fast_date_time(s, "%Y-%m-%dT%H:%M:%S%.f").is_some())
+    {
+        // A date with a time after it: chrono refuses it as a date (trailing input),
+        // after interpreting its format (2% of the 100k-person indicators' CPU, where
+        // date columns hold midnight date-times); the caller reads it as a date-time.
+        return None;
+    }
     fast_date(s, format).or_else(|| NaiveDate::parse_from_str(s, format).ok())
 }
 
