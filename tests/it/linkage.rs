@@ -946,9 +946,16 @@ async fn families_estate_links_no_two_people() {
             q.correct_pairs, q.linked_pairs,
             "shipped config {shipped}: false links {q:?}"
         );
-        // Double registrations are found: at least 90% of them (a name spelt apart and a
-        // guessed birth date together, or a protected record, go to review).
-        assert!(q.recall >= 0.9, "shipped config {shipped}: {q:?}");
+        // Double registrations are found, linked or queued for a steward, at least 95%
+        // of them; at least 85% are linked without one (a name spelt apart and a
+        // guessed birth date together, a guessed birth date without an agreeing
+        // postcode, or a protected record, go to review).
+        let found = (q.correct_pairs as f64 + q.review_true_matches as f64) / q.true_pairs as f64;
+        assert!(
+            found >= 0.95,
+            "shipped config {shipped}: found {found}: {q:?}"
+        );
+        assert!(q.recall >= 0.85, "shipped config {shipped}: {q:?}");
         assert!(
             report.linkage.probabilistic_links > 300,
             "{:?}",

@@ -916,6 +916,7 @@ pub fn bar(levels: &Levels) -> Bar {
     const PHONETIC_NAME: u8 = 2;
     const DIFFERENT_NAME: u8 = 3;
     const SEX_DISAGREES: u8 = 1;
+    const EXACT_POSTCODE: u8 = 0;
     const ESTIMATED: u8 = 2;
     const SAME_YEAR: u8 = 3;
     const DIFFERENT_BIRTH_YEAR: u8 = 4;
@@ -944,6 +945,15 @@ pub fn bar(levels: &Levels) -> Bar {
     }
     if field(Field::Sex) == SEX_DISAGREES {
         return Bar::Review("recorded sexes differ: a link needs an identifier");
+    }
+    // A guessed birth date (or 1 January) agrees with a whole year of births: with
+    // names alone beside it, namesakes of one year link. In the families estate at
+    // 100,000 people this pattern made 14 of the 36 false links; an agreeing postcode
+    // is the corroboration a steward would look for.
+    if dob == ESTIMATED && field(Field::Postcode) != EXACT_POSTCODE {
+        return Bar::Review(
+            "a birth date is estimated and the postcodes do not agree: a steward confirms",
+        );
     }
     match dob {
         MISSING => Bar::Review("a birth date is missing: not linked on a score"),
@@ -1188,6 +1198,16 @@ mod tests {
                 compare(&base, &other)
             );
         }
+        // A guessed birth date (1 January of the year) with names alone: a namesake of
+        // that year as likely as the person; with the postcode agreeing, the score decides.
+        for postcode in [Some("NS9 9ZZ"), None] {
+            let guessed = s("SMITH", "Mary", "1950-01-01", postcode);
+            assert!(matches!(bar_of(&guessed), Bar::Review(_)), "{postcode:?}");
+        }
+        assert_eq!(
+            bar_of(&s("SMITH", "Mary", "1950-01-01", Some("NS1 2AB"))),
+            Bar::Clear
+        );
         // Recorded sexes that differ need an identifier.
         let mut male = base.clone();
         male.sex = Some('M');
