@@ -77,6 +77,30 @@ pub struct Tally {
     pub excluded: BTreeMap<&'static str, u64>,
 }
 
+/// Fold what a person awaiting a data steward would have added (`own`) into `into` as
+/// exclusions only: their data-quality exclusions as they are, and where they would
+/// have counted, the measure's denominator (its numerator for the measures in
+/// `by_numerator`, whose denominator is the population) under [`UNDER_REVIEW`].
+pub(super) fn exclude_under_review(
+    into: &mut BTreeMap<&'static str, Tally>,
+    own: BTreeMap<&'static str, Tally>,
+    by_numerator: &[&str],
+) {
+    for (id, t) in own {
+        let mine = into.entry(id).or_default();
+        for (reason, n) in t.excluded {
+            *mine.excluded.entry(reason).or_default() += n;
+        }
+        let would_count = match by_numerator.contains(&id) {
+            true => t.numerator,
+            false => t.denominator,
+        };
+        if would_count > 0 {
+            *mine.excluded.entry(UNDER_REVIEW).or_default() += would_count;
+        }
+    }
+}
+
 const BIRTH_MISSING: &str = "birth date missing";
 const AGE_UNCERTAIN: &str = "birth date estimated: age band uncertain";
 pub const UNDER_REVIEW: &str = "identity awaiting a data steward (possible duplicate)";
@@ -170,19 +194,7 @@ impl Tallies {
         }
         let mut own = Tallies::default();
         own.add_records(p, demo, period, calendar);
-        for (id, t) in own.by_id {
-            let mine = self.tally(id);
-            for (reason, n) in t.excluded {
-                *mine.excluded.entry(reason).or_default() += n;
-            }
-            let would_count = match id {
-                "6a" | "6b" => t.numerator,
-                _ => t.denominator,
-            };
-            if would_count > 0 {
-                *mine.excluded.entry(UNDER_REVIEW).or_default() += would_count;
-            }
-        }
+        exclude_under_review(&mut self.by_id, own.by_id, &["6a", "6b"]);
     }
 
     fn add_records(
@@ -931,6 +943,42 @@ pub(super) mod tests {
             assert_eq!(counts(&t, id), (0, 0), "{id}");
             assert_eq!(t.by_id[id].excluded[UNDER_REVIEW], 1, "{id}");
         }
+        // The national measures likewise: what the person would have counted (the
+        // numerator of the per-population 2B/2C, else the denominator) is excluded.
+        let with = |fields: &[(&'static str, &str)]| {
+            let (source, mut r) = service(Some("RESIDENTIAL"), "2025-06-01", None);
+            for (field, value) in fields {
+                r.fields.insert(field, FieldValue::Text(value.to_string()));
+            }
+            (source, r)
+        };
+        let admitted = with(&[("permanence", "PERMANENT"), ("funding", "LOCAL_AUTHORITY")]);
+        let community = with(&[
+            ("type", "HOME_CARE"),
+            ("support_category", "LONG_TERM_COMMUNITY"),
+        ]);
+        let mut counted_any = std::collections::BTreeSet::new();
+        for (events, born_on) in [(admitted, "1940-05-05"), (community, "1980-05-05")] {
+            let counted = run_in(vec![events.clone()], born(born_on, None), false, "2025-26");
+            let left_out = run_in(vec![events], born(born_on, None), true, "2025-26");
+            for (id, c) in &counted.national.by_id {
+                let would = match *id {
+                    "2B" | "2C" => c.numerator,
+                    _ => c.denominator,
+                };
+                let l = &left_out.national.by_id[id];
+                assert_eq!((l.numerator, l.denominator), (0, 0), "{id}");
+                let excluded = l.excluded.get(UNDER_REVIEW).copied();
+                assert_eq!(excluded, (would > 0).then_some(would), "{id}");
+                if would > 0 {
+                    counted_any.insert(*id);
+                }
+            }
+        }
+        assert!(
+            counted_any.contains("2C") && counted_any.contains("3D1"),
+            "{counted_any:?}"
+        );
     }
 
     #[test]

@@ -90,22 +90,7 @@ impl NationalTallies {
         }
         let mut own = NationalTallies::default();
         own.add_records(p, demo, period);
-        for (id, t) in own.by_id {
-            let mine = self.tally(id);
-            for (reason, n) in t.excluded {
-                *mine.excluded.entry(reason).or_default() += n;
-            }
-            let would_count = match id {
-                "2B" | "2C" => t.numerator,
-                _ => t.denominator,
-            };
-            if would_count > 0 {
-                *mine
-                    .excluded
-                    .entry(super::indicators::UNDER_REVIEW)
-                    .or_default() += would_count;
-            }
-        }
+        super::indicators::exclude_under_review(&mut self.by_id, own.by_id, &["2B", "2C"]);
     }
 
     fn add_records(&mut self, p: &PersonData, demo: &Demographics, period: Period) {
