@@ -1,6 +1,6 @@
 //! Reports benchmark: `cargo run --release --example bench_reports -- [people...]`
 //! (default 20,000 and 100,000 people, the three demo vendors in SQLite;
-//! `BENCH_PAGE_PEOPLE` sets the reports' `page_people`, 1,000 by default).
+//! `BENCH_PAGE_PEOPLE` sets the reports' `page_people`, else its default).
 //!
 //! For each size: the indicators for a financial year (time, statements), the same
 //! rows read by direct SQL (the physical limit), and the full minimum data set as CSV
@@ -140,10 +140,10 @@ async fn bench(people: usize) -> anyhow::Result<()> {
     std::fs::write(
         work.path().join("reports.toml"),
         format!(
-            "bank_holidays = {:?}\ndefault_authority = \"Northshire\"\npseudonym_key_file = {:?}\ngenerate_key_if_missing = true\npage_people = {}\n[authorities.Northshire]\npopulation_18_64 = 181000\npopulation_65_plus = 62000\n",
+            "bank_holidays = {:?}\ndefault_authority = \"Northshire\"\npseudonym_key_file = {:?}\ngenerate_key_if_missing = true\n{}[authorities.Northshire]\npopulation_18_64 = 181000\npopulation_65_plus = 62000\n",
             repo.join("config/bank-holidays.toml"),
             work.path().join("pseudonym.key"),
-            std::env::var("BENCH_PAGE_PEOPLE").unwrap_or("1000".into())
+            std::env::var("BENCH_PAGE_PEOPLE").map_or(String::new(), |n| format!("page_people = {n}\n"))
         ),
     )?;
     let head = format!(
