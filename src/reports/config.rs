@@ -71,9 +71,9 @@ fn default_threshold() -> u64 {
 fn default_indicator_periods() -> Vec<super::PeriodKind> {
     vec![super::PeriodKind::FinancialYear]
 }
-/// On SQLite at 100,000 people the indicators ran 10-20% faster with pages of 500 than
-/// of 1,000 (in seven runs of each, alternated), and no faster with 250 or 125, which
-/// need two and four times the statements (round trips, on a networked engine).
+/// On SQLite at 100,000 people the indicators ran faster with pages of 500 than of
+/// 1,000 in each of six alternated pairs of runs (by 3-36%), and no faster with 250 or
+/// 125, which need two and four times the statements (round trips, on a networked engine).
 fn default_page_people() -> usize {
     500
 }
