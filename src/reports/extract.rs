@@ -48,6 +48,9 @@ pub const INDICATOR_FIELDS_READ: [&str; 19] = [
     "support_reason",
 ];
 
+/// A person's records' keys: (source index, local id).
+type Keys = Vec<(usize, String)>;
+
 /// People to read together, with their records' keys.
 #[derive(Clone, Debug, Default)]
 pub struct Page {
@@ -57,7 +60,7 @@ pub struct Page {
 }
 
 impl Page {
-    fn push(&mut self, id: String, keys: Vec<(usize, String)>) {
+    fn push(&mut self, id: String, keys: Keys) {
         let person = self.ids.len();
         self.ids.push(id);
         self.records.extend(
@@ -274,29 +277,29 @@ impl Extractor {
     /// depend on the order.
     pub fn pages_in_source_order(&self, snapshot: &Snapshot, size: usize) -> Vec<Page> {
         let numeric = |local: &str| local.trim().parse::<u64>().unwrap_or(u64::MAX);
-        // Per person: (first source, its local id as a number), which of the keys that
-        // is, the id, and its records' keys.
-        type Entry<'s> = ((usize, u64), usize, &'s String, Vec<(usize, String)>);
-        let mut people: Vec<Entry> = snapshot
+        // Per person: the id and its records' keys, the first of them in the
+        // authority's sources put first (the order of a person's keys means nothing
+        // else), with that key's local id as a number.
+        let mut people: Vec<(u64, &String, Keys)> = snapshot
             .people
             .iter()
             .filter_map(|(id, refs)| {
-                let keys = self.keys_of(refs);
+                let mut keys = self.keys_of(refs);
                 let first = (0..keys.len())
                     .filter(|&i| self.sources.contains(&keys[i].0))
                     .min_by_key(|&i| (keys[i].0, numeric(&keys[i].1), keys[i].1.as_str()))?;
-                Some(((keys[first].0, numeric(&keys[first].1)), first, id, keys))
+                keys.swap(0, first);
+                Some((numeric(&keys[0].1), id, keys))
             })
             .collect();
-        fn local<'e>(e: &'e Entry) -> &'e str {
-            &e.3[e.1].1
-        }
-        people.sort_unstable_by(|a, b| (a.0, local(a)).cmp(&(b.0, local(b))));
+        people.sort_unstable_by(|(a, _, ak), (b, _, bk)| {
+            (ak[0].0, a, &ak[0].1).cmp(&(bk[0].0, b, &bk[0].1))
+        });
         let mut pages = Vec::new();
         let mut rest = people.into_iter().peekable();
         while rest.peek().is_some() {
             let mut page = Page::default();
-            for (_, _, id, keys) in rest.by_ref().take(size.max(1)) {
+            for (_, id, keys) in rest.by_ref().take(size.max(1)) {
                 page.push(id.clone(), keys);
             }
             pages.push(page);
@@ -314,7 +317,7 @@ impl Extractor {
     }
 
     /// (source index, local id) of each of these records in a configured source.
-    fn keys_of(&self, refs: &[SourceRef]) -> Vec<(usize, String)> {
+    fn keys_of(&self, refs: &[SourceRef]) -> Keys {
         let fetcher = &self.gateway.fetcher;
         refs.iter()
             .filter_map(|r| Some((fetcher.source_index(&r.source)?, r.local_id.clone())))
