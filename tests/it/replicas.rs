@@ -147,7 +147,7 @@ fn haproxy(dir: &Path, port: u16, backends: &[&str]) -> Killed {
         .map(|(i, b)| format!("  server r{i} {b} check\n"))
         .collect();
     let config = format!(
-        "global\n  maxconn 512\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n  retries 3\n  option redispatch\nfrontend fe\n  bind 127.0.0.1:{port}\n  default_backend replicas\nbackend replicas\n  balance roundrobin\n  option httpchk GET /readyz\n  default-server inter 300ms fall 2 rise 2\n{servers}"
+        "global\n  maxconn 512\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n  retries 3\n  option redispatch\nfrontend fe\n  bind 127.0.0.1:{port}\n  default_backend replicas\nbackend replicas\n  balance roundrobin\n  http-response set-header X-Replica %[srv_name]\n  option httpchk GET /readyz\n  timeout check 5s\n  default-server inter 500ms fall 3 rise 2\n{servers}"
     );
     let file = dir.join("haproxy.cfg");
     std::fs::write(&file, config).unwrap();
@@ -159,17 +159,28 @@ fn haproxy(dir: &Path, port: u16, backends: &[&str]) -> Killed {
         .stderr(Stdio::null())
         .spawn()
         .expect("haproxy (scripts/test-servers.sh installs it)");
+    // Ready when every backend has answered through it: a test that counts what each
+    // replica served must not start while a slow first health check has one out of rotation.
+    // (A check's timeout defaults to `inter`; on a loaded 2-core machine `/readyz` can take
+    // longer than that, so `timeout check` is set apart.)
+    let child = Killed(child);
+    let mut seen = std::collections::BTreeSet::new();
     let started = Instant::now();
-    while reqwest::blocking::get(format!("http://127.0.0.1:{port}/healthz"))
-        .map_or(true, |r| r.status() != 200)
-    {
+    while seen.len() < backends.len() {
+        if let Ok(r) = reqwest::blocking::get(format!("http://127.0.0.1:{port}/healthz")) {
+            if r.status() == 200 {
+                if let Some(name) = r.headers().get("x-replica") {
+                    seen.insert(name.to_str().unwrap_or_default().to_string());
+                }
+            }
+        }
         assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "haproxy did not start"
+            started.elapsed() < Duration::from_secs(30),
+            "haproxy did not put every replica in rotation (saw {seen:?})"
         );
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     }
-    Killed(child)
+    child
 }
 
 fn post(base: &str, token: &str, purpose: &str, query: &str, variables: Value) -> Value {
