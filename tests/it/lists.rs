@@ -326,3 +326,90 @@ async fn people_the_caller_may_not_see_are_neither_listed_nor_counted() {
     assert_eq!(r["data"]["people"]["totalCount"], 1, "{r}");
     assert_eq!(r["data"]["people"]["edges"][0]["node"]["id"], me.as_str());
 }
+
+/// Every cursor the API gives resumes right after its own item: a person's timeline
+/// paged three at a time by `endCursor` is the whole timeline in order, each item once,
+/// and any edge's cursor resumes right after that edge, in the timeline and in the
+/// people list. (Cursors are sealed when asked for, the page's apart from its last
+/// edge's: the two texts differ and both resume at the same place.)
+#[tokio::test]
+async fn every_cursor_given_resumes_right_after_its_item() {
+    const TIMELINE: &str = "query($id: ID!, $first: Int!, $after: String) { person(id: $id) {
+      timeline(first: $first, after: $after) { totalCount pageInfo { hasNextPage endCursor }
+        edges { cursor node { kind at provenance { source localId } } } } } }";
+    let demo = demo::clean();
+    let s = secured_with(demo, "").await;
+    let lead = Caller::new("safeguarding_lead", "safeguarding");
+    let who = s
+        .run(
+            &lead,
+            r#"{ personBySourceRecord(source: "casetrak", localId: "1014") { id } }"#,
+            json!({}),
+        )
+        .await;
+    let id = who["data"]["personBySourceRecord"]["id"].clone();
+    assert!(id.is_string(), "{who}");
+    let timeline = |first: usize, after: Value| {
+        let (s, lead, id) = (&s, &lead, id.clone());
+        async move {
+            let r = s
+                .run(
+                    lead,
+                    TIMELINE,
+                    json!({"id": id, "first": first, "after": after}),
+                )
+                .await;
+            assert!(r.get("errors").is_none(), "{r}");
+            r["data"]["person"]["timeline"].clone()
+        }
+    };
+    let whole = timeline(500, Value::Null).await;
+    let items: Vec<Value> = (whole["edges"].as_array().unwrap().iter())
+        .map(|e| e["node"].clone())
+        .collect();
+    assert!(items.len() > 7, "a timeline long enough to page: {whole}");
+    assert_eq!(whole["totalCount"], json!(items.len()));
+
+    let (mut paged, mut after) = (Vec::new(), Value::Null);
+    loop {
+        let page = timeline(3, after).await;
+        let edges = page["edges"].as_array().unwrap().clone();
+        if let Some(last) = edges.last() {
+            assert_ne!(
+                last["cursor"], page["pageInfo"]["endCursor"],
+                "sealed apart"
+            );
+        }
+        // The middle edge's own cursor resumes after it.
+        if edges.len() == 3 {
+            let next = timeline(1, edges[1]["cursor"].clone()).await;
+            assert_eq!(next["edges"][0]["node"], edges[2]["node"], "{next}");
+        }
+        paged.extend(edges.iter().map(|e| e["node"].clone()));
+        if !page["pageInfo"]["hasNextPage"].as_bool().unwrap() {
+            break;
+        }
+        after = page["pageInfo"]["endCursor"].clone();
+    }
+    assert_eq!(
+        paged, items,
+        "the pages are the timeline, in order, each item once"
+    );
+
+    let people = s.run(&lead, PEOPLE, json!({"first": 4})).await;
+    let edges = people["data"]["people"]["edges"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(edges.len(), 4, "{people}");
+    for (i, edge) in edges.iter().enumerate().take(3) {
+        let next = s
+            .run(&lead, PEOPLE, json!({"first": 1, "after": edge["cursor"]}))
+            .await;
+        assert_eq!(
+            next["data"]["people"]["edges"][0]["node"]["id"],
+            edges[i + 1]["node"]["id"],
+            "{next}"
+        );
+    }
+}

@@ -175,7 +175,7 @@ async fn visible(
 /// caller; each person released is audited.
 pub(super) fn page(
     ctx: &Context<'_>,
-    kind: &str,
+    kind: &'static str,
     ids: &[String],
     first: i32,
     after: Option<&str>,
@@ -203,7 +203,7 @@ pub(super) fn page(
         .map(|id| {
             audit_id(ctx, id, "released");
             PersonEdge {
-                cursor: crate::consent::cursor::seal(kind, access, id.as_bytes()),
+                list: kind,
                 node: Person::new(id.clone(), snapshot.records(id).to_vec()),
             }
         })
@@ -211,7 +211,8 @@ pub(super) fn page(
     Ok(PersonConnection {
         page_info: person::PageInfo {
             has_next_page: ids.len() > start + first,
-            end_cursor: edges.last().map(|e| e.cursor.clone()),
+            end_cursor: (edges.last())
+                .map(|e| crate::consent::cursor::seal(kind, access, e.node.id.as_bytes())),
         },
         edges,
         total_count: ids.len(),

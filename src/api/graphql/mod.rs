@@ -267,11 +267,22 @@ async fn person_by_nhs_number(
     person_by_nhs(ctx, nhs_number).await.map_err(|e| e.extend())
 }
 
-#[derive(SimpleObject)]
-#[graphql(shareable)]
 pub struct PersonEdge {
-    pub cursor: String,
+    /// The list the cursor resumes (its seal binds it to the list and the caller).
+    pub list: &'static str,
     pub node: Person,
+}
+
+// The cursor is sealed only when it is asked for (see `TimelineEdge`).
+#[Object(shareable)]
+impl PersonEdge {
+    async fn cursor(&self, ctx: &Context<'_>) -> String {
+        let access = ctx.data_unchecked::<AccessContext>();
+        crate::consent::cursor::seal(self.list, access, self.node.id.as_bytes())
+    }
+    async fn node(&self) -> &Person {
+        &self.node
+    }
 }
 
 #[derive(SimpleObject)]

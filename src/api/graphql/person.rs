@@ -576,11 +576,25 @@ impl TimelineItem {
     }
 }
 
-#[derive(SimpleObject)]
-#[graphql(shareable)]
 pub struct TimelineEdge {
-    pub cursor: String,
     pub node: TimelineItem,
+}
+
+// The cursor is sealed only when it is asked for: a portal that pages by `endCursor`
+// asks for none of the edges' (sealing is an AES-GCM seal and a fresh nonce; at 50 edges
+// a request, with the position's text, about a tenth of a warm timeline request's CPU).
+#[Object(shareable)]
+impl TimelineEdge {
+    async fn cursor(&self, ctx: &Context<'_>) -> String {
+        timeline_cursor(ctx.data_unchecked::<AccessContext>(), &self.node)
+    }
+    async fn node(&self) -> &TimelineItem {
+        &self.node
+    }
+}
+
+fn timeline_cursor(access: &AccessContext, item: &TimelineItem) -> String {
+    crate::consent::cursor::seal(TIMELINE_CURSOR, access, cursor_position(item).as_bytes())
 }
 
 #[derive(SimpleObject)]
@@ -623,13 +637,14 @@ fn cursor_position(item: &TimelineItem) -> String {
         .at
         .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.f").to_string())
         .unwrap_or_default();
-    serde_json::json!([
+    // A tuple serialises as the JSON array it always was, without building a value tree.
+    let position = (
         at,
         format!("{:?}", item.kind),
-        item.record.source,
-        item.record.record.local_id
-    ])
-    .to_string()
+        &item.record.source,
+        &item.record.record.local_id,
+    );
+    serde_json::to_string(&position).unwrap_or_default()
 }
 
 const TIMELINE_CURSOR: &str = "timeline";
@@ -920,19 +935,12 @@ impl Person {
             .into_iter()
             .skip(start)
             .take(first)
-            .map(|node| TimelineEdge {
-                cursor: crate::consent::cursor::seal(
-                    TIMELINE_CURSOR,
-                    access,
-                    cursor_position(&node).as_bytes(),
-                ),
-                node,
-            })
+            .map(|node| TimelineEdge { node })
             .collect();
         Ok(TimelineConnection {
             page_info: PageInfo {
                 has_next_page,
-                end_cursor: edges.last().map(|e| e.cursor.clone()),
+                end_cursor: edges.last().map(|e| timeline_cursor(access, &e.node)),
             },
             edges,
             total_count,
