@@ -469,10 +469,10 @@ async fn a_profile_whose_sql_fails_on_the_engine_is_named_with_its_entity() {
         .local_id;
     let request = async_graphql::Request::new(format!(
         "{{ personBySourceRecord(source: \"opencare\", localId: \"{local}\") {{ id referrals {{ id }} visits {{ id }} }} }}"
-    ))
-    .data(gateway.request_loaders())
-    .data(escr_gateway::consent::access::AccessContext::demo());
-    let r = serde_json::to_value(schema.execute(request).await).unwrap();
+    ));
+    let caller = escr_gateway::consent::access::AccessContext::demo();
+    let response = escr_gateway::api::server::execute(&gateway, &schema, caller, request).await;
+    let r = serde_json::to_value(response).unwrap();
     let text = r.to_string();
     let error = r["errors"]
         .as_array()

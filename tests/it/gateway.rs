@@ -515,10 +515,10 @@ async fn a_fourth_vendor_works_through_a_toml_file_alone() {
     let schema = escr_gateway::api::graphql::build(Some(gw.clone()));
     let request = async_graphql::Request::new(
         r#"{ personByNhsNumber(nhsNumber: "943 476 5919") { name { family given } birthDate gender visits { actual seen provenance { source localId } } caseNotes { text security { labels } } } }"#,
-    )
-    .data(gw.request_loaders())
-    .data(AccessContext::demo());
-    let r = serde_json::to_value(schema.execute(request).await).unwrap();
+    );
+    let response =
+        escr_gateway::api::server::execute(&gw, &schema, AccessContext::demo(), request).await;
+    let r = serde_json::to_value(response).unwrap();
     assert_eq!(
         r["data"]["personByNhsNumber"],
         json!({

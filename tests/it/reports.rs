@@ -644,10 +644,9 @@ async fn councils_side_by_side_and_across_gateways() {
     let query = r#"{ _entities(representations: [{__typename: "Authority", name: "Northshire"}, {__typename: "Authority", name: "Southborough"}]) { ... on Authority { name indicators(period: "2025-26") { id numerator denominator value } } } }"#;
     let ask = |g: Arc<Gateway>| async move {
         let schema = escr_gateway::api::graphql::build(Some(g.clone()));
-        let request = async_graphql::Request::new(query)
-            .data(g.request_loaders())
-            .data(planner());
-        serde_json::to_value(schema.execute(request).await).unwrap()
+        let request = async_graphql::Request::new(query);
+        let response = escr_gateway::api::server::execute(&g, &schema, planner(), request).await;
+        serde_json::to_value(response).unwrap()
     };
     let from_north = ask(alone.gateway.clone()).await;
     let from_south = ask(south_only.clone()).await;

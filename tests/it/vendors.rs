@@ -101,10 +101,10 @@ async fn gateway(dir: &Path, section: &str) -> Arc<Gateway> {
 
 async fn run(gw: &Arc<Gateway>, query: &str) -> Value {
     let schema = escr_gateway::api::graphql::build(Some(gw.clone()));
-    let request = async_graphql::Request::new(query)
-        .data(gw.request_loaders())
-        .data(AccessContext::demo());
-    serde_json::to_value(schema.execute(request).await).unwrap()
+    let request = async_graphql::Request::new(query);
+    let response =
+        escr_gateway::api::server::execute(gw, &schema, AccessContext::demo(), request).await;
+    serde_json::to_value(response).unwrap()
 }
 
 const RUTH: &str = r#"{ personBySourceRecord(source: "meridian", localId: "1001") {
