@@ -587,7 +587,9 @@ fn wrk(
 ) -> anyhow::Result<(f64, f64, f64, u64, u64)> {
     let out = Command::new("wrk")
         .args([
-            "-t2",
+            // Two threads, but never more than connections (wrk refuses that: one
+            // connection measures a request alone).
+            &format!("-t{}", connections.clamp(1, 2)),
             &format!("-c{connections}"),
             &format!("-d{seconds}s"),
             "--timeout",

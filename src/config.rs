@@ -314,7 +314,8 @@ fn default_cache_ttl() -> u64 {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoaderConfig {
-    /// How long a loader waits to gather keys into one batch, in milliseconds.
+    /// An extra wait, in milliseconds, after a request has stopped adding keys to a
+    /// batch and before the batch loads (see `config/README.md`: it only adds latency).
     #[serde(default = "default_batch_delay")]
     pub batch_delay_ms: u64,
     /// Time limit of one batched call to a source, in milliseconds.
@@ -332,7 +333,7 @@ impl Default for LoaderConfig {
 }
 
 fn default_batch_delay() -> u64 {
-    1
+    0
 }
 fn default_source_timeout() -> u64 {
     5000

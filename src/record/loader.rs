@@ -304,7 +304,8 @@ impl RequestLoaders {
                 seen = now;
             }
             if !self.delay.is_zero() {
-                // Optional extra window for keys from other tasks (none today).
+                // `loader.batch_delay_ms`: off by default (it joins no keys, see
+                // config/README.md).
                 tokio::time::sleep(self.delay).await;
             }
             let waiters = {

@@ -111,7 +111,7 @@ pub fn config_text_with(
     let vendors = repo().join("config/vendors");
     let reports = write_reports_config(work, 1000);
     let mut text = format!(
-        "reports = {reports:?}\n\n[index]\npath = {:?}\nrefresh_secs = 0\nlinkage = {:?}\n\n[loader]\nbatch_delay_ms = 2\nsource_timeout_ms = 5000\n",
+        "reports = {reports:?}\n\n[index]\npath = {:?}\nrefresh_secs = 0\nlinkage = {:?}\n\n[loader]\nsource_timeout_ms = 5000\n",
         work.join("index.db"),
         repo().join("config/linkage.toml")
     );
